@@ -1,0 +1,1 @@
+"""Shared pieces of both services: settings, database, models, job store, errors."""

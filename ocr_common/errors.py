@@ -1,0 +1,81 @@
+"""The domain error hierarchy: each error carries its HTTP status and a stable code."""
+
+from __future__ import annotations
+
+
+class OcrError(Exception):
+    """Base of every error a client may see; ``code`` is stable, ``message`` is for a person."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.retry_after_s = retry_after_s
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class BadRequest(OcrError):
+    """The request itself is malformed: fix the request."""
+
+    status = 400
+    code = "bad_request"
+
+
+class InvalidImage(BadRequest):
+    """The bytes are not an image we can read."""
+
+    code = "invalid_image"
+
+
+class PayloadTooLarge(OcrError):
+    """The upload or the decoded image is larger than the configured limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class NotFound(OcrError):
+    status = 404
+    code = "not_found"
+
+
+class JobFailed(OcrError):
+    """The job ended without a result; the message says why (engine crash, timeout, bad image)."""
+
+    status = 422
+    code = "job_failed"
+
+
+class Unavailable(OcrError):
+    """A dependency (database, OCR server) is down or saturated; retry after ``retry_after_s``."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: int = 2):
+        super().__init__(message, code=code, retry_after_s=retry_after_s)
+
+
+class EngineError(OcrError):
+    """Tesseract could not produce a result for this page."""
+
+    status = 422
+    code = "engine_error"
+    # Whether trying the same page again (on a fresh engine) could succeed.
+    retryable = False
+
+
+class EngineCrashed(EngineError):
+    code = "engine_crashed"
+    retryable = True
+
+
+class EngineTimeout(EngineError):
+    code = "engine_timeout"
+    retryable = True

@@ -1,0 +1,279 @@
+"""All SQL about jobs. These functions never commit: the caller owns the transaction.
+
+Typical use::
+
+    with session_factory.begin() as session:
+        job = create_job(session, image=data, max_attempts=3)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from .models import ClaimedJob, Job, JobImageRow, JobRow, JobStatus
+
+RUNNING = JobStatus.RUNNING.value
+QUEUED = JobStatus.QUEUED.value
+
+
+def utcnow() -> datetime:
+    """Naive UTC, as every timestamp column stores it."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def create_job(
+    session: Session, *, image: bytes, max_attempts: int, owner: str | None = None
+) -> Job:
+    """Queue a job with its image; it exists for workers once the caller commits."""
+    now = utcnow()
+    row = JobRow(
+        id=new_job_id(),
+        status=QUEUED,
+        kind="async",
+        owner=owner,
+        created_at=now,
+        attempts=0,
+        max_attempts=max_attempts,
+        image_bytes=len(image),
+        image_sha256=hashlib.sha256(image).hexdigest(),
+    )
+    session.add(row)
+    # The image must reach the database after its job row: the foreign key points there.
+    session.flush()
+    session.add(JobImageRow(job_id=row.id, data=image))
+    session.flush()
+    return Job.from_row(row)
+
+
+def record_finished(
+    session: Session,
+    *,
+    image: bytes,
+    started_at: datetime,
+    text: str | None,
+    error_code: str | None = None,
+    error_message: str | None = None,
+    owner: str | None = None,
+) -> Job:
+    """Record a synchronous OCR that has already run, as a finished job without an image."""
+    now = utcnow()
+    row = JobRow(
+        id=new_job_id(),
+        status=JobStatus.SUCCEEDED.value if error_code is None else JobStatus.FAILED.value,
+        kind="sync",
+        owner=owner,
+        created_at=started_at,
+        started_at=started_at,
+        finished_at=now,
+        attempts=1,
+        max_attempts=1,
+        image_bytes=len(image),
+        image_sha256=hashlib.sha256(image).hexdigest(),
+        text=text,
+        error_code=error_code,
+        error_message=error_message,
+    )
+    session.add(row)
+    session.flush()
+    return Job.from_row(row)
+
+
+def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | None:
+    row = session.get(JobRow, job_id)
+    if row is None or (owner is not None and row.owner != owner):
+        return None
+    return Job.from_row(row)
+
+
+def list_jobs(session: Session, *, owner: str | None = None, limit: int | None = None) -> list[Job]:
+    """Jobs oldest first (the order /allimages has always used)."""
+    query = select(JobRow).order_by(JobRow.created_at, JobRow.id)
+    if owner is not None:
+        query = query.where(JobRow.owner == owner)
+    if limit is not None:
+        query = query.limit(limit)
+    return [Job.from_row(row) for row in session.scalars(query)]
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
+    counts = {status.value: 0 for status in JobStatus}
+    counts.update({status: int(n) for status, n in rows})
+    return counts
+
+
+def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJob | None:
+    """Take the oldest queued job for ``worker_id`` and lease it for ``lease_s`` seconds.
+
+    On MySQL/MariaDB the row is locked with SKIP LOCKED, so concurrent claimers pass over each
+    other's rows instead of waiting; elsewhere (SQLite, one writer at a time) the UPDATE is a
+    compare-and-set on the status. Either way the caller must commit at once: no lock is held
+    while the engine works.
+    """
+    skip_locked = session.get_bind().dialect.name in ("mysql", "mariadb")
+    candidates = (
+        select(JobRow.id)
+        .where(JobRow.status == QUEUED)
+        .order_by(JobRow.created_at, JobRow.id)
+        .limit(1 if skip_locked else 4)
+    )
+    if skip_locked:
+        candidates = candidates.with_for_update(skip_locked=True)
+    now = utcnow()
+    for job_id in session.scalars(candidates).all():
+        claimed = session.execute(
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.status == QUEUED)
+            .values(
+                status=RUNNING,
+                worker_id=worker_id,
+                lease_until=now + timedelta(seconds=lease_s),
+                started_at=now,
+                attempts=JobRow.attempts + 1,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if claimed != 1:
+            continue
+        row = session.execute(
+            select(JobRow.attempts, JobRow.max_attempts, JobImageRow.data)
+            .join(JobImageRow, JobImageRow.job_id == JobRow.id)
+            .where(JobRow.id == job_id)
+        ).one_or_none()
+        if row is None:
+            # A queued job without its image cannot run; it never should exist, but if it does
+            # it must not be claimed again and again.
+            _finish(session, job_id, worker_id, status=JobStatus.FAILED, text=None,
+                    error_code="image_missing", error_message="the stored image is missing",
+                    keep_image=False)
+            continue
+        return ClaimedJob(id=job_id, attempts=row.attempts, max_attempts=row.max_attempts,
+                          image=row.data)
+    return None
+
+
+def heartbeat(session: Session, *, worker_id: str, job_ids: Sequence[str], lease_s: float) -> int:
+    """Extend the leases ``worker_id`` holds on ``job_ids``; returns how many it still holds."""
+    if not job_ids:
+        return 0
+    return session.execute(
+        update(JobRow)
+        .where(JobRow.id.in_(job_ids), JobRow.worker_id == worker_id, JobRow.status == RUNNING)
+        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def finish(
+    session: Session, *, job_id: str, worker_id: str, text: str, keep_image: bool = False
+) -> bool:
+    """Write the result if ``worker_id`` still holds the job; False means someone else took it."""
+    return _finish(session, job_id, worker_id, status=JobStatus.SUCCEEDED, text=text,
+                   error_code=None, error_message=None, keep_image=keep_image)
+
+
+def fail(
+    session: Session,
+    *,
+    job_id: str,
+    worker_id: str,
+    error_code: str,
+    error_message: str,
+    keep_image: bool = False,
+) -> bool:
+    """Mark the job failed for good, if ``worker_id`` still holds it."""
+    return _finish(session, job_id, worker_id, status=JobStatus.FAILED, text=None,
+                   error_code=error_code, error_message=error_message, keep_image=keep_image)
+
+
+def _finish(
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    *,
+    status: JobStatus,
+    text: str | None,
+    error_code: str | None,
+    error_message: str | None,
+    keep_image: bool,
+) -> bool:
+    done = session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == RUNNING)
+        .values(status=status.value, text=text, error_code=error_code,
+                error_message=error_message, finished_at=utcnow(), lease_until=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if done and not keep_image:
+        session.execute(delete(JobImageRow).where(JobImageRow.job_id == job_id))
+    return bool(done)
+
+
+def release(
+    session: Session,
+    *,
+    job_id: str,
+    worker_id: str,
+    error_code: str | None = None,
+    error_message: str | None = None,
+    count_attempt: bool = True,
+) -> bool:
+    """Put a job ``worker_id`` holds back in the queue (to retry, or because it is stopping).
+
+    ``count_attempt=False`` gives back the attempt the claim took, for work interrupted by a
+    shutdown rather than by the job itself.
+    """
+    values: dict[str, object] = {"status": QUEUED, "worker_id": None, "lease_until": None,
+                                 "error_code": error_code, "error_message": error_message}
+    if not count_attempt:
+        values["attempts"] = JobRow.attempts - 1
+    return bool(session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == RUNNING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount)
+
+
+def requeue_expired(session: Session, *, keep_images: bool = False) -> tuple[int, int]:
+    """Return jobs whose lease ran out to the queue, or fail them once out of attempts.
+
+    Returns (requeued, failed).
+    """
+    now = utcnow()
+    expired = (JobRow.status == RUNNING, JobRow.lease_until < now)
+    exhausted_ids = session.scalars(
+        select(JobRow.id).where(*expired, JobRow.attempts >= JobRow.max_attempts)
+    ).all()
+    failed = 0
+    if exhausted_ids:
+        failed = session.execute(
+            update(JobRow)
+            .where(JobRow.id.in_(exhausted_ids), *expired)
+            .values(status=JobStatus.FAILED.value, finished_at=now, lease_until=None,
+                    error_code="attempts_exhausted",
+                    error_message="gave up after the last allowed attempt (OCR_MAX_ATTEMPTS): "
+                    "the OCR worker stopped answering every time it read this image")
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not keep_images:
+            session.execute(delete(JobImageRow).where(JobImageRow.job_id.in_(exhausted_ids)))
+    requeued = session.execute(
+        update(JobRow)
+        .where(*expired, JobRow.attempts < JobRow.max_attempts)
+        .values(status=QUEUED, worker_id=None, lease_until=None,
+                error_code="lease_expired",
+                error_message="the worker running this job stopped answering; retrying")
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return requeued, failed

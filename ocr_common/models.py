@@ -1,0 +1,122 @@
+"""ORM tables and the frozen ``Job`` value the rest of the code passes around."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# MySQL's plain DATETIME drops microseconds (jobs would tie in FIFO order), TEXT holds 64 KiB and
+# BLOB 64 KiB: use the wide variants there.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is in its life; see README "Job lifecycle"."""
+
+    QUEUED = "queued"  # accepted and committed, waiting for an engine
+    RUNNING = "running"  # claimed by a worker that holds a lease on it
+    SUCCEEDED = "succeeded"  # text written; image deleted
+    FAILED = "failed"  # given up, with error_code and error_message
+    CANCELED = "canceled"  # withdrawn by its owner before it ran
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    # "async" for POST /image, "sync" for /image-sync (recorded once its text is known).
+    kind: Mapped[str] = mapped_column(String(8), nullable=False, default="async")
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    image_bytes: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    image_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    text: Mapped[str | None] = mapped_column(LongText, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (
+        # The claim query: oldest queued job first.
+        Index("ix_jobs_status_created", "status", "created_at"),
+        # The reaper: running jobs whose lease ran out.
+        Index("ix_jobs_status_lease", "status", "lease_until"),
+    )
+
+
+class JobImageRow(Base):
+    """The uploaded bytes, kept apart so that scans of ``jobs`` never drag blobs along."""
+
+    __tablename__ = "job_images"
+
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LongBlob, nullable=False)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A read-only snapshot of one job row."""
+
+    id: str
+    status: JobStatus
+    kind: str
+    owner: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    max_attempts: int
+    worker_id: str | None
+    text: str | None
+    error_code: str | None
+    error_message: str | None
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> Job:
+        return cls(
+            id=row.id,
+            status=JobStatus(row.status),
+            kind=row.kind,
+            owner=row.owner,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+            worker_id=row.worker_id,
+            text=row.text,
+            error_code=row.error_code,
+            error_message=row.error_message,
+        )
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job a worker now holds a lease on, with the image it must read."""
+
+    id: str
+    attempts: int
+    max_attempts: int
+    image: bytes
