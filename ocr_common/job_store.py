@@ -12,8 +12,9 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, Executable, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from .models import ClaimedJob, Job, JobImageRow, JobRow, JobStatus
@@ -25,6 +26,12 @@ QUEUED = JobStatus.QUEUED.value
 def utcnow() -> datetime:
     """Naive UTC, as every timestamp column stores it."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _rows(session: Session, statement: Executable) -> int:
+    """Run an UPDATE or DELETE and say how many rows it matched."""
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    return cast(CursorResult[Any], result).rowcount
 
 
 def new_job_id() -> str:
@@ -131,7 +138,8 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
         candidates = candidates.with_for_update(skip_locked=True)
     now = utcnow()
     for job_id in session.scalars(candidates).all():
-        claimed = session.execute(
+        claimed = _rows(
+            session,
             update(JobRow)
             .where(JobRow.id == job_id, JobRow.status == QUEUED)
             .values(
@@ -140,9 +148,8 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
                 lease_until=now + timedelta(seconds=lease_s),
                 started_at=now,
                 attempts=JobRow.attempts + 1,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            ),
+        )
         if claimed != 1:
             continue
         row = session.execute(
@@ -153,12 +160,20 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
         if row is None:
             # A queued job without its image cannot run; it never should exist, but if it does
             # it must not be claimed again and again.
-            _finish(session, job_id, worker_id, status=JobStatus.FAILED, text=None,
-                    error_code="image_missing", error_message="the stored image is missing",
-                    keep_image=False)
+            _finish(
+                session,
+                job_id,
+                worker_id,
+                status=JobStatus.FAILED,
+                text=None,
+                error_code="image_missing",
+                error_message="the stored image is missing",
+                keep_image=False,
+            )
             continue
-        return ClaimedJob(id=job_id, attempts=row.attempts, max_attempts=row.max_attempts,
-                          image=row.data)
+        return ClaimedJob(
+            id=job_id, attempts=row.attempts, max_attempts=row.max_attempts, image=row.data
+        )
     return None
 
 
@@ -166,20 +181,28 @@ def heartbeat(session: Session, *, worker_id: str, job_ids: Sequence[str], lease
     """Extend the leases ``worker_id`` holds on ``job_ids``; returns how many it still holds."""
     if not job_ids:
         return 0
-    return session.execute(
+    return _rows(
+        session,
         update(JobRow)
         .where(JobRow.id.in_(job_ids), JobRow.worker_id == worker_id, JobRow.status == RUNNING)
-        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .values(lease_until=utcnow() + timedelta(seconds=lease_s)),
+    )
 
 
 def finish(
     session: Session, *, job_id: str, worker_id: str, text: str, keep_image: bool = False
 ) -> bool:
     """Write the result if ``worker_id`` still holds the job; False means someone else took it."""
-    return _finish(session, job_id, worker_id, status=JobStatus.SUCCEEDED, text=text,
-                   error_code=None, error_message=None, keep_image=keep_image)
+    return _finish(
+        session,
+        job_id,
+        worker_id,
+        status=JobStatus.SUCCEEDED,
+        text=text,
+        error_code=None,
+        error_message=None,
+        keep_image=keep_image,
+    )
 
 
 def fail(
@@ -192,8 +215,16 @@ def fail(
     keep_image: bool = False,
 ) -> bool:
     """Mark the job failed for good, if ``worker_id`` still holds it."""
-    return _finish(session, job_id, worker_id, status=JobStatus.FAILED, text=None,
-                   error_code=error_code, error_message=error_message, keep_image=keep_image)
+    return _finish(
+        session,
+        job_id,
+        worker_id,
+        status=JobStatus.FAILED,
+        text=None,
+        error_code=error_code,
+        error_message=error_message,
+        keep_image=keep_image,
+    )
 
 
 def _finish(
@@ -207,13 +238,19 @@ def _finish(
     error_message: str | None,
     keep_image: bool,
 ) -> bool:
-    done = session.execute(
+    done = _rows(
+        session,
         update(JobRow)
         .where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == RUNNING)
-        .values(status=status.value, text=text, error_code=error_code,
-                error_message=error_message, finished_at=utcnow(), lease_until=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .values(
+            status=status.value,
+            text=text,
+            error_code=error_code,
+            error_message=error_message,
+            finished_at=utcnow(),
+            lease_until=None,
+        ),
+    )
     if done and not keep_image:
         session.execute(delete(JobImageRow).where(JobImageRow.job_id == job_id))
     return bool(done)
@@ -233,16 +270,23 @@ def release(
     ``count_attempt=False`` gives back the attempt the claim took, for work interrupted by a
     shutdown rather than by the job itself.
     """
-    values: dict[str, object] = {"status": QUEUED, "worker_id": None, "lease_until": None,
-                                 "error_code": error_code, "error_message": error_message}
+    values: dict[str, object] = {
+        "status": QUEUED,
+        "worker_id": None,
+        "lease_until": None,
+        "error_code": error_code,
+        "error_message": error_message,
+    }
     if not count_attempt:
         values["attempts"] = JobRow.attempts - 1
-    return bool(session.execute(
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == RUNNING)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    ).rowcount)
+    return bool(
+        _rows(
+            session,
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == RUNNING)
+            .values(**values),
+        )
+    )
 
 
 def requeue_expired(session: Session, *, keep_images: bool = False) -> tuple[int, int]:
@@ -257,23 +301,31 @@ def requeue_expired(session: Session, *, keep_images: bool = False) -> tuple[int
     ).all()
     failed = 0
     if exhausted_ids:
-        failed = session.execute(
+        failed = _rows(
+            session,
             update(JobRow)
             .where(JobRow.id.in_(exhausted_ids), *expired)
-            .values(status=JobStatus.FAILED.value, finished_at=now, lease_until=None,
-                    error_code="attempts_exhausted",
-                    error_message="gave up after the last allowed attempt (OCR_MAX_ATTEMPTS): "
-                    "the OCR worker stopped answering every time it read this image")
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .values(
+                status=JobStatus.FAILED.value,
+                finished_at=now,
+                lease_until=None,
+                error_code="attempts_exhausted",
+                error_message="gave up after the last allowed attempt (OCR_MAX_ATTEMPTS): "
+                "the OCR worker stopped answering every time it read this image",
+            ),
+        )
         if not keep_images:
             session.execute(delete(JobImageRow).where(JobImageRow.job_id.in_(exhausted_ids)))
-    requeued = session.execute(
+    requeued = _rows(
+        session,
         update(JobRow)
         .where(*expired, JobRow.attempts < JobRow.max_attempts)
-        .values(status=QUEUED, worker_id=None, lease_until=None,
-                error_code="lease_expired",
-                error_message="the worker running this job stopped answering; retrying")
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .values(
+            status=QUEUED,
+            worker_id=None,
+            lease_until=None,
+            error_code="lease_expired",
+            error_message="the worker running this job stopped answering; retrying",
+        ),
+    )
     return requeued, failed

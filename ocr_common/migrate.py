@@ -23,8 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         upgrade(settings.database_url)
     except Exception as exc:  # noqa: BLE001 - any failure here is reported, not traced
-        print(f"ocr-migrate: could not migrate {safe_url(settings.database_url)}: {exc}",
-              file=sys.stderr)
+        print(
+            f"ocr-migrate: could not migrate {safe_url(settings.database_url)}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     print(f"ocr-migrate: {safe_url(settings.database_url)} is at the latest schema")
     return 0

@@ -17,7 +17,7 @@ LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     """Where a job is in its life; see README "Job lifecycle"."""
 
     QUEUED = "queued"  # accepted and committed, waiting for an engine

@@ -1,0 +1,40 @@
+"""The API server: the public HTTP surface. It validates, stores jobs, and never runs OCR."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from ocr_common.db import make_engine, make_session_factory
+from ocr_common.settings import Settings, load_settings
+
+from .errors import register_error_handlers
+from .ocr_client import OcrBackend, OcrServerClient
+from .services import Services
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    ocr: OcrBackend | None = None,
+    services: Services | None = None,
+) -> Flask:
+    """Build the API server; nothing connects anywhere until the first request."""
+    if services is None:
+        settings = settings or load_settings()
+        sessions = make_session_factory(make_engine(settings.database_url))
+        services = Services(
+            settings=settings, sessions=sessions, ocr=ocr or OcrServerClient(settings)
+        )
+    settings = services.settings
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    # /allimages lists tasks oldest first: keep the order we build.
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["ocr_services"] = services
+    register_error_handlers(app, settings.max_request_bytes)
+
+    from . import compat, ops
+
+    app.register_blueprint(compat.bp)
+    app.register_blueprint(ops.bp)
+    return app

@@ -1,0 +1,67 @@
+"""Every error the API server answers, turned into JSON in this one place."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from ocr_common.db import is_connection_error
+from ocr_common.errors import OcrError, PayloadTooLarge, Unavailable
+
+log = logging.getLogger(__name__)
+DATABASE_RETRY_AFTER_S = 5
+
+
+def error_response(exc: OcrError) -> Response:
+    response = jsonify({"error": exc.to_dict()})
+    response.status_code = exc.status
+    if exc.retry_after_s is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
+
+
+def register_error_handlers(app: Flask, max_request_bytes: int) -> None:
+    @app.errorhandler(OcrError)
+    def on_ocr_error(exc: OcrError) -> Response:
+        return error_response(exc)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def on_too_large(_exc: RequestEntityTooLarge) -> Response:
+        return error_response(
+            PayloadTooLarge(
+                f"the request body is larger than {max_request_bytes} bytes; the image limit is "
+                "OCR_MAX_UPLOAD_BYTES before base64",
+                code="request_too_large",
+            )
+        )
+
+    @app.errorhandler(HTTPException)
+    def on_http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "http_error").lower().replace(" ", "_")
+        response = jsonify({"error": {"code": code, "message": exc.description}})
+        response.status_code = exc.code or 500
+        if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(SQLAlchemyError)
+    def on_database_error(exc: SQLAlchemyError) -> Response:
+        if is_connection_error(exc):
+            log.warning("database unavailable: %s", exc)
+            return error_response(
+                Unavailable(
+                    "the database is unavailable; nothing was stored, retry shortly",
+                    code="database_unavailable",
+                    retry_after_s=DATABASE_RETRY_AFTER_S,
+                )
+            )
+        log.exception("database error")
+        return error_response(OcrError("unexpected database error; it has been logged"))
+
+    @app.errorhandler(Exception)
+    def on_unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error")
+        return error_response(OcrError("unexpected server error; it has been logged"))

@@ -1,0 +1,142 @@
+"""The API server's link to the OCR server: synchronous OCR and fire-and-forget notifies.
+
+Flask handlers are synchronous; the HTTP calls run on one asyncio loop in a background thread
+per process, sharing one aiohttp session (and its keep-alive connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+
+from ocr_common.errors import EngineError, InvalidImage, OcrError, Unavailable
+from ocr_common.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+INTERNAL_TOKEN_HEADER = "X-Internal-Token"
+CONNECT_TIMEOUT_S = 2.0
+NOTIFY_TIMEOUT_S = 2.0
+# How long a client should wait before retrying when the OCR server is down or busy.
+RETRY_AFTER_S = 5
+
+
+class OcrBackend(Protocol):
+    """What the API needs of the OCR server (a fake in unit tests)."""
+
+    def recognize_many(self, images: list[bytes]) -> list[str | OcrError]: ...
+
+    def notify(self) -> None: ...
+
+
+class OcrServerClient:
+    """HTTP client of the OCR server's internal API."""
+
+    def __init__(self, settings: Settings):
+        self._base = settings.server_url
+        self._headers = {"Content-Type": "application/octet-stream"}
+        if settings.internal_token:
+            self._headers[INTERNAL_TOKEN_HEADER] = settings.internal_token
+        self._timeout_s = settings.sync_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        # gunicorn forks workers after the app may have been built: a loop belongs to a process.
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="ocr-client", daemon=True)
+                thread.start()
+                self._loop, self._pid, self._session = loop, os.getpid(), None
+            return self._loop
+
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
+
+    async def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+            )
+        return self._session
+
+    def recognize_many(self, images: list[bytes]) -> list[str | OcrError]:
+        """Tesseract's text for each image, from the OCR server's POST /ocr, in order.
+
+        The images go at once, so the OCR server spreads them over its engines. A failure of
+        one image is returned in its place; the OCR server being unreachable is raised.
+        """
+
+        async def gather() -> list[str | OcrError]:
+            results = await asyncio.gather(
+                *(self._recognize(i) for i in images), return_exceptions=True
+            )
+            out: list[str | OcrError] = []
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, OcrError):
+                    raise result
+                out.append(result)
+            return out
+
+        return self._submit(gather()).result(timeout=self._timeout_s + 5)
+
+    async def _recognize(self, image: bytes) -> str:
+        session = await self._get_session()
+        timeout = aiohttp.ClientTimeout(total=self._timeout_s, sock_connect=CONNECT_TIMEOUT_S)
+        try:
+            async with session.post(f"{self._base}/ocr", data=image, timeout=timeout) as response:
+                body = await response.json(content_type=None)
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise Unavailable(
+                f"the OCR server at {self._base} is not answering ({type(exc).__name__}); "
+                "retry shortly",
+                code="ocr_unavailable",
+                retry_after_s=RETRY_AFTER_S,
+            ) from None
+        if status == 200:
+            return str(body["text"])
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        code, message = error.get("code", "ocr_error"), error.get("message", "OCR failed")
+        if status == 503:
+            raise Unavailable(message, code=code, retry_after_s=int(retry_after or RETRY_AFTER_S))
+        if status in (400, 413):
+            raise InvalidImage(message, code=code)
+        if status == 422:
+            raise EngineError(message, code=code)
+        raise Unavailable(
+            f"the OCR server answered {status}: {message}",
+            code="ocr_unavailable",
+            retry_after_s=RETRY_AFTER_S,
+        )
+
+    def notify(self) -> None:
+        """Wake the OCR server's dispatcher; never waits and never fails the caller."""
+        # RuntimeError: the loop closed during shutdown; the OCR server's poll finds the job.
+        with contextlib.suppress(RuntimeError):
+            self._submit(self._notify())
+
+    async def _notify(self) -> None:
+        session = await self._get_session()
+        try:
+            async with session.post(
+                f"{self._base}/jobs/notify", timeout=aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT_S)
+            ):
+                pass
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # A lost notify costs at most one poll interval of the OCR server.
+            log.debug("notify failed: %s", exc)

@@ -1,0 +1,60 @@
+"""``ocr-api``: serve the API server with gunicorn, configured from the OCR_* settings."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from ocr_common.db import check_database, make_engine
+from ocr_common.settings import Settings, SettingsError, load_settings
+
+
+class GunicornApp(BaseApplication):
+    """gunicorn driven from our settings rather than its own command line."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self._settings
+        options: dict[str, Any] = {
+            "bind": s.api_bind,
+            "workers": s.api_processes,
+            "threads": s.api_threads,
+            "worker_class": "gthread",
+            # Uploads are read in full before a job is stored; slow clients must not hang a
+            # thread forever.
+            "timeout": int(s.sync_timeout_s) + 30,
+            "graceful_timeout": int(s.shutdown_grace_s),
+            "keepalive": 5,
+            "loglevel": s.log_level.lower(),
+            "accesslog": None,
+            "errorlog": "-",
+            "proc_name": "ocr-api",
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from . import create_app
+
+        return create_app(self._settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+        check_database(make_engine(settings.database_url), settings)
+    except SettingsError as exc:
+        print(f"ocr-api: {exc}", file=sys.stderr)
+        return 2
+    sys.argv = sys.argv[:1]  # gunicorn must not read our arguments as its own
+    GunicornApp(settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

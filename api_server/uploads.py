@@ -1,0 +1,122 @@
+"""Reading what clients send: lenient JSON bodies, lenient base64, strict image checks.
+
+Everything here runs before anything is stored, so a bad upload never becomes a job.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import re
+from typing import Any
+
+from PIL import Image
+
+from ocr_common.errors import BadRequest, InvalidImage, PayloadTooLarge
+
+# Formats Tesseract reads well once Pillow has decoded them (the magic bytes decide, not names).
+IMAGE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP", "PPM", "JPEG2000"})
+# Smaller than this cannot hold a character.
+MIN_SIDE_PX = 3
+_DATA_URL = re.compile(r"^\s*data:[^,]{0,200}?;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(rb"\s+")
+# Pillow's own bomb check is a warning; we refuse by our own limit before decoding.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, whatever Content-Type the client sent (or none)."""
+    if not body.strip():
+        raise BadRequest(
+            'the request body is empty: send a JSON object such as {"image_data": "<base64>"}',
+            code="empty_body",
+        )
+    try:
+        # strict=False: real clients put raw line breaks inside the base64 string.
+        value = json.loads(body, strict=False)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(
+            f"the request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    if not isinstance(value, dict):
+        raise BadRequest(
+            f"the request body must be a JSON object, not {type(value).__name__}",
+            code="invalid_json",
+        )
+    return value
+
+
+def decode_base64(value: object, *, field: str, max_bytes: int) -> bytes:
+    """Decode one base64 image: a data: URL prefix, line breaks, spaces and url-safe letters are
+    all accepted; missing padding is restored."""
+    if not isinstance(value, str):
+        raise BadRequest(
+            f'"{field}" must be a base64 string, not {type(value).__name__}', code="invalid_field"
+        )
+    text = _DATA_URL.sub("", value, count=1)
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise BadRequest(
+            f'"{field}" is not base64: it has non-ASCII characters', code="invalid_base64"
+        ) from None
+    raw = _WHITESPACE.sub(b"", raw).translate(bytes.maketrans(b"-_", b"+/"))
+    if not raw:
+        raise BadRequest(f'"{field}" is empty', code="invalid_base64")
+    if len(raw) * 3 // 4 > max_bytes:
+        raise _too_large(max_bytes)
+    raw += b"=" * (-len(raw) % 4)
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f'"{field}" is not valid base64', code="invalid_base64") from None
+
+
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the image is larger than {max_bytes} bytes (OCR_MAX_UPLOAD_BYTES)", code="image_too_large"
+    )
+
+
+def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, int, int]:
+    """Check that ``data`` is a whole image we accept; returns (format, width, height).
+
+    The pixel limit is checked from the header, before any pixel is decoded.
+    """
+    if len(data) > max_bytes:
+        raise _too_large(max_bytes)
+    if not data:
+        raise InvalidImage("the image is empty (0 bytes)", code="empty_image")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - Pillow raises many kinds for non-images
+        raise InvalidImage(
+            f"the data is not an image (it starts with {data[:8]!r}); send PNG, JPEG, TIFF, "
+            "BMP, GIF or WebP bytes, base64-encoded"
+        ) from None
+    with image:
+        fmt = image.format or "unknown"
+        if fmt not in IMAGE_FORMATS:
+            raise InvalidImage(
+                f"{fmt} images are not supported; send PNG, JPEG, TIFF, BMP, GIF or WebP",
+                code="unsupported_format",
+            )
+        width, height = image.size
+        if width * height > max_pixels:
+            raise PayloadTooLarge(
+                f"the image is {width}x{height} = {width * height} pixels, more than the "
+                f"{max_pixels} allowed (OCR_MAX_PIXELS); scale it down",
+                code="too_many_pixels",
+            )
+        if min(width, height) < MIN_SIDE_PX:
+            raise InvalidImage(
+                f"the image is {width}x{height} pixels: too small to hold text",
+                code="image_too_small",
+            )
+        try:
+            image.load()
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
+            raise InvalidImage(f"the {fmt} image is truncated or corrupt: {exc}") from None
+    return fmt, width, height

