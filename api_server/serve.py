@@ -34,6 +34,8 @@ class GunicornApp(BaseApplication):
             "accesslog": None,
             "errorlog": "-",
             "proc_name": "ocr-api",
+            # The control socket would be written under $HOME, which a container user may lack.
+            "control_socket_disable": True,
         }
         for key, value in options.items():
             self.cfg.set(key, value)

@@ -1,0 +1,82 @@
+"""Fixtures shared by every layer: databases (SQLite file and the real MySQL/MariaDB)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, delete, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from ocr_common.db import make_engine, make_session_factory
+from ocr_common.migrate import upgrade
+from ocr_common.models import JobImageRow, JobRow
+
+MYSQL_URL_VAR = "OCR_TEST_DATABASE_URL"
+
+
+def _mysql_unavailable(reason: str) -> None:
+    if os.environ.get("OCR_REQUIRE_MYSQL") == "1":
+        pytest.fail(f"MySQL is required (OCR_REQUIRE_MYSQL=1) but {reason}")
+    pytest.skip(f"MySQL tests skipped: {reason}")
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """A fresh, migrated database of our own on the MySQL/MariaDB server, dropped at the end."""
+    base = os.environ.get(MYSQL_URL_VAR)
+    if not base:
+        _mysql_unavailable(f"{MYSQL_URL_VAR} is not set")
+    assert base is not None
+    url = make_url(base)
+    name = f"{url.database or 'ocr_test'}_{uuid.uuid4().hex[:8]}"
+    server: Engine = create_engine(url.set(database=""), isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    except Exception as exc:  # noqa: BLE001 - turned into a skip or a failure
+        server.dispose()
+        _mysql_unavailable(f"cannot create a database at {url.host}:{url.port}: {exc}")
+    test_url = url.set(database=name).render_as_string(hide_password=False)
+    upgrade(test_url)
+    yield test_url
+    with server.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    server.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: os.PathLike[str]) -> str:
+    url = f"sqlite:///{tmp_path}/ocr.db"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test that takes this runs on SQLite and on the real MySQL/MariaDB."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("mysql_url"))
+
+
+def empty_tables(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(JobImageRow))
+        conn.execute(delete(JobRow))
+
+
+@pytest.fixture
+def db_engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    empty_tables(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(db_engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(db_engine)
