@@ -1,0 +1,228 @@
+"""The original API through Flask's test client, with a fake OCR server and a real database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from pages import HELLO_PNG, b64, render_lines
+from sqlalchemy.orm import Session, sessionmaker
+
+from api_server import create_app
+from api_server.services import Services
+from ocr_common import job_store
+from ocr_common.errors import EngineError, OcrError, Unavailable
+from ocr_common.settings import load_settings
+
+SECOND_PNG = render_lines(["Second page"])
+
+
+class FakeOcr:
+    """Reads a fixed text per image; can be told to be down."""
+
+    def __init__(self) -> None:
+        self.notified = 0
+        self.down = False
+        self.texts = {HELLO_PNG: "Hello OCR\n", SECOND_PNG: "Second page\n"}
+
+    def recognize_many(self, images: list[bytes]) -> list[str | OcrError]:
+        out: list[str | OcrError] = []
+        for image in images:
+            if self.down:
+                out.append(Unavailable("the OCR server is down", code="ocr_unavailable"))
+            elif image in self.texts:
+                out.append(self.texts[image])
+            else:
+                out.append(EngineError("Tesseract could not read this image"))
+        return out
+
+    def notify(self) -> None:
+        self.notified += 1
+
+
+@pytest.fixture
+def fake_ocr() -> FakeOcr:
+    return FakeOcr()
+
+
+@pytest.fixture
+def app(sessions: sessionmaker[Session], fake_ocr: FakeOcr) -> Iterator[Flask]:
+    settings = load_settings(max_upload_bytes=200_000)
+    yield create_app(services=Services(settings=settings, sessions=sessions, ocr=fake_ocr))
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def body(image: bytes = HELLO_PNG) -> str:
+    return json.dumps({"image_data": b64(image)})
+
+
+def test_image_sync_answers_text_with_exactly_that_key(client: FlaskClient) -> None:
+    response = client.post("/image-sync", data=body())
+    assert response.status_code == 200
+    assert response.get_json() == {"text": "Hello OCR\n"}
+
+
+def test_image_sync_is_recorded_as_a_finished_job(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    client.post("/image-sync", data=body())
+    with sessions() as session:
+        [job] = job_store.list_jobs(session)
+    assert job.kind == "sync" and job.text == "Hello OCR\n" and job.status.value == "succeeded"
+    assert client.get("/allimages").get_json() == {job.id: "Hello OCR\n"}
+
+
+def test_image_sync_list_keeps_the_order(client: FlaskClient) -> None:
+    data = json.dumps({"image_data": [b64(SECOND_PNG), b64(HELLO_PNG)]})
+    response = client.post("/image-sync/", data=data, content_type="application/json;")
+    assert response.get_json() == {"text": ["Second page\n", "Hello OCR\n"]}
+
+
+def test_image_sync_is_503_with_retry_after_when_ocr_is_down(
+    client: FlaskClient, fake_ocr: FakeOcr, sessions: sessionmaker[Session]
+) -> None:
+    fake_ocr.down = True
+    response = client.post("/image-sync", data=body())
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    assert response.get_json()["error"]["code"] == "ocr_unavailable"
+    with sessions() as session:
+        assert job_store.list_jobs(session) == []
+
+
+def test_image_sync_engine_failure_is_422_and_recorded(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    response = client.post("/image-sync", data=body(render_lines(["unknown"])))
+    assert response.status_code == 422
+    with sessions() as session:
+        [job] = job_store.list_jobs(session)
+    assert job.status.value == "failed" and job.error_code == "engine_error"
+
+
+def test_post_image_commits_a_queued_job_and_notifies(
+    client: FlaskClient, fake_ocr: FakeOcr, sessions: sessionmaker[Session]
+) -> None:
+    response = client.post("/image", data=body(), content_type="application/x-www-form-urlencoded")
+    task_id = response.get_json()["task_id"]
+    assert uuid.UUID(task_id)
+    assert fake_ocr.notified == 1
+    with sessions() as session:
+        job = job_store.get_job(session, task_id)
+    assert job is not None and job.status.value == "queued"
+    # Pending: the original API answers null.
+    pending = client.get("/image", data=json.dumps({"task_id": task_id}))
+    assert pending.status_code == 200 and pending.get_json() == {"task_id": None}
+
+
+def finish_all(sessions: sessionmaker[Session], text: str) -> None:
+    with sessions.begin() as session:
+        while (claimed := job_store.claim_next(session, worker_id="w", lease_s=30)) is not None:
+            job_store.finish(session, job_id=claimed.id, worker_id="w", text=text)
+
+
+@pytest.mark.parametrize(
+    "how", ["json-body", "json-body-slash", "query-task_id", "query-id", "body-with-accept"]
+)
+def test_get_image_returns_the_text_however_the_id_is_given(
+    client: FlaskClient, sessions: sessionmaker[Session], how: str
+) -> None:
+    task_id = client.post("/image/", data=body()).get_json()["task_id"]
+    finish_all(sessions, "done\n")
+    if how == "json-body":
+        response = client.get("/image", data=json.dumps({"task_id": task_id}))
+    elif how == "json-body-slash":
+        response = client.get("/image/", data=json.dumps({"task_id": task_id}))
+    elif how == "query-task_id":
+        response = client.get(f"/image?task_id={task_id}")
+    elif how == "query-id":
+        response = client.get(f"/image?id={task_id}")
+    else:
+        response = client.get(
+            "/image", data=json.dumps({"task_id": task_id}), headers={"Accept": "text/html"}
+        )
+    assert response.status_code == 200
+    assert response.is_json
+    assert response.get_json()["task_id"] == "done\n"
+    # Reading does not consume the result.
+    again = client.get(f"/image?task_id={task_id}")
+    assert again.get_json()["task_id"] == "done\n"
+
+
+def test_failed_job_answers_422_with_the_reason(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    task_id = client.post("/image", data=body()).get_json()["task_id"]
+    with sessions.begin() as session:
+        claimed = job_store.claim_next(session, worker_id="w", lease_s=30)
+        assert claimed is not None
+        job_store.fail(
+            session,
+            job_id=claimed.id,
+            worker_id="w",
+            error_code="engine_crashed",
+            error_message="the engine crashed",
+        )
+    response = client.get(f"/image?task_id={task_id}")
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "engine_crashed"
+    assert "the engine crashed" in response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data", "status", "code"),
+    [
+        ("GET", "/image", json.dumps({"task_id": str(uuid.uuid4())}), 404, "task_not_found"),
+        ("GET", "/image", json.dumps({"task_id": "../../etc/passwd"}), 400, "invalid_task_id"),
+        ("GET", "/image", json.dumps({"task_id": "1' OR '1'='1"}), 400, "invalid_task_id"),
+        ("GET", "/image", json.dumps({"task_id": 7}), 400, "invalid_task_id"),
+        ("GET", "/image", "", 400, "missing_field"),
+        ("GET", "/image", "{}", 400, "missing_field"),
+        ("POST", "/image", "", 400, "empty_body"),
+        ("POST", "/image", "{}", 400, "missing_field"),
+        ("POST", "/image", "[]", 400, "invalid_json"),
+        ("POST", "/image", "{not json", 400, "invalid_json"),
+        ("POST", "/image", json.dumps({"image_data": "%%%"}), 400, "invalid_base64"),
+        ("POST", "/image", json.dumps({"image_data": b64(b"plain text")}), 400, "invalid_image"),
+        ("POST", "/image", json.dumps({"image_data": []}), 400, "invalid_field"),
+        ("POST", "/image-sync", json.dumps({"image_data": 5}), 400, "invalid_field"),
+        ("POST", "/image", json.dumps({"image_data": "A" * 300_000}), 413, "image_too_large"),
+        ("POST", "/image", "x" * 400_000, 413, "request_too_large"),
+        ("DELETE", "/image", "", 405, "method_not_allowed"),
+        ("GET", "/nowhere", "", 404, "not_found"),
+    ],
+)
+def test_bad_requests_get_a_json_error_with_a_code(
+    client: FlaskClient, method: str, path: str, data: str, status: int, code: str
+) -> None:
+    response = client.open(path, method=method, data=data)
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+
+
+def test_extra_keys_are_ignored(client: FlaskClient) -> None:
+    data = json.dumps({"image_data": b64(HELLO_PNG), "lang": "eng", "whatever": [1, 2]})
+    assert client.post("/image-sync", data=data).get_json() == {"text": "Hello OCR\n"}
+
+
+def test_list_of_images_gives_a_list_of_task_ids(client: FlaskClient) -> None:
+    data = json.dumps({"image_data": [b64(HELLO_PNG), b64(SECOND_PNG)]})
+    ids = client.post("/image", data=data).get_json()["task_id"]
+    assert len(ids) == 2 and len(set(ids)) == 2
+    assert list(client.get("/allimages/").get_json()) == ids
+
+
+def test_healthz_and_readyz(client: FlaskClient) -> None:
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/readyz").get_json() == {"status": "ready"}

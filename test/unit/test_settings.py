@@ -1,0 +1,60 @@
+"""Settings come from OCR_* variables and refuse bad values with the variable's name."""
+
+from __future__ import annotations
+
+import pytest
+
+from ocr_common.settings import DEFAULT_DATABASE_URL, SettingsError, load_settings
+
+
+def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("OCR_DATABASE_URL", "OCR_WORKERS", "OCR_SERVER_URL"):
+        monkeypatch.delenv(var, raising=False)
+    settings = load_settings()
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert settings.is_sqlite
+    assert settings.workers >= 1
+    assert settings.server_url == "http://127.0.0.1:5001"
+    assert settings.api_bind == "127.0.0.1:5000"
+
+
+def test_values_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCR_WORKERS", "3")
+    monkeypatch.setenv("OCR_SERVER_URL", "http://ocr:5001/")
+    monkeypatch.setenv("OCR_DATABASE_URL", "mysql+pymysql://u:p@db:3306/ocr")
+    monkeypatch.setenv("OCR_KEEP_IMAGES", "true")
+    settings = load_settings()
+    assert settings.workers == 3
+    assert settings.server_url == "http://ocr:5001"
+    assert not settings.is_sqlite
+    assert settings.keep_images is True
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("OCR_WORKERS", "0"),
+        ("OCR_WORKERS", "many"),
+        ("OCR_DATABASE_URL", "postgres://x"),
+        ("OCR_DATABASE_URL", "ocr.db"),
+        ("OCR_SERVER_URL", "ocr:5001"),
+        ("OCR_API_BIND", "5000"),
+        ("OCR_SERVER_BIND", "127.0.0.1:99999"),
+        ("OCR_MAX_ATTEMPTS", "0"),
+        ("OCR_LEASE_S", "-1"),
+        ("OCR_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_bad_value_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError, match=var):
+        load_settings()
+
+
+def test_sync_timeout_must_exceed_page_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCR_PAGE_TIMEOUT_S", "60")
+    monkeypatch.setenv("OCR_SYNC_TIMEOUT_S", "30")
+    with pytest.raises(SettingsError, match="OCR_SYNC_TIMEOUT_S"):
+        load_settings()

@@ -1,0 +1,172 @@
+"""Upload parsing: lenient where real clients differ, strict about what is an image."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from pages import HELLO_PNG, render_lines
+from PIL import Image
+
+from api_server.uploads import decode_base64, parse_json_object, validate_image
+from ocr_common.errors import BadRequest, InvalidImage, PayloadTooLarge
+
+MIB = 1024 * 1024
+B64 = base64.b64encode(HELLO_PNG).decode()
+
+
+def check(data: bytes) -> tuple[str, int, int]:
+    return validate_image(data, max_bytes=10 * MIB, max_pixels=50_000_000)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        B64,
+        "data:image/png;base64," + B64,
+        "DATA:image/png;base64," + B64,
+        "\n".join(B64[i : i + 76] for i in range(0, len(B64), 76)),
+        "\r\n".join(B64[i : i + 60] for i in range(0, len(B64), 60)) + "\n",
+        "  " + B64 + "  ",
+        B64.rstrip("="),
+        base64.urlsafe_b64encode(HELLO_PNG).decode(),
+    ],
+    ids=[
+        "plain",
+        "data-url",
+        "data-url-upper",
+        "mime-lines",
+        "crlf",
+        "spaces",
+        "no-pad",
+        "urlsafe",
+    ],
+)
+def test_base64_variants_decode_to_the_same_bytes(text: str) -> None:
+    assert decode_base64(text, field="image_data", max_bytes=10 * MIB) == HELLO_PNG
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("", "invalid_base64"),
+        ("not base64 at all!", "invalid_base64"),
+        ("é" * 8, "invalid_base64"),
+        (12, "invalid_field"),
+        (None, "invalid_field"),
+        ({"a": 1}, "invalid_field"),
+    ],
+)
+def test_bad_base64_is_a_400_with_a_code(value: object, code: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        decode_base64(value, field="image_data", max_bytes=MIB)
+    assert info.value.status == 400
+    assert info.value.code == code
+
+
+def test_base64_over_the_limit_is_refused_before_decoding() -> None:
+    with pytest.raises(PayloadTooLarge):
+        decode_base64("A" * 4000, field="image_data", max_bytes=1000)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"image_data": "x"}', b'{"image_data": "a\nb"}', b'\xef\xbb\xbf{"a": 1}'[3:]],
+)
+def test_json_objects_parse_even_with_raw_line_breaks(body: bytes) -> None:
+    assert isinstance(parse_json_object(body), dict)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"", "empty_body"),
+        (b"  \n", "empty_body"),
+        (b"{oops", "invalid_json"),
+        (b"[1, 2]", "invalid_json"),
+        (b'"text"', "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+    ],
+)
+def test_bad_json_is_a_400(body: bytes, code: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        parse_json_object(body)
+    assert info.value.code == code
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+PAGE = Image.open(io.BytesIO(HELLO_PNG)).convert("RGB")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [
+        ("PNG", "RGB"),
+        ("JPEG", "RGB"),
+        ("TIFF", "RGB"),
+        ("BMP", "RGB"),
+        ("GIF", "P"),
+        ("WEBP", "RGB"),
+        ("TIFF", "CMYK"),
+        ("JPEG", "CMYK"),
+        ("PNG", "I;16"),
+        ("PNG", "LA"),
+    ],
+)
+def test_supported_formats_pass(fmt: str, mode: str) -> None:
+    image = PAGE.convert(mode) if mode != "I;16" else PAGE.convert("I").convert("I;16")
+    assert check(encode(image, fmt))[0] == fmt
+
+
+def test_not_an_image_is_refused() -> None:
+    with pytest.raises(InvalidImage, match="not an image"):
+        check(b"hello, this is a text file\n")
+
+
+def test_empty_image_is_refused() -> None:
+    with pytest.raises(InvalidImage) as info:
+        check(b"")
+    assert info.value.code == "empty_image"
+
+
+def test_truncated_png_is_refused() -> None:
+    with pytest.raises(InvalidImage, match="truncated or corrupt"):
+        check(HELLO_PNG[: len(HELLO_PNG) // 2])
+
+
+def test_truncated_jpeg_is_refused() -> None:
+    jpeg = encode(PAGE, "JPEG")
+    with pytest.raises(InvalidImage):
+        check(jpeg[: len(jpeg) // 3])
+
+
+def test_unsupported_format_is_refused() -> None:
+    with pytest.raises(InvalidImage) as info:
+        check(encode(PAGE, "PDF"))
+    assert info.value.status == 400
+
+
+def test_tiny_image_is_refused() -> None:
+    with pytest.raises(InvalidImage) as info:
+        check(encode(Image.new("L", (1, 1), 255), "PNG"))
+    assert info.value.code == "image_too_small"
+
+
+def test_pixel_bomb_is_refused_from_the_header() -> None:
+    # 20000 x 20000 of one colour compresses to a few hundred KiB but would take 400 MB decoded.
+    bomb = encode(Image.new("1", (20000, 20000), 1), "PNG")
+    with pytest.raises(PayloadTooLarge) as info:
+        validate_image(bomb, max_bytes=10 * MIB, max_pixels=50_000_000)
+    assert info.value.code == "too_many_pixels"
+    assert info.value.status == 413
+
+
+def test_bytes_over_the_limit_are_refused() -> None:
+    with pytest.raises(PayloadTooLarge):
+        validate_image(render_lines(["x"]), max_bytes=100, max_pixels=10**9)
