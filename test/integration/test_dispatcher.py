@@ -1,0 +1,162 @@
+"""The dispatcher on a real database, with small fake engines standing in for Tesseract."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ocr_common import job_store
+from ocr_common.errors import EngineCrashed, EngineTimeout
+from ocr_common.models import Job, JobImageRow, JobRow, JobStatus
+from ocr_common.settings import Settings, load_settings
+from ocr_server.dispatcher import Dispatcher
+from ocr_server.pool import EnginePool
+
+POISON = b"poison"
+
+
+class FakeEngine:
+    """Echoes the image as text; crashes on POISON; crashes once on images starting with 'flaky'."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+        self.seen: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def recognize(self, image: bytes) -> str:
+        with self._lock:
+            first_time = image not in self.seen
+            self.seen.append(image)
+        time.sleep(self.delay_s)
+        if image == POISON:
+            raise EngineCrashed("the engine crashed on this image")
+        if image.startswith(b"flaky") and first_time:
+            raise EngineTimeout("took too long")
+        return image.decode() + "\n"
+
+
+def settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {"lease_s": 3, "poll_interval_s": 0.05, "max_attempts": 3}
+    values.update(overrides)
+    return load_settings(**values)
+
+
+def queue(sessions: sessionmaker[Session], images: list[bytes], max_attempts: int = 3) -> list[str]:
+    with sessions.begin() as session:
+        return [
+            job_store.create_job(session, image=image, max_attempts=max_attempts).id
+            for image in images
+        ]
+
+
+def jobs(sessions: sessionmaker[Session], ids: list[str]) -> list[Job]:
+    with sessions() as session:
+        found = [job_store.get_job(session, job_id) for job_id in ids]
+    assert all(job is not None for job in found)
+    return [job for job in found if job is not None]
+
+
+async def run_until_final(
+    dispatcher: Dispatcher, sessions: sessionmaker[Session], ids: list[str], timeout_s: float = 20
+) -> list[Job]:
+    dispatcher.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            current = await asyncio.to_thread(jobs, sessions, ids)
+            if all(job.status.is_final for job in current):
+                return current
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"jobs not final after {timeout_s} s: {current}")
+    finally:
+        await dispatcher.stop(grace_s=5)
+
+
+def test_queued_jobs_are_read_and_their_images_deleted(sessions: sessionmaker[Session]) -> None:
+    ids = queue(sessions, [f"page {i}".encode() for i in range(10)])
+    pool = EnginePool([FakeEngine(), FakeEngine()])
+    done = asyncio.run(run_until_final(Dispatcher(sessions, pool, settings()), sessions, ids))
+    assert [job.text for job in done] == [f"page {i}\n" for i in range(10)]
+    assert all(job.status == JobStatus.SUCCEEDED and job.attempts == 1 for job in done)
+    with sessions() as session:
+        assert session.query(JobImageRow).count() == 0
+
+
+def test_a_retryable_failure_is_retried(sessions: sessionmaker[Session]) -> None:
+    ids = queue(sessions, [b"flaky page"])
+    pool = EnginePool([FakeEngine()])
+    [job] = asyncio.run(run_until_final(Dispatcher(sessions, pool, settings()), sessions, ids))
+    assert job.status == JobStatus.SUCCEEDED and job.attempts == 2 and job.text == "flaky page\n"
+
+
+def test_a_poison_image_fails_after_max_attempts_without_blocking_others(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = queue(sessions, [POISON, b"after 1", b"after 2"], max_attempts=2)
+    engine = FakeEngine()
+    pool = EnginePool([engine])
+    poison, *others = asyncio.run(
+        run_until_final(Dispatcher(sessions, pool, settings()), sessions, ids)
+    )
+    assert poison.status == JobStatus.FAILED
+    assert poison.attempts == 2
+    assert poison.error_code == "engine_crashed"
+    assert "gave up after 2 attempts" in (poison.error_message or "")
+    assert [job.text for job in others] == ["after 1\n", "after 2\n"]
+    assert engine.seen.count(POISON) == 2
+
+
+def test_a_dead_workers_job_is_requeued_by_the_reaper(sessions: sessionmaker[Session]) -> None:
+    [job_id] = queue(sessions, [b"orphan"])
+    with sessions.begin() as session:
+        job_store.claim_next(session, worker_id="dead-worker", lease_s=30)
+        session.execute(
+            update(JobRow).values(lease_until=job_store.utcnow() - timedelta(seconds=1))
+        )
+    pool = EnginePool([FakeEngine()])
+    [job] = asyncio.run(run_until_final(Dispatcher(sessions, pool, settings()), sessions, [job_id]))
+    assert job.status == JobStatus.SUCCEEDED and job.attempts == 2
+    assert job.worker_id != "dead-worker"
+
+
+def test_stop_gives_unfinished_jobs_back_without_charging_an_attempt(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = queue(sessions, [b"slow page"])
+    pool = EnginePool([FakeEngine(delay_s=1.5)])
+    dispatcher = Dispatcher(sessions, pool, settings())
+
+    async def scenario() -> None:
+        dispatcher.start()
+        while dispatcher.running_jobs == 0:
+            await asyncio.sleep(0.02)
+        await dispatcher.stop(grace_s=0.1)
+
+    asyncio.run(scenario())
+    [job] = jobs(sessions, ids)
+    assert job.status == JobStatus.QUEUED and job.attempts == 0 and job.worker_id is None
+    time.sleep(1.6)  # the engine thread finishes; its late result must not land
+    [job] = jobs(sessions, ids)
+    assert job.status == JobStatus.QUEUED
+    pool.close()
+
+
+def test_stop_waits_for_running_jobs_within_the_grace(sessions: sessionmaker[Session]) -> None:
+    ids = queue(sessions, [b"page"])
+    pool = EnginePool([FakeEngine(delay_s=0.5)])
+    dispatcher = Dispatcher(sessions, pool, settings())
+
+    async def scenario() -> None:
+        dispatcher.start()
+        while dispatcher.running_jobs == 0:
+            await asyncio.sleep(0.02)
+        await dispatcher.stop(grace_s=10)
+
+    asyncio.run(scenario())
+    [job] = jobs(sessions, ids)
+    assert job.status == JobStatus.SUCCEEDED

@@ -1,0 +1,102 @@
+"""Real Tesseract in real engine processes: text, crashes, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from pages import HELLO, HELLO_PNG, render_lines
+from PIL import Image
+
+from ocr_common.errors import EngineCrashed, EngineTimeout, InvalidImage
+from ocr_server.engine import TesseractEngine, probe
+from ocr_server.pool import EnginePool, EngineProcess
+
+
+def test_probe_finds_tesseract_and_the_english_model() -> None:
+    info = probe()
+    assert info.version.startswith("tesseract 5")
+    assert "eng" in info.languages
+
+
+def test_engine_reads_a_rendered_page_as_tesseract_gives_it() -> None:
+    engine = TesseractEngine(page_timeout_s=30, max_pixels=10**8)
+    try:
+        text = engine.recognize(HELLO_PNG)
+    finally:
+        engine.close()
+    assert text.split() == " ".join(HELLO).split()
+    assert text.endswith("\n") and "\x0c" not in text
+
+
+def test_engine_refuses_a_bomb_before_decoding_it() -> None:
+    engine = TesseractEngine(page_timeout_s=30, max_pixels=1000)
+    try:
+        with pytest.raises(InvalidImage, match="OCR_MAX_PIXELS"):
+            engine.recognize(HELLO_PNG)
+    finally:
+        engine.close()
+
+
+@pytest.fixture
+def engine_process() -> Iterator[EngineProcess]:
+    ctx = multiprocessing.get_context("spawn")
+    process = EngineProcess(ctx, page_timeout_s=30, max_pixels=10**8, index=0)
+    yield process
+    process.stop()
+
+
+def big_page() -> bytes:
+    # Many lines of text: a page that takes Tesseract a noticeable time.
+    lines = [f"Line {i} of a long page with many words to read" for i in range(60)]
+    return render_lines(lines, width=1800)
+
+
+def test_a_crashed_engine_is_replaced_and_keeps_serving(engine_process: EngineProcess) -> None:
+    pid = engine_process.pid
+    assert pid is not None
+    killer = threading.Timer(0.3, os.kill, args=(pid, signal.SIGKILL))
+    killer.start()
+    with pytest.raises(EngineCrashed, match="crashed"):
+        engine_process.recognize(big_page())
+    killer.join()
+    assert engine_process.restarts == 1
+    assert engine_process.pid != pid
+    assert "Hello" in engine_process.recognize(HELLO_PNG)
+
+
+def test_tesseract_timeout_is_an_engine_timeout() -> None:
+    ctx = multiprocessing.get_context("spawn")
+    process = EngineProcess(ctx, page_timeout_s=0.05, max_pixels=10**8, index=0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(EngineTimeout, match="OCR_PAGE_TIMEOUT_S"):
+            process.recognize(big_page())
+        assert time.monotonic() - started < 15
+        # The same engine reads the next page.
+        small = io.BytesIO()
+        Image.open(io.BytesIO(HELLO_PNG)).save(small, "PNG")
+        assert "Hello" in process.recognize(small.getvalue())
+    finally:
+        process.stop()
+
+
+def test_pool_of_real_engines_reads_pages_in_parallel() -> None:
+    pool = EnginePool.start(2, page_timeout_s=30, max_pixels=10**8)
+    pages = [render_lines([f"Page number {i}"]) for i in range(4)]
+
+    async def read_all() -> list[str]:
+        return await asyncio.gather(*(pool.recognize(page, urgent=False) for page in pages))
+
+    try:
+        texts = asyncio.run(read_all())
+    finally:
+        pool.close()
+    assert [text.split()[-1] for text in texts] == ["0", "1", "2", "3"]

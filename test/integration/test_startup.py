@@ -1,0 +1,57 @@
+"""Both services refuse to start, with a message naming the fix, on a bad setting or schema."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **env}
+    return subprocess.run(
+        [str(BIN / command)], env=full_env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize("command", ["ocr-api", "ocr-server"])
+def test_refuses_a_database_whose_schema_is_behind(command: str, tmp_path: Path) -> None:
+    result = run(command, {"OCR_DATABASE_URL": f"sqlite:///{tmp_path}/empty.db"})
+    assert result.returncode == 2
+    assert "ocr-migrate" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["ocr-api", "ocr-server", "ocr-migrate"])
+def test_refuses_an_invalid_setting_naming_it(command: str) -> None:
+    result = run(command, {"OCR_WORKERS": "zero"})
+    assert result.returncode == 2
+    assert "OCR_WORKERS" in result.stderr
+
+
+def test_refuses_an_unreachable_database() -> None:
+    result = run("ocr-api", {"OCR_DATABASE_URL": "mysql+pymysql://nobody:x@127.0.0.1:1/ocr"})
+    assert result.returncode == 2
+    assert "cannot reach the database" in result.stderr
+    assert "x@" not in result.stderr  # the password is not printed
+
+
+@pytest.mark.mysql
+def test_refuses_an_upload_limit_over_the_packet_size(mysql_url: str) -> None:
+    result = run(
+        "ocr-api",
+        {"OCR_DATABASE_URL": mysql_url, "OCR_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024 * 1024)},
+    )
+    assert result.returncode == 2
+    assert "max_allowed_packet" in result.stderr
+
+
+def test_migrate_then_schema_is_current(tmp_path: Path) -> None:
+    env = {"OCR_DATABASE_URL": f"sqlite:///{tmp_path}/ocr.db"}
+    assert run("ocr-migrate", env).returncode == 0
+    # Running it again is harmless.
+    assert run("ocr-migrate", env).returncode == 0
