@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -17,8 +18,18 @@ class SettingsError(Exception):
     """A setting is missing or invalid; the message names the variable and the fix."""
 
 
-def _default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+def available_cores(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """Cores this process may use: its CPU affinity, capped by a container's cgroup CPU quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    try:
+        quota, period = Path(cgroup_cpu_max).read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    # A quota of 1.5 cores still keeps two engines busy part of the time: round up.
+    return max(1, min(cores, -(-int(quota) // int(period))))
 
 
 def _check_bind(value: str, name: str) -> str:
@@ -41,7 +52,7 @@ class Settings(BaseSettings):
     api_bind: str = "127.0.0.1:5000"
     server_bind: str = "127.0.0.1:5001"
     # Engine processes in the OCR server; one per core keeps every core busy.
-    workers: int = Field(default_factory=_default_workers, ge=1, le=256)
+    workers: int = Field(default_factory=available_cores, ge=1, le=256)
     # gunicorn processes and threads of the API server.
     api_processes: int = Field(default=2, ge=1, le=64)
     api_threads: int = Field(default=8, ge=1, le=256)

@@ -58,3 +58,15 @@ def test_sync_timeout_must_exceed_page_timeout(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("OCR_SYNC_TIMEOUT_S", "30")
     with pytest.raises(SettingsError, match="OCR_SYNC_TIMEOUT_S"):
         load_settings()
+
+
+def test_default_workers_follow_a_container_cpu_quota(tmp_path: pytest.TempPathFactory) -> None:
+    from pathlib import Path
+
+    from ocr_common.settings import available_cores
+
+    cpu_max = Path(str(tmp_path)) / "cpu.max"
+    cpu_max.write_text("150000 100000\n")
+    assert available_cores(str(cpu_max)) == min(2, available_cores("/nonexistent"))
+    cpu_max.write_text("max 100000\n")
+    assert available_cores(str(cpu_max)) == available_cores("/nonexistent")
