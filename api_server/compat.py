@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.orm import Session
 
 from ocr_common import job_store
 from ocr_common.errors import BadRequest, JobFailed, NotFound, OcrError, Unavailable
@@ -42,7 +43,13 @@ def services() -> Services:
     return current_app.extensions["ocr_services"]
 
 
-def read_images() -> tuple[list[bytes], bool]:
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    digest: str
+
+
+def read_uploads() -> tuple[list[Upload], bool]:
     """The images of an upload body, and whether the client sent a list."""
     svc = services()
     body = parse_json_object(request.get_data(cache=False))
@@ -57,67 +64,89 @@ def read_images() -> tuple[list[bytes], bool]:
     if not items:
         raise BadRequest('"image_data" is an empty list', code="invalid_field")
     limits = svc.settings
-    images = []
+    uploads = []
     for index, item in enumerate(items):
         field = f"image_data[{index}]" if many else "image_data"
-        data = decode_base64(item, field=field, max_bytes=limits.max_upload_bytes)
         try:
+            data = decode_base64(item, field=field, max_bytes=limits.max_upload_bytes)
             validate_image(data, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels)
         except OcrError as exc:
-            if many:
+            if many and not exc.message.startswith(field):
                 exc.message = f"{field}: {exc.message}"
             raise
-        images.append(data)
-    return images, many
+        uploads.append(Upload(data, job_store.image_digest(data)))
+    return uploads, many
+
+
+def known_results(session: Session, svc: Services, uploads: list[Upload]) -> list[str | None]:
+    """For each upload, the text of the same image read before (when reuse is on)."""
+    if not svc.settings.reuse_results:
+        return [None] * len(uploads)
+    return [job_store.find_result(session, digest=upload.digest) for upload in uploads]
 
 
 @route("/image-sync", methods=["POST"])
 def image_sync() -> Response:
     """OCR now: {"image_data": b64} -> {"text": text}; a list in gives a list out."""
     svc = services()
-    images, many = read_images()
+    uploads, many = read_uploads()
     started = job_store.utcnow()
-    results = svc.ocr.recognize_many(images)
-    for result in results:
-        if isinstance(result, Unavailable):
-            raise result
-    record_sync_jobs(svc, images, results, started)
+    with svc.sessions() as session:
+        results: list[str | OcrError | None] = list(known_results(session, svc, uploads))
+    unknown = [index for index, result in enumerate(results) if result is None]
+    if unknown:
+        read = svc.ocr.recognize_many([uploads[index].data for index in unknown])
+        for index, outcome in zip(unknown, read, strict=True):
+            if isinstance(outcome, Unavailable):
+                raise outcome
+            results[index] = outcome
+    with svc.sessions.begin() as session:
+        for upload, result in zip(uploads, results, strict=True):
+            failed = result if isinstance(result, OcrError) else None
+            job_store.record_finished(
+                session,
+                image=upload.data,
+                digest=upload.digest,
+                started_at=started,
+                text=None if failed else str(result),
+                error_code=failed.code if failed else None,
+                error_message=failed.message if failed else None,
+            )
     for result in results:
         if isinstance(result, OcrError):
             raise result
-    texts = [str(result) for result in results]
+    texts = [str(text) for text in results]
     return jsonify({"text": texts if many else texts[0]})
-
-
-def record_sync_jobs(
-    svc: Services, images: list[bytes], results: list[str | OcrError], started: datetime
-) -> None:
-    with svc.sessions.begin() as session:
-        for image, result in zip(images, results, strict=True):
-            if isinstance(result, OcrError):
-                job_store.record_finished(
-                    session,
-                    image=image,
-                    started_at=started,
-                    text=None,
-                    error_code=result.code,
-                    error_message=result.message,
-                )
-            else:
-                job_store.record_finished(session, image=image, started_at=started, text=result)
 
 
 @route("/image", methods=["POST"])
 def image_submit() -> Response:
     """Queue OCR: {"image_data": b64} -> {"task_id": id}; committed before we answer."""
     svc = services()
-    images, many = read_images()
+    uploads, many = read_uploads()
+    ids, queued = [], 0
     with svc.sessions.begin() as session:
-        ids = [
-            job_store.create_job(session, image=image, max_attempts=svc.settings.max_attempts).id
-            for image in images
-        ]
-    svc.ocr.notify()
+        for upload, known in zip(uploads, known_results(session, svc, uploads), strict=True):
+            if known is None:
+                job = job_store.create_job(
+                    session,
+                    image=upload.data,
+                    digest=upload.digest,
+                    max_attempts=svc.settings.max_attempts,
+                )
+                queued += 1
+            else:
+                job = job_store.record_finished(
+                    session,
+                    image=upload.data,
+                    digest=upload.digest,
+                    started_at=job_store.utcnow(),
+                    text=known,
+                    kind="async",
+                )
+            ids.append(job.id)
+    if queued:
+        svc.ocr.notify()
     return jsonify({"task_id": ids if many else ids[0]})
 
 

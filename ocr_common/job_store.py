@@ -38,8 +38,17 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
+def image_digest(image: bytes) -> str:
+    return hashlib.sha256(image).hexdigest()
+
+
 def create_job(
-    session: Session, *, image: bytes, max_attempts: int, owner: str | None = None
+    session: Session,
+    *,
+    image: bytes,
+    max_attempts: int,
+    owner: str | None = None,
+    digest: str | None = None,
 ) -> Job:
     """Queue a job with its image; it exists for workers once the caller commits."""
     now = utcnow()
@@ -52,7 +61,7 @@ def create_job(
         attempts=0,
         max_attempts=max_attempts,
         image_bytes=len(image),
-        image_sha256=hashlib.sha256(image).hexdigest(),
+        image_sha256=digest or image_digest(image),
     )
     session.add(row)
     # The image must reach the database after its job row: the foreign key points there.
@@ -71,13 +80,16 @@ def record_finished(
     error_code: str | None = None,
     error_message: str | None = None,
     owner: str | None = None,
+    kind: str = "sync",
+    digest: str | None = None,
 ) -> Job:
-    """Record a synchronous OCR that has already run, as a finished job without an image."""
+    """Record an OCR whose outcome is already known (a synchronous read, or a reused result)
+    as a finished job without an image."""
     now = utcnow()
     row = JobRow(
         id=new_job_id(),
         status=JobStatus.SUCCEEDED.value if error_code is None else JobStatus.FAILED.value,
-        kind="sync",
+        kind=kind,
         owner=owner,
         created_at=started_at,
         started_at=started_at,
@@ -85,7 +97,7 @@ def record_finished(
         attempts=1,
         max_attempts=1,
         image_bytes=len(image),
-        image_sha256=hashlib.sha256(image).hexdigest(),
+        image_sha256=digest or image_digest(image),
         text=text,
         error_code=error_code,
         error_message=error_message,
@@ -93,6 +105,17 @@ def record_finished(
     session.add(row)
     session.flush()
     return Job.from_row(row)
+
+
+def find_result(session: Session, *, digest: str, owner: str | None = None) -> str | None:
+    """The text of a succeeded job on the same image bytes and owner, if there is one."""
+    query = (
+        select(JobRow.text)
+        .where(JobRow.image_sha256 == digest, JobRow.status == JobStatus.SUCCEEDED.value)
+        .where(JobRow.owner.is_(None) if owner is None else JobRow.owner == owner)
+        .limit(1)
+    )
+    return session.scalars(query).first()
 
 
 def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | None:

@@ -61,6 +61,8 @@ class JobRow(Base):
         Index("ix_jobs_status_created", "status", "created_at"),
         # The reaper: running jobs whose lease ran out.
         Index("ix_jobs_status_lease", "status", "lease_until"),
+        # Reuse: a succeeded job with the same image bytes.
+        Index("ix_jobs_sha256_status", "image_sha256", "status"),
     )
 
 

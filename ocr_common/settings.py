@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     sync_timeout_s: PositiveFloat = 150.0
     internal_token: str | None = None
     keep_images: bool = False
+    # Answer an image read before (same bytes, same owner) from its stored result.
+    reuse_results: bool = True
     log_level: str = "INFO"
 
     @field_validator("database_url")

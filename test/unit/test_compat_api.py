@@ -226,3 +226,52 @@ def test_list_of_images_gives_a_list_of_task_ids(client: FlaskClient) -> None:
 def test_healthz_and_readyz(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     assert client.get("/readyz").get_json() == {"status": "ready"}
+
+
+class CountingOcr(FakeOcr):
+    def __init__(self) -> None:
+        super().__init__()
+        self.read = 0
+
+    def recognize_many(self, images: list[bytes]) -> list[str | OcrError]:
+        self.read += len(images)
+        return super().recognize_many(images)
+
+
+def test_a_repeated_image_reuses_the_stored_result(sessions: sessionmaker[Session]) -> None:
+    ocr = CountingOcr()
+    app = create_app(services=Services(settings=load_settings(), sessions=sessions, ocr=ocr))
+    client = app.test_client()
+    assert client.post("/image-sync", data=body()).get_json() == {"text": "Hello OCR\n"}
+    assert client.post("/image-sync", data=body()).get_json() == {"text": "Hello OCR\n"}
+    assert ocr.read == 1
+    # An async submit of the same bytes is answered from the store: done at once, not queued.
+    task_id = client.post("/image", data=body()).get_json()["task_id"]
+    assert client.get(f"/image?task_id={task_id}").get_json() == {"task_id": "Hello OCR\n"}
+    assert ocr.notified == 0
+    # Different bytes are read.
+    client.post("/image-sync", data=body(SECOND_PNG))
+    assert ocr.read == 2
+    assert len(client.get("/allimages").get_json()) == 4
+
+
+def test_reuse_can_be_switched_off(sessions: sessionmaker[Session]) -> None:
+    ocr = CountingOcr()
+    settings = load_settings(reuse_results=False)
+    app = create_app(services=Services(settings=settings, sessions=sessions, ocr=ocr))
+    client = app.test_client()
+    client.post("/image-sync", data=body())
+    client.post("/image-sync", data=body())
+    assert ocr.read == 2
+    client.post("/image", data=body())
+    assert ocr.notified == 1
+
+
+def test_a_failed_result_is_not_reused(sessions: sessionmaker[Session]) -> None:
+    ocr = CountingOcr()
+    app = create_app(services=Services(settings=load_settings(), sessions=sessions, ocr=ocr))
+    client = app.test_client()
+    unreadable = body(render_lines(["unknown"]))
+    assert client.post("/image-sync", data=unreadable).status_code == 422
+    assert client.post("/image-sync", data=unreadable).status_code == 422
+    assert ocr.read == 2
