@@ -34,18 +34,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(
-    condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1
-) -> Any:
-    """Call ``condition`` until it returns something truthy; fail after ``timeout_s``."""
+def poll_until(condition: Callable[[], Any], timeout_s: float, interval_s: float = 0.1) -> Any:
+    """Call ``condition`` until it returns something truthy (returned) or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
-        if value:
+        if value or time.monotonic() > deadline:
             return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1
+) -> Any:
+    """Like ``poll_until``, failing the test after ``timeout_s``."""
+    value = poll_until(condition, timeout_s, interval_s)
+    if not value:
+        pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
+    return value
 
 
 def group_members(pgid: int) -> list[int]:
