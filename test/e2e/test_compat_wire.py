@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import shutil
+import subprocess
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -464,3 +467,45 @@ def test_never_a_500(stack: Stack) -> None:
         assert status < 500, (method, path, body and body[:80], status, answer[:300])
         assert status >= 400 or method == "GET", (method, path, status, answer[:300])
         assert answer_headers.get("Content-Type", "").startswith("application/json"), answer[:200]
+
+
+# -- real clients: curl, chunked uploads -------------------------------------------------------
+
+
+def curl(stack: Stack, *args: str) -> tuple[int, dict]:
+    result = subprocess.run(
+        ["curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr
+    body, _, status = result.stdout.rpartition("\n")
+    return int(status), json.loads(body)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("expect", [[], ["-H", "Expect: 100-continue"]], ids=["plain", "expect"])
+def test_curl_d(stack: Stack, tmp_path: Path, expect: list[str]) -> None:
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps({"image_data": HELLO_B64}))
+    status, answer = curl(stack, *expect, "-d", f"@{body}", stack.url("/image-sync"))
+    assert status == 200, answer
+    assert_text(answer["text"], HELLO_WORDS)
+    status, answer = curl(stack, *expect, "-d", f"@{body}", stack.url("/image/"))
+    assert status == 200, answer
+    task_id = answer["task_id"]
+    stack.result(task_id)
+    query = json.dumps({"task_id": task_id})
+    status, answer = curl(stack, "-X", "GET", "-d", query, stack.url("/image"))
+    assert status == 200, answer
+    assert_text(answer["task_id"], HELLO_WORDS)
+
+
+def test_chunked_upload(stack: Stack) -> None:
+    body = json.dumps({"image_data": HELLO_B64}).encode()
+    chunks = (body[i : i + 4096] for i in range(0, len(body), 4096))
+    response = requests.post(stack.url("/image-sync"), data=chunks, timeout=TIMEOUT_S)
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert response.status_code == 200, response.text
+    assert_text(response.json()["text"], HELLO_WORDS)
