@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -47,6 +48,7 @@ class OcrServerClient:
         if settings.internal_token:
             self._headers[INTERNAL_TOKEN_HEADER] = settings.internal_token
         self._timeout_s = settings.sync_timeout_s
+        self._parallel = settings.workers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self._pid: int | None = None
@@ -81,9 +83,15 @@ class OcrServerClient:
         """
 
         async def gather() -> list[str | OcrError]:
-            results = await asyncio.gather(
-                *(self._recognize(i) for i in images), return_exceptions=True
-            )
+            # One request's images must not fill the OCR server's wait list by themselves:
+            # send as many at a time as it has engines.
+            slots = asyncio.Semaphore(self._parallel)
+
+            async def one(image: bytes) -> str:
+                async with slots:
+                    return await self._recognize(image)
+
+            results = await asyncio.gather(*(one(i) for i in images), return_exceptions=True)
             out: list[str | OcrError] = []
             for result in results:
                 if isinstance(result, BaseException) and not isinstance(result, OcrError):
@@ -91,7 +99,18 @@ class OcrServerClient:
                 out.append(result)
             return out
 
-        return self._submit(gather()).result(timeout=self._timeout_s + 5)
+        # Each call has its own timeout; this one only guards against a stuck loop.
+        rounds = -(-len(images) // self._parallel)
+        future = self._submit(gather())
+        try:
+            return future.result(timeout=self._timeout_s * rounds + 5)
+        except FutureTimeout:
+            future.cancel()
+            raise Unavailable(
+                "the OCR server did not answer in time; retry shortly",
+                code="ocr_unavailable",
+                retry_after_s=RETRY_AFTER_S,
+            ) from None
 
     async def _recognize(self, image: bytes) -> str:
         session = await self._get_session()

@@ -36,7 +36,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
         # strict=False: real clients put raw line breaks inside the base64 string.
         value = json.loads(body, strict=False)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadRequest(
             f"the request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
