@@ -7,12 +7,13 @@ a list of images.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 from sqlalchemy.orm import Session
 
 from ocr_common import job_store
@@ -195,7 +196,19 @@ def read_task_id() -> str:
 
 @route("/allimages", methods=["GET"])
 def all_images() -> Response:
-    """Every task and its text so far (null while not done), oldest first."""
-    with services().sessions() as session:
-        jobs = job_store.list_jobs(session)
-    return jsonify({job.id: job.text for job in jobs})
+    """Every task and its text so far (null while not done), oldest first.
+
+    Streamed: the API's memory does not grow with the number of jobs.
+    """
+    sessions = services().sessions
+
+    def generate() -> Iterator[str]:
+        with sessions() as session:
+            yield "{"
+            separator = ""
+            for job_id, text in job_store.iter_results(session):
+                yield f"{separator}{json.dumps(job_id)}:{json.dumps(text)}"
+                separator = ","
+            yield "}\n"
+
+    return Response(stream_with_context(generate()), mimetype="application/json")

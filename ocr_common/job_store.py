@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -133,6 +133,17 @@ def list_jobs(session: Session, *, owner: str | None = None, limit: int | None =
     if limit is not None:
         query = query.limit(limit)
     return [Job.from_row(row) for row in session.scalars(query)]
+
+
+def iter_results(
+    session: Session, *, owner: str | None = None, batch: int = 1000
+) -> Iterator[tuple[str, str | None]]:
+    """(id, text) of every job oldest first, streamed in batches so memory stays flat."""
+    query = select(JobRow.id, JobRow.text).order_by(JobRow.created_at, JobRow.id)
+    if owner is not None:
+        query = query.where(JobRow.owner == owner)
+    for row in session.execute(query.execution_options(yield_per=batch)):
+        yield row[0], row[1]
 
 
 def count_by_status(session: Session) -> dict[str, int]:
