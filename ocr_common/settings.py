@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=10 * MIB, ge=1024)
     max_pixels: int = Field(default=50_000_000, ge=1)
     page_timeout_s: PositiveFloat = 120.0
+    # An engine process that still holds more than this after a page is replaced.
+    engine_max_rss_mb: int = Field(default=1024, ge=128)
     lease_s: PositiveFloat = 30.0
     max_attempts: int = Field(default=3, ge=1, le=100)
     poll_interval_s: PositiveFloat = 1.0

@@ -26,18 +26,26 @@ log = logging.getLogger(__name__)
 # The parent waits this much longer than Tesseract's own timeout before it kills the process.
 HARD_DEADLINE_GRACE_S = 10.0
 ENGINE_START_TIMEOUT_S = 60.0
+# After a page that left the engine this much above its start size, return the heap to the OS.
+TRIM_ABOVE_BASELINE_BYTES = 32 * 1024 * 1024
+MIB = 1024 * 1024
 
 
 def engine_main(conn: Connection, page_timeout_s: float, max_pixels: int) -> None:
-    """Body of an engine process: load the model once, then read pages until told to stop."""
-    from .engine import TesseractEngine
+    """Body of an engine process: load the model once, then read pages until told to stop.
+
+    Each reply carries the process's resident memory, so the parent can recycle an engine
+    that stays too large.
+    """
+    from .engine import TesseractEngine, release_memory, resident_bytes
 
     try:
         engine = TesseractEngine(page_timeout_s=page_timeout_s, max_pixels=max_pixels)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which refuses to start
-        conn.send(("error", "engine_unavailable", f"Tesseract failed to start: {exc}"))
+        conn.send(("error", "engine_unavailable", f"Tesseract failed to start: {exc}", 0))
         return
-    conn.send(("ready", os.getpid()))
+    baseline = resident_bytes()
+    conn.send(("ready", os.getpid(), baseline))
     while True:
         try:
             request = conn.recv()
@@ -46,11 +54,14 @@ def engine_main(conn: Connection, page_timeout_s: float, max_pixels: int) -> Non
         if request is None:
             break
         try:
-            conn.send(("ok", engine.recognize(request)))
+            reply: tuple[object, ...] = ("ok", engine.recognize(request))
         except OcrError as exc:
-            conn.send(("error", exc.code, exc.message))
+            reply = ("error", exc.code, exc.message)
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes a job error
-            conn.send(("error", "engine_error", f"Tesseract failed: {exc}"))
+            reply = ("error", "engine_error", f"Tesseract failed: {exc}")
+        if resident_bytes() > baseline + TRIM_ABOVE_BASELINE_BYTES:
+            release_memory()
+        conn.send((*reply, resident_bytes()))
     engine.close()
 
 
@@ -63,12 +74,22 @@ class Engine(Protocol):
 class EngineProcess:
     """One engine process and the parent's end of its pipe; used by one thread at a time."""
 
-    def __init__(self, ctx: Any, page_timeout_s: float, max_pixels: int, index: int):
+    def __init__(
+        self,
+        ctx: Any,
+        page_timeout_s: float,
+        max_pixels: int,
+        index: int,
+        max_rss_bytes: int = 0,
+    ):
         self._ctx = ctx
         self._page_timeout_s = page_timeout_s
         self._max_pixels = max_pixels
+        # An engine still above this after a page (0: no limit) is replaced by a fresh one.
+        self._max_rss_bytes = max_rss_bytes
         self.index = index
         self.restarts = 0
+        self.last_rss_bytes = 0
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._start()
@@ -126,6 +147,14 @@ class EngineProcess:
                 f"the Tesseract engine process crashed while reading this image "
                 f"(exit code {code}); it was restarted"
             ) from None
+        self.last_rss_bytes = int(reply[-1])
+        if self._max_rss_bytes and self.last_rss_bytes > self._max_rss_bytes:
+            log.warning(
+                "engine %d holds %d MB after a page; replacing it",
+                self.index,
+                self.last_rss_bytes // MIB,
+            )
+            self._replace()
         if reply[0] == "ok":
             return str(reply[1])
         raise _error_from_reply(reply[1], reply[2])
@@ -177,14 +206,16 @@ class EnginePool:
         self._executor = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="engine")
 
     @classmethod
-    def start(cls, size: int, page_timeout_s: float, max_pixels: int) -> EnginePool:
+    def start(
+        cls, size: int, page_timeout_s: float, max_pixels: int, max_rss_bytes: int = 0
+    ) -> EnginePool:
         # spawn, not fork: the parent has threads (aiohttp, SQLAlchemy pools) a fork would copy.
         ctx = multiprocessing.get_context("spawn")
         os.environ["OMP_THREAD_LIMIT"] = "1"
         engines: list[Engine] = []
         try:
             for index in range(size):
-                engines.append(EngineProcess(ctx, page_timeout_s, max_pixels, index))
+                engines.append(EngineProcess(ctx, page_timeout_s, max_pixels, index, max_rss_bytes))
         except Exception:
             for engine in engines:
                 assert isinstance(engine, EngineProcess)

@@ -81,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_database(make_engine(settings.database_url), settings)
         info = probe()
-        pool = EnginePool.start(settings.workers, settings.page_timeout_s, settings.max_pixels)
+        pool = EnginePool.start(
+            settings.workers,
+            settings.page_timeout_s,
+            settings.max_pixels,
+            max_rss_bytes=settings.engine_max_rss_mb * 1024 * 1024,
+        )
     except SettingsError as exc:
         print(f"ocr-server: {exc}", file=sys.stderr)
         return 2

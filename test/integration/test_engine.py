@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pages import HELLO, HELLO_PNG, render_lines
@@ -74,7 +75,7 @@ def test_a_crashed_engine_is_replaced_and_keeps_serving(engine_process: EnginePr
 
 def test_tesseract_timeout_is_an_engine_timeout() -> None:
     ctx = multiprocessing.get_context("spawn")
-    process = EngineProcess(ctx, page_timeout_s=0.05, max_pixels=10**8, index=0)
+    process = EngineProcess(ctx, page_timeout_s=0.5, max_pixels=10**8, index=0)
     try:
         started = time.monotonic()
         with pytest.raises(EngineTimeout, match="OCR_PAGE_TIMEOUT_S"):
@@ -100,3 +101,49 @@ def test_pool_of_real_engines_reads_pages_in_parallel() -> None:
     finally:
         pool.close()
     assert [text.split()[-1] for text in texts] == ["0", "1", "2", "3"]
+
+
+def forty_megapixel_colour_page() -> bytes:
+    image = Image.new("RGB", (7300, 5500), (255, 255, 255))
+    page = Image.open(io.BytesIO(render_lines(HELLO, width=1400))).convert("RGB")
+    for top in range(0, 5500 - page.height, page.height * 3):
+        image.paste(page, (200, top))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def peak_and_current_mb(pid: int) -> tuple[float, float]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines())
+    return (int(fields["VmHWM"].split()[0]) / 1024, int(fields["VmRSS"].split()[0]) / 1024)
+
+
+def test_a_forty_megapixel_page_stays_under_400_mb_and_memory_returns(
+    engine_process: EngineProcess,
+) -> None:
+    pid = engine_process.pid
+    assert pid is not None
+    assert "Hello" in engine_process.recognize(HELLO_PNG)
+    _, baseline_mb = peak_and_current_mb(pid)
+    text = engine_process.recognize(forty_megapixel_colour_page())
+    assert text.count("Hello") >= 10
+    peak_mb, after_mb = peak_and_current_mb(pid)
+    assert engine_process.pid == pid  # not recycled: it stayed within bounds
+    assert peak_mb < 400, f"peak {peak_mb:.0f} MB"
+    assert after_mb < baseline_mb + 40, f"{after_mb:.0f} MB after, {baseline_mb:.0f} MB before"
+
+
+def test_an_engine_over_its_memory_bound_is_replaced() -> None:
+    ctx = multiprocessing.get_context("spawn")
+    # A bound below any real engine's size: every page ends with a fresh process.
+    process = EngineProcess(
+        ctx, page_timeout_s=30, max_pixels=10**8, index=0, max_rss_bytes=1024 * 1024
+    )
+    try:
+        first = process.pid
+        assert "Hello" in process.recognize(HELLO_PNG)
+        assert process.restarts == 1 and process.pid != first
+        assert "Hello" in process.recognize(HELLO_PNG)
+    finally:
+        process.stop()
