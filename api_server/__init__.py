@@ -7,6 +7,7 @@ from flask import Flask
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.settings import Settings, load_settings
 
+from .access import install_access_control
 from .errors import register_error_handlers
 from .ocr_client import OcrBackend, OcrServerClient
 from .services import Services
@@ -32,6 +33,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["ocr_services"] = services
     register_error_handlers(app, settings.max_request_bytes)
+    install_access_control(app, settings)
 
     from . import compat, ops
 

@@ -20,6 +20,7 @@ from ocr_common import job_store
 from ocr_common.errors import BadRequest, JobFailed, NotFound, OcrError, Unavailable
 from ocr_common.models import JobStatus
 
+from .access import current_owner
 from .services import Services
 from .uploads import decode_base64, parse_json_object, validate_image
 
@@ -83,7 +84,10 @@ def known_results(session: Session, svc: Services, uploads: list[Upload]) -> lis
     """For each upload, the text of the same image read before (when reuse is on)."""
     if not svc.settings.reuse_results:
         return [None] * len(uploads)
-    return [job_store.find_result(session, digest=upload.digest) for upload in uploads]
+    return [
+        job_store.find_result(session, digest=upload.digest, owner=current_owner())
+        for upload in uploads
+    ]
 
 
 @route("/image-sync", methods=["POST"])
@@ -112,6 +116,7 @@ def image_sync() -> Response:
                 text=None if failed else str(result),
                 error_code=failed.code if failed else None,
                 error_message=failed.message if failed else None,
+                owner=current_owner(),
             )
     for result in results:
         if isinstance(result, OcrError):
@@ -134,6 +139,7 @@ def image_submit() -> Response:
                     image=upload.data,
                     digest=upload.digest,
                     max_attempts=svc.settings.max_attempts,
+                    owner=current_owner(),
                 )
                 queued += 1
             else:
@@ -144,6 +150,7 @@ def image_submit() -> Response:
                     started_at=job_store.utcnow(),
                     text=known,
                     kind="async",
+                    owner=current_owner(),
                 )
             ids.append(job.id)
     if queued:
@@ -156,7 +163,7 @@ def image_result() -> Response:
     """{"task_id": id} -> {"task_id": text}, or {"task_id": null} while it is not done yet."""
     job_id = read_task_id()
     with services().sessions() as session:
-        job = job_store.get_job(session, job_id)
+        job = job_store.get_job(session, job_id, owner=current_owner())
     if job is None:
         raise NotFound(f"no task with id {job_id}", code="task_not_found")
     if job.status == JobStatus.SUCCEEDED:
@@ -201,12 +208,13 @@ def all_images() -> Response:
     Streamed: the API's memory does not grow with the number of jobs.
     """
     sessions = services().sessions
+    owner = current_owner()  # read now: the stream runs after the request context's checks
 
     def generate() -> Iterator[str]:
         with sessions() as session:
             yield "{"
             separator = ""
-            for job_id, text in job_store.iter_results(session):
+            for job_id, text in job_store.iter_results(session, owner=owner):
                 yield f"{separator}{json.dumps(job_id)}:{json.dumps(text)}"
                 separator = ","
             yield "}\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
+from flask_limiter.errors import RateLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -37,6 +38,18 @@ def register_error_handlers(app: Flask, max_request_bytes: int) -> None:
                 code="request_too_large",
             )
         )
+
+    @app.errorhandler(RateLimitExceeded)
+    def on_rate_limited(exc: RateLimitExceeded) -> Response:
+        response = error_response(
+            OcrError(
+                f"too many requests: the limit is {exc.description}; retry after the time in "
+                "Retry-After",
+                code="rate_limited",
+            )
+        )
+        response.status_code = 429
+        return response
 
     @app.errorhandler(HTTPException)
     def on_http_error(exc: HTTPException) -> Response:

@@ -45,8 +45,8 @@ class OcrServerClient:
     def __init__(self, settings: Settings):
         self._base = settings.server_url
         self._headers = {"Content-Type": "application/octet-stream"}
-        if settings.internal_token:
-            self._headers[INTERNAL_TOKEN_HEADER] = settings.internal_token
+        if settings.internal_token_value:
+            self._headers[INTERNAL_TOKEN_HEADER] = settings.internal_token_value
         self._timeout_s = settings.sync_timeout_s
         self._parallel = settings.workers
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -8,7 +8,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from ocr_common.db import check_database, make_engine
-from ocr_common.settings import Settings, SettingsError, load_settings
+from ocr_common.settings import Settings, SettingsError, hash_api_key, load_settings
 
 
 class GunicornApp(BaseApplication):
@@ -47,6 +47,21 @@ class GunicornApp(BaseApplication):
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["hash-key"]:
+        # The form OCR_API_KEYS stores a key in: the key itself is never configured.
+        if len(args) != 2:
+            print("usage: ocr-api hash-key KEY", file=sys.stderr)
+            return 2
+        print(hash_api_key(args[1]))
+        return 0
+    if args:
+        print(
+            "usage: ocr-api            serve the API server (settings from OCR_* variables)\n"
+            "       ocr-api hash-key KEY  print the OCR_API_KEYS entry for KEY",
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = load_settings()
         check_database(make_engine(settings.database_url), settings)

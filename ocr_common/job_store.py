@@ -21,6 +21,7 @@ from .models import ClaimedJob, Job, JobImageRow, JobRow, JobStatus
 
 RUNNING = JobStatus.RUNNING.value
 QUEUED = JobStatus.QUEUED.value
+FINAL_STATUSES = tuple(status.value for status in JobStatus if status.is_final)
 
 
 def utcnow() -> datetime:
@@ -321,6 +322,22 @@ def release(
             .values(**values),
         )
     )
+
+
+def purge_finished(session: Session, *, finished_before: datetime, batch: int = 1000) -> int:
+    """Delete up to ``batch`` jobs that finished before the cut-off, with any kept image."""
+    ids = session.scalars(
+        select(JobRow.id)
+        .where(
+            JobRow.status.in_(FINAL_STATUSES),
+            JobRow.finished_at < finished_before,
+        )
+        .limit(batch)
+    ).all()
+    if not ids:
+        return 0
+    _rows(session, delete(JobImageRow).where(JobImageRow.job_id.in_(ids)))
+    return _rows(session, delete(JobRow).where(JobRow.id.in_(ids)))
 
 
 def requeue_expired(session: Session, *, keep_images: bool = False) -> tuple[int, int]:

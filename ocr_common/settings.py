@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/ocr.db"
@@ -67,7 +69,17 @@ class Settings(BaseSettings):
     shutdown_grace_s: PositiveFloat = 30.0
     # How long the API waits for the OCR server on /image-sync before answering 503.
     sync_timeout_s: PositiveFloat = 150.0
-    internal_token: str | None = None
+    # Shared secret the API sends the OCR server; the OCR server requires it when set.
+    internal_token: SecretStr | None = None
+    # API keys, stored hashed: comma-separated "[NAME=]sha256:HEX" (`ocr-api hash-key KEY`).
+    api_keys: SecretStr | None = None
+    # Requests per key (or per client address without keys), e.g. "60/minute;2000/hour".
+    rate_limit: str | None = None
+    # Where rate-limit counters live: memory:// (per API process) or redis://host:6379.
+    rate_limit_storage: str = "memory://"
+    # Finished jobs (results and any kept image) are deleted this many days after finishing;
+    # 0 keeps them.
+    result_ttl_days: float = Field(default=0, ge=0)
     keep_images: bool = False
     # Answer an image read before (same bytes, same owner) from its stored result.
     reuse_results: bool = True
@@ -102,6 +114,25 @@ class Settings(BaseSettings):
     def _server_bind(cls, value: str) -> str:
         return _check_bind(value, "OCR_SERVER_BIND")
 
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_keys(value.get_secret_value())
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str | None) -> str | None:
+        if value:
+            from limits import parse_many
+
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError('must look like "60/minute" or "10/second;1000/hour"') from None
+        return value or None
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -119,6 +150,15 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def api_key_owners(self) -> dict[str, str]:
+        """SHA-256 hex of each accepted key -> the owner name its jobs are filed under."""
+        return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys else {}
+
+    @property
+    def internal_token_value(self) -> str | None:
+        return self.internal_token.get_secret_value() if self.internal_token else None
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -126,6 +166,35 @@ class Settings(BaseSettings):
     def max_request_bytes(self) -> int:
         """Largest request body the API reads: a base64 upload plus room for the JSON around it."""
         return self.max_upload_bytes * 4 // 3 + 64 * 1024
+
+
+_KEY_HASH = re.compile(r"sha256:([0-9a-f]{64})")
+_OWNER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+SECRET_FIELDS = frozenset({"internal_token", "api_keys"})
+
+
+def hash_api_key(key: str) -> str:
+    """The form OCR_API_KEYS stores a key in."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_api_keys(spec: str) -> dict[str, str]:
+    """Parse "[NAME=]sha256:HEX, ..." into {hex digest: owner name}."""
+    owners: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, hashed = entry.rpartition("=")
+        match = _KEY_HASH.fullmatch(hashed.lower())
+        if match is None:
+            raise ValueError(
+                "each entry must be [NAME=]sha256:<64 hex digits>, the hash of a key "
+                "(print one with `ocr-api hash-key KEY`); plain keys are not stored"
+            )
+        if name and not _OWNER.fullmatch(name):
+            raise ValueError("key names may use letters, digits, '_', '.' and '-' (64 at most)")
+        owners[match.group(1)] = name or match.group(1)[:16]
+    if not owners:
+        raise ValueError("no keys given; unset the variable to run without API keys")
+    return owners
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -137,5 +206,6 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             field = ".".join(str(part) for part in err["loc"]) or "settings"
             var = f"OCR_{field.upper()}" if err["loc"] else "settings"
-            lines.append(f"{var}: {err['msg']} (got {err.get('input')!r})")
+            shown = "(hidden)" if field in SECRET_FIELDS else repr(err.get("input"))
+            lines.append(f"{var}: {err['msg']} (got {shown})")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

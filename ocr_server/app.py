@@ -61,7 +61,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[SETTINGS_KEY].internal_token
+    token = request.app[SETTINGS_KEY].internal_token_value
     if token and request.path not in ("/healthz",):
         given = request.headers.get(INTERNAL_TOKEN_HEADER, "")
         if not hmac.compare_digest(given.encode(), token.encode()):

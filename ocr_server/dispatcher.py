@@ -10,6 +10,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,6 +43,7 @@ class DispatcherStats:
     lost_leases: int = 0
     requeued_by_reaper: int = 0
     failed_by_reaper: int = 0
+    purged: int = 0
     db_errors: int = 0
     last_error: str | None = field(default=None)
 
@@ -207,6 +209,12 @@ class Dispatcher:
         def reap(session: Session) -> tuple[int, int]:
             return job_store.requeue_expired(session, keep_images=self._settings.keep_images)
 
+        ttl_days = self._settings.result_ttl_days
+
+        def purge(session: Session) -> int:
+            cut_off = job_store.utcnow() - timedelta(days=ttl_days)
+            return job_store.purge_finished(session, finished_before=cut_off)
+
         while True:
             try:
                 requeued, failed = await self._db(reap)
@@ -219,6 +227,15 @@ class Dispatcher:
                     self.stats.failed_by_reaper += failed
                     if requeued:
                         self._wake.set()
+            if ttl_days:
+                try:
+                    purged = await self._db(purge)
+                except Exception as exc:  # noqa: BLE001 - next round tries again
+                    log.warning("purge failed: %s", exc)
+                else:
+                    if purged:
+                        log.info("purged %d job(s) older than %g day(s)", purged, ttl_days)
+                        self.stats.purged += purged
             await asyncio.sleep(interval_s)
 
     # -- one job -----------------------------------------------------------------------------

@@ -195,3 +195,29 @@ def test_racing_claimers_never_get_the_same_job(sessions: sessionmaker[Session])
     # Each job's result was written by the one claimer that got it.
     for name, ids in claimed.items():
         assert all(texts[job_id] == name for job_id in ids)
+
+
+def test_purge_deletes_only_jobs_finished_before_the_cut_off(
+    sessions: sessionmaker[Session],
+) -> None:
+    old, recent, pending = queue(sessions, 3)
+    for job_id in (old, recent):
+        with sessions.begin() as session:
+            claimed = job_store.claim_next(session, worker_id="w", lease_s=30)
+            assert claimed is not None and claimed.id == job_id
+            job_store.finish(session, job_id=job_id, worker_id="w", text="t", keep_image=True)
+    with sessions.begin() as session:
+        session.execute(
+            update(JobRow)
+            .where(JobRow.id == old)
+            .values(finished_at=job_store.utcnow() - timedelta(days=10))
+        )
+    cut_off = job_store.utcnow() - timedelta(days=7)
+    with sessions.begin() as session:
+        assert job_store.purge_finished(session, finished_before=cut_off) == 1
+    with sessions() as session:
+        assert job_store.get_job(session, old) is None
+        assert session.get(JobImageRow, old) is None
+        assert job_store.get_job(session, recent) is not None
+        # A queued job is never purged, however old.
+        assert job_store.get_job(session, pending) is not None
