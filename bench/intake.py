@@ -8,8 +8,9 @@ A. The OCR server stopped: POST /image of a small image (a few lines, one of 64 
    at 1, 8 and 32 concurrent keep-alive clients for a fixed time: req/s, p50/p99 latency, errors,
    and the CPU the API server, MariaDB and this load generator spent per request.
 B. The OCR server running flat out on a backlog of full pages (40 lines each, about a core-second
-   of Tesseract): GET /image at 8 clients while the engines keep the cores busy.
-   Target: GET p99 <= 50 ms.
+   of Tesseract): GET /image at 8 clients while the engines keep the cores busy, flat out and
+   then paced (--busy-rate, a poller's pace that leaves the cores to Tesseract); the OCR column
+   says how many cores the OCR server really got. Target: GET p99 <= 50 ms.
 C. The OCR server's own finishing rate for the small image (distinct images, so no stored result
    is reused), from the jobs' started_at/finished_at; and the ratio of the best POST rate to it.
    Target: >= 20x.
@@ -20,7 +21,8 @@ C. The OCR server's own finishing rate for the small image (distinct images, so 
 
 The load generator is one asyncio loop in this process (aiohttp, one keep-alive connection per
 client, request bodies encoded in advance); it shares the machine's cores with the services, so
-its own CPU is reported beside the results.
+its own CPU is reported beside the results, and so is the CPU of the rest of the machine
+("other", in cores): on a shared machine a run where it is not near 0 measured the neighbours.
 """
 
 from __future__ import annotations
