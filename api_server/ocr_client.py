@@ -53,6 +53,8 @@ class OcrServerClient:
         self._session: aiohttp.ClientSession | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self._notifying: asyncio.Future[None] | None = None
+        self._notify_again = False
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         # gunicorn forks workers after the app may have been built: a loop belongs to a process.
@@ -62,6 +64,7 @@ class OcrServerClient:
                 thread = threading.Thread(target=loop.run_forever, name="ocr-client", daemon=True)
                 thread.start()
                 self._loop, self._pid, self._session = loop, os.getpid(), None
+                self._notifying, self._notify_again = None, False
             return self._loop
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
@@ -144,10 +147,28 @@ class OcrServerClient:
         )
 
     def notify(self) -> None:
-        """Wake the OCR server's dispatcher; never waits and never fails the caller."""
+        """Wake the OCR server's dispatcher; never waits and never fails the caller.
+
+        Notifies coalesce: while one is on its way, later ones become a single follow-up, so a
+        burst of submits costs the OCR server a few wake-ups, not one per job.
+        """
         # RuntimeError: the loop closed during shutdown; the OCR server's poll finds the job.
         with contextlib.suppress(RuntimeError):
-            self._submit(self._notify())
+            self._ensure_loop().call_soon_threadsafe(self._request_notify)
+
+    def _request_notify(self) -> None:
+        # Runs on the loop thread only, so the two fields need no lock.
+        if self._notifying is not None and not self._notifying.done():
+            self._notify_again = True
+            return
+        self._notifying = asyncio.ensure_future(self._send_notifies())
+
+    async def _send_notifies(self) -> None:
+        while True:
+            self._notify_again = False
+            await self._notify()
+            if not self._notify_again:
+                return
 
     async def _notify(self) -> None:
         session = await self._get_session()

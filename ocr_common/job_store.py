@@ -12,15 +12,18 @@ import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, delete, func, select, update
+from sqlalchemy import CursorResult, Executable, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from .models import ClaimedJob, Job, JobImageRow, JobRow, JobStatus
 
 RUNNING = JobStatus.RUNNING.value
 QUEUED = JobStatus.QUEUED.value
+JOBS = cast(Table, JobRow.__table__)
+IMAGES = cast(Table, JobImageRow.__table__)
 FINAL_STATUSES = tuple(status.value for status in JobStatus if status.is_final)
 
 
@@ -52,24 +55,28 @@ def create_job(
     digest: str | None = None,
 ) -> Job:
     """Queue a job with its image; it exists for workers once the caller commits."""
-    now = utcnow()
-    row = JobRow(
-        id=new_job_id(),
-        status=QUEUED,
-        kind="async",
-        owner=owner,
-        created_at=now,
-        attempts=0,
-        max_attempts=max_attempts,
-        image_bytes=len(image),
-        image_sha256=digest or image_digest(image),
-    )
-    session.add(row)
-    # The image must reach the database after its job row: the foreign key points there.
-    session.flush()
-    session.add(JobImageRow(job_id=row.id, data=image))
-    session.flush()
-    return Job.from_row(row)
+    values: dict[str, Any] = {
+        "id": new_job_id(),
+        "status": QUEUED,
+        "kind": "async",
+        "owner": owner,
+        "created_at": utcnow(),
+        "started_at": None,
+        "finished_at": None,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "worker_id": None,
+        "image_bytes": len(image),
+        "image_sha256": digest or image_digest(image),
+        "text": None,
+        "error_code": None,
+        "error_message": None,
+    }
+    # Core INSERTs: this is the intake hot path, and the ORM's unit of work costs more CPU than
+    # the two round trips. The job row goes first: the image's foreign key points to it.
+    session.execute(insert(JOBS).values(values))
+    session.execute(insert(IMAGES).values(job_id=values["id"], data=image))
+    return Job.from_row(SimpleNamespace(**values))
 
 
 def record_finished(
@@ -120,10 +127,12 @@ def find_result(session: Session, *, digest: str, owner: str | None = None) -> s
 
 
 def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | None:
-    row = session.get(JobRow, job_id)
-    if row is None or (owner is not None and row.owner != owner):
-        return None
-    return Job.from_row(row)
+    """The job, or None if there is none with that id for that owner (None: any owner)."""
+    query = select(JOBS).where(JOBS.c.id == job_id)
+    if owner is not None:
+        query = query.where(JOBS.c.owner == owner)
+    row = session.execute(query).first()
+    return None if row is None else Job.from_row(row)
 
 
 def list_jobs(session: Session, *, owner: str | None = None, limit: int | None = None) -> list[Job]:
@@ -188,7 +197,13 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
         if claimed != 1:
             continue
         row = session.execute(
-            select(JobRow.attempts, JobRow.max_attempts, JobImageRow.data)
+            select(
+                JobRow.attempts,
+                JobRow.max_attempts,
+                JobRow.image_sha256,
+                JobRow.owner,
+                JobImageRow.data,
+            )
             .join(JobImageRow, JobImageRow.job_id == JobRow.id)
             .where(JobRow.id == job_id)
         ).one_or_none()
@@ -207,7 +222,12 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
             )
             continue
         return ClaimedJob(
-            id=job_id, attempts=row.attempts, max_attempts=row.max_attempts, image=row.data
+            id=job_id,
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+            image=row.data,
+            digest=row.image_sha256,
+            owner=row.owner,
         )
     return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.dialects import mysql
@@ -96,7 +97,8 @@ class Job:
     error_message: str | None
 
     @classmethod
-    def from_row(cls, row: JobRow) -> Job:
+    def from_row(cls, row: Any) -> Job:
+        """From an ORM row, a Core row of ``jobs`` or anything with the same attributes."""
         return cls(
             id=row.id,
             status=JobStatus(row.status),
@@ -122,3 +124,5 @@ class ClaimedJob:
     attempts: int
     max_attempts: int
     image: bytes
+    digest: str | None = None
+    owner: str | None = None

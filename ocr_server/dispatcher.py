@@ -44,6 +44,7 @@ class DispatcherStats:
     requeued_by_reaper: int = 0
     failed_by_reaper: int = 0
     purged: int = 0
+    reused: int = 0
     db_errors: int = 0
     last_error: str | None = field(default=None)
 
@@ -148,14 +149,30 @@ class Dispatcher:
     async def _claim_loop(self) -> None:
         settings = self._settings
 
-        def claim(session: Session) -> ClaimedJob | None:
-            return job_store.claim_next(session, worker_id=self.worker_id, lease_s=settings.lease_s)
+        def claim(session: Session) -> tuple[ClaimedJob | None, bool]:
+            """The next job to read, and whether it was answered already from a stored result."""
+            job = job_store.claim_next(session, worker_id=self.worker_id, lease_s=settings.lease_s)
+            if job is None or not settings.reuse_results or job.digest is None:
+                return job, False
+            # The same bytes from the same owner were read before: reuse that text. Checked
+            # here rather than at intake, to keep POST /image at one round trip less.
+            known = job_store.find_result(session, digest=job.digest, owner=job.owner)
+            if known is None:
+                return job, False
+            job_store.finish(
+                session,
+                job_id=job.id,
+                worker_id=self.worker_id,
+                text=known,
+                keep_image=settings.keep_images,
+            )
+            return job, True
 
         while not self._stopping.is_set():
             engine = await self._pool.acquire(urgent=False)
             self._wake.clear()
             try:
-                job = await self._db(claim)
+                job, reused = await self._db(claim)
             except Exception as exc:  # noqa: BLE001 - database down: wait and poll again
                 self._pool.release(engine)
                 self.stats.db_errors += 1
@@ -163,9 +180,12 @@ class Dispatcher:
                 log.warning("could not claim a job (%s: %s)", type(exc).__name__, exc)
                 await self._sleep(max(DB_RETRY_S, settings.poll_interval_s))
                 continue
-            if job is None:
+            if job is None or reused:
                 self._pool.release(engine)
-                await self._sleep(settings.poll_interval_s)
+                if reused:
+                    self.stats.reused += 1
+                else:
+                    await self._sleep(settings.poll_interval_s)
                 continue
             self.stats.claimed += 1
             task = asyncio.create_task(self._execute(engine, job), name=f"job-{job.id}")

@@ -160,3 +160,48 @@ def test_stop_waits_for_running_jobs_within_the_grace(sessions: sessionmaker[Ses
     asyncio.run(scenario())
     [job] = jobs(sessions, ids)
     assert job.status == JobStatus.SUCCEEDED
+
+
+def test_an_image_read_before_is_answered_from_its_stored_result(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        job_store.record_finished(
+            session, image=b"seen page", started_at=job_store.utcnow(), text="stored text\n"
+        )
+    ids = queue(sessions, [b"seen page", b"new page"])
+    engine = FakeEngine()
+    done = asyncio.run(
+        run_until_final(Dispatcher(sessions, EnginePool([engine]), settings()), sessions, ids)
+    )
+    assert [job.text for job in done] == ["stored text\n", "new page\n"]
+    assert engine.seen == [b"new page"]
+
+
+def test_reuse_switched_off_reads_every_image(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        job_store.record_finished(
+            session, image=b"seen page", started_at=job_store.utcnow(), text="stored text\n"
+        )
+    ids = queue(sessions, [b"seen page"])
+    engine = FakeEngine()
+    dispatcher = Dispatcher(sessions, EnginePool([engine]), settings(reuse_results=False))
+    [job] = asyncio.run(run_until_final(dispatcher, sessions, ids))
+    assert job.text == "seen page\n" and engine.seen == [b"seen page"]
+
+
+def test_reuse_never_crosses_owners(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        job_store.record_finished(
+            session,
+            image=b"page",
+            started_at=job_store.utcnow(),
+            text="alice's text\n",
+            owner="alice",
+        )
+        [job_id] = [job_store.create_job(session, image=b"page", max_attempts=3, owner="bob").id]
+    engine = FakeEngine()
+    [job] = asyncio.run(
+        run_until_final(Dispatcher(sessions, EnginePool([engine]), settings()), sessions, [job_id])
+    )
+    assert job.text == "page\n" and engine.seen == [b"page"]
