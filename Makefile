@@ -28,13 +28,15 @@ migrate: install
 	$(BIN)/ocr-migrate
 
 # Both services in the foreground; Ctrl-C stops both (each finishes its running work first).
-# setsid: the terminal's Ctrl-C reaches only this shell, which sends each service one SIGTERM.
+# set -m puts each service in a process group of its own: the terminal's Ctrl-C reaches only
+# this shell, which sends each service one SIGTERM. (Not setsid: with the kernel's autogroup
+# scheduling a session of its own would cap the OCR engines at one session's CPU share.)
 run: migrate
 	@echo "API server on http://$${OCR_API_BIND:-127.0.0.1:5000}, OCR server on $${OCR_SERVER_BIND:-127.0.0.1:5001} (Ctrl-C stops both)"
-	@stopped=0; stop() { [ $$stopped = 1 ] && return; stopped=1; kill -TERM $$api $$ocr 2>/dev/null; }; \
+	@set -m; stopped=0; stop() { [ $$stopped = 1 ] && return; stopped=1; kill -TERM $$api $$ocr 2>/dev/null; }; \
 	trap stop INT TERM; \
-	setsid $(BIN)/ocr-server & ocr=$$!; \
-	setsid $(BIN)/ocr-api & api=$$!; \
+	$(BIN)/ocr-server & ocr=$$!; \
+	$(BIN)/ocr-api & api=$$!; \
 	wait -n; stop; wait
 
 lint: install-dev

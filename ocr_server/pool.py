@@ -45,7 +45,10 @@ def engine_main(conn: Connection, page_timeout_s: float, max_pixels: int) -> Non
         conn.send(("error", "engine_unavailable", f"Tesseract failed to start: {exc}", 0))
         return
     baseline = resident_bytes()
-    conn.send(("ready", os.getpid(), baseline))
+    try:
+        conn.send(("ready", os.getpid(), baseline))
+    except OSError:  # the parent stopped while we were loading the model
+        return
     while True:
         try:
             request = conn.recv()

@@ -69,12 +69,18 @@ async def serve(settings: Settings, pool: EnginePool) -> None:
     log.info("OCR server stopped")
 
 
+def _exit_now(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"ocr-server: {exc}", file=sys.stderr)
         return 2
+    # Until the server's own handlers are installed, a stop request just exits cleanly.
+    signal.signal(signal.SIGTERM, _exit_now)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -98,7 +98,11 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                # A process group of its own (to signal it with its engine processes or
+                # gunicorn workers), but not a session of its own: with the kernel's
+                # sched_autogroup, every session gets an equal CPU share, and the engines
+                # would get one share between them however many cores they could use.
+                process_group=0,
             )
 
     def wait_healthy(self, url: str) -> None:
