@@ -1,0 +1,27 @@
+"""SIGKILL of one engine process in the middle of a batch: nothing lost, a new engine comes up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from e2e_stack import Stack
+from scenarios import running_stack, sigkill_engine
+from sqlalchemy.engine import Engine
+
+pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
+
+
+@pytest.fixture(scope="module")
+def stack(fault_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(fault_db_url, tmp_path_factory.mktemp("logs")) as stack:
+        yield stack
+
+
+def test_sigkill_of_an_engine_mid_batch_loses_no_job(stack: Stack, fault_db: Engine) -> None:
+    tally = sigkill_engine(stack, fault_db, jobs=16)
+    assert tally.problems == []
+    assert (tally.submitted, tally.accepted, tally.lost, tally.duplicated) == (16, 16, 0, 0)
+    # One crash costs one attempt of three: every job still succeeds.
+    assert tally.failed == 0
+    assert tally.notes["new_pid"] != tally.notes["killed_pid"]
