@@ -9,8 +9,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from pytest import fixture
-from schemathesis import GenerationMode
-from schemathesis import checks
+from schemathesis import GenerationMode, checks
 from schemathesis.specs.openapi import checks as openapi_checks
 from v1_fakes import FakeOcr
 
