@@ -151,7 +151,7 @@ def test_the_pages_of_one_document_are_read_in_parallel(two_engines: EnginePool)
     four_s, pages = asyncio.run(read((1, 2, 3, 4)))
     assert [p["page"] for p in pages] == [1, 2, 3, 4]
     # Four pages on two engines take about two page-times, not four.
-    assert four_s < 3.3 * one_s, (one_s, four_s)
+    assert four_s < 3.6 * one_s, (one_s, four_s)
 
 
 def test_the_dispatcher_reads_a_document_job_with_progress(
