@@ -4,7 +4,6 @@ pages of one document read in parallel by real engine processes and by the dispa
 from __future__ import annotations
 
 import asyncio
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
@@ -137,21 +136,15 @@ def two_engines() -> Iterator[EnginePool]:
     pool.close()
 
 
-def test_the_pages_of_one_document_are_read_in_parallel(two_engines: EnginePool) -> None:
-    data = render_document([[f"Page {n} says hello"] + ORIENTATION_LINES for n in range(4)])
+def test_real_engines_read_the_pages_of_one_document_in_order(two_engines: EnginePool) -> None:
+    data = render_document([[f"Page {n} says hello"] for n in range(1, 5)])
     task = PageTask(data, 0, OcrOptions(), 300)
-
-    async def read(pages: tuple[int, ...]) -> tuple[float, list[dict[str, object]]]:
-        started = time.perf_counter()
-        result = await two_engines.recognize_pages(task, pages, urgent=True)
-        return time.perf_counter() - started, result
-
-    asyncio.run(read((1,)))  # warm both paths
-    one_s, _ = asyncio.run(read((1,)))
-    four_s, pages = asyncio.run(read((1, 2, 3, 4)))
-    assert [p["page"] for p in pages] == [1, 2, 3, 4]
-    # Four pages on two engines take about two page-times, not four.
-    assert four_s < 3.6 * one_s, (one_s, four_s)
+    pages = asyncio.run(two_engines.recognize_pages(task, (1, 2, 3, 4), urgent=True))
+    # How much faster this is on free cores is bench/pages.py's business (timing here would
+    # be flaky on a shared machine); test_pool shows the pages really run side by side.
+    assert [p["text"].split("\n")[0] for p in pages] == [
+        f"Page {n} says hello" for n in range(1, 5)
+    ]
 
 
 def test_the_dispatcher_reads_a_document_job_with_progress(
