@@ -35,8 +35,10 @@ def create_app(
     register_error_handlers(app, settings.max_request_bytes)
     install_access_control(app, settings)
 
-    from . import compat, ops
+    from . import compat, openapi, ops, v1
 
     app.register_blueprint(compat.bp)
+    app.register_blueprint(v1.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(openapi.bp)
     return app

@@ -20,7 +20,9 @@ from ocr_common import job_store
 from ocr_common.errors import BadRequest, JobFailed, NotFound, OcrError, Unavailable
 from ocr_common.models import JobStatus
 
+from . import schemas
 from .access import current_owner
+from .openapi import Body, Param, operation
 from .services import Services
 from .uploads import decode_base64, parse_json_object, validate_image
 
@@ -39,6 +41,18 @@ def route(path: str, **options: Any) -> Callable[[View], View]:
         return view
 
     return decorator
+
+
+def _error(description: str) -> Body:
+    return Body(description, {"application/json": schemas.CompatError})
+
+
+IMAGE_BODY = Body("base64 image(s)", {"application/json": schemas.CompatImage})
+UPLOAD_ERRORS = {
+    400: _error("malformed body, base64 or image"),
+    413: _error("the image is over OCR_MAX_UPLOAD_BYTES or OCR_MAX_PIXELS"),
+    503: _error("the database (or OCR server) is unavailable; nothing was stored"),
+}
 
 
 def services() -> Services:
@@ -91,6 +105,16 @@ def known_results(session: Session, svc: Services, uploads: list[Upload]) -> lis
 
 
 @route("/image-sync", methods=["POST"])
+@operation(
+    summary="OCR an image now (original API)",
+    tag="original",
+    request=IMAGE_BODY,
+    responses={
+        200: Body("the text (a list for a list)", {"application/json": schemas.CompatText}),
+        **UPLOAD_ERRORS,
+        422: _error("Tesseract could not read the image"),
+    },
+)
 def image_sync() -> Response:
     """OCR now: {"image_data": b64} -> {"text": text}; a list in gives a list out."""
     svc = services()
@@ -126,6 +150,15 @@ def image_sync() -> Response:
 
 
 @route("/image", methods=["POST"])
+@operation(
+    summary="Queue an image (original API)",
+    tag="original",
+    request=IMAGE_BODY,
+    responses={
+        200: Body("the task id (a list for a list)", {"application/json": schemas.CompatTaskId}),
+        **UPLOAD_ERRORS,
+    },
+)
 def image_submit() -> Response:
     """Queue OCR: {"image_data": b64} -> {"task_id": id}; committed before we answer."""
     svc = services()
@@ -148,6 +181,22 @@ def image_submit() -> Response:
 
 
 @route("/image", methods=["GET"])
+@operation(
+    summary="The text of a task (original API)",
+    tag="original",
+    description='The id comes as ?task_id=, ?id= or a JSON body {"task_id": "<id>"}.',
+    params=(
+        Param("task_id", {"type": "string"}, "the task id"),
+        Param("id", {"type": "string"}, "the task id (another name)"),
+    ),
+    responses={
+        200: Body("the text, or null while not done", {"application/json": schemas.CompatResult}),
+        400: _error("no or malformed task id"),
+        404: _error("no such task"),
+        422: _error("the task failed"),
+        503: _error("the database is unavailable"),
+    },
+)
 def image_result() -> Response:
     """{"task_id": id} -> {"task_id": text}, or {"task_id": null} while it is not done yet."""
     job_id = read_task_id()
@@ -191,6 +240,16 @@ def read_task_id() -> str:
 
 
 @route("/allimages", methods=["GET"])
+@operation(
+    summary="Every task and its text (original API)",
+    tag="original",
+    responses={
+        200: Body(
+            "task id -> text (null while not done)", {"application/json": schemas.CompatAllImages}
+        ),
+        503: _error("the database is unavailable"),
+    },
+)
 def all_images() -> Response:
     """Every task and its text so far (null while not done), oldest first.
 

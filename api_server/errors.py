@@ -1,10 +1,16 @@
-"""Every error the API server answers, turned into JSON in this one place."""
+"""Every error the API server answers, turned into JSON in this one place.
+
+The original API keeps its shape, ``{"error": {"code", "message"}}``; the v1 API (and the
+OpenAPI document and docs) answer ``application/problem+json`` (RFC 9457) with the same code.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+from http import HTTPStatus
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -16,9 +22,36 @@ log = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER_S = 5
 
 
+PROBLEM_JSON = "application/problem+json"
+# Paths whose errors are problem documents; everything else is the original API's shape.
+PROBLEM_PATHS = ("/v1/", "/openapi.json", "/docs")
+
+
+def wants_problem() -> bool:
+    path = request.path
+    return path == "/v1" or path.startswith(PROBLEM_PATHS)
+
+
+def problem_response(status: int, code: str, detail: str, field: str | None = None) -> Response:
+    body: dict[str, object] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": request.path,
+    }
+    if field is not None:
+        body["field"] = field
+    return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+
+
 def error_response(exc: OcrError) -> Response:
-    response = jsonify({"error": exc.to_dict()})
-    response.status_code = exc.status
+    if wants_problem():
+        response = problem_response(exc.status, exc.code, exc.message, exc.field)
+    else:
+        response = jsonify({"error": exc.to_dict()})
+        response.status_code = exc.status
     if exc.retry_after_s is not None:
         response.headers["Retry-After"] = str(exc.retry_after_s)
     return response
@@ -54,8 +87,11 @@ def register_error_handlers(app: Flask, max_request_bytes: int) -> None:
     @app.errorhandler(HTTPException)
     def on_http_error(exc: HTTPException) -> Response:
         code = (exc.name or "http_error").lower().replace(" ", "_")
-        response = jsonify({"error": {"code": code, "message": exc.description}})
-        response.status_code = exc.code or 500
+        if wants_problem():
+            response = problem_response(exc.code or 500, code, exc.description or code)
+        else:
+            response = jsonify({"error": {"code": code, "message": exc.description}})
+            response.status_code = exc.code or 500
         if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
         return response

@@ -18,7 +18,15 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
-from ocr_common.errors import EngineError, InvalidImage, OcrError, Unavailable
+from ocr_common.errors import (
+    BadRequest,
+    EngineError,
+    InvalidImage,
+    OcrError,
+    PayloadTooLarge,
+    Unavailable,
+)
+from ocr_common.options import OcrOptions
 from ocr_common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,10 @@ class OcrBackend(Protocol):
     """What the API needs of the OCR server (a fake in unit tests)."""
 
     def recognize_many(self, images: list[bytes]) -> list[str | OcrError]: ...
+
+    def recognize_document(
+        self, document: bytes, options: OcrOptions, pages: int
+    ) -> dict[str, Any]: ...
 
     def notify(self) -> None: ...
 
@@ -115,11 +127,40 @@ class OcrServerClient:
                 retry_after_s=RETRY_AFTER_S,
             ) from None
 
-    async def _recognize(self, image: bytes) -> str:
-        session = await self._get_session()
-        timeout = aiohttp.ClientTimeout(total=self._timeout_s, sock_connect=CONNECT_TIMEOUT_S)
+    def recognize_document(
+        self, document: bytes, options: OcrOptions, pages: int
+    ) -> dict[str, Any]:
+        """The rich result of a v1 document from the OCR server, which reads its pages in
+        parallel: ``{"format", "page_count", "text", "pages"}``."""
+        # Pages go ``workers`` at a time, each within its own time limit on the OCR server.
+        rounds = -(-pages // self._parallel)
+        timeout_s = self._timeout_s * rounds
+        query = {"detail": "rich", **options.to_query()}
+        future = self._submit(self._post_ocr(document, timeout_s, query))
         try:
-            async with session.post(f"{self._base}/ocr", data=image, timeout=timeout) as response:
+            body = future.result(timeout=timeout_s + 5)
+        except FutureTimeout:
+            future.cancel()
+            raise Unavailable(
+                "the OCR server did not answer in time; retry shortly",
+                code="ocr_unavailable",
+                retry_after_s=RETRY_AFTER_S,
+            ) from None
+        return dict(body)
+
+    async def _recognize(self, image: bytes) -> str:
+        body = await self._post_ocr(image, self._timeout_s)
+        return str(body["text"])
+
+    async def _post_ocr(
+        self, data: bytes, timeout_s: float, query: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        session = await self._get_session()
+        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
+        try:
+            async with session.post(
+                f"{self._base}/ocr", data=data, params=query, timeout=timeout
+            ) as response:
                 body = await response.json(content_type=None)
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
@@ -131,9 +172,14 @@ class OcrServerClient:
                 retry_after_s=RETRY_AFTER_S,
             ) from None
         if status == 200:
-            return str(body["text"])
+            return dict(body)
         error = body.get("error", {}) if isinstance(body, dict) else {}
         code, message = error.get("code", "ocr_error"), error.get("message", "OCR failed")
+        field = error.get("field")
+        if query is not None and status == 400:
+            raise BadRequest(message, code=code, field=field)
+        if query is not None and status == 413:
+            raise PayloadTooLarge(message, code=code, field=field)
         if status == 503:
             raise Unavailable(message, code=code, retry_after_s=int(retry_after or RETRY_AFTER_S))
         if status in (400, 413):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,3 +16,11 @@ class Services:
     settings: Settings
     sessions: sessionmaker[Session]
     ocr: OcrBackend
+    # Languages a request may ask for: those installed with Tesseract (the OCR server's too).
+    languages: tuple[str, ...] = field(default_factory=lambda: _installed_languages())
+
+
+def _installed_languages() -> tuple[str, ...]:
+    from ocr_server.engine import installed_languages
+
+    return installed_languages()

@@ -9,12 +9,21 @@ class OcrError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None, retry_after_s: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after_s: int | None = None,
+        field: str | None = None,
+    ):
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.retry_after_s = retry_after_s
+        # The request field at fault, when there is one (v1 problems name it).
+        self.field = field
 
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
@@ -79,3 +88,17 @@ class EngineCrashed(EngineError):
 class EngineTimeout(EngineError):
     code = "engine_timeout"
     retryable = True
+
+
+class Conflict(OcrError):
+    """The request conflicts with the state of a resource (an idempotency key, a running job)."""
+
+    status = 409
+    code = "conflict"
+
+
+class UnsupportedMediaType(OcrError):
+    """The request body comes in a form the endpoint does not read."""
+
+    status = 415
+    code = "unsupported_media_type"

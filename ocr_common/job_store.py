@@ -9,16 +9,30 @@ Typical use::
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, Table, delete, func, insert, select, update
+from sqlalchemy import (
+    CursorResult,
+    Executable,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from .models import ClaimedJob, Job, JobImageRow, JobRow, JobStatus
+from .models import ClaimedJob, Job, JobImageRow, JobRow, JobStatus, parse_options_json
+from .options import OcrOptions
 
 RUNNING = JobStatus.RUNNING.value
 QUEUED = JobStatus.QUEUED.value
@@ -53,8 +67,16 @@ def create_job(
     max_attempts: int,
     owner: str | None = None,
     digest: str | None = None,
+    options: OcrOptions | None = None,
+    fmt: str | None = None,
+    pages_total: int | None = None,
+    idempotency_key: str | None = None,
+    request_digest: str | None = None,
 ) -> Job:
-    """Queue a job with its image; it exists for workers once the caller commits."""
+    """Queue a job with its image; it exists for workers once the caller commits.
+
+    A v1 job has ``options``, its format and the number of pages to read.
+    """
     values: dict[str, Any] = {
         "id": new_job_id(),
         "status": QUEUED,
@@ -71,6 +93,12 @@ def create_job(
         "text": None,
         "error_code": None,
         "error_message": None,
+        "options": options.to_json() if options is not None else None,
+        "format": fmt,
+        "pages_total": pages_total,
+        "pages_done": 0 if pages_total is not None else None,
+        "idempotency_key": idempotency_key,
+        "request_sha256": request_digest,
     }
     # Core INSERTs: this is the intake hot path, and the ORM's unit of work costs more CPU than
     # the two round trips. The job row goes first: the image's foreign key points to it.
@@ -90,10 +118,15 @@ def record_finished(
     owner: str | None = None,
     kind: str = "sync",
     digest: str | None = None,
+    options: OcrOptions | None = None,
+    fmt: str | None = None,
+    pages_total: int | None = None,
+    result: dict[str, Any] | None = None,
 ) -> Job:
     """Record an OCR whose outcome is already known (a synchronous read, or a reused result)
     as a finished job without an image."""
     now = utcnow()
+    done = pages_total if result is not None else 0
     row = JobRow(
         id=new_job_id(),
         status=JobStatus.SUCCEEDED.value if error_code is None else JobStatus.FAILED.value,
@@ -109,17 +142,28 @@ def record_finished(
         text=text,
         error_code=error_code,
         error_message=error_message,
+        options=options.to_json() if options is not None else None,
+        format=fmt,
+        pages_total=pages_total,
+        pages_done=done if pages_total is not None else None,
+        result=_dump(result),
     )
     session.add(row)
     session.flush()
     return Job.from_row(row)
 
 
+def _dump(result: dict[str, Any] | None) -> str | None:
+    return None if result is None else json.dumps(result, ensure_ascii=False)
+
+
 def find_result(session: Session, *, digest: str, owner: str | None = None) -> str | None:
-    """The text of a succeeded job on the same image bytes and owner, if there is one."""
+    """The text of a succeeded job of the original API (read with Tesseract's defaults) on the
+    same image bytes and owner, if there is one."""
     query = (
         select(JobRow.text)
         .where(JobRow.image_sha256 == digest, JobRow.status == JobStatus.SUCCEEDED.value)
+        .where(JobRow.options.is_(None))
         .where(JobRow.owner.is_(None) if owner is None else JobRow.owner == owner)
         .limit(1)
     )
@@ -128,11 +172,81 @@ def find_result(session: Session, *, digest: str, owner: str | None = None) -> s
 
 def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | None:
     """The job, or None if there is none with that id for that owner (None: any owner)."""
-    query = select(JOBS).where(JOBS.c.id == job_id)
+    # Every column but the result JSON, which can be large and GET /image never needs.
+    query = select(*(column for column in JOBS.c if column.name != "result")).where(
+        JOBS.c.id == job_id
+    )
     if owner is not None:
         query = query.where(JOBS.c.owner == owner)
     row = session.execute(query).first()
     return None if row is None else Job.from_row(row)
+
+
+def get_result(session: Session, job_id: str) -> dict[str, Any] | None:
+    """The stored v1 result of a job (``{"text", "pages"}``), if it has one."""
+    value = session.scalars(select(JobRow.result).where(JobRow.id == job_id)).first()
+    return None if value is None else cast(dict[str, Any], json.loads(value))
+
+
+def find_by_idempotency_key(session: Session, key: str) -> Job | None:
+    row = session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).first()
+    return None if row is None else Job.from_row(row)
+
+
+def list_recent(
+    session: Session,
+    *,
+    limit: int,
+    status: JobStatus | None = None,
+    before: tuple[datetime, str] | None = None,
+    owner: str | None = None,
+) -> list[Job]:
+    """Jobs newest first; ``before`` is the (created_at, id) of the last job of the page before."""
+    query = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(JobRow.status == status.value)
+    if owner is not None:
+        query = query.where(JobRow.owner == owner)
+    if before is not None:
+        created, job_id = before
+        query = query.where(
+            or_(
+                JobRow.created_at < created,
+                and_(JobRow.created_at == created, JobRow.id < job_id),
+            )
+        )
+    return [Job.from_row(row) for row in session.scalars(query)]
+
+
+def cancel(session: Session, job_id: str) -> bool:
+    """Withdraw a job that has not finished: it will not run (or its result is discarded)."""
+    done = _rows(
+        session,
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.status.in_((QUEUED, RUNNING)))
+        .values(
+            status=JobStatus.CANCELED.value,
+            finished_at=utcnow(),
+            lease_until=None,
+            error_code="canceled",
+            error_message="canceled by its owner",
+        ),
+    )
+    if done:
+        session.execute(delete(JobImageRow).where(JobImageRow.job_id == job_id))
+    return bool(done)
+
+
+def delete_finished(session: Session, job_id: str) -> bool:
+    """Delete a finished job, its result and its image (if one was kept)."""
+    final = [s.value for s in JobStatus if s.is_final]
+    session.execute(
+        delete(JobImageRow).where(
+            JobImageRow.job_id == job_id,
+            JobImageRow.job_id.in_(select(JobRow.id).where(JobRow.status.in_(final))),
+        )
+    )
+    return bool(_rows(session, delete(JobRow).where(JobRow.id == job_id, JobRow.status.in_(final))))
 
 
 def list_jobs(session: Session, *, owner: str | None = None, limit: int | None = None) -> list[Job]:
@@ -192,6 +306,8 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
                 lease_until=now + timedelta(seconds=lease_s),
                 started_at=now,
                 attempts=JobRow.attempts + 1,
+                # A retried document is read again from its first page.
+                pages_done=case((JobRow.pages_total.is_not(None), 0), else_=None),
             ),
         )
         if claimed != 1:
@@ -202,6 +318,8 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
                 JobRow.max_attempts,
                 JobRow.image_sha256,
                 JobRow.owner,
+                JobRow.options,
+                JobRow.pages_total,
                 JobImageRow.data,
             )
             .join(JobImageRow, JobImageRow.job_id == JobRow.id)
@@ -221,6 +339,10 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
                 keep_image=False,
             )
             continue
+        options = parse_options_json(row.options)
+        pages: tuple[int, ...] = ()
+        if options is not None:
+            pages = options.pages or tuple(range(1, (row.pages_total or 1) + 1))
         return ClaimedJob(
             id=job_id,
             attempts=row.attempts,
@@ -228,6 +350,8 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
             image=row.data,
             digest=row.image_sha256,
             owner=row.owner,
+            options=options,
+            pages=pages,
         )
     return None
 
@@ -244,8 +368,27 @@ def heartbeat(session: Session, *, worker_id: str, job_ids: Sequence[str], lease
     )
 
 
+def progress(session: Session, *, job_id: str, worker_id: str, pages_done: int) -> bool:
+    """Record how many pages of a running document are read; False: the job is no longer ours
+    (canceled, or taken over), so its remaining pages need not be read."""
+    return bool(
+        _rows(
+            session,
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == RUNNING)
+            .values(pages_done=pages_done),
+        )
+    )
+
+
 def finish(
-    session: Session, *, job_id: str, worker_id: str, text: str, keep_image: bool = False
+    session: Session,
+    *,
+    job_id: str,
+    worker_id: str,
+    text: str,
+    keep_image: bool = False,
+    result: dict[str, Any] | None = None,
 ) -> bool:
     """Write the result if ``worker_id`` still holds the job; False means someone else took it."""
     return _finish(
@@ -257,6 +400,7 @@ def finish(
         error_code=None,
         error_message=None,
         keep_image=keep_image,
+        result=result,
     )
 
 
@@ -292,19 +436,24 @@ def _finish(
     error_code: str | None,
     error_message: str | None,
     keep_image: bool,
+    result: dict[str, Any] | None = None,
 ) -> bool:
+    values: dict[str, object] = {
+        "status": status.value,
+        "text": text,
+        "error_code": error_code,
+        "error_message": error_message,
+        "finished_at": utcnow(),
+        "lease_until": None,
+    }
+    if result is not None:
+        values["result"] = _dump(result)
+        values["pages_done"] = len(result.get("pages", []))
     done = _rows(
         session,
         update(JobRow)
         .where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == RUNNING)
-        .values(
-            status=status.value,
-            text=text,
-            error_code=error_code,
-            error_message=error_message,
-            finished_at=utcnow(),
-            lease_until=None,
-        ),
+        .values(**values),
     )
     if done and not keep_image:
         session.execute(delete(JobImageRow).where(JobImageRow.job_id == job_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .options import OcrOptions
 
 # MySQL's plain DATETIME drops microseconds (jobs would tie in FIFO order), TEXT holds 64 KiB and
 # BLOB 64 KiB: use the wide variants there.
@@ -56,6 +59,16 @@ class JobRow(Base):
     text: Mapped[str | None] = mapped_column(LongText, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # v1 jobs only (all NULL for the original API): the options as JSON, the format found in
+    # the bytes, pages to read and read so far, the result JSON (deferred: it can be large).
+    options: Mapped[str | None] = mapped_column(Text, nullable=True)
+    format: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    pages_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pages_done: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    result: Mapped[str | None] = mapped_column(LongText, nullable=True, deferred=True)
+    # Idempotency-Key of the POST that created the job, and the SHA-256 of that request.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         # The claim query: oldest queued job first.
@@ -64,6 +77,9 @@ class JobRow(Base):
         Index("ix_jobs_status_lease", "status", "lease_until"),
         # Reuse: a succeeded job with the same image bytes.
         Index("ix_jobs_sha256_status", "image_sha256", "status"),
+        # GET /v1/jobs: newest first.
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ux_jobs_idempotency_key", "idempotency_key", unique=True),
     )
 
 
@@ -95,6 +111,11 @@ class Job:
     text: str | None
     error_code: str | None
     error_message: str | None
+    options: OcrOptions | None = None
+    format: str | None = None
+    pages_total: int | None = None
+    pages_done: int | None = None
+    request_sha256: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -113,12 +134,24 @@ class Job:
             text=row.text,
             error_code=row.error_code,
             error_message=row.error_message,
+            options=parse_options_json(row.options),
+            format=row.format,
+            pages_total=row.pages_total,
+            pages_done=row.pages_done,
+            request_sha256=row.request_sha256,
         )
+
+
+def parse_options_json(value: str | None) -> OcrOptions | None:
+    return None if value is None else OcrOptions.from_dict(json.loads(value))
 
 
 @dataclass(frozen=True)
 class ClaimedJob:
-    """A job a worker now holds a lease on, with the image it must read."""
+    """A job a worker now holds a lease on, with the image it must read.
+
+    ``options`` is None for the original API (plain text); a v1 job has them and its pages.
+    """
 
     id: str
     attempts: int
@@ -126,3 +159,5 @@ class ClaimedJob:
     image: bytes
     digest: str | None = None
     owner: str | None = None
+    options: OcrOptions | None = None
+    pages: tuple[int, ...] = ()

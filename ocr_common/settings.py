@@ -14,6 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/ocr.db"
 MIB = 1024 * 1024
+# The ``dpi`` a request may ask for: below, text is unreadable; above, pages are huge.
+MIN_DPI = 50
+MAX_DPI = 1200
 
 
 class SettingsError(Exception):
@@ -60,6 +63,10 @@ class Settings(BaseSettings):
     api_threads: int = Field(default=8, ge=1, le=256)
     max_upload_bytes: int = Field(default=10 * MIB, ge=1024)
     max_pixels: int = Field(default=50_000_000, ge=1)
+    # Pages read from one document (a PDF or multi-page TIFF), after the ``pages`` selection.
+    max_pages: int = Field(default=100, ge=1, le=10_000)
+    # Resolution PDF pages are rendered at when a request does not say (``dpi``).
+    default_dpi: int = Field(default=300, ge=MIN_DPI, le=MAX_DPI)
     page_timeout_s: PositiveFloat = 120.0
     # An engine process that still holds more than this after a page is replaced.
     engine_max_rss_mb: int = Field(default=1024, ge=128)

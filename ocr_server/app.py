@@ -15,11 +15,15 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
+from ocr_common.documents import check_document
 from ocr_common.errors import OcrError, PayloadTooLarge, Unavailable
+from ocr_common.options import parse_options
+from ocr_common.results import combine_pages
 from ocr_common.settings import Settings
 
 from .dispatcher import Dispatcher
-from .pool import EnginePool, saturated_error
+from .engine import installed_languages
+from .pool import EnginePool, PageTask, saturated_error
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,10 @@ def error_response(exc: OcrError) -> web.Response:
     headers = {}
     if exc.retry_after_s is not None:
         headers["Retry-After"] = str(exc.retry_after_s)
-    return web.json_response({"error": exc.to_dict()}, status=exc.status, headers=headers)
+    error: dict[str, str] = exc.to_dict()
+    if exc.field is not None:
+        error["field"] = exc.field
+    return web.json_response({"error": error}, status=exc.status, headers=headers)
 
 
 @web.middleware
@@ -78,7 +85,13 @@ async def token_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def ocr(request: web.Request) -> web.Response:
-    """Synchronous OCR of one image (the body), for the API server's /image-sync."""
+    """Synchronous OCR of one image or document (the body).
+
+    Without ``?detail=rich`` (the API server's /image-sync): ``{"text"}``, Tesseract's text of
+    one image. With it (``POST /v1/ocr``): the v1 options as query parameters, and the rich
+    result ``{"format", "page_count", "text", "pages"}`` of every selected page, read in
+    parallel on the engines.
+    """
     pool = request.app[POOL_KEY]
     # Callers beyond a short wait list get 503 at once rather than a slow timeout.
     if not pool.try_acquire_urgent(max_waiting=2 * pool.size):
@@ -87,9 +100,32 @@ async def ocr(request: web.Request) -> web.Response:
     started = time.perf_counter()
     stats = request.app[STATS_KEY]
     stats["sync_requests"] += 1
-    text_out = await pool.recognize(image, urgent=True)
+    if request.query.get("detail") == "rich":
+        body = await _recognize_document(request, image)
+    else:
+        body = {"text": await pool.recognize(image, urgent=True)}
     stats["sync_seconds"] += time.perf_counter() - started
-    return web.json_response({"text": text_out})
+    return web.json_response(body)
+
+
+async def _recognize_document(request: web.Request, data: bytes) -> dict[str, Any]:
+    settings = request.app[SETTINGS_KEY]
+    options = parse_options(
+        request.query, languages=installed_languages(), max_pages=settings.max_pages
+    )
+    dpi = options.render_dpi(settings.default_dpi)
+    document = await asyncio.to_thread(
+        check_document,
+        data,
+        wanted_pages=options.pages,
+        dpi=dpi,
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_pixels,
+        max_pages=settings.max_pages,
+    )
+    task = PageTask(data, 0, options, settings.default_dpi)
+    pages = await request.app[POOL_KEY].recognize_pages(task, document.pages, urgent=True)
+    return {"format": document.format, "page_count": document.page_count, **combine_pages(pages)}
 
 
 async def notify(request: web.Request) -> web.Response:

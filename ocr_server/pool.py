@@ -13,13 +13,15 @@ import contextlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
 from ocr_common.errors import EngineCrashed, EngineError, EngineTimeout, OcrError, Unavailable
+from ocr_common.options import OcrOptions
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,20 @@ ENGINE_START_TIMEOUT_S = 60.0
 # After a page that left the engine this much above its start size, return the heap to the OS.
 TRIM_ABOVE_BASELINE_BYTES = 32 * 1024 * 1024
 MIB = 1024 * 1024
+# Who gets a free engine first: synchronous requests, then the further pages of documents
+# already being read (so a started job finishes before new ones start), then new jobs.
+URGENT, PAGES, BACKGROUND = 0, 1, 2
+PRIORITIES = (URGENT, PAGES, BACKGROUND)
+
+
+@dataclass(frozen=True)
+class PageTask:
+    """One page of a v1 document for an engine: it renders the page from the document itself."""
+
+    document: bytes
+    page: int
+    options: OcrOptions
+    default_dpi: int
 
 
 def engine_main(conn: Connection, page_timeout_s: float, max_pixels: int) -> None:
@@ -57,7 +73,15 @@ def engine_main(conn: Connection, page_timeout_s: float, max_pixels: int) -> Non
         if request is None:
             break
         try:
-            reply: tuple[object, ...] = ("ok", engine.recognize(request))
+            if isinstance(request, PageTask):
+                reply: tuple[object, ...] = (
+                    "ok",
+                    engine.recognize_page(
+                        request.document, request.page, request.options, request.default_dpi
+                    ),
+                )
+            else:
+                reply = ("ok", engine.recognize(request))
         except OcrError as exc:
             reply = ("error", exc.code, exc.message)
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes a job error
@@ -72,6 +96,8 @@ class Engine(Protocol):
     """What the dispatcher needs of an engine slot (a fake in unit tests)."""
 
     def recognize(self, image: bytes) -> str: ...
+
+    def recognize_page(self, task: PageTask) -> dict[str, Any]: ...
 
 
 class EngineProcess:
@@ -132,10 +158,18 @@ class EngineProcess:
         self._start()
 
     def recognize(self, image: bytes) -> str:
+        return str(self._call(image))
+
+    def recognize_page(self, task: PageTask) -> dict[str, Any]:
+        result = self._call(task)
+        assert isinstance(result, dict)
+        return result
+
+    def _call(self, request: bytes | PageTask) -> object:
         conn = self._conn
         assert conn is not None
         try:
-            conn.send(image)
+            conn.send(request)
             if not conn.poll(self._page_timeout_s + HARD_DEADLINE_GRACE_S):
                 self._replace()
                 raise EngineTimeout(
@@ -159,7 +193,7 @@ class EngineProcess:
             )
             self._replace()
         if reply[0] == "ok":
-            return str(reply[1])
+            return reply[1]
         raise _error_from_reply(reply[1], reply[2])
 
     def kill(self) -> None:
@@ -202,10 +236,10 @@ class EnginePool:
             raise ValueError("an engine pool needs at least one engine")
         self.engines = engines
         self._free: collections.deque[Engine] = collections.deque(engines)
-        self._waiters: dict[bool, collections.deque[asyncio.Future[Engine]]] = {
-            True: collections.deque(),  # urgent: synchronous requests
-            False: collections.deque(),  # background: queued jobs
-        }
+        # One wait list per priority (URGENT, PAGES, BACKGROUND), served in that order.
+        self._waiters: list[collections.deque[asyncio.Future[Engine]]] = [
+            collections.deque() for _ in PRIORITIES
+        ]
         self._executor = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="engine")
 
     @classmethod
@@ -235,25 +269,25 @@ class EnginePool:
         return self.size - len(self._free)
 
     def waiting(self, urgent: bool) -> int:
-        return len(self._waiters[urgent])
+        return len(self._waiters[URGENT if urgent else BACKGROUND])
 
-    async def acquire(self, urgent: bool) -> Engine:
-        if self._free and not self._waiters[True] and (urgent or not self._waiters[False]):
+    async def acquire(self, urgent: bool = False, *, priority: int | None = None) -> Engine:
+        level = priority if priority is not None else URGENT if urgent else BACKGROUND
+        if self._free and not any(self._waiters[p] for p in range(level + 1)):
             return self._free.popleft()
         future: asyncio.Future[Engine] = asyncio.get_running_loop().create_future()
-        self._waiters[urgent].append(future)
+        self._waiters[level].append(future)
         try:
             return await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release(future.result())
             else:
-                self._waiters[urgent].remove(future)
+                self._waiters[level].remove(future)
             raise
 
     def release(self, engine: Engine) -> None:
-        for urgent in (True, False):
-            waiters = self._waiters[urgent]
+        for waiters in self._waiters:
             while waiters:
                 future = waiters.popleft()
                 if not future.done():
@@ -263,7 +297,7 @@ class EnginePool:
 
     def try_acquire_urgent(self, max_waiting: int) -> bool:
         """Whether an urgent caller may queue: False when the pool is saturated."""
-        return bool(self._free) or len(self._waiters[True]) < max_waiting
+        return bool(self._free) or len(self._waiters[URGENT]) < max_waiting
 
     async def run(self, engine: Engine, image: bytes) -> str:
         loop = asyncio.get_running_loop()
@@ -275,6 +309,51 @@ class EnginePool:
             return await self.run(engine, image)
         finally:
             self.release(engine)
+
+    async def recognize_pages(
+        self,
+        task: PageTask,
+        pages: tuple[int, ...],
+        *,
+        urgent: bool,
+        engine: Engine | None = None,
+        on_page: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Read ``pages`` of a document in parallel, one engine per page, in page order.
+
+        ``engine``, when given, is one the caller already holds: it reads the first page and
+        is released here. ``on_page`` is awaited as each page is done (progress). The first
+        failing page fails the whole document; pages not started yet are not started.
+        """
+        loop = asyncio.get_running_loop()
+        priority = URGENT if urgent else PAGES
+
+        async def one(page: int, held: Engine | None) -> dict[str, Any]:
+            current = held if held is not None else await self.acquire(priority=priority)
+            future = loop.run_in_executor(
+                self._executor,
+                current.recognize_page,
+                PageTask(task.document, page, task.options, task.default_dpi),
+            )
+            # The engine goes back only when its page is really done, even if we are
+            # cancelled meanwhile: its pipe is busy until then.
+            future.add_done_callback(lambda _done: self.release(current))
+            result = await asyncio.shield(future)
+            if on_page is not None:
+                await on_page(result)
+            return result
+
+        tasks = [
+            asyncio.create_task(one(page, engine if index == 0 else None))
+            for index, page in enumerate(pages)
+        ]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for pending in tasks:
+                pending.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     def close(self, stop: Callable[[Engine], None] | None = None) -> None:
         for engine in self.engines:

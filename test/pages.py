@@ -33,3 +33,50 @@ def words(text: str) -> list[str]:
 
 HELLO = ["Hello OCR world 42", "The quick brown fox"]
 HELLO_PNG = render_lines(HELLO)
+
+
+def render_page_image(lines: list[str], *, width: int = 900) -> Image.Image:
+    """A fresh white page (grey) with each line in black."""
+    return Image.open(io.BytesIO(render_lines(lines, width=width))).convert("L")
+
+
+def render_document(pages: list[list[str]], fmt: str = "PDF", *, resolution: float = 100) -> bytes:
+    """A multi-page PDF or TIFF, one page per list of lines (Pillow writes both)."""
+    images = [render_page_image(lines).convert("RGB") for lines in pages]
+    out = io.BytesIO()
+    extra = {"resolution": resolution} if fmt == "PDF" else {}
+    images[0].save(out, fmt, save_all=True, append_images=images[1:], **extra)
+    return out.getvalue()
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **params)
+    return out.getvalue()
+
+
+def page_with_words_at(
+    words_at: list[tuple[str, int, int]], *, size: tuple[int, int] = (1000, 700)
+) -> tuple[bytes, dict[str, tuple[int, int, int, int]]]:
+    """A PNG page with each word drawn at (x, y), and each word's ink box (left, top, right,
+    bottom) as Pillow measured it."""
+    font = ImageFont.load_default(size=FONT_PX)
+    image = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(image)
+    boxes = {}
+    for word, x, y in words_at:
+        draw.text((x, y), word, fill=0, font=font)
+        left, top, right, bottom = draw.textbbox((x, y), word, font=font)
+        boxes[word] = (int(left), int(top), int(right), int(bottom))
+    return encode(image), boxes
+
+
+# A page with enough text for Tesseract's orientation detection to be sure of itself.
+ORIENTATION_LINES = [
+    "The quick brown fox jumps over the lazy dog",
+    "Pack my box with five dozen liquor jugs now",
+    "How vexingly quick daft zebras jump today",
+    "Sphinx of black quartz judge my vow again",
+    "The five boxing wizards jump quickly here",
+    "Jackdaws love my big sphinx of quartz too",
+]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
-from ocr_server.pool import EnginePool
+from ocr_common.errors import EngineError
+from ocr_common.options import OcrOptions
+from ocr_server.pool import EnginePool, PageTask
 
 
 class FakeEngine:
@@ -86,3 +90,67 @@ def test_a_cancelled_waiter_does_not_swallow_an_engine() -> None:
         return free
 
     assert asyncio.run(scenario()) == 1
+
+
+class PageEngine:
+    """Takes ``delay_s`` per page and counts how many pages run at the same time."""
+
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def __init__(self, delay_s: float = 0.2, fail_on: int | None = None):
+        self.delay_s = delay_s
+        self.fail_on = fail_on
+
+    def recognize(self, image: bytes) -> str:
+        return ""
+
+    def recognize_page(self, task: PageTask) -> dict[str, object]:
+        with PageEngine.lock:
+            PageEngine.running += 1
+            PageEngine.most = max(PageEngine.most, PageEngine.running)
+        try:
+            time.sleep(self.delay_s)
+            if task.page == self.fail_on:
+                raise EngineError(f"page {task.page} is unreadable")
+            return {"page": task.page, "text": f"page {task.page}\n"}
+        finally:
+            with PageEngine.lock:
+                PageEngine.running -= 1
+
+
+def test_the_pages_of_one_document_run_side_by_side_on_every_engine() -> None:
+    PageEngine.most = 0
+    pool = EnginePool([PageEngine(), PageEngine(), PageEngine()])
+    task = PageTask(b"doc", 0, OcrOptions(), 300)
+    done: list[int] = []
+
+    async def on_page(page: dict[str, object]) -> None:
+        done.append(int(page["page"]))  # type: ignore[call-overload]
+
+    async def scenario() -> tuple[float, list[dict[str, object]]]:
+        started = time.perf_counter()
+        pages = await pool.recognize_pages(task, tuple(range(1, 7)), urgent=False, on_page=on_page)
+        return time.perf_counter() - started, pages
+
+    seconds, pages = asyncio.run(scenario())
+    assert [p["page"] for p in pages] == [1, 2, 3, 4, 5, 6]
+    assert sorted(done) == [1, 2, 3, 4, 5, 6]
+    assert PageEngine.most == 3  # six pages on three engines: two rounds, not six
+    assert seconds < 0.2 * 6 * 0.75
+    assert pool.busy == 0
+
+
+def test_a_failing_page_fails_the_document_and_gives_every_engine_back() -> None:
+    pool = EnginePool([PageEngine(0.05, fail_on=2), PageEngine(0.05, fail_on=2)])
+    task = PageTask(b"doc", 0, OcrOptions(), 300)
+
+    async def scenario() -> int:
+        with pytest.raises(EngineError, match="page 2"):
+            await pool.recognize_pages(task, (1, 2, 3, 4, 5), urgent=True)
+        # An engine goes back when the page it holds is really done, not when we stop waiting.
+        await asyncio.sleep(0.2)
+        return pool.busy
+
+    assert asyncio.run(scenario()) == 0

@@ -1,0 +1,179 @@
+"""The OpenAPI 3.1 document, generated from the routes and the pydantic models in the code.
+
+A view says what it takes and answers with the ``operation`` decorator; ``build_spec`` walks the
+app's URL map and puts every documented view in the document. ``/openapi.json`` serves it and
+``/docs`` a self-contained page that renders it (no CDN: it works offline).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+API_TITLE = "OCR service"
+API_VERSION = "1.0.0"
+REF_TEMPLATE = "#/components/schemas/{model}"
+PROBLEM_JSON = "application/problem+json"
+_PATH_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+bp = Blueprint("openapi", __name__)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query, path or header parameter."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+    where: str = "query"
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Body:
+    """A response or request body: a pydantic model per media type, or a raw JSON schema."""
+
+    description: str
+    content: dict[str, type[BaseModel] | dict[str, Any]] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    tag: str
+    responses: dict[int, Body]
+    description: str = ""
+    params: tuple[Param, ...] = ()
+    request: Body | None = None
+    request_required: bool = True
+
+
+View = Callable[..., Any]
+
+
+def operation(**kwargs: Any) -> Callable[[View], View]:
+    """Attach an ``Operation`` to a view (nothing else about the view changes)."""
+    spec = Operation(**kwargs)
+
+    def decorate(view: View) -> View:
+        view.__openapi__ = spec  # type: ignore[attr-defined]
+        return view
+
+    return decorate
+
+
+def _models(operations: list[Operation]) -> list[type[BaseModel]]:
+    found: dict[str, type[BaseModel]] = {}
+    for op in operations:
+        bodies = list(op.responses.values()) + ([op.request] if op.request else [])
+        for body in bodies:
+            for schema in body.content.values():
+                if isinstance(schema, type) and issubclass(schema, BaseModel):
+                    found[schema.__name__] = schema
+    return list(found.values())
+
+
+def _schema(value: type[BaseModel] | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    return {"$ref": REF_TEMPLATE.format(model=value.__name__)}
+
+
+def _body(body: Body) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": body.description}
+    if body.content:
+        out["content"] = {
+            media: {"schema": _schema(schema)} for media, schema in body.content.items()
+        }
+    if body.headers:
+        out["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in body.headers.items()
+        }
+    return out
+
+
+def build_spec(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document of every documented view of ``app``."""
+    paths: dict[str, dict[str, Any]] = {}
+    operations: list[Operation] = []
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        view = app.view_functions.get(rule.endpoint)
+        op: Operation | None = getattr(view, "__openapi__", None)
+        # The original API answers with and without a trailing slash: document one of them.
+        if op is None or rule.endpoint.endswith("_slash"):
+            continue
+        operations.append(op)
+        path = _PATH_ARG.sub(r"{\1}", rule.rule)
+        params = [
+            {"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
+            for arg in sorted(rule.arguments)
+        ]
+        params += [
+            {
+                "name": p.name,
+                "in": p.where,
+                "required": p.required,
+                "description": p.description,
+                "schema": p.schema,
+            }
+            for p in op.params
+        ]
+        entry: dict[str, Any] = {
+            "operationId": rule.endpoint.replace(".", "_"),
+            "summary": op.summary,
+            "tags": [op.tag],
+            "responses": {str(status): _body(body) for status, body in op.responses.items()},
+        }
+        if op.description:
+            entry["description"] = op.description
+        if params:
+            entry["parameters"] = params
+        if op.request is not None:
+            entry["requestBody"] = {"required": op.request_required, **_body(op.request)}
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = entry
+    _, components = models_json_schema(
+        [(model, "serialization") for model in _models(operations)], ref_template=REF_TEMPLATE
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": API_TITLE,
+            "version": API_VERSION,
+            "description": "Tesseract OCR over HTTP: the v1 API (documents, word boxes, jobs) "
+            "and the original API (/image-sync, /image, /allimages).",
+        },
+        "paths": paths,
+        "components": {"schemas": components.get("$defs", {})},
+    }
+
+
+@functools.cache
+def _docs_page() -> str:
+    return resources.files("api_server").joinpath("docs.html").read_text(encoding="utf-8")
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    """The OpenAPI 3.1 document of this server."""
+    spec = current_app.extensions.get("ocr_openapi")
+    if spec is None:
+        spec = current_app.extensions["ocr_openapi"] = build_spec(current_app)
+    return jsonify(spec)
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    """Interactive documentation: reads /openapi.json, works offline."""
+    return Response(_docs_page(), mimetype="text/html")

@@ -1,0 +1,228 @@
+"""Documents of the v1 API: images and PDFs, told apart by their bytes, counted and rendered.
+
+The API server checks a document here before storing it (format, pages, pixel limits); the
+engine processes render their page from the same bytes here, so both agree on what a page is.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .errors import InvalidImage, PayloadTooLarge
+
+PDF = "PDF"
+# What Pillow decodes for us (the magic bytes decide, never a name or a Content-Type).
+IMAGE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP", "PPM", "JPEG2000"})
+# Pillow's name for a JPEG that holds more pictures (phones write them); we read the first.
+FORMAT_ALIASES = {"MPO": "JPEG"}
+# Formats whose every frame is a page; in the others (GIF, WebP animations) the first is.
+MULTI_PAGE_FORMATS = frozenset({"TIFF", PDF})
+PDF_POINTS_PER_INCH = 72
+# Smaller than this cannot hold a character.
+MIN_SIDE_PX = 3
+# Where a PDF's header may start: readers accept junk before it within the first kilobyte.
+PDF_HEADER_WITHIN = 1024
+# pdfium is not thread-safe; the API server checks PDFs from several threads.
+_PDFIUM = threading.Lock()
+# Pillow's own bomb check is a warning; we refuse by our own limit, before decoding.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass(frozen=True)
+class Document:
+    """What the checks found: the format, every page of the file, and the pages to read."""
+
+    format: str
+    page_count: int
+    pages: tuple[int, ...]
+
+
+def is_pdf(data: bytes) -> bool:
+    return b"%PDF-" in data[:PDF_HEADER_WITHIN]
+
+
+def describe_formats() -> str:
+    return "PNG, JPEG, TIFF, BMP, GIF, WebP or PDF"
+
+
+@contextmanager
+def _open_pdf(data: bytes) -> Iterator[object]:
+    import pypdfium2
+
+    with _PDFIUM:
+        try:
+            pdf = pypdfium2.PdfDocument(data)
+        except pypdfium2.PdfiumError as exc:
+            if "password" in str(exc).lower():
+                raise InvalidImage(
+                    "the PDF is encrypted with a password; send it without one",
+                    code="pdf_encrypted",
+                ) from None
+            raise InvalidImage(f"the PDF could not be read: {exc}", code="invalid_pdf") from None
+        try:
+            yield pdf
+        finally:
+            pdf.close()
+
+
+def select_pages(wanted: tuple[int, ...] | None, page_count: int) -> tuple[int, ...]:
+    """The 1-based pages to read: every page, or the wanted ones (which must exist)."""
+    if wanted is None:
+        return tuple(range(1, page_count + 1))
+    beyond = [page for page in wanted if page > page_count]
+    if beyond:
+        raise InvalidImage(
+            f'"pages": the document has {page_count} page(s); there is no page {beyond[0]}',
+            code="invalid_option",
+            field="pages",
+        )
+    return wanted
+
+
+def _check_page_count(pages: tuple[int, ...], max_pages: int) -> None:
+    if len(pages) > max_pages:
+        raise PayloadTooLarge(
+            f"the document has {len(pages)} pages to read, more than the {max_pages} allowed "
+            "per document (OCR_MAX_PAGES); select fewer with pages=, e.g. pages=1-"
+            f"{max_pages}",
+            code="too_many_pages",
+            field="pages",
+        )
+
+
+def _check_size(width: int, height: int, max_pixels: int, page: int, hint: str) -> None:
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"page {page} is {width}x{height} = {width * height} pixels, more than the "
+            f"{max_pixels} allowed (OCR_MAX_PIXELS); {hint}",
+            code="too_many_pixels",
+        )
+    if min(width, height) < MIN_SIDE_PX:
+        raise InvalidImage(
+            f"page {page} is {width}x{height} pixels: too small to hold text",
+            code="image_too_small",
+        )
+
+
+def check_document(
+    data: bytes,
+    *,
+    wanted_pages: tuple[int, ...] | None,
+    dpi: int,
+    max_bytes: int,
+    max_pixels: int,
+    max_pages: int,
+) -> Document:
+    """Check a whole document before it is stored; sizes come from headers, not decoding."""
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(
+            f"the document is larger than {max_bytes} bytes (OCR_MAX_UPLOAD_BYTES)",
+            code="image_too_large",
+        )
+    if not data:
+        raise InvalidImage("the document is empty (0 bytes)", code="empty_image")
+    if is_pdf(data):
+        return _check_pdf(data, wanted_pages, dpi, max_pixels, max_pages)
+    return _check_image(data, wanted_pages, max_pixels, max_pages)
+
+
+def _check_pdf(
+    data: bytes, wanted: tuple[int, ...] | None, dpi: int, max_pixels: int, max_pages: int
+) -> Document:
+    with _open_pdf(data) as pdf:
+        page_count = len(pdf)  # type: ignore[arg-type]
+        if page_count == 0:
+            raise InvalidImage("the PDF has no pages", code="invalid_pdf")
+        pages = select_pages(wanted, page_count)
+        _check_page_count(pages, max_pages)
+        for page in pages:
+            width_pt, height_pt = pdf.get_page_size(page - 1)  # type: ignore[attr-defined]
+            width, height = _pdf_pixels(width_pt, dpi), _pdf_pixels(height_pt, dpi)
+            _check_size(width, height, max_pixels, page, f"ask for a lower dpi than {dpi}")
+    return Document(PDF, page_count, pages)
+
+
+def _pdf_pixels(points: float, dpi: int) -> int:
+    return max(1, round(points * dpi / PDF_POINTS_PER_INCH))
+
+
+def _open_image(data: bytes) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - Pillow raises many kinds for non-images
+        raise InvalidImage(
+            f"the data is neither an image nor a PDF (it starts with {data[:8]!r}); send "
+            f"{describe_formats()}"
+        ) from None
+
+
+def _image_format(image: Image.Image) -> str:
+    fmt = image.format or "unknown"
+    fmt = FORMAT_ALIASES.get(fmt, fmt)
+    if fmt not in IMAGE_FORMATS:
+        raise InvalidImage(
+            f"{fmt} images are not supported; send {describe_formats()}",
+            code="unsupported_format",
+        )
+    return fmt
+
+
+def _check_image(
+    data: bytes, wanted: tuple[int, ...] | None, max_pixels: int, max_pages: int
+) -> Document:
+    with _open_image(data) as image:
+        fmt = _image_format(image)
+        page_count = getattr(image, "n_frames", 1) if fmt in MULTI_PAGE_FORMATS else 1
+        pages = select_pages(wanted, page_count)
+        _check_page_count(pages, max_pages)
+        try:
+            for page in pages:
+                image.seek(page - 1)
+                _check_size(*image.size, max_pixels, page, "scale it down")
+            image.seek(pages[0] - 1)
+            image.load()
+        except (InvalidImage, PayloadTooLarge):
+            raise
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
+            raise InvalidImage(f"the {fmt} image is truncated or corrupt: {exc}") from None
+    return Document(fmt, page_count, pages)
+
+
+def render_page(data: bytes, page: int, *, dpi: int, max_pixels: int) -> Image.Image:
+    """Page ``page`` (1-based) as pixels: a PDF page rendered at ``dpi``, or an image frame.
+
+    Its ``info["dpi"]`` says the resolution when known (Tesseract uses it to size text).
+    """
+    if is_pdf(data):
+        with _open_pdf(data) as pdf:
+            pdf_page = pdf[page - 1]  # type: ignore[index]
+            try:
+                width_pt, height_pt = pdf_page.get_size()
+                width, height = _pdf_pixels(width_pt, dpi), _pdf_pixels(height_pt, dpi)
+                _check_size(width, height, max_pixels, page, f"ask for a lower dpi than {dpi}")
+                bitmap = pdf_page.render(scale=dpi / PDF_POINTS_PER_INCH)
+                rendered = bitmap.to_pil()
+                # to_pil shares pdfium's buffer: copy before the bitmap is freed.
+                image = rendered.copy()
+                bitmap.close()
+            finally:
+                pdf_page.close()
+        image.info["dpi"] = (dpi, dpi)
+        return image
+    try:
+        image = _open_image(data)
+        _image_format(image)
+        image.seek(page - 1)
+        _check_size(*image.size, max_pixels, page, "scale it down")
+        image.load()
+    except (InvalidImage, PayloadTooLarge):
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImage(f"page {page} could not be decoded: {exc}") from None
+    return image

@@ -1,0 +1,72 @@
+"""The v1 API on the wire: real ocr-api and ocr-server processes, real Tesseract, MySQL."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import requests
+from e2e_stack import JOB_TIMEOUT_S, Stack, wait_until
+from pages import HELLO, HELLO_PNG, ORIENTATION_LINES, render_document
+
+pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
+
+PAGES = [[f"Page {n} says hello", *ORIENTATION_LINES[:2]] for n in (1, 2, 3)]
+
+
+def test_a_multipart_pdf_job_is_read_page_by_page(stack: Stack) -> None:
+    pdf = render_document(PAGES, "PDF")
+    response = requests.post(
+        stack.url("/v1/jobs"),
+        files={"file": ("scan.bin", pdf)},
+        data={"dpi": "200", "pages": "1-3"},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    location = response.headers["Location"]
+
+    def finished() -> dict[str, object] | None:
+        body = requests.get(stack.url(location), timeout=30).json()
+        return body if body["status"] in ("succeeded", "failed") else None
+
+    job = wait_until(finished, JOB_TIMEOUT_S, "the PDF job", interval_s=0.2)
+    assert job["status"] == "succeeded", job
+    assert job["format"] == "PDF" and job["progress"] == {"pages_done": 3, "pages_total": 3}
+    assert [page["lines"][0]["text"] for page in job["pages"]] == [p[0] for p in PAGES]
+    assert job["pages"][0]["width"] == 1800  # 900 px at 100 dpi, rendered at 200
+    hocr = requests.get(stack.url(location), params={"format": "hocr"}, timeout=30)
+    assert hocr.headers["Content-Type"].startswith("application/xhtml+xml")
+    assert hocr.text.count("class='ocr_page'") == 3
+    listed = requests.get(stack.url("/v1/jobs"), params={"status": "succeeded"}, timeout=30)
+    assert job["id"] in [j["id"] for j in listed.json()["jobs"]]
+
+
+def test_raw_and_base64_documents_are_read_now(stack: Stack) -> None:
+    raw = requests.post(
+        stack.url("/v1/ocr"), data=HELLO_PNG, headers={"Content-Type": "image/png"}, timeout=60
+    )
+    assert raw.status_code == 200, raw.text
+    words = [w["text"] for line in raw.json()["pages"][0]["lines"] for w in line["words"]]
+    assert words == " ".join(HELLO).split()
+    b64 = requests.post(
+        stack.url("/v1/ocr"),
+        params={"format": "text"},
+        json={"document": base64.b64encode(HELLO_PNG).decode(), "psm": 6},
+        timeout=60,
+    )
+    assert b64.status_code == 200 and b64.text.split() == " ".join(HELLO).split()
+    bad = requests.post(
+        stack.url("/v1/ocr?lang=xyz"),
+        data=HELLO_PNG,
+        headers={"Content-Type": "image/png"},
+        timeout=30,
+    )
+    assert bad.status_code == 400
+    assert bad.headers["Content-Type"] == "application/problem+json"
+    assert bad.json()["field"] == "lang"
+
+
+def test_the_contract_and_the_docs_are_served(stack: Stack) -> None:
+    spec = requests.get(stack.url("/openapi.json"), timeout=30).json()
+    assert "/v1/jobs/{job_id}" in spec["paths"] and "/image-sync" in spec["paths"]
+    assert "openapi.json" in requests.get(stack.url("/docs"), timeout=30).text

@@ -1,0 +1,182 @@
+"""v1 documents through real Tesseract: PDFs and TIFFs, word boxes, rotation, options, and the
+pages of one document read in parallel by real engine processes and by the dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+
+import pytest
+from pages import (
+    ORIENTATION_LINES,
+    encode,
+    page_with_words_at,
+    render_document,
+    render_page_image,
+)
+from sqlalchemy.orm import Session, sessionmaker
+
+from ocr_common import job_store
+from ocr_common.documents import check_document
+from ocr_common.models import JobStatus
+from ocr_common.options import OcrOptions, Preprocess
+from ocr_common.results import combine_pages, to_hocr, to_tsv
+from ocr_common.settings import load_settings
+from ocr_server.dispatcher import Dispatcher
+from ocr_server.engine import TesseractEngine
+from ocr_server.pool import EnginePool, PageTask
+
+BOX_TOLERANCE_PX = 4
+THREE_PAGES = [[f"Page {n} says hello"] + ORIENTATION_LINES[:2] for n in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[TesseractEngine]:
+    engine = TesseractEngine(page_timeout_s=30, max_pixels=10**8)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.parametrize("fmt", ["PDF", "TIFF"])
+def test_every_page_of_a_pdf_and_a_tiff_is_read(engine: TesseractEngine, fmt: str) -> None:
+    data = render_document(THREE_PAGES, fmt)
+    document = check_document(
+        data, wanted_pages=None, dpi=200, max_bytes=10**7, max_pixels=10**8, max_pages=10
+    )
+    assert (document.format, document.page_count, document.pages) == (fmt, 3, (1, 2, 3))
+    pages = [engine.recognize_page(data, n, OcrOptions(dpi=200), 300) for n in (1, 2, 3)]
+    result = combine_pages(pages)
+    assert [p["text"].split("\n")[0] for p in result["pages"]] == [
+        "Page 1 says hello",
+        "Page 2 says hello",
+        "Page 3 says hello",
+    ]
+    assert result["text"].count("\f") == 2
+    if fmt == "PDF":
+        # Rendered at the asked dpi: the page was drawn 900 px wide at 100 dpi.
+        assert result["pages"][0]["width"] == 1800 and result["pages"][0]["dpi"] == 200
+
+
+def test_words_come_with_boxes_where_they_were_drawn(engine: TesseractEngine) -> None:
+    data, drawn = page_with_words_at(
+        [("Alpha", 100, 100), ("Bravo", 600, 300), ("Charlie", 250, 550)]
+    )
+    page = engine.recognize_page(data, 1, OcrOptions(psm=11), 300)
+    words = {w["text"]: w for line in page["lines"] for w in line["words"]}
+    assert set(words) == set(drawn)
+    for text, (left, top, right, bottom) in drawn.items():
+        box = words[text]["bbox"]
+        assert abs(box["left"] - left) <= BOX_TOLERANCE_PX, (text, box, drawn[text])
+        assert abs(box["top"] - top) <= BOX_TOLERANCE_PX
+        assert abs(box["left"] + box["width"] - right) <= BOX_TOLERANCE_PX
+        assert abs(box["top"] + box["height"] - bottom) <= BOX_TOLERANCE_PX
+        assert 80 <= words[text]["confidence"] <= 100
+    assert (page["width"], page["height"], page["rotation"]) == (1000, 700, 0)
+
+
+@pytest.mark.parametrize("turned_ccw", [90, 180, 270])
+def test_auto_preprocess_turns_sideways_and_upside_down_pages_upright(
+    engine: TesseractEngine, turned_ccw: int
+) -> None:
+    upright = render_page_image(ORIENTATION_LINES, width=1300)
+    data = encode(upright.rotate(turned_ccw, expand=True))
+    page = engine.recognize_page(data, 1, OcrOptions(preprocess=Preprocess.AUTO), 300)
+    # Turned counter-clockwise by N is turned clockwise by 360 - N.
+    assert page["rotation"] == (360 - turned_ccw) % 360
+    assert (page["width"], page["height"]) == upright.size
+    assert page["text"].split("\n")[0] == ORIENTATION_LINES[0]
+    first = page["lines"][0]["bbox"]
+    assert first["top"] < upright.height / 4  # boxes are on the upright page
+
+
+def test_without_preprocess_a_turned_page_is_read_as_it_is(engine: TesseractEngine) -> None:
+    data = encode(render_page_image(ORIENTATION_LINES, width=1300).rotate(180, expand=True))
+    page = engine.recognize_page(data, 1, OcrOptions(), 300)
+    assert page["rotation"] == 0
+    assert ORIENTATION_LINES[0] not in page["text"]
+
+
+def test_exif_orientation_is_applied_by_auto(engine: TesseractEngine) -> None:
+    upright = render_page_image(["Hello OCR world 42"])
+    exif = upright.getexif()
+    exif[0x0112] = 3  # stored upside down, shown upright
+    data = encode(upright.rotate(180), "JPEG", exif=exif, quality=95)
+    page = engine.recognize_page(data, 1, OcrOptions(preprocess=Preprocess.AUTO), 300)
+    assert page["text"].split() == ["Hello", "OCR", "world", "42"]
+
+
+def test_psm_and_whitelist_reach_tesseract_and_are_reset(engine: TesseractEngine) -> None:
+    data = encode(render_page_image(["Room 42 is on floor 7"]))
+    digits = engine.recognize_page(data, 1, OcrOptions(psm=7, char_whitelist="0123456789"), 300)
+    assert set(digits["text"].strip()) <= set("0123456789 ")
+    again = engine.recognize_page(data, 1, OcrOptions(), 300)
+    assert again["text"].split() == ["Room", "42", "is", "on", "floor", "7"]
+    assert engine.recognize(data).split() == ["Room", "42", "is", "on", "floor", "7"]
+
+
+def test_hocr_is_xhtml_and_tsv_has_every_word(engine: TesseractEngine) -> None:
+    data = render_document(THREE_PAGES[:2], "TIFF")
+    result = combine_pages([engine.recognize_page(data, n, OcrOptions(), 300) for n in (1, 2)])
+    root = ET.fromstring(to_hocr(result))
+    ns = {"x": "http://www.w3.org/1999/xhtml"}
+    assert len(root.findall(".//x:div[@class='ocr_page']", ns)) == 2
+    words = [w.text for w in root.findall(".//x:span[@class='ocrx_word']", ns)]
+    assert words[:4] == ["Page", "1", "says", "hello"]
+    rows = [line.split("\t") for line in to_tsv(result).splitlines()]
+    assert rows[0][0] == "level" and len(rows[0]) == 12
+    assert {row[1] for row in rows[1:]} == {"1", "2"}
+    assert [row[11] for row in rows[1:] if row[0] == "5"][:4] == ["Page", "1", "says", "hello"]
+
+
+@pytest.fixture(scope="module")
+def two_engines() -> Iterator[EnginePool]:
+    pool = EnginePool.start(2, page_timeout_s=30, max_pixels=10**8)
+    yield pool
+    pool.close()
+
+
+def test_real_engines_read_the_pages_of_one_document_in_order(two_engines: EnginePool) -> None:
+    data = render_document([[f"Page {n} says hello"] for n in range(1, 5)])
+    task = PageTask(data, 0, OcrOptions(), 300)
+    pages = asyncio.run(two_engines.recognize_pages(task, (1, 2, 3, 4), urgent=True))
+    # How much faster this is on free cores is bench/pages.py's business (timing here would
+    # be flaky on a shared machine); test_pool shows the pages really run side by side.
+    assert [p["text"].split("\n")[0] for p in pages] == [
+        f"Page {n} says hello" for n in range(1, 5)
+    ]
+
+
+def test_the_dispatcher_reads_a_document_job_with_progress(
+    sessions: sessionmaker[Session], two_engines: EnginePool
+) -> None:
+    data = render_document(THREE_PAGES, "PDF")
+    options = OcrOptions(pages=(1, 3), dpi=150)
+    with sessions.begin() as session:
+        job = job_store.create_job(
+            session, image=data, max_attempts=2, options=options, fmt="PDF", pages_total=2
+        )
+    settings = load_settings(lease_s=3, poll_interval_s=0.05)
+    dispatcher = Dispatcher(sessions, two_engines, settings)
+
+    async def run() -> None:
+        dispatcher.start()
+        try:
+            for _ in range(600):
+                with sessions() as session:
+                    current = job_store.get_job(session, job.id)
+                if current is not None and current.status.is_final:
+                    return
+                await asyncio.sleep(0.05)
+        finally:
+            await dispatcher.stop(grace_s=5)
+
+    asyncio.run(run())
+    with sessions() as session:
+        done = job_store.get_job(session, job.id)
+        result = job_store.get_result(session, job.id)
+    assert done is not None and done.status == JobStatus.SUCCEEDED
+    assert (done.pages_done, done.pages_total) == (2, 2)
+    assert result is not None
+    assert [p["page"] for p in result["pages"]] == [1, 3]
+    assert done.text is not None and done.text.split("\f")[1].startswith("Page 3 says hello")

@@ -1,0 +1,317 @@
+"""The v1 API through Flask's test client, with a fake OCR server and a real database."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from pages import HELLO_PNG, encode, render_document, render_page_image
+from sqlalchemy.orm import Session, sessionmaker
+from v1_fakes import FakeOcr
+
+from api_server import create_app
+from api_server.schemas import Job, JobList, Problem
+from api_server.services import Services
+from ocr_common import job_store
+from ocr_common.settings import load_settings
+
+PDF = render_document([["One"], ["Two"], ["Three"]], "PDF")
+TIFF = render_document([["One"], ["Two"]], "TIFF")
+
+
+@pytest.fixture
+def fake_ocr() -> FakeOcr:
+    return FakeOcr()
+
+
+@pytest.fixture
+def app(sessions: sessionmaker[Session], fake_ocr: FakeOcr) -> Iterator[Flask]:
+    settings = load_settings(max_upload_bytes=2_000_000, max_pages=5, max_pixels=20_000_000)
+    yield create_app(
+        services=Services(settings=settings, sessions=sessions, ocr=fake_ocr, languages=("eng",))
+    )
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json(force=True)
+    Problem.model_validate(body)
+    assert body["code"] == code and body["status"] == status
+    return dict(body)
+
+
+def test_multipart_raw_and_base64_give_the_same_rich_result(client: FlaskClient) -> None:
+    multipart = client.post("/v1/ocr", data={"file": (io.BytesIO(HELLO_PNG), "x.pdf"), "psm": "6"})
+    raw = client.post("/v1/ocr?psm=6", data=HELLO_PNG, content_type="image/png")
+    b64 = client.post("/v1/ocr", json={"document": base64.b64encode(HELLO_PNG).decode(), "psm": 6})
+    for response in (multipart, raw, b64):
+        assert response.status_code == 200, response.get_data(as_text=True)
+        body = Job.model_validate(response.get_json()).model_dump()
+        assert body["status"] == "succeeded" and body["kind"] == "sync"
+        # The format comes from the bytes, not from the name "x.pdf".
+        assert body["format"] == "PNG" and body["options"]["psm"] == 6
+        assert body["pages"][0]["lines"][0]["words"][0]["bbox"]["left"] == 10
+        assert "hocr" not in response.get_json()["pages"][0]
+
+
+def test_a_raw_pdf_is_counted_and_its_pages_selected(
+    client: FlaskClient, fake_ocr: FakeOcr
+) -> None:
+    response = client.post("/v1/ocr?pages=1,3", data=PDF, content_type="application/pdf")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["format"] == "PDF" and [p["page"] for p in body["pages"]] == [1, 3]
+    assert body["progress"] == {"pages_done": 2, "pages_total": 2}
+    assert body["text"] == "page1\n\fpage3\n"
+    assert fake_ocr.documents[-1][1].pages == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("psm=0", "psm"),
+        ("psm=x", "psm"),
+        ("dpi=5", "dpi"),
+        ("pages=3-1", "pages"),
+        ("pages=9", "pages"),
+        ("preprocess=magic", "preprocess"),
+        ("lang=klingon", "lang"),
+        ("format=pdf", "format"),
+        ("colour=red", "colour"),
+    ],
+)
+def test_a_bad_option_is_a_400_naming_the_field(
+    client: FlaskClient, query: str, field: str
+) -> None:
+    response = client.post(f"/v1/ocr?{query}", data=PDF, content_type="application/pdf")
+    body = problem(response, 400, response.get_json(force=True)["code"])
+    assert body["field"] == field and field in body["detail"]
+
+
+def test_an_unknown_language_lists_the_installed_ones(client: FlaskClient) -> None:
+    body = problem(
+        client.post("/v1/ocr?lang=deu", data=HELLO_PNG, content_type="image/png"),
+        400,
+        "invalid_option",
+    )
+    assert "installed: eng" in body["detail"]
+
+
+def test_too_many_pages_is_a_413_that_says_the_limit(client: FlaskClient) -> None:
+    six = render_document([["x"]] * 6, "TIFF")
+    body = problem(
+        client.post("/v1/jobs", data=six, content_type="image/tiff"), 413, "too_many_pages"
+    )
+    assert "5" in body["detail"] and "OCR_MAX_PAGES" in body["detail"]
+    assert client.post("/v1/jobs?pages=1-5", data=six, content_type="image/tiff").status_code == 202
+
+
+def test_formats_are_detected_from_bytes(client: FlaskClient) -> None:
+    page = render_page_image(["Hello"])
+    for fmt, expected in [
+        ("PNG", "PNG"),
+        ("JPEG", "JPEG"),
+        ("BMP", "BMP"),
+        ("GIF", "GIF"),
+        ("WEBP", "WEBP"),
+    ]:
+        response = client.post(
+            "/v1/jobs", data=encode(page, fmt), content_type="application/octet-stream"
+        )
+        assert response.status_code == 202 and response.get_json()["format"] == expected
+    tiff = client.post("/v1/jobs", data=TIFF, content_type="image/png").get_json()
+    assert tiff["format"] == "TIFF" and tiff["progress"]["pages_total"] == 2
+
+
+def test_bad_bodies_are_problems(client: FlaskClient) -> None:
+    problem(
+        client.post("/v1/ocr", data=b"hello", content_type="text/plain"),
+        415,
+        "unsupported_media_type",
+    )
+    problem(
+        client.post("/v1/ocr", data=b"not an image", content_type="image/png"), 400, "invalid_image"
+    )
+    problem(
+        client.post("/v1/ocr", data=b"%PDF-1.4 broken", content_type="application/pdf"),
+        400,
+        "invalid_pdf",
+    )
+    problem(
+        client.post("/v1/ocr", data={"psm": "3"}, content_type="multipart/form-data"),
+        400,
+        "missing_field",
+    )
+    problem(client.post("/v1/ocr", json={"document": "!!!"}), 400, "invalid_base64")
+    problem(client.get("/v1/nowhere"), 404, "not_found")
+    problem(client.put("/v1/jobs"), 405, "method_not_allowed")
+
+
+def test_the_original_api_keeps_its_error_shape(client: FlaskClient) -> None:
+    response = client.post("/image-sync", data=b"")
+    assert response.status_code == 400 and response.mimetype == "application/json"
+    assert response.get_json() == {
+        "error": {"code": "empty_body", "message": response.get_json()["error"]["message"]}
+    }
+
+
+def test_an_unreadable_document_is_a_failed_job(client: FlaskClient) -> None:
+    data = HELLO_PNG + b"unreadable"
+    body = problem(client.post("/v1/ocr", data=data, content_type="image/png"), 422, "engine_error")
+    assert "page 1" in body["detail"]
+    [failed] = client.get("/v1/jobs?status=failed").get_json()["jobs"]
+    assert failed["error"]["code"] == "engine_error"
+
+
+def test_the_ocr_server_down_is_a_503_and_nothing_is_stored(
+    client: FlaskClient, fake_ocr: FakeOcr
+) -> None:
+    fake_ocr.down = True
+    response = client.post("/v1/ocr", data=HELLO_PNG, content_type="image/png")
+    problem(response, 503, "ocr_unavailable")
+    assert response.headers["Retry-After"]
+    assert client.get("/v1/jobs").get_json()["jobs"] == []
+
+
+def test_a_job_is_queued_then_read_in_every_format(
+    client: FlaskClient, sessions: sessionmaker[Session], fake_ocr: FakeOcr
+) -> None:
+    response = client.post(
+        "/v1/jobs?pages=2-3&preprocess=auto", data=PDF, content_type="application/pdf"
+    )
+    assert response.status_code == 202 and fake_ocr.notified == 1
+    job = Job.model_validate(response.get_json())
+    assert response.headers["Location"] == f"/v1/jobs/{job.id}"
+    assert job.status == "queued" and job.progress is not None and job.progress.pages_total == 2
+    assert job.options is not None and job.options.preprocess == "auto"
+    problem(client.get(f"/v1/jobs/{job.id}?format=text"), 409, "result_not_ready")
+    # What the OCR server would do: claim, read the pages, finish.
+    with sessions.begin() as session:
+        claimed = job_store.claim_next(session, worker_id="w", lease_s=30)
+        assert claimed is not None and claimed.pages == (2, 3)
+        job_store.progress(session, job_id=job.id, worker_id="w", pages_done=1)
+    running = client.get(f"/v1/jobs/{job.id}").get_json()
+    assert running["status"] == "running" and running["progress"] == {
+        "pages_done": 1,
+        "pages_total": 2,
+    }
+    result = fake_ocr.recognize_document(PDF, claimed.options, pages=3)  # type: ignore[arg-type]
+    with sessions.begin() as session:
+        job_store.finish(session, job_id=job.id, worker_id="w", text=result["text"], result=result)
+    done = client.get(f"/v1/jobs/{job.id}")
+    Job.model_validate(done.get_json())
+    assert done.get_json()["text"] == "page2\n\fpage3\n"
+    assert [p["page"] for p in done.get_json()["pages"]] == [2, 3]
+    text = client.get(f"/v1/jobs/{job.id}?format=text")
+    assert text.mimetype == "text/plain" and text.get_data(as_text=True) == "page2\n\fpage3\n"
+    hocr = client.get(f"/v1/jobs/{job.id}?format=hocr")
+    assert hocr.mimetype == "application/xhtml+xml"
+    assert len(ET.fromstring(hocr.get_data()).findall(".//{http://www.w3.org/1999/xhtml}div")) == 2
+    tsv = client.get(f"/v1/jobs/{job.id}?format=tsv").get_data(as_text=True).splitlines()
+    assert tsv[0].startswith("level\tpage_num") and len(tsv) == 3
+    # The original API sees the same job.
+    assert client.get(f"/image?task_id={job.id}").get_json() == {"task_id": "page2\n\fpage3\n"}
+
+
+def test_jobs_are_listed_newest_first_with_a_cursor_and_a_status_filter(
+    client: FlaskClient,
+) -> None:
+    ids = [
+        client.post("/v1/jobs", data=HELLO_PNG, content_type="image/png").get_json()["id"]
+        for _ in range(5)
+    ]
+    client.post("/v1/ocr", data=HELLO_PNG, content_type="image/png")
+    first = client.get("/v1/jobs?limit=2&status=queued").get_json()
+    JobList.model_validate(first)
+    assert [j["id"] for j in first["jobs"]] == ids[::-1][:2]
+    second = client.get(f"/v1/jobs?limit=2&status=queued&cursor={first['next_cursor']}").get_json()
+    third = client.get(f"/v1/jobs?limit=2&status=queued&cursor={second['next_cursor']}").get_json()
+    assert [j["id"] for j in second["jobs"] + third["jobs"]] == ids[::-1][2:]
+    assert third["next_cursor"] is None
+    assert [j["status"] for j in client.get("/v1/jobs?status=succeeded").get_json()["jobs"]] == [
+        "succeeded"
+    ]
+    assert len(client.get("/v1/jobs").get_json()["jobs"]) == 6
+    problem(client.get("/v1/jobs?status=done"), 400, "invalid_option")
+    problem(client.get("/v1/jobs?cursor=nonsense"), 400, "invalid_option")
+    problem(client.get("/v1/jobs?limit=0"), 400, "invalid_option")
+
+
+def test_delete_cancels_a_queued_job_and_deletes_a_finished_one(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    queued = client.post("/v1/jobs", data=HELLO_PNG, content_type="image/png").get_json()["id"]
+    canceled = client.delete(f"/v1/jobs/{queued}")
+    assert canceled.status_code == 200 and canceled.get_json()["status"] == "canceled"
+    with sessions.begin() as session:
+        assert job_store.claim_next(session, worker_id="w", lease_s=30) is None
+    assert client.delete(f"/v1/jobs/{queued}").status_code == 204
+    problem(client.get(f"/v1/jobs/{queued}"), 404, "job_not_found")
+    finished = client.post("/v1/ocr", data=HELLO_PNG, content_type="image/png").get_json()["id"]
+    assert client.delete(f"/v1/jobs/{finished}").status_code == 204
+    problem(client.delete(f"/v1/jobs/{finished}"), 404, "job_not_found")
+    problem(client.get("/v1/jobs/not-a-uuid"), 404, "job_not_found")
+
+
+def test_an_idempotency_key_returns_the_same_job_for_the_same_request(
+    client: FlaskClient, fake_ocr: FakeOcr
+) -> None:
+    headers = {"Idempotency-Key": "order-17"}
+    first = client.post("/v1/jobs?psm=6", data=HELLO_PNG, content_type="image/png", headers=headers)
+    # The same document and options, sent another way, is the same request.
+    again = client.post(
+        "/v1/jobs",
+        json={"document": base64.b64encode(HELLO_PNG).decode(), "psm": "6"},
+        headers=headers,
+    )
+    assert first.status_code == again.status_code == 202
+    assert again.get_json()["id"] == first.get_json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert fake_ocr.notified == 1
+    other = client.post("/v1/jobs?psm=7", data=HELLO_PNG, content_type="image/png", headers=headers)
+    assert problem(other, 409, "idempotency_key_reused")["field"] == "Idempotency-Key"
+    fresh = client.post(
+        "/v1/jobs?psm=7",
+        data=HELLO_PNG,
+        content_type="image/png",
+        headers={"Idempotency-Key": "order-18"},
+    )
+    assert fresh.status_code == 202 and fresh.get_json()["id"] != first.get_json()["id"]
+
+
+def test_openapi_lists_every_endpoint_and_docs_work_offline(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.1")
+    paths = {(path, method) for path, methods in spec["paths"].items() for method in methods}
+    assert {
+        ("/v1/ocr", "post"),
+        ("/v1/jobs", "post"),
+        ("/v1/jobs", "get"),
+        ("/v1/jobs/{job_id}", "get"),
+        ("/v1/jobs/{job_id}", "delete"),
+        ("/image-sync", "post"),
+        ("/image", "post"),
+        ("/image", "get"),
+        ("/allimages", "get"),
+    } <= paths
+    for name in ("Job", "Page", "Line", "Word", "BoundingBox", "Problem", "CompatError"):
+        assert name in spec["components"]["schemas"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and docs.mimetype == "text/html"
+    page = docs.get_data(as_text=True)
+    assert "/openapi.json" in page and "http://" not in page.replace("http://www.w3.org", "")
+    assert "https://" not in page
+    json.dumps(spec)
