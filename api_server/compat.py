@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.orm import Session
 
 from ocr_common import job_store
@@ -24,7 +24,7 @@ from . import schemas
 from .access import current_owner
 from .openapi import Body, Param, operation
 from .services import Services
-from .uploads import decode_base64, parse_json_object, validate_image
+from .uploads import decode_base64, parse_json_object, read_body, validate_image
 
 bp = Blueprint("compat", __name__)
 
@@ -68,7 +68,7 @@ class Upload:
 def read_uploads() -> tuple[list[Upload], bool]:
     """The images of an upload body, and whether the client sent a list."""
     svc = services()
-    body = parse_json_object(request.get_data(cache=False))
+    body = parse_json_object(read_body())
     if "image_data" not in body:
         raise BadRequest(
             'the JSON body has no "image_data": send {"image_data": "<base64>"}',
@@ -217,7 +217,7 @@ def image_result() -> Response:
 def read_task_id() -> str:
     value: object = request.args.get("task_id") or request.args.get("id")
     if value is None:
-        body = request.get_data(cache=False)
+        body = read_body()
         if not body.strip():
             raise BadRequest(
                 'say which task: send {"task_id": "<id>"} as the body, or ?task_id=<id>',
@@ -255,16 +255,26 @@ def all_images() -> Response:
 
     Streamed: the API's memory does not grow with the number of jobs.
     """
-    sessions = services().sessions
-    owner = current_owner()  # read now: the stream runs after the request context's checks
+    owner = current_owner()
+    session = services().sessions()
+    try:
+        rows = job_store.iter_results(session, owner=owner)
+        # The first batch is read before any byte is sent: a database that is down is still
+        # a 503 from the error handler, not a 200 that breaks off.
+        first = next(rows, None)
+    except BaseException:
+        session.close()
+        raise
 
     def generate() -> Iterator[str]:
-        with sessions() as session:
+        try:
             yield "{"
-            separator = ""
-            for job_id, text in job_store.iter_results(session, owner=owner):
-                yield f"{separator}{json.dumps(job_id)}:{json.dumps(text)}"
-                separator = ","
+            if first is not None:
+                yield f"{json.dumps(first[0])}:{json.dumps(first[1])}"
+                for job_id, text in rows:
+                    yield f",{json.dumps(job_id)}:{json.dumps(text)}"
             yield "}\n"
+        finally:
+            session.close()
 
-    return Response(stream_with_context(generate()), mimetype="application/json")
+    return Response(generate(), mimetype="application/json")

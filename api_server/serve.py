@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
 from ocr_common.db import check_database, make_engine
 from ocr_common.settings import Settings, SettingsError, hash_api_key, load_settings
+
+# Codes for the errors gunicorn answers itself, before the app sees the request.
+_GUNICORN_ERROR_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "header_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+}
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's error page (a request line or header over its limits, a malformed request)
+    as the JSON every other answer of the API is."""
+    body = json.dumps(
+        {
+            "error": {
+                "code": _GUNICORN_ERROR_CODES.get(status_int, "http_error"),
+                "message": mesg or reason,
+            }
+        }
+    )
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, (head + body).encode("latin-1"))
 
 
 class GunicornApp(BaseApplication):
@@ -19,6 +50,8 @@ class GunicornApp(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
+        # Set in the master, so every forked worker writes its own errors as JSON too.
+        gunicorn_util.write_error = write_json_error
         s = self._settings
         options: dict[str, Any] = {
             "bind": s.api_bind,

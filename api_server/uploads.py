@@ -12,7 +12,9 @@ import json
 import re
 from typing import Any
 
+from flask import current_app, request
 from PIL import Image
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ocr_common.errors import BadRequest, InvalidImage, PayloadTooLarge
 
@@ -24,6 +26,20 @@ _DATA_URL = re.compile(r"^\s*data:[^,]{0,200}?;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(rb"\s+")
 # Pillow's own bomb check is a warning; we refuse by our own limit before decoding.
 Image.MAX_IMAGE_PIXELS = None
+
+
+def read_body() -> bytes:
+    """The request body, refusing one over the limit even when it comes without a length.
+
+    A Content-Length over MAX_CONTENT_LENGTH is refused by Werkzeug before anything is read; a
+    chunked body is only cut at the limit, which would make a too-large upload look like a
+    malformed one.
+    """
+    body = request.get_data(cache=False)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and limit is not None and len(body) >= limit:
+        raise RequestEntityTooLarge()
+    return body
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -64,7 +80,7 @@ def decode_base64(value: object, *, field: str, max_bytes: int) -> bytes:
         ) from None
     raw = _WHITESPACE.sub(b"", raw).translate(bytes.maketrans(b"-_", b"+/"))
     if not raw:
-        raise BadRequest(f'"{field}" is empty', code="invalid_base64")
+        raise InvalidImage(f'"{field}" is an empty image (0 bytes)', code="empty_image")
     if len(raw) * 3 // 4 > max_bytes:
         raise _too_large(max_bytes)
     raw += b"=" * (-len(raw) % 4)

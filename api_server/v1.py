@@ -37,7 +37,7 @@ from ocr_common.results import public_result, to_hocr, to_tsv
 from . import schemas
 from .openapi import PROBLEM_JSON, Body, Param, operation
 from .services import Services
-from .uploads import decode_base64, parse_json_object
+from .uploads import decode_base64, parse_json_object, read_body
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -105,7 +105,7 @@ def _read_document_and_values(extra: tuple[str, ...]) -> tuple[bytes, dict[str, 
         form = request.form.to_dict()
         return data, _values(query, form, extra=extra)
     if mimetype == "application/json" or mimetype.endswith("+json"):
-        body = parse_json_object(request.get_data(cache=False))
+        body = parse_json_object(read_body())
         if "document" not in body:
             raise BadRequest(
                 'the JSON body has no "document": send {"document": "<base64>"}',
@@ -115,7 +115,7 @@ def _read_document_and_values(extra: tuple[str, ...]) -> tuple[bytes, dict[str, 
         data = decode_base64(body.pop("document"), field="document", max_bytes=max_bytes)
         return data, _values(query, body, extra=extra)
     if mimetype.startswith("image/") or mimetype in RAW_MEDIA_TYPES:
-        return request.get_data(cache=False), _values(query, extra=extra)
+        return read_body(), _values(query, extra=extra)
     raise UnsupportedMediaType(
         f"a body of type {mimetype or '(none)'!r} is not read here: send multipart/form-data "
         "with a file part, the raw document as image/* or application/pdf, or "

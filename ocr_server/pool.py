@@ -13,6 +13,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -205,13 +206,17 @@ class EngineProcess:
             self._conn.close()
         self._process, self._conn = None, None
 
-    def stop(self) -> None:
-        """Ask the process to exit after its current page; kill it if it does not."""
+    def request_stop(self) -> None:
+        """Ask the process to exit once it has finished its current page."""
         if self._conn is not None:
             with contextlib.suppress(OSError):
                 self._conn.send(None)
+
+    def stop(self, wait_s: float = 5.0) -> None:
+        """Ask the process to exit; kill it if it has not within ``wait_s``."""
+        self.request_stop()
         if self._process is not None:
-            self._process.join(5)
+            self._process.join(wait_s)
         self.kill()
 
 
@@ -355,12 +360,15 @@ class EnginePool:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    def close(self, stop: Callable[[Engine], None] | None = None) -> None:
-        for engine in self.engines:
-            if isinstance(engine, EngineProcess):
-                engine.stop()
-            elif stop is not None:
-                stop(engine)
+    def close(self, wait_s: float = 5.0) -> None:
+        """Stop every engine: an idle one exits at once, one still reading a page is killed
+        when ``wait_s`` (one deadline for all of them) has passed."""
+        processes = [engine for engine in self.engines if isinstance(engine, EngineProcess)]
+        for process in processes:
+            process.request_stop()
+        deadline = time.monotonic() + wait_s
+        for process in processes:
+            process.stop(max(0.0, deadline - time.monotonic()))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -23,6 +23,8 @@ from .engine import probe
 from .pool import EnginePool
 
 log = logging.getLogger("ocr_server")
+# After the grace, how long idle engines get to exit before they are killed.
+ENGINE_STOP_WAIT_S = 1.0
 
 
 async def serve(settings: Settings, pool: EnginePool) -> None:
@@ -53,7 +55,7 @@ async def serve(settings: Settings, pool: EnginePool) -> None:
         signals += 1
         if signals > 1:
             log.warning("second signal: stopping now")
-            pool.close()
+            pool.close(wait_s=0)
             sys.exit(1)
         log.info("signal %d: stopping; running jobs get %.0f s", signum, settings.shutdown_grace_s)
         stop.set()
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
-        pool.close()
+        # The grace is over: engines still reading a page hold jobs already given back.
+        pool.close(wait_s=ENGINE_STOP_WAIT_S)
     return 0
 
 

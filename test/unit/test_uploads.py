@@ -50,7 +50,7 @@ def test_base64_variants_decode_to_the_same_bytes(text: str) -> None:
 @pytest.mark.parametrize(
     ("value", "code"),
     [
-        ("", "invalid_base64"),
+        ("", "empty_image"),
         ("not base64 at all!", "invalid_base64"),
         ("é" * 8, "invalid_base64"),
         (12, "invalid_field"),
