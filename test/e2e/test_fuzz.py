@@ -24,7 +24,18 @@ from pages import HELLO_PNG
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
 EXAMPLES = 300
-PATHS = ["/image-sync", "/image", "/allimages", "/healthz", "/readyz"]
+PATHS = [
+    "/image-sync",
+    "/image",
+    "/allimages",
+    "/healthz",
+    "/readyz",
+    "/v1/ocr",
+    "/v1/jobs",
+    "/v1/jobs/0b6f3c4e-6a4b-4e8e-9a57-1f0c2d3e4f50",
+    "/v1/jobs/not-a-job",
+    "/openapi.json",
+]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 CONTENT_TYPES = [
     None,
