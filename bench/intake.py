@@ -428,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The services' own defaults, not the e2e tests' short ones.
             OCR_POLL_INTERVAL_S="1.0",
             OCR_LEASE_S="30",
+            # Backlogs and finish-rate jobs repeat the same bytes: every one must be read.
+            OCR_REUSE_RESULTS="false",
         )
         try:
             stack.start()
