@@ -287,9 +287,9 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
     """
     skip_locked = session.get_bind().dialect.name in ("mysql", "mariadb")
     candidates = (
-        select(JobRow.id)
-        .where(JobRow.status == QUEUED)
-        .order_by(JobRow.created_at, JobRow.id)
+        select(JOBS.c.id)
+        .where(JOBS.c.status == QUEUED)
+        .order_by(JOBS.c.created_at, JOBS.c.id)
         .limit(1 if skip_locked else 4)
     )
     if skip_locked:
@@ -298,32 +298,32 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
     for job_id in session.scalars(candidates).all():
         claimed = _rows(
             session,
-            update(JobRow)
-            .where(JobRow.id == job_id, JobRow.status == QUEUED)
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.status == QUEUED)
             .values(
                 status=RUNNING,
                 worker_id=worker_id,
                 lease_until=now + timedelta(seconds=lease_s),
                 started_at=now,
-                attempts=JobRow.attempts + 1,
+                attempts=JOBS.c.attempts + 1,
                 # A retried document is read again from its first page.
-                pages_done=case((JobRow.pages_total.is_not(None), 0), else_=None),
+                pages_done=case((JOBS.c.pages_total.is_not(None), 0), else_=None),
             ),
         )
         if claimed != 1:
             continue
         row = session.execute(
             select(
-                JobRow.attempts,
-                JobRow.max_attempts,
-                JobRow.image_sha256,
-                JobRow.owner,
-                JobRow.options,
-                JobRow.pages_total,
-                JobImageRow.data,
+                JOBS.c.attempts,
+                JOBS.c.max_attempts,
+                JOBS.c.image_sha256,
+                JOBS.c.owner,
+                JOBS.c.options,
+                JOBS.c.pages_total,
+                IMAGES.c.data,
             )
-            .join(JobImageRow, JobImageRow.job_id == JobRow.id)
-            .where(JobRow.id == job_id)
+            .join(JobImageRow, IMAGES.c.job_id == JOBS.c.id)
+            .where(JOBS.c.id == job_id)
         ).one_or_none()
         if row is None:
             # A queued job without its image cannot run; it never should exist, but if it does
@@ -362,8 +362,8 @@ def heartbeat(session: Session, *, worker_id: str, job_ids: Sequence[str], lease
         return 0
     return _rows(
         session,
-        update(JobRow)
-        .where(JobRow.id.in_(job_ids), JobRow.worker_id == worker_id, JobRow.status == RUNNING)
+        update(JOBS)
+        .where(JOBS.c.id.in_(job_ids), JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
         .values(lease_until=utcnow() + timedelta(seconds=lease_s)),
     )
 
@@ -451,12 +451,12 @@ def _finish(
         values["pages_done"] = len(result.get("pages", []))
     done = _rows(
         session,
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == RUNNING)
+        update(JOBS)
+        .where(JOBS.c.id == job_id, JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
         .values(**values),
     )
     if done and not keep_image:
-        session.execute(delete(JobImageRow).where(JobImageRow.job_id == job_id))
+        session.execute(delete(IMAGES).where(IMAGES.c.job_id == job_id))
     return bool(done)
 
 
@@ -482,12 +482,12 @@ def release(
         "error_message": error_message,
     }
     if not count_attempt:
-        values["attempts"] = JobRow.attempts - 1
+        values["attempts"] = JOBS.c.attempts - 1
     return bool(
         _rows(
             session,
-            update(JobRow)
-            .where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == RUNNING)
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
             .values(**values),
         )
     )
