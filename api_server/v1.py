@@ -35,6 +35,7 @@ from ocr_common.options import OPTION_FIELDS, PSM_MODES, OcrOptions, parse_optio
 from ocr_common.results import public_result, to_hocr, to_tsv
 
 from . import schemas
+from .access import current_owner
 from .openapi import PROBLEM_JSON, Body, Param, operation
 from .services import Services
 from .uploads import decode_base64, parse_json_object, read_body
@@ -233,7 +234,7 @@ def parse_job_id(value: str) -> str:
 
 def load_job(job_id: str) -> Job:
     with services().sessions() as session:
-        job = job_store.get_job(session, parse_job_id(job_id))
+        job = job_store.get_job(session, parse_job_id(job_id), owner=current_owner())
     if job is None:
         raise NotFound(f"no job with id {job_id}", code="job_not_found")
     return job
@@ -345,6 +346,7 @@ def ocr_now() -> Response:
             fmt=submission.document.format,
             pages_total=len(submission.document.pages),
             result={"text": result["text"], "pages": result["pages"]} if result else None,
+            owner=current_owner(),
         )
     if failed is not None:
         raise failed
@@ -380,7 +382,7 @@ def ocr_now() -> Response:
 )
 def submit_job() -> Response:
     svc = services()
-    key = idempotency_key()
+    key = stored_idempotency_key(idempotency_key())
     submission, _ = read_submission()
     digest = submission.digest
     if key is not None:
@@ -399,6 +401,7 @@ def submit_job() -> Response:
                 pages_total=len(submission.document.pages),
                 idempotency_key=key,
                 request_digest=digest,
+                owner=current_owner(),
             )
     except IntegrityError:
         # Another request with the same key won the race: answer what it created.
@@ -431,6 +434,14 @@ def replay(job: Job, digest: str) -> Response:
     with services().sessions() as session:
         current = job_store.get_job(session, job.id) or job
     return accepted(current, replayed=True)
+
+
+def stored_idempotency_key(key: str | None) -> str | None:
+    """Keys belong to their caller: with API keys on, two owners may use the same one."""
+    owner = current_owner()
+    if key is None or owner is None:
+        return key
+    return "owner:" + hashlib.sha256(f"{owner}\n{key}".encode()).hexdigest()
 
 
 def idempotency_key() -> str | None:
@@ -520,7 +531,9 @@ def list_jobs() -> Response:
     limit = _limit(request.args.get("limit"))
     before = _decode_cursor(request.args.get("cursor"))
     with services().sessions() as session:
-        jobs = job_store.list_recent(session, limit=limit + 1, status=status, before=before)
+        jobs = job_store.list_recent(
+            session, limit=limit + 1, status=status, before=before, owner=current_owner()
+        )
     more = len(jobs) > limit
     jobs = jobs[:limit]
     cursor = _encode_cursor(jobs[-1]) if more and jobs else None

@@ -112,3 +112,43 @@ def test_a_bad_rate_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCR_RATE_LIMIT", "lots")
     with pytest.raises(SettingsError, match="OCR_RATE_LIMIT"):
         load_settings()
+
+
+def v1_client_for(sessions: sessionmaker[Session]) -> FlaskClient:
+    from v1_fakes import FakeOcr
+
+    services = Services(
+        settings=load_settings(api_keys=KEYS), sessions=sessions, ocr=FakeOcr(), languages=("eng",)
+    )
+    return create_app(services=services).test_client()
+
+
+def test_v1_jobs_belong_to_their_key(sessions: sessionmaker[Session]) -> None:
+    client = v1_client_for(sessions)
+    alice = {"Authorization": f"Bearer {ALICE}", "Content-Type": "image/png"}
+    bob = {"X-API-Key": BOB}
+    assert client.post("/v1/jobs", data=HELLO_PNG, content_type="image/png").status_code == 401
+    created = client.post("/v1/jobs", data=HELLO_PNG, headers=alice)
+    assert created.status_code == 202
+    job_id = created.get_json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}", headers=alice).status_code == 200
+    assert client.get(f"/v1/jobs/{job_id}", headers=bob).status_code == 404
+    assert client.delete(f"/v1/jobs/{job_id}", headers=bob).status_code == 404
+    assert [job["id"] for job in client.get("/v1/jobs", headers=alice).get_json()["jobs"]] == [
+        job_id
+    ]
+    assert client.get("/v1/jobs", headers=bob).get_json()["jobs"] == []
+    # The original API's listing keeps v1 jobs of other keys out too.
+    assert job_id not in client.get("/allimages", headers=bob).get_json()
+
+
+def test_v1_idempotency_keys_belong_to_their_caller(sessions: sessionmaker[Session]) -> None:
+    client = v1_client_for(sessions)
+    alice = {"Authorization": f"Bearer {ALICE}", "Idempotency-Key": "order-1"}
+    bob = {"X-API-Key": BOB, "Idempotency-Key": "order-1"}
+    first = client.post("/v1/jobs", data=HELLO_PNG, content_type="image/png", headers=alice)
+    again = client.post("/v1/jobs", data=HELLO_PNG, content_type="image/png", headers=alice)
+    other = client.post("/v1/jobs", data=HELLO_PNG, content_type="image/png", headers=bob)
+    assert first.status_code == again.status_code == other.status_code == 202
+    assert first.get_json()["id"] == again.get_json()["id"]
+    assert other.get_json()["id"] != first.get_json()["id"]
