@@ -1,0 +1,61 @@
+"""Secrets never reach the logs: the internal token, API keys (plain or hashed), the DB password."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import requests
+from e2e_stack import Stack
+from pages import HELLO_PNG, b64
+from sqlalchemy.engine import Engine, make_url
+
+from ocr_common.settings import hash_api_key
+
+pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
+
+TOKEN = "internal-token-7f3a9c1e5b"
+KEY = "api-key-4d2e8b6a0c"
+
+
+@pytest.fixture(scope="module")
+def secret_stack(
+    mysql_url: str, db_engine_e2e: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    stack = Stack(
+        mysql_url,
+        tmp_path_factory.mktemp("secret-logs"),
+        OCR_INTERNAL_TOKEN=TOKEN,
+        OCR_API_KEYS=f"tester={hash_api_key(KEY)}",
+        OCR_LOG_LEVEL="DEBUG",
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_no_secret_appears_in_any_log(secret_stack: Stack, mysql_url: str) -> None:
+    api = secret_stack.api_url
+    body = json.dumps({"image_data": b64(HELLO_PNG)})
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert requests.post(f"{api}/image-sync", data=body, headers=auth, timeout=60).ok
+    task = requests.post(f"{api}/image", data=body, headers=auth, timeout=30).json()["task_id"]
+    wrong = requests.post(f"{api}/image", data=body, headers={"X-API-Key": "guess"}, timeout=30)
+    assert wrong.status_code == 401
+    # The OCR server refuses a caller without the token; the API, which has it, gets through.
+    assert (
+        requests.post(f"{secret_stack.server_url}/ocr", data=HELLO_PNG, timeout=30).status_code
+        == 401
+    )
+    assert requests.get(f"{api}/image?task_id={task}", headers=auth, timeout=30).ok
+    secret_stack.stop()
+    logs = secret_stack.logs()
+    assert logs.strip(), "the services wrote no logs at all"
+    password = make_url(mysql_url).password
+    for secret in (TOKEN, KEY, hash_api_key(KEY)[7:], "guess"):
+        assert secret not in logs, f"{secret!r} leaked into the logs"
+    if password and len(password) >= 6:
+        assert f":{password}@" not in logs
