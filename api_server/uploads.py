@@ -16,12 +16,9 @@ from flask import current_app, request
 from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ocr_common.documents import IMAGE_FORMATS, check_size
 from ocr_common.errors import BadRequest, InvalidImage, PayloadTooLarge
 
-# Formats Tesseract reads well once Pillow has decoded them (the magic bytes decide, not names).
-IMAGE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP", "PPM", "JPEG2000"})
-# Smaller than this cannot hold a character.
-MIN_SIDE_PX = 3
 _DATA_URL = re.compile(r"^\s*data:[^,]{0,200}?;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(rb"\s+")
 # Pillow's own bomb check is a warning; we refuse by our own limit before decoding.
@@ -120,17 +117,7 @@ def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str
                 code="unsupported_format",
             )
         width, height = image.size
-        if width * height > max_pixels:
-            raise PayloadTooLarge(
-                f"the image is {width}x{height} = {width * height} pixels, more than the "
-                f"{max_pixels} allowed (OCR_MAX_PIXELS); scale it down",
-                code="too_many_pixels",
-            )
-        if min(width, height) < MIN_SIDE_PX:
-            raise InvalidImage(
-                f"the image is {width}x{height} pixels: too small to hold text",
-                code="image_too_small",
-            )
+        check_size(width, height, max_pixels, "the image", "scale it down")
         try:
             image.load()
         except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data

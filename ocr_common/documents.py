@@ -96,16 +96,18 @@ def _check_page_count(pages: tuple[int, ...], max_pages: int) -> None:
         )
 
 
-def _check_size(width: int, height: int, max_pixels: int, page: int, hint: str) -> None:
+def check_size(width: int, height: int, max_pixels: int, what: str, hint: str) -> None:
+    """Refuse a page over OCR_MAX_PIXELS (from its header, before decoding) or too small to read;
+    ``what`` names it in the message ("the image", "page 3")."""
     if width * height > max_pixels:
         raise PayloadTooLarge(
-            f"page {page} is {width}x{height} = {width * height} pixels, more than the "
+            f"{what} is {width}x{height} = {width * height} pixels, more than the "
             f"{max_pixels} allowed (OCR_MAX_PIXELS); {hint}",
             code="too_many_pixels",
         )
     if min(width, height) < MIN_SIDE_PX:
         raise InvalidImage(
-            f"page {page} is {width}x{height} pixels: too small to hold text",
+            f"{what} is {width}x{height} pixels: too small to hold text",
             code="image_too_small",
         )
 
@@ -144,7 +146,7 @@ def _check_pdf(
         for page in pages:
             width_pt, height_pt = pdf.get_page_size(page - 1)  # type: ignore[attr-defined]
             width, height = _pdf_pixels(width_pt, dpi), _pdf_pixels(height_pt, dpi)
-            _check_size(width, height, max_pixels, page, f"ask for a lower dpi than {dpi}")
+            check_size(width, height, max_pixels, f"page {page}", f"ask for a lower dpi than {dpi}")
     return Document(PDF, page_count, pages)
 
 
@@ -184,7 +186,7 @@ def _check_image(
         try:
             for page in pages:
                 image.seek(page - 1)
-                _check_size(*image.size, max_pixels, page, "scale it down")
+                check_size(*image.size, max_pixels, f"page {page}", "scale it down")
             image.seek(pages[0] - 1)
             image.load()
         except (InvalidImage, PayloadTooLarge):
@@ -205,7 +207,9 @@ def render_page(data: bytes, page: int, *, dpi: int, max_pixels: int) -> Image.I
             try:
                 width_pt, height_pt = pdf_page.get_size()
                 width, height = _pdf_pixels(width_pt, dpi), _pdf_pixels(height_pt, dpi)
-                _check_size(width, height, max_pixels, page, f"ask for a lower dpi than {dpi}")
+                check_size(
+                    width, height, max_pixels, f"page {page}", f"ask for a lower dpi than {dpi}"
+                )
                 bitmap = pdf_page.render(scale=dpi / PDF_POINTS_PER_INCH)
                 rendered = bitmap.to_pil()
                 # to_pil shares pdfium's buffer: copy before the bitmap is freed.
@@ -219,7 +223,7 @@ def render_page(data: bytes, page: int, *, dpi: int, max_pixels: int) -> Image.I
         image = _open_image(data)
         _image_format(image)
         image.seek(page - 1)
-        _check_size(*image.size, max_pixels, page, "scale it down")
+        check_size(*image.size, max_pixels, f"page {page}", "scale it down")
         image.load()
     except (InvalidImage, PayloadTooLarge):
         raise
