@@ -119,6 +119,7 @@ class EngineProcess:
         self._max_rss_bytes = max_rss_bytes
         self.index = index
         self.restarts = 0
+        self._stopping = False
         self.last_rss_bytes = 0
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
@@ -154,6 +155,9 @@ class EngineProcess:
 
     def _replace(self) -> None:
         self.kill()
+        if self._stopping:
+            # Shutting down: a page cut off by the stop must not start a new engine.
+            return
         self.restarts += 1
         log.warning("engine %d replaced (restart %d)", self.index, self.restarts)
         self._start()
@@ -181,6 +185,8 @@ class EngineProcess:
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             code = self._process.exitcode if self._process else None
             self._replace()
+            if self._stopping:
+                raise EngineCrashed("the OCR server stopped while reading this image") from None
             raise EngineCrashed(
                 f"the Tesseract engine process crashed while reading this image "
                 f"(exit code {code}); it was restarted"
@@ -207,7 +213,9 @@ class EngineProcess:
         self._process, self._conn = None, None
 
     def request_stop(self) -> None:
-        """Ask the process to exit once it has finished its current page."""
+        """Ask the process to exit once it has finished its current page (for good: it is not
+        replaced after this)."""
+        self._stopping = True
         if self._conn is not None:
             with contextlib.suppress(OSError):
                 self._conn.send(None)
