@@ -31,7 +31,7 @@ from ocr_common.errors import (
     UnsupportedMediaType,
 )
 from ocr_common.models import Job, JobStatus
-from ocr_common.options import OPTION_FIELDS, PSM_MODES, OcrOptions, parse_options
+from ocr_common.options import OPTION_FIELDS, PSM_MODES, OcrOptions, is_decimal, parse_options
 from ocr_common.results import public_result, to_hocr, to_tsv
 
 from . import schemas
@@ -556,7 +556,7 @@ def _status_filter(value: str | None) -> JobStatus | None:
 def _limit(value: str | None) -> int:
     if value in (None, ""):
         return DEFAULT_PAGE_SIZE
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_SIZE:
+    if not is_decimal(value) or not 1 <= int(value) <= MAX_PAGE_SIZE:
         raise BadRequest(
             f'"limit": must be an integer from 1 to {MAX_PAGE_SIZE}',
             code="invalid_option",

@@ -29,6 +29,8 @@ PSM_MODES = {
     13: "a raw line, bypassing Tesseract's hacks",
 }
 MAX_CHARSET_CHARS = 1000
+# More digits than any option needs (and far below int()'s 4300-digit limit).
+MAX_DIGITS = 9
 # Names Tesseract installs beside the languages but that read no text.
 NOT_LANGUAGES = frozenset({"osd", "equ"})
 OPTION_FIELDS = ("psm", "char_whitelist", "char_blacklist", "dpi", "pages", "preprocess", "lang")
@@ -93,12 +95,18 @@ def _invalid(field: str, message: str) -> BadRequest:
     return BadRequest(f'"{field}": {message}', code="invalid_option", field=field)
 
 
+def is_decimal(text: str) -> bool:
+    """ASCII digits only, and few enough for int(): str.isdigit() also takes "²" and a
+    5,000-digit number, both of which int() refuses."""
+    return text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS
+
+
 def _integer(field: str, value: object) -> int:
     if isinstance(value, bool):
         raise _invalid(field, f"must be an integer, not {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    if isinstance(value, str) and is_decimal(value.strip().lstrip("+-")):
         return int(value.strip())
     raise _invalid(field, f"must be an integer, not {str(value)[:40]!r}")
 
@@ -126,7 +134,7 @@ def parse_pages(value: object, max_pages: int) -> tuple[int, ...] | None:
     pages: set[int] = set()
     for part in value.replace(" ", "").split(","):
         first, dash, last = part.partition("-")
-        if not first.isdigit() or (dash and not last.isdigit()):
+        if not is_decimal(first) or (dash and not is_decimal(last)):
             raise _invalid("pages", f'{part!r} is not a page or a range; write e.g. "1-3,7"')
         low, high = int(first), int(last) if dash else int(first)
         if low < 1 or high < low:

@@ -180,6 +180,11 @@ _OWNER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 SECRET_FIELDS = frozenset({"internal_token", "api_keys"})
 
 
+def _hide_password(url: str) -> str:
+    """A URL as it may be printed: ``scheme://user:***@host/...``."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 def hash_api_key(key: str) -> str:
     """The form OCR_API_KEYS stores a key in."""
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
@@ -198,7 +203,11 @@ def parse_api_keys(spec: str) -> dict[str, str]:
             )
         if name and not _OWNER.fullmatch(name):
             raise ValueError("key names may use letters, digits, '_', '.' and '-' (64 at most)")
-        owners[match.group(1)] = name or match.group(1)[:16]
+        owner = name or match.group(1)[:16]
+        if owner.lower() in (known.lower() for known in owners.values()):
+            # MySQL compares names without case: two owners must not differ only in case.
+            raise ValueError(f"two keys are named {owner!r} (names are compared ignoring case)")
+        owners[match.group(1)] = owner
     if not owners:
         raise ValueError("no keys given; unset the variable to run without API keys")
     return owners
@@ -213,6 +222,12 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             field = ".".join(str(part) for part in err["loc"]) or "settings"
             var = f"OCR_{field.upper()}" if err["loc"] else "settings"
-            shown = "(hidden)" if field in SECRET_FIELDS else repr(err.get("input"))
+            if not err["loc"] or field in SECRET_FIELDS:
+                # A whole-model error's input is every setting, secrets included.
+                shown = "(hidden)"
+            elif field == "database_url":
+                shown = repr(_hide_password(str(err.get("input"))))
+            else:
+                shown = repr(err.get("input"))
             lines.append(f"{var}: {err['msg']} (got {shown})")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

@@ -70,3 +70,26 @@ def test_default_workers_follow_a_container_cpu_quota(tmp_path: pytest.TempPathF
     assert available_cores(str(cpu_max)) == min(2, available_cores("/nonexistent"))
     cpu_max.write_text("max 100000\n")
     assert available_cores(str(cpu_max)) == available_cores("/nonexistent")
+
+
+def test_errors_never_echo_secrets_or_the_database_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OCR_INTERNAL_TOKEN", "supersecret-token")
+    monkeypatch.setenv("OCR_PAGE_TIMEOUT_S", "500")  # a whole-settings error
+    with pytest.raises(SettingsError) as whole:
+        load_settings()
+    assert "supersecret-token" not in str(whole.value)
+    monkeypatch.setenv("OCR_DATABASE_URL", "postgresql://user:dbpass123@db/ocr")
+    with pytest.raises(SettingsError) as url:
+        load_settings()
+    assert "dbpass123" not in str(url.value)
+    assert "OCR_DATABASE_URL" in str(url.value)
+
+
+def test_two_key_names_differing_only_in_case_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ocr_common.settings import hash_api_key
+
+    monkeypatch.setenv("OCR_API_KEYS", f"Alice={hash_api_key('a')},alice={hash_api_key('b')}")
+    with pytest.raises(SettingsError, match="OCR_API_KEYS"):
+        load_settings()

@@ -315,3 +315,22 @@ def test_openapi_lists_every_endpoint_and_docs_work_offline(client: FlaskClient)
     assert "/openapi.json" in page and "http://" not in page.replace("http://www.w3.org", "")
     assert "https://" not in page
     json.dumps(spec)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/v1/jobs?limit=%C2%B2",
+        "/v1/jobs?limit=" + "9" * 5000,
+    ],
+)
+def test_odd_digits_in_a_limit_are_a_400(client: FlaskClient, url: str) -> None:
+    problem(client.get(url), 400, "invalid_option")
+
+
+@pytest.mark.parametrize(
+    "query", ["psm=%C2%B2", "dpi=" + "9" * 5000, "pages=%C2%B2", "pages=1-%C2%B2"]
+)
+def test_odd_digits_in_options_are_a_400(client: FlaskClient, query: str) -> None:
+    response = client.post(f"/v1/jobs?{query}", data=HELLO_PNG, content_type="image/png")
+    assert response.status_code == 400, response.get_data(as_text=True)
