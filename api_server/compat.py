@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -27,6 +28,8 @@ from .services import Services
 from .uploads import decode_base64, parse_json_object, read_body, validate_image
 
 bp = Blueprint("compat", __name__)
+# Jobs per database read while /allimages streams.
+LIST_PAGE = 1000
 
 
 View = Callable[..., Response]
@@ -253,28 +256,31 @@ def read_task_id() -> str:
 def all_images() -> Response:
     """Every task and its text so far (null while not done), oldest first.
 
-    Streamed: the API's memory does not grow with the number of jobs.
+    Streamed a page of jobs at a time, each read in a short transaction of its own: the API's
+    memory does not grow with the number of jobs, and no connection or lock is held while a
+    slow client reads.
     """
     owner = current_owner()
-    session = services().sessions()
-    try:
-        rows = job_store.iter_results(session, owner=owner)
-        # The first batch is read before any byte is sent: a database that is down is still
-        # a 503 from the error handler, not a 200 that breaks off.
-        first = next(rows, None)
-    except BaseException:
-        session.close()
-        raise
+    sessions = services().sessions
+
+    def read_page(after: tuple[datetime, str] | None) -> list[tuple[str, str | None, datetime]]:
+        with sessions() as session:
+            return job_store.results_page(session, owner=owner, after=after, limit=LIST_PAGE)
+
+    # Read before any byte is sent: a database that is down is still a 503, not a broken 200.
+    first = read_page(None)
 
     def generate() -> Iterator[str]:
-        try:
-            yield "{"
-            if first is not None:
-                yield f"{json.dumps(first[0])}:{json.dumps(first[1])}"
-                for job_id, text in rows:
-                    yield f",{json.dumps(job_id)}:{json.dumps(text)}"
-            yield "}\n"
-        finally:
-            session.close()
+        page, separator = first, ""
+        yield "{"
+        while page:
+            for job_id, text, _created in page:
+                yield f"{separator}{json.dumps(job_id)}:{json.dumps(text)}"
+                separator = ","
+            if len(page) < LIST_PAGE:
+                break
+            _, _, created = page[-1]
+            page = read_page((created, page[-1][0]))
+        yield "}\n"
 
     return Response(generate(), mimetype="application/json")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
@@ -259,15 +259,31 @@ def list_jobs(session: Session, *, owner: str | None = None, limit: int | None =
     return [Job.from_row(row) for row in session.scalars(query)]
 
 
-def iter_results(
-    session: Session, *, owner: str | None = None, batch: int = 1000
-) -> Iterator[tuple[str, str | None]]:
-    """(id, text) of every job oldest first, streamed in batches so memory stays flat."""
-    query = select(JobRow.id, JobRow.text).order_by(JobRow.created_at, JobRow.id)
+def results_page(
+    session: Session,
+    *,
+    owner: str | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int = 1000,
+) -> list[tuple[str, str | None, datetime]]:
+    """(id, text, created_at) of up to ``limit`` jobs oldest first, after the job ``after``
+    (its created_at and id): a listing of any length in short transactions."""
+    query = (
+        select(JOBS.c.id, JOBS.c.text, JOBS.c.created_at)
+        .order_by(JOBS.c.created_at, JOBS.c.id)
+        .limit(limit)
+    )
     if owner is not None:
-        query = query.where(JobRow.owner == owner)
-    for row in session.execute(query.execution_options(yield_per=batch)):
-        yield row[0], row[1]
+        query = query.where(JOBS.c.owner == owner)
+    if after is not None:
+        created, job_id = after
+        query = query.where(
+            or_(
+                JOBS.c.created_at > created,
+                and_(JOBS.c.created_at == created, JOBS.c.id > job_id),
+            )
+        )
+    return [(row[0], row[1], row[2]) for row in session.execute(query)]
 
 
 def count_by_status(session: Session) -> dict[str, int]:
