@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
-from ocr_common.errors import EngineError, OcrError
+from ocr_common.errors import EngineCrashed, EngineError, OcrError
 from ocr_common.models import ClaimedJob
 from ocr_common.results import combine_pages
 from ocr_common.settings import Settings
@@ -113,6 +114,18 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*self._loops[1:], return_exceptions=True)
 
+    async def _give_back_claim(
+        self, claiming: asyncio.Future[tuple[ClaimedJob | None, bool]]
+    ) -> None:
+        """A stop cancelled the claim loop while a claim was in flight: finish it and give
+        back what it took, without charging the attempt."""
+        try:
+            job, reused = await claiming
+        except Exception:  # noqa: BLE001 - nothing was claimed
+            return
+        if job is not None and not reused:
+            await self._give_back([job.id])
+
     async def _give_back(self, job_ids: list[str]) -> None:
         def give_back(session: Session) -> None:
             for job_id in job_ids:
@@ -136,14 +149,26 @@ class Dispatcher:
 
         return await asyncio.to_thread(in_transaction)
 
-    async def _db_until_done(self, work: Callable[[Session], T]) -> T:
-        """Retry ``work`` through database outages, until it succeeds or the task is cancelled."""
+    async def _db_until_done(self, work: Callable[[Session], T]) -> T | None:
+        """Retry ``work`` through a database outage for as long as the job's lease would last;
+        None if it never went through.
+
+        Past the lease, someone else may hold the job; and a write that fails every time (a
+        result over the server's packet size, say) must not keep the job running forever.
+        Giving up ends the job's task, so its heartbeat stops and the reaper re-queues it.
+        """
+        deadline = time.monotonic() + self._settings.lease_s
         while True:
             try:
                 return await self._db(work)
             except Exception as exc:  # noqa: BLE001 - outages are expected; retried below
                 self.stats.db_errors += 1
                 self.stats.last_error = str(exc)[:200]
+                if time.monotonic() + DB_RETRY_S > deadline:
+                    log.error(
+                        "giving up a result write after %.0f s: %s", self._settings.lease_s, exc
+                    )
+                    return None
                 log.warning(
                     "database error (%s); retrying in %.0f s", type(exc).__name__, DB_RETRY_S
                 )
@@ -179,8 +204,17 @@ class Dispatcher:
         while not self._stopping.is_set():
             engine = await self._pool.acquire(urgent=False)
             self._wake.clear()
+            if self._stopping.is_set():
+                self._pool.release(engine)
+                break
+            # Shielded: a claim the database commits must reach us, even during a stop.
+            claiming = asyncio.ensure_future(self._db(claim))
             try:
-                job, reused = await self._db(claim)
+                job, reused = await asyncio.shield(claiming)
+            except asyncio.CancelledError:
+                await self._give_back_claim(claiming)
+                self._pool.release(engine)
+                raise
             except Exception as exc:  # noqa: BLE001 - database down: wait and poll again
                 self._pool.release(engine)
                 self.stats.db_errors += 1
@@ -201,8 +235,10 @@ class Dispatcher:
             task.add_done_callback(self._forget(job.id))
 
     def _forget(self, job_id: str) -> Callable[[asyncio.Task[None]], None]:
-        def forget(_task: asyncio.Task[None]) -> None:
-            self._running.pop(job_id, None)
+        def forget(task: asyncio.Task[None]) -> None:
+            # Only this task's entry: the job may have been claimed again meanwhile.
+            if self._running.get(job_id) is task:
+                del self._running[job_id]
 
         return forget
 
@@ -278,11 +314,14 @@ class Dispatcher:
             text = await self._pool.run(engine, job.image)
         except OcrError as exc:
             error = exc
+        except Exception as exc:  # noqa: BLE001 - a bug must cost an attempt, not the job
+            log.exception("job %s: unexpected failure", job.id)
+            error = EngineCrashed(f"unexpected failure while reading this image: {exc}")
         finally:
             self._pool.release(engine)
             self._wake.set()
         held = await self._db_until_done(self._outcome(job, text, error))
-        if not held:
+        if held is False:
             self.stats.lost_leases += 1
             log.warning("job %s: lease lost to another worker; result discarded", job.id)
 
@@ -322,12 +361,15 @@ class Dispatcher:
             log.info("job %s was canceled or taken over; its other pages are not read", job.id)
             self._wake.set()
             return
+        except Exception as exc:  # noqa: BLE001 - a bug must cost an attempt, not the job
+            log.exception("job %s: unexpected failure", job.id)
+            error = EngineCrashed(f"unexpected failure while reading this document: {exc}")
         finally:
             self._wake.set()
         held = await self._db_until_done(
             self._outcome(job, result["text"] if result else None, error, result)
         )
-        if not held:
+        if held is False:
             self.stats.lost_leases += 1
             log.warning("job %s: canceled or lease lost; result discarded", job.id)
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -120,6 +121,7 @@ class EngineProcess:
         self.index = index
         self.restarts = 0
         self._stopping = False
+        self._lock = threading.Lock()
         self.last_rss_bytes = 0
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
@@ -160,7 +162,11 @@ class EngineProcess:
             return
         self.restarts += 1
         log.warning("engine %d replaced (restart %d)", self.index, self.restarts)
-        self._start()
+        try:
+            self._start()
+        except OcrError as exc:
+            # Left without a process: the next page tries to start one again.
+            log.error("engine %d could not be restarted: %s", self.index, exc.message)
 
     def recognize(self, image: bytes) -> str:
         return str(self._call(image))
@@ -171,8 +177,16 @@ class EngineProcess:
         return result
 
     def _call(self, request: bytes | PageTask) -> object:
+        if self._conn is None and not self._stopping:
+            try:
+                self._start()
+            except OcrError as exc:
+                raise EngineCrashed(
+                    f"the engine process could not be started again: {exc.message}"
+                ) from None
         conn = self._conn
-        assert conn is not None
+        if conn is None:
+            raise EngineCrashed("the OCR server stopped while reading this image")
         try:
             conn.send(request)
             if not conn.poll(self._page_timeout_s + HARD_DEADLINE_GRACE_S):
@@ -204,13 +218,18 @@ class EngineProcess:
         raise _error_from_reply(reply[1], reply[2])
 
     def kill(self) -> None:
-        if self._process is not None and self._process.is_alive():
-            self._process.kill()
-        if self._process is not None:
-            self._process.join(5)
-        if self._conn is not None:
-            self._conn.close()
-        self._process, self._conn = None, None
+        # The stopping thread and the thread waiting on a page may both get here: only one
+        # of them takes the process and the pipe to close.
+        with self._lock:
+            process, conn = self._process, self._conn
+            self._process, self._conn = None, None
+        if process is not None:
+            if process.is_alive():
+                process.kill()
+            process.join(5)
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def request_stop(self) -> None:
         """Ask the process to exit once it has finished its current page (for good: it is not
