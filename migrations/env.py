@@ -1,7 +1,9 @@
 """Alembic environment: the URL comes from the config that ocr_common.migrate builds."""
 
+from pathlib import Path
+
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import create_engine, pool
 
 from ocr_common.db import make_engine
 from ocr_common.models import Base
@@ -23,7 +25,13 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url is not None
-    engine = make_engine(url, poolclass=pool.NullPool)
+    if url.startswith("sqlite"):
+        # Without the services' foreign_keys=ON: SQLite's batch ALTER rebuilds a table by
+        # dropping it, which would cascade into job_images and delete every stored image.
+        Path(url.split("///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, poolclass=pool.NullPool)
+    else:
+        engine = make_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata)
         with context.begin_transaction():
