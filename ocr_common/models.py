@@ -19,6 +19,10 @@ from .options import OcrOptions
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+# Compared byte for byte (MySQL's default collation ignores case).
+BinaryKey = String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 
 
 class JobStatus(enum.StrEnum):
@@ -67,7 +71,7 @@ class JobRow(Base):
     pages_done: Mapped[int | None] = mapped_column(Integer, nullable=True)
     result: Mapped[str | None] = mapped_column(LongText, nullable=True, deferred=True)
     # Idempotency-Key of the POST that created the job, and the SHA-256 of that request.
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(BinaryKey, nullable=True)
     request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (

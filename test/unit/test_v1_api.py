@@ -334,3 +334,14 @@ def test_odd_digits_in_a_limit_are_a_400(client: FlaskClient, url: str) -> None:
 def test_odd_digits_in_options_are_a_400(client: FlaskClient, query: str) -> None:
     response = client.post(f"/v1/jobs?{query}", data=HELLO_PNG, content_type="image/png")
     assert response.status_code == 400, response.get_data(as_text=True)
+
+
+def test_idempotency_keys_differing_only_in_case_are_different_keys(client: FlaskClient) -> None:
+    upper = client.post(
+        "/v1/jobs", data=HELLO_PNG, content_type="image/png", headers={"Idempotency-Key": "Order-9"}
+    )
+    lower = client.post(
+        "/v1/jobs", data=HELLO_PNG, content_type="image/png", headers={"Idempotency-Key": "order-9"}
+    )
+    assert upper.status_code == lower.status_code == 202
+    assert upper.get_json()["id"] != lower.get_json()["id"]
