@@ -88,12 +88,19 @@ def check_schema(engine: Engine) -> None:
         )
 
 
+def max_packet_bytes(engine: Engine) -> int | None:
+    """The largest statement the server takes (MySQL's max_allowed_packet); None: no limit."""
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        return None
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT @@max_allowed_packet")).scalar_one())
+
+
 def check_packet_size(engine: Engine, settings: Settings) -> None:
     """Images travel as one BLOB: the upload limit must fit in one MySQL packet."""
-    if engine.dialect.name not in ("mysql", "mariadb"):
+    packet = max_packet_bytes(engine)
+    if packet is None:
         return
-    with engine.connect() as conn:
-        packet = int(conn.execute(text("SELECT @@max_allowed_packet")).scalar_one())
     if settings.max_upload_bytes + PACKET_HEADROOM_BYTES > packet:
         raise SettingsError(
             f"OCR_MAX_UPLOAD_BYTES={settings.max_upload_bytes} does not fit in the database's "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -27,6 +28,8 @@ from .pool import Engine, EnginePool, PageTask
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Room for the SQL and the other columns around a result in one write.
+WRITE_HEADROOM_BYTES = 64 * 1024
 # After a database error, wait this long before the next try.
 DB_RETRY_S = 1.0
 
@@ -64,10 +67,13 @@ class Dispatcher:
         pool: EnginePool,
         settings: Settings,
         worker_id: str | None = None,
+        max_write_bytes: int | None = None,
     ):
         self._sessions = session_factory
         self._pool = pool
         self._settings = settings
+        # The largest write the database takes (max_allowed_packet); None: no limit.
+        self._max_write_bytes = max_write_bytes
         self.worker_id = worker_id or make_worker_id()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -382,6 +388,12 @@ class Dispatcher:
     ) -> Callable[[Session], bool]:
         """The write that records how a job's attempt ended."""
         keep, worker = self._settings.keep_images, self.worker_id
+        if error is None and self._too_large(text, result):
+            error = EngineError(
+                "the result is larger than the database takes in one write "
+                "(max_allowed_packet): read fewer pages at a time with pages=",
+                code="result_too_large",
+            )
         if error is None:
             self.stats.succeeded += 1
             assert text is not None
@@ -411,6 +423,12 @@ class Dispatcher:
             error_message=message,
             keep_image=keep,
         )
+
+    def _too_large(self, text: str | None, result: dict[str, Any] | None) -> bool:
+        if self._max_write_bytes is None:
+            return False
+        size = len((text or "").encode()) + (len(json.dumps(result)) if result else 0)
+        return size + WRITE_HEADROOM_BYTES > self._max_write_bytes
 
     def describe(self) -> dict[str, Any]:
         return {"worker_id": self.worker_id, "running": self.running_jobs, **vars(self.stats)}

@@ -13,7 +13,13 @@ import sys
 
 from aiohttp import web
 
-from ocr_common.db import check_database, make_engine, make_session_factory, safe_url
+from ocr_common.db import (
+    check_database,
+    make_engine,
+    make_session_factory,
+    max_packet_bytes,
+    safe_url,
+)
 from ocr_common.errors import OcrError
 from ocr_common.settings import Settings, SettingsError, load_settings
 
@@ -30,7 +36,9 @@ ENGINE_STOP_WAIT_S = 1.0
 async def serve(settings: Settings, pool: EnginePool) -> None:
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
-    dispatcher = Dispatcher(sessions, pool, settings)
+    dispatcher = Dispatcher(
+        sessions, pool, settings, max_write_bytes=await asyncio.to_thread(max_packet_bytes, engine)
+    )
     app = create_app(settings, sessions, pool, dispatcher)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

@@ -205,3 +205,15 @@ def test_reuse_never_crosses_owners(sessions: sessionmaker[Session]) -> None:
         run_until_final(Dispatcher(sessions, EnginePool([engine]), settings()), sessions, [job_id])
     )
     assert job.text == "page\n" and engine.seen == [b"page"]
+
+
+def test_a_result_too_large_for_one_database_write_fails_at_once(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = queue(sessions, [b"a page with a huge result"])
+    # A database taking writes of 1,000 bytes at most (MySQL's max_allowed_packet).
+    dispatcher = Dispatcher(sessions, EnginePool([FakeEngine()]), settings(), max_write_bytes=1000)
+    [job] = asyncio.run(run_until_final(dispatcher, sessions, ids))
+    assert job.status == JobStatus.FAILED and job.attempts == 1
+    assert job.error_code == "result_too_large"
+    assert "max_allowed_packet" in (job.error_message or "")
