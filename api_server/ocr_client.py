@@ -114,18 +114,8 @@ class OcrServerClient:
                 out.append(result)
             return out
 
-        # Each call has its own timeout; this one only guards against a stuck loop.
         rounds = -(-len(images) // self._parallel)
-        future = self._submit(gather())
-        try:
-            return future.result(timeout=self._timeout_s * rounds + 5)
-        except FutureTimeout:
-            future.cancel()
-            raise Unavailable(
-                "the OCR server did not answer in time; retry shortly",
-                code="ocr_unavailable",
-                retry_after_s=RETRY_AFTER_S,
-            ) from None
+        return _wait(self._submit(gather()), self._timeout_s * rounds)
 
     def recognize_document(
         self, document: bytes, options: OcrOptions, pages: int
@@ -136,17 +126,7 @@ class OcrServerClient:
         rounds = -(-pages // self._parallel)
         timeout_s = self._timeout_s * rounds
         query = {"detail": "rich", **options.to_query()}
-        future = self._submit(self._post_ocr(document, timeout_s, query))
-        try:
-            body = future.result(timeout=timeout_s + 5)
-        except FutureTimeout:
-            future.cancel()
-            raise Unavailable(
-                "the OCR server did not answer in time; retry shortly",
-                code="ocr_unavailable",
-                retry_after_s=RETRY_AFTER_S,
-            ) from None
-        return dict(body)
+        return dict(_wait(self._submit(self._post_ocr(document, timeout_s, query)), timeout_s))
 
     async def _recognize(self, image: bytes) -> str:
         body = await self._post_ocr(image, self._timeout_s)
@@ -226,3 +206,17 @@ class OcrServerClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             # A lost notify costs at most one poll interval of the OCR server.
             log.debug("notify failed: %s", exc)
+
+
+def _wait(future: Future[T], timeout_s: float) -> T:
+    """The call's result; a 503 if the loop has not produced it a little after its own timeout
+    (that guards against a stuck loop, not a slow OCR server)."""
+    try:
+        return future.result(timeout=timeout_s + 5)
+    except FutureTimeout:
+        future.cancel()
+        raise Unavailable(
+            "the OCR server did not answer in time; retry shortly",
+            code="ocr_unavailable",
+            retry_after_s=RETRY_AFTER_S,
+        ) from None
