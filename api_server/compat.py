@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.orm import Session
 
 from ocr_common import job_store
@@ -24,7 +24,7 @@ from ocr_common.models import JobStatus
 from . import schemas
 from .access import current_owner
 from .openapi import Body, Param, operation
-from .services import Services
+from .services import Services, current_services
 from .uploads import decode_base64, parse_json_object, read_body, validate_image
 
 bp = Blueprint("compat", __name__)
@@ -58,10 +58,6 @@ UPLOAD_ERRORS = {
 }
 
 
-def services() -> Services:
-    return current_app.extensions["ocr_services"]
-
-
 @dataclass(frozen=True)
 class Upload:
     data: bytes
@@ -70,7 +66,7 @@ class Upload:
 
 def read_uploads() -> tuple[list[Upload], bool]:
     """The images of an upload body, and whether the client sent a list."""
-    svc = services()
+    svc = current_services()
     body = parse_json_object(read_body())
     if "image_data" not in body:
         raise BadRequest(
@@ -120,7 +116,7 @@ def known_results(session: Session, svc: Services, uploads: list[Upload]) -> lis
 )
 def image_sync() -> Response:
     """OCR now: {"image_data": b64} -> {"text": text}; a list in gives a list out."""
-    svc = services()
+    svc = current_services()
     uploads, many = read_uploads()
     started = job_store.utcnow()
     with svc.sessions() as session:
@@ -164,7 +160,7 @@ def image_sync() -> Response:
 )
 def image_submit() -> Response:
     """Queue OCR: {"image_data": b64} -> {"task_id": id}; committed before we answer."""
-    svc = services()
+    svc = current_services()
     uploads, many = read_uploads()
     # An image read before is answered from its stored result by the OCR server when it
     # claims the job (see Dispatcher), so intake stays one INSERT per table.
@@ -203,7 +199,7 @@ def image_submit() -> Response:
 def image_result() -> Response:
     """{"task_id": id} -> {"task_id": text}, or {"task_id": null} while it is not done yet."""
     job_id = read_task_id()
-    with services().sessions() as session:
+    with current_services().sessions() as session:
         job = job_store.get_job(session, job_id, owner=current_owner())
     if job is None:
         raise NotFound(f"no task with id {job_id}", code="task_not_found")
@@ -261,7 +257,7 @@ def all_images() -> Response:
     slow client reads.
     """
     owner = current_owner()
-    sessions = services().sessions
+    sessions = current_services().sessions
 
     def read_page(after: tuple[datetime, str] | None) -> list[tuple[str, str | None, datetime]]:
         with sessions() as session:

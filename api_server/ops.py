@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
-from sqlalchemy import text
+from flask import Blueprint, Response, jsonify
 
 from ocr_common.db import check_schema
 from ocr_common.errors import Unavailable
+from ocr_common.settings import SettingsError
 
 from . import schemas
 from .openapi import Body, operation
+from .services import current_services
 
 bp = Blueprint("ops", __name__)
 
@@ -36,12 +37,11 @@ def healthz() -> Response:
 )
 def readyz() -> Response:
     """Ready to take jobs: the database answers and its schema is current."""
-    sessions = current_app.extensions["ocr_services"].sessions
-    with sessions() as session:
-        session.execute(text("SELECT 1"))
-        engine = session.get_bind()
-    try:
-        check_schema(engine)
-    except Exception as exc:  # noqa: BLE001 - not ready is an answer
-        raise Unavailable(str(exc), code="schema_not_current") from None
+    with current_services().sessions() as session:
+        # One connection: reaching it proves the database answers (or is a 503 from the
+        # error handler), and the schema's revision is read on it.
+        try:
+            check_schema(session.connection())
+        except SettingsError as exc:
+            raise Unavailable(str(exc), code="schema_not_current") from None
     return jsonify({"status": "ready"})

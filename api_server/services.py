@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flask import current_app
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common.settings import Settings
@@ -24,3 +25,9 @@ def _installed_languages() -> tuple[str, ...]:
     from ocr_server.engine import installed_languages
 
     return installed_languages()
+
+
+def current_services() -> Services:
+    """The services of the app handling the current request (set by create_app)."""
+    services: Services = current_app.extensions["ocr_services"]
+    return services

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
@@ -37,7 +37,7 @@ from ocr_common.results import public_result, to_hocr, to_tsv
 from . import schemas
 from .access import current_owner
 from .openapi import PROBLEM_JSON, Body, Param, operation
-from .services import Services
+from .services import current_services
 from .uploads import decode_base64, parse_json_object, read_body
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
@@ -49,10 +49,6 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 HOCR_MEDIA_TYPE = "application/xhtml+xml"
-
-
-def services() -> Services:
-    return current_app.extensions["ocr_services"]
 
 
 # -- reading a submission -------------------------------------------------------------------
@@ -91,7 +87,7 @@ def _values(*sources: Mapping[str, Any], extra: tuple[str, ...]) -> dict[str, An
 
 
 def _read_document_and_values(extra: tuple[str, ...]) -> tuple[bytes, dict[str, Any]]:
-    max_bytes = services().settings.max_upload_bytes
+    max_bytes = current_services().settings.max_upload_bytes
     mimetype = request.mimetype
     query = request.args.to_dict()
     if mimetype == "multipart/form-data":
@@ -126,7 +122,7 @@ def _read_document_and_values(extra: tuple[str, ...]) -> tuple[bytes, dict[str, 
 
 def read_submission(extra: tuple[str, ...] = ()) -> tuple[Submission, dict[str, Any]]:
     """The document and options of a POST, checked; and the other ``extra`` values sent."""
-    svc = services()
+    svc = current_services()
     settings = svc.settings
     data, values = _read_document_and_values(extra)
     options = parse_options(values, languages=svc.languages, max_pages=settings.max_pages)
@@ -233,7 +229,7 @@ def parse_job_id(value: str) -> str:
 
 
 def load_job(job_id: str) -> Job:
-    with services().sessions() as session:
+    with current_services().sessions() as session:
         job = job_store.get_job(session, parse_job_id(job_id), owner=current_owner())
     if job is None:
         raise NotFound(f"no job with id {job_id}", code="job_not_found")
@@ -321,7 +317,7 @@ SUBMIT_ERRORS = {
     },
 )
 def ocr_now() -> Response:
-    svc = services()
+    svc = current_services()
     submission, extra = read_submission(extra=("format",))
     fmt = result_format(extra)
     started = job_store.utcnow()
@@ -381,7 +377,7 @@ def ocr_now() -> Response:
     },
 )
 def submit_job() -> Response:
-    svc = services()
+    svc = current_services()
     key = stored_idempotency_key(idempotency_key())
     submission, _ = read_submission()
     digest = submission.digest
@@ -431,7 +427,7 @@ def replay(job: Job, digest: str) -> Response:
             code="idempotency_key_reused",
             field=IDEMPOTENCY_HEADER,
         )
-    with services().sessions() as session:
+    with current_services().sessions() as session:
         current = job_store.get_job(session, job.id) or job
     return accepted(current, replayed=True)
 
@@ -477,7 +473,7 @@ def get_job(job_id: str) -> Response:
     job = load_job(job_id)
     result = None
     if job.status == JobStatus.SUCCEEDED and job.options is not None:
-        with services().sessions() as session:
+        with current_services().sessions() as session:
             result = job_store.get_result(session, job.id)
     return render_job(job, result, fmt)
 
@@ -497,7 +493,7 @@ def get_job(job_id: str) -> Response:
 )
 def delete_job(job_id: str) -> Response:
     job = load_job(job_id)
-    with services().sessions.begin() as session:
+    with current_services().sessions.begin() as session:
         if job_store.cancel(session, job.id):
             canceled = job_store.get_job(session, job.id)
             assert canceled is not None
@@ -530,7 +526,7 @@ def list_jobs() -> Response:
     status = _status_filter(request.args.get("status"))
     limit = _limit(request.args.get("limit"))
     before = _decode_cursor(request.args.get("cursor"))
-    with services().sessions() as session:
+    with current_services().sessions() as session:
         jobs = job_store.list_recent(
             session, limit=limit + 1, status=status, before=before, owner=current_owner()
         )

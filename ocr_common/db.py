@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -68,19 +69,23 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
+@functools.cache
 def head_revision() -> str | None:
+    """The latest migration; read from the migration files once per process."""
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
-def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+def current_revision(bind: Engine | Connection) -> str | None:
+    if isinstance(bind, Connection):
+        return MigrationContext.configure(bind).get_current_revision()
+    with bind.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def check_schema(engine: Engine) -> None:
+def check_schema(bind: Engine | Connection) -> None:
     """Refuse to run against a database whose schema is not at the latest migration."""
     head = head_revision()
-    current = current_revision(engine)
+    current = current_revision(bind)
     if current != head:
         raise SettingsError(
             f"database schema is at revision {current or 'none'}, this code needs {head}: "
