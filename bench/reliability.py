@@ -18,11 +18,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 for folder in ("test", "test/e2e", "test/faults"):
     sys.path.insert(0, str(ROOT / folder))
 
+import hostile  # noqa: E402
 import scenarios  # noqa: E402
 import test_bad_input  # noqa: E402
 import test_fuzz  # noqa: E402
@@ -33,6 +35,8 @@ from sqlalchemy.engine import Engine  # noqa: E402
 from ocr_common.db import make_engine  # noqa: E402
 
 Scenario = Callable[[Stack, Engine], scenarios.FaultTally]
+T = TypeVar("T")
+HostileCase = Callable[[Stack, Engine], hostile.HostileTally]
 
 
 def fault_runs(db: PrivateMariaDB, load_jobs: int) -> list[tuple[str, dict[str, str], Scenario]]:
@@ -68,9 +72,17 @@ def fault_runs(db: PrivateMariaDB, load_jobs: int) -> list[tuple[str, dict[str, 
     ]
 
 
+def hostile_runs() -> list[tuple[str, dict[str, str], HostileCase]]:
+    """(name, OCR_* settings of its stack, case) for every hostile or everyday input."""
+    return []
+
+
 def run_fault(
-    db: PrivateMariaDB, log_dir: Path, settings: dict[str, str], scenario: Scenario
-) -> scenarios.FaultTally:
+    db: PrivateMariaDB,
+    log_dir: Path,
+    settings: dict[str, str],
+    scenario: Callable[[Stack, Engine], T],
+) -> T:
     if not db.running:
         db.start()
     url = db.create_database()
@@ -134,6 +146,7 @@ def main() -> int:
     db.install()
     db.start()
     tallies: list[scenarios.FaultTally] = []
+    hostiles: list[hostile.HostileTally] = []
     try:
         for name, settings, scenario in fault_runs(db, args.load_jobs):
             if args.only and name not in args.only:
@@ -142,6 +155,12 @@ def main() -> int:
             tally = run_fault(db, work / name, settings, scenario)
             print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
             tallies.append(tally)
+        for name, settings, case in hostile_runs():
+            if args.only and name not in args.only:
+                continue
+            started = time.monotonic()
+            hostiles.append(run_fault(db, work / name, settings, case))
+            print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
         if not db.running:
             db.start()
         url = db.create_database()
@@ -174,7 +193,21 @@ def main() -> int:
         f"{fuzz.cases - five_xx} | {five_xx} |"
     )
     print()
+    if hostiles:
+        print(
+            "| hostile input | tried | as expected | peak API RSS (MB) | peak engine RSS (MB) "
+            "| other jobs kept finishing | seconds |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | --- | ---: |")
+        for h in hostiles:
+            kept = {None: "not checked", True: "yes", False: "**no**"}[h.others_kept_finishing]
+            print(
+                f"| {h.case} | {h.tried} | {h.as_expected} | {h.api_peak_rss_mb} | "
+                f"{h.engine_peak_rss_mb} | {kept} | {h.seconds:.1f} |"
+            )
+        print()
     problems = [(t.fault, p) for t in tallies for p in t.problems]
+    problems += [(h.case, p) for h in hostiles for p in h.problems]
     problems += [("bad input", m) for m in misses]
     problems += [("fuzz", e) for e in fuzz.server_errors + fuzz.not_json]
     if problems:
