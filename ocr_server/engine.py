@@ -301,9 +301,13 @@ def _lines(api: Any) -> list[dict[str, Any]]:
 
     iterator = api.GetIterator()
     lines: list[dict[str, Any]] = []
-    if iterator is None:
+    # A page without text (a blank page, a photo) still yields one position, at which every
+    # getter raises "No text returned": ask whether there is a word before reading one.
+    if iterator is None or iterator.Empty(RIL.WORD):
         return lines
     for word in iterate_level(iterator, RIL.WORD):
+        if word.Empty(RIL.WORD):
+            continue
         text = word.GetUTF8Text(RIL.WORD)
         if not text or not text.strip():
             continue

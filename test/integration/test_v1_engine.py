@@ -180,3 +180,31 @@ def test_the_dispatcher_reads_a_document_job_with_progress(
     assert result is not None
     assert [p["page"] for p in result["pages"]] == [1, 3]
     assert done.text is not None and done.text.split("\f")[1].startswith("Page 3 says hello")
+
+
+# A page with nothing on it, as big as the others (three empty lines).
+BLANK = ["", "", ""]
+
+
+@pytest.mark.parametrize("preprocess", [Preprocess.NONE, Preprocess.AUTO])
+@pytest.mark.parametrize("fmt", ["PDF", "TIFF"])
+def test_a_blank_page_is_empty_text_and_its_neighbours_are_read(
+    engine: TesseractEngine, fmt: str, preprocess: Preprocess
+) -> None:
+    data = render_document([THREE_PAGES[0], BLANK, THREE_PAGES[2]], fmt)
+    options = OcrOptions(preprocess=preprocess)
+    result = combine_pages([engine.recognize_page(data, n, options, 300) for n in (1, 2, 3)])
+    first, blank, third = result["pages"]
+    assert first["text"].startswith("Page 1 says hello")
+    assert third["text"].startswith("Page 3 says hello")
+    assert (blank["text"], blank["lines"], blank["confidence"]) == ("", [], None)
+    assert result["text"].split("\f")[1] == ""
+    pages = ET.fromstring(to_hocr(result)).findall(".//{http://www.w3.org/1999/xhtml}div")
+    assert [div.get("class") for div in pages].count("ocr_page") == 3
+
+
+def test_a_blank_image_is_empty_text(engine: TesseractEngine) -> None:
+    blank = encode(render_page_image(BLANK))
+    assert engine.recognize(blank) == ""
+    page = engine.recognize_page(blank, 1, OcrOptions(), 300)
+    assert (page["text"], page["lines"]) == ("", [])
