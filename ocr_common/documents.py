@@ -26,6 +26,8 @@ MULTI_PAGE_FORMATS = frozenset({"TIFF", PDF})
 PDF_POINTS_PER_INCH = 72
 # Smaller than this cannot hold a character.
 MIN_SIDE_PX = 3
+# Tesseract refuses wider or taller images (its coordinates are 16-bit signed integers).
+MAX_SIDE_PX = 32_767
 # Where a PDF's header may start: readers accept junk before it within the first kilobyte.
 PDF_HEADER_WITHIN = 1024
 # pdfium is not thread-safe; the API server checks PDFs from several threads.
@@ -97,13 +99,19 @@ def _check_page_count(pages: tuple[int, ...], max_pages: int) -> None:
 
 
 def check_size(width: int, height: int, max_pixels: int, what: str, hint: str) -> None:
-    """Refuse a page over OCR_MAX_PIXELS (from its header, before decoding) or too small to read;
-    ``what`` names it in the message ("the image", "page 3")."""
+    """Refuse a page over OCR_MAX_PIXELS (from its header, before decoding), wider or taller than
+    Tesseract reads, or too small to read; ``what`` names it in the message ("page 3")."""
     if width * height > max_pixels:
         raise PayloadTooLarge(
             f"{what} is {width}x{height} = {width * height} pixels, more than the "
             f"{max_pixels} allowed (OCR_MAX_PIXELS); {hint}",
             code="too_many_pixels",
+        )
+    if max(width, height) > MAX_SIDE_PX:
+        raise PayloadTooLarge(
+            f"{what} is {width}x{height} pixels; Tesseract reads at most {MAX_SIDE_PX} pixels "
+            f"wide and {MAX_SIDE_PX} tall; {hint}",
+            code="too_wide_or_tall",
         )
     if min(width, height) < MIN_SIDE_PX:
         raise InvalidImage(

@@ -10,12 +10,13 @@ import ctypes
 import functools
 import io
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, ImageOps
 
-from ocr_common.documents import render_page
+from ocr_common.documents import MAX_SIDE_PX, render_page
 from ocr_common.errors import EngineError, EngineTimeout, InvalidImage
 from ocr_common.options import NOT_LANGUAGES, OcrOptions, Preprocess
 from ocr_common.settings import MIN_DPI
@@ -160,16 +161,31 @@ class TesseractEngine:
         self._set_image(data)
         api = self._api
         try:
-            if not api.Recognize(timeout=self._timeout_ms):
-                raise EngineTimeout(
-                    f"Tesseract gave up on this page after {self._timeout_ms / 1000:g} s "
-                    "(OCR_PAGE_TIMEOUT_S)"
-                )
+            self._recognize(api, "this image")
             return str(api.GetUTF8Text())
         except RuntimeError as exc:
             raise EngineError(f"Tesseract could not read this image: {exc}") from None
         finally:
             api.Clear()
+
+    def _recognize(self, api: Any, what: str) -> None:
+        """Run Tesseract on the image set; ``what`` names the page in errors."""
+        started = time.monotonic()
+        if api.Recognize(timeout=self._timeout_ms):
+            return
+        # False means a timeout only when the time was up: Tesseract also refuses at once a
+        # page it cannot lay out (wider or taller than 32,767 pixels, say).
+        elapsed_s = time.monotonic() - started
+        timeout_s = self._timeout_ms / 1000
+        if elapsed_s >= timeout_s:
+            raise EngineTimeout(
+                f"Tesseract gave up on {what} after {timeout_s:g} s (OCR_PAGE_TIMEOUT_S)"
+            )
+        raise EngineError(
+            f"Tesseract refused {what} after {elapsed_s:.2f} s, well within its {timeout_s:g} s "
+            f"limit; it reads pages of at most {MAX_SIDE_PX} pixels a side",
+            code="recognition_failed",
+        )
 
     def _set_image(self, data: bytes) -> None:
         # Raw pixels, not SetImage: tesserocr's SetImage re-encodes the image and hands
@@ -227,11 +243,7 @@ class TesseractEngine:
         api.SetVariable("tessedit_char_whitelist", options.char_whitelist or "")
         api.SetVariable("tessedit_char_blacklist", options.char_blacklist or "")
         try:
-            if not api.Recognize(timeout=self._timeout_ms):
-                raise EngineTimeout(
-                    f"Tesseract gave up on page {page} after {self._timeout_ms / 1000:g} s "
-                    "(OCR_PAGE_TIMEOUT_S)"
-                )
+            self._recognize(api, f"page {page}")
             lines = _lines(api)
             words = [word["confidence"] for line in lines for word in line["words"]]
             return {

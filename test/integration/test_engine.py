@@ -16,7 +16,7 @@ import pytest
 from pages import HELLO, HELLO_PNG, render_lines
 from PIL import Image
 
-from ocr_common.errors import EngineCrashed, EngineTimeout, InvalidImage
+from ocr_common.errors import EngineCrashed, EngineError, EngineTimeout, InvalidImage
 from ocr_server.engine import TesseractEngine, probe
 from ocr_server.pool import EnginePool, EngineProcess
 
@@ -87,6 +87,22 @@ def test_tesseract_timeout_is_an_engine_timeout() -> None:
         assert "Hello" in process.recognize(small.getvalue())
     finally:
         process.stop()
+
+
+def test_a_page_tesseract_refuses_at_once_is_not_called_a_timeout() -> None:
+    # Tesseract's Recognize says False both when the time is up and when it cannot lay out
+    # the page at all (here: wider than its 32,767-pixel coordinates); only one is a timeout.
+    wide = io.BytesIO()
+    Image.new("L", (40_000, 60), 255).save(wide, "PNG")
+    engine = TesseractEngine(page_timeout_s=30, max_pixels=10**8)
+    try:
+        with pytest.raises(EngineError) as info:
+            engine.recognize(wide.getvalue())
+    finally:
+        engine.close()
+    assert not isinstance(info.value, EngineTimeout)
+    assert info.value.code == "recognition_failed" and not info.value.retryable
+    assert "32767 pixels a side" in info.value.message
 
 
 def test_pool_of_real_engines_reads_pages_in_parallel() -> None:
