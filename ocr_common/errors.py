@@ -90,6 +90,13 @@ class EngineTimeout(EngineError):
     retryable = True
 
 
+class DocumentTooComplex(EngineError):
+    """Reading the page took more memory than an engine may use (OCR_ENGINE_MAX_MEMORY_MB)."""
+
+    code = "document_too_complex"
+    retryable = True
+
+
 class Conflict(OcrError):
     """The request conflicts with the state of a resource (an idempotency key, a running job)."""
 

@@ -68,8 +68,14 @@ class Settings(BaseSettings):
     # Resolution PDF pages are rendered at when a request does not say (``dpi``).
     default_dpi: int = Field(default=300, ge=MIN_DPI, le=MAX_DPI)
     page_timeout_s: PositiveFloat = 120.0
+    # How long an engine may take to render a PDF page (or decode an image) before Tesseract.
+    render_timeout_s: PositiveFloat = 30.0
     # An engine process that still holds more than this after a page is replaced.
     engine_max_rss_mb: int = Field(default=1024, ge=128)
+    # The hard ceiling on an engine process's memory (address space), enforced by the kernel:
+    # a page that needs more fails with document_too_complex. The largest pages the default
+    # OCR_MAX_PIXELS lets through (50 megapixels, in colour) take up to 660 MB.
+    engine_max_memory_mb: int = Field(default=1536, ge=256)
     lease_s: PositiveFloat = 30.0
     max_attempts: int = Field(default=3, ge=1, le=100)
     poll_interval_s: PositiveFloat = 1.0
@@ -153,6 +159,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "OCR_SYNC_TIMEOUT_S must be larger than OCR_PAGE_TIMEOUT_S, "
                 "or /image-sync gives up before the engine does"
+            )
+        if self.engine_max_rss_mb >= self.engine_max_memory_mb:
+            raise ValueError(
+                "OCR_ENGINE_MAX_RSS_MB (recycle an engine after a page) must be smaller than "
+                "OCR_ENGINE_MAX_MEMORY_MB (the hard ceiling during a page)"
             )
         return self
 

@@ -11,6 +11,7 @@ import functools
 import io
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,9 +157,14 @@ class TesseractEngine:
         self._timeout_ms = int(page_timeout_s * 1000)
         self._max_pixels = max_pixels
 
-    def recognize(self, data: bytes) -> str:
-        """Tesseract's text for one image, exactly as it gives it (final newline included)."""
+    def recognize(self, data: bytes, on_rendered: Callable[[], None] | None = None) -> str:
+        """Tesseract's text for one image, exactly as it gives it (final newline included).
+
+        ``on_rendered`` is called once the image is decoded, before Tesseract reads it.
+        """
         self._set_image(data)
+        if on_rendered is not None:
+            on_rendered()
         api = self._api
         try:
             self._recognize(api, "this image")
@@ -219,12 +225,22 @@ class TesseractEngine:
         return self._apis[lang]
 
     def recognize_page(
-        self, data: bytes, page: int, options: OcrOptions, default_dpi: int
+        self,
+        data: bytes,
+        page: int,
+        options: OcrOptions,
+        default_dpi: int,
+        on_rendered: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Page ``page`` of a document read with ``options``: text, lines and words with boxes
-        and confidences, the page size and rotation, and Tesseract's hOCR and TSV."""
+        and confidences, the page size and rotation, and Tesseract's hOCR and TSV.
+
+        ``on_rendered`` is called once the page is rendered, before Tesseract reads it.
+        """
         dpi = options.render_dpi(default_dpi)
         image = render_page(data, page, dpi=dpi, max_pixels=self._max_pixels)
+        if on_rendered is not None:
+            on_rendered()
         rotation = 0
         if options.preprocess == Preprocess.AUTO:
             image = (ImageOps.exif_transpose(image) or image).convert("L")

@@ -1,8 +1,10 @@
 """A pool of engine processes, each with one Tesseract model loaded once.
 
-The parent talks to each process over a pipe. A process that dies or overruns its deadline is
-killed and replaced; the page it held gets ``EngineCrashed`` or ``EngineTimeout`` and the pool
-keeps serving. Free engines go first to synchronous requests, then to queued jobs.
+The parent talks to each process over a pipe. Each process runs under a memory ceiling the
+kernel enforces (``RLIMIT_AS``), and the parent gives it a deadline to render a page, then one
+to recognise it. A process that dies, overruns a deadline or runs out of memory is killed and
+replaced; the page it held gets ``EngineCrashed``, ``EngineTimeout`` or ``DocumentTooComplex``
+and the pool keeps serving. Free engines go first to synchronous requests, then to queued jobs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import resource
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -22,13 +25,28 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
-from ocr_common.errors import EngineCrashed, EngineError, EngineTimeout, OcrError, Unavailable
+from ocr_common.errors import (
+    DocumentTooComplex,
+    EngineCrashed,
+    EngineError,
+    EngineTimeout,
+    OcrError,
+    Unavailable,
+)
 from ocr_common.options import OcrOptions
 
 log = logging.getLogger(__name__)
 
 # The parent waits this much longer than Tesseract's own timeout before it kills the process.
 HARD_DEADLINE_GRACE_S = 10.0
+# How long an engine may take to render (or decode) a page when no one says otherwise.
+DEFAULT_RENDER_TIMEOUT_S = 30.0
+# How often the parent looks at a busy engine's address space (to tell why one died).
+SAMPLE_MEMORY_S = 0.05
+# An engine killed by a signal after its address space reached this share of its ceiling died
+# of the ceiling: pdfium and Tesseract abort when an allocation fails. The margin covers the
+# allocation that failed and the growth since the last sample.
+NEAR_CEILING = 0.75
 ENGINE_START_TIMEOUT_S = 60.0
 # After a page that left the engine this much above its start size, return the heap to the OS.
 TRIM_ABOVE_BASELINE_BYTES = 32 * 1024 * 1024
@@ -49,19 +67,37 @@ class PageTask:
     default_dpi: int
 
 
-def engine_main(conn: Connection, page_timeout_s: float, max_pixels: int) -> None:
+def limit_memory(max_bytes: int) -> None:
+    """Cap this process's address space: past it, allocations fail (and pdfium or Tesseract
+    abort), so no document can take the host's memory."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    ceiling = max_bytes if hard == resource.RLIM_INFINITY else min(max_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, hard))
+
+
+def engine_main(
+    conn: Connection, page_timeout_s: float, max_pixels: int, max_memory_bytes: int = 0
+) -> None:
     """Body of an engine process: load the model once, then read pages until told to stop.
 
-    Each reply carries the process's resident memory, so the parent can recycle an engine
-    that stays too large.
+    Before each page is recognised it says ``("rendered",)``, so that the parent can hold
+    rendering and recognition to deadlines of their own. Each reply carries the process's
+    resident memory, so the parent can recycle an engine that stays too large.
     """
+    # First of all, before libtesseract, pdfium or any page is loaded.
+    if max_memory_bytes:
+        limit_memory(max_memory_bytes)
     from .engine import TesseractEngine, release_memory, resident_bytes
 
     try:
         engine = TesseractEngine(page_timeout_s=page_timeout_s, max_pixels=max_pixels)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which refuses to start
-        conn.send(("error", "engine_unavailable", f"Tesseract failed to start: {exc}", 0))
+        conn.send(("error", "engine_unavailable", f"Tesseract failed to start: {exc!r}", 0))
         return
+
+    def rendered() -> None:
+        conn.send(("rendered",))
+
     baseline = resident_bytes()
     try:
         conn.send(("ready", os.getpid(), baseline))
@@ -79,13 +115,22 @@ def engine_main(conn: Connection, page_timeout_s: float, max_pixels: int) -> Non
                 reply: tuple[object, ...] = (
                     "ok",
                     engine.recognize_page(
-                        request.document, request.page, request.options, request.default_dpi
+                        request.document,
+                        request.page,
+                        request.options,
+                        request.default_dpi,
+                        on_rendered=rendered,
                     ),
                 )
             else:
-                reply = ("ok", engine.recognize(request))
+                reply = ("ok", engine.recognize(request, on_rendered=rendered))
         except OcrError as exc:
             reply = ("error", exc.code, exc.message)
+        except MemoryError:
+            # Python's own allocations hit the ceiling (C code aborts instead, see _call).
+            what = f"page {request.page}" if isinstance(request, PageTask) else "this image"
+            error = too_complex(what, max_memory_bytes)
+            reply = ("error", error.code, error.message)
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes a job error
             reply = ("error", "engine_error", f"Tesseract failed: {exc}")
         if resident_bytes() > baseline + TRIM_ABOVE_BASELINE_BYTES:
@@ -112,12 +157,20 @@ class EngineProcess:
         max_pixels: int,
         index: int,
         max_rss_bytes: int = 0,
+        *,
+        render_timeout_s: float = DEFAULT_RENDER_TIMEOUT_S,
+        max_memory_bytes: int = 0,
     ):
         self._ctx = ctx
         self._page_timeout_s = page_timeout_s
+        self._render_timeout_s = render_timeout_s
         self._max_pixels = max_pixels
         # An engine still above this after a page (0: no limit) is replaced by a fresh one.
         self._max_rss_bytes = max_rss_bytes
+        # The kernel's ceiling on the process's address space (0: none).
+        self._max_memory_bytes = max_memory_bytes
+        # The largest address space of the process seen during the current page.
+        self._peak_vm_bytes = 0
         self.index = index
         self.restarts = 0
         self._stopping = False
@@ -135,7 +188,7 @@ class EngineProcess:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
             target=engine_main,
-            args=(child, self._page_timeout_s, self._max_pixels),
+            args=(child, self._page_timeout_s, self._max_pixels, self._max_memory_bytes),
             name=f"ocr-engine-{self.index}",
             daemon=True,
         )
@@ -147,8 +200,15 @@ class EngineProcess:
         try:
             message = parent.recv()
         except EOFError:
+            process.join(5)
+            hint = (
+                f"; is OCR_ENGINE_MAX_MEMORY_MB={self._max_memory_bytes // MIB} too small?"
+                if self._max_memory_bytes
+                else ""
+            )
             raise EngineError(
-                "the engine process died while starting", code="engine_unavailable"
+                f"the engine process died while starting (exit code {process.exitcode}){hint}",
+                code="engine_unavailable",
             ) from None
         if message[0] != "ready":
             process.join(5)
@@ -187,26 +247,28 @@ class EngineProcess:
         conn = self._conn
         if conn is None:
             raise EngineCrashed("the OCR server stopped while reading this image")
+        what = f"page {request.page}" if isinstance(request, PageTask) else "this image"
+        process = self._process
+        self._peak_vm_bytes = 0
         try:
             conn.send(request)
-            if not conn.poll(self._page_timeout_s + HARD_DEADLINE_GRACE_S):
-                self._replace()
-                raise EngineTimeout(
-                    f"the engine did not answer within {self._page_timeout_s:g} s "
-                    "(OCR_PAGE_TIMEOUT_S) and was restarted"
-                )
-            reply = conn.recv()
+            reply = self._receive(conn, what)
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
-            code = self._process.exitcode if self._process else None
             self._replace()
+            code = process.exitcode if process else None
             if self._stopping:
                 raise EngineCrashed("the OCR server stopped while reading this image") from None
+            if self._died_of_ceiling(code):
+                raise too_complex(what, self._max_memory_bytes) from None
             raise EngineCrashed(
-                f"the Tesseract engine process crashed while reading this image "
+                f"the Tesseract engine process crashed while reading {what} "
                 f"(exit code {code}); it was restarted"
             ) from None
         self.last_rss_bytes = int(reply[-1])
-        if self._max_rss_bytes and self.last_rss_bytes > self._max_rss_bytes:
+        if reply[0] == "error" and reply[1] == DocumentTooComplex.code:
+            # Out of memory in Python code: start afresh rather than from a broken heap.
+            self._replace()
+        elif self._max_rss_bytes and self.last_rss_bytes > self._max_rss_bytes:
             log.warning(
                 "engine %d holds %d MB after a page; replacing it",
                 self.index,
@@ -216,6 +278,52 @@ class EngineProcess:
         if reply[0] == "ok":
             return reply[1]
         raise _error_from_reply(reply[1], reply[2])
+
+    def _receive(self, conn: Connection, what: str) -> tuple[Any, ...]:
+        """The engine's reply, within the render deadline and then the recognition deadline;
+        a late engine is killed and replaced."""
+        rendering = True
+        deadline = time.monotonic() + self._render_timeout_s
+        while True:
+            if not self._wait(conn, deadline):
+                self._replace()
+                if rendering:
+                    raise EngineTimeout(
+                        f"rendering {what} took longer than {self._render_timeout_s:g} s "
+                        "(OCR_RENDER_TIMEOUT_S); the engine was restarted"
+                    )
+                raise EngineTimeout(
+                    f"the engine did not answer within {self._page_timeout_s:g} s "
+                    "(OCR_PAGE_TIMEOUT_S) and was restarted"
+                )
+            message: tuple[Any, ...] = conn.recv()
+            if message[0] != "rendered":
+                return message
+            rendering = False
+            deadline = time.monotonic() + self._page_timeout_s + HARD_DEADLINE_GRACE_S
+
+    def _wait(self, conn: Connection, deadline: float) -> bool:
+        """Whether the engine said something before ``deadline``; meanwhile its address space
+        is sampled, to tell afterwards whether a death was the memory ceiling's doing."""
+        pid = self.pid
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if conn.poll(min(left, SAMPLE_MEMORY_S) if self._max_memory_bytes else left):
+                return True
+            if pid is not None:
+                self._peak_vm_bytes = max(self._peak_vm_bytes, peak_address_space(pid))
+
+    def _died_of_ceiling(self, exit_code: int | None) -> bool:
+        # Killed by a signal (pdfium and Tesseract abort when an allocation fails) once its
+        # address space had come near the ceiling.
+        return bool(
+            self._max_memory_bytes
+            and exit_code is not None
+            and exit_code < 0
+            and self._peak_vm_bytes >= self._max_memory_bytes * NEAR_CEILING
+        )
 
     def kill(self) -> None:
         # The stopping thread and the thread waiting on a page may both get here: only one
@@ -247,6 +355,26 @@ class EngineProcess:
         self.kill()
 
 
+def too_complex(what: str, max_memory_bytes: int) -> DocumentTooComplex:
+    return DocumentTooComplex(
+        f"reading {what} needed more memory than an engine may use ({max_memory_bytes // MIB} "
+        "MB, OCR_ENGINE_MAX_MEMORY_MB): the document is too complex to read; the engine was "
+        "restarted"
+    )
+
+
+def peak_address_space(pid: int) -> int:
+    """The largest address space (VmPeak) a process has had, in bytes (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmPeak:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _error_from_reply(code: str, message: str) -> OcrError:
     from ocr_common.errors import InvalidImage
 
@@ -254,6 +382,8 @@ def _error_from_reply(code: str, message: str) -> OcrError:
         return InvalidImage(message, code=code)
     if code == "engine_timeout":
         return EngineTimeout(message)
+    if code == DocumentTooComplex.code:
+        return DocumentTooComplex(message)
     return EngineError(message, code=code)
 
 
@@ -276,7 +406,14 @@ class EnginePool:
 
     @classmethod
     def start(
-        cls, size: int, page_timeout_s: float, max_pixels: int, max_rss_bytes: int = 0
+        cls,
+        size: int,
+        page_timeout_s: float,
+        max_pixels: int,
+        max_rss_bytes: int = 0,
+        *,
+        render_timeout_s: float = DEFAULT_RENDER_TIMEOUT_S,
+        max_memory_bytes: int = 0,
     ) -> EnginePool:
         # spawn, not fork: the parent has threads (aiohttp, SQLAlchemy pools) a fork would copy.
         ctx = multiprocessing.get_context("spawn")
@@ -284,7 +421,17 @@ class EnginePool:
         engines: list[Engine] = []
         try:
             for index in range(size):
-                engines.append(EngineProcess(ctx, page_timeout_s, max_pixels, index, max_rss_bytes))
+                engines.append(
+                    EngineProcess(
+                        ctx,
+                        page_timeout_s,
+                        max_pixels,
+                        index,
+                        max_rss_bytes,
+                        render_timeout_s=render_timeout_s,
+                        max_memory_bytes=max_memory_bytes,
+                    )
+                )
         except Exception:
             for engine in engines:
                 assert isinstance(engine, EngineProcess)

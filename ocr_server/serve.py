@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             settings.page_timeout_s,
             settings.max_pixels,
             max_rss_bytes=settings.engine_max_rss_mb * 1024 * 1024,
+            render_timeout_s=settings.render_timeout_s,
+            max_memory_bytes=settings.engine_max_memory_mb * 1024 * 1024,
         )
     except SettingsError as exc:
         print(f"ocr-server: {exc}", file=sys.stderr)

@@ -13,12 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pages import HELLO, HELLO_PNG, render_lines
+from pages import HELLO, HELLO_PNG, nested_forms_pdf, render_lines
 from PIL import Image
 
-from ocr_common.errors import EngineCrashed, EngineError, EngineTimeout, InvalidImage
+from ocr_common.errors import (
+    DocumentTooComplex,
+    EngineCrashed,
+    EngineError,
+    EngineTimeout,
+    InvalidImage,
+)
+from ocr_common.options import OcrOptions, Preprocess
+from ocr_common.settings import Settings
 from ocr_server.engine import TesseractEngine, probe
-from ocr_server.pool import EnginePool, EngineProcess
+from ocr_server.pool import MIB, EnginePool, EngineProcess, PageTask
 
 
 def test_probe_finds_tesseract_and_the_english_model() -> None:
@@ -46,10 +54,16 @@ def test_engine_refuses_a_bomb_before_decoding_it() -> None:
         engine.close()
 
 
+# The memory ceiling an engine has unless OCR_ENGINE_MAX_MEMORY_MB says otherwise.
+DEFAULT_CEILING = Settings.model_fields["engine_max_memory_mb"].default * MIB
+
+
 @pytest.fixture
 def engine_process() -> Iterator[EngineProcess]:
     ctx = multiprocessing.get_context("spawn")
-    process = EngineProcess(ctx, page_timeout_s=30, max_pixels=10**8, index=0)
+    process = EngineProcess(
+        ctx, page_timeout_s=30, max_pixels=10**8, index=0, max_memory_bytes=DEFAULT_CEILING
+    )
     yield process
     process.stop()
 
@@ -150,6 +164,23 @@ def test_a_forty_megapixel_page_stays_under_400_mb_and_memory_returns(
     assert after_mb < baseline_mb + 40, f"{after_mb:.0f} MB after, {baseline_mb:.0f} MB before"
 
 
+def test_the_largest_pdf_page_the_default_limits_allow_is_read_under_the_default_ceiling(
+    engine_process: EngineProcess,
+) -> None:
+    # A 9 x 21.4 inch colour page at 500 dpi: 4500 x 10700, just under OCR_MAX_PIXELS's 50 Mpx,
+    # rendered, turned upright by OSD and read (measured: about 660 MB of address space).
+    sheet = Image.new("RGB", (900, 2140), (250, 240, 200))
+    sheet.paste(Image.open(io.BytesIO(render_lines(HELLO * 12))).convert("RGB"), (0, 200))
+    pdf = io.BytesIO()
+    sheet.save(pdf, "PDF", resolution=100)
+    pid = engine_process.pid
+    options = OcrOptions(dpi=500, preprocess=Preprocess.AUTO)
+    page = engine_process.recognize_page(PageTask(pdf.getvalue(), 1, options, 300))
+    assert page["width"] == 4500 and page["width"] * page["height"] > 48_000_000
+    assert page["text"].count("Hello") == 12
+    assert engine_process.pid == pid and engine_process.restarts == 0
+
+
 def test_an_engine_over_its_memory_bound_is_replaced() -> None:
     ctx = multiprocessing.get_context("spawn")
     # A bound below any real engine's size: every page ends with a fresh process.
@@ -163,3 +194,55 @@ def test_an_engine_over_its_memory_bound_is_replaced() -> None:
         assert "Hello" in process.recognize(HELLO_PNG)
     finally:
         process.stop()
+
+
+def bomb_task(levels: int = 8) -> PageTask:
+    return PageTask(nested_forms_pdf(levels), 1, OcrOptions(), 300)
+
+
+def test_a_pdf_bomb_hits_the_memory_ceiling_and_the_engine_is_replaced() -> None:
+    ctx = multiprocessing.get_context("spawn")
+    ceiling = 768 * MIB
+    process = EngineProcess(
+        ctx, page_timeout_s=30, max_pixels=10**8, index=0, max_memory_bytes=ceiling
+    )
+    try:
+        first = process.pid
+        assert first is not None
+        # The kernel holds the engine to its ceiling, set before Tesseract was loaded.
+        assert _address_space_limit(first) == ceiling
+        started = time.monotonic()
+        with pytest.raises(DocumentTooComplex, match="OCR_ENGINE_MAX_MEMORY_MB") as info:
+            process.recognize_page(bomb_task())
+        # It failed for its memory, well before any deadline (without the ceiling: 160 GB).
+        assert time.monotonic() - started < 25
+        assert info.value.retryable and "page 1" in info.value.message
+        assert process.restarts == 1 and process.pid != first
+        assert "Hello" in process.recognize(HELLO_PNG)
+    finally:
+        process.stop()
+
+
+def test_a_page_that_renders_too_long_is_an_engine_timeout() -> None:
+    ctx = multiprocessing.get_context("spawn")
+    process = EngineProcess(ctx, page_timeout_s=30, max_pixels=10**8, index=0, render_timeout_s=1.0)
+    try:
+        first = process.pid
+        started = time.monotonic()
+        # Six levels: 10**6 squares, about 15 s of pdfium and 1.6 GB, when left alone.
+        with pytest.raises(EngineTimeout, match="OCR_RENDER_TIMEOUT_S"):
+            process.recognize_page(bomb_task(levels=6))
+        assert time.monotonic() - started < 5
+        assert process.restarts == 1 and process.pid != first
+        # Rendering an ordinary page is well within the deadline; recognising has its own.
+        page = process.recognize_page(PageTask(HELLO_PNG, 1, OcrOptions(), 300))
+        assert "Hello" in page["text"]
+    finally:
+        process.stop()
+
+
+def _address_space_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max address space"):
+            return int(line.split()[3])
+    raise AssertionError("no address space limit in /proc/PID/limits")

@@ -43,6 +43,8 @@ def test_values_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
         ("OCR_MAX_ATTEMPTS", "0"),
         ("OCR_LEASE_S", "-1"),
         ("OCR_LOG_LEVEL", "LOUD"),
+        ("OCR_ENGINE_MAX_MEMORY_MB", "100"),
+        ("OCR_RENDER_TIMEOUT_S", "0"),
     ],
 )
 def test_a_bad_value_names_its_variable(
@@ -58,6 +60,18 @@ def test_sync_timeout_must_exceed_page_timeout(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("OCR_SYNC_TIMEOUT_S", "30")
     with pytest.raises(SettingsError, match="OCR_SYNC_TIMEOUT_S"):
         load_settings()
+
+
+def test_the_recycle_size_must_be_below_the_memory_ceiling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OCR_ENGINE_MAX_MEMORY_MB", "1024")
+    monkeypatch.setenv("OCR_ENGINE_MAX_RSS_MB", "1024")
+    with pytest.raises(SettingsError, match="OCR_ENGINE_MAX_RSS_MB .* OCR_ENGINE_MAX_MEMORY_MB"):
+        load_settings()
+    monkeypatch.setenv("OCR_ENGINE_MAX_RSS_MB", "512")
+    settings = load_settings()
+    assert (settings.engine_max_rss_mb, settings.engine_max_memory_mb) == (512, 1024)
 
 
 def test_default_workers_follow_a_container_cpu_quota(tmp_path: pytest.TempPathFactory) -> None:
