@@ -25,6 +25,7 @@ for folder in ("test", "test/e2e", "test/faults"):
     sys.path.insert(0, str(ROOT / folder))
 
 import hostile  # noqa: E402
+import hostile_documents  # noqa: E402
 import scenarios  # noqa: E402
 import test_bad_input  # noqa: E402
 import test_fuzz  # noqa: E402
@@ -74,7 +75,16 @@ def fault_runs(db: PrivateMariaDB, load_jobs: int) -> list[tuple[str, dict[str, 
 
 def hostile_runs() -> list[tuple[str, dict[str, str], HostileCase]]:
     """(name, OCR_* settings of its stack, case) for every hostile or everyday input."""
-    return []
+    return [
+        ("pdf-bomb", {}, hostile_documents.pdf_bomb),
+        (
+            "pdf-bomb-768",
+            {"OCR_ENGINE_MAX_MEMORY_MB": "768", "OCR_ENGINE_MAX_RSS_MB": "512"},
+            hostile_documents.pdf_bomb,
+        ),
+        ("blank-pages", {}, hostile_documents.blank_pages),
+        ("wide-image", {}, hostile_documents.wide_image),
+    ]
 
 
 def run_fault(
@@ -217,6 +227,9 @@ def main() -> int:
     for t in tallies:
         if t.notes:
             print(f"  {t.fault}: {t.notes}", file=sys.stderr)
+    for h in hostiles:
+        if h.notes:
+            print(f"  {h.case}: {h.notes}", file=sys.stderr)
     return 1 if problems else 0
 
 

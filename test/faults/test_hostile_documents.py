@@ -1,0 +1,53 @@
+"""Hostile and everyday documents against real processes (cases in hostile_documents.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from e2e_stack import Stack
+from hostile_documents import blank_pages, pdf_bomb, wide_image
+from scenarios import running_stack
+from sqlalchemy.engine import Engine
+
+pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
+
+# A lower ceiling than the default, so that the bomb fails in seconds rather than tens of them.
+SETTINGS = {
+    "OCR_ENGINE_MAX_MEMORY_MB": "768",
+    "OCR_ENGINE_MAX_RSS_MB": "512",
+    "OCR_MAX_ATTEMPTS": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(fault_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(fault_db_url, tmp_path_factory.mktemp("logs"), **SETTINGS) as stack:
+        yield stack
+
+
+def test_a_pdf_bomb_fails_as_too_complex_while_other_jobs_and_metrics_carry_on(
+    stack: Stack, fault_db: Engine
+) -> None:
+    tally = pdf_bomb(stack, fault_db)
+    assert tally.problems == []
+    assert tally.others_kept_finishing is True
+    assert tally.notes["bomb"] == ("failed", "document_too_complex", 2)
+    # No engine grew past its ceiling (it was 160 GB without one).
+    assert tally.engine_peak_rss_mb is not None and tally.engine_peak_rss_mb < 768
+
+
+def test_blank_pages_are_empty_text_on_every_endpoint(stack: Stack, fault_db: Engine) -> None:
+    tally = blank_pages(stack, fault_db)
+    assert tally.problems == []
+    assert tally.tried == tally.as_expected == 7
+    assert tally.others_kept_finishing is True
+
+
+def test_an_image_wider_or_taller_than_tesseract_reads_is_refused_at_upload(
+    stack: Stack, fault_db: Engine
+) -> None:
+    tally = wide_image(stack, fault_db)
+    assert tally.problems == []
+    assert tally.tried == tally.as_expected == 9
+    assert tally.others_kept_finishing is True
