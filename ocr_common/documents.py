@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from .errors import InvalidImage, PayloadTooLarge
+from .pdf_structure import check_drawings
 
 PDF = "PDF"
 # What Pillow decodes for us (the magic bytes decide, never a name or a Content-Type).
@@ -145,6 +146,7 @@ def check_document(
 def _check_pdf(
     data: bytes, wanted: tuple[int, ...] | None, dpi: int, max_pixels: int, max_pages: int
 ) -> Document:
+    # Sizes from the page dictionaries: no page is loaded (that parses all its content).
     with _open_pdf(data) as pdf:
         page_count = len(pdf)  # type: ignore[arg-type]
         if page_count == 0:
@@ -155,6 +157,7 @@ def _check_pdf(
             width_pt, height_pt = pdf.get_page_size(page - 1)  # type: ignore[attr-defined]
             width, height = _pdf_pixels(width_pt, dpi), _pdf_pixels(height_pt, dpi)
             check_size(width, height, max_pixels, f"page {page}", f"ask for a lower dpi than {dpi}")
+    check_drawings(data, pages)
     return Document(PDF, page_count, pages)
 
 

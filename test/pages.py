@@ -91,26 +91,26 @@ def nested_forms_pdf(levels: int = 8, copies: int = 10) -> bytes:
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
         b"/Resources << /XObject << /X %d 0 R >> >> >>" % (5 + levels),
-        _pdf_stream(b"", b"/X Do"),
+        pdf_stream(b"", b"/X Do"),
         # Object 5 draws a small square; each object after it draws the one before it.
-        _pdf_stream(b"/Type /XObject /Subtype /Form /BBox [0 0 612 792]", b"0 0 1 1 re f"),
+        pdf_stream(b"/Type /XObject /Subtype /Form /BBox [0 0 612 792]", b"0 0 1 1 re f"),
     ]
     for number in range(6, 6 + levels):
         objects.append(
-            _pdf_stream(
+            pdf_stream(
                 b"/Type /XObject /Subtype /Form /BBox [0 0 612 792] "
                 b"/Resources << /XObject << /X %d 0 R >> >>" % (number - 1),
                 b" ".join([b"/X Do"] * copies),
             )
         )
-    return _pdf_file(objects)
+    return pdf_file(objects)
 
 
-def _pdf_stream(entries: bytes, content: bytes) -> bytes:
+def pdf_stream(entries: bytes, content: bytes) -> bytes:
     return b"<< %s /Length %d >>\nstream\n%s\nendstream" % (entries, len(content), content)
 
 
-def _pdf_file(objects: list[bytes]) -> bytes:
+def pdf_file(objects: list[bytes]) -> bytes:
     """Objects 1, 2, ... (the first the catalog) with a correct cross-reference table."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []

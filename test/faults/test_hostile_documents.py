@@ -14,8 +14,8 @@ pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
 
 # A lower ceiling than the default, so that the bomb fails in seconds rather than tens of them.
 SETTINGS = {
-    "OCR_ENGINE_MAX_MEMORY_MB": "768",
-    "OCR_ENGINE_MAX_RSS_MB": "512",
+    "OCR_ENGINE_MAX_MEMORY_MB": "512",
+    "OCR_ENGINE_MAX_RSS_MB": "384",
     "OCR_MAX_ATTEMPTS": "2",
 }
 
@@ -34,7 +34,7 @@ def test_a_pdf_bomb_fails_as_too_complex_while_other_jobs_and_metrics_carry_on(
     assert tally.others_kept_finishing is True
     assert tally.notes["bomb"] == ("failed", "document_too_complex", 2)
     # No engine grew past its ceiling (it was 160 GB without one).
-    assert tally.engine_peak_rss_mb is not None and tally.engine_peak_rss_mb < 768
+    assert tally.engine_peak_rss_mb is not None and tally.engine_peak_rss_mb < 512
 
 
 def test_blank_pages_are_empty_text_on_every_endpoint(stack: Stack, fault_db: Engine) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from pages import encode
+from pages import encode, nested_forms_pdf, pdf_file, pdf_stream
 from PIL import Image
 
 from api_server.uploads import validate_image
@@ -67,3 +67,46 @@ def test_a_pdf_page_too_wide_at_the_asked_dpi_is_a_413_that_suggests_a_lower_dpi
     assert info.value.code == "too_wide_or_tall"
     assert "lower dpi than 300" in info.value.message
     check(banner, dpi=100)
+
+
+def test_a_pdf_bomb_is_refused_before_it_is_stored_without_being_drawn() -> None:
+    # 10**8 nested drawings: pdfium would take 160 GB and half an hour to expand them; pypdf
+    # counts them from the objects (nothing is drawn, no page is loaded).
+    with pytest.raises(PayloadTooLarge) as info:
+        check(nested_forms_pdf())
+    assert (info.value.status, info.value.code) == (413, "document_too_complex")
+    assert "page 1" in info.value.message and "1,000,000" in info.value.message
+
+
+@pytest.mark.parametrize(("levels", "refused"), [(5, False), (6, True)])
+def test_nested_forms_are_refused_past_a_million_drawings(levels: int, refused: bool) -> None:
+    # 5 levels of 10: 111,110 drawings (pdfium: 186 MB); 6 levels: 1,111,110 (1.6 GB).
+    document = nested_forms_pdf(levels)
+    if refused:
+        with pytest.raises(PayloadTooLarge, match="document_too_complex|form XObjects"):
+            check(document)
+    else:
+        check(document)
+
+
+def test_a_form_that_draws_itself_is_not_followed_round() -> None:
+    # pdfium stops such a loop at once; counting it must stop too.
+    loop = pdf_file(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /XObject << /X 5 0 R >> >> >>",
+            pdf_stream(b"", b"/X Do /X Do"),
+            pdf_stream(
+                b"/Type /XObject /Subtype /Form /BBox [0 0 9 9] "
+                b"/Resources << /XObject << /X 5 0 R >> >>",
+                b"0 0 1 1 re f /X Do /X Do",
+            ),
+        ]
+    )
+    check(loop)
+
+
+def test_an_ordinary_pdf_with_forms_is_accepted() -> None:
+    check(nested_forms_pdf(levels=2, copies=50))
