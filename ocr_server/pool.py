@@ -128,8 +128,7 @@ def engine_main(
             reply = ("error", exc.code, exc.message)
         except MemoryError:
             # Python's own allocations hit the ceiling (C code aborts instead, see _call).
-            what = f"page {request.page}" if isinstance(request, PageTask) else "this image"
-            error = too_complex(what, max_memory_bytes)
+            error = too_complex(_describe(request), max_memory_bytes)
             reply = ("error", error.code, error.message)
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes a job error
             reply = ("error", "engine_error", f"Tesseract failed: {exc}")
@@ -247,7 +246,7 @@ class EngineProcess:
         conn = self._conn
         if conn is None:
             raise EngineCrashed("the OCR server stopped while reading this image")
-        what = f"page {request.page}" if isinstance(request, PageTask) else "this image"
+        what = _describe(request)
         process = self._process
         self._peak_vm_bytes = 0
         try:
@@ -353,6 +352,11 @@ class EngineProcess:
         if self._process is not None:
             self._process.join(wait_s)
         self.kill()
+
+
+def _describe(request: bytes | PageTask) -> str:
+    """What a request is reading, for messages: "page 3" or "this image"."""
+    return f"page {request.page}" if isinstance(request, PageTask) else "this image"
 
 
 def too_complex(what: str, max_memory_bytes: int) -> DocumentTooComplex:

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 import requests
@@ -47,8 +46,8 @@ LIMITS = {
 
 
 class OrdinaryJobs:
-    """Submits a small page to ``POST /image`` every ``ORDINARY_EVERY_S`` for the ``with``
-    block, and checks each reads as its own text; also checks that the OCR server's
+    """Submits a small page to ``POST /image`` every ``ORDINARY_EVERY_S`` while it runs (see
+    ``_watched``), and checks each reads as its own text; also checks that the OCR server's
     ``/metrics`` and the API's ``/healthz`` answer quickly throughout."""
 
     def __init__(self, stack: Stack, db: Engine):
@@ -56,13 +55,12 @@ class OrdinaryJobs:
         self.words: dict[str, str] = {}  # job id -> a word its text must hold
         self.submitted_at: dict[str, float] = {}
         self.slow_answers: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ordinary-jobs", daemon=True)
+        self.stop = threading.Event()
 
-    def _run(self) -> None:
+    def run(self) -> None:
         session = requests.Session()
         n = 0
-        while not self._stop.is_set():
+        while not self.stop.is_set():
             n += 1
             word = marker("Other", n)
             answer = call(
@@ -84,20 +82,7 @@ class OrdinaryJobs:
                     self.slow_answers.append(
                         f"GET {probe.path}: {probe.status} after {probe.elapsed_s:.1f} s"
                     )
-            self._stop.wait(ORDINARY_EVERY_S)
-
-    def __enter__(self) -> OrdinaryJobs:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
+            self.stop.wait(ORDINARY_EVERY_S)
 
     def record(self, tally: HostileTally, busy_until: datetime | None = None) -> None:
         """Whether every ordinary job finished with its own text, in time, and (when
@@ -137,8 +122,15 @@ class OrdinaryJobs:
 def _watched(stack: Stack, db: Engine, tally: HostileTally) -> Iterator[OrdinaryJobs]:
     """Peak memory and ordinary jobs around a case; ``tally.seconds`` is its duration."""
     started = time.monotonic()
-    with RssSampler(stack) as sampler, OrdinaryJobs(stack, db) as others:
-        yield others
+    others = OrdinaryJobs(stack, db)
+    thread = threading.Thread(target=others.run, name="ordinary-jobs", daemon=True)
+    with RssSampler(stack) as sampler:
+        thread.start()
+        try:
+            yield others
+        finally:
+            others.stop.set()
+            thread.join()
     sampler.record(tally)
     tally.seconds = time.monotonic() - started
 
