@@ -79,6 +79,7 @@ def test_a_crashed_engine_is_replaced_and_keeps_serving(engine_process: EnginePr
     assert pid is not None
     killer = threading.Timer(0.3, os.kill, args=(pid, signal.SIGKILL))
     killer.start()
+    # Killed far below its memory ceiling: a crash, not document_too_complex.
     with pytest.raises(EngineCrashed, match="crashed"):
         engine_process.recognize(big_page())
     killer.join()
