@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections import Counter
 from typing import Any
 
 from .errors import PayloadTooLarge
@@ -20,9 +21,12 @@ from .errors import PayloadTooLarge
 # object (measured: 10**5 nested drawings took 186 MB), so a million is about what an engine's
 # default 1536 MB ceiling holds; no ordinary page comes near it.
 MAX_FORM_DRAWS = 1_000_000
-# The estimate stops (and lets the page through, to the engines' limits) past these.
-MAX_FORMS_READ = 10_000
-MAX_CONTENT_BYTES_READ = 64 * 1024 * 1024
+# The estimate stops (and lets the page through, to the engines' limits) past these, which
+# bound what it costs the API: about 1 ms of pypdf per XObject read.
+MAX_XOBJECTS_READ = 500
+MAX_CONTENT_BYTES_READ = 16 * 1024 * 1024
+# pypdf reads the header of every object when it opens a file: a file with more is not counted.
+MAX_OBJECTS = 5_000
 # "/Name Do": an XObject drawn. A match inside a string only makes the estimate larger.
 _DRAW = re.compile(rb"/([^\s/\[\]()<>{}%]+)\s*Do\b")
 
@@ -32,10 +36,12 @@ class _Budget(Exception):
 
 
 class _Reader:
-    """Counts form drawings page by page, each form's count worked out once."""
+    """Counts form drawings page by page, each XObject's count worked out once."""
 
     def __init__(self) -> None:
-        self.forms: dict[object, int] = {}  # a form's key -> drawings it makes, expanded
+        # An XObject's key -> the form drawings one drawing of it makes, nested ones included
+        # (0 for an image).
+        self.costs: dict[object, int] = {}
         self.bytes_read = 0
 
     def content(self, stream: Any) -> bytes:
@@ -48,29 +54,39 @@ class _Reader:
     def draws(self, content: bytes, resources: Any, open_forms: frozenset[object]) -> int:
         """Form drawings made by ``content`` (with ``resources``), nested ones included."""
         xobjects = _get(resources, "/XObject")
-        if xobjects is None:
+        if not xobjects:
             return 0
         total = 0
-        for match in _DRAW.finditer(content):
-            name = "/" + match.group(1).decode("latin-1")
-            if name not in xobjects:
-                continue
-            reference = xobjects.raw_get(name)
-            key = (reference.idnum, reference.generation) if hasattr(reference, "idnum") else name
+        # Counted in one pass (in C), then each name looked up once.
+        named = Counter(match.group(1) for match in _DRAW.finditer(content))
+        for name, times in named.items():
+            total += times * self.cost(
+                xobjects, "/" + name.decode("latin-1"), resources, open_forms
+            )
+            if total > MAX_FORM_DRAWS:
+                break
+        return total
+
+    def cost(self, xobjects: Any, name: str, resources: Any, open_forms: frozenset[object]) -> int:
+        """The form drawings one drawing of XObject ``name`` makes (itself included)."""
+        if name not in xobjects:
+            return 0
+        reference = xobjects.raw_get(name)
+        key = (reference.idnum, reference.generation) if hasattr(reference, "idnum") else name
+        if key in open_forms:
+            # A form drawing itself, which pdfium stops at once.
+            return 0
+        if key not in self.costs:
+            if len(self.costs) >= MAX_XOBJECTS_READ:
+                raise _Budget
             form = xobjects[name].get_object()
-            if _get(form, "/Subtype") != "/Form" or key in open_forms:
-                # An image; or a form drawing itself, which pdfium stops at once.
-                continue
-            if key not in self.forms:
-                if len(self.forms) >= MAX_FORMS_READ:
-                    raise _Budget
+            if _get(form, "/Subtype") != "/Form":
+                self.costs[key] = 0
+            else:
                 # Without resources of its own, a form uses those of what draws it.
                 inner = _get(form, "/Resources") or resources
-                self.forms[key] = self.draws(self.content(form), inner, open_forms | {key})
-            total += 1 + self.forms[key]
-            if total > MAX_FORM_DRAWS:
-                return total
-        return total
+                self.costs[key] = 1 + self.draws(self.content(form), inner, open_forms | {key})
+        return self.costs[key]
 
 
 def _get(dictionary: Any, key: str) -> Any:
@@ -87,6 +103,8 @@ def check_drawings(data: bytes, pages: tuple[int, ...]) -> None:
     too much reading to tell, is let through."""
     if b"/Form" not in data and b"/ObjStm" not in data:
         # No form XObject (nor compressed objects that could hide one): a scan, typically.
+        return
+    if data.count(b"obj") > 2 * MAX_OBJECTS:  # "obj" and "endobj" around each object
         return
     found = _most_drawn_page(data, pages)
     if found is not None and found[1] > MAX_FORM_DRAWS:
