@@ -91,7 +91,7 @@ class EngineTimeout(EngineError):
 
 
 class DocumentTooComplex(EngineError):
-    """Reading the page took more memory than an engine may use (OCR_ENGINE_MAX_MEMORY_MB)."""
+    """The page needs more memory than an engine may use (OCR_ENGINE_MAX_MEMORY_MB) to draw it."""
 
     code = "document_too_complex"
     retryable = True
