@@ -212,11 +212,9 @@ def test_a_pdf_bomb_hits_the_memory_ceiling_and_the_engine_is_replaced() -> None
         assert first is not None
         # The kernel holds the engine to its ceiling, set before Tesseract was loaded.
         assert _address_space_limit(first) == ceiling
-        started = time.monotonic()
+        # It fails for its memory, not by a deadline (without the ceiling: 160 GB, 30 minutes).
         with pytest.raises(DocumentTooComplex, match="OCR_ENGINE_MAX_MEMORY_MB") as info:
             process.recognize_page(bomb_task())
-        # It failed for its memory, well before any deadline (without the ceiling: 160 GB).
-        assert time.monotonic() - started < 25
         assert info.value.retryable and "page 1" in info.value.message
         assert process.restarts == 1 and process.pid != first
         assert "Hello" in process.recognize(HELLO_PNG)
@@ -229,11 +227,10 @@ def test_a_page_that_renders_too_long_is_an_engine_timeout() -> None:
     process = EngineProcess(ctx, page_timeout_s=30, max_pixels=10**8, index=0, render_timeout_s=1.0)
     try:
         first = process.pid
-        started = time.monotonic()
-        # Six levels: 10**6 squares, about 15 s of pdfium and 1.6 GB, when left alone.
-        with pytest.raises(EngineTimeout, match="OCR_RENDER_TIMEOUT_S"):
+        # Six levels: 10**6 squares, about 15 s of pdfium and 1.6 GB, when left alone; the
+        # render deadline (not the 30 s recognition one) stops it.
+        with pytest.raises(EngineTimeout, match="rendering page 1 took longer than 1 s"):
             process.recognize_page(bomb_task(levels=6))
-        assert time.monotonic() - started < 5
         assert process.restarts == 1 and process.pid != first
         # Rendering an ordinary page is well within the deadline; recognising has its own.
         page = process.recognize_page(PageTask(HELLO_PNG, 1, OcrOptions(), 300))
