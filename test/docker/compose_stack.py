@@ -91,6 +91,7 @@ class ComposeStack:
         )
         self.api_url = f"http://127.0.0.1:{self.port}"
         self.http = requests.Session()
+        self._mysql: str | None = None
 
     # -- compose -----------------------------------------------------------------------------
 
@@ -120,6 +121,7 @@ class ComposeStack:
 
     def down(self, *args: str) -> None:
         self.compose("down", "--timeout", "20", *args, timeout_s=UP_TIMEOUT_S)
+        self._mysql = None
 
     def containers(self, service: str) -> list[str]:
         """Ids of the running containers of ``service``, in replica order."""
@@ -175,21 +177,20 @@ class ComposeStack:
 
     def sql(self, query: str) -> list[list[str]]:
         """Rows of ``query`` on the stack's database (tab-separated by the mysql client)."""
-        out = self.compose(
-            "exec",
-            "-T",
-            "-e",
-            "MYSQL_PWD=ocr",
-            "mysql",
-            "mysql",
-            "-uocr",
-            "ocr",
-            "--batch",
-            "--skip-column-names",
-            "-e",
-            query,
-        ).stdout
-        return [line.split("\t") for line in out.splitlines()]
+        # `docker exec` on the container, not `docker compose exec`: polling this must not
+        # take the CPU the OCR engines need (compose reads its files on every call).
+        if self._mysql is None:
+            [self._mysql] = self.containers("mysql")
+        result = subprocess.run(
+            ["docker", "exec", "-e", "MYSQL_PWD=ocr", self._mysql, "mysql", "-uocr", "ocr"]
+            + ["--batch", "--skip-column-names", "-e", query],
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"{query!r} failed: {result.stderr}")
+        return [line.split("\t") for line in result.stdout.splitlines()]
 
     def ocr_status(self, container: str) -> dict[str, Any]:
         """The dispatcher's counters of one OCR server (its internal /status)."""
