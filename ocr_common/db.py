@@ -83,9 +83,10 @@ def session_bounds_sql(timeout_s: float) -> str:
 
 
 def _keepalive(dbapi_conn: Any, _record: Any, *, timeout_s: float) -> None:
-    # The client's side of the bound: a database that went silent (a partition) fails our
-    # waiting statement within about timeout_s instead of the kernel's two hours. PyMySQL
-    # turns SO_KEEPALIVE on but leaves the timings to the kernel; its socket is _sock.
+    # The client's side: a connection whose database went silent (a partition) is found dead
+    # within about timeout_s of quiet instead of the kernel's default two hours (a statement
+    # waiting for its answer is bounded by read_timeout). PyMySQL turns SO_KEEPALIVE on but
+    # leaves the timings to the kernel; its socket is _sock.
     sock = getattr(dbapi_conn, "_sock", None)
     if not isinstance(sock, socket.socket) or not hasattr(socket, "TCP_KEEPIDLE"):
         return
