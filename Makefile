@@ -5,20 +5,36 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export OCR_DATABASE_URL ?= sqlite:///./data/ocr.db
 
-.PHONY: run test install install-dev migrate lint typecheck check clean
+.PHONY: run test install install-dev migrate lint typecheck check clean lock
+
+# The lock: every package, transitive ones too, pinned with hashes, compiled by `make lock`
+# from the human-edited requirement files. One lock per image and one per environment here:
+# LOCK_INPUT_<name> is what lock/<name>.txt is compiled from. When the API image stops needing
+# Tesseract (issue 10 splits the requirements), LOCK_INPUT_api and LOCK_INPUT_ocr each name
+# their own file; the Dockerfiles already install lock/api.txt and lock/ocr.txt.
+LOCKS             := dev runtime api ocr
+LOCK_INPUT_dev    := requirement-dev.txt
+LOCK_INPUT_runtime:= requirement.txt
+LOCK_INPUT_api    := requirement.txt
+LOCK_INPUT_ocr    := requirement.txt
+# --universal: one lock for every platform (markers where they differ); --native-tls: the
+# system's CA store, as pip uses it. A lock rewritten keeps its other pins (uv prefers them).
+UV_COMPILE := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+              --native-tls --custom-compile-command "make lock"
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or run make PYTHON=python3)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python requirement.txt pyproject.toml
-	$(BIN)/pip install --quiet -r requirement.txt
-	$(BIN)/pip install --quiet --no-deps -e .
+# Hashes on every line put pip in hash-checking mode; --no-deps: the lock is the whole set.
+$(VENV)/.installed: $(BIN)/python lock/runtime.txt pyproject.toml
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r lock/runtime.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirement-dev.txt
-	$(BIN)/pip install --quiet -r requirement-dev.txt
+$(VENV)/.installed-dev: $(VENV)/.installed lock/dev.txt
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r lock/dev.txt
 	@touch $@
 
 install: $(VENV)/.installed
@@ -49,6 +65,21 @@ typecheck: install-dev
 # The whole suite: lint, types, unit, integration (real database, real Tesseract), end to end.
 test: install-dev lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Needs the package index (the registry pip uses). The dev lock first: the others then take
+# its pins, so that every lock names the same version of a package.
+lock: $(addprefix lock-,$(LOCKS))
+
+# uv alone, at the version requirement-dev.txt pins: a lock can be made before anything else is
+# installed (a new requirement has no lock line yet).
+$(BIN)/uv: | $(BIN)/python
+	$(BIN)/pip install --quiet "$$(grep -E '^uv==' requirement-dev.txt)"
+
+lock-dev: $(BIN)/uv
+	$(UV_COMPILE) -o lock/dev.txt $(LOCK_INPUT_dev)
+
+lock-%: lock-dev
+	$(UV_COMPILE) -o lock/$*.txt $(LOCK_INPUT_$*) -c lock/dev.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

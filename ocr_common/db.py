@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,23 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Room for the SQL and the other columns around the image in one INSERT packet.
 PACKET_HEADROOM_BYTES = 64 * 1024
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Longest a lease-path statement waits for a row lock before it fails (and is tried again on
+# the next round): far under a lease, so a stuck lock never stalls the dispatcher's loops.
+LOCK_WAIT_S = 5
+# TCP keepalive probes before a silent peer counts as gone.
+KEEPALIVE_PROBES = 3
 
 
-def make_engine(database_url: str, **kwargs: Any) -> Engine:
-    """An engine with the connection habits the job queue needs on each backend."""
+def make_engine(
+    database_url: str, *, session_timeout_s: float | None = None, **kwargs: Any
+) -> Engine:
+    """An engine with the connection habits the job queue needs on each backend.
+
+    ``session_timeout_s`` (the OCR server passes its lease) bounds how long MySQL/MariaDB keeps
+    the session of a client that went silent, and with it any row locks its open transaction
+    holds: a server cut off the network mid-transaction must not strand jobs for the hours of
+    the default ``wait_timeout``. Its sessions also wait at most ``LOCK_WAIT_S`` for a lock.
+    """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         database = url.database
@@ -36,8 +51,10 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
         # pysqlite's own transaction handling defers BEGIN; take control so a claim is atomic.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    connect_args = {"connect_timeout": 5, "read_timeout": 30, "write_timeout": 30}
-    return create_engine(
+    connect_args: dict[str, Any] = {"connect_timeout": 5, "read_timeout": 30, "write_timeout": 30}
+    if session_timeout_s is not None:
+        connect_args["init_command"] = session_bounds_sql(session_timeout_s)
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_recycle=1800,
@@ -45,6 +62,39 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
         connect_args=connect_args,
         **kwargs,
     )
+    if session_timeout_s is not None:
+        event.listen(engine, "connect", functools.partial(_keepalive, timeout_s=session_timeout_s))
+    return engine
+
+
+def session_bounds_sql(timeout_s: float) -> str:
+    """The session settings that bound a vanished client's locks to about ``timeout_s``.
+
+    The server drops a session idle for ``wait_timeout`` (a client frozen or cut off between
+    two statements of a transaction) or stuck mid-packet for ``net_read_timeout`` /
+    ``net_write_timeout``, and rolls its transaction back, which releases its row locks.
+    The same statement on MySQL 8 and MariaDB.
+    """
+    seconds = max(1, math.ceil(timeout_s))
+    return (
+        f"SET SESSION wait_timeout = {seconds}, net_read_timeout = {seconds}, "
+        f"net_write_timeout = {seconds}, innodb_lock_wait_timeout = {LOCK_WAIT_S}"
+    )
+
+
+def _keepalive(dbapi_conn: Any, _record: Any, *, timeout_s: float) -> None:
+    # The client's side: a connection whose database went silent (a partition) is found dead
+    # within about timeout_s of quiet instead of the kernel's default two hours (a statement
+    # waiting for its answer is bounded by read_timeout). PyMySQL turns SO_KEEPALIVE on but
+    # leaves the timings to the kernel; its socket is _sock.
+    sock = getattr(dbapi_conn, "_sock", None)
+    if not isinstance(sock, socket.socket) or not hasattr(socket, "TCP_KEEPIDLE"):
+        return
+    interval_s = max(1, math.ceil(timeout_s / (2 * KEEPALIVE_PROBES)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, math.ceil(timeout_s / 2)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval_s)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -525,22 +525,29 @@ def purge_finished(session: Session, *, finished_before: datetime, batch: int = 
     return _rows(session, delete(JobRow).where(JobRow.id.in_(ids)))
 
 
-def requeue_expired(session: Session, *, keep_images: bool = False) -> tuple[int, int]:
+def requeue_expired(
+    session: Session, *, keep_images: bool = False, batch: int = 1000
+) -> tuple[int, int]:
     """Return jobs whose lease ran out to the queue, or fail them once out of attempts.
 
-    Returns (requeued, failed).
+    On MySQL/MariaDB rows another transaction still locks are skipped, not waited for (a
+    server cut off mid-write holds its locks until the database drops its session): the next
+    round takes them. At most ``batch`` jobs a call. Returns (requeued, failed).
     """
     now = utcnow()
-    expired = (JobRow.status == RUNNING, JobRow.lease_until < now)
-    exhausted_ids = session.scalars(
-        select(JobRow.id).where(*expired, JobRow.attempts >= JobRow.max_attempts)
-    ).all()
-    failed = 0
+    expired = (JOBS.c.status == RUNNING, JOBS.c.lease_until < now)
+    candidates = select(JOBS.c.id, JOBS.c.attempts >= JOBS.c.max_attempts).where(*expired)
+    if session.get_bind().dialect.name in ("mysql", "mariadb"):
+        candidates = candidates.with_for_update(skip_locked=True)
+    found = session.execute(candidates.limit(batch)).all()
+    exhausted_ids = [job_id for job_id, exhausted in found if exhausted]
+    retry_ids = [job_id for job_id, exhausted in found if not exhausted]
+    failed = requeued = 0
     if exhausted_ids:
         failed = _rows(
             session,
-            update(JobRow)
-            .where(JobRow.id.in_(exhausted_ids), *expired)
+            update(JOBS)
+            .where(JOBS.c.id.in_(exhausted_ids), *expired)
             .values(
                 status=JobStatus.FAILED.value,
                 finished_at=now,
@@ -551,17 +558,18 @@ def requeue_expired(session: Session, *, keep_images: bool = False) -> tuple[int
             ),
         )
         if not keep_images:
-            session.execute(delete(JobImageRow).where(JobImageRow.job_id.in_(exhausted_ids)))
-    requeued = _rows(
-        session,
-        update(JobRow)
-        .where(*expired, JobRow.attempts < JobRow.max_attempts)
-        .values(
-            status=QUEUED,
-            worker_id=None,
-            lease_until=None,
-            error_code="lease_expired",
-            error_message="the worker running this job stopped answering; retrying",
-        ),
-    )
+            session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(exhausted_ids)))
+    if retry_ids:
+        requeued = _rows(
+            session,
+            update(JOBS)
+            .where(JOBS.c.id.in_(retry_ids), *expired)
+            .values(
+                status=QUEUED,
+                worker_id=None,
+                lease_until=None,
+                error_code="lease_expired",
+                error_message="the worker running this job stopped answering; retrying",
+            ),
+        )
     return requeued, failed

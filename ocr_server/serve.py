@@ -34,7 +34,8 @@ ENGINE_STOP_WAIT_S = 1.0
 
 
 async def serve(settings: Settings, pool: EnginePool) -> None:
-    engine = make_engine(settings.database_url)
+    # The lease bounds how long the database keeps our locks if we vanish mid-transaction.
+    engine = make_engine(settings.database_url, session_timeout_s=settings.lease_s)
     sessions = make_session_factory(engine)
     dispatcher = Dispatcher(
         sessions, pool, settings, max_write_bytes=await asyncio.to_thread(max_packet_bytes, engine)

@@ -1,4 +1,5 @@
-"""The docker/ deployment files, checked without a Docker engine: structure, not behaviour."""
+"""The deployment files (compose.yaml, docker/, lock/), checked without a Docker engine:
+structure, not behaviour (test/docker runs them on a real engine)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from ocr_common.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = ROOT / "docker"
-COMPOSE_FILE = DOCKER_DIR / "docker-compose.yml"
+COMPOSE_FILE = ROOT / "compose.yaml"
+LOCK_DIR = ROOT / "lock"
 DOCKERFILES = {"api": DOCKER_DIR / "Dockerfile.api", "ocr": DOCKER_DIR / "Dockerfile.ocr"}
 # Services that run once and exit; every other one runs for good and needs a healthcheck.
 ONE_SHOT = {"migrate"}
@@ -94,7 +96,7 @@ def exec_form(args: str) -> list[str]:
     return value
 
 
-# --- docker-compose.yml ---------------------------------------------------------------------
+# --- compose.yaml ------------------------------------------------------------------------------
 
 
 def test_compose_has_the_services() -> None:
@@ -134,6 +136,18 @@ def test_migrate_is_one_shot() -> None:
     assert service("migrate")["image"] == service("api")["image"]
 
 
+def test_each_image_is_built_by_one_service() -> None:
+    """Two services with a build of one image build it twice on every `up --build`."""
+    built = [svc["image"] for svc in compose()["services"].values() if "build" in svc]
+    assert (
+        sorted(built)
+        == sorted(set(built))
+        == sorted(service(name)["image"] for name in DOCKERFILES)
+    )
+    # The one that runs a built image without building it must never try to pull it.
+    assert service("migrate")["pull_policy"] == "never"
+
+
 @pytest.mark.parametrize("name", ["migrate", "ocr", "api"])
 def test_depends_on_waits_for_health_or_completion(name: str) -> None:
     depends_on = service(name)["depends_on"]
@@ -162,7 +176,7 @@ def test_ocr_server_is_not_published() -> None:
 
 def test_api_is_published_on_5000_and_calls_the_ocr_service() -> None:
     api = service("api")
-    assert "5000:5000" in [str(port) for port in api["ports"]]
+    assert [resolve(str(port)) for port in api["ports"]] == ["5000:5000"]
     env = environment("api")
     assert env["OCR_API_BIND"] == "0.0.0.0:5000"
     assert env["OCR_SERVER_URL"] == "http://ocr:5001"
@@ -206,7 +220,7 @@ def test_stop_grace_period_covers_the_shutdown_grace(name: str) -> None:
 @pytest.mark.parametrize("name", ["ocr", "api"])
 def test_services_build_from_the_repo_root(name: str) -> None:
     build = service(name)["build"]
-    assert (DOCKER_DIR / build["context"]).resolve() == ROOT
+    assert (ROOT / build["context"]).resolve() == ROOT
     assert (ROOT / build["dockerfile"]).resolve() == DOCKERFILES[name]
 
 
@@ -229,10 +243,20 @@ def test_compose_file_is_valid_for_docker_compose() -> None:
 # --- Dockerfiles ------------------------------------------------------------------------------
 
 
+def stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
+    """The instructions of each stage (each FROM starts one)."""
+    result: list[list[tuple[str, str]]] = []
+    for keyword, args in instructions(dockerfile):
+        if keyword == "FROM":
+            result.append([])
+        result[-1].append((keyword, args))
+    return result
+
+
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
 def test_dockerfile_uses_the_python_the_project_needs(image: str) -> None:
     froms = args_of(DOCKERFILES[image], "FROM")
-    assert froms == ["python:3.11-slim"]
+    assert froms == ["python:3.11-slim AS build", "python:3.11-slim"]
     with (ROOT / "pyproject.toml").open("rb") as f:
         assert ">=3.11" in tomllib.load(f)["project"]["requires-python"]
 
@@ -246,13 +270,29 @@ def test_dockerfile_runs_as_a_non_root_user(image: str) -> None:
 
 
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
-def test_dockerfile_installs_pinned_requirements_then_the_project_editable(image: str) -> None:
-    runs = args_of(DOCKERFILES[image], "RUN")
-    pinned = [i for i, run in enumerate(runs) if "pip install -r requirement.txt" in run]
-    editable = [i for i, run in enumerate(runs) if "pip install --no-deps -e ." in run]
-    assert pinned and editable and pinned[0] < editable[0]
-    assert "requirement.txt ./" in args_of(DOCKERFILES[image], "COPY")
-    assert args_of(DOCKERFILES[image], "WORKDIR") == ["/app"]
+def test_dockerfile_installs_its_lock_with_hashes_then_the_project_editable(image: str) -> None:
+    build, _runtime = stages(DOCKERFILES[image])
+    runs = [args for keyword, args in build if keyword == "RUN"]
+    lock = f"lock/{image}.txt"
+    locked = [i for i, run in enumerate(runs) if f"--require-hashes --no-deps -r {lock}" in run]
+    editable = [i for i, run in enumerate(runs) if "--no-deps --no-build-isolation -e ." in run]
+    assert locked and editable and locked[0] < editable[0]
+    assert f"{lock} lock/" in [args for keyword, args in build if keyword == "COPY"]
+    assert (ROOT / lock).is_file()
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_the_runtime_stage_installs_nothing(image: str) -> None:
+    """No pip, compiler or package cache in the final image: it only copies the build's
+    virtual environment and code, and adds the user."""
+    _build, runtime = stages(DOCKERFILES[image])
+    copies = [args for keyword, args in runtime if keyword == "COPY"]
+    assert copies == ["--from=build /opt/venv /opt/venv", "--from=build /app /app"]
+    for keyword, args in runtime:
+        if keyword == "RUN":
+            assert not re.search(r"\b(pip|apt-get|apt|gcc|cc|make)\b", args), args
+    assert "PATH=/opt/venv/bin:$PATH" in " ".join(args_of(DOCKERFILES[image], "ENV")).split()
+    assert args_of(DOCKERFILES[image], "WORKDIR")[-1] == "/app"
 
 
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
@@ -285,7 +325,64 @@ def test_dockerignore_keeps_what_the_dockerfile_copies(image: str) -> None:
     ]
     assert {".git", ".venv", "data"} <= set(patterns)
     for args in args_of(DOCKERFILES[image], "COPY"):
+        if args.startswith("--from="):
+            continue
         for source in args.split()[:-1]:
             assert (ROOT / source).exists(), source
             ignored = [p for p in patterns if fnmatch.fnmatch(source, p.rstrip("/"))]
             assert not ignored, f"{source} is excluded by .dockerignore {ignored}"
+
+
+# --- the lock ---------------------------------------------------------------------------------
+
+LOCKS = {
+    "runtime": "requirement.txt",
+    "api": "requirement.txt",
+    "ocr": "requirement.txt",
+    "dev": "requirement-dev.txt",
+}
+PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)")
+
+
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(path: Path) -> dict[str, str]:
+    """name -> version of each `name==version` line (a lock's packages, a requirement file's
+    pins, following -r includes)."""
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("-r "):
+            found.update(pins(path.parent / line.split()[1]))
+        match = PIN.match(line)
+        if match:
+            found[normalized(match["name"])] = match["version"]
+    return found
+
+
+@pytest.mark.parametrize(("lock", "source"), sorted(LOCKS.items()))
+def test_the_lock_holds_every_pin_of_its_requirements(lock: str, source: str) -> None:
+    locked = pins(LOCK_DIR / f"{lock}.txt")
+    wanted = pins(ROOT / source)
+    stale = {name: v for name, v in wanted.items() if locked.get(name) != v}
+    assert not stale, f"lock/{lock}.txt is out of date for {stale}: run `make lock`"
+
+
+@pytest.mark.parametrize("lock", sorted(LOCKS))
+def test_every_locked_package_is_pinned_with_hashes(lock: str) -> None:
+    text = (LOCK_DIR / f"{lock}.txt").read_text()
+    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
+    assert len(entries) > 20
+    for entry in entries:
+        first = entry.splitlines()[0]
+        assert PIN.match(first), f"lock/{lock}.txt: not an exact pin: {first}"
+        assert "--hash=sha256:" in entry, f"lock/{lock}.txt: {first} has no hash"
+
+
+def test_the_locks_agree_on_every_version() -> None:
+    versions: dict[str, set[str]] = {}
+    for lock in LOCKS:
+        for name, version in pins(LOCK_DIR / f"{lock}.txt").items():
+            versions.setdefault(name, set()).add(version)
+    assert {name: v for name, v in versions.items() if len(v) > 1} == {}

@@ -1,0 +1,215 @@
+"""The compose stack of the repository root (compose.yaml) run on a real Docker engine.
+
+Each ``ComposeStack`` is a compose project of its own (its own containers, network and
+volume), with the API published on a free loopback port: the tests talk to it only through
+127.0.0.1 and ``docker compose exec``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "compose.yaml"
+# Images the tests build once and every test project runs (a tag of their own, so that a
+# developer's `latest` is left alone).
+IMAGE_TAG = "test"
+BUILD_TIMEOUT_S = 1200
+UP_TIMEOUT_S = 300
+COMMAND_TIMEOUT_S = 120
+
+
+def docker_unavailable() -> str | None:
+    """Why no Docker engine with compose v2 can be used here, or None when one can."""
+    if shutil.which("docker") is None:
+        return "the docker command is not installed"
+    for args in (
+        ["docker", "info", "--format", "{{.ServerVersion}}"],
+        ["docker", "compose", "version"],
+    ):
+        try:
+            result = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"`{' '.join(args)}` failed: {exc}"
+        if result.returncode != 0:
+            return f"`{' '.join(args)}` failed: {(result.stderr or result.stdout).strip()[:300]}"
+    return None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def compose_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCR_")}
+    env.update({"OCR_IMAGE_TAG": IMAGE_TAG, "COMPOSE_PROGRESS": "plain"})
+    env.update(settings)
+    return env
+
+
+def build_images() -> float:
+    """Build both images (each once); returns the seconds it took."""
+    started = time.monotonic()
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE_FILE), "build"],
+        env=compose_env(),
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"docker compose build failed:\n{result.stdout[-4000:]}{result.stderr[-4000:]}")
+    return time.monotonic() - started
+
+
+class ComposeStack:
+    """One compose project on compose.yaml (plus ``overrides``), driven from the host."""
+
+    def __init__(self, name: str, overrides: list[Path] | None = None, **settings: str):
+        self.project = f"{name}-{secrets.token_hex(3)}"
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.files = [COMPOSE_FILE, *(overrides or [])]
+        self.env = compose_env(
+            OCR_API_PUBLISH=f"127.0.0.1:{self.port}",
+            OCR_INTERNAL_TOKEN=self.token,
+            **settings,
+        )
+        self.api_url = f"http://127.0.0.1:{self.port}"
+        self.http = requests.Session()
+        self._mysql: str | None = None
+
+    # -- compose -----------------------------------------------------------------------------
+
+    def compose(
+        self, *args: str, timeout_s: float = COMMAND_TIMEOUT_S, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        files = [arg for path in self.files for arg in ("-f", str(path))]
+        result = subprocess.run(
+            ["docker", "compose", "-p", self.project, *files, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(
+                f"docker compose {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout[-3000:]}{result.stderr[-3000:]}\n{self.logs()[-6000:]}"
+            )
+        return result
+
+    def up(self, *args: str) -> float:
+        """``up -d --wait`` (every service healthy, migrate completed); returns the seconds."""
+        started = time.monotonic()
+        self.compose("up", "--detach", "--wait", "--no-build", *args, timeout_s=UP_TIMEOUT_S)
+        return time.monotonic() - started
+
+    def down(self, *args: str) -> None:
+        self.compose("down", "--timeout", "20", *args, timeout_s=UP_TIMEOUT_S)
+        self._mysql = None
+
+    def containers(self, service: str) -> list[str]:
+        """Ids of the running containers of ``service``, in replica order."""
+        out = self.compose("ps", "--format", "json", service).stdout
+        rows = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+        if len(rows) == 1 and isinstance(rows[0], list):  # older compose: one JSON list
+            rows = rows[0]
+        rows.sort(key=lambda row: row["Name"])
+        return [row["ID"] for row in rows if row.get("State") == "running"]
+
+    def volume_names(self) -> list[str]:
+        out = subprocess.run(
+            [
+                "docker",
+                "volume",
+                "ls",
+                "--quiet",
+                "--filter",
+                f"label=com.docker.compose.project={self.project}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=True,
+        ).stdout
+        return out.split()
+
+    def network(self) -> str:
+        return f"{self.project}_default"
+
+    def logs(self) -> str:
+        files = [arg for path in self.files for arg in ("-f", str(path))]
+        result = subprocess.run(
+            [
+                "docker",
+                "compose",
+                "-p",
+                self.project,
+                *files,
+                "logs",
+                "--no-color",
+                "--tail",
+                "200",
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+        )
+        return result.stdout + result.stderr
+
+    # -- the database and the OCR servers, from inside the network ----------------------------
+
+    def sql(self, query: str) -> list[list[str]]:
+        """Rows of ``query`` on the stack's database (tab-separated by the mysql client)."""
+        # `docker exec` on the container, not `docker compose exec`: polling this must not
+        # take the CPU the OCR engines need (compose reads its files on every call).
+        if self._mysql is None:
+            [self._mysql] = self.containers("mysql")
+        result = subprocess.run(
+            ["docker", "exec", "-e", "MYSQL_PWD=ocr", self._mysql, "mysql", "-uocr", "ocr"]
+            + ["--batch", "--skip-column-names", "-e", query],
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"{query!r} failed: {result.stderr}")
+        return [line.split("\t") for line in result.stdout.splitlines()]
+
+    def ocr_status(self, container: str) -> dict[str, Any]:
+        """The dispatcher's counters of one OCR server (its internal /status)."""
+        code = (
+            "import json, os, urllib.request as u; "
+            "r = u.Request('http://127.0.0.1:5001/status', "
+            "headers={'X-Internal-Token': os.environ['OCR_INTERNAL_TOKEN']}); "
+            "print(u.urlopen(r, timeout=5).read().decode())"
+        )
+        result = subprocess.run(
+            ["docker", "exec", container, "python", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=True,
+        )
+        return dict(json.loads(result.stdout))
+
+    # -- the API -----------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return self.api_url + path
