@@ -45,6 +45,7 @@ def json_error(status: int, code: str, message: str) -> bytes:
     reason = {400: "Bad Request", 408: "Request Timeout"}.get(status, "Error")
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode("latin-1") + body
@@ -132,7 +133,11 @@ def _content_length(scope: dict[str, Any]) -> int | None:
 
 async def _send_json(send: Any, status: int, code: str, message: str) -> None:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
