@@ -35,8 +35,13 @@ BODY_REPLAY_CHUNK = 256 * 1024
 # this long and this much (nginx: lingering_time), then close.
 LINGER_S = 10.0
 LINGER_MAX_BYTES = 64 * 1024 * 1024
+# On a graceful stop, a connection with no request under way gets this long to deliver one
+# (it may be in the socket's buffer, not yet read by the busy event loop), then closes.
+STOP_IDLE_S = 1.0
 
 ASGIMessage = dict[str, Any]
+# Where a request's scope records the response header names as Flask spelled them.
+HEADER_NAMES = "ocr.header_names"
 
 
 def json_error(status: int, code: str, message: str) -> bytes:
@@ -58,7 +63,7 @@ class BufferedWsgi:
     def __init__(self, wsgi_app: Any, *, max_body_bytes: int, threads: int):
         self._max_body_bytes = max_body_bytes
         # Typed loosely: the scopes and messages here are plain dicts.
-        self._wsgi: Any = WSGIMiddleware(wsgi_app, workers=threads)
+        self._wsgi: Any = WSGIMiddleware(_recording_header_names(wsgi_app), workers=threads)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -68,7 +73,7 @@ class BufferedWsgi:
         if declared is not None and declared > self._max_body_bytes:
             # Flask refuses it by its Content-Length (413 in the API's error shape) without
             # reading; the protocol then discards the body while it closes.
-            await self._wsgi(scope, _empty_body, send)
+            await self._run({**scope}, _empty_body, send)
             return
         with tempfile.SpooledTemporaryFile(max_size=BODY_IN_MEMORY_BYTES) as body:
             size = await self._read_body(receive, send, body)
@@ -83,7 +88,20 @@ class BufferedWsgi:
                 if name not in (b"content-length", b"transfer-encoding")
             ]
             headers.append((b"content-length", str(size).encode()))
-            await self._wsgi({**scope, "headers": headers}, _replay(body), send)
+            await self._run({**scope, "headers": headers}, _replay(body), send)
+
+    async def _run(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Run the WSGI app; its response headers go out spelled as Flask spelled them (a2wsgi
+        lower-cases them; clients of the original API read "Content-Type" as sent before)."""
+
+        async def send_as_spelled(message: ASGIMessage) -> None:
+            if message["type"] == "http.response.start":
+                names: dict[bytes, bytes] = scope.get(HEADER_NAMES, {})
+                headers = [(names.get(name, name), value) for name, value in message["headers"]]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self._wsgi(scope, receive, send_as_spelled)
 
     async def _read_body(self, receive: Any, send: Any, body: Any) -> int | None:
         """Read the body into ``body``; its size, or None when there is nothing to answer."""
@@ -107,6 +125,23 @@ class BufferedWsgi:
             size += min(len(chunk), room)
             if size > self._max_body_bytes or not message.get("more_body", False):
                 return size
+
+
+def _recording_header_names(app: Any) -> Any:
+    """The WSGI app, recording in its ASGI scope how it spells each response header name."""
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        names = environ["asgi.scope"].setdefault(HEADER_NAMES, {})
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            names.update(
+                (name.lower().encode("latin-1"), name.encode("latin-1")) for name, _ in headers
+            )
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wsgi
 
 
 async def _empty_body() -> ASGIMessage:
@@ -170,6 +205,7 @@ class ApiH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
+        self._stopping = False
         self._lingering = False
         self._lingered_bytes = 0
         super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
@@ -184,6 +220,32 @@ class ApiH11Protocol(H11Protocol):
         # Still no complete request head (h11 moves past IDLE once it has one).
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful stop: finish the request under way, or one that is arriving, then close.
+
+        uvicorn closes a connection at once when no request is under way; but a request whose
+        bytes are still in the socket buffer was sent before the stop and must be answered (as
+        gunicorn's threaded worker did), so an idle connection gets STOP_IDLE_S to deliver it.
+        """
+        self._stopping = True
+        if self._idle():
+            self.loop.call_later(STOP_IDLE_S, self._close_if_idle)
+        else:
+            super().shutdown()
+
+    def _idle(self) -> bool:
+        no_request = self.cycle is None or self.cycle.response_complete
+        return no_request and self.conn.their_state is h11.IDLE
+
+    def _close_if_idle(self) -> None:
+        if self._idle() and not self.transport.is_closing():
+            super().shutdown()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._stopping and self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # answered, then closed
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
