@@ -105,7 +105,7 @@ def _jpeg(_image: Image.Image, data: bytes) -> None:
         raise PayloadTooLarge(
             f"the JPEG has more than {MAX_JPEG_SCANS} scans; no encoder needs that many (a "
             "progressive JPEG has about 10): save it again, or as PNG",
-            code="image_too_complex",
+            code="document_too_complex",
         )
 
 

@@ -236,7 +236,7 @@ def _concurrently(count: int, send: object) -> Iterator[Answer]:
 
 def many_scan_jpegs(stack: Stack, engine: Engine, uploads: int = 8) -> HostileTally:
     """``uploads`` progressive JPEGs of 66 KB that repeat one scan 5,000 times, at once: refused
-    from their markers (413 image_too_complex), not decoded."""
+    from their markers (413 document_too_complex), not decoded."""
     data = many_scan_jpeg()
     body = {"image_data": base64.b64encode(data).decode()}
 
@@ -247,7 +247,7 @@ def many_scan_jpegs(stack: Stack, engine: Engine, uploads: int = 8) -> HostileTa
         stack,
         engine,
         f"{uploads} JPEGs of {len(data) // 1000} KB with 5,000 scans, at once",
-        (413, "image_too_complex"),
+        (413, "document_too_complex"),
         _concurrently(uploads, send),
     )
 

@@ -106,7 +106,7 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_without_decoding(no_decoding:
     for validate in (check, check_v1):
         with pytest.raises(PayloadTooLarge) as info:
             validate(data)
-        assert (info.value.status, info.value.code) == (413, "image_too_complex")
+        assert (info.value.status, info.value.code) == (413, "document_too_complex")
         assert str(MAX_JPEG_SCANS) in info.value.message
 
 
