@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Response
 
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.settings import Settings, load_settings
 
 from .access import install_access_control
 from .errors import register_error_handlers
+from .headers import install_response_headers, options_response
 from .ocr_client import OcrBackend, OcrServerClient
 from .services import Services
+
+
+class ApiFlask(Flask):
+    def make_default_options_response(self) -> Response:
+        return options_response(super().make_default_options_response())
 
 
 def create_app(
@@ -27,12 +33,13 @@ def create_app(
             settings=settings, sessions=sessions, ocr=ocr or OcrServerClient(settings)
         )
     settings = services.settings
-    app = Flask(__name__)
+    app = ApiFlask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     # /allimages lists tasks oldest first: keep the order we build.
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["ocr_services"] = services
     register_error_handlers(app, settings.max_request_bytes)
+    install_response_headers(app)
     install_access_control(app, settings)
 
     from . import compat, openapi, ops, v1

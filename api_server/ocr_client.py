@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol, TypeVar
@@ -37,6 +37,10 @@ CONNECT_TIMEOUT_S = 2.0
 NOTIFY_TIMEOUT_S = 2.0
 # How long a client should wait before retrying when the OCR server is down or busy.
 RETRY_AFTER_S = 5
+# Share of an API process's threads that may wait for the OCR server at once (/image-sync,
+# /v1/ocr): a stalled OCR server holds each for up to OCR_SYNC_TIMEOUT_S, and the other
+# threads must stay free for everything else.
+SYNC_WAIT_SHARE = 0.5
 
 
 class OcrBackend(Protocol):
@@ -67,6 +71,25 @@ class OcrServerClient:
         self._lock = threading.Lock()
         self._notifying: asyncio.Future[None] | None = None
         self._notify_again = False
+        self._sync_waits = threading.BoundedSemaphore(
+            max(1, int(settings.api_threads * SYNC_WAIT_SHARE))
+        )
+
+    @contextlib.contextmanager
+    def _sync_wait(self) -> Iterator[None]:
+        """Hold one of the process's synchronous waits, or answer 503 at once when all are
+        taken (the OCR server is slow or stalled; waiting would tie up another thread)."""
+        if not self._sync_waits.acquire(blocking=False):
+            raise Unavailable(
+                "every synchronous OCR slot of this API process is waiting for the OCR server; "
+                "retry shortly, or use POST /image (or /v1/jobs) and poll",
+                code="ocr_busy",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        try:
+            yield
+        finally:
+            self._sync_waits.release()
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         # gunicorn forks workers after the app may have been built: a loop belongs to a process.
@@ -115,7 +138,8 @@ class OcrServerClient:
             return out
 
         rounds = -(-len(images) // self._parallel)
-        return _wait(self._submit(gather()), self._timeout_s * rounds)
+        with self._sync_wait():
+            return _wait(self._submit(gather()), self._timeout_s * rounds)
 
     def recognize_document(
         self, document: bytes, options: OcrOptions, pages: int
@@ -126,7 +150,8 @@ class OcrServerClient:
         rounds = -(-pages // self._parallel)
         timeout_s = self._timeout_s * rounds
         query = {"detail": "rich", **options.to_query()}
-        return dict(_wait(self._submit(self._post_ocr(document, timeout_s, query)), timeout_s))
+        with self._sync_wait():
+            return dict(_wait(self._submit(self._post_ocr(document, timeout_s, query)), timeout_s))
 
     async def _recognize(self, image: bytes) -> str:
         body = await self._post_ocr(image, self._timeout_s)

@@ -2,65 +2,38 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
-from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
 from ocr_common.db import check_database, make_engine
 from ocr_common.settings import Settings, SettingsError, hash_api_key, load_settings
 
-# Codes for the errors gunicorn answers itself, before the app sees the request.
-_GUNICORN_ERROR_CODES = {
-    400: "bad_request",
-    403: "forbidden",
-    414: "uri_too_long",
-    417: "expectation_failed",
-    431: "header_too_large",
-    500: "internal_error",
-    501: "not_implemented",
-}
-
-
-def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
-    """gunicorn's error page (a request line or header over its limits, a malformed request)
-    as the JSON every other answer of the API is."""
-    body = json.dumps(
-        {
-            "error": {
-                "code": _GUNICORN_ERROR_CODES.get(status_int, "http_error"),
-                "message": mesg or reason,
-            }
-        }
-    )
-    head = (
-        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    gunicorn_util.write_nonblock(sock, (head + body).encode("latin-1"))
+# gunicorn's heartbeat: a worker's event loop that stops answering it this long is replaced.
+# Requests run on the worker's threads, so a long /image-sync does not delay the heartbeat.
+WORKER_TIMEOUT_S = 30
 
 
 class GunicornApp(BaseApplication):
-    """gunicorn driven from our settings rather than its own command line."""
+    """gunicorn driven from our settings rather than its own command line.
+
+    gunicorn runs the processes (OCR_API_PROCESSES; graceful stop within OCR_SHUTDOWN_GRACE_S);
+    each is an asyncio worker that reads requests whole before one of its OCR_API_THREADS
+    threads runs Flask on them (see http_front), so slow clients hold no thread.
+    """
 
     def __init__(self, settings: Settings):
         self._settings = settings
         super().__init__()
 
     def load_config(self) -> None:
-        # Set in the master, so every forked worker writes its own errors as JSON too.
-        gunicorn_util.write_error = write_json_error
         s = self._settings
         options: dict[str, Any] = {
             "bind": s.api_bind,
             "workers": s.api_processes,
-            "threads": s.api_threads,
-            "worker_class": "gthread",
-            # Uploads are read in full before a job is stored; slow clients must not hang a
-            # thread forever.
-            "timeout": int(s.sync_timeout_s) + 30,
+            "worker_class": "api_server.http_front.ApiWorker",
+            "timeout": WORKER_TIMEOUT_S,
             "graceful_timeout": int(s.shutdown_grace_s),
             "keepalive": 5,
             "loglevel": s.log_level.lower(),
@@ -75,8 +48,12 @@ class GunicornApp(BaseApplication):
 
     def load(self) -> Any:
         from . import create_app
+        from .http_front import BufferedWsgi
 
-        return create_app(self._settings)
+        s = self._settings
+        return BufferedWsgi(
+            create_app(s), max_body_bytes=s.max_request_bytes, threads=s.api_threads
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

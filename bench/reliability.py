@@ -25,6 +25,7 @@ for folder in ("test", "test/e2e", "test/faults"):
     sys.path.insert(0, str(ROOT / folder))
 
 import hostile  # noqa: E402
+import hostile_clients  # noqa: E402
 import hostile_documents  # noqa: E402
 import scenarios  # noqa: E402
 import test_bad_input  # noqa: E402
@@ -84,6 +85,10 @@ def hostile_runs() -> list[tuple[str, dict[str, str], HostileCase]]:
         ),
         ("blank-pages", {}, hostile_documents.blank_pages),
         ("wide-image", {}, hostile_documents.wide_image),
+        ("slow-clients", {}, lambda s, e: hostile_clients.slow_clients(s, e, connections=200)),
+        ("stalled-ocr", {}, lambda s, e: hostile_clients.stalled_ocr_server(s, e, waiting=20)),
+        ("scan-jpeg", {}, lambda s, e: hostile_clients.many_scan_jpegs(s, e, uploads=8)),
+        ("blank-png", {}, lambda s, e: hostile_clients.blank_png_uploads(s, e, uploads=16)),
     ]
 
 
@@ -215,6 +220,10 @@ def main() -> int:
                 f"| {h.case} | {h.tried} | {h.as_expected} | {h.api_peak_rss_mb} | "
                 f"{h.engine_peak_rss_mb} | {kept} | {h.seconds:.1f} |"
             )
+        print()
+        for h in hostiles:
+            if h.notes:
+                print(f"- {h.case}: " + "; ".join(f"{k}: {v}" for k, v in h.notes.items()))
         print()
     problems = [(t.fault, p) for t in tallies for p in t.problems]
     problems += [(h.case, p) for h in hostiles for p in h.problems]

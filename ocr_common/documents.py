@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from .errors import InvalidImage, PayloadTooLarge
+from .image_structure import check_structure
 from .pdf_structure import check_drawings
 
 PDF = "PDF"
@@ -195,11 +196,12 @@ def _check_image(
         pages = select_pages(wanted, page_count)
         _check_page_count(pages, max_pages)
         try:
+            # Sizes from each page's header, wholeness from its structure: no pixel is decoded
+            # in the API server (see image_structure).
             for page in pages:
                 image.seek(page - 1)
                 check_size(*image.size, max_pixels, f"page {page}", "scale it down")
-            image.seek(pages[0] - 1)
-            image.load()
+                check_structure(image, data)
         except (InvalidImage, PayloadTooLarge):
             raise
         except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data

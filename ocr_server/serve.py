@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 from ocr_common.db import (
     check_database,
@@ -29,6 +29,9 @@ from .engine import probe
 from .pool import EnginePool
 
 log = logging.getLogger("ocr_server")
+# The Server header of every answer, aiohttp's own error pages included (aiohttp's default
+# names the Python and aiohttp versions, and it has no setting for it).
+SERVER_HEADER = "ocr-server"
 # After the grace, how long idle engines get to exit before they are killed.
 ENGINE_STOP_WAIT_S = 1.0
 
@@ -41,6 +44,7 @@ async def serve(settings: Settings, pool: EnginePool) -> None:
         sessions, pool, settings, max_write_bytes=await asyncio.to_thread(max_packet_bytes, engine)
     )
     app = create_app(settings, sessions, pool, dispatcher)
+    web_response.SERVER_SOFTWARE = SERVER_HEADER
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     host, _, port = settings.server_bind.rpartition(":")

@@ -484,10 +484,12 @@ def sigterm_api(stack: Stack, engine: Engine, in_flight: int = 4) -> FaultTally:
     tally = FaultTally("SIGTERM ocr-api, requests in flight")
     started = time.monotonic()
     words = [marker("Flight", n) for n in range(in_flight)]
+    # Rendered first: rendering in the threads took longer than the pause below on a busy
+    # machine, and the requests were then sent after the SIGTERM, not before it.
+    bodies = {word: {"image_data": b64(medium_page(word))} for word in words}
 
     def sync(word: str) -> Answer:
-        body = {"image_data": b64(medium_page(word))}
-        return call(requests.Session(), "POST", stack.url("/image-sync"), json=body)
+        return call(requests.Session(), "POST", stack.url("/image-sync"), json=bodies[word])
 
     def post(word: str) -> Answer:
         body = {"image_data": b64(tiny_page(word))}

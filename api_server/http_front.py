@@ -1,0 +1,312 @@
+"""The API's HTTP front: each request is read whole, asynchronously, before Flask sees it.
+
+gunicorn runs the processes (``ApiWorker``: uvicorn's asyncio worker); in each, one event loop
+reads request heads and bodies for every connection at once, and only a complete request takes
+one of the ``OCR_API_THREADS`` threads that run the Flask app (through a2wsgi). A client that
+sends its request a few bytes at a time costs a socket and a little memory, not a thread: this
+is what a buffering reverse proxy (nginx) in front of a threaded server would give, in-process.
+
+It also answers what never reaches Flask as JSON (a malformed request line, header or chunked
+body), drops connections that do not finish their request head in time, and closes after an
+early answer the way nginx's lingering close does: a client that sends its whole body before it
+reads (Python's http.client, requests) still reads a 413 instead of a broken pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from typing import Any
+
+import h11
+from a2wsgi import WSGIMiddleware
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn_worker import UvicornWorker
+
+# A connection must send a complete request head within this (nginx: client_header_timeout).
+REQUEST_HEAD_TIMEOUT_S = 30.0
+# A body may pause this long between two reads (nginx: client_body_timeout).
+BODY_IDLE_TIMEOUT_S = 30.0
+# Bodies up to this size stay in memory; larger ones wait in a temporary file.
+BODY_IN_MEMORY_BYTES = 1024 * 1024
+BODY_REPLAY_CHUNK = 256 * 1024
+# After answering before the body was read: discard what the client still sends, for at most
+# this long and this much (nginx: lingering_time), then close.
+LINGER_S = 10.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
+# On a graceful stop, a connection with no request under way gets this long to deliver one
+# (it may be in the socket's buffer, not yet read by the busy event loop), then closes.
+STOP_IDLE_S = 1.0
+
+ASGIMessage = dict[str, Any]
+# Where a request's scope records the response header names as Flask spelled them.
+HEADER_NAMES = "ocr.header_names"
+
+
+def json_error(status: int, code: str, message: str) -> bytes:
+    """A complete HTTP/1.1 error answer in the shape of every other error of the API."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    reason = {400: "Bad Request", 408: "Request Timeout"}.get(status, "Error")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class BufferedWsgi:
+    """ASGI app: buffers each request body (up to ``max_body_bytes`` + 1), then runs the WSGI
+    app on a thread with the whole body in hand."""
+
+    def __init__(self, wsgi_app: Any, *, max_body_bytes: int, threads: int):
+        self._max_body_bytes = max_body_bytes
+        # Typed loosely: the scopes and messages here are plain dicts.
+        self._wsgi: Any = WSGIMiddleware(_recording_header_names(wsgi_app), workers=threads)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._wsgi(scope, receive, send)  # lifespan: a2wsgi acknowledges it
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self._max_body_bytes:
+            # Flask refuses it by its Content-Length (413 in the API's error shape) without
+            # reading; the protocol then discards the body while it closes.
+            await self._run({**scope}, _empty_body, send)
+            return
+        with tempfile.SpooledTemporaryFile(max_size=BODY_IN_MEMORY_BYTES) as body:
+            size = await self._read_body(receive, send, body)
+            if size is None:
+                return
+            body.seek(0)
+            # The body is whole: Flask sees its length, never a chunked stream. A chunked body
+            # over the limit arrives cut at limit + 1 bytes, which Flask refuses as too large.
+            headers = [
+                (name, value)
+                for name, value in scope["headers"]
+                if name not in (b"content-length", b"transfer-encoding")
+            ]
+            headers.append((b"content-length", str(size).encode()))
+            await self._run({**scope, "headers": headers}, _replay(body), send)
+
+    async def _run(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Run the WSGI app; its response headers go out spelled as Flask spelled them (a2wsgi
+        lower-cases them; clients of the original API read "Content-Type" as sent before)."""
+
+        async def send_as_spelled(message: ASGIMessage) -> None:
+            if message["type"] == "http.response.start":
+                names: dict[bytes, bytes] = scope.get(HEADER_NAMES, {})
+                headers = [(names.get(name, name), value) for name, value in message["headers"]]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self._wsgi(scope, receive, send_as_spelled)
+
+    async def _read_body(self, receive: Any, send: Any, body: Any) -> int | None:
+        """Read the body into ``body``; its size, or None when there is nothing to answer."""
+        size = 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
+            except TimeoutError:
+                await _send_json(
+                    send,
+                    408,
+                    "request_timeout",
+                    f"the request body stalled for {BODY_IDLE_TIMEOUT_S:g} s; send it again",
+                )
+                return None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            room = self._max_body_bytes + 1 - size
+            body.write(chunk[:room])
+            size += min(len(chunk), room)
+            if size > self._max_body_bytes or not message.get("more_body", False):
+                return size
+
+
+def _recording_header_names(app: Any) -> Any:
+    """The WSGI app, recording in its ASGI scope how it spells each response header name."""
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        names = environ["asgi.scope"].setdefault(HEADER_NAMES, {})
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            names.update(
+                (name.lower().encode("latin-1"), name.encode("latin-1")) for name, _ in headers
+            )
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wsgi
+
+
+async def _empty_body() -> ASGIMessage:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _replay(body: Any) -> Any:
+    async def receive() -> ASGIMessage:
+        chunk = body.read(BODY_REPLAY_CHUNK)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
+
+    return receive
+
+
+def _content_length(scope: dict[str, Any]) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_json(send: Any, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _LingeringTransport:
+    """The connection's transport, whose ``close`` lingers while the client is still sending
+    the body of a request that was answered early."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: ApiH11Protocol):
+        self._transport = transport
+        self._protocol = protocol
+        self._closing = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self._closing or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._protocol.close_lingering(self._transport)
+
+
+class ApiH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11, whose parser bounds a request head to 16 KB), with
+    JSON errors, a deadline for the request head and a lingering close."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._stopping = False
+        self._lingering = False
+        self._lingered_bytes = 0
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(REQUEST_HEAD_TIMEOUT_S, self._head_timeout)
+
+    def _head_timeout(self) -> None:
+        # Still no complete request head (h11 moves past IDLE once it has one).
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful stop: finish the request under way, or one that is arriving, then close.
+
+        uvicorn closes a connection at once when no request is under way; but a request whose
+        bytes are still in the socket buffer was sent before the stop and must be answered (as
+        gunicorn's threaded worker did), so an idle connection gets STOP_IDLE_S to deliver it.
+        """
+        self._stopping = True
+        if self._idle():
+            self.loop.call_later(STOP_IDLE_S, self._close_if_idle)
+        else:
+            super().shutdown()
+
+    def _idle(self) -> bool:
+        no_request = self.cycle is None or self.cycle.response_complete
+        return no_request and self.conn.their_state is h11.IDLE
+
+    def _close_if_idle(self) -> None:
+        if self._idle() and not self.transport.is_closing():
+            super().shutdown()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._stopping and self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # answered, then closed
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._lingered_bytes += len(data)
+            if self._lingered_bytes > LINGER_MAX_BYTES:
+                self._real_transport().close()
+            return
+        super().data_received(data)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        if self._lingering:
+            self._real_transport().close()
+        return None
+
+    def _real_transport(self) -> asyncio.Transport:
+        transport = self.transport
+        return transport._transport if isinstance(transport, _LingeringTransport) else transport
+
+    def close_lingering(self, transport: asyncio.Transport) -> None:
+        """Close now, or, while the client is still sending a body, stop writing, discard what
+        it sends for up to LINGER_S, then close (a plain close would reset the connection and
+        the client would lose the answer)."""
+        if self.conn.their_state is not h11.SEND_BODY or transport.is_closing():
+            transport.close()
+            return
+        self._lingering = True
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.resume_reading()
+        self.loop.call_later(LINGER_S, transport.close)
+
+    def send_400_response(self, msg: str) -> None:
+        # A malformed request line, header or chunked body: the API's JSON, not plain text.
+        self.logger.info("malformed request: %s", msg)
+        self.transport.write(
+            json_error(
+                400,
+                "bad_request",
+                "the request is not valid HTTP/1.1 (its request line, headers or chunked "
+                "body are malformed); nothing was stored",
+            )
+        )
+        self.transport.close()
+
+
+class ApiWorker(UvicornWorker):
+    """gunicorn worker: uvicorn's asyncio server with the protocol above, no Server header."""
+
+    CONFIG_KWARGS = {
+        "loop": "asyncio",
+        "http": ApiH11Protocol,
+        "lifespan": "off",
+        "server_header": False,
+    }

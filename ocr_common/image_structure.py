@@ -1,0 +1,195 @@
+"""Whether an image's bytes are whole, told from its structure without decoding a pixel.
+
+The API server checks every upload here. Decoding would cost the memory of every pixel (200 MB
+for a 50-megapixel RGBA PNG, per request) and, for a progressive JPEG, CPU in proportion to its
+number of scans (seconds for a few kilobytes of repeated scans). Walking the structure costs one
+pass over the bytes and no pixel buffer. The engine processes decode the pixels later, under
+their own limits; corrupt pixel data that a structure check cannot see fails the job there.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Callable
+
+from PIL import Image
+
+from .errors import InvalidImage, PayloadTooLarge
+
+# libjpeg's progressive script writes 10 scans for a colour image (6 for grey), and encoders
+# that tune their scans (mozjpeg) a few dozen at most. Each scan costs a decoder a pass over
+# every block of the image, so thousands of tiny scans make a small file cost seconds.
+MAX_JPEG_SCANS = 100
+# A marker ends a scan's entropy-coded data: 0xFF followed by anything but a stuffed zero,
+# a restart marker (RST0-7) or another 0xFF (fill).
+_JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length
+_JPEG_EOI, _JPEG_SOS = 0xD9, 0xDA
+# Rows of raw PPM pixel data: bits per pixel of each raw mode Pillow reads them as.
+_PPM_RAW_BITS = {"1;I": 1, "L": 8, "RGB": 24, "I;16B": 16, "I;32B": 32}
+# TIFF tags: where each strip (or tile) of a page starts, and how many bytes it has.
+_TIFF_EXTENTS = ((273, 279), (324, 325))
+
+
+class Truncated(Exception):
+    """The structure stops before its end, or contradicts itself."""
+
+
+def check_structure(image: Image.Image, data: bytes) -> None:
+    """Refuse ``data`` (opened as ``image``, at the frame to be read) when it is cut short or
+    its structure is broken; decodes no pixels.
+
+    Raises InvalidImage (400) for a truncated or corrupt image and PayloadTooLarge (413) for a
+    JPEG with more scans than any encoder writes.
+    """
+    fmt = image.format or ""
+    check = _CHECKS.get(fmt)
+    if check is None:
+        return
+    try:
+        check(image, data)
+    except Truncated as exc:
+        raise InvalidImage(f"the {fmt} image is truncated or corrupt: {exc}") from None
+
+
+def _png(_image: Image.Image, data: bytes) -> None:
+    # Pillow's verify walks the chunks to IEND and checks each CRC without inflating anything.
+    try:
+        with Image.open(io.BytesIO(data)) as fresh:
+            fresh.verify()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for broken chunks
+        raise Truncated(str(exc) or type(exc).__name__) from None
+
+
+def jpeg_scan_count(data: bytes) -> int:
+    """The scans of a JPEG, counted by walking its markers to EOI (no entropy decoding)."""
+    if not data.startswith(b"\xff\xd8"):
+        raise Truncated("it does not start with a JPEG SOI marker")
+    pos, end, scans = 2, len(data), 0
+    while True:
+        if pos >= end:
+            raise Truncated("it ends before its EOI marker")
+        if data[pos] != 0xFF:
+            raise Truncated(f"no marker where one belongs (byte {pos})")
+        while pos < end and data[pos] == 0xFF:
+            pos += 1
+        if pos >= end:
+            raise Truncated("it ends before its EOI marker")
+        marker = data[pos]
+        pos += 1
+        if marker == _JPEG_EOI:
+            if scans == 0:
+                raise Truncated("it has no image data (no scan)")
+            return scans
+        if marker in _JPEG_STANDALONE:
+            continue
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        if length < 2 or pos + length > end:
+            raise Truncated(f"a segment runs past the end of the file (byte {pos})")
+        pos += length
+        if marker == _JPEG_SOS:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                return scans
+            found = _JPEG_SCAN_END.search(data, pos)
+            if found is None:
+                raise Truncated("it ends inside a scan, before its EOI marker")
+            pos = found.start()
+
+
+def _jpeg(_image: Image.Image, data: bytes) -> None:
+    scans = jpeg_scan_count(data)
+    if scans > MAX_JPEG_SCANS:
+        raise PayloadTooLarge(
+            f"the JPEG has more than {MAX_JPEG_SCANS} scans; no encoder needs that many (a "
+            "progressive JPEG has about 10): save it again, or as PNG",
+            code="document_too_complex",
+        )
+
+
+def _gif(_image: Image.Image, data: bytes) -> None:
+    """Walk the GIF's blocks to its first image's data and past it (LZW is not decoded)."""
+    pos = 13  # header and logical screen descriptor
+    if len(data) < pos:
+        raise Truncated("it ends inside its header")
+    if data[10] & 0x80:  # a global colour table follows
+        pos += 3 << ((data[10] & 0x07) + 1)
+    while True:
+        if pos >= len(data):
+            raise Truncated("it ends before its first image")
+        block = data[pos]
+        if block == 0x21:  # extension: label, then data sub-blocks
+            pos = _gif_sub_blocks(data, pos + 2)
+        elif block == 0x2C:  # image descriptor, optional local colour table, LZW data
+            if pos + 10 > len(data):
+                raise Truncated("it ends inside an image descriptor")
+            flags = data[pos + 9]
+            pos += 10
+            if flags & 0x80:
+                pos += 3 << ((flags & 0x07) + 1)
+            _gif_sub_blocks(data, pos + 1)  # after the LZW minimum code size
+            return
+        else:
+            raise Truncated(f"unknown block 0x{block:02x} at byte {pos}")
+
+
+def _gif_sub_blocks(data: bytes, pos: int) -> int:
+    """The position after the data sub-blocks starting at ``pos`` (ended by a zero size)."""
+    while True:
+        if pos >= len(data):
+            raise Truncated("it ends inside a block")
+        size = data[pos]
+        pos += 1 + size
+        if size == 0:
+            return pos
+
+
+def _webp(_image: Image.Image, data: bytes) -> None:
+    riff_size = int.from_bytes(data[4:8], "little")
+    if len(data) < riff_size + 8:
+        raise Truncated(f"it has {len(data)} bytes of the {riff_size + 8} its header announces")
+
+
+def _tiff(image: Image.Image, data: bytes) -> None:
+    tags = image.tag_v2  # type: ignore[attr-defined]
+    for offsets_tag, counts_tag in _TIFF_EXTENTS:
+        offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
+        if offsets is None or counts is None:
+            continue
+        offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+        counts = counts if isinstance(counts, tuple) else (counts,)
+        for offset, count in zip(offsets, counts, strict=False):
+            if offset + count > len(data):
+                raise Truncated(f"a strip of {count} bytes at {offset} runs past the end")
+
+
+def _raw_tiles(image: Image.Image, data: bytes) -> None:
+    """BMP and PPM: uncompressed rows, whose size the header gives."""
+    for tile in getattr(image, "tile", ()):
+        if tile.codec_name != "raw":
+            continue
+        args = tile.args if isinstance(tile.args, tuple) else (tile.args,)
+        left, top, right, bottom = tile.extents
+        stride = args[1] if len(args) > 1 and args[1] else None
+        if stride is None:
+            bits = _PPM_RAW_BITS.get(args[0])
+            if bits is None:
+                continue
+            stride = math.ceil((right - left) * bits / 8)
+        needed = tile.offset + stride * (bottom - top)
+        if needed > len(data):
+            raise Truncated(f"it has {len(data)} bytes of the {needed} its pixels need")
+
+
+_CHECKS: dict[str, Callable[[Image.Image, bytes], None]] = {
+    "PNG": _png,
+    "JPEG": _jpeg,
+    "MPO": _jpeg,
+    "GIF": _gif,
+    "WEBP": _webp,
+    "TIFF": _tiff,
+    "BMP": _raw_tiles,
+    "PPM": _raw_tiles,
+}

@@ -1,0 +1,133 @@
+"""The HTTP edges of both services: malformed framing, OPTIONS, security headers, banners,
+and a body over the limit that the client sends whole before it reads."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from e2e_stack import Stack
+from test_bad_input import limit_bytes
+
+pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
+
+
+def exchange(url: str, request: bytes, timeout_s: float = 10) -> bytes:
+    """Send raw bytes, read until the server closes."""
+    parts = urlsplit(url)
+    reply = b""
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s) as sock:
+        sock.sendall(request)
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+def split(reply: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(b"zz\r\nabc\r\n0\r\n\r\n", id="chunk size not hex"),
+        pytest.param(b"5\r\nabcdefgh\r\n0\r\n\r\n", id="chunk longer than its size"),
+        pytest.param(b"-5\r\nabcde\r\n0\r\n\r\n", id="negative chunk size"),
+        pytest.param(b"1" * 40 + b"\r\n", id="chunk size of 40 digits"),
+    ],
+)
+def test_a_malformed_chunked_body_is_a_400_json_error(stack: Stack, request_bytes: bytes) -> None:
+    head = b"POST /image HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n"
+    status, headers, body = split(exchange(stack.api_url, head + request_bytes))
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == "bad_request"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert requests.get(stack.url("/healthz"), timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "wrong"),
+    [
+        ("/image", "DELETE"),
+        ("/image-sync", "GET"),
+        ("/allimages", "POST"),
+        ("/v1/jobs", "PUT"),
+        ("/v1/ocr", "GET"),
+        ("/healthz", "POST"),
+    ],
+)
+def test_options_answers_json_with_the_allow_header_a_405_gives(
+    stack: Stack, path: str, wrong: str
+) -> None:
+    options = requests.options(stack.url(path), timeout=10)
+    assert options.status_code == 200
+    assert options.headers["Content-Type"].startswith("application/json")
+    allowed = set(options.headers["Allow"].split(", "))
+    assert set(options.json()["allow"]) == allowed
+    refused = requests.request(wrong, stack.url(path), timeout=10)
+    assert refused.status_code == 405
+    assert set(refused.headers["Allow"].split(", ")) == allowed
+    assert wrong not in allowed and "OPTIONS" in allowed
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/nope", "/docs", "/openapi.json", "/v1/jobs/x"])
+def test_every_answer_is_nosniff_and_names_no_server(stack: Stack, path: str) -> None:
+    response = requests.get(stack.url(path), timeout=10)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Server" not in response.headers
+
+
+def test_the_ocr_server_names_no_version(stack: Stack) -> None:
+    answers = [
+        requests.get(f"{stack.server_url}/healthz", timeout=10).headers.get("Server", ""),
+        # aiohttp answers a malformed request itself, before any handler.
+        split(exchange(stack.server_url, b"NOT HTTP\r\n\r\n"))[1].get("server", ""),
+    ]
+    for server in answers:
+        assert not re.search(r"\d|aiohttp|python", server, re.IGNORECASE), server
+
+
+def test_docs_carry_a_csp_that_allows_exactly_their_inline_script_and_style(stack: Stack) -> None:
+    response = requests.get(stack.url("/docs"), timeout=10)
+    policy = response.headers["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["default-src"] == "'none'"
+    assert directives["connect-src"] == "'self'"
+    page = response.text
+    for tag, directive in (("script", "script-src"), ("style", "style-src")):
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
+        assert blocks
+        for block in blocks:
+            digest = base64.b64encode(hashlib.sha256(block.encode()).digest()).decode()
+            assert f"'sha256-{digest}'" in directives[directive].split()
+        assert "unsafe-inline" not in directives[directive]
+    # The policy blocks inline handlers and style attributes: the page has none.
+    assert not re.search(r"<[^>]+\s(on\w+|style)=", page)
+
+
+def test_a_client_that_sends_a_body_over_the_limit_whole_reads_the_413(stack: Stack) -> None:
+    # requests (http.client) writes the whole body before it reads: without a lingering close
+    # it sees a reset ("broken pipe") instead of the answer.
+    # Three times the limit: far more than the kernel's socket buffers hold.
+    body = b'{"image_data": "' + b"A" * (3 * limit_bytes()) + b'"}'
+    response = requests.post(stack.url("/image"), data=body, timeout=60)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    chunked = requests.post(
+        stack.url("/v1/jobs"),
+        data=(body[i : i + 1024 * 1024] for i in range(0, len(body), 1024 * 1024)),
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert chunked.status_code == 413
+    assert chunked.json()["code"] == "request_too_large"

@@ -1,0 +1,59 @@
+"""Hostile clients against the real services: slow senders, a stalled OCR server, costly images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from e2e_stack import Stack
+from hostile_clients import blank_png_uploads, many_scan_jpegs, slow_clients, stalled_ocr_server
+from scenarios import running_stack
+from sqlalchemy.engine import Engine
+
+pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
+
+# The API's processes together before any of this: master and two workers (about 300 MB); one
+# decoded 50-megapixel RGBA page alone is 200 MB.
+API_RSS_BOUND_MB = 600
+
+
+@pytest.fixture(scope="module")
+def stack(fault_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(fault_db_url, tmp_path_factory.mktemp("logs")) as stack:
+        yield stack
+
+
+def test_200_slow_clients_leave_healthz_and_post_image_answering(
+    stack: Stack, fault_db: Engine
+) -> None:
+    tally = slow_clients(stack, fault_db, connections=200, seconds=10)
+    assert tally.problems == []
+    assert tally.tried >= 10 and tally.as_expected == tally.tried
+    assert tally.others_kept_finishing
+
+
+def test_a_stopped_ocr_server_leaves_post_image_answering(stack: Stack, fault_db: Engine) -> None:
+    tally = stalled_ocr_server(stack, fault_db, waiting=20)
+    assert tally.problems == []
+    # Half the threads of each API process may wait; the other requests were told at once.
+    assert tally.notes["/image-sync answered 503 ocr_busy at once"] >= 20 - 2 * 4
+    assert tally.others_kept_finishing
+
+
+def test_jpegs_with_thousands_of_scans_are_refused_from_their_markers(
+    stack: Stack, fault_db: Engine
+) -> None:
+    tally = many_scan_jpegs(stack, fault_db, uploads=8)
+    assert tally.problems == []
+    assert tally.tried > 8 and tally.as_expected == tally.tried
+    assert tally.others_kept_finishing
+
+
+def test_blank_fifty_megapixel_pngs_are_accepted_without_decoding_them(
+    stack: Stack, fault_db: Engine
+) -> None:
+    tally = blank_png_uploads(stack, fault_db, uploads=16)
+    assert tally.problems == []
+    assert tally.tried > 16 and tally.as_expected == tally.tried
+    assert tally.api_peak_rss_mb is not None and tally.api_peak_rss_mb < API_RSS_BOUND_MB
+    assert tally.others_kept_finishing

@@ -1,0 +1,54 @@
+"""Hostile images the tests and benchmarks build themselves: cheap to send, costly to decode."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+from PIL import Image
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SOS = b"\xff\xda"
+EOI = b"\xff\xd9"
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def blank_rgba_png(width: int = 10_000, height: int = 5_000) -> bytes:
+    """An all-zero RGBA PNG (50 megapixels by default): about 200 KB that decode to 200 MB."""
+    row = b"\x00" * (1 + 4 * width)  # filter byte, then the pixels
+    compressor = zlib.compressobj(9)
+    parts = [compressor.compress(row) for _ in range(height)]
+    parts.append(compressor.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    return (
+        PNG_SIGNATURE
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", b"".join(parts))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def jpeg_segments(data: bytes) -> tuple[bytes, list[bytes]]:
+    """A progressive JPEG cut into its head (up to the first scan) and its scans (each SOS
+    header with its entropy-coded data), the EOI left off."""
+    first = data.index(SOS)
+    head, rest = data[:first], data[first : data.rindex(EOI)]
+    scans = [SOS + part for part in rest.split(SOS)[1:]]
+    return head, scans
+
+
+def many_scan_jpeg(scans: int = 5_000, side: int = 1_024) -> bytes:
+    """A valid progressive JPEG whose last scan is repeated ``scans`` times.
+
+    Each copy is a few bytes, but a decoder walks every block of the image once per scan: a few
+    hundred kilobytes that cost seconds of CPU to decode.
+    """
+    image = Image.new("L", (side, side), 255)
+    out = io.BytesIO()
+    image.save(out, "JPEG", progressive=True, quality=90)
+    head, parts = jpeg_segments(out.getvalue())
+    return head + b"".join(parts) + parts[-1] * scans + EOI

@@ -1,0 +1,112 @@
+"""The API's ASGI front: bodies are read whole before the WSGI app runs, within the limit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from flask import Flask, jsonify, request
+
+from api_server.http_front import BufferedWsgi
+
+LIMIT = 1000
+
+
+def echo_app() -> Flask:
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = LIMIT
+
+    @app.post("/echo")
+    def echo() -> Any:
+        data = request.get_data()
+        response = jsonify({"bytes": len(data), "length": request.content_length})
+        response.headers["X-Custom-Header"] = "yes"
+        return response
+
+    return app
+
+
+def call(chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> tuple[int, dict, bytes]:
+    """One request through the front, its body arriving in ``chunks``."""
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+        for index, chunk in enumerate(chunks)
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(0)  # a slow client: every piece is a separate event
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/echo",
+        "raw_path": b"/echo",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 5000),
+    }
+    front = BufferedWsgi(echo_app(), max_body_bytes=LIMIT, threads=2)
+    asyncio.run(front(scope, receive, send))
+    start = sent[0]
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return start["status"], dict(start["headers"]), body
+
+
+def test_a_chunked_body_reaches_the_app_whole_with_its_length() -> None:
+    status, headers, body = call([b"a" * 10] * 50, [(b"transfer-encoding", b"chunked")])
+    assert status == 200
+    assert body == b'{"bytes":500,"length":500}\n'
+    # Header names go out as the app spelled them.
+    assert headers[b"Content-Type"] == b"application/json"
+    assert headers[b"X-Custom-Header"] == b"yes"
+
+
+def test_a_chunked_body_over_the_limit_is_cut_and_refused_as_too_large() -> None:
+    status, _headers, _body = call([b"a" * 100] * 50, [(b"transfer-encoding", b"chunked")])
+    assert status == 413
+
+
+def test_a_declared_length_over_the_limit_is_refused_without_reading_the_body() -> None:
+    status, _headers, _body = call([b"never read"], [(b"content-length", b"5000")])
+    assert status == 413
+
+
+def test_a_body_larger_than_memory_buffering_is_replayed_from_disk() -> None:
+    # Above BODY_IN_MEMORY_BYTES the body waits in a temporary file; the app gets every byte.
+    big = 3 * 1024 * 1024
+    front_limit = big + 10
+    app = echo_app()
+    app.config["MAX_CONTENT_LENGTH"] = front_limit
+    sent: list[dict[str, Any]] = []
+    pieces = [{"type": "http.request", "body": b"x" * (1024 * 1024), "more_body": True}] * 3
+    pieces.append({"type": "http.request", "body": b"", "more_body": False})
+
+    async def receive() -> dict[str, Any]:
+        return pieces.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/echo",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+    }
+    asyncio.run(BufferedWsgi(app, max_body_bytes=front_limit, threads=1)(scope, receive, send))
+    assert sent[0]["status"] == 200
+    assert b'"bytes":3145728' in b"".join(m.get("body", b"") for m in sent[1:])

@@ -1,0 +1,116 @@
+"""Uploads are checked from their headers and structure: no pixel is decoded in the API."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from hostile_images import blank_rgba_png, many_scan_jpeg
+from pages import HELLO_PNG
+from PIL import Image, ImageFile
+
+from api_server.uploads import validate_image
+from ocr_common.documents import check_document
+from ocr_common.errors import InvalidImage, PayloadTooLarge
+from ocr_common.image_structure import MAX_JPEG_SCANS, jpeg_scan_count
+
+MIB = 1024 * 1024
+PAGE = Image.open(io.BytesIO(HELLO_PNG)).convert("RGB")
+FORMATS = [
+    ("PNG", "RGB"),
+    ("PNG", "LA"),
+    ("JPEG", "RGB"),
+    ("JPEG", "CMYK"),
+    ("GIF", "P"),
+    ("WEBP", "RGB"),
+    ("TIFF", "RGB"),
+    ("TIFF", "CMYK"),
+    ("BMP", "RGB"),
+    ("BMP", "1"),
+    ("PPM", "RGB"),
+    ("PPM", "L"),
+]
+
+
+def encode(fmt: str, mode: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    PAGE.convert(mode).save(out, fmt, **options)
+    return out.getvalue()
+
+
+def check(data: bytes) -> tuple[str, int, int]:
+    return validate_image(data, max_bytes=10 * MIB, max_pixels=50_000_000)
+
+
+def check_v1(data: bytes) -> str:
+    document = check_document(
+        data, wanted_pages=None, dpi=300, max_bytes=10 * MIB, max_pixels=50_000_000, max_pages=10
+    )
+    return document.format
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any pixel decode fails the test."""
+
+    def refuse(_image: ImageFile.ImageFile) -> None:
+        raise AssertionError("the API decoded pixels")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+
+
+@pytest.mark.parametrize(("fmt", "mode"), FORMATS)
+def test_whole_images_pass_without_decoding_a_pixel(fmt: str, mode: str, no_decoding: None) -> None:
+    data = encode(fmt, mode)
+    assert check(data)[0] == fmt
+    assert check_v1(data) == fmt
+
+
+@pytest.mark.parametrize(("fmt", "mode"), FORMATS)
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_truncated_images_are_refused_at_upload(fmt: str, mode: str, keep: float) -> None:
+    data = encode(fmt, mode)
+    cut = data[: int(len(data) * keep)]
+    with pytest.raises(InvalidImage) as info:
+        check(cut)
+    assert info.value.status == 400
+    with pytest.raises(InvalidImage):
+        check_v1(cut)
+
+
+def test_a_multi_page_tiff_with_a_truncated_later_page_is_refused() -> None:
+    out = io.BytesIO()
+    PAGE.save(out, "TIFF", save_all=True, append_images=[PAGE.convert("L")])
+    data = out.getvalue()
+    assert check_v1(data) == "TIFF"
+    with pytest.raises(InvalidImage, match="truncated"):
+        check_v1(data[: len(data) - 1000])
+
+
+def test_a_png_with_a_broken_checksum_is_refused() -> None:
+    data = bytearray(encode("PNG", "RGB"))
+    data[60] ^= 0xFF  # inside the first IDAT chunk
+    with pytest.raises(InvalidImage, match="truncated or corrupt"):
+        check(bytes(data))
+
+
+def test_a_progressive_jpeg_passes_and_its_scans_are_counted(no_decoding: None) -> None:
+    data = encode("JPEG", "RGB", progressive=True)
+    assert 2 < jpeg_scan_count(data) <= 12
+    assert check(data)[0] == "JPEG"
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_without_decoding(no_decoding: None) -> None:
+    data = many_scan_jpeg()
+    assert len(data) < 100_000
+    for validate in (check, check_v1):
+        with pytest.raises(PayloadTooLarge) as info:
+            validate(data)
+        assert (info.value.status, info.value.code) == (413, "document_too_complex")
+        assert str(MAX_JPEG_SCANS) in info.value.message
+
+
+def test_a_fifty_megapixel_png_is_accepted_without_decoding(no_decoding: None) -> None:
+    data = blank_rgba_png()
+    assert check(data) == ("PNG", 10_000, 5_000)
+    assert check_v1(data) == "PNG"
