@@ -141,7 +141,7 @@ class RetryPolicy:
 
     @property
     def _backoff(self) -> wait_exponential_jitter:
-        return wait_exponential_jitter(initial=self.initial_backoff_s, max=self.max_backoff_s)
+        return wait_exponential_jitter(multiplier=self.initial_backoff_s, max=self.max_backoff_s)
 
     def retrying(self) -> Retrying:
         return Retrying(
