@@ -62,7 +62,8 @@ def index() -> Response:
     response = Response(_page(), mimetype="text/html")
     response.cache_control.no_cache = True
     response.add_etag()
-    return _secured(response.make_conditional(request))
+    response.make_conditional(request)
+    return _secured(response)
 
 
 @bp.get("/web/<name>")
@@ -77,4 +78,5 @@ def asset(name: str) -> Response:
     if versioned:
         response.cache_control.immutable = True
     response.add_etag()
-    return _secured(response.make_conditional(request))
+    response.make_conditional(request)
+    return _secured(response)
