@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from e2e_stack import Stack
-from pages import HELLO_PNG, render_lines
+from pages import HELLO_PNG, render_document, render_lines
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from sqlalchemy.engine import Engine
 
@@ -135,7 +135,32 @@ def test_an_image_is_read_and_its_word_boxes_drawn(
     assert download.value.suggested_filename == f"{job_id}.json"
 
     page.evaluate("document.activeElement.blur()")
+    page.mouse.move(0, 0)
     screenshot(page, tmp_path, SCREENSHOT)
+    assert console.errors == []
+
+
+def test_a_pdf_is_drawn_as_its_words_page_by_page(stack: Stack, page: Page, tmp_path: Path) -> None:
+    console = Console(page)
+    document = tmp_path / "two.pdf"
+    document.write_bytes(render_document([["First page here"], ["Second page there"]]))
+    page.goto(stack.url("/"))
+    page.click("#options summary")
+    page.select_option("select[name=psm]", "6")
+    page.set_input_files("#file", str(document))
+    wait_for_boxes(page)
+    assert "2 pages" in page.inner_text("#result-meta")
+    # The browser cannot draw a PDF: each word is written in its box instead.
+    assert page.locator("#stage canvas").count() == 0
+    assert page.inner_text("#page-label") == "Page 1 (1 of 2)"
+    assert page.locator("#stage svg text", has_text="First").count() == 1
+    page.click("#next")
+    assert page.inner_text("#page-label") == "Page 2 (2 of 2)"
+    assert page.locator("#stage svg text", has_text="Second").count() == 1
+    assert page.locator("#stage svg rect.word").count() == 3
+    job_id = page.inner_text("#result-meta").split(" · ")[0].removeprefix("job ")
+    job = requests.get(stack.url(f"/v1/jobs/{job_id}"), timeout=30).json()
+    assert job["options"]["psm"] == 6
     assert console.errors == []
 
 
