@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -31,14 +30,16 @@ class Source:
     output: str  # where its result goes, relative to the output folder
 
 
-def collect_sources(inputs: Iterable[Path], fmt: str) -> list[Source]:
-    """The files named, and those under the folders named (hidden ones skipped), each with its
-    result's path: ``a/b.png`` under folder ``DIR`` gives ``a/b.png.txt`` for text."""
+def collect_sources(inputs: Iterable[Path], fmt: str, exclude: Path | None = None) -> list[Source]:
+    """The files named, and those under the folders named (hidden ones, and those under
+    ``exclude``, the output folder, skipped), each with its result's path: ``a/b.png`` under
+    folder ``DIR`` gives ``a/b.png.txt`` for text."""
     suffix = RESULT_SUFFIXES[fmt]
+    skip = exclude.resolve() if exclude is not None else None
     sources: list[Source] = []
     for given in inputs:
         if given.is_dir():
-            for path in sorted(_files_under(given)):
+            for path in sorted(_files_under(given, skip)):
                 sources.append(Source(path, path.relative_to(given).as_posix() + suffix))
         elif given.is_file():
             sources.append(Source(given, given.name + suffix))
@@ -55,9 +56,13 @@ def collect_sources(inputs: Iterable[Path], fmt: str) -> list[Source]:
     return sources
 
 
-def _files_under(folder: Path) -> Iterator[Path]:
+def _files_under(folder: Path, skip: Path | None) -> Iterator[Path]:
     for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [
+            d
+            for d in dirs
+            if not d.startswith(".") and (skip is None or (Path(root) / d).resolve() != skip)
+        ]
         for name in files:
             if not name.startswith("."):
                 yield Path(root) / name
@@ -174,7 +179,6 @@ class Batch:
         self.request = hashlib.sha256(
             json.dumps({"format": fmt, "options": self.options}, sort_keys=True).encode()
         ).hexdigest()
-        self.stop = threading.Event()
         self.manifest = Manifest(out_dir)
 
     def run(self, sources: list[Source]) -> BatchReport:
@@ -187,8 +191,8 @@ class Batch:
                 report.results.append(result)
                 self.reporter.file_finished(result)
         except BaseException:
-            # Ctrl-C: the workers stop polling; what they submitted is in the manifest.
-            self.stop.set()
+            # Ctrl-C: the workers stop waiting at once; what they submitted is in the manifest.
+            self.client.stopping.set()
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -206,7 +210,7 @@ class Batch:
         return result
 
     def _read(self, source: Source, count: _PageCount) -> FileResult:
-        if self.stop.is_set():
+        if self.client.stopping.is_set():
             raise Stopped("stopped")
         document = source.path.read_bytes()
         sha256 = hashlib.sha256(document).hexdigest()
@@ -244,7 +248,7 @@ class Batch:
         count.update(job)
         if not job.finished:
             job = self.client.wait(
-                job.id, poll_interval_s=self.poll_interval_s, on_update=count.update, stop=self.stop
+                job.id, poll_interval_s=self.poll_interval_s, on_update=count.update
             )
         if not job.succeeded:
             error = f"job {job.id} {job.status}: {job.error_code}: {job.error_message}"

@@ -103,7 +103,9 @@ def _client(args: argparse.Namespace, retry: RetryPolicy) -> OcrClient:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     try:
-        sources = collect_sources([Path(p) for p in args.inputs], args.format)
+        sources = collect_sources(
+            [Path(p) for p in args.inputs], args.format, exclude=Path(args.out)
+        )
     except ClientError as exc:
         console.print(f"ocr-client: {exc}", markup=False)
         return EXIT_FAILED

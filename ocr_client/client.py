@@ -143,12 +143,13 @@ class RetryPolicy:
     def _backoff(self) -> wait_exponential_jitter:
         return wait_exponential_jitter(multiplier=self.initial_backoff_s, max=self.max_backoff_s)
 
-    def retrying(self) -> Retrying:
+    def retrying(self, sleep: Callable[[float], None] = time.sleep) -> Retrying:
         return Retrying(
             stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_total_s),
             wait=self.wait_s,
             retry=retry_if_exception(self.should_retry),
             reraise=True,
+            sleep=sleep,
         )
 
 
@@ -211,6 +212,8 @@ class OcrClient:
         self.retry = retry or RetryPolicy.never()
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._local = threading.local()
+        # Set to stop every wait of this client (polls, retry back-offs) at once: Ctrl-C.
+        self.stopping = threading.Event()
 
     # -- the original API (its answers as they came) ---------------------------------------
 
@@ -237,7 +240,7 @@ class OcrClient:
                 return answer
             if time.monotonic() > deadline:
                 raise ClientError(f"task {task_id} is not done after {timeout_s:g} s")
-            time.sleep(poll_interval_s)
+            self._sleep(poll_interval_s)
 
     # -- v1 --------------------------------------------------------------------------------
 
@@ -276,7 +279,6 @@ class OcrClient:
         poll_interval_s: float = POLL_INTERVAL_S,
         timeout_s: float | None = None,
         on_update: Callable[[Job], None] | None = None,
-        stop: threading.Event | None = None,
     ) -> Job:
         """Poll the job until it has finished (succeeded, failed or canceled)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -288,10 +290,7 @@ class OcrClient:
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise ClientError(f"job {job_id} is still {job.status} after {timeout_s:g} s")
-            if stop is None:
-                time.sleep(poll_interval_s)
-            elif stop.wait(poll_interval_s):
-                raise Stopped(f"stopped while waiting for job {job_id}")
+            self._sleep(poll_interval_s)
 
     def ocr(
         self,
@@ -321,9 +320,15 @@ class OcrClient:
             self._local.session = session
         return session
 
+    def _sleep(self, seconds: float) -> None:
+        if self.stopping.wait(seconds):
+            raise Stopped("stopped")
+
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One request, retried as the policy says; an error answer raises ``ApiError``."""
-        for attempt in self.retry.retrying():
+        if self.stopping.is_set():
+            raise Stopped("stopped")
+        for attempt in self.retry.retrying(sleep=self._sleep):
             with attempt:
                 return self._send(method, path, **kwargs)
         raise AssertionError("unreachable: tenacity reraises the last error")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ocr_client import ApiError, ClientError, OcrClient, RetryPolicy, Unreachable
+from ocr_client import ApiError, ClientError, OcrClient, RetryPolicy, Stopped, Unreachable
 from ocr_client.batch import collect_sources
 from ocr_client.manifest import MANIFEST_NAME, Entry, Manifest
 
@@ -104,6 +104,18 @@ def test_an_unreachable_server_is_retried_until_the_time_runs_out() -> None:
     assert time.monotonic() - started >= 1.5
 
 
+def test_stopping_ends_a_retry_back_off_at_once() -> None:
+    client = OcrClient(
+        "http://127.0.0.1:9",
+        retry=RetryPolicy(max_attempts=100, max_total_s=60, initial_backoff_s=20, max_backoff_s=20),
+    )
+    threading.Timer(0.3, client.stopping.set).start()
+    started = time.monotonic()
+    with pytest.raises(Stopped):
+        client.get_image("x")
+    assert time.monotonic() - started < 10
+
+
 def test_the_manifest_survives_a_torn_last_line(tmp_path: Path) -> None:
     done = Entry("a.png.txt", "in/a.png", "1" * 64, "r", "done", job="j1", pages=1)
     Manifest(tmp_path).record(done)
@@ -126,7 +138,12 @@ def test_sources_keep_the_folder_layout_and_skip_hidden_files(tmp_path: Path) ->
     (tmp_path / "scans" / ".cache").mkdir()
     (tmp_path / "scans" / ".cache" / "c.png").write_bytes(b"c")
     (tmp_path / "d.tif").write_bytes(b"d")
-    sources = collect_sources([tmp_path / "scans", tmp_path / "d.tif"], "hocr")
+    # The output folder inside an input folder: its results are not read again.
+    (tmp_path / "scans" / "out").mkdir()
+    (tmp_path / "scans" / "out" / "a.png.hocr").write_text("<html/>")
+    sources = collect_sources(
+        [tmp_path / "scans", tmp_path / "d.tif"], "hocr", exclude=tmp_path / "scans" / "out"
+    )
     assert [s.output for s in sources] == ["2024/b.pdf.hocr", "a.png.hocr", "d.tif.hocr"]
 
 
