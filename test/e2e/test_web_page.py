@@ -186,6 +186,10 @@ def test_by_keyboard_on_a_phone_sized_screen(
 ) -> None:
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()
+    # Playwright turns on file-chooser interception when the first listener is added, without
+    # waiting for the browser: a listener added long before the key press makes sure it is on
+    # (added only by expect_file_chooser, the press sometimes came first and no chooser showed).
+    page.on("filechooser", lambda _chooser: None)
     console = Console(page)
     document = tmp_path / "hello.png"
     document.write_bytes(HELLO_PNG)
