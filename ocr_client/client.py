@@ -255,13 +255,7 @@ class OcrClient:
         """``POST /v1/jobs``: the queued job. With an ``idempotency_key`` a retry after a lost
         answer returns the same job instead of a second one."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        response = self._call(
-            "POST",
-            "/v1/jobs",
-            files={"file": (filename, document, "application/octet-stream")},
-            data={k: str(v) for k, v in (options or {}).items()},
-            headers=headers,
-        )
+        response = self._post_document("/v1/jobs", document, filename, options, headers=headers)
         return Job.from_json(response.json())
 
     def job(self, job_id: str) -> Job:
@@ -301,16 +295,28 @@ class OcrClient:
         fmt: str = "text",
     ) -> str:
         """``POST /v1/ocr``: read the document now; its text (or JSON, hOCR, TSV)."""
-        response = self._call(
-            "POST",
-            "/v1/ocr",
-            params={"format": fmt},
-            files={"file": (filename, document, "application/octet-stream")},
-            data={k: str(v) for k, v in (options or {}).items()},
-        )
-        return response.text
+        return self._post_document(
+            "/v1/ocr", document, filename, options, params={"format": fmt}
+        ).text
 
     # -- transport -------------------------------------------------------------------------
+
+    def _post_document(
+        self,
+        path: str,
+        document: bytes,
+        filename: str,
+        options: Options | None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """The document as multipart ``file``, the options as form fields beside it."""
+        return self._call(
+            "POST",
+            path,
+            files={"file": (filename, document, "application/octet-stream")},
+            data={k: str(v) for k, v in (options or {}).items()},
+            **kwargs,
+        )
 
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)

@@ -182,23 +182,18 @@ def test_an_interrupted_run_waits_for_its_jobs_instead_of_resubmitting(
 
 
 def test_sync_prints_the_text_with_the_url_from_the_environment(stack: Stack, folder: Path) -> None:
-    env = {**os.environ, "OCR_URL": stack.api_url}
-    result = subprocess.run(
-        [str(BIN_DIR / "ocr-client"), "sync", str(folder / "page03.png")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    def sync(name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN_DIR / "ocr-client"), "sync", str(folder / name)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "OCR_URL": stack.api_url},
+        )
+
+    result = sync("page03.png")
     assert result.returncode == 0, result.stderr
     assert "Page three of the batch" in result.stdout
-
-    bad = subprocess.run(
-        [str(BIN_DIR / "ocr-client"), "sync", str(folder / "notes.png")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    bad = sync("notes.png")
     assert bad.returncode == 1
     assert "HTTP 400" in bad.stderr and "image" in bad.stderr
