@@ -42,10 +42,11 @@ def create_app(
     install_response_headers(app)
     install_access_control(app, settings)
 
-    from . import compat, openapi, ops, v1
+    from . import compat, openapi, ops, v1, web
 
     app.register_blueprint(compat.bp)
     app.register_blueprint(v1.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(web.bp)
     return app

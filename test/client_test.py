@@ -6,7 +6,7 @@
     python test/client_test.py image --image-path page.png [--wait]
 
 Each command prints the server's JSON answer as it came. An HTTP error prints the server's
-message and exits with status 1.
+message and exits with status 1. The HTTP calls are the ``ocr_client`` library's.
 """
 
 from __future__ import annotations
@@ -14,17 +14,11 @@ from __future__ import annotations
 import argparse
 import base64
 import sys
-import time
 
-import requests
+from ocr_client import DEFAULT_URL, ClientError, OcrClient
 
-DEFAULT_URL = "http://127.0.0.1:5000"
 REQUEST_TIMEOUT_S = 180
 POLL_INTERVAL_S = 0.5
-
-
-class ClientError(Exception):
-    """The server answered with an error, or could not be reached."""
 
 
 def read_image(path: str) -> str:
@@ -32,37 +26,23 @@ def read_image(path: str) -> str:
         return base64.b64encode(image_file.read()).decode("ascii")
 
 
-def call(method: str, url: str, **kwargs: object) -> dict:
-    try:
-        response = requests.request(method, url, timeout=REQUEST_TIMEOUT_S, **kwargs)
-    except requests.RequestException as exc:
-        raise ClientError(f"cannot reach {url}: {exc}") from None
-    if not response.ok:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text.strip() or response.reason
-        raise ClientError(f"HTTP {response.status_code}: {message}")
-    return response.json()
+def client(url: str) -> OcrClient:
+    # No retries: the original client reports the first error as it came.
+    return OcrClient(url, timeout_s=REQUEST_TIMEOUT_S)
 
 
 def image_sync(url: str, image_path: str) -> dict:
-    return call("POST", f"{url}/image-sync", json={"image_data": read_image(image_path)})
+    return client(url).image_sync(read_image(image_path))
 
 
 def post_image(url: str, image_path: str) -> dict:
-    return call("POST", f"{url}/image", json={"image_data": read_image(image_path)})
+    return client(url).post_image(read_image(image_path))
 
 
 def get_image(url: str, task_id: str, wait: bool = False, timeout_s: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        answer = call("GET", f"{url}/image", json={"task_id": task_id})
-        if not wait or answer.get("task_id") is not None:
-            return answer
-        if time.monotonic() > deadline:
-            raise ClientError(f"task {task_id} is not done after {timeout_s:g} s")
-        time.sleep(POLL_INTERVAL_S)
+    if not wait:
+        return client(url).get_image(task_id)
+    return client(url).wait_image(task_id, timeout_s, POLL_INTERVAL_S)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,0 +1,7 @@
+"""``python -m ocr_client``: the ``ocr-client`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

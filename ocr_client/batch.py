@@ -1,0 +1,282 @@
+"""Run many documents through the service: a few at a time, retried, resumable.
+
+Each document becomes a v1 job (``POST /v1/jobs`` with an ``Idempotency-Key`` made of its bytes
+and options, so a submit retried after a lost answer is the same job). The manifest in the
+output folder records the job as soon as it is accepted and the result once it is written, so
+a second run skips what is done and waits for what was submitted instead of sending it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from .client import FORMATS, ApiError, ClientError, Job, OcrClient, Options, Stopped
+from .manifest import Entry, Manifest
+
+RESULT_SUFFIXES = {"text": ".txt", "json": ".json", "hocr": ".hocr", "tsv": ".tsv"}
+assert set(RESULT_SUFFIXES) == set(FORMATS)
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    output: str  # where its result goes, relative to the output folder
+
+
+def collect_sources(inputs: Iterable[Path], fmt: str, exclude: Path | None = None) -> list[Source]:
+    """The files named, and those under the folders named (hidden ones, and those under
+    ``exclude``, the output folder, skipped), each with its result's path: ``a/b.png`` under
+    folder ``DIR`` gives ``a/b.png.txt`` for text."""
+    suffix = RESULT_SUFFIXES[fmt]
+    skip = exclude.resolve() if exclude is not None else None
+    sources: list[Source] = []
+    for given in inputs:
+        if given.is_dir():
+            for path in sorted(_files_under(given, skip)):
+                sources.append(Source(path, path.relative_to(given).as_posix() + suffix))
+        elif given.is_file():
+            sources.append(Source(given, given.name + suffix))
+        else:
+            raise ClientError(f"{given}: no such file or folder")
+    seen: dict[str, Path] = {}
+    for source in sources:
+        if source.output in seen:
+            raise ClientError(
+                f"{seen[source.output]} and {source.path} would both write {source.output}; "
+                "run them into different --out folders"
+            )
+        seen[source.output] = source.path
+    return sources
+
+
+def _files_under(folder: Path, skip: Path | None) -> Iterator[Path]:
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [
+            d
+            for d in dirs
+            if not d.startswith(".") and (skip is None or (Path(root) / d).resolve() != skip)
+        ]
+        for name in files:
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+Outcome = Literal["done", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class FileResult:
+    source: Source
+    outcome: Outcome
+    pages: int = 0
+    job: str | None = None
+    error: str | None = None
+    submitted: bool = False  # a new job was submitted in this run (not skipped nor resumed)
+
+
+@dataclass
+class BatchReport:
+    results: list[FileResult] = field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.results if r.outcome == outcome)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return sorted(
+            (r for r in self.results if r.outcome == "failed"), key=lambda r: str(r.source.path)
+        )
+
+    @property
+    def submitted(self) -> int:
+        return sum(1 for r in self.results if r.submitted)
+
+    @property
+    def pages(self) -> int:
+        return sum(r.pages for r in self.results if r.outcome != "failed")
+
+
+class Reporter(Protocol):
+    """Where progress goes (a progress bar, or nowhere). Called from worker threads."""
+
+    def add_pages(self, count: int) -> None:
+        """More (or, negative, fewer) pages to read than thought."""
+
+    def pages_done(self, count: int) -> None:
+        """``count`` more pages are read."""
+
+    def file_finished(self, result: FileResult) -> None: ...
+
+
+class SilentReporter:
+    def add_pages(self, count: int) -> None:
+        pass
+
+    def pages_done(self, count: int) -> None:
+        pass
+
+    def file_finished(self, result: FileResult) -> None:
+        pass
+
+
+class _PageCount:
+    """One file's share of the progress: guessed at one page until its job says how many."""
+
+    def __init__(self, reporter: Reporter):
+        self.reporter = reporter
+        self.total = 1
+        self.done = 0
+
+    def set_total(self, total: int) -> None:
+        self.reporter.add_pages(total - self.total)
+        self.total = total
+
+    def set_done(self, done: int) -> None:
+        if done > self.done:
+            self.reporter.pages_done(done - self.done)
+            self.done = done
+
+    def update(self, job: Job) -> None:
+        if job.progress is not None:
+            self.set_total(job.progress.pages_total)
+            self.set_done(job.progress.pages_done)
+
+    def finish(self) -> None:
+        self.set_done(self.total)
+
+
+class Batch:
+    """Documents in, one result file each in ``out_dir``; ``len(sources)`` pages guessed at
+    first (the reporter's starting total), corrected as jobs say how many they have."""
+
+    def __init__(
+        self,
+        client: OcrClient,
+        out_dir: Path,
+        *,
+        fmt: str = "text",
+        options: Options | None = None,
+        concurrency: int = 4,
+        reporter: Reporter | None = None,
+        poll_interval_s: float = 0.5,
+    ):
+        if fmt not in RESULT_SUFFIXES:
+            raise ValueError(f"format {fmt!r} is not one of {', '.join(RESULT_SUFFIXES)}")
+        self.client = client
+        self.out_dir = out_dir
+        self.fmt = fmt
+        self.options = dict(options or {})
+        self.concurrency = max(1, concurrency)
+        self.reporter: Reporter = reporter or SilentReporter()
+        self.poll_interval_s = poll_interval_s
+        self.request = hashlib.sha256(
+            json.dumps({"format": fmt, "options": self.options}, sort_keys=True).encode()
+        ).hexdigest()
+        self.manifest = Manifest(out_dir)
+
+    def run(self, sources: list[Source]) -> BatchReport:
+        report = BatchReport()
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="ocr-client")
+        try:
+            futures = [pool.submit(self._process, source) for source in sources]
+            for future in as_completed(futures):
+                result = future.result()
+                report.results.append(result)
+                self.reporter.file_finished(result)
+        except BaseException:
+            # Ctrl-C: the workers stop waiting at once; what they submitted is in the manifest.
+            self.client.stopping.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return report
+
+    def _process(self, source: Source) -> FileResult:
+        count = _PageCount(self.reporter)
+        try:
+            result = self._read(source, count)
+        except Stopped:
+            raise
+        except (ClientError, OSError) as exc:
+            result = FileResult(source, "failed", error=str(exc))
+        count.finish()
+        return result
+
+    def _read(self, source: Source, count: _PageCount) -> FileResult:
+        if self.client.stopping.is_set():
+            raise Stopped("stopped")
+        document = source.path.read_bytes()
+        sha256 = hashlib.sha256(document).hexdigest()
+        entry = self.manifest.get(source.output)
+        if entry is not None and not entry.matches(sha256, self.request):
+            entry = None  # another document or other options under that name: start afresh
+        target = self.out_dir / source.output
+        if entry is not None and entry.state == "done" and target.exists():
+            count.set_total(entry.pages or 1)
+            return FileResult(source, "skipped", pages=entry.pages or 1, job=entry.job)
+
+        job, submitted = None, False
+        if entry is not None and entry.state == "submitted" and entry.job:
+            job = self._existing(entry.job)
+        if job is None:
+            attempt = entry.attempt + 1 if entry is not None and entry.state == "failed" else 1
+            entry = Entry(source.output, str(source.path), sha256, self.request, "submitted")
+            entry = entry.but(attempt=attempt)
+            try:
+                job = self.client.submit(
+                    document,
+                    filename=source.path.name,
+                    options=self.options,
+                    idempotency_key=f"ocr-client-{sha256}-{self.request[:16]}-{attempt}",
+                )
+            except ApiError as exc:
+                if exc.status in (429, 503):
+                    raise  # gave up waiting: not the document's fault, try it next run
+                self.manifest.record(entry.but(state="failed", error=str(exc)))
+                raise
+            entry = entry.but(job=job.id)
+            self.manifest.record(entry)
+            submitted = True
+        assert entry is not None
+        count.update(job)
+        if not job.finished:
+            job = self.client.wait(
+                job.id, poll_interval_s=self.poll_interval_s, on_update=count.update
+            )
+        if not job.succeeded:
+            error = f"job {job.id} {job.status}: {job.error_code}: {job.error_message}"
+            self.manifest.record(entry.but(state="failed", error=error))
+            return FileResult(source, "failed", job=job.id, error=error, submitted=submitted)
+        pages = job.progress.pages_total if job.progress else 1
+        self._write(target, self._render(job))
+        self.manifest.record(entry.but(state="done", pages=pages))
+        return FileResult(source, "done", pages=pages, job=job.id, submitted=submitted)
+
+    def _existing(self, job_id: str) -> Job | None:
+        """The job an earlier run submitted, or None if the service no longer has it."""
+        try:
+            return self.client.job(job_id)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _render(self, job: Job) -> str:
+        if self.fmt == "json":
+            return json.dumps(job.body, indent=2, ensure_ascii=False) + "\n"
+        return self.client.result(job.id, self.fmt)
+
+    @staticmethod
+    def _write(target: Path, content: str) -> None:
+        """Whole or not at all: a result file that exists is complete."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        partial.write_text(content, encoding="utf-8")
+        os.replace(partial, target)

@@ -1,0 +1,223 @@
+"""``ocr-client``: read a folder of documents with a progress bar, or one document now.
+
+    ocr-client run FILES_OR_DIRS... --out DIR [--format text|json|hocr|tsv] [--concurrency N]
+    ocr-client sync FILE [--format text|json|hocr|tsv]
+
+``--url`` and ``--api-key`` default to ``OCR_URL`` and ``OCR_API_KEY``. ``run`` keeps a manifest
+in DIR: run it again and it skips what is done and waits for what it had submitted. It exits 1
+listing the documents that failed, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from .batch import RESULT_SUFFIXES, Batch, BatchReport, FileResult, collect_sources
+from .client import DEFAULT_URL, ClientError, OcrClient, OptionValue, RetryPolicy, Stopped
+
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+DEFAULT_CONCURRENCY = 4
+DEFAULT_RETRY_FOR_S = 120.0
+
+
+class RateColumn(ProgressColumn):
+    """Pages per second, over rich's recent window."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("  – pages/s" if speed is None else f"{speed:5.2f} pages/s")
+
+
+class ProgressBar:
+    """Pages read of pages known, rate and ETA on stderr; silent when stderr is no terminal."""
+
+    def __init__(self, console: Console, files: int):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]pages"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("elapsed"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[files]}"),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        self.files = files
+        self.finished = 0
+        self.task = self.progress.add_task("pages", total=files, files=self._files())
+
+    def _files(self) -> str:
+        return f"files {self.finished}/{self.files}"
+
+    def __enter__(self) -> ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def add_pages(self, count: int) -> None:
+        if count:
+            total = self.progress.tasks[0].total or 0
+            self.progress.update(self.task, total=total + count)
+
+    def pages_done(self, count: int) -> None:
+        self.progress.advance(self.task, count)
+
+    def file_finished(self, result: FileResult) -> None:
+        self.finished += 1
+        self.progress.update(self.task, files=self._files())
+        if result.outcome == "failed":
+            self.console.print(f"[red]failed[/red] {result.source.path}: {result.error}")
+
+
+def _options(args: argparse.Namespace) -> dict[str, OptionValue]:
+    names = ("psm", "lang", "pages", "preprocess", "dpi")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _client(args: argparse.Namespace, retry: RetryPolicy) -> OcrClient:
+    return OcrClient(args.url, api_key=args.api_key, retry=retry)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    try:
+        sources = collect_sources(
+            [Path(p) for p in args.inputs], args.format, exclude=Path(args.out)
+        )
+    except ClientError as exc:
+        console.print(f"ocr-client: {exc}", markup=False)
+        return EXIT_FAILED
+    client = _client(args, RetryPolicy.patient(args.retry_for))
+    bar = ProgressBar(console, len(sources))
+    batch = Batch(
+        client,
+        Path(args.out),
+        fmt=args.format,
+        options=_options(args),
+        concurrency=args.concurrency,
+        reporter=bar,
+    )
+    try:
+        with bar:
+            report = batch.run(sources)
+    except (KeyboardInterrupt, Stopped):
+        console.print(
+            "ocr-client: interrupted; run the same command again to resume "
+            f"(manifest: {batch.manifest.path})",
+            markup=False,
+        )
+        return EXIT_INTERRUPTED
+    return summarize(report, console)
+
+
+def summarize(report: BatchReport, console: Console) -> int:
+    done, skipped, failed = report.count("done"), report.count("skipped"), report.failed
+    console.print(
+        f"ocr-client: {done + skipped} of {len(report.results)} documents done "
+        f"({report.pages} pages; {skipped} done before, {report.submitted} submitted now), "
+        f"{len(failed)} failed",
+        markup=False,
+        highlight=False,
+    )
+    for result in failed:
+        console.print(f"  FAILED {result.source.path}: {result.error}", markup=False)
+    return EXIT_FAILED if failed else 0
+
+
+def sync(args: argparse.Namespace, console: Console) -> int:
+    path = Path(args.file)
+    client = _client(args, RetryPolicy.patient(args.retry_for))
+    try:
+        text = client.ocr(
+            path.read_bytes(), filename=path.name, options=_options(args), fmt=args.format
+        )
+    except (ClientError, OSError) as exc:
+        console.print(f"ocr-client: {exc}", markup=False)
+        return EXIT_FAILED
+    sys.stdout.write(text)
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=os.environ.get("OCR_URL", DEFAULT_URL),
+        help=f"the API server (OCR_URL; default {DEFAULT_URL})",
+    )
+    common.add_argument(
+        "--api-key",
+        default=os.environ.get("OCR_API_KEY") or None,
+        help="the API key, when the service has keys on (OCR_API_KEY)",
+    )
+    common.add_argument(
+        "--format", choices=list(RESULT_SUFFIXES), default="text", help="what to write"
+    )
+    common.add_argument("--psm", type=int, help="page segmentation mode (3 automatic, 6 block)")
+    common.add_argument("--lang", help="installed language(s), e.g. eng")
+    common.add_argument("--pages", help='pages of a PDF or TIFF, e.g. "1-3,7"')
+    common.add_argument("--preprocess", choices=["none", "auto"], help="auto: turn pages upright")
+    common.add_argument("--dpi", type=int, help="resolution PDF pages are rendered at")
+    common.add_argument(
+        "--retry-for",
+        type=float,
+        default=DEFAULT_RETRY_FOR_S,
+        metavar="SECONDS",
+        help="how long to keep retrying a busy (429/503) or unreachable service "
+        f"(default {DEFAULT_RETRY_FOR_S:g})",
+    )
+    parser = argparse.ArgumentParser(prog="ocr-client", description="Client of the OCR service")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser(
+        "run", parents=[common], help="read files and folders into --out, with a progress bar"
+    )
+    run_parser.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
+    run_parser.add_argument("--out", required=True, metavar="DIR", help="where results go")
+    run_parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"documents in flight at once (default {DEFAULT_CONCURRENCY})",
+    )
+    sync_parser = commands.add_parser(
+        "sync", parents=[common], help="read one document now and print its text"
+    )
+    sync_parser.add_argument("file", metavar="FILE")
+    args = parser.parse_args(argv)
+    if getattr(args, "concurrency", 1) < 1:
+        parser.error("--concurrency must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console(stderr=True)
+    if args.command == "run":
+        return run(args, console)
+    return sync(args, console)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

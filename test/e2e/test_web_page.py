@@ -1,0 +1,275 @@
+"""The web page at / in a real browser (Debian's chromium through playwright) on the real stack.
+
+Never `playwright install`: it downloads a browser of its own, which fails here; .ci/run
+installs Debian's chromium. Set OCR_SCREENSHOT_DIR to keep the screenshots (README_image/
+has the one the README shows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from e2e_stack import Stack
+from pages import HELLO_PNG, render_document, render_lines
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from sqlalchemy.engine import Engine
+
+from ocr_common.settings import hash_api_key
+
+pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+JOB_TIMEOUT_MS = 90_000
+HELLO_WORDS = ["Hello", "OCR", "world", "quick", "brown", "fox"]
+API_KEY = "page-test-key-1"
+SCREENSHOT = "web_page.png"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Console:
+    """The page's console errors and uncaught exceptions, except the HTTP errors expected."""
+
+    def __init__(self, page: Page, expected_statuses: tuple[int, ...] = ()):
+        self.errors: list[str] = []
+        self.expected = [f"status of {status}" for status in expected_statuses]
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type not in ("error", "warning"):
+            return
+        text = message.text
+        # Chromium logs every non-2xx fetch; those the test provokes are the API's answers.
+        if text.startswith("Failed to load resource") and any(s in text for s in self.expected):
+            return
+        self.errors.append(f"{message.type}: {text} at {message.location}")
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def screenshot(page: Page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    page.screenshot(path=str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    keep = os.environ.get("OCR_SCREENSHOT_DIR")
+    if keep:
+        shutil.copy(path, Path(keep) / name)
+    return path
+
+
+def wait_for_boxes(page: Page) -> None:
+    page.wait_for_selector("#stage svg rect.word", timeout=JOB_TIMEOUT_MS)
+
+
+def test_an_image_is_read_and_its_word_boxes_drawn(
+    stack: Stack, page: Page, tmp_path: Path
+) -> None:
+    console = Console(page)
+    lines = [
+        "Hello OCR world 42",
+        "The quick brown fox jumps over the lazy dog",
+        "Invoice 2024-117: total due 1,250.00 EUR",
+        "Pack my box with five dozen liquor jugs",
+    ]
+    document = tmp_path / "letter.png"
+    document.write_bytes(render_lines(lines, width=1100))
+    response = page.goto(stack.url("/"))
+    assert response is not None and response.status == 200
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    page.set_input_files("#file", str(document))
+    wait_for_boxes(page)
+
+    text = page.input_value("#text")
+    for word in ["Hello", "quick", "brown", "Invoice", "liquor"]:
+        assert word in text, text
+    assert "succeeded" in page.inner_text("#status")
+    # The page image itself is drawn (a canvas), with one box per word over it.
+    assert page.locator("#stage canvas").count() == 1
+    boxes = page.locator("#stage svg rect.word")
+    assert boxes.count() >= 25
+    first = boxes.first
+    # "Hello" starts 30 px from the left edge of the rendered page (test/pages.py).
+    assert abs(float(first.get_attribute("x") or -1) - 30) < 12
+    box = first.bounding_box()
+    assert box is not None and box["width"] > 10 and box["height"] > 10
+    first.hover()
+    tip = page.locator("#tip")
+    assert tip.is_visible()
+    assert tip.inner_text().startswith("Hello — confidence")
+
+    job_id = page.inner_text("#result-meta").split(" · ")[0].removeprefix("job ")
+    assert page.locator("#jobs .id", has_text=job_id[:8]).count() == 1
+    with page.expect_download() as download:
+        page.click("button[data-format=json]")
+    body = json.loads(Path(download.value.path()).read_text())
+    assert body["id"] == job_id and body["status"] == "succeeded"
+    assert download.value.suggested_filename == f"{job_id}.json"
+
+    page.evaluate("document.activeElement.blur()")
+    page.mouse.move(0, 0)
+    screenshot(page, tmp_path, SCREENSHOT)
+    assert console.errors == []
+
+
+def test_a_pdf_is_drawn_as_its_words_page_by_page(stack: Stack, page: Page, tmp_path: Path) -> None:
+    console = Console(page)
+    document = tmp_path / "two.pdf"
+    document.write_bytes(render_document([["First page here"], ["Second page there"]]))
+    page.goto(stack.url("/"))
+    page.click("#options summary")
+    page.select_option("select[name=psm]", "6")
+    page.set_input_files("#file", str(document))
+    wait_for_boxes(page)
+    assert "2 pages" in page.inner_text("#result-meta")
+    # The browser cannot draw a PDF: each word is written in its box instead.
+    assert page.locator("#stage canvas").count() == 0
+    assert page.inner_text("#page-label") == "Page 1 (1 of 2)"
+    assert page.locator("#stage svg text", has_text="First").count() == 1
+    page.click("#next")
+    assert page.inner_text("#page-label") == "Page 2 (2 of 2)"
+    assert page.locator("#stage svg text", has_text="Second").count() == 1
+    assert page.locator("#stage svg rect.word").count() == 3
+    job_id = page.inner_text("#result-meta").split(" · ")[0].removeprefix("job ")
+    job = requests.get(stack.url(f"/v1/jobs/{job_id}"), timeout=30).json()
+    assert job["options"]["psm"] == 6
+    assert console.errors == []
+
+
+def test_a_non_image_shows_the_api_s_own_message(stack: Stack, page: Page, tmp_path: Path) -> None:
+    console = Console(page, expected_statuses=(400,))
+    notes = tmp_path / "notes.png"
+    notes.write_bytes(b"a shopping list, not an image\n")
+    page.goto(stack.url("/"))
+    page.set_input_files("#file", str(notes))
+    page.wait_for_selector("#error:not(:empty)", timeout=30_000)
+    shown = page.inner_text("#error")
+
+    answer = requests.post(stack.url("/v1/jobs"), files={"file": notes.read_bytes()}, timeout=30)
+    assert answer.status_code == 400
+    problem = answer.json()
+    assert problem["detail"] in shown and problem["code"] in shown, shown
+    assert "HTTP 400" in shown
+    assert console.errors == []
+
+
+def test_by_keyboard_on_a_phone_sized_screen(
+    stack: Stack, browser: Browser, tmp_path: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    # Playwright turns on file-chooser interception when the first listener is added, without
+    # waiting for the browser: a listener added long before the key press makes sure it is on
+    # (added only by expect_file_chooser, the press sometimes came first and no chooser showed).
+    page.on("filechooser", lambda _chooser: None)
+    console = Console(page)
+    document = tmp_path / "hello.png"
+    document.write_bytes(HELLO_PNG)
+    page.goto(stack.url("/"))
+    page.focus("#drop")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(str(document))
+    wait_for_boxes(page)
+    for word in HELLO_WORDS:
+        assert word in page.input_value("#text")
+
+    # One column: the text below the page image, and nothing wider than the screen.
+    figure = page.locator("#figure").bounding_box()
+    text = page.locator("#text").bounding_box()
+    assert figure is not None and text is not None
+    assert text["y"] >= figure["y"] + figure["height"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+    # Arrow keys go from word to word on the page image, showing each one's confidence.
+    page.focus("#stage svg")
+    page.keyboard.press("ArrowRight")
+    assert page.locator("#tip").inner_text().startswith("Hello — confidence")
+    page.keyboard.press("ArrowRight")
+    assert page.locator("#tip").inner_text().startswith("OCR — confidence")
+    screenshot(page, tmp_path, "web_page_phone.png")
+    assert console.errors == []
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def keyed_stack(
+    mysql_url: str, db_engine_e2e: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    stack = Stack(
+        mysql_url,
+        tmp_path_factory.mktemp("keyed-logs"),
+        OCR_API_KEYS=f"page={hash_api_key(API_KEY)}",
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_with_api_keys_the_page_asks_for_one_and_keeps_it_in_the_session_only(
+    keyed_stack: Stack, browser: Browser, tmp_path: Path
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    console = Console(page, expected_statuses=(401,))
+    # The page itself loads without a key; the API behind it does not answer without one.
+    response = page.goto(keyed_stack.url("/"))
+    assert response is not None and response.status == 200
+    key_form = page.locator("#key-form")
+    key_form.wait_for(state="visible")
+
+    page.fill("#key", "not-the-key")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#key-error:has-text('not accepted')")
+
+    page.fill("#key", API_KEY)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#jobs li")
+    assert not key_form.is_visible()
+    document = tmp_path / "hello.png"
+    document.write_bytes(HELLO_PNG)
+    page.set_input_files("#file", str(document))
+    wait_for_boxes(page)
+    assert "Hello" in page.input_value("#text")
+    assert page.evaluate("sessionStorage.getItem('ocr-api-key')") == API_KEY
+    assert page.evaluate("localStorage.length") == 0
+    assert console.errors == []
+    context.close()
+
+    # A new browser session starts without it.
+    fresh = browser.new_context()
+    again = fresh.new_page()
+    Console(again, expected_statuses=(401,))
+    again.goto(keyed_stack.url("/"))
+    again.locator("#key-form").wait_for(state="visible")
+    fresh.close()

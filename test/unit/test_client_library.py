@@ -1,0 +1,157 @@
+"""The client library on its own: retries against a real little HTTP server, the manifest, the
+file list. (Against the real services: test/e2e/test_ocr_client.py.)"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from ocr_client import ApiError, ClientError, OcrClient, RetryPolicy, Stopped, Unreachable
+from ocr_client.batch import collect_sources
+from ocr_client.manifest import MANIFEST_NAME, Entry, Manifest
+
+PROBLEM = {"type": "about:blank", "status": 429, "code": "rate_limited", "detail": "slow down"}
+
+
+class Script:
+    """Answers to give, in order (the last one repeats), and the times requests came."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, dict[str, str], dict[str, object]]] = []
+        self.times: list[float] = []
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Script]]:
+    script = Script()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+            script.times.append(time.monotonic())
+            index = min(len(script.times), len(script.answers)) - 1
+            status, headers, body = script.answers[index]
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", script
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_429_is_retried_after_the_time_in_retry_after(server: tuple[str, Script]) -> None:
+    url, script = server
+    script.answers = [(429, {"Retry-After": "1"}, PROBLEM), (200, {}, {"task_id": "text\n"})]
+    client = OcrClient(url, retry=RetryPolicy.patient(total_s=30))
+    assert client.get_image("x") == {"task_id": "text\n"}
+    assert len(script.times) == 2
+    # At least what the server asked; the backoff alone would have retried after 0.5 s.
+    assert script.times[1] - script.times[0] >= 1.0
+
+
+def test_a_503_without_retries_is_an_api_error_with_code_and_retry_after(
+    server: tuple[str, Script],
+) -> None:
+    url, script = server
+    body = {"error": {"code": "ocr_busy", "message": "every engine is busy"}}
+    script.answers = [(503, {"Retry-After": "7"}, body)]
+    with pytest.raises(ApiError) as caught:
+        OcrClient(url).get_image("x")
+    assert (caught.value.status, caught.value.code, caught.value.retry_after_s) == (
+        503,
+        "ocr_busy",
+        7,
+    )
+    assert str(caught.value) == "HTTP 503: every engine is busy"
+    assert len(script.times) == 1
+
+
+def test_a_400_is_not_retried(server: tuple[str, Script]) -> None:
+    url, script = server
+    problem = {"status": 400, "code": "invalid_image", "detail": "not an image", "field": "file"}
+    script.answers = [(400, {}, problem)]
+    with pytest.raises(ApiError) as caught:
+        OcrClient(url, retry=RetryPolicy.patient(total_s=30)).get_image("x")
+    assert (caught.value.code, caught.value.field, caught.value.message) == (
+        "invalid_image",
+        "file",
+        "not an image",
+    )
+    assert len(script.times) == 1
+
+
+def test_an_unreachable_server_is_retried_until_the_time_runs_out() -> None:
+    started = time.monotonic()
+    client = OcrClient("http://127.0.0.1:9", retry=RetryPolicy.patient(total_s=1.5))
+    with pytest.raises(Unreachable, match="cannot reach http://127.0.0.1:9/image"):
+        client.get_image("x")
+    assert time.monotonic() - started >= 1.5
+
+
+def test_stopping_ends_a_retry_back_off_at_once() -> None:
+    client = OcrClient(
+        "http://127.0.0.1:9",
+        retry=RetryPolicy(max_attempts=100, max_total_s=60, initial_backoff_s=20, max_backoff_s=20),
+    )
+    threading.Timer(0.3, client.stopping.set).start()
+    started = time.monotonic()
+    with pytest.raises(Stopped):
+        client.get_image("x")
+    assert time.monotonic() - started < 10
+
+
+def test_the_manifest_survives_a_torn_last_line(tmp_path: Path) -> None:
+    done = Entry("a.png.txt", "in/a.png", "1" * 64, "r", "done", job="j1", pages=1)
+    Manifest(tmp_path).record(done)
+    with open(tmp_path / MANIFEST_NAME, "a") as file:
+        file.write('{"output": "b.png.txt", "source": "in/b.pn')  # the crash came here
+    manifest = Manifest(tmp_path)
+    assert manifest.get("a.png.txt") == done
+    assert manifest.get("b.png.txt") is None
+    later = Entry("b.png.txt", "in/b.png", "2" * 64, "r", "submitted", job="j2")
+    manifest.record(later)
+    reread = Manifest(tmp_path)
+    assert reread.get("a.png.txt") == done and reread.get("b.png.txt") == later
+
+
+def test_sources_keep_the_folder_layout_and_skip_hidden_files(tmp_path: Path) -> None:
+    (tmp_path / "scans" / "2024").mkdir(parents=True)
+    (tmp_path / "scans" / "a.png").write_bytes(b"a")
+    (tmp_path / "scans" / "2024" / "b.pdf").write_bytes(b"b")
+    (tmp_path / "scans" / ".DS_Store").write_bytes(b"")
+    (tmp_path / "scans" / ".cache").mkdir()
+    (tmp_path / "scans" / ".cache" / "c.png").write_bytes(b"c")
+    (tmp_path / "d.tif").write_bytes(b"d")
+    # The output folder inside an input folder: its results are not read again.
+    (tmp_path / "scans" / "out").mkdir()
+    (tmp_path / "scans" / "out" / "a.png.hocr").write_text("<html/>")
+    sources = collect_sources(
+        [tmp_path / "scans", tmp_path / "d.tif"], "hocr", exclude=tmp_path / "scans" / "out"
+    )
+    assert [s.output for s in sources] == ["2024/b.pdf.hocr", "a.png.hocr", "d.tif.hocr"]
+
+
+def test_two_sources_writing_the_same_result_are_refused(tmp_path: Path) -> None:
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.png").write_bytes(b"a")
+    with pytest.raises(ClientError, match="would both write a.png.txt"):
+        collect_sources([tmp_path / "x", tmp_path / "y"], "text")
+    with pytest.raises(ClientError, match="no such file or folder"):
+        collect_sources([tmp_path / "missing"], "text")
