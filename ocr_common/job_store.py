@@ -21,6 +21,7 @@ from sqlalchemy import (
     Executable,
     Table,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -31,7 +32,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from .models import ClaimedJob, Job, JobImageRow, JobRow, JobStatus, parse_options_json
+from .models import (
+    ClaimedJob,
+    Job,
+    JobImageRow,
+    JobOutcome,
+    JobRow,
+    JobStatus,
+    parse_options_json,
+)
 from .options import OcrOptions
 
 RUNNING = JobStatus.RUNNING.value
@@ -474,6 +483,171 @@ def _finish(
     if done and not keep_image:
         session.execute(delete(IMAGES).where(IMAGES.c.job_id == job_id))
     return bool(done)
+
+
+def claim_batch(
+    session: Session, *, worker_id: str, lease_s: float, limit: int
+) -> list[ClaimedJob]:
+    """Take up to ``limit`` of the oldest queued jobs for ``worker_id``, each leased for
+    ``lease_s`` seconds, oldest first.
+
+    Three statements whatever the batch size: pick the ids (SKIP LOCKED on MySQL/MariaDB, so
+    concurrent claimers take disjoint batches; the claim index keeps this a short range scan
+    however many finished rows the table holds), mark them running, read them back with their
+    images. As with ``claim_next`` the caller commits at once.
+    """
+    if limit < 1:
+        return []
+    skip_locked = session.get_bind().dialect.name in ("mysql", "mariadb")
+    candidates = (
+        select(JOBS.c.id)
+        .where(JOBS.c.status == QUEUED)
+        .order_by(JOBS.c.created_at, JOBS.c.id)
+        .limit(limit)
+    )
+    if skip_locked:
+        candidates = candidates.with_for_update(skip_locked=True)
+    ids = list(session.scalars(candidates).all())
+    if not ids:
+        return []
+    now = utcnow()
+    # Every id is still queued here (locked on MySQL; on SQLite this transaction is the only
+    # writer, BEGIN IMMEDIATE), but the status guard costs nothing and keeps the claim a
+    # compare-and-set whatever the isolation.
+    _rows(
+        session,
+        update(JOBS)
+        .where(JOBS.c.id.in_(ids), JOBS.c.status == QUEUED)
+        .values(
+            status=RUNNING,
+            worker_id=worker_id,
+            lease_until=now + timedelta(seconds=lease_s),
+            started_at=now,
+            attempts=JOBS.c.attempts + 1,
+            # A retried document is read again from its first page.
+            pages_done=case((JOBS.c.pages_total.is_not(None), 0), else_=None),
+        ),
+    )
+    rows = session.execute(
+        select(
+            JOBS.c.id,
+            JOBS.c.attempts,
+            JOBS.c.max_attempts,
+            JOBS.c.image_sha256,
+            JOBS.c.owner,
+            JOBS.c.options,
+            JOBS.c.pages_total,
+            IMAGES.c.data,
+        )
+        .select_from(JOBS.outerjoin(IMAGES, IMAGES.c.job_id == JOBS.c.id))
+        .where(JOBS.c.id.in_(ids), JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
+    ).all()
+    by_id = {row.id: row for row in rows}
+    claimed: list[ClaimedJob] = []
+    for job_id in ids:
+        row = by_id.get(job_id)
+        if row is None:
+            continue
+        if row.data is None:
+            # As in claim_next: a job without its image can never run; fail it once.
+            _finish(
+                session,
+                job_id,
+                worker_id,
+                status=JobStatus.FAILED,
+                text=None,
+                error_code="image_missing",
+                error_message="the stored image is missing",
+                keep_image=False,
+            )
+            continue
+        options = parse_options_json(row.options)
+        pages: tuple[int, ...] = ()
+        if options is not None:
+            pages = options.pages or tuple(range(1, (row.pages_total or 1) + 1))
+        claimed.append(
+            ClaimedJob(
+                id=job_id,
+                attempts=row.attempts,
+                max_attempts=row.max_attempts,
+                image=row.data,
+                digest=row.image_sha256,
+                owner=row.owner,
+                options=options,
+                pages=pages,
+            )
+        )
+    return claimed
+
+
+def finish_batch(
+    session: Session,
+    *,
+    worker_id: str,
+    outcomes: Sequence[JobOutcome],
+    keep_images: bool = False,
+) -> list[str]:
+    """Write the outcomes of the jobs ``worker_id`` still holds and delete their images.
+
+    Returns the ids written, in the order given. A job left out was no longer ours (its lease
+    expired and it went back to the queue, or it was canceled or finished) and is not touched,
+    as with ``finish``. One UPDATE per job (each result is its own packet, as ``finish`` writes
+    it), one SELECT and one DELETE for the batch, and one commit by the caller.
+    """
+    if not outcomes:
+        return []
+    ids = [outcome.job_id for outcome in outcomes]
+    # Lock the rows that are still ours first: none can change hands between its UPDATE and
+    # the DELETE of its image (SQLite: this transaction is the only writer anyway).
+    held = set(
+        session.scalars(
+            select(JOBS.c.id)
+            .where(JOBS.c.id.in_(ids), JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
+            .with_for_update()
+        ).all()
+    )
+    if not held:
+        return []
+    statement = (
+        update(JOBS)
+        .where(
+            JOBS.c.id == bindparam("b_id"),
+            JOBS.c.worker_id == worker_id,
+            JOBS.c.status == RUNNING,
+        )
+        .values(
+            status=bindparam("b_status"),
+            text=bindparam("b_text"),
+            error_code=bindparam("b_error_code"),
+            error_message=bindparam("b_error_message"),
+            finished_at=utcnow(),
+            lease_until=None,
+            # A job finished without a v1 result keeps what it had, as finish() leaves it.
+            result=func.coalesce(bindparam("b_result", type_=JOBS.c.result.type), JOBS.c.result),
+            pages_done=func.coalesce(
+                bindparam("b_pages_done", type_=JOBS.c.pages_done.type), JOBS.c.pages_done
+            ),
+        )
+    )
+    params = [
+        {
+            "b_id": outcome.job_id,
+            "b_status": outcome.status.value,
+            "b_text": outcome.text,
+            "b_error_code": outcome.error_code,
+            "b_error_message": outcome.error_message,
+            "b_result": _dump(outcome.result),
+            "b_pages_done": (
+                None if outcome.result is None else len(outcome.result.get("pages", []))
+            ),
+        }
+        for outcome in outcomes
+        if outcome.job_id in held
+    ]
+    session.execute(statement.execution_options(synchronize_session=False), params)
+    if not keep_images:
+        session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(held)))
+    return [job_id for job_id in ids if job_id in held]
 
 
 def release(
