@@ -132,7 +132,9 @@ def run(engine: Engine, claimers: int, batch: int) -> tuple[float, int, int, flo
             if job is None:
                 return
             with sessions.begin() as session:
-                job_store.finish(session, job_id=job.id, worker_id=worker, text="")
+                job_store.finish(
+                    session, job_id=job.id, worker_id=worker, text=f"the text of {job.id}\n"
+                )
             ids.append(job.id)
 
     def in_batches(worker: str, ids: list[str]) -> None:
@@ -141,7 +143,8 @@ def run(engine: Engine, claimers: int, batch: int) -> tuple[float, int, int, flo
                 jobs = job_store.claim_batch(session, worker_id=worker, lease_s=60, limit=batch)
             if not jobs:
                 return
-            outcomes = [JobOutcome(job.id, text="") for job in jobs]
+            # Distinct texts, as real pages have: each is written by its own CASE branch.
+            outcomes = [JobOutcome(job.id, text=f"the text of {job.id}\n") for job in jobs]
             with sessions.begin() as session:
                 job_store.finish_batch(session, worker_id=worker, outcomes=outcomes)
             ids.extend(job.id for job in jobs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
@@ -21,7 +21,6 @@ from sqlalchemy import (
     Executable,
     Table,
     and_,
-    bindparam,
     case,
     delete,
     func,
@@ -591,8 +590,8 @@ def finish_batch(
 
     Returns the ids written, in the order given. A job left out was no longer ours (its lease
     expired and it went back to the queue, or it was canceled or finished) and is not touched,
-    as with ``finish``. One UPDATE per job (each result is its own packet, as ``finish`` writes
-    it), one SELECT and one DELETE for the batch, and one commit by the caller.
+    as with ``finish``. A SELECT, an UPDATE and a DELETE for the whole batch (more UPDATEs only
+    when the results are large), and one commit by the caller.
     """
     if not outcomes:
         return []
@@ -608,46 +607,68 @@ def finish_batch(
     )
     if not held:
         return []
-    statement = (
-        update(JOBS)
-        .where(
-            JOBS.c.id == bindparam("b_id"),
-            JOBS.c.worker_id == worker_id,
-            JOBS.c.status == RUNNING,
+    now = utcnow()
+    for chunk in _by_size([outcome for outcome in outcomes if outcome.job_id in held]):
+        _rows(
+            session,
+            update(JOBS)
+            .where(
+                JOBS.c.id.in_([outcome.job_id for outcome in chunk]),
+                JOBS.c.worker_id == worker_id,
+                JOBS.c.status == RUNNING,
+            )
+            .values(finished_at=now, lease_until=None, **_per_job_values(chunk)),
         )
-        .values(
-            status=bindparam("b_status"),
-            text=bindparam("b_text"),
-            error_code=bindparam("b_error_code"),
-            error_message=bindparam("b_error_message"),
-            finished_at=utcnow(),
-            lease_until=None,
-            # A job finished without a v1 result keeps what it had, as finish() leaves it.
-            result=func.coalesce(bindparam("b_result", type_=JOBS.c.result.type), JOBS.c.result),
-            pages_done=func.coalesce(
-                bindparam("b_pages_done", type_=JOBS.c.pages_done.type), JOBS.c.pages_done
-            ),
-        )
-    )
-    params = [
-        {
-            "b_id": outcome.job_id,
-            "b_status": outcome.status.value,
-            "b_text": outcome.text,
-            "b_error_code": outcome.error_code,
-            "b_error_message": outcome.error_message,
-            "b_result": _dump(outcome.result),
-            "b_pages_done": (
-                None if outcome.result is None else len(outcome.result.get("pages", []))
-            ),
-        }
-        for outcome in outcomes
-        if outcome.job_id in held
-    ]
-    session.execute(statement.execution_options(synchronize_session=False), params)
     if not keep_images:
         session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(held)))
     return [job_id for job_id in ids if job_id in held]
+
+
+# How much text and result one UPDATE of finish_batch carries: well inside MySQL's smallest
+# usual max_allowed_packet (16 MiB on MariaDB), and a result as large as ``finish`` takes goes
+# in a statement of its own.
+FINISH_STATEMENT_BYTES = 1024 * 1024
+
+
+def _by_size(outcomes: list[JobOutcome]) -> Iterator[list[JobOutcome]]:
+    chunk: list[JobOutcome] = []
+    size = 0
+    for outcome in outcomes:
+        weight = len(outcome.text or "") + len(outcome.error_message or "")
+        weight += len(_dump(outcome.result) or "")
+        if chunk and size + weight > FINISH_STATEMENT_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(outcome)
+        size += weight
+    if chunk:
+        yield chunk
+
+
+def _per_job_values(outcomes: list[JobOutcome]) -> dict[str, Any]:
+    """SET values for a batch of outcomes: one value where they all agree (usually the status
+    and the error columns), else a CASE on the id."""
+
+    def per_job(values: dict[str, Any], column: Any = None) -> Any:
+        if column is None and len(set(values.values())) == 1:
+            return next(iter(values.values()))
+        return case(values, value=JOBS.c.id, else_=column)
+
+    values = {
+        "status": per_job({o.job_id: o.status.value for o in outcomes}),
+        "text": per_job({o.job_id: o.text for o in outcomes}),
+        "error_code": per_job({o.job_id: o.error_code for o in outcomes}),
+        "error_message": per_job({o.job_id: o.error_message for o in outcomes}),
+    }
+    documents = [o for o in outcomes if o.result is not None]
+    if documents:
+        # Only jobs with a v1 result change it, as finish() leaves the others' alone.
+        values["result"] = per_job({o.job_id: _dump(o.result) for o in documents}, JOBS.c.result)
+        values["pages_done"] = per_job(
+            {o.job_id: len((o.result or {}).get("pages", [])) for o in documents},
+            JOBS.c.pages_done,
+        )
+    return values
 
 
 def release(

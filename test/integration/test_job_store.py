@@ -6,7 +6,8 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, update
+import pytest
+from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
@@ -398,3 +399,31 @@ def test_racing_batch_and_single_claimers_never_get_the_same_job(
     for name, ids in claimed.items():
         assert all(texts[job_id] == name for job_id in ids)
     assert images == 0
+
+
+def test_finish_batch_splits_large_results_into_several_statements(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = queue(sessions, 5)
+    with sessions.begin() as session:
+        job_store.claim_batch(session, worker_id="w1", lease_s=30, limit=5)
+    # Room for two texts a statement: 5 outcomes take 3 UPDATEs, each its own jobs.
+    monkeypatch.setattr(job_store, "FINISH_STATEMENT_BYTES", 20)
+    outcomes = [JobOutcome(job_id, text=f"text {i:04}\n") for i, job_id in enumerate(ids)]
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    with sessions.begin() as session:
+        engine = session.connection().engine
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            written = job_store.finish_batch(session, worker_id="w1", outcomes=outcomes)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+    assert written == ids
+    assert sum(statement.startswith("UPDATE jobs") for statement in statements) == 3
+    with sessions() as session:
+        texts = dict(session.execute(select(JobRow.id, JobRow.text)).all())
+    assert texts == {outcome.job_id: outcome.text for outcome in outcomes}
