@@ -211,10 +211,11 @@ def explain(engine: Engine) -> None:
                         for key in ("table", "type", "key", "rows", "Extra")
                     )
                 )
-            cursor.close()
             began = time.perf_counter()
-            conn.execute(text(statement), parameters or {}).all()
+            cursor.execute(statement, parameters)
+            cursor.fetchall()
             print(f"  runs in {1000 * (time.perf_counter() - began):.1f} ms")
+            cursor.close()
 
 
 def main() -> int:
