@@ -3,7 +3,8 @@
 Each claimer loops: claim, "read" (nothing), finish. With ``--batch 1`` that is today's
 dispatcher path, ``claim_next`` and ``finish`` in a short transaction each; with ``--batch N``
 it is ``claim_batch`` (up to N jobs in one transaction) and ``finish_batch`` (their N outcomes
-in one more). Every claimed id is counted, so a job handed out twice shows as a duplicate.
+in one more); with ``--one-transaction`` also finishing a batch and claiming the next in one
+transaction. Every claimed id is counted, so a job handed out twice shows as a duplicate.
 
 ``--finished-rows 1000000`` first fills the table with that many finished jobs (as months of
 use leave it) and prints EXPLAIN of the claim query and of the KEDA trigger query
@@ -13,7 +14,7 @@ claimers, Python) and the database server, per 1,000 jobs; the load average says
 machine was (it is shared).
 
     python bench/claims.py --database-url mysql+pymysql://ocr:ocr@127.0.0.1:3306/ocr_test \
-        --jobs 6000 --claimers 1 4 --batch 1 16 --finished-rows 1000000
+        --jobs 6000 --claimers 1 4 --batch 1 16 --one-transaction --finished-rows 1000000
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ def queue_jobs(engine: Engine, jobs: int) -> None:
                 job_store.create_job(session, image=IMAGE, max_attempts=3)
 
 
-def run(engine: Engine, claimers: int, batch: int) -> tuple[float, int, int, float, float]:
+def run(
+    engine: Engine, claimers: int, batch: int, one_transaction: bool
+) -> tuple[float, int, int, float, float]:
     """(jobs/s, jobs claimed, duplicates, client CPU s, database CPU s) for one configuration."""
     sessions = make_session_factory(engine)
     got: list[list[str]] = [[] for _ in range(claimers)]
@@ -149,10 +152,26 @@ def run(engine: Engine, claimers: int, batch: int) -> tuple[float, int, int, flo
                 job_store.finish_batch(session, worker_id=worker, outcomes=outcomes)
             ids.extend(job.id for job in jobs)
 
+    def finish_and_claim(worker: str, ids: list[str]) -> None:
+        # What a dispatcher can do when engines come free: write what they read and take as
+        # many new jobs in the same transaction.
+        outcomes: list[JobOutcome] = []
+        while True:
+            with sessions.begin() as session:
+                job_store.finish_batch(session, worker_id=worker, outcomes=outcomes)
+                jobs = job_store.claim_batch(session, worker_id=worker, lease_s=60, limit=batch)
+            if not jobs:
+                return
+            outcomes = [JobOutcome(job.id, text=f"the text of {job.id}\n") for job in jobs]
+            ids.extend(job.id for job in jobs)
+
     def claimer(index: int) -> None:
         barrier.wait()
         try:
-            loop = one_at_a_time if batch == 1 else in_batches
+            if batch == 1:
+                loop = one_at_a_time
+            else:
+                loop = finish_and_claim if one_transaction else in_batches
             loop(f"bench-{index}", got[index])
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -231,6 +250,12 @@ def main() -> int:
     parser.add_argument(
         "--batch", type=int, nargs="+", default=[1, 16], help="jobs per claim (1: claim_next)"
     )
+    parser.add_argument(
+        "--one-transaction",
+        action="store_true",
+        help="also run each batch size >1 finishing the last batch and claiming the next in "
+        "one transaction",
+    )
     parser.add_argument("--finished-rows", type=int, default=0)
     args = parser.parse_args()
     url, drop = scratch_database(args.database_url)
@@ -250,19 +275,26 @@ def main() -> int:
             f"{args.finished_rows} finished rows beside them"
         )
         header = (
-            f"{'claimers':>8} | {'batch':>5} | {'jobs/s':>7} | {'claimed':>7} | "
-            f"{'duplicates':>10} | {'client CPU s/1k':>15} | {'db CPU s/1k':>11} | {'load':>4}"
+            f"{'claimers':>8} | {'batch':>5} | {'txn/batch':>9} | {'jobs/s':>7} | "
+            f"{'claimed':>7} | {'duplicates':>10} | {'client CPU s/1k':>15} | "
+            f"{'db CPU s/1k':>11} | {'load':>4}"
         )
         print(header)
         print("-+-".join("-" * len(part) for part in header.split(" | ")))
-        for batch in args.batch:
+        configurations = [(batch, False) for batch in args.batch]
+        if args.one_transaction:
+            configurations += [(batch, True) for batch in args.batch if batch > 1]
+        for batch, one_transaction in configurations:
             for claimers in args.claimers:
                 queue_jobs(engine, args.jobs)
                 load = os.getloadavg()[0]
-                rate, claimed, duplicates, cpu, db_cpu = run(engine, claimers, batch)
+                rate, claimed, duplicates, cpu, db_cpu = run(
+                    engine, claimers, batch, one_transaction
+                )
+                transactions = "2 / job" if batch == 1 else ("1" if one_transaction else "2")
                 print(
-                    f"{claimers:>8} | {batch:>5} | {rate:>7.0f} | {claimed:>7} | "
-                    f"{duplicates:>10} | {1000 * cpu / claimed:>15.2f} | "
+                    f"{claimers:>8} | {batch:>5} | {transactions:>9} | {rate:>7.0f} | "
+                    f"{claimed:>7} | {duplicates:>10} | {1000 * cpu / claimed:>15.2f} | "
                     f"{1000 * db_cpu / claimed:>11.2f} | {load:>4.1f}"
                 )
         engine.dispose()
