@@ -333,6 +333,12 @@ def test_only_the_api_reaches_the_ocr_server() -> None:
     assert not labels_match(policy["podSelector"]["matchLabels"], pod_labels("ocr-api"))
 
 
+@pytest.mark.parametrize("name", ["ocr-api", "ocr-server"])
+def test_the_autoscalers_alone_set_the_replicas(name: str) -> None:
+    # A replica count in the Deployment would undo the autoscaler's at every kubectl apply.
+    assert "replicas" not in find("Deployment", name)["spec"]
+
+
 def test_the_api_scales_on_cpu() -> None:
     hpa = find("HorizontalPodAutoscaler", "ocr-api")["spec"]
     assert hpa["scaleTargetRef"] == {
