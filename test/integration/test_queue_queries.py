@@ -100,7 +100,7 @@ def explain(sessions: sessionmaker[Session], statement: str, parameters: object)
     return {key: str(value) for key, value in zip(columns, row, strict=True)}
 
 
-def test_the_claim_and_the_trigger_stay_on_the_status_index(
+def test_the_claim_and_the_trigger_stay_on_a_status_index(
     sessions: sessionmaker[Session],
 ) -> None:
     fill_finished(sessions, 5000)
@@ -126,7 +126,11 @@ def test_the_claim_and_the_trigger_stay_on_the_status_index(
     [(claim, parameters)] = sent
     for statement, params in ((claim, parameters), (keda_query(), None)):
         plan = explain(sessions, statement, params)
-        assert plan["key"] == "ix_jobs_status_created", plan
+        # An index that starts with the status: (status, created_at), or for the count also
+        # (status, lease_until), which MariaDB picks for it on a table of a million rows.
+        assert plan["key"] in ("ix_jobs_status_created", "ix_jobs_status_lease"), plan
+        if statement == claim:
+            assert plan["key"] == "ix_jobs_status_created", plan
         # Only the queued (and running) rows are read, in index order: no sort, no scan.
         assert int(plan["rows"]) < 100, plan
         assert "filesort" not in plan["Extra"], plan
