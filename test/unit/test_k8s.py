@@ -304,6 +304,18 @@ def test_ocr_workers_match_the_cores_the_ocr_pod_gets(monkeypatch: pytest.Monkey
     assert math.ceil(cpu_cores(resources["limits"]["cpu"])) == workers
 
 
+def test_the_engines_memory_ceilings_fit_the_ocr_pods_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = settings_of("ocr-server", monkeypatch)
+    limit = container("ocr-server")["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi") or limit.endswith("Gi"), limit
+    limit_mib = int(limit[:-2]) * (1024 if limit.endswith("Gi") else 1)
+    # Every engine at its ceiling, and the server itself (about 100 MB), inside the limit: the
+    # kernel fails one page, rather than the OOM killer the whole pod.
+    assert settings.workers * settings.engine_max_memory_mb + 256 <= limit_mib
+
+
 @pytest.mark.parametrize("name", ["ocr-api", "ocr-server"])
 def test_service_and_disruption_budget_select_their_deployment(name: str) -> None:
     labels = pod_labels(name)
