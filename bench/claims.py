@@ -1,10 +1,21 @@
-"""How many jobs per second the job store hands out to N concurrent claimers (no-op engine).
+"""How many claim-and-finish cycles a second the job store serves N claimers (no-op engine).
 
-Shows that the database queue is never the bottleneck: a page costs about a core-second of
-Tesseract, so a queue that cycles thousands of jobs a second keeps hundreds of cores busy.
+Each claimer loops: claim, "read" (nothing), finish. With ``--batch 1`` that is today's
+dispatcher path, ``claim_next`` and ``finish`` in a short transaction each; with ``--batch N``
+it is ``claim_batch`` (up to N jobs in one transaction) and ``finish_batch`` (their N outcomes
+in one more); with ``--one-transaction`` also finishing a batch and claiming the next in one
+transaction. Every claimed id is counted, so a job handed out twice shows as a duplicate.
+
+``--finished-rows 1000000`` first fills the table with that many finished jobs (as months of
+use leave it) and prints EXPLAIN of the claim query and of the KEDA trigger query
+(deploy/k8s/base/ocr-scaledobject.yaml) on it: both must stay on the (status, created_at)
+index, whatever the table holds. The CPU columns split the cost between this process (the
+claimers, Python) and the database server, per 1,000 jobs; "CPU-bound/s" is the rate this
+machine's cores would give if the bench had them to itself (cores / CPU per job), which is
+what a shared, busy machine still lets one measure; the load average says how busy it was.
 
     python bench/claims.py --database-url mysql+pymysql://ocr:ocr@127.0.0.1:3306/ocr_test \
-        --jobs 3000 --claimers 1 4 8
+        --jobs 6000 --claimers 1 4 --batch 1 16 --one-transaction --finished-rows 1000000
 """
 
 from __future__ import annotations
@@ -15,18 +26,25 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine, text
+import yaml
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from ocr_common import job_store
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
+from ocr_common.models import JobOutcome
 
 IMAGE = b"\x89PNG" + bytes(2000)  # a small image's worth of bytes
+SCALED_OBJECT = Path(__file__).resolve().parents[1] / "deploy/k8s/base/ocr-scaledobject.yaml"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def scratch_database(base_url: str) -> tuple[str, object]:
+def scratch_database(base_url: str) -> tuple[str, Callable[[], None]]:
     """A fresh database beside the one in the URL (MySQL), or a temp file (SQLite)."""
     url = make_url(base_url)
     if url.get_backend_name() == "sqlite":
@@ -45,42 +63,192 @@ def scratch_database(base_url: str) -> tuple[str, object]:
     return url.set(database=name).render_as_string(hide_password=False), drop
 
 
-def run(database_url: str, jobs: int, claimers: int) -> tuple[float, int, int]:
-    engine = make_engine(database_url, pool_size=claimers + 2)
+def server_pid(engine: Engine) -> int | None:
+    """The database server's process id, when it runs on this machine (else None)."""
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        return None
+    with engine.connect() as conn:
+        pid_file = str(conn.execute(text("SELECT @@pid_file")).scalar_one())
+    try:
+        return int(Path(pid_file).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def server_cpu_s(pid: int | None) -> float:
+    """CPU seconds the database server process has used (0 when it is not on this machine).
+
+    Only that process: other MariaDB servers on the machine (tests start private ones) and the
+    other clients of this one still share the cores, which the load column shows.
+    """
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def fill_finished(engine: Engine, rows: int) -> float:
+    """Add ``rows`` finished jobs (no images, as finished jobs are kept); returns seconds."""
+    began = time.perf_counter()
+    mysql = engine.dialect.name in ("mysql", "mariadb")
+    new_id = "UUID()" if mysql else "lower(hex(randomblob(16)))"
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TEMPORARY TABLE digits (i INT NOT NULL)"))
+        conn.execute(text("INSERT INTO digits (i) VALUES (:i)"), [{"i": i} for i in range(1000)])
+        stamp = job_store.utcnow()
+        done = 0
+        while done < rows:
+            step = min(rows - done, 200_000)
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, status, kind, created_at, started_at, finished_at,"
+                    " attempts, max_attempts, image_bytes, text)"
+                    f" SELECT {new_id}, 'succeeded', 'sync', :stamp, :stamp, :stamp, 1, 1, 2004,"
+                    " 'some recognised text' FROM digits a CROSS JOIN digits b LIMIT :step"
+                ),
+                {"stamp": stamp, "step": step},
+            )
+            done += step
+        conn.execute(text("DROP TEMPORARY TABLE digits" if mysql else "DROP TABLE digits"))
+    if mysql:
+        with engine.connect() as conn:
+            conn.execute(text("ANALYZE TABLE jobs"))
+    return time.perf_counter() - began
+
+
+def queue_jobs(engine: Engine, jobs: int) -> None:
+    """Remove the last run's jobs (not the finished filler) and queue ``jobs`` new ones."""
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
         session.execute(text("DELETE FROM job_images"))
-        session.execute(text("DELETE FROM jobs"))
+        session.execute(text("DELETE FROM jobs WHERE kind = 'async'"))
     for start in range(0, jobs, 500):
         with sessions.begin() as session:
             for _ in range(min(500, jobs - start)):
                 job_store.create_job(session, image=IMAGE, max_attempts=3)
+
+
+def run(
+    engine: Engine, claimers: int, batch: int, one_transaction: bool
+) -> tuple[float, int, int, float, float]:
+    """(jobs/s, jobs claimed, duplicates, client CPU s, database CPU s) for one configuration."""
+    sessions = make_session_factory(engine)
     got: list[list[str]] = [[] for _ in range(claimers)]
+    errors: list[BaseException] = []
     barrier = threading.Barrier(claimers + 1)
 
-    def claimer(index: int) -> None:
-        worker = f"bench-{index}"
-        barrier.wait()
+    def one_at_a_time(worker: str, ids: list[str]) -> None:
         while True:
             with sessions.begin() as session:
                 job = job_store.claim_next(session, worker_id=worker, lease_s=60)
             if job is None:
                 return
             with sessions.begin() as session:
-                job_store.finish(session, job_id=job.id, worker_id=worker, text="")
-            got[index].append(job.id)
+                job_store.finish(
+                    session, job_id=job.id, worker_id=worker, text=f"the text of {job.id}\n"
+                )
+            ids.append(job.id)
+
+    def in_batches(worker: str, ids: list[str]) -> None:
+        while True:
+            with sessions.begin() as session:
+                jobs = job_store.claim_batch(session, worker_id=worker, lease_s=60, limit=batch)
+            if not jobs:
+                return
+            # Distinct texts, as real pages have: each is written by its own CASE branch.
+            outcomes = [JobOutcome(job.id, text=f"the text of {job.id}\n") for job in jobs]
+            with sessions.begin() as session:
+                job_store.finish_batch(session, worker_id=worker, outcomes=outcomes)
+            ids.extend(job.id for job in jobs)
+
+    def finish_and_claim(worker: str, ids: list[str]) -> None:
+        # What a dispatcher can do when engines come free: write what they read and take as
+        # many new jobs in the same transaction.
+        outcomes: list[JobOutcome] = []
+        while True:
+            with sessions.begin() as session:
+                job_store.finish_batch(session, worker_id=worker, outcomes=outcomes)
+                jobs = job_store.claim_batch(session, worker_id=worker, lease_s=60, limit=batch)
+            if not jobs:
+                return
+            outcomes = [JobOutcome(job.id, text=f"the text of {job.id}\n") for job in jobs]
+            ids.extend(job.id for job in jobs)
+
+    def claimer(index: int) -> None:
+        barrier.wait()
+        try:
+            if batch == 1:
+                loop = one_at_a_time
+            else:
+                loop = finish_and_claim if one_transaction else in_batches
+            loop(f"bench-{index}", got[index])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
 
     threads = [threading.Thread(target=claimer, args=(i,)) for i in range(claimers)]
     for thread in threads:
         thread.start()
+    pid = server_pid(engine)
+    cpu_before, db_before = time.process_time(), server_cpu_s(pid)
     barrier.wait()
     began = time.perf_counter()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - began
+    cpu, db_cpu = time.process_time() - cpu_before, server_cpu_s(pid) - db_before
+    if errors:
+        raise errors[0]
     every = [job_id for ids in got for job_id in ids]
-    engine.dispose()
-    return len(every) / elapsed, len(every), len(every) - len(set(every))
+    return len(every) / elapsed, len(every), len(every) - len(set(every)), cpu, db_cpu
+
+
+def keda_query() -> str:
+    """The query KEDA's MySQL trigger runs, as the manifest has it."""
+    scaled = yaml.safe_load(SCALED_OBJECT.read_text())
+    [trigger] = scaled["spec"]["triggers"]
+    return str(trigger["metadata"]["query"])
+
+
+def explain(engine: Engine) -> None:
+    """EXPLAIN the claim query exactly as claim_batch sends it, and the KEDA trigger query."""
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "SKIP LOCKED" in statement and not captured:
+            captured.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with make_session_factory(engine).begin() as session:
+            job_store.claim_batch(session, worker_id="explain", lease_s=60, limit=16)
+            session.rollback()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    queries = [("claim_batch", *captured[0]), ("KEDA trigger", keda_query(), None)]
+    with engine.connect() as conn:
+        for name, statement, parameters in queries:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute("EXPLAIN " + statement, parameters)
+            columns = [d[0] for d in cursor.description]
+            print(f"\nEXPLAIN {name}: {' '.join(statement.split())}")
+            for row in cursor.fetchall():
+                fields = dict(zip(columns, row, strict=True))
+                print(
+                    "  "
+                    + ", ".join(
+                        f"{key}={fields.get(key)}"
+                        for key in ("table", "type", "key", "rows", "Extra")
+                    )
+                )
+            began = time.perf_counter()
+            cursor.execute(statement, parameters)
+            cursor.fetchall()
+            print(f"  runs in {1000 * (time.perf_counter() - began):.1f} ms")
+            cursor.close()
 
 
 def main() -> int:
@@ -91,24 +259,63 @@ def main() -> int:
             "OCR_TEST_DATABASE_URL", "mysql+pymysql://ocr:ocr@127.0.0.1:3306/ocr_test"
         ),
     )
-    parser.add_argument("--jobs", type=int, default=3000)
-    parser.add_argument("--claimers", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--jobs", type=int, default=6000, help="jobs queued for each row")
+    parser.add_argument("--claimers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=[1, 16], help="jobs per claim (1: claim_next)"
+    )
+    parser.add_argument(
+        "--one-transaction",
+        action="store_true",
+        help="also run each batch size >1 finishing the last batch and claiming the next in "
+        "one transaction",
+    )
+    parser.add_argument("--finished-rows", type=int, default=0)
     args = parser.parse_args()
     url, drop = scratch_database(args.database_url)
     try:
         upgrade(url)
+        engine = make_engine(url, pool_size=max(args.claimers) + 2)
         print("$ python " + " ".join(sys.argv))
+        backend = make_url(url).get_backend_name()
+        if args.finished_rows:
+            seconds = fill_finished(engine, args.finished_rows)
+            print(f"filled {args.finished_rows} finished jobs in {seconds:.0f} s")
+            if backend in ("mysql", "mariadb"):
+                queue_jobs(engine, args.jobs)
+                explain(engine)
         print(
-            f"backend: {make_url(url).get_backend_name()}, {args.jobs} jobs per row, "
-            "claim + finish in two short transactions each"
+            f"\nbackend: {backend}, {args.jobs} jobs queued per row, "
+            f"{args.finished_rows} finished rows beside them"
         )
-        print(f"{'claimers':>8} | {'jobs/s':>8} | {'claimed':>7} | {'duplicates':>10}")
-        print(f"{'-' * 8}-+-{'-' * 8}-+-{'-' * 7}-+-{'-' * 10}")
-        for n in args.claimers:
-            rate, claimed, duplicates = run(url, args.jobs, n)
-            print(f"{n:>8} | {rate:>8.0f} | {claimed:>7} | {duplicates:>10}")
+        header = (
+            f"{'claimers':>8} | {'batch':>5} | {'txn/batch':>9} | {'jobs/s':>7} | "
+            f"{'claimed':>7} | {'duplicates':>10} | {'client CPU s/1k':>15} | "
+            f"{'db CPU s/1k':>11} | {'CPU-bound/s':>11} | {'load':>4}"
+        )
+        print(header)
+        print("-+-".join("-" * len(part) for part in header.split(" | ")))
+        configurations = [(batch, False) for batch in args.batch]
+        if args.one_transaction:
+            configurations += [(batch, True) for batch in args.batch if batch > 1]
+        for batch, one_transaction in configurations:
+            for claimers in args.claimers:
+                queue_jobs(engine, args.jobs)
+                load = os.getloadavg()[0]
+                rate, claimed, duplicates, cpu, db_cpu = run(
+                    engine, claimers, batch, one_transaction
+                )
+                # What this machine's cores would do if the bench had them to itself.
+                ceiling = (os.cpu_count() or 1) * claimed / (cpu + db_cpu)
+                transactions = "2 / job" if batch == 1 else ("1" if one_transaction else "2")
+                print(
+                    f"{claimers:>8} | {batch:>5} | {transactions:>9} | {rate:>7.0f} | "
+                    f"{claimed:>7} | {duplicates:>10} | {1000 * cpu / claimed:>15.2f} | "
+                    f"{1000 * db_cpu / claimed:>11.2f} | {ceiling:>11.0f} | {load:>4.1f}"
+                )
+        engine.dispose()
     finally:
-        drop()  # type: ignore[operator]
+        drop()
     return 0
 
 

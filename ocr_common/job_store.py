@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
@@ -31,7 +31,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from .models import ClaimedJob, Job, JobImageRow, JobRow, JobStatus, parse_options_json
+from .models import (
+    ClaimedJob,
+    Job,
+    JobImageRow,
+    JobOutcome,
+    JobRow,
+    JobStatus,
+    parse_options_json,
+)
 from .options import OcrOptions
 
 RUNNING = JobStatus.RUNNING.value
@@ -474,6 +482,193 @@ def _finish(
     if done and not keep_image:
         session.execute(delete(IMAGES).where(IMAGES.c.job_id == job_id))
     return bool(done)
+
+
+def claim_batch(
+    session: Session, *, worker_id: str, lease_s: float, limit: int
+) -> list[ClaimedJob]:
+    """Take up to ``limit`` of the oldest queued jobs for ``worker_id``, each leased for
+    ``lease_s`` seconds, oldest first.
+
+    Three statements whatever the batch size: pick the ids (SKIP LOCKED on MySQL/MariaDB, so
+    concurrent claimers take disjoint batches; the claim index keeps this a short range scan
+    however many finished rows the table holds), mark them running, read them back with their
+    images. As with ``claim_next`` the caller commits at once.
+    """
+    if limit < 1:
+        return []
+    skip_locked = session.get_bind().dialect.name in ("mysql", "mariadb")
+    candidates = (
+        select(JOBS.c.id)
+        .where(JOBS.c.status == QUEUED)
+        .order_by(JOBS.c.created_at, JOBS.c.id)
+        .limit(limit)
+    )
+    if skip_locked:
+        candidates = candidates.with_for_update(skip_locked=True)
+    ids = list(session.scalars(candidates).all())
+    if not ids:
+        return []
+    now = utcnow()
+    # Every id is still queued here (locked on MySQL; on SQLite this transaction is the only
+    # writer, BEGIN IMMEDIATE), but the status guard costs nothing and keeps the claim a
+    # compare-and-set whatever the isolation.
+    _rows(
+        session,
+        update(JOBS)
+        .where(JOBS.c.id.in_(ids), JOBS.c.status == QUEUED)
+        .values(
+            status=RUNNING,
+            worker_id=worker_id,
+            lease_until=now + timedelta(seconds=lease_s),
+            started_at=now,
+            attempts=JOBS.c.attempts + 1,
+            # A retried document is read again from its first page.
+            pages_done=case((JOBS.c.pages_total.is_not(None), 0), else_=None),
+        ),
+    )
+    rows = session.execute(
+        select(
+            JOBS.c.id,
+            JOBS.c.attempts,
+            JOBS.c.max_attempts,
+            JOBS.c.image_sha256,
+            JOBS.c.owner,
+            JOBS.c.options,
+            JOBS.c.pages_total,
+            IMAGES.c.data,
+        )
+        .select_from(JOBS.outerjoin(IMAGES, IMAGES.c.job_id == JOBS.c.id))
+        .where(JOBS.c.id.in_(ids), JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
+    ).all()
+    by_id = {row.id: row for row in rows}
+    claimed: list[ClaimedJob] = []
+    for job_id in ids:
+        row = by_id.get(job_id)
+        if row is None:
+            continue
+        if row.data is None:
+            # As in claim_next: a job without its image can never run; fail it once.
+            _finish(
+                session,
+                job_id,
+                worker_id,
+                status=JobStatus.FAILED,
+                text=None,
+                error_code="image_missing",
+                error_message="the stored image is missing",
+                keep_image=False,
+            )
+            continue
+        options = parse_options_json(row.options)
+        pages: tuple[int, ...] = ()
+        if options is not None:
+            pages = options.pages or tuple(range(1, (row.pages_total or 1) + 1))
+        claimed.append(
+            ClaimedJob(
+                id=job_id,
+                attempts=row.attempts,
+                max_attempts=row.max_attempts,
+                image=row.data,
+                digest=row.image_sha256,
+                owner=row.owner,
+                options=options,
+                pages=pages,
+            )
+        )
+    return claimed
+
+
+def finish_batch(
+    session: Session,
+    *,
+    worker_id: str,
+    outcomes: Sequence[JobOutcome],
+    keep_images: bool = False,
+) -> list[str]:
+    """Write the outcomes of the jobs ``worker_id`` still holds and delete their images.
+
+    Returns the ids written, in the order given. A job left out was no longer ours (its lease
+    expired and it went back to the queue, or it was canceled or finished) and is not touched,
+    as with ``finish``. A SELECT, an UPDATE and a DELETE for the whole batch (more UPDATEs only
+    when the results are large), and one commit by the caller.
+    """
+    if not outcomes:
+        return []
+    ids = [outcome.job_id for outcome in outcomes]
+    # Lock the rows that are still ours first: none can change hands between its UPDATE and
+    # the DELETE of its image (SQLite: this transaction is the only writer anyway).
+    held = set(
+        session.scalars(
+            select(JOBS.c.id)
+            .where(JOBS.c.id.in_(ids), JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
+            .with_for_update()
+        ).all()
+    )
+    if not held:
+        return []
+    now = utcnow()
+    for chunk in _by_size([outcome for outcome in outcomes if outcome.job_id in held]):
+        _rows(
+            session,
+            update(JOBS)
+            .where(
+                JOBS.c.id.in_([outcome.job_id for outcome in chunk]),
+                JOBS.c.worker_id == worker_id,
+                JOBS.c.status == RUNNING,
+            )
+            .values(finished_at=now, lease_until=None, **_per_job_values(chunk)),
+        )
+    if not keep_images:
+        session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(held)))
+    return [job_id for job_id in ids if job_id in held]
+
+
+# How much text and result one UPDATE of finish_batch carries: well inside MySQL's smallest
+# usual max_allowed_packet (16 MiB on MariaDB), and a result as large as ``finish`` takes goes
+# in a statement of its own.
+FINISH_STATEMENT_BYTES = 1024 * 1024
+
+
+def _by_size(outcomes: list[JobOutcome]) -> Iterator[list[JobOutcome]]:
+    chunk: list[JobOutcome] = []
+    size = 0
+    for outcome in outcomes:
+        weight = len(outcome.text or "") + len(outcome.error_message or "")
+        weight += len(_dump(outcome.result) or "")
+        if chunk and size + weight > FINISH_STATEMENT_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(outcome)
+        size += weight
+    if chunk:
+        yield chunk
+
+
+def _per_job_values(outcomes: list[JobOutcome]) -> dict[str, Any]:
+    """SET values for a batch of outcomes: one value where they all agree (usually the status
+    and the error columns), else a CASE on the id."""
+
+    def per_job(values: dict[str, Any], column: Any = None) -> Any:
+        if column is None and len(set(values.values())) == 1:
+            return next(iter(values.values()))
+        return case(values, value=JOBS.c.id, else_=column)
+
+    values = {
+        "status": per_job({o.job_id: o.status.value for o in outcomes}),
+        "text": per_job({o.job_id: o.text for o in outcomes}),
+        "error_code": per_job({o.job_id: o.error_code for o in outcomes}),
+        "error_message": per_job({o.job_id: o.error_message for o in outcomes}),
+    }
+    documents = [o for o in outcomes if o.result is not None]
+    if documents:
+        # Only jobs with a v1 result change it, as finish() leaves the others' alone.
+        values["result"] = per_job({o.job_id: _dump(o.result) for o in documents}, JOBS.c.result)
+        values["pages_done"] = per_job(
+            {o.job_id: len((o.result or {}).get("pages", [])) for o in documents},
+            JOBS.c.pages_done,
+        )
+    return values
 
 
 def release(

@@ -165,3 +165,22 @@ class ClaimedJob:
     owner: str | None = None
     options: OcrOptions | None = None
     pages: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a claimed job ended, to be written by ``job_store.finish_batch``.
+
+    Succeeded with ``text`` (and a v1 ``result``), or failed for good with ``error_code`` and
+    ``error_message``.
+    """
+
+    job_id: str
+    text: str | None = None
+    result: dict[str, Any] | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def status(self) -> JobStatus:
+        return JobStatus.SUCCEEDED if self.error_code is None else JobStatus.FAILED

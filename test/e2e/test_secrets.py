@@ -37,6 +37,14 @@ def secret_stack(
         stack.stop()
 
 
+def test_the_ocr_servers_probes_need_no_token(secret_stack: Stack) -> None:
+    # A kubelet's probes cannot carry the token (deploy/k8s probes /readyz and /healthz).
+    for path in ("/healthz", "/readyz"):
+        answer = requests.get(f"{secret_stack.server_url}{path}", timeout=30)
+        assert answer.status_code == 200, (path, answer.text)
+    assert requests.get(f"{secret_stack.server_url}/status", timeout=30).status_code == 401
+
+
 def test_no_secret_appears_in_any_log(secret_stack: Stack, mysql_url: str) -> None:
     api = secret_stack.api_url
     body = json.dumps({"image_data": b64(HELLO_PNG)})

@@ -6,11 +6,12 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+import pytest
+from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
-from ocr_common.models import JobImageRow, JobRow, JobStatus
+from ocr_common.models import JobImageRow, JobOutcome, JobRow, JobStatus
 
 IMAGE = b"\x89PNG fake image bytes"
 
@@ -221,3 +222,208 @@ def test_purge_deletes_only_jobs_finished_before_the_cut_off(
         assert job_store.get_job(session, recent) is not None
         # A queued job is never purged, however old.
         assert job_store.get_job(session, pending) is not None
+
+
+def test_claim_batch_takes_the_oldest_jobs_in_order_with_their_images(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = queue(sessions, 5)
+    with sessions.begin() as session:
+        first = job_store.claim_batch(session, worker_id="w1", lease_s=30, limit=3)
+    assert [job.id for job in first] == ids[:3]
+    assert [job.image for job in first] == [IMAGE + bytes([i]) for i in range(3)]
+    assert all(job.attempts == 1 for job in first)
+    with sessions.begin() as session:
+        rest = job_store.claim_batch(session, worker_id="w2", lease_s=30, limit=10)
+        assert job_store.claim_batch(session, worker_id="w2", lease_s=30, limit=10) == []
+    assert [job.id for job in rest] == ids[3:]
+    with sessions() as session:
+        holders = dict(session.execute(select(JobRow.id, JobRow.worker_id)).all())
+        statuses = job_store.count_by_status(session)
+    assert holders == {**dict.fromkeys(ids[:3], "w1"), **dict.fromkeys(ids[3:], "w2")}
+    assert statuses["running"] == 5
+
+
+def test_finish_batch_writes_each_outcome_and_deletes_the_images(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = queue(sessions, 3)
+    with sessions.begin() as session:
+        job_store.claim_batch(session, worker_id="w1", lease_s=30, limit=3)
+    result = {"text": "page one\n", "pages": [{"page": 1, "text": "page one\n"}]}
+    outcomes = [
+        JobOutcome(ids[0], text="plain\n"),
+        JobOutcome(ids[1], error_code="engine_timeout", error_message="too slow"),
+        JobOutcome(ids[2], text="page one\n", result=result),
+    ]
+    with sessions.begin() as session:
+        written = job_store.finish_batch(session, worker_id="w1", outcomes=outcomes)
+    assert written == ids
+    with sessions() as session:
+        jobs = {job_id: job_store.get_job(session, job_id) for job_id in ids}
+        stored = job_store.get_result(session, ids[2])
+        images = session.scalar(select(func.count()).select_from(JobImageRow))
+    done, failed, document = (jobs[job_id] for job_id in ids)
+    assert done is not None and (done.status, done.text) == (JobStatus.SUCCEEDED, "plain\n")
+    assert failed is not None and (failed.status, failed.error_code, failed.text) == (
+        JobStatus.FAILED,
+        "engine_timeout",
+        None,
+    )
+    assert document is not None and document.status == JobStatus.SUCCEEDED
+    assert document.pages_done == 1 and stored == result
+    assert all(job is not None and job.finished_at is not None for job in jobs.values())
+    assert images == 0
+
+
+def test_finish_batch_with_keep_images_keeps_them(sessions: sessionmaker[Session]) -> None:
+    ids = queue(sessions, 2)
+    with sessions.begin() as session:
+        job_store.claim_batch(session, worker_id="w1", lease_s=30, limit=2)
+        outcomes = [JobOutcome(job_id, text="t") for job_id in ids]
+        job_store.finish_batch(session, worker_id="w1", outcomes=outcomes, keep_images=True)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(JobImageRow)) == 2
+
+
+def test_finish_batch_refuses_a_worker_whose_lease_was_taken_over(
+    sessions: sessionmaker[Session],
+) -> None:
+    lost, kept = queue(sessions, 2)
+    with sessions.begin() as session:
+        job_store.claim_batch(session, worker_id="w1", lease_s=30, limit=2)
+    # w1 stops answering about one job: its lease runs out, the reaper requeues it, w2 takes it.
+    with sessions.begin() as session:
+        session.execute(
+            update(JobRow)
+            .where(JobRow.id == lost)
+            .values(lease_until=job_store.utcnow() - timedelta(seconds=1))
+        )
+        assert job_store.requeue_expired(session) == (1, 0)
+    with sessions.begin() as session:
+        [taken] = job_store.claim_batch(session, worker_id="w2", lease_s=30, limit=5)
+    assert taken.id == lost and taken.attempts == 2
+    outcomes = [JobOutcome(lost, text="late"), JobOutcome(kept, text="w1")]
+    with sessions.begin() as session:
+        assert job_store.finish_batch(session, worker_id="w1", outcomes=outcomes) == [kept]
+    with sessions() as session:
+        job = job_store.get_job(session, lost)
+        # The job w2 now reads keeps its image: w1's late batch did not delete it.
+        assert session.get(JobImageRow, lost) is not None
+    assert job is not None and (job.status, job.worker_id, job.text) == (
+        JobStatus.RUNNING,
+        "w2",
+        None,
+    )
+    with sessions.begin() as session:
+        written = job_store.finish_batch(
+            session, worker_id="w2", outcomes=[JobOutcome(lost, text="w2")]
+        )
+        assert written == [lost]
+        # Finished jobs cannot be finished again, not even by their last holder.
+        assert job_store.finish_batch(session, worker_id="w2", outcomes=[JobOutcome(lost)]) == []
+    with sessions() as session:
+        texts = dict(session.execute(select(JobRow.id, JobRow.text)).all())
+    assert texts == {lost: "w2", kept: "w1"}
+
+
+def test_claim_batch_fails_a_queued_job_whose_image_is_missing(
+    sessions: sessionmaker[Session],
+) -> None:
+    broken, good = queue(sessions, 2)
+    with sessions.begin() as session:
+        session.execute(delete(JobImageRow).where(JobImageRow.job_id == broken))
+    with sessions.begin() as session:
+        claimed = job_store.claim_batch(session, worker_id="w1", lease_s=30, limit=5)
+    assert [job.id for job in claimed] == [good]
+    with sessions() as session:
+        job = job_store.get_job(session, broken)
+    assert job is not None and (job.status, job.error_code) == (JobStatus.FAILED, "image_missing")
+
+
+def test_racing_batch_and_single_claimers_never_get_the_same_job(
+    sessions: sessionmaker[Session],
+) -> None:
+    total = 300
+    queue(sessions, total)
+    # Three claimers take batches of 7 and finish them together; one claims one at a time.
+    claimed: dict[str, list[str]] = {"a": [], "b": [], "c": [], "single": []}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(claimed))
+
+    def batch_claimer(name: str) -> None:
+        try:
+            start.wait()
+            while True:
+                with sessions.begin() as session:
+                    jobs = job_store.claim_batch(session, worker_id=name, lease_s=30, limit=7)
+                if not jobs:
+                    return
+                claimed[name].extend(job.id for job in jobs)
+                outcomes = [JobOutcome(job.id, text=name) for job in jobs]
+                with sessions.begin() as session:
+                    written = job_store.finish_batch(session, worker_id=name, outcomes=outcomes)
+                assert written == [job.id for job in jobs]
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    def single_claimer(name: str) -> None:
+        try:
+            start.wait()
+            while True:
+                with sessions.begin() as session:
+                    job = job_store.claim_next(session, worker_id=name, lease_s=30)
+                if job is None:
+                    return
+                claimed[name].append(job.id)
+                with sessions.begin() as session:
+                    assert job_store.finish(session, job_id=job.id, worker_id=name, text=name)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=single_claimer if name == "single" else batch_claimer, args=(name,))
+        for name in claimed
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    every = [job_id for ids in claimed.values() for job_id in ids]
+    assert len(every) == total
+    assert len(set(every)) == total
+    with sessions() as session:
+        texts = dict(session.execute(select(JobRow.id, JobRow.text)).all())
+        images = session.scalar(select(func.count()).select_from(JobImageRow))
+    for name, ids in claimed.items():
+        assert all(texts[job_id] == name for job_id in ids)
+    assert images == 0
+
+
+def test_finish_batch_splits_large_results_into_several_statements(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = queue(sessions, 5)
+    with sessions.begin() as session:
+        job_store.claim_batch(session, worker_id="w1", lease_s=30, limit=5)
+    # Room for two texts a statement: 5 outcomes take 3 UPDATEs, each its own jobs.
+    monkeypatch.setattr(job_store, "FINISH_STATEMENT_BYTES", 20)
+    outcomes = [JobOutcome(job_id, text=f"text {i:04}\n") for i, job_id in enumerate(ids)]
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    with sessions.begin() as session:
+        engine = session.connection().engine
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            written = job_store.finish_batch(session, worker_id="w1", outcomes=outcomes)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+    assert written == ids
+    assert sum(statement.startswith("UPDATE jobs") for statement in statements) == 3
+    with sessions() as session:
+        texts = dict(session.execute(select(JobRow.id, JobRow.text)).all())
+    assert texts == {outcome.job_id: outcome.text for outcome in outcomes}

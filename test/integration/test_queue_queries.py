@@ -1,0 +1,136 @@
+"""The queue's hot queries on a real MySQL/MariaDB: KEDA's trigger query
+(deploy/k8s/base/ocr-scaledobject.yaml) counts the pages waiting and being read, which is what
+the OCR Deployment scales on; it and the claim stay on the (status, created_at) index however
+many finished jobs the table holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import event, insert, text, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ocr_common import job_store
+from ocr_common.models import JobOutcome, JobRow, JobStatus
+from ocr_common.options import OcrOptions
+
+pytestmark = pytest.mark.mysql
+
+SCALED_OBJECT = (
+    Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "ocr-scaledobject.yaml"
+)
+
+
+@pytest.fixture
+def database_url(mysql_url: str) -> str:
+    """KEDA's MySQL scaler only ever asks MySQL: this module runs on it alone."""
+    return mysql_url
+
+
+def keda_query() -> str:
+    [trigger] = yaml.safe_load(SCALED_OBJECT.read_text())["spec"]["triggers"]
+    return str(trigger["metadata"]["query"])
+
+
+def pending_pages(sessions: sessionmaker[Session]) -> object:
+    with sessions() as session:
+        return session.execute(text(keda_query())).scalar_one()
+
+
+def test_the_trigger_counts_queued_and_running_pages(sessions: sessionmaker[Session]) -> None:
+    # An empty queue is 0, not NULL: KEDA needs a number.
+    assert pending_pages(sessions) == 0
+    with sessions.begin() as session:
+        images = [job_store.create_job(session, image=b"img", max_attempts=3).id for _ in range(3)]
+        document = job_store.create_job(
+            session, image=b"pdf", max_attempts=3, options=OcrOptions(), pages_total=10
+        ).id
+        job_store.create_job(
+            session, image=b"pdf", max_attempts=3, options=OcrOptions(), pages_total=4
+        )
+    # 3 one-page jobs + a 10-page and a 4-page document, all queued.
+    assert pending_pages(sessions) == 17
+    with sessions.begin() as session:
+        claimed = job_store.claim_batch(session, worker_id="w", lease_s=30, limit=4)
+    assert {job.id for job in claimed} == {*images, document}
+    with sessions.begin() as session:
+        job_store.progress(session, job_id=document, worker_id="w", pages_done=6)
+    # Running: 3 one-page jobs and the document with 4 pages left; queued: 4 pages.
+    assert pending_pages(sessions) == 3 + 4 + 4
+    with sessions.begin() as session:
+        job_store.finish_batch(
+            session, worker_id="w", outcomes=[JobOutcome(job_id, text="t") for job_id in images]
+        )
+        # A document on its last page still counts that page.
+        session.execute(update(JobRow).where(JobRow.id == document).values(pages_done=10))
+    assert pending_pages(sessions) == 1 + 4
+
+
+def fill_finished(sessions: sessionmaker[Session], rows: int) -> None:
+    """``rows`` finished jobs without images, as months of use leave the table."""
+    stamp = job_store.utcnow()
+    values = [
+        {
+            "id": job_store.new_job_id(),
+            "status": JobStatus.SUCCEEDED.value,
+            "kind": "sync",
+            "created_at": stamp,
+            "finished_at": stamp,
+            "attempts": 1,
+            "max_attempts": 1,
+            "image_bytes": 3,
+            "text": "text",
+        }
+        for _ in range(rows)
+    ]
+    with sessions.begin() as session:
+        session.execute(insert(JobRow), values)
+        session.execute(text("ANALYZE TABLE jobs"))
+
+
+def explain(sessions: sessionmaker[Session], statement: str, parameters: object) -> dict[str, str]:
+    with sessions() as session:
+        cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute("EXPLAIN " + statement, parameters)
+        columns = [d[0] for d in cursor.description]
+        [row] = cursor.fetchall()
+        cursor.close()
+    return {key: str(value) for key, value in zip(columns, row, strict=True)}
+
+
+def test_the_claim_and_the_trigger_stay_on_a_status_index(
+    sessions: sessionmaker[Session],
+) -> None:
+    fill_finished(sessions, 5000)
+    with sessions.begin() as session:
+        for _ in range(20):
+            job_store.create_job(session, image=b"img", max_attempts=3)
+    # The claim as claim_batch sends it, caught on its way to the server.
+    sent: list[tuple[str, object]] = []
+
+    def catch(
+        _conn: object, _cursor: object, statement: str, parameters: object, *_: object
+    ) -> None:
+        if "SKIP LOCKED" in statement:
+            sent.append((statement, parameters))
+
+    with sessions.begin() as session:
+        engine = session.connection().engine
+        event.listen(engine, "before_cursor_execute", catch)
+        try:
+            assert len(job_store.claim_batch(session, worker_id="w", lease_s=30, limit=8)) == 8
+        finally:
+            event.remove(engine, "before_cursor_execute", catch)
+    [(claim, parameters)] = sent
+    for statement, params in ((claim, parameters), (keda_query(), None)):
+        plan = explain(sessions, statement, params)
+        # An index that starts with the status: (status, created_at), or for the count also
+        # (status, lease_until), which MariaDB picks for it on a table of a million rows.
+        assert plan["key"] in ("ix_jobs_status_created", "ix_jobs_status_lease"), plan
+        if statement == claim:
+            assert plan["key"] == "ix_jobs_status_created", plan
+        # Only the queued (and running) rows are read, in index order: no sort, no scan.
+        assert int(plan["rows"]) < 100, plan
+        assert "filesort" not in plan["Extra"], plan
