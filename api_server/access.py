@@ -8,16 +8,11 @@ from flask import Flask, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from ocr_common.errors import OcrError
+from ocr_common.errors import Unauthorized
 from ocr_common.settings import Settings
 
 # Blueprints whose routes need a key when keys are configured (ops endpoints never do).
 PROTECTED_BLUEPRINTS = frozenset({"compat", "v1"})
-
-
-class Unauthorized(OcrError):
-    status = 401
-    code = "unauthorized"
 
 
 def presented_key() -> str | None:

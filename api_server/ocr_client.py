@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -18,25 +19,27 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
-from ocr_common.errors import (
-    BadRequest,
-    EngineError,
-    InvalidImage,
-    OcrError,
-    PayloadTooLarge,
-    Unavailable,
-)
+from ocr_common.errors import OcrError, Unavailable
 from ocr_common.options import OcrOptions
 from ocr_common.settings import Settings
+from ocr_common.wire import (
+    INTERNAL_TOKEN_HEADER,
+    LANGUAGES_PATH,
+    NOTIFY_PATH,
+    OCR_PATH,
+    RETRY_AFTER_S,
+    error_from_wire,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-INTERNAL_TOKEN_HEADER = "X-Internal-Token"
 CONNECT_TIMEOUT_S = 2.0
 NOTIFY_TIMEOUT_S = 2.0
-# How long a client should wait before retrying when the OCR server is down or busy.
-RETRY_AFTER_S = 5
+LANGUAGES_TIMEOUT_S = 2.0
+# How long the installed languages the OCR server named are trusted before asking again (a
+# new model is installed with a new OCR server image, so they change seldom).
+LANGUAGES_TTL_S = 60.0
 # Share of an API process's threads that may wait for the OCR server at once (/image-sync,
 # /v1/ocr): a stalled OCR server holds each for up to OCR_SYNC_TIMEOUT_S, and the other
 # threads must stay free for everything else.
@@ -53,6 +56,8 @@ class OcrBackend(Protocol):
     ) -> dict[str, Any]: ...
 
     def notify(self) -> None: ...
+
+    def languages(self) -> tuple[str, ...]: ...
 
 
 class OcrServerClient:
@@ -74,6 +79,8 @@ class OcrServerClient:
         self._sync_waits = threading.BoundedSemaphore(
             max(1, int(settings.api_threads * SYNC_WAIT_SHARE))
         )
+        self._languages: tuple[str, ...] | None = None
+        self._languages_until = 0.0
 
     @contextlib.contextmanager
     def _sync_wait(self) -> Iterator[None]:
@@ -164,38 +171,52 @@ class OcrServerClient:
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
         try:
             async with session.post(
-                f"{self._base}/ocr", data=data, params=query, timeout=timeout
+                f"{self._base}{OCR_PATH}", data=data, params=query, timeout=timeout
             ) as response:
                 body = await response.json(content_type=None)
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise Unavailable(
-                f"the OCR server at {self._base} is not answering ({type(exc).__name__}); "
-                "retry shortly",
-                code="ocr_unavailable",
-                retry_after_s=RETRY_AFTER_S,
-            ) from None
+            raise self._unreachable(exc) from None
         if status == 200:
             return dict(body)
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        code, message = error.get("code", "ocr_error"), error.get("message", "OCR failed")
-        field = error.get("field")
-        if query is not None and status == 400:
-            raise BadRequest(message, code=code, field=field)
-        if query is not None and status == 413:
-            raise PayloadTooLarge(message, code=code, field=field)
-        if status == 503:
-            raise Unavailable(message, code=code, retry_after_s=int(retry_after or RETRY_AFTER_S))
-        if status in (400, 413):
-            raise InvalidImage(message, code=code)
-        if status == 422:
-            raise EngineError(message, code=code)
-        raise Unavailable(
-            f"the OCR server answered {status}: {message}",
+        raise error_from_wire(status, body, retry_after)
+
+    def _unreachable(self, exc: BaseException) -> Unavailable:
+        return Unavailable(
+            f"the OCR server at {self._base} is not answering ({type(exc).__name__}); "
+            "retry shortly",
             code="ocr_unavailable",
             retry_after_s=RETRY_AFTER_S,
         )
+
+    def languages(self) -> tuple[str, ...]:
+        """The languages the OCR server's models read, as it last said (asked again after
+        LANGUAGES_TTL_S). A 503 only if it has never answered: the API has no models of its
+        own to look at."""
+        if self._languages is not None and time.monotonic() < self._languages_until:
+            return self._languages
+        try:
+            self._languages = _wait(self._submit(self._get_languages()), LANGUAGES_TIMEOUT_S)
+            self._languages_until = time.monotonic() + LANGUAGES_TTL_S
+        except Unavailable:
+            if self._languages is None:
+                raise
+            log.warning("the OCR server did not say its languages; using those it said before")
+        return self._languages
+
+    async def _get_languages(self) -> tuple[str, ...]:
+        session = await self._get_session()
+        timeout = aiohttp.ClientTimeout(total=LANGUAGES_TIMEOUT_S)
+        try:
+            async with session.get(f"{self._base}{LANGUAGES_PATH}", timeout=timeout) as response:
+                body = await response.json(content_type=None)
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise self._unreachable(exc) from None
+        if status != 200:
+            raise error_from_wire(status, body)
+        return tuple(str(lang) for lang in body["languages"])
 
     def notify(self) -> None:
         """Wake the OCR server's dispatcher; never waits and never fails the caller.
@@ -225,7 +246,7 @@ class OcrServerClient:
         session = await self._get_session()
         try:
             async with session.post(
-                f"{self._base}/jobs/notify", timeout=aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT_S)
+                f"{self._base}{NOTIFY_PATH}", timeout=aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT_S)
             ):
                 pass
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -125,7 +125,7 @@ def read_submission(extra: tuple[str, ...] = ()) -> tuple[Submission, dict[str, 
     svc = current_services()
     settings = svc.settings
     data, values = _read_document_and_values(extra)
-    options = parse_options(values, languages=svc.languages, max_pages=settings.max_pages)
+    options = parse_options(values, languages=svc.installed_languages, max_pages=settings.max_pages)
     document = check_document(
         data,
         wanted_pages=options.pages,

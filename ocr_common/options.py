@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -153,12 +153,13 @@ def parse_pages(value: object, max_pages: int) -> tuple[int, ...] | None:
 def parse_options(
     values: Mapping[str, object],
     *,
-    languages: Collection[str],
+    languages: Callable[[], Collection[str]],
     max_pages: int,
 ) -> OcrOptions:
     """Read the options out of query, form or JSON values; a 400 names the bad field.
 
     Unknown keys are left alone (the caller's own fields travel in the same mapping).
+    ``languages`` is asked only when a request names another language than ``eng``.
     """
     options: dict[str, Any] = {}
     if (psm := values.get("psm")) not in (None, ""):
@@ -190,12 +191,15 @@ def parse_options(
     return OcrOptions(**options)
 
 
-def check_lang(value: object, languages: Collection[str]) -> str:
+def check_lang(value: object, languages: Callable[[], Collection[str]]) -> str:
     """``eng`` or several installed languages joined by ``+`` (``eng+deu``)."""
-    readable = sorted(set(languages) - NOT_LANGUAGES)
+    wanted = value.strip().split("+") if isinstance(value, str) else []
+    if wanted == [DEFAULT_LANG]:
+        # Always there: the OCR server does not start without it.
+        return DEFAULT_LANG
+    readable = sorted(set(languages()) - NOT_LANGUAGES)
     if not isinstance(value, str) or not value.strip():
         raise _invalid("lang", f"must be a language code such as eng; installed: {readable}")
-    wanted = value.strip().split("+")
     missing = [lang for lang in wanted if lang not in readable]
     if missing:
         raise _invalid(

@@ -16,10 +16,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
 from ocr_common.documents import check_document
-from ocr_common.errors import OcrError, PayloadTooLarge, Unavailable
+from ocr_common.errors import OcrError, PayloadTooLarge, Unauthorized, Unavailable
 from ocr_common.options import parse_options
 from ocr_common.results import combine_pages
 from ocr_common.settings import Settings
+from ocr_common.wire import (
+    HEALTHZ_PATH,
+    INTERNAL_TOKEN_HEADER,
+    LANGUAGES_PATH,
+    METRICS_PATH,
+    NOTIFY_PATH,
+    OCR_PATH,
+    READYZ_PATH,
+    STATUS_PATH,
+    UNGUARDED_PATHS,
+    error_body,
+    error_headers,
+)
 
 from .dispatcher import Dispatcher
 from .engine import installed_languages
@@ -27,7 +40,6 @@ from .pool import EnginePool, PageTask, saturated_error
 
 log = logging.getLogger(__name__)
 
-INTERNAL_TOKEN_HEADER = "X-Internal-Token"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -37,14 +49,10 @@ SESSIONS_KEY = web.AppKey("sessions", sessionmaker)
 STATS_KEY = web.AppKey("stats", dict)
 
 
-def error_response(exc: OcrError) -> web.Response:
-    headers = {}
-    if exc.retry_after_s is not None:
-        headers["Retry-After"] = str(exc.retry_after_s)
-    error: dict[str, str] = exc.to_dict()
-    if exc.field is not None:
-        error["field"] = exc.field
-    return web.json_response({"error": error}, status=exc.status, headers=headers)
+def error_response(exc: OcrError, status: int | None = None) -> web.Response:
+    return web.json_response(
+        error_body(exc), status=status or exc.status, headers=error_headers(exc)
+    )
 
 
 @web.middleware
@@ -61,14 +69,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             )
         )
     except web.HTTPException as exc:
-        return web.json_response(
-            {"error": {"code": "http_error", "message": exc.reason}}, status=exc.status
-        )
-
-
-# Probes: a kubelet or compose healthcheck cannot send the token, and neither answer tells a
-# caller more than "up" and "the database answers".
-UNGUARDED_PATHS = frozenset({"/healthz", "/readyz"})
+        return error_response(OcrError(exc.reason, code="http_error"), status=exc.status)
 
 
 @web.middleware
@@ -77,15 +78,7 @@ async def token_middleware(request: web.Request, handler: Handler) -> web.Stream
     if token and request.path not in UNGUARDED_PATHS:
         given = request.headers.get(INTERNAL_TOKEN_HEADER, "")
         if not hmac.compare_digest(given.encode(), token.encode()):
-            return web.json_response(
-                {
-                    "error": {
-                        "code": "unauthorized",
-                        "message": f"missing or wrong {INTERNAL_TOKEN_HEADER}",
-                    }
-                },
-                status=401,
-            )
+            raise Unauthorized(f"missing or wrong {INTERNAL_TOKEN_HEADER}")
     return await handler(request)
 
 
@@ -116,7 +109,7 @@ async def ocr(request: web.Request) -> web.Response:
 async def _recognize_document(request: web.Request, data: bytes) -> dict[str, Any]:
     settings = request.app[SETTINGS_KEY]
     options = parse_options(
-        request.query, languages=installed_languages(), max_pages=settings.max_pages
+        request.query, languages=installed_languages, max_pages=settings.max_pages
     )
     dpi = options.render_dpi(settings.default_dpi)
     document = await asyncio.to_thread(
@@ -136,6 +129,11 @@ async def _recognize_document(request: web.Request, data: bytes) -> dict[str, An
 async def notify(request: web.Request) -> web.Response:
     request.app[DISPATCHER_KEY].notify()
     return web.json_response({"ok": True}, status=202)
+
+
+async def languages(_request: web.Request) -> web.Response:
+    """The languages a v1 request may ask for: those the installed models read."""
+    return web.json_response({"languages": list(installed_languages())})
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -218,10 +216,11 @@ def create_app(
     app[DISPATCHER_KEY] = dispatcher
     app[SESSIONS_KEY] = session_factory
     app[STATS_KEY] = {"sync_requests": 0, "sync_seconds": 0.0}
-    app.router.add_post("/ocr", ocr)
-    app.router.add_post("/jobs/notify", notify)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/status", status)
+    app.router.add_post(OCR_PATH, ocr)
+    app.router.add_post(NOTIFY_PATH, notify)
+    app.router.add_get(LANGUAGES_PATH, languages)
+    app.router.add_get(HEALTHZ_PATH, healthz)
+    app.router.add_get(READYZ_PATH, readyz)
+    app.router.add_get(METRICS_PATH, metrics)
+    app.router.add_get(STATUS_PATH, status)
     return app

@@ -68,3 +68,6 @@ class FakeOcr:
 
     def notify(self) -> None:
         self.notified += 1
+
+    def languages(self) -> tuple[str, ...]:
+        return ("eng",)
