@@ -15,7 +15,7 @@ import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import aiohttp
 
@@ -46,14 +46,18 @@ LANGUAGES_TTL_S = 60.0
 SYNC_WAIT_SHARE = 0.5
 
 
+class OcrRequest(NamedTuple):
+    """A document to read now, its options, and how many pages they select."""
+
+    document: bytes
+    options: OcrOptions
+    pages: int
+
+
 class OcrBackend(Protocol):
     """What the API needs of the OCR server (a fake in unit tests)."""
 
-    def recognize_many(self, images: list[bytes]) -> list[str | OcrError]: ...
-
-    def recognize_document(
-        self, document: bytes, options: OcrOptions, pages: int
-    ) -> dict[str, Any]: ...
+    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]: ...
 
     def notify(self) -> None: ...
 
@@ -120,52 +124,43 @@ class OcrServerClient:
             )
         return self._session
 
-    def recognize_many(self, images: list[bytes]) -> list[str | OcrError]:
-        """Tesseract's text for each image, from the OCR server's POST /ocr, in order.
+    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]:
+        """The result of each document from the OCR server's POST /ocr, in order:
+        ``{"format", "page_count", "text", "pages"}``, or the error that document met.
 
-        The images go at once, so the OCR server spreads them over its engines. A failure of
-        one image is returned in its place; the OCR server being unreachable is raised.
+        The documents go at once, so the OCR server spreads them over its engines (and the
+        pages of each). The OCR server being unreachable or saturated is raised.
         """
 
-        async def gather() -> list[str | OcrError]:
-            # One request's images must not fill the OCR server's wait list by themselves:
+        async def gather() -> list[dict[str, Any] | OcrError]:
+            # One request's documents must not fill the OCR server's wait list by themselves:
             # send as many at a time as it has engines.
             slots = asyncio.Semaphore(self._parallel)
 
-            async def one(image: bytes) -> str:
+            async def one(request: OcrRequest) -> dict[str, Any]:
                 async with slots:
-                    return await self._recognize(image)
+                    # Pages go ``workers`` at a time, each within its own time limit.
+                    rounds = -(-request.pages // self._parallel)
+                    query = request.options.to_query()
+                    return await self._post_ocr(request.document, self._timeout_s * rounds, query)
 
-            results = await asyncio.gather(*(one(i) for i in images), return_exceptions=True)
-            out: list[str | OcrError] = []
+            results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
+            out: list[dict[str, Any] | OcrError] = []
             for result in results:
-                if isinstance(result, BaseException) and not isinstance(result, OcrError):
+                if isinstance(result, Unavailable) or (
+                    isinstance(result, BaseException) and not isinstance(result, OcrError)
+                ):
                     raise result
                 out.append(result)
             return out
 
-        rounds = -(-len(images) // self._parallel)
+        pages = sum(request.pages for request in requests)
+        rounds = -(-pages // self._parallel)
         with self._sync_wait():
             return _wait(self._submit(gather()), self._timeout_s * rounds)
 
-    def recognize_document(
-        self, document: bytes, options: OcrOptions, pages: int
-    ) -> dict[str, Any]:
-        """The rich result of a v1 document from the OCR server, which reads its pages in
-        parallel: ``{"format", "page_count", "text", "pages"}``."""
-        # Pages go ``workers`` at a time, each within its own time limit on the OCR server.
-        rounds = -(-pages // self._parallel)
-        timeout_s = self._timeout_s * rounds
-        query = {"detail": "rich", **options.to_query()}
-        with self._sync_wait():
-            return dict(_wait(self._submit(self._post_ocr(document, timeout_s, query)), timeout_s))
-
-    async def _recognize(self, image: bytes) -> str:
-        body = await self._post_ocr(image, self._timeout_s)
-        return str(body["text"])
-
     async def _post_ocr(
-        self, data: bytes, timeout_s: float, query: dict[str, str] | None = None
+        self, data: bytes, timeout_s: float, query: dict[str, str]
     ) -> dict[str, Any]:
         session = await self._get_session()
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)

@@ -77,14 +77,19 @@ class JobSummary(Schema):
     kind: Literal["async", "sync"] = Field(
         description="async: POST /v1/jobs or /image; sync: POST /v1/ocr or /image-sync"
     )
+    api: Literal["original", "v1"] = Field(
+        description="which API made the job: original (/image, /image-sync) or v1"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     attempts: int = Field(ge=0)
     max_attempts: int = Field(ge=0)
     format: str | None = Field(description="the document format found in its bytes")
-    options: OptionsOut | None = Field(description="null for jobs of the original API")
-    progress: Progress | None = Field(description="pages read so far, for v1 documents")
+    options: OptionsOut | None = Field(
+        description="null for jobs of the original API made before they kept their pages"
+    )
+    progress: Progress | None = Field(description="pages read so far")
     error: ErrorDetail | None = Field(description="why the job failed or was canceled")
 
 

@@ -28,14 +28,16 @@ from ocr_common.errors import (
     EngineError,
     JobFailed,
     NotFound,
+    OcrError,
     UnsupportedMediaType,
 )
-from ocr_common.models import Job, JobStatus
+from ocr_common.models import Job, JobApi, JobStatus
 from ocr_common.options import OPTION_FIELDS, PSM_MODES, OcrOptions, is_decimal, parse_options
 from ocr_common.results import public_result, to_hocr, to_tsv
 
 from . import schemas
 from .access import current_owner
+from .ocr_client import OcrRequest
 from .openapi import PROBLEM_JSON, Body, Param, operation
 from .services import current_services
 from .uploads import decode_base64, parse_json_object, read_body
@@ -169,6 +171,7 @@ def job_summary(job: Job) -> dict[str, Any]:
         "id": job.id,
         "status": job.status.value,
         "kind": job.kind,
+        "api": job.api.value,
         "created_at": _time(job.created_at),
         "started_at": _time(job.started_at),
         "finished_at": _time(job.finished_at),
@@ -210,8 +213,8 @@ def render_job(job: Job, result: dict[str, Any] | None, fmt: str, status: int = 
         return Response(job.text or "", mimetype="text/plain")
     if result is None:
         raise Conflict(
-            f"job {job.id} came through the original API, which keeps only the text: "
-            "ask for format=text or json",
+            f"job {job.id} was read before its pages were kept (the original API kept only "
+            "the text then): ask for format=text or json",
             code="format_unavailable",
         )
     if fmt == "hocr":
@@ -321,15 +324,14 @@ def ocr_now() -> Response:
     submission, extra = read_submission(extra=("format",))
     fmt = result_format(extra)
     started = job_store.utcnow()
-    result: dict[str, Any] | None = None
-    failed: EngineError | None = None
-    try:
-        result = svc.ocr.recognize_document(
-            submission.data, submission.options, pages=len(submission.document.pages)
-        )
-    except EngineError as exc:
-        # Recorded as a failed job, like any other; an unavailable OCR server stores nothing.
-        failed = exc
+    pages = len(submission.document.pages)
+    outcome = svc.ocr.recognize([OcrRequest(submission.data, submission.options, pages)])[0]
+    result = outcome if isinstance(outcome, dict) else None
+    # An engine failure is recorded as a failed job, like any other; a request the OCR server
+    # refuses (or cannot take) stores nothing.
+    failed = outcome if isinstance(outcome, EngineError) else None
+    if isinstance(outcome, OcrError) and failed is None:
+        raise outcome
     with svc.sessions.begin() as session:
         job = job_store.record_finished(
             session,
@@ -338,9 +340,10 @@ def ocr_now() -> Response:
             text=str(result["text"]) if result else None,
             error_code=failed.code if failed else None,
             error_message=failed.message if failed else None,
+            api=JobApi.V1,
             options=submission.options,
             fmt=submission.document.format,
-            pages_total=len(submission.document.pages),
+            pages_total=pages,
             result={"text": result["text"], "pages": result["pages"]} if result else None,
             owner=current_owner(),
         )
@@ -392,6 +395,7 @@ def submit_job() -> Response:
                 session,
                 image=submission.data,
                 max_attempts=svc.settings.max_attempts,
+                api=JobApi.V1,
                 options=submission.options,
                 fmt=submission.document.format,
                 pages_total=len(submission.document.pages),
@@ -472,7 +476,7 @@ def get_job(job_id: str) -> Response:
     fmt = result_format(request.args)
     job = load_job(job_id)
     result = None
-    if job.status == JobStatus.SUCCEEDED and job.options is not None:
+    if job.status == JobStatus.SUCCEEDED:
         with current_services().sessions() as session:
             result = job_store.get_result(session, job.id)
     return render_job(job, result, fmt)

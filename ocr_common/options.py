@@ -91,6 +91,10 @@ class OcrOptions:
         return self.dpi if self.dpi is not None else default_dpi
 
 
+# A job of the original API: the first page (of a multi-page TIFF, say) with every default.
+ORIGINAL_API_OPTIONS = OcrOptions(pages=(1,))
+
+
 def _invalid(field: str, message: str) -> BadRequest:
     return BadRequest(f'"{field}": {message}', code="invalid_option", field=field)
 

@@ -35,8 +35,8 @@ from ocr_common.wire import (
 )
 
 from .dispatcher import Dispatcher
-from .engine import installed_languages
-from .pool import EnginePool, PageTask, saturated_error
+from .engine import PageTask, installed_languages
+from .pool import EnginePool, saturated_error
 
 log = logging.getLogger(__name__)
 
@@ -83,47 +83,35 @@ async def token_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def ocr(request: web.Request) -> web.Response:
-    """Synchronous OCR of one image or document (the body).
-
-    Without ``?detail=rich`` (the API server's /image-sync): ``{"text"}``, Tesseract's text of
-    one image. With it (``POST /v1/ocr``): the v1 options as query parameters, and the rich
-    result ``{"format", "page_count", "text", "pages"}`` of every selected page, read in
-    parallel on the engines.
-    """
+    """Synchronous OCR of a document (the body) with the options in the query: the result
+    ``{"format", "page_count", "text", "pages"}`` of every selected page, read in parallel on
+    the engines (``POST /v1/ocr``; ``/image-sync`` asks for the first page)."""
     pool = request.app[POOL_KEY]
     # Callers beyond a short wait list get 503 at once rather than a slow timeout.
     if not pool.try_acquire_urgent(max_waiting=2 * pool.size):
         raise saturated_error(retry_after_s=2)
-    image = await request.read()
+    data = await request.read()
     started = time.perf_counter()
     stats = request.app[STATS_KEY]
     stats["sync_requests"] += 1
-    if request.query.get("detail") == "rich":
-        body = await _recognize_document(request, image)
-    else:
-        body = {"text": await pool.recognize(image, urgent=True)}
-    stats["sync_seconds"] += time.perf_counter() - started
-    return web.json_response(body)
-
-
-async def _recognize_document(request: web.Request, data: bytes) -> dict[str, Any]:
     settings = request.app[SETTINGS_KEY]
     options = parse_options(
         request.query, languages=installed_languages, max_pages=settings.max_pages
     )
-    dpi = options.render_dpi(settings.default_dpi)
     document = await asyncio.to_thread(
         check_document,
         data,
         wanted_pages=options.pages,
-        dpi=dpi,
+        dpi=options.render_dpi(settings.default_dpi),
         max_bytes=settings.max_upload_bytes,
         max_pixels=settings.max_pixels,
         max_pages=settings.max_pages,
     )
     task = PageTask(data, 0, options, settings.default_dpi)
-    pages = await request.app[POOL_KEY].recognize_pages(task, document.pages, urgent=True)
-    return {"format": document.format, "page_count": document.page_count, **combine_pages(pages)}
+    pages = await pool.recognize_pages(task, document.pages, urgent=True)
+    stats["sync_seconds"] += time.perf_counter() - started
+    body = {"format": document.format, "page_count": document.page_count, **combine_pages(pages)}
+    return web.json_response(body)
 
 
 async def notify(request: web.Request) -> web.Response:

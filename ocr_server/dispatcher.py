@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
 from ocr_common.errors import EngineCrashed, EngineError, OcrError
-from ocr_common.models import ClaimedJob
+from ocr_common.models import ClaimedJob, JobApi
 from ocr_common.results import combine_pages
 from ocr_common.settings import Settings
 
-from .pool import Engine, EnginePool, PageTask
+from .engine import PageTask
+from .pool import Engine, EnginePool
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -190,10 +191,10 @@ class Dispatcher:
             job = job_store.claim_next(session, worker_id=self.worker_id, lease_s=settings.lease_s)
             if job is None or not settings.reuse_results or job.digest is None:
                 return job, False
-            if job.options is not None:
-                # A v1 job wants the rich result of its own options: always read it.
+            if job.api != JobApi.ORIGINAL:
+                # A v1 job is read again whatever was read before (see README, Known limits).
                 return job, False
-            # The same bytes from the same owner were read before: reuse that text. Checked
+            # The same bytes from the same owner were read before: reuse that result. Checked
             # here rather than at intake, to keep POST /image at one round trip less.
             known = job_store.find_result(session, digest=job.digest, owner=job.owner)
             if known is None:
@@ -202,8 +203,9 @@ class Dispatcher:
                 session,
                 job_id=job.id,
                 worker_id=self.worker_id,
-                text=known,
+                text=known.text,
                 keep_image=settings.keep_images,
+                result=known.result,
             )
             return job, True
 
@@ -311,29 +313,8 @@ class Dispatcher:
     # -- one job -----------------------------------------------------------------------------
 
     async def _execute(self, engine: Engine, job: ClaimedJob) -> None:
-        if job.options is not None:
-            await self._execute_document(engine, job)
-            return
-        text: str | None = None
-        error: OcrError | None = None
-        try:
-            text = await self._pool.run(engine, job.image)
-        except OcrError as exc:
-            error = exc
-        except Exception as exc:  # noqa: BLE001 - a bug must cost an attempt, not the job
-            log.exception("job %s: unexpected failure", job.id)
-            error = EngineCrashed(f"unexpected failure while reading this image: {exc}")
-        finally:
-            self._pool.release(engine)
-            self._wake.set()
-        held = await self._db_until_done(self._outcome(job, text, error))
-        if held is False:
-            self.stats.lost_leases += 1
-            log.warning("job %s: lease lost to another worker; result discarded", job.id)
-
-    async def _execute_document(self, engine: Engine, job: ClaimedJob) -> None:
-        """A v1 job: its pages are read in parallel on as many engines as are free."""
-        assert job.options is not None
+        """Read a job's pages, in parallel on as many engines as are free, and write how it
+        ended."""
         task = PageTask(job.image, 0, job.options, self._settings.default_dpi)
         done = 0
 

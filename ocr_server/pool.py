@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
@@ -33,7 +32,8 @@ from ocr_common.errors import (
     OcrError,
     Unavailable,
 )
-from ocr_common.options import OcrOptions
+
+from .engine import PageTask
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,6 @@ MIB = 1024 * 1024
 # already being read (so a started job finishes before new ones start), then new jobs.
 URGENT, PAGES, BACKGROUND = 0, 1, 2
 PRIORITIES = (URGENT, PAGES, BACKGROUND)
-
-
-@dataclass(frozen=True)
-class PageTask:
-    """One page of a v1 document for an engine: it renders the page from the document itself."""
-
-    document: bytes
-    page: int
-    options: OcrOptions
-    default_dpi: int
 
 
 def limit_memory(max_bytes: int) -> None:
@@ -111,24 +101,12 @@ def engine_main(
         if request is None:
             break
         try:
-            if isinstance(request, PageTask):
-                reply: tuple[object, ...] = (
-                    "ok",
-                    engine.recognize_page(
-                        request.document,
-                        request.page,
-                        request.options,
-                        request.default_dpi,
-                        on_rendered=rendered,
-                    ),
-                )
-            else:
-                reply = ("ok", engine.recognize(request, on_rendered=rendered))
+            reply: tuple[object, ...] = ("ok", engine.recognize_page(request, on_rendered=rendered))
         except OcrError as exc:
             reply = ("error", exc.code, exc.message)
         except MemoryError:
             # Python's own allocations hit the ceiling (C code aborts instead, see _call).
-            error = too_complex(_describe(request), max_memory_bytes)
+            error = too_complex(f"page {request.page}", max_memory_bytes)
             reply = ("error", error.code, error.message)
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes a job error
             reply = ("error", "engine_error", f"Tesseract failed: {exc}")
@@ -139,9 +117,7 @@ def engine_main(
 
 
 class Engine(Protocol):
-    """What the dispatcher needs of an engine slot (a fake in unit tests)."""
-
-    def recognize(self, image: bytes) -> str: ...
+    """What the pool needs of an engine slot (a fake in unit tests)."""
 
     def recognize_page(self, task: PageTask) -> dict[str, Any]: ...
 
@@ -227,15 +203,12 @@ class EngineProcess:
             # Left without a process: the next page tries to start one again.
             log.error("engine %d could not be restarted: %s", self.index, exc.message)
 
-    def recognize(self, image: bytes) -> str:
-        return str(self._call(image))
-
     def recognize_page(self, task: PageTask) -> dict[str, Any]:
         result = self._call(task)
         assert isinstance(result, dict)
         return result
 
-    def _call(self, request: bytes | PageTask) -> object:
+    def _call(self, request: PageTask) -> object:
         if self._conn is None and not self._stopping:
             try:
                 self._start()
@@ -245,8 +218,8 @@ class EngineProcess:
                 ) from None
         conn = self._conn
         if conn is None:
-            raise EngineCrashed("the OCR server stopped while reading this image")
-        what = _describe(request)
+            raise EngineCrashed("the OCR server stopped before reading this page")
+        what = f"page {request.page}"
         process = self._process
         self._peak_vm_bytes = 0
         try:
@@ -256,7 +229,7 @@ class EngineProcess:
             self._replace()
             code = process.exitcode if process else None
             if self._stopping:
-                raise EngineCrashed("the OCR server stopped while reading this image") from None
+                raise EngineCrashed("the OCR server stopped while reading this page") from None
             if self._died_of_ceiling(code):
                 raise too_complex(what, self._max_memory_bytes) from None
             raise EngineCrashed(
@@ -352,11 +325,6 @@ class EngineProcess:
         if self._process is not None:
             self._process.join(wait_s)
         self.kill()
-
-
-def _describe(request: bytes | PageTask) -> str:
-    """What a request is reading, for messages: "page 3" or "this image"."""
-    return f"page {request.page}" if isinstance(request, PageTask) else "this image"
 
 
 def too_complex(what: str, max_memory_bytes: int) -> DocumentTooComplex:
@@ -481,17 +449,6 @@ class EnginePool:
     def try_acquire_urgent(self, max_waiting: int) -> bool:
         """Whether an urgent caller may queue: False when the pool is saturated."""
         return bool(self._free) or len(self._waiters[URGENT]) < max_waiting
-
-    async def run(self, engine: Engine, image: bytes) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, engine.recognize, image)
-
-    async def recognize(self, image: bytes, urgent: bool) -> str:
-        engine = await self.acquire(urgent)
-        try:
-            return await self.run(engine, image)
-        finally:
-            self.release(engine)
 
     async def recognize_pages(
         self,
