@@ -21,6 +21,7 @@ from ocr_common import job_store
 from ocr_common.documents import check_image
 from ocr_common.errors import BadRequest, JobFailed, NotFound, OcrError
 from ocr_common.models import JobStatus
+from ocr_common.observability import current_request_id
 from ocr_common.options import ORIGINAL_API_OPTIONS
 
 from . import schemas
@@ -195,6 +196,7 @@ def image_submit() -> Response:
                 max_attempts=svc.settings.max_attempts,
                 owner=current_owner(),
                 fmt=upload.format,
+                request_id=current_request_id(),
             ).id
             for upload in uploads
         ]

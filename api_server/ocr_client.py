@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import aiohttp
 
 from ocr_common.errors import OcrError, Unavailable
+from ocr_common.observability import REQUEST_ID_HEADER, current_request_id
 from ocr_common.options import OcrOptions
 from ocr_common.settings import Settings
 from ocr_common.wire import (
@@ -142,7 +143,10 @@ class OcrServerClient:
                     # Pages go ``workers`` at a time, each within its own time limit.
                     rounds = -(-request.pages // self._parallel)
                     query = request.options.to_query()
-                    return await self._post_ocr(request.document, self._timeout_s * rounds, query)
+                    timeout_s = self._timeout_s * rounds
+                    return await self._post_ocr(
+                        request.document, timeout_s, query, request_id=request_id
+                    )
 
             results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
             out: list[dict[str, Any] | OcrError] = []
@@ -154,19 +158,27 @@ class OcrServerClient:
                 out.append(result)
             return out
 
+        # The id goes by hand: the coroutines run on the client's own loop thread.
+        request_id = current_request_id()
         pages = sum(request.pages for request in requests)
         rounds = -(-pages // self._parallel)
         with self._sync_wait():
             return _wait(self._submit(gather()), self._timeout_s * rounds)
 
     async def _post_ocr(
-        self, data: bytes, timeout_s: float, query: dict[str, str]
+        self,
+        data: bytes,
+        timeout_s: float,
+        query: dict[str, str],
+        *,
+        request_id: str | None,
     ) -> dict[str, Any]:
         session = await self._get_session()
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
         try:
             async with session.post(
-                f"{self._base}{OCR_PATH}", data=data, params=query, timeout=timeout
+                f"{self._base}{OCR_PATH}", data=data, params=query, headers=headers, timeout=timeout
             ) as response:
                 body = await response.json(content_type=None)
                 status = response.status

@@ -81,6 +81,7 @@ def create_job(
     pages_total: int = 1,
     idempotency_key: str | None = None,
     request_digest: str | None = None,
+    request_id: str | None = None,
 ) -> Job:
     """Queue a job with its document; it exists for workers once the caller commits.
 
@@ -109,6 +110,7 @@ def create_job(
         "idempotency_key": idempotency_key,
         "request_sha256": request_digest,
         "api": api.value,
+        "request_id": request_id,
     }
     # Core INSERTs: this is the intake hot path, and the ORM's unit of work costs more CPU than
     # the two round trips. The job row goes first: the image's foreign key points to it.
@@ -170,7 +172,7 @@ def _dump(result: dict[str, Any] | None) -> str | None:
 
 class KnownResult(NamedTuple):
     """A result read before: the text, and the pages with boxes (None in jobs made before
-    migration 0005, which kept the text only)."""
+    migration 0006, which kept the text only)."""
 
     text: str
     result: dict[str, Any] | None
@@ -479,6 +481,7 @@ def claim_batch(
             JOBS.c.options,
             JOBS.c.pages_total,
             JOBS.c.api,
+            JOBS.c.request_id,
             IMAGES.c.data,
         )
         .select_from(JOBS.outerjoin(IMAGES, IMAGES.c.job_id == JOBS.c.id))

@@ -76,7 +76,7 @@ class JobRow(Base):
     )
     # The options as JSON, the format found in the bytes, pages to read and read so far, the
     # result JSON (deferred: it can be large). NULL in jobs of the original API made before
-    # migration 0005, which kept the text only.
+    # migration 0006, which kept the text only.
     options: Mapped[str | None] = mapped_column(Text, nullable=True)
     format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     pages_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -85,6 +85,8 @@ class JobRow(Base):
     # Idempotency-Key of the POST that created the job, and the SHA-256 of that request.
     idempotency_key: Mapped[str | None] = mapped_column(BinaryKey, nullable=True)
     request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # X-Request-Id of the request that made the job: the OCR server logs the job under it.
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         # The claim query: oldest queued job first.
@@ -178,6 +180,7 @@ class ClaimedJob:
     options: OcrOptions = ORIGINAL_API_OPTIONS
     pages: tuple[int, ...] = (1,)
     api: JobApi = JobApi.ORIGINAL
+    request_id: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> ClaimedJob:
@@ -193,6 +196,7 @@ class ClaimedJob:
             options=options,
             pages=options.pages or tuple(range(1, (row.pages_total or 1) + 1)),
             api=JobApi(row.api),
+            request_id=row.request_id,
         )
 
 
