@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from ocr_common.models import JobStatus
+from ocr_common.options import OcrOptions
 
 
 class Schema(BaseModel):
@@ -61,16 +62,6 @@ class Progress(Schema):
     pages_total: int = Field(ge=0)
 
 
-class OptionsOut(Schema):
-    psm: int
-    char_whitelist: str | None
-    char_blacklist: str | None
-    dpi: int | None
-    pages: list[int] | None
-    preprocess: Literal["none", "auto"]
-    lang: str
-
-
 class JobSummary(Schema):
     id: str = Field(description="UUID")
     status: JobStatus
@@ -86,7 +77,7 @@ class JobSummary(Schema):
     attempts: int = Field(ge=0)
     max_attempts: int = Field(ge=0)
     format: str | None = Field(description="the document format found in its bytes")
-    options: OptionsOut | None = Field(
+    options: OcrOptions | None = Field(
         description="null for jobs of the original API made before they kept their pages"
     )
     progress: Progress | None = Field(description="pages read so far")
@@ -115,17 +106,10 @@ class Problem(BaseModel):
     field: str | None = Field(default=None, description="the request field at fault")
 
 
-class JsonDocument(BaseModel):
+class JsonDocument(OcrOptions):
     """A document sent as JSON: base64 bytes and the options beside them."""
 
     document: str = Field(description="the file's bytes, base64 (a data: URL prefix is fine)")
-    psm: int | None = None
-    char_whitelist: str | None = None
-    char_blacklist: str | None = None
-    dpi: int | None = None
-    pages: str | None = None
-    preprocess: Literal["none", "auto"] | None = None
-    lang: str | None = None
 
 
 # -- the original API ---------------------------------------------------------------------

@@ -33,7 +33,7 @@ from ocr_common.errors import (
 )
 from ocr_common.models import Job, JobApi, JobStatus
 from ocr_common.observability import current_request_id
-from ocr_common.options import OPTION_FIELDS, PSM_MODES, OcrOptions, is_decimal, parse_options
+from ocr_common.options import OPTION_FIELDS, OcrOptions, is_decimal, parse_options
 from ocr_common.results import public_result, to_hocr, to_tsv
 
 from . import schemas
@@ -242,22 +242,20 @@ def load_job(job_id: str) -> Job:
 
 # -- OpenAPI pieces -------------------------------------------------------------------------
 
-OPTION_PARAMS = (
-    Param(
-        "psm",
-        {"type": "integer", "enum": sorted(PSM_MODES)},
-        "page segmentation mode (3: automatic; 6: one block; 7: one line; 11: sparse text)",
-    ),
-    Param("char_whitelist", {"type": "string"}, "read only these characters"),
-    Param("char_blacklist", {"type": "string"}, "never read these characters"),
-    Param("dpi", {"type": "integer"}, "resolution PDF pages are rendered at (default 300)"),
-    Param("pages", {"type": "string"}, 'pages of a PDF or TIFF to read, e.g. "1-3,7"'),
-    Param(
-        "preprocess",
-        {"type": "string", "enum": ["none", "auto"]},
-        "auto: EXIF orientation, upright rotation of sideways or upside-down pages, grayscale",
-    ),
-    Param("lang", {"type": "string"}, "installed language(s), e.g. eng (the default)"),
+
+def _option_param(name: str, schema: dict[str, Any]) -> Param:
+    """A query parameter or form field of an option, from the options model's schema: its
+    first form that is not null (for ``pages``, the "1-3,7" string)."""
+    forms = [form for form in schema.get("anyOf", [schema]) if form.get("type") != "null"]
+    wire = {key: value for key, value in forms[0].items() if key not in ("title", "examples")}
+    if schema.get("default") is not None:
+        wire["default"] = schema["default"]
+    return Param(name, wire, schema.get("description", ""))
+
+
+OPTION_PARAMS = tuple(
+    _option_param(name, schema)
+    for name, schema in OcrOptions.model_json_schema()["properties"].items()
 )
 FORMAT_PARAM = Param(
     "format", {"type": "string", "enum": list(FORMATS)}, "json (default), text, hocr or tsv"
