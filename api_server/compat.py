@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from ocr_common import job_store
 from ocr_common.documents import check_image
-from ocr_common.errors import BadRequest, JobFailed, NotFound, OcrError
+from ocr_common.errors import BadRequest, NotFound, OcrError
 from ocr_common.models import JobStatus
 from ocr_common.observability import current_request_id
 from ocr_common.options import ORIGINAL_API_OPTIONS
@@ -230,11 +230,8 @@ def image_result() -> Response:
         raise NotFound(f"no task with id {job_id}", code="task_not_found")
     if job.status == JobStatus.SUCCEEDED:
         return jsonify({"task_id": job.text})
-    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
-        raise JobFailed(
-            f"task {job_id} {job.status.value}: {job.error_message or 'no reason recorded'}",
-            code=job.error_code or f"job_{job.status.value}",
-        )
+    if (failure := job.failure(noun="task")) is not None:
+        raise failure
     return jsonify({"task_id": None})
 
 

@@ -26,7 +26,6 @@ from ocr_common.errors import (
     BadRequest,
     Conflict,
     EngineError,
-    JobFailed,
     NotFound,
     OcrError,
     UnsupportedMediaType,
@@ -159,12 +158,10 @@ def _time(value: datetime | None) -> str | None:
 
 
 def job_summary(job: Job) -> dict[str, Any]:
+    failure = job.failure()
     error = None
-    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
-        error = {
-            "code": job.error_code or f"job_{job.status.value}",
-            "message": job.error_message or f"the job was {job.status.value}",
-        }
+    if failure is not None:
+        error = {"code": failure.code, "message": job.error_message or failure.message}
     progress = None
     if job.pages_total is not None:
         progress = {"pages_done": job.pages_done or 0, "pages_total": job.pages_total}
@@ -201,11 +198,8 @@ def render_job(job: Job, result: dict[str, Any] | None, fmt: str, status: int = 
         response.status_code = status
         return response
     if job.status != JobStatus.SUCCEEDED:
-        if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
-            raise JobFailed(
-                f"job {job.id} {job.status.value}: {job.error_message or 'no reason recorded'}",
-                code=job.error_code or f"job_{job.status.value}",
-            )
+        if (failure := job.failure()) is not None:
+            raise failure
         raise Conflict(
             f"job {job.id} is {job.status.value}: its {fmt} is there once it has succeeded",
             code="result_not_ready",

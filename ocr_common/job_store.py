@@ -207,7 +207,7 @@ def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | No
 
 
 def get_result(session: Session, job_id: str) -> dict[str, Any] | None:
-    """The stored v1 result of a job (``{"text", "pages"}``), if it has one."""
+    """The stored result of a job (``{"text", "pages"}``), if it has one."""
     value = session.scalars(select(JobRow.result).where(JobRow.id == job_id)).first()
     return None if value is None else cast(dict[str, Any], json.loads(value))
 
@@ -594,7 +594,7 @@ def _per_job_values(outcomes: list[JobOutcome]) -> dict[str, Any]:
     }
     documents = [o for o in outcomes if o.result is not None]
     if documents:
-        # Only jobs with a v1 result change it, as finish() leaves the others' alone.
+        # Only outcomes with a result change it, as finish() leaves the others' alone.
         values["result"] = per_job({o.job_id: _dump(o.result) for o in documents}, JOBS.c.result)
         values["pages_done"] = per_job(
             {o.job_id: len((o.result or {}).get("pages", [])) for o in documents},

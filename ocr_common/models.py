@@ -12,6 +12,7 @@ from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from .errors import JobFailed
 from .options import ORIGINAL_API_OPTIONS, OcrOptions
 
 # MySQL's plain DATETIME drops microseconds (jobs would tie in FIFO order), TEXT holds 64 KiB and
@@ -32,7 +33,7 @@ class JobStatus(enum.StrEnum):
     RUNNING = "running"  # claimed by a worker that holds a lease on it
     SUCCEEDED = "succeeded"  # text written; image deleted
     FAILED = "failed"  # given up, with error_code and error_message
-    CANCELED = "canceled"  # withdrawn by its owner before it ran
+    CANCELED = "canceled"  # withdrawn by its owner while queued or running (DELETE /v1/jobs)
 
     @property
     def is_final(self) -> bool:
@@ -136,6 +137,17 @@ class Job:
     request_sha256: str | None = None
     api: JobApi = JobApi.V1
 
+    def failure(self, noun: str = "job") -> JobFailed | None:
+        """Why the job ended without a result (failed or canceled), as the error both APIs
+        answer; None while it may still succeed, or once it has. ``noun`` names it."""
+        if self.status not in (JobStatus.FAILED, JobStatus.CANCELED):
+            return None
+        reason = self.error_message or f"the {noun} was {self.status.value}"
+        return JobFailed(
+            f"{noun} {self.id} {self.status.value}: {reason}",
+            code=self.error_code or f"job_{self.status.value}",
+        )
+
     @classmethod
     def from_row(cls, row: Any) -> Job:
         """From an ORM row, a Core row of ``jobs`` or anything with the same attributes."""
@@ -204,7 +216,7 @@ class ClaimedJob:
 class JobOutcome:
     """How a claimed job ended, to be written by ``job_store.finish_batch``.
 
-    Succeeded with ``text`` (and a v1 ``result``), or failed for good with ``error_code`` and
+    Succeeded with ``text`` and ``result`` (its pages), or failed for good with ``error_code`` and
     ``error_message``.
     """
 
