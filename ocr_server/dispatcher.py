@@ -27,6 +27,7 @@ from ocr_common.settings import Settings
 from . import metrics as server_metrics
 from .engine import PageTask
 from .pool import Engine, EnginePool
+from .retry_policy import Verdict, decide
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -387,32 +388,28 @@ class Dispatcher:
                 "(max_allowed_packet): read fewer pages at a time with pages=",
                 code="result_too_large",
             )
-        if error is None:
+        decision = decide(job, error)
+        if decision.verdict is Verdict.FINISH:
             self.stats.succeeded += 1
             assert text is not None
             return lambda session: job_store.finish(
                 session, job_id=job.id, worker_id=worker, text=text, keep_image=keep, result=result
             )
-        retryable = isinstance(error, EngineError) and error.retryable
-        if retryable and job.attempts < job.max_attempts:
+        failed = decision.error
+        assert failed is not None and decision.message is not None
+        code, message = failed.code, decision.message
+        if decision.verdict is Verdict.RETRY:
             self.stats.retried += 1
-            log.warning("job %s attempt %d failed (%s); retrying", job.id, job.attempts, error.code)
+            log.warning("job %s attempt %d failed (%s); retrying", job.id, job.attempts, code)
             return lambda session: job_store.release(
-                session,
-                job_id=job.id,
-                worker_id=worker,
-                error_code=error.code,
-                error_message=error.message,
+                session, job_id=job.id, worker_id=worker, error_code=code, error_message=message
             )
         self.stats.failed += 1
-        message = error.message
-        if retryable:
-            message += f" (gave up after {job.attempts} attempts)"
         return lambda session: job_store.fail(
             session,
             job_id=job.id,
             worker_id=worker,
-            error_code=error.code,
+            error_code=code,
             error_message=message,
             keep_image=keep,
         )

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
@@ -66,14 +67,47 @@ def limit_memory(max_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ceiling, hard))
 
 
+# -- what an engine process says to its parent over the pipe --------------------------------
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The model is loaded: the process's pid, and its resident memory at rest."""
+
+    pid: int
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The page is rendered and Tesseract starts on it: the recognition deadline starts."""
+
+
+@dataclass(frozen=True)
+class PageRead:
+    """The page's result, and the process's resident memory after it."""
+
+    page: dict[str, Any]
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The page (or the start) failed with ``error``, which crosses the pipe whole."""
+
+    error: OcrError
+    rss_bytes: int = 0
+
+
 def engine_main(
     conn: Connection, page_timeout_s: float, max_pixels: int, max_memory_bytes: int = 0
 ) -> None:
     """Body of an engine process: load the model once, then read pages until told to stop.
 
-    Before each page is recognised it says ``("rendered",)``, so that the parent can hold
-    rendering and recognition to deadlines of their own. Each reply carries the process's
-    resident memory, so the parent can recycle an engine that stays too large.
+    Before each page is recognised it says ``Rendered()``, so that the parent can hold
+    rendering and recognition to deadlines of their own. Each reply (``PageRead`` or
+    ``Failed``) carries the process's resident memory, so the parent can recycle an engine
+    that stays too large.
     """
     # First of all, before libtesseract, pdfium or any page is loaded.
     if max_memory_bytes:
@@ -83,15 +117,16 @@ def engine_main(
     try:
         engine = TesseractEngine(page_timeout_s=page_timeout_s, max_pixels=max_pixels)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which refuses to start
-        conn.send(("error", "engine_unavailable", f"Tesseract failed to start: {exc!r}", 0))
+        message = f"Tesseract failed to start: {exc!r}"
+        conn.send(Failed(EngineError(message, code="engine_unavailable")))
         return
 
     def rendered() -> None:
-        conn.send(("rendered",))
+        conn.send(Rendered())
 
     baseline = resident_bytes()
     try:
-        conn.send(("ready", os.getpid(), baseline))
+        conn.send(Ready(os.getpid(), baseline))
     except OSError:  # the parent stopped while we were loading the model
         return
     while True:
@@ -101,19 +136,20 @@ def engine_main(
             break
         if request is None:
             break
+        page: dict[str, Any] | None = None
         try:
-            reply: tuple[object, ...] = ("ok", engine.recognize_page(request, on_rendered=rendered))
+            page = engine.recognize_page(request, on_rendered=rendered)
         except OcrError as exc:
-            reply = ("error", exc.code, exc.message)
+            error: OcrError = exc
         except MemoryError:
-            # Python's own allocations hit the ceiling (C code aborts instead, see _call).
+            # Python's own allocations hit the ceiling (C code aborts instead, see _exchange).
             error = too_complex(f"page {request.page}", max_memory_bytes)
-            reply = ("error", error.code, error.message)
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes a job error
-            reply = ("error", "engine_error", f"Tesseract failed: {exc}")
+            error = EngineError(f"Tesseract failed: {exc}")
         if resident_bytes() > baseline + TRIM_ABOVE_BASELINE_BYTES:
             release_memory()
-        conn.send((*reply, resident_bytes()))
+        rss = resident_bytes()
+        conn.send(PageRead(page, rss) if page is not None else Failed(error, rss))
     engine.close()
 
 
@@ -186,9 +222,9 @@ class EngineProcess:
                 f"the engine process died while starting (exit code {process.exitcode}){hint}",
                 code="engine_unavailable",
             ) from None
-        if message[0] != "ready":
+        if isinstance(message, Failed):
             process.join(5)
-            raise EngineError(message[2], code=message[1])
+            raise message.error
         self._process, self._conn = process, parent
 
     def _replace(self, cause: str) -> None:
@@ -206,11 +242,9 @@ class EngineProcess:
             log.error("engine %d could not be restarted: %s", self.index, exc.message)
 
     def recognize_page(self, task: PageTask) -> dict[str, Any]:
-        result = self._call(task)
-        assert isinstance(result, dict)
-        return result
+        return self._call(task)
 
-    def _call(self, request: PageTask) -> object:
+    def _call(self, request: PageTask) -> dict[str, Any]:
         """One page on this engine, counted by outcome."""
         try:
             result = self._exchange(request)
@@ -220,7 +254,7 @@ class EngineProcess:
         server_metrics.PAGES.labels("ok").inc()
         return result
 
-    def _exchange(self, request: PageTask) -> object:
+    def _exchange(self, request: PageTask) -> dict[str, Any]:
         if self._conn is None and not self._stopping:
             try:
                 self._start()
@@ -249,8 +283,8 @@ class EngineProcess:
                 f"the Tesseract engine process crashed while reading {what} "
                 f"(exit code {code}); it was restarted"
             ) from None
-        self.last_rss_bytes = int(reply[-1])
-        if reply[0] == "error" and reply[1] == DocumentTooComplex.code:
+        self.last_rss_bytes = reply.rss_bytes
+        if isinstance(reply, Failed) and isinstance(reply.error, DocumentTooComplex):
             # Out of memory in Python code: start afresh rather than from a broken heap.
             self._replace("memory_ceiling")
         elif self._max_rss_bytes and self.last_rss_bytes > self._max_rss_bytes:
@@ -260,11 +294,11 @@ class EngineProcess:
                 self.last_rss_bytes // MIB,
             )
             self._replace("memory_held")
-        if reply[0] == "ok":
-            return reply[1]
-        raise _error_from_reply(reply[1], reply[2])
+        if isinstance(reply, Failed):
+            raise reply.error
+        return reply.page
 
-    def _receive(self, conn: Connection, what: str) -> tuple[Any, ...]:
+    def _receive(self, conn: Connection, what: str) -> PageRead | Failed:
         """The engine's reply, within the render deadline and then the recognition deadline;
         a late engine is killed and replaced."""
         rendering = True
@@ -281,8 +315,8 @@ class EngineProcess:
                     f"the engine did not answer within {self._page_timeout_s:g} s "
                     "(OCR_PAGE_TIMEOUT_S) and was restarted"
                 )
-            message: tuple[Any, ...] = conn.recv()
-            if message[0] != "rendered":
+            message: PageRead | Failed | Rendered = conn.recv()
+            if not isinstance(message, Rendered):
                 return message
             rendering = False
             deadline = time.monotonic() + self._page_timeout_s + HARD_DEADLINE_GRACE_S
@@ -358,18 +392,6 @@ def peak_address_space(pid: int) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
-
-
-def _error_from_reply(code: str, message: str) -> OcrError:
-    from ocr_common.errors import InvalidImage
-
-    if code in ("invalid_image", "image_too_large"):
-        return InvalidImage(message, code=code)
-    if code == "engine_timeout":
-        return EngineTimeout(message)
-    if code == DocumentTooComplex.code:
-        return DocumentTooComplex(message)
-    return EngineError(message, code=code)
 
 
 class EnginePool:
