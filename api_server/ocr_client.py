@@ -62,7 +62,7 @@ class OcrServerClient:
 
     def __init__(self, settings: Settings):
         self._base = settings.server_url
-        self._headers = {"Content-Type": "application/octet-stream"}
+        self._headers: dict[str, str] = {}
         if settings.internal_token_value:
             self._headers[INTERNAL_TOKEN_HEADER] = settings.internal_token_value
         self._timeout_s = settings.sync_timeout_s
@@ -166,7 +166,11 @@ class OcrServerClient:
         session = await self._get_session()
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
         document = isinstance(data, dict)
-        sent: dict[str, Any] = {"json": data} if document else {"data": data}
+        sent: dict[str, Any] = (
+            {"json": data}
+            if document
+            else {"data": data, "headers": {"Content-Type": "application/octet-stream"}}
+        )
         try:
             async with session.post(f"{self._base}/ocr", timeout=timeout, **sent) as response:
                 raw = await response.read()
