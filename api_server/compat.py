@@ -64,7 +64,9 @@ def _error(description: str) -> Body:
 IMAGE_BODY = Body("base64 image(s)", {"application/json": schemas.CompatImage})
 UPLOAD_ERRORS = {
     400: _error("malformed body, base64 or image"),
-    413: _error("the image is over OCR_MAX_UPLOAD_BYTES or OCR_MAX_PIXELS"),
+    413: _error(
+        "an image is over OCR_MAX_UPLOAD_BYTES or OCR_MAX_PIXELS, or the list over OCR_MAX_BATCH"
+    ),
     503: _error("the database (or OCR server) is unavailable; nothing was stored"),
 }
 
@@ -219,8 +221,8 @@ def image_submit() -> Response:
     ),
     responses={
         200: Body("the text, or null while not done", {"application/json": schemas.CompatResult}),
-        400: _error("no or malformed task id"),
-        404: _error("no such task"),
+        400: _error("no task id, or one that is an object or a list"),
+        404: _error("no such task, whatever the id looks like"),
         422: _error("the task failed"),
         503: _error("the database is unavailable"),
     },
