@@ -27,6 +27,7 @@ from ocr_common.errors import (
     Unavailable,
 )
 from ocr_common.models import JobStatus
+from ocr_common.observability import current_request_id
 
 from . import schemas
 from .access import check_queue_room, current_owner
@@ -203,6 +204,7 @@ def image_submit() -> Response:
                 digest=upload.digest,
                 max_attempts=svc.settings.max_attempts,
                 owner=current_owner(),
+                request_id=current_request_id(),
             ).id
             for upload in uploads
         ]

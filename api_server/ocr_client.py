@@ -28,6 +28,7 @@ from ocr_common.errors import (
     PayloadTooLarge,
     Unavailable,
 )
+from ocr_common.observability import REQUEST_ID_HEADER, current_request_id
 from ocr_common.options import OcrOptions
 from ocr_common.settings import Settings
 
@@ -129,7 +130,8 @@ class OcrServerClient:
 
             async def one(image: bytes) -> str:
                 async with slots:
-                    return await self._recognize(image)
+                    body = await self._post_ocr(image, self._timeout_s, request_id=request_id)
+                    return str(body["text"])
 
             results = await asyncio.gather(*(one(i) for i in images), return_exceptions=True)
             out: list[str | OcrError] = []
@@ -139,6 +141,8 @@ class OcrServerClient:
                 out.append(result)
             return out
 
+        # The id goes by hand: the coroutines run on the client's own loop thread.
+        request_id = current_request_id()
         rounds = -(-len(images) // self._parallel)
         with self._sync_wait():
             return _wait(self._submit(gather()), self._timeout_s * rounds)
@@ -153,26 +157,28 @@ class OcrServerClient:
         timeout_s = self._timeout_s * rounds
         # Options travel in the body: a long char_whitelist would not fit a request line.
         body = {"document": base64.b64encode(document).decode(), "options": options.to_values()}
+        request_id = current_request_id()
         with self._sync_wait():
-            return dict(_wait(self._submit(self._post_ocr(body, timeout_s)), timeout_s))
+            post = self._post_ocr(body, timeout_s, request_id=request_id)
+            return dict(_wait(self._submit(post), timeout_s))
 
-    async def _recognize(self, image: bytes) -> str:
-        body = await self._post_ocr(image, self._timeout_s)
-        return str(body["text"])
-
-    async def _post_ocr(self, data: bytes | dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    async def _post_ocr(
+        self, data: bytes | dict[str, Any], timeout_s: float, *, request_id: str | None
+    ) -> dict[str, Any]:
         """POST /ocr with an image (bytes: its text) or a v1 document and its options (a
         dict, sent as JSON: the rich result)."""
         session = await self._get_session()
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
         document = isinstance(data, dict)
-        sent: dict[str, Any] = (
-            {"json": data}
-            if document
-            else {"data": data, "headers": {"Content-Type": "application/octet-stream"}}
-        )
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
+        sent: dict[str, Any] = {"json": data}
+        if not document:
+            sent = {"data": data}
+            headers["Content-Type"] = "application/octet-stream"
         try:
-            async with session.post(f"{self._base}/ocr", timeout=timeout, **sent) as response:
+            async with session.post(
+                f"{self._base}/ocr", headers=headers, timeout=timeout, **sent
+            ) as response:
                 raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")

@@ -15,6 +15,7 @@ from aiohttp import web, web_response
 
 from ocr_common.db import check_database, make_engine, make_session_factory, safe_url
 from ocr_common.errors import OcrError
+from ocr_common.observability import configure_logging
 from ocr_common.settings import Settings, SettingsError, load_settings
 
 from .app import create_app
@@ -88,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Until the server's own handlers are installed, a stop request just exits cleanly.
     signal.signal(signal.SIGTERM, _exit_now)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         # Waits up to OCR_STARTUP_WAIT_S for a database that is down or still starting; the
         # packet size it reads bounds the results the dispatcher writes.

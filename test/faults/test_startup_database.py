@@ -85,7 +85,7 @@ def test_migrate_waits_for_the_database_then_applies_each_revision(
     log = stack.migrate.log_text()
     assert "not reachable yet" in log
     applied = [line.split()[2].rstrip(":") for line in log.splitlines() if " applied " in line]
-    assert applied == ["0001", "0002", "0003", "0004", "0005"], log
+    assert applied == ["0001", "0002", "0003", "0004", "0005", "0006"], log
 
 
 def test_migrate_stops_at_once_on_an_sql_error_and_says_where_it_stopped(

@@ -1,7 +1,7 @@
 """index jobs by (status, owner) for the per-key cap on queued jobs; wider options column
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01
 
 OCR_MAX_QUEUED_PER_KEY counts a key's queued jobs on every submit: the index keeps that count
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
