@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from conftest import start_stack
 from e2e_stack import Stack
 from pages import HELLO_PNG, b64
 from sqlalchemy import func, select
@@ -31,9 +30,9 @@ HELLO_B64 = b64(HELLO_PNG)
 def flood_stack(
     mysql_url: str, db_engine_e2e: Engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    yield from start_stack(
+    stack = Stack(
         mysql_url,
-        tmp_path_factory,
+        tmp_path_factory.mktemp("flood-logs"),
         OCR_API_KEYS=",".join(f"{name}={hash_api_key(key)}" for name, key in KEYS.items()),
         OCR_MAX_BATCH=str(MAX_BATCH),
         OCR_RATE_LIMIT=f"{RATE}/minute",
@@ -42,6 +41,11 @@ def flood_stack(
         # One process: memory:// counters are per process.
         OCR_API_PROCESSES="1",
     )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
 
 
 def auth(name: str) -> dict[str, str]:
