@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import start_stack
-from e2e_stack import Stack, wait_until
+from e2e_stack import Stack, start_stack, wait_until
 from pages import b64, render_lines
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
