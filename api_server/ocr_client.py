@@ -7,7 +7,9 @@ per process, sharing one aiohttp session (and its keep-alive connections).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -70,7 +72,7 @@ class OcrServerClient:
 
     def __init__(self, settings: Settings):
         self._base = settings.server_url
-        self._headers = {"Content-Type": "application/octet-stream"}
+        self._headers: dict[str, str] = {}
         if settings.internal_token_value:
             self._headers[INTERNAL_TOKEN_HEADER] = settings.internal_token_value
         self._timeout_s = settings.sync_timeout_s
@@ -142,11 +144,14 @@ class OcrServerClient:
                 async with slots:
                     # Pages go ``workers`` at a time, each within its own time limit.
                     rounds = -(-request.pages // self._parallel)
-                    query = request.options.to_query()
+                    # Options travel in the body: a long char_whitelist would not fit a
+                    # request line.
+                    body = {
+                        "document": base64.b64encode(request.document).decode(),
+                        "options": request.options.to_values(),
+                    }
                     timeout_s = self._timeout_s * rounds
-                    return await self._post_ocr(
-                        request.document, timeout_s, query, request_id=request_id
-                    )
+                    return await self._post_ocr(body, timeout_s, request_id=request_id)
 
             results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
             out: list[dict[str, Any] | OcrError] = []
@@ -166,28 +171,30 @@ class OcrServerClient:
             return _wait(self._submit(gather()), self._timeout_s * rounds)
 
     async def _post_ocr(
-        self,
-        data: bytes,
-        timeout_s: float,
-        query: dict[str, str],
-        *,
-        request_id: str | None,
+        self, body: dict[str, Any], timeout_s: float, *, request_id: str | None
     ) -> dict[str, Any]:
+        """POST /ocr with a document and its options as JSON: the rich result."""
         session = await self._get_session()
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
-        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
         try:
             async with session.post(
-                f"{self._base}{OCR_PATH}", data=data, params=query, headers=headers, timeout=timeout
+                f"{self._base}{OCR_PATH}", json=body, headers=headers, timeout=timeout
             ) as response:
-                body = await response.json(content_type=None)
+                raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from None
-        if status == 200:
-            return dict(body)
-        raise error_from_wire(status, body, retry_after)
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            # Not our answer (aiohttp's own, or something in between): its status still says
+            # whether retrying can help.
+            answer = {"error": {"message": raw[:200].decode(errors="replace")}}
+        if status == 200 and isinstance(answer, dict):
+            return answer
+        raise error_from_wire(status, answer, retry_after)
 
     def _unreachable(self, exc: BaseException) -> Unavailable:
         return Unavailable(

@@ -69,7 +69,8 @@ class JobFailed(OcrError):
 
 
 class RateLimited(OcrError):
-    """Over the caller's request rate (OCR_RATE_LIMIT); retry after ``retry_after_s``."""
+    """Over a limit that time lifts: the request rate (OCR_RATE_LIMIT), wrong keys from one
+    address, or the per-key queue cap; retry after ``retry_after_s``."""
 
     status = 429
     code = "rate_limited"

@@ -172,7 +172,7 @@ def _dump(result: dict[str, Any] | None) -> str | None:
 
 class KnownResult(NamedTuple):
     """A result read before: the text, and the pages with boxes (None in jobs made before
-    migration 0006, which kept the text only)."""
+    migration 0007, which kept the text only)."""
 
     text: str
     result: dict[str, Any] | None
@@ -315,6 +315,15 @@ def count_by_status(session: Session) -> dict[str, int]:
     counts = {status.value: 0 for status in JobStatus}
     counts.update({status: int(n) for status, n in rows})
     return counts
+
+
+def count_queued(session: Session, *, owner: str | None, up_to: int) -> int:
+    """Queued jobs of ``owner`` (None: the jobs submitted without API keys), counted up to
+    ``up_to`` + 1 only: the per-key cap costs the same whatever the backlog. Reads the
+    ``(status, owner)`` index alone."""
+    mine = JOBS.c.owner.is_(None) if owner is None else JOBS.c.owner == owner
+    queued = select(JOBS.c.id).where(JOBS.c.status == QUEUED, mine).limit(up_to + 1).subquery()
+    return int(session.execute(select(func.count()).select_from(queued)).scalar_one())
 
 
 def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJob | None:

@@ -19,6 +19,8 @@ from .options import ORIGINAL_API_OPTIONS, OcrOptions
 # BLOB 64 KiB: use the wide variants there.
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+# 16 MiB: the options of a document of OCR_MAX_PAGES=10000 pages, listed, pass TEXT's 64 KiB.
+MediumText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 # Compared byte for byte (MySQL's default collation ignores case).
 BinaryKey = String(255).with_variant(
@@ -77,8 +79,8 @@ class JobRow(Base):
     )
     # The options as JSON, the format found in the bytes, pages to read and read so far, the
     # result JSON (deferred: it can be large). NULL in jobs of the original API made before
-    # migration 0006, which kept the text only.
-    options: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # migration 0007, which kept the text only.
+    options: Mapped[str | None] = mapped_column(MediumText, nullable=True)
     format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     pages_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pages_done: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -99,6 +101,8 @@ class JobRow(Base):
         # GET /v1/jobs: newest first.
         Index("ix_jobs_created", "created_at", "id"),
         Index("ux_jobs_idempotency_key", "idempotency_key", unique=True),
+        # The per-key cap on queued jobs: a key's queued jobs, counted from the index alone.
+        Index("ix_jobs_status_owner", "status", "owner"),
     )
 
 

@@ -29,7 +29,8 @@ UNGUARDED_PATHS = frozenset({HEALTHZ_PATH, READYZ_PATH})
 RETRY_AFTER_S = 5
 
 # The statuses an OCR server error may carry back to a client of the API, and the kind of
-# error each is raised as again; any other status is the OCR server's own trouble (a 503).
+# error each is raised as again; a 5xx (or an answer that is not ours) is the OCR server's own
+# trouble (a 503, retry); any other 4xx would be refused again (a 500).
 _KINDS: dict[int, type[OcrError]] = {
     BadRequest.status: BadRequest,
     PayloadTooLarge.status: PayloadTooLarge,
@@ -60,11 +61,15 @@ def error_from_wire(status: int, body: object, retry_after: str | None = None) -
     if kind is Unavailable:
         seconds = int(retry_after) if retry_after and retry_after.isdigit() else RETRY_AFTER_S
         return Unavailable(message, code=code, retry_after_s=seconds)
-    if kind is None:
+    if kind is None and (status >= 500 or status < 400):
         return Unavailable(
             f"the OCR server answered {status}: {message}",
             code="ocr_unavailable",
             retry_after_s=RETRY_AFTER_S,
         )
+    if kind is None:
+        # Any other 4xx: the same request would be refused again, so no "retry" (a bug, or a
+        # wrong OCR_INTERNAL_TOKEN): the API's 500, logged there.
+        return OcrError(f"the OCR server refused the request ({status}): {message}")
     field = error.get("field")
     return kind(message, code=code, field=str(field) if field is not None else None)

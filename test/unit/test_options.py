@@ -23,7 +23,7 @@ def test_options_read_back_from_their_query_are_the_same() -> None:
     assert options == OcrOptions(
         psm=6, pages=(1, 2, 3, 7), dpi=200, preprocess=Preprocess.AUTO, lang="eng+deu"
     )
-    assert parse(**options.to_query()) == options
+    assert parse(**options.to_values()) == options
     assert OcrOptions.from_dict(options.to_dict()) == options
 
 

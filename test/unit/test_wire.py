@@ -41,12 +41,18 @@ def test_an_error_crosses_the_wire_with_its_status_code_field_and_retry_after(
     )
 
 
-def test_a_status_the_api_cannot_pass_on_is_the_ocr_server_unavailable() -> None:
-    # A wrong internal token is the operator's to fix, not the client's: a 503 naming it.
+def test_a_refusal_that_retrying_cannot_mend_is_not_a_retry() -> None:
+    # A wrong internal token is the operator's to fix: retrying the same request cannot help,
+    # so no 503 with Retry-After (clients would retry for ever) but a 500 naming it.
     sent = Unauthorized("missing or wrong X-Internal-Token")
     got = error_from_wire(sent.status, error_body(sent))
-    assert (got.status, got.code, got.retry_after_s) == (503, "ocr_unavailable", RETRY_AFTER_S)
+    assert (got.status, got.retry_after_s) == (500, None)
     assert "401" in got.message and "X-Internal-Token" in got.message
+
+
+def test_the_ocr_server_s_own_trouble_is_a_retry() -> None:
+    got = error_from_wire(502, "<html>bad gateway</html>")
+    assert (got.status, got.code, got.retry_after_s) == (503, "ocr_unavailable", RETRY_AFTER_S)
 
 
 def test_a_body_that_is_not_an_error_still_gives_an_error() -> None:
