@@ -9,14 +9,14 @@ export OCR_DATABASE_URL ?= sqlite:///./data/ocr.db
 
 # The lock: every package, transitive ones too, pinned with hashes, compiled by `make lock`
 # from the human-edited requirement files. One lock per image and one per environment here:
-# LOCK_INPUT_<name> is what lock/<name>.txt is compiled from. When the API image stops needing
-# Tesseract (issue 10 splits the requirements), LOCK_INPUT_api and LOCK_INPUT_ocr each name
-# their own file; the Dockerfiles already install lock/api.txt and lock/ocr.txt.
+# LOCK_INPUT_<name> is what lock/<name>.txt is compiled from. requirement.txt is what both
+# services need; the API image leaves Tesseract out, the OCR image the web stack; runtime (what
+# `make install` installs) is everything, the client library too.
 LOCKS             := dev runtime api ocr
 LOCK_INPUT_dev    := requirement-dev.txt
-LOCK_INPUT_runtime:= requirement.txt
-LOCK_INPUT_api    := requirement.txt
-LOCK_INPUT_ocr    := requirement.txt
+LOCK_INPUT_runtime:= requirement-api.txt requirement-ocr.txt requirement-client.txt
+LOCK_INPUT_api    := requirement-api.txt
+LOCK_INPUT_ocr    := requirement-ocr.txt
 # --universal: one lock for every platform (markers where they differ); --native-tls: the
 # system's CA store, as pip uses it. A lock rewritten keeps its other pins (uv prefers them).
 UV_COMPILE := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \

@@ -14,25 +14,13 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from ocr_common import job_store
-from ocr_common.errors import OcrError
+from ocr_common.errors import OcrError, RateLimited, Unauthorized
 from ocr_common.settings import Settings
 
 from .services import current_services
 
 # Blueprints whose routes need a key when keys are configured (ops endpoints never do).
 PROTECTED_BLUEPRINTS = frozenset({"compat", "v1"})
-
-
-class Unauthorized(OcrError):
-    status = 401
-    code = "unauthorized"
-
-
-class TooManyRequests(OcrError):
-    """Over a limit that time lifts: the rate limit, wrong keys, or the per-key queue cap."""
-
-    status = 429
-    code = "rate_limited"
 
 
 # How soon a caller at the per-key queue cap should look again: a few pages' work.
@@ -136,7 +124,7 @@ class AuthFailureLimit:
         for limit in self._limits:
             if not self._counter.test(limit, "auth-failures", address):
                 reset_at = self._counter.get_window_stats(limit, "auth-failures", address)[0]
-                raise TooManyRequests(
+                raise RateLimited(
                     f"too many requests with a wrong API key from {address} (the limit is "
                     f"{limit}); retry after the time in Retry-After with the right key",
                     code="too_many_auth_failures",
@@ -159,7 +147,7 @@ def check_queue_room(new_jobs: int) -> None:
     with svc.sessions() as session:
         queued = job_store.count_queued(session, owner=current_owner(), up_to=cap)
     if queued + new_jobs > cap:
-        raise TooManyRequests(
+        raise RateLimited(
             f"{queued} jobs of this key are queued already and {new_jobs} more would pass "
             f"the limit of {cap} (OCR_MAX_QUEUED_PER_KEY); retry when some have run",
             code="queue_full",

@@ -18,22 +18,23 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.orm import Session
 
 from ocr_common import job_store
+from ocr_common.documents import check_image
 from ocr_common.errors import (
     BadRequest,
-    JobFailed,
     NotFound,
     OcrError,
     PayloadTooLarge,
-    Unavailable,
 )
 from ocr_common.models import JobStatus
 from ocr_common.observability import current_request_id
+from ocr_common.options import ORIGINAL_API_OPTIONS
 
 from . import schemas
 from .access import check_queue_room, current_owner
+from .ocr_client import OcrRequest
 from .openapi import Body, Param, operation
 from .services import Services, current_services
-from .uploads import decode_base64, parse_json_object, read_body, request_json, validate_image
+from .uploads import decode_base64, parse_json_object, read_body, request_json
 
 bp = Blueprint("compat", __name__)
 # The keys a list of images may come in; with both, the first wins.
@@ -76,6 +77,7 @@ UPLOAD_ERRORS = {
 class Upload:
     data: bytes
     digest: str
+    format: str
 
 
 def images_in_body(body: dict[str, Any]) -> tuple[object, bool] | None:
@@ -115,17 +117,21 @@ def read_uploads() -> tuple[list[Upload], bool]:
         field = f"image_data[{index}]" if many else "image_data"
         try:
             data = decode_base64(item, field=field, max_bytes=limits.max_upload_bytes)
-            validate_image(data, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels)
+            document = check_image(
+                data, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels
+            )
         except OcrError as exc:
             if many and not exc.message.startswith(field):
                 exc.message = f"{field}: {exc.message}"
             raise
-        uploads.append(Upload(data, job_store.image_digest(data)))
+        uploads.append(Upload(data, job_store.image_digest(data), document.format))
     return uploads, many
 
 
-def known_results(session: Session, svc: Services, uploads: list[Upload]) -> list[str | None]:
-    """For each upload, the text of the same image read before (when reuse is on)."""
+def known_results(
+    session: Session, svc: Services, uploads: list[Upload]
+) -> list[job_store.KnownResult | None]:
+    """For each upload, the result of the same image read before (when reuse is on)."""
     if not svc.settings.reuse_results:
         return [None] * len(uploads)
     return [
@@ -151,32 +157,46 @@ def image_sync() -> Response:
     uploads, many = read_uploads()
     started = job_store.utcnow()
     with svc.sessions() as session:
-        results: list[str | OcrError | None] = list(known_results(session, svc, uploads))
+        known = known_results(session, svc, uploads)
+    results: list[dict[str, Any] | OcrError | None] = [
+        None if k is None else {"text": k.text, "pages": (k.result or {}).get("pages")}
+        for k in known
+    ]
     unknown = [index for index, result in enumerate(results) if result is None]
     if unknown:
-        read = svc.ocr.recognize_many([uploads[index].data for index in unknown])
+        read = svc.ocr.recognize(
+            [OcrRequest(uploads[index].data, ORIGINAL_API_OPTIONS, 1) for index in unknown]
+        )
         for index, outcome in zip(unknown, read, strict=True):
-            if isinstance(outcome, Unavailable):
-                raise outcome
             results[index] = outcome
     with svc.sessions.begin() as session:
         for upload, result in zip(uploads, results, strict=True):
             failed = result if isinstance(result, OcrError) else None
+            done = result if isinstance(result, dict) else None
             job_store.record_finished(
                 session,
                 image=upload.data,
                 digest=upload.digest,
                 started_at=started,
-                text=None if failed else str(result),
+                text=str(done["text"]) if done else None,
                 error_code=failed.code if failed else None,
                 error_message=failed.message if failed else None,
                 owner=current_owner(),
+                fmt=upload.format,
+                result=stored_result(done),
             )
     for result in results:
         if isinstance(result, OcrError):
             raise result
-    texts = [str(text) for text in results]
+    texts = [str(result["text"]) for result in results if isinstance(result, dict)]
     return jsonify({"text": texts if many else texts[0]})
+
+
+def stored_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a job keeps of a result: the text and the pages (None: none, or text only)."""
+    if result is None or result.get("pages") is None:
+        return None
+    return {"text": result["text"], "pages": result["pages"]}
 
 
 @route("/image", methods=["POST"])
@@ -204,6 +224,7 @@ def image_submit() -> Response:
                 digest=upload.digest,
                 max_attempts=svc.settings.max_attempts,
                 owner=current_owner(),
+                fmt=upload.format,
                 request_id=current_request_id(),
             ).id
             for upload in uploads
@@ -244,11 +265,8 @@ def image_result() -> Response:
     if job is None:
         # Whatever its shape: clients test "unknown id -> 404" with made-up ids.
         raise NotFound(f"no task with id {given[:SHOWN_ID_CHARS]!r}", code="task_not_found")
-    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
-        raise JobFailed(
-            f"task {job_id} {job.status.value}: {job.error_message or 'no reason recorded'}",
-            code=job.error_code or f"job_{job.status.value}",
-        )
+    if (failure := job.failure(noun="task")) is not None:
+        raise failure
     text = job.text if job.status == JobStatus.SUCCEEDED else None
     return jsonify({"task_id": text, "text": text} if in_query else {"task_id": text})
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ocr_common.db import is_connection_error
-from ocr_common.errors import OcrError, PayloadTooLarge, Unavailable
+from ocr_common.errors import OcrError, PayloadTooLarge, RateLimited, Unavailable
 
 log = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER_S = 5
@@ -74,15 +74,12 @@ def register_error_handlers(app: Flask, max_request_bytes: int) -> None:
 
     @app.errorhandler(RateLimitExceeded)
     def on_rate_limited(exc: RateLimitExceeded) -> Response:
-        response = error_response(
-            OcrError(
+        return error_response(
+            RateLimited(
                 f"too many requests: the limit is {exc.description}; retry after the time in "
-                "Retry-After",
-                code="rate_limited",
+                "Retry-After"
             )
         )
-        response.status_code = 429
-        return response
 
     @app.errorhandler(HTTPException)
     def on_http_error(exc: HTTPException) -> Response:

@@ -13,49 +13,58 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import aiohttp
 
-from ocr_common.errors import (
-    BadRequest,
-    EngineError,
-    InvalidImage,
-    OcrError,
-    PayloadTooLarge,
-    Unavailable,
-)
+from ocr_common.errors import OcrError, Unavailable
 from ocr_common.observability import REQUEST_ID_HEADER, current_request_id
 from ocr_common.options import OcrOptions
 from ocr_common.settings import Settings
+from ocr_common.wire import (
+    INTERNAL_TOKEN_HEADER,
+    LANGUAGES_PATH,
+    NOTIFY_PATH,
+    OCR_PATH,
+    RETRY_AFTER_S,
+    error_from_wire,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-INTERNAL_TOKEN_HEADER = "X-Internal-Token"
 CONNECT_TIMEOUT_S = 2.0
 NOTIFY_TIMEOUT_S = 2.0
-# How long a client should wait before retrying when the OCR server is down or busy.
-RETRY_AFTER_S = 5
+LANGUAGES_TIMEOUT_S = 2.0
+# How long the installed languages the OCR server named are trusted before asking again (a
+# new model is installed with a new OCR server image, so they change seldom).
+LANGUAGES_TTL_S = 60.0
 # Share of an API process's threads that may wait for the OCR server at once (/image-sync,
 # /v1/ocr): a stalled OCR server holds each for up to OCR_SYNC_TIMEOUT_S, and the other
 # threads must stay free for everything else.
 SYNC_WAIT_SHARE = 0.5
 
 
+class OcrRequest(NamedTuple):
+    """A document to read now, its options, and how many pages they select."""
+
+    document: bytes
+    options: OcrOptions
+    pages: int
+
+
 class OcrBackend(Protocol):
     """What the API needs of the OCR server (a fake in unit tests)."""
 
-    def recognize_many(self, images: list[bytes]) -> list[str | OcrError]: ...
-
-    def recognize_document(
-        self, document: bytes, options: OcrOptions, pages: int
-    ) -> dict[str, Any]: ...
+    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]: ...
 
     def notify(self) -> None: ...
+
+    def languages(self) -> tuple[str, ...]: ...
 
 
 class OcrServerClient:
@@ -77,6 +86,8 @@ class OcrServerClient:
         self._sync_waits = threading.BoundedSemaphore(
             max(1, int(settings.api_threads * SYNC_WAIT_SHARE))
         )
+        self._languages: tuple[str, ...] | None = None
+        self._languages_until = 0.0
 
     @contextlib.contextmanager
     def _sync_wait(self) -> Iterator[None]:
@@ -116,110 +127,110 @@ class OcrServerClient:
             )
         return self._session
 
-    def recognize_many(self, images: list[bytes]) -> list[str | OcrError]:
-        """Tesseract's text for each image, from the OCR server's POST /ocr, in order.
+    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]:
+        """The result of each document from the OCR server's POST /ocr, in order:
+        ``{"format", "page_count", "text", "pages"}``, or the error that document met.
 
-        The images go at once, so the OCR server spreads them over its engines. A failure of
-        one image is returned in its place; the OCR server being unreachable is raised.
+        The documents go at once, so the OCR server spreads them over its engines (and the
+        pages of each). The OCR server being unreachable or saturated is raised.
         """
 
-        async def gather() -> list[str | OcrError]:
-            # One request's images must not fill the OCR server's wait list by themselves:
+        async def gather() -> list[dict[str, Any] | OcrError]:
+            # One request's documents must not fill the OCR server's wait list by themselves:
             # send as many at a time as it has engines.
             slots = asyncio.Semaphore(self._parallel)
 
-            async def one(image: bytes) -> str:
+            async def one(request: OcrRequest) -> dict[str, Any]:
                 async with slots:
-                    body = await self._post_ocr(image, self._timeout_s, request_id=request_id)
-                    return str(body["text"])
+                    # Pages go ``workers`` at a time, each within its own time limit.
+                    rounds = -(-request.pages // self._parallel)
+                    # Options travel in the body: a long char_whitelist would not fit a
+                    # request line.
+                    body = {
+                        "document": base64.b64encode(request.document).decode(),
+                        "options": request.options.to_values(),
+                    }
+                    timeout_s = self._timeout_s * rounds
+                    return await self._post_ocr(body, timeout_s, request_id=request_id)
 
-            results = await asyncio.gather(*(one(i) for i in images), return_exceptions=True)
-            out: list[str | OcrError] = []
+            results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
+            out: list[dict[str, Any] | OcrError] = []
             for result in results:
-                if isinstance(result, BaseException) and not isinstance(result, OcrError):
+                if isinstance(result, Unavailable) or (
+                    isinstance(result, BaseException) and not isinstance(result, OcrError)
+                ):
                     raise result
                 out.append(result)
             return out
 
         # The id goes by hand: the coroutines run on the client's own loop thread.
         request_id = current_request_id()
-        rounds = -(-len(images) // self._parallel)
+        pages = sum(request.pages for request in requests)
+        rounds = -(-pages // self._parallel)
         with self._sync_wait():
             return _wait(self._submit(gather()), self._timeout_s * rounds)
 
-    def recognize_document(
-        self, document: bytes, options: OcrOptions, pages: int
-    ) -> dict[str, Any]:
-        """The rich result of a v1 document from the OCR server, which reads its pages in
-        parallel: ``{"format", "page_count", "text", "pages"}``."""
-        # Pages go ``workers`` at a time, each within its own time limit on the OCR server.
-        rounds = -(-pages // self._parallel)
-        timeout_s = self._timeout_s * rounds
-        # Options travel in the body: a long char_whitelist would not fit a request line.
-        body = {"document": base64.b64encode(document).decode(), "options": options.to_values()}
-        request_id = current_request_id()
-        with self._sync_wait():
-            post = self._post_ocr(body, timeout_s, request_id=request_id)
-            return dict(_wait(self._submit(post), timeout_s))
-
     async def _post_ocr(
-        self, data: bytes | dict[str, Any], timeout_s: float, *, request_id: str | None
+        self, body: dict[str, Any], timeout_s: float, *, request_id: str | None
     ) -> dict[str, Any]:
-        """POST /ocr with an image (bytes: its text) or a v1 document and its options (a
-        dict, sent as JSON: the rich result)."""
+        """POST /ocr with a document and its options as JSON: the rich result."""
         session = await self._get_session()
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
-        document = isinstance(data, dict)
         headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
-        sent: dict[str, Any] = {"json": data}
-        if not document:
-            sent = {"data": data}
-            headers["Content-Type"] = "application/octet-stream"
         try:
             async with session.post(
-                f"{self._base}/ocr", headers=headers, timeout=timeout, **sent
+                f"{self._base}{OCR_PATH}", json=body, headers=headers, timeout=timeout
             ) as response:
                 raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unavailable(
-                f"the OCR server at {self._base} is not answering ({type(exc).__name__}); "
-                "retry shortly",
-                code="ocr_unavailable",
-                retry_after_s=RETRY_AFTER_S,
-            ) from None
+            raise self._unreachable(exc) from None
         try:
-            body = json.loads(raw)
+            answer = json.loads(raw)
         except ValueError:
             # Not our answer (aiohttp's own, or something in between): its status still says
             # whether retrying can help.
-            body = {"error": {"message": raw[:200].decode(errors="replace")}}
-        if status == 200 and isinstance(body, dict):
-            return body
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        code, message = error.get("code", "ocr_error"), error.get("message", "OCR failed")
-        field = error.get("field")
-        if document and status == 400:
-            raise BadRequest(message, code=code, field=field)
-        if document and status == 413:
-            raise PayloadTooLarge(message, code=code, field=field)
-        if status == 503:
-            raise Unavailable(message, code=code, retry_after_s=int(retry_after or RETRY_AFTER_S))
-        if status in (400, 413):
-            raise InvalidImage(message, code=code)
-        if status == 422:
-            raise EngineError(message, code=code)
-        if status >= 500 or status == 200:
-            raise Unavailable(
-                f"the OCR server answered {status}: {message}",
-                code="ocr_unavailable",
-                retry_after_s=RETRY_AFTER_S,
-            )
-        # Any other 4xx: the same request would be refused again, so no "retry" (a bug, or a
-        # wrong OCR_INTERNAL_TOKEN).
-        log.error("the OCR server refused a request with %d: %s", status, message)
-        raise OcrError(f"the OCR server refused the request ({status}): {message}")
+            answer = {"error": {"message": raw[:200].decode(errors="replace")}}
+        if status == 200 and isinstance(answer, dict):
+            return answer
+        raise error_from_wire(status, answer, retry_after)
+
+    def _unreachable(self, exc: BaseException) -> Unavailable:
+        return Unavailable(
+            f"the OCR server at {self._base} is not answering ({type(exc).__name__}); "
+            "retry shortly",
+            code="ocr_unavailable",
+            retry_after_s=RETRY_AFTER_S,
+        )
+
+    def languages(self) -> tuple[str, ...]:
+        """The languages the OCR server's models read, as it last said (asked again after
+        LANGUAGES_TTL_S). A 503 only if it has never answered: the API has no models of its
+        own to look at."""
+        if self._languages is not None and time.monotonic() < self._languages_until:
+            return self._languages
+        try:
+            self._languages = _wait(self._submit(self._get_languages()), LANGUAGES_TIMEOUT_S)
+            self._languages_until = time.monotonic() + LANGUAGES_TTL_S
+        except Unavailable:
+            if self._languages is None:
+                raise
+            log.warning("the OCR server did not say its languages; using those it said before")
+        return self._languages
+
+    async def _get_languages(self) -> tuple[str, ...]:
+        session = await self._get_session()
+        timeout = aiohttp.ClientTimeout(total=LANGUAGES_TIMEOUT_S)
+        try:
+            async with session.get(f"{self._base}{LANGUAGES_PATH}", timeout=timeout) as response:
+                body = await response.json(content_type=None)
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise self._unreachable(exc) from None
+        if status != 200:
+            raise error_from_wire(status, body)
+        return tuple(str(lang) for lang in body["languages"])
 
     def notify(self) -> None:
         """Wake the OCR server's dispatcher; never waits and never fails the caller.
@@ -249,7 +260,7 @@ class OcrServerClient:
         session = await self._get_session()
         try:
             async with session.post(
-                f"{self._base}/jobs/notify", timeout=aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT_S)
+                f"{self._base}{NOTIFY_PATH}", timeout=aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT_S)
             ):
                 pass
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from ocr_common.models import JobStatus
+from ocr_common.options import OcrOptions
 
 
 class Schema(BaseModel):
@@ -61,21 +62,14 @@ class Progress(Schema):
     pages_total: int = Field(ge=0)
 
 
-class OptionsOut(Schema):
-    psm: int
-    char_whitelist: str | None
-    char_blacklist: str | None
-    dpi: int | None
-    pages: list[int] | None
-    preprocess: Literal["none", "auto"]
-    lang: str
-
-
 class JobSummary(Schema):
     id: str = Field(description="UUID")
     status: JobStatus
     kind: Literal["async", "sync"] = Field(
         description="async: POST /v1/jobs or /image; sync: POST /v1/ocr or /image-sync"
+    )
+    api: Literal["original", "v1"] = Field(
+        description="which API made the job: original (/image, /image-sync) or v1"
     )
     created_at: datetime
     started_at: datetime | None
@@ -83,8 +77,10 @@ class JobSummary(Schema):
     attempts: int = Field(ge=0)
     max_attempts: int = Field(ge=0)
     format: str | None = Field(description="the document format found in its bytes")
-    options: OptionsOut | None = Field(description="null for jobs of the original API")
-    progress: Progress | None = Field(description="pages read so far, for v1 documents")
+    options: OcrOptions | None = Field(
+        description="null for jobs of the original API made before they kept their pages"
+    )
+    progress: Progress | None = Field(description="pages read so far")
     error: ErrorDetail | None = Field(description="why the job failed or was canceled")
 
 
@@ -110,17 +106,10 @@ class Problem(BaseModel):
     field: str | None = Field(default=None, description="the request field at fault")
 
 
-class JsonDocument(BaseModel):
+class JsonDocument(OcrOptions):
     """A document sent as JSON: base64 bytes and the options beside them."""
 
     document: str = Field(description="the file's bytes, base64 (a data: URL prefix is fine)")
-    psm: int | None = None
-    char_whitelist: str | None = None
-    char_blacklist: str | None = None
-    dpi: int | None = None
-    pages: str | None = None
-    preprocess: Literal["none", "auto"] | None = None
-    lang: str | None = None
 
 
 # -- the original API ---------------------------------------------------------------------

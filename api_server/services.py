@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flask import current_app
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,14 +17,11 @@ class Services:
     settings: Settings
     sessions: sessionmaker[Session]
     ocr: OcrBackend
-    # Languages a request may ask for: those installed with Tesseract (the OCR server's too).
-    languages: tuple[str, ...] = field(default_factory=lambda: _installed_languages())
+    # Languages a request may ask for; None: those the OCR server says its models read.
+    languages: tuple[str, ...] | None = None
 
-
-def _installed_languages() -> tuple[str, ...]:
-    from ocr_server.engine import installed_languages
-
-    return installed_languages()
+    def installed_languages(self) -> tuple[str, ...]:
+        return self.languages if self.languages is not None else self.ocr.languages()
 
 
 def current_services() -> Services:

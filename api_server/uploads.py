@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import re
 from typing import Any
@@ -16,9 +15,7 @@ from flask import current_app, g, request
 from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ocr_common.documents import IMAGE_FORMATS, check_size
 from ocr_common.errors import BadRequest, InvalidImage, PayloadTooLarge
-from ocr_common.image_structure import check_structure
 
 _DATA_URL = re.compile(r"^\s*data:[^,]{0,200}?;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(rb"\s+")
@@ -107,33 +104,3 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"the image is larger than {max_bytes} bytes (OCR_MAX_UPLOAD_BYTES)", code="image_too_large"
     )
-
-
-def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, int, int]:
-    """Check that ``data`` is a whole image we accept; returns (format, width, height).
-
-    Nothing is decoded: the pixel limit comes from the header, and a truncated or corrupt file
-    is found from its structure (``check_structure``), in bounded time and memory.
-    """
-    if len(data) > max_bytes:
-        raise _too_large(max_bytes)
-    if not data:
-        raise InvalidImage("the image is empty (0 bytes)", code="empty_image")
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Exception:  # noqa: BLE001 - Pillow raises many kinds for non-images
-        raise InvalidImage(
-            f"the data is not an image (it starts with {data[:8]!r}); send PNG, JPEG, TIFF, "
-            "BMP, GIF or WebP bytes, base64-encoded"
-        ) from None
-    with image:
-        fmt = image.format or "unknown"
-        if fmt not in IMAGE_FORMATS:
-            raise InvalidImage(
-                f"{fmt} images are not supported; send PNG, JPEG, TIFF, BMP, GIF or WebP",
-                code="unsupported_format",
-            )
-        width, height = image.size
-        check_size(width, height, max_pixels, "the image", "scale it down")
-        check_structure(image, data)
-    return fmt, width, height

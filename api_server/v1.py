@@ -26,17 +26,18 @@ from ocr_common.errors import (
     BadRequest,
     Conflict,
     EngineError,
-    JobFailed,
     NotFound,
+    OcrError,
     UnsupportedMediaType,
 )
-from ocr_common.models import Job, JobStatus
+from ocr_common.models import Job, JobApi, JobStatus
 from ocr_common.observability import current_request_id
-from ocr_common.options import OPTION_FIELDS, PSM_MODES, OcrOptions, is_decimal, parse_options
+from ocr_common.options import OPTION_FIELDS, OcrOptions, is_decimal, parse_options
 from ocr_common.results import public_result, to_hocr, to_tsv
 
 from . import schemas
 from .access import check_queue_room, current_owner
+from .ocr_client import OcrRequest
 from .openapi import PROBLEM_JSON, Body, Param, operation
 from .services import current_services
 from .uploads import decode_base64, parse_json_object, read_body
@@ -126,7 +127,7 @@ def read_submission(extra: tuple[str, ...] = ()) -> tuple[Submission, dict[str, 
     svc = current_services()
     settings = svc.settings
     data, values = _read_document_and_values(extra)
-    options = parse_options(values, languages=svc.languages, max_pages=settings.max_pages)
+    options = parse_options(values, languages=svc.installed_languages, max_pages=settings.max_pages)
     document = check_document(
         data,
         wanted_pages=options.pages,
@@ -157,12 +158,10 @@ def _time(value: datetime | None) -> str | None:
 
 
 def job_summary(job: Job) -> dict[str, Any]:
+    failure = job.failure()
     error = None
-    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
-        error = {
-            "code": job.error_code or f"job_{job.status.value}",
-            "message": job.error_message or f"the job was {job.status.value}",
-        }
+    if failure is not None:
+        error = {"code": failure.code, "message": job.error_message or failure.message}
     progress = None
     if job.pages_total is not None:
         progress = {"pages_done": job.pages_done or 0, "pages_total": job.pages_total}
@@ -170,6 +169,7 @@ def job_summary(job: Job) -> dict[str, Any]:
         "id": job.id,
         "status": job.status.value,
         "kind": job.kind,
+        "api": job.api.value,
         "created_at": _time(job.created_at),
         "started_at": _time(job.started_at),
         "finished_at": _time(job.finished_at),
@@ -198,11 +198,8 @@ def render_job(job: Job, result: dict[str, Any] | None, fmt: str, status: int = 
         response.status_code = status
         return response
     if job.status != JobStatus.SUCCEEDED:
-        if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
-            raise JobFailed(
-                f"job {job.id} {job.status.value}: {job.error_message or 'no reason recorded'}",
-                code=job.error_code or f"job_{job.status.value}",
-            )
+        if (failure := job.failure()) is not None:
+            raise failure
         raise Conflict(
             f"job {job.id} is {job.status.value}: its {fmt} is there once it has succeeded",
             code="result_not_ready",
@@ -211,8 +208,8 @@ def render_job(job: Job, result: dict[str, Any] | None, fmt: str, status: int = 
         return Response(job.text or "", mimetype="text/plain")
     if result is None:
         raise Conflict(
-            f"job {job.id} came through the original API, which keeps only the text: "
-            "ask for format=text or json",
+            f"job {job.id} was read before its pages were kept (the original API kept only "
+            "the text then): ask for format=text or json",
             code="format_unavailable",
         )
     if fmt == "hocr":
@@ -239,22 +236,20 @@ def load_job(job_id: str) -> Job:
 
 # -- OpenAPI pieces -------------------------------------------------------------------------
 
-OPTION_PARAMS = (
-    Param(
-        "psm",
-        {"type": "integer", "enum": sorted(PSM_MODES)},
-        "page segmentation mode (3: automatic; 6: one block; 7: one line; 11: sparse text)",
-    ),
-    Param("char_whitelist", {"type": "string"}, "read only these characters"),
-    Param("char_blacklist", {"type": "string"}, "never read these characters"),
-    Param("dpi", {"type": "integer"}, "resolution PDF pages are rendered at (default 300)"),
-    Param("pages", {"type": "string"}, 'pages of a PDF or TIFF to read, e.g. "1-3,7"'),
-    Param(
-        "preprocess",
-        {"type": "string", "enum": ["none", "auto"]},
-        "auto: EXIF orientation, upright rotation of sideways or upside-down pages, grayscale",
-    ),
-    Param("lang", {"type": "string"}, "installed language(s), e.g. eng (the default)"),
+
+def _option_param(name: str, schema: dict[str, Any]) -> Param:
+    """A query parameter or form field of an option, from the options model's schema: its
+    first form that is not null (for ``pages``, the "1-3,7" string)."""
+    forms = [form for form in schema.get("anyOf", [schema]) if form.get("type") != "null"]
+    wire = {key: value for key, value in forms[0].items() if key not in ("title", "examples")}
+    if schema.get("default") is not None:
+        wire["default"] = schema["default"]
+    return Param(name, wire, schema.get("description", ""))
+
+
+OPTION_PARAMS = tuple(
+    _option_param(name, schema)
+    for name, schema in OcrOptions.model_json_schema()["properties"].items()
 )
 FORMAT_PARAM = Param(
     "format", {"type": "string", "enum": list(FORMATS)}, "json (default), text, hocr or tsv"
@@ -322,15 +317,14 @@ def ocr_now() -> Response:
     submission, extra = read_submission(extra=("format",))
     fmt = result_format(extra)
     started = job_store.utcnow()
-    result: dict[str, Any] | None = None
-    failed: EngineError | None = None
-    try:
-        result = svc.ocr.recognize_document(
-            submission.data, submission.options, pages=len(submission.document.pages)
-        )
-    except EngineError as exc:
-        # Recorded as a failed job, like any other; an unavailable OCR server stores nothing.
-        failed = exc
+    pages = len(submission.document.pages)
+    outcome = svc.ocr.recognize([OcrRequest(submission.data, submission.options, pages)])[0]
+    result = outcome if isinstance(outcome, dict) else None
+    # An engine failure is recorded as a failed job, like any other; a request the OCR server
+    # refuses (or cannot take) stores nothing.
+    failed = outcome if isinstance(outcome, EngineError) else None
+    if isinstance(outcome, OcrError) and failed is None:
+        raise outcome
     with svc.sessions.begin() as session:
         job = job_store.record_finished(
             session,
@@ -339,9 +333,10 @@ def ocr_now() -> Response:
             text=str(result["text"]) if result else None,
             error_code=failed.code if failed else None,
             error_message=failed.message if failed else None,
+            api=JobApi.V1,
             options=submission.options,
             fmt=submission.document.format,
-            pages_total=len(submission.document.pages),
+            pages_total=pages,
             result={"text": result["text"], "pages": result["pages"]} if result else None,
             owner=current_owner(),
         )
@@ -394,6 +389,7 @@ def submit_job() -> Response:
                 session,
                 image=submission.data,
                 max_attempts=svc.settings.max_attempts,
+                api=JobApi.V1,
                 options=submission.options,
                 fmt=submission.document.format,
                 pages_total=len(submission.document.pages),
@@ -475,7 +471,7 @@ def get_job(job_id: str) -> Response:
     fmt = result_format(request.args)
     job = load_job(job_id)
     result = None
-    if job.status == JobStatus.SUCCEEDED and job.options is not None:
+    if job.status == JobStatus.SUCCEEDED:
         with current_services().sessions() as session:
             result = job_store.get_result(session, job.id)
     return render_job(job, result, fmt)

@@ -32,6 +32,7 @@ from throughput import (
     MAX_PIXELS,
     PAGE_TIMEOUT_S,
     REPO,
+    read_first_page,
     running_stack,
     service_settings,
     terminate_on_sigterm,
@@ -105,12 +106,13 @@ def default_page() -> Path | None:
 
 def api_checks(body: bytes, max_upload_bytes: int) -> str:
     """What the API does to an upload before it calls the OCR server, in this process."""
-    from api_server.uploads import decode_base64, parse_json_object, validate_image
+    from api_server.uploads import decode_base64, parse_json_object
+    from ocr_common.documents import check_image
     from ocr_common.job_store import image_digest
 
     value = parse_json_object(body)["image_data"]
     data = decode_base64(value, field="image_data", max_bytes=max_upload_bytes)
-    validate_image(data, max_bytes=max_upload_bytes, max_pixels=MAX_PIXELS)
+    check_image(data, max_bytes=max_upload_bytes, max_pixels=MAX_PIXELS)
     return image_digest(data)
 
 
@@ -136,6 +138,7 @@ def measure(case: Case, engine: TesseractEngine, api_url: str, server_url: str) 
         def via_ocr_server() -> str:
             response = session.post(
                 f"{server_url}/ocr",
+                params={"pages": "1"},
                 data=case.image,
                 headers={"Content-Type": "application/octet-stream"},
                 timeout=300,
@@ -145,7 +148,7 @@ def measure(case: Case, engine: TesseractEngine, api_url: str, server_url: str) 
             return str(response.json()["text"])
 
         def via_engine() -> str:
-            return engine.recognize(case.image)
+            return read_first_page(engine, case.image)
 
         # Warm-up, not counted: connections, lazy imports.
         via_service(), via_ocr_server(), via_engine(), api_checks(body, max_upload)

@@ -327,6 +327,14 @@ def print_processes(uses: list[ProcessUse], window_s: float) -> None:
 _engine: Any = None
 
 
+def read_first_page(engine: Any, data: bytes) -> str:
+    """The engine's one entry point, as the original API uses it (its first page, defaults)."""
+    from ocr_common.options import ORIGINAL_API_OPTIONS
+    from ocr_server.engine import PageTask
+
+    return str(engine.recognize_page(PageTask(data, 1, ORIGINAL_API_OPTIONS, 300))["text"])
+
+
 def _engine_init(barrier: Any) -> None:
     os.environ["OMP_THREAD_LIMIT"] = "1"
     from ocr_server.engine import TesseractEngine
@@ -338,7 +346,7 @@ def _engine_init(barrier: Any) -> None:
 
 def _engine_read(path: str) -> tuple[str, float]:
     began = time.process_time()
-    text_out = str(_engine.recognize(Path(path).read_bytes()))
+    text_out = read_first_page(_engine, Path(path).read_bytes())
     return text_out, time.process_time() - began
 
 

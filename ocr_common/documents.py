@@ -23,6 +23,8 @@ PDF = "PDF"
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP", "PPM", "JPEG2000"})
 # Pillow's name for a JPEG that holds more pictures (phones write them); we read the first.
 FORMAT_ALIASES = {"MPO": "JPEG"}
+# What the v1 API reads; the original API reads images only.
+DOCUMENT_FORMATS = IMAGE_FORMATS | {PDF}
 # Formats whose every frame is a page; in the others (GIF, WebP animations) the first is.
 MULTI_PAGE_FORMATS = frozenset({"TIFF", PDF})
 PDF_POINTS_PER_INCH = 72
@@ -51,8 +53,8 @@ def is_pdf(data: bytes) -> bool:
     return b"%PDF-" in data[:PDF_HEADER_WITHIN]
 
 
-def describe_formats() -> str:
-    return "PNG, JPEG, TIFF, BMP, GIF, WebP or PDF"
+def describe_formats(formats: frozenset[str] = DOCUMENT_FORMATS) -> str:
+    return "PNG, JPEG, TIFF, BMP, GIF, WebP" + (" or PDF" if PDF in formats else "")
 
 
 @contextmanager
@@ -130,8 +132,13 @@ def check_document(
     max_bytes: int,
     max_pixels: int,
     max_pages: int,
+    formats: frozenset[str] = DOCUMENT_FORMATS,
 ) -> Document:
-    """Check a whole document before it is stored; sizes come from headers, not decoding."""
+    """Check a whole document before it is stored; sizes come from headers, not decoding.
+
+    The one upload check of both APIs (format from the bytes, aliases, pages, pixel limits,
+    structure); the original API passes ``IMAGE_FORMATS`` and asks for the first page.
+    """
     if len(data) > max_bytes:
         raise PayloadTooLarge(
             f"the document is larger than {max_bytes} bytes (OCR_MAX_UPLOAD_BYTES)",
@@ -140,8 +147,26 @@ def check_document(
     if not data:
         raise InvalidImage("the document is empty (0 bytes)", code="empty_image")
     if is_pdf(data):
+        if PDF not in formats:
+            raise InvalidImage(
+                f"PDF documents are read by POST /v1/jobs; send {describe_formats(formats)}"
+            )
         return _check_pdf(data, wanted_pages, dpi, max_pixels, max_pages)
-    return _check_image(data, wanted_pages, max_pixels, max_pages)
+    return _check_image(data, wanted_pages, max_pixels, max_pages, formats)
+
+
+def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Document:
+    """The original API's upload: ``check_document`` for an image's first page (PDFs and the
+    other pages of a TIFF are for /v1)."""
+    return check_document(
+        data,
+        wanted_pages=(1,),
+        dpi=PDF_POINTS_PER_INCH,  # unused: no PDF gets this far
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        max_pages=1,
+        formats=IMAGE_FORMATS,
+    )
 
 
 def _check_pdf(
@@ -166,32 +191,36 @@ def _pdf_pixels(points: float, dpi: int) -> int:
     return max(1, round(points * dpi / PDF_POINTS_PER_INCH))
 
 
-def _open_image(data: bytes) -> Image.Image:
+def _open_image(data: bytes, formats: frozenset[str] = DOCUMENT_FORMATS) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data))
     except Exception:  # noqa: BLE001 - Pillow raises many kinds for non-images
+        what = "neither an image nor a PDF" if PDF in formats else "not an image"
         raise InvalidImage(
-            f"the data is neither an image nor a PDF (it starts with {data[:8]!r}); send "
-            f"{describe_formats()}"
+            f"the data is {what} (it starts with {data[:8]!r}); send {describe_formats(formats)}"
         ) from None
 
 
-def _image_format(image: Image.Image) -> str:
+def _image_format(image: Image.Image, formats: frozenset[str] = DOCUMENT_FORMATS) -> str:
     fmt = image.format or "unknown"
     fmt = FORMAT_ALIASES.get(fmt, fmt)
-    if fmt not in IMAGE_FORMATS:
+    if fmt not in formats:
         raise InvalidImage(
-            f"{fmt} images are not supported; send {describe_formats()}",
+            f"{fmt} images are not supported; send {describe_formats(formats)}",
             code="unsupported_format",
         )
     return fmt
 
 
 def _check_image(
-    data: bytes, wanted: tuple[int, ...] | None, max_pixels: int, max_pages: int
+    data: bytes,
+    wanted: tuple[int, ...] | None,
+    max_pixels: int,
+    max_pages: int,
+    formats: frozenset[str],
 ) -> Document:
-    with _open_image(data) as image:
-        fmt = _image_format(image)
+    with _open_image(data, formats) as image:
+        fmt = _image_format(image, formats)
         page_count = getattr(image, "n_frames", 1) if fmt in MULTI_PAGE_FORMATS else 1
         pages = select_pages(wanted, page_count)
         _check_page_count(pages, max_pages)

@@ -49,6 +49,13 @@ class PayloadTooLarge(OcrError):
     code = "payload_too_large"
 
 
+class Unauthorized(OcrError):
+    """No credentials, or wrong ones (an API key, the OCR server's internal token)."""
+
+    status = 401
+    code = "unauthorized"
+
+
 class NotFound(OcrError):
     status = 404
     code = "not_found"
@@ -59,6 +66,14 @@ class JobFailed(OcrError):
 
     status = 422
     code = "job_failed"
+
+
+class RateLimited(OcrError):
+    """Over a limit that time lifts: the request rate (OCR_RATE_LIMIT), wrong keys from one
+    address, or the per-key queue cap; retry after ``retry_after_s``."""
+
+    status = 429
+    code = "rate_limited"
 
 
 class Unavailable(OcrError):

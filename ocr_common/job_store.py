@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     CursorResult,
@@ -34,13 +34,13 @@ from sqlalchemy.orm import Session
 from .models import (
     ClaimedJob,
     Job,
+    JobApi,
     JobImageRow,
     JobOutcome,
     JobRow,
     JobStatus,
-    parse_options_json,
 )
-from .options import OcrOptions
+from .options import ORIGINAL_API_OPTIONS, OcrOptions
 
 RUNNING = JobStatus.RUNNING.value
 QUEUED = JobStatus.QUEUED.value
@@ -75,16 +75,17 @@ def create_job(
     max_attempts: int,
     owner: str | None = None,
     digest: str | None = None,
-    options: OcrOptions | None = None,
+    api: JobApi = JobApi.ORIGINAL,
+    options: OcrOptions = ORIGINAL_API_OPTIONS,
     fmt: str | None = None,
-    pages_total: int | None = None,
+    pages_total: int = 1,
     idempotency_key: str | None = None,
     request_digest: str | None = None,
     request_id: str | None = None,
 ) -> Job:
-    """Queue a job with its image; it exists for workers once the caller commits.
+    """Queue a job with its document; it exists for workers once the caller commits.
 
-    A v1 job has ``options``, its format and the number of pages to read.
+    Without ``api``/``options`` it is a job of the original API: the first page, defaults.
     """
     values: dict[str, Any] = {
         "id": new_job_id(),
@@ -102,12 +103,13 @@ def create_job(
         "text": None,
         "error_code": None,
         "error_message": None,
-        "options": options.to_json() if options is not None else None,
+        "options": options.to_json(),
         "format": fmt,
         "pages_total": pages_total,
-        "pages_done": 0 if pages_total is not None else None,
+        "pages_done": 0,
         "idempotency_key": idempotency_key,
         "request_sha256": request_digest,
+        "api": api.value,
         "request_id": request_id,
     }
     # Core INSERTs: this is the intake hot path, and the ORM's unit of work costs more CPU than
@@ -128,15 +130,15 @@ def record_finished(
     owner: str | None = None,
     kind: str = "sync",
     digest: str | None = None,
-    options: OcrOptions | None = None,
+    api: JobApi = JobApi.ORIGINAL,
+    options: OcrOptions = ORIGINAL_API_OPTIONS,
     fmt: str | None = None,
-    pages_total: int | None = None,
+    pages_total: int = 1,
     result: dict[str, Any] | None = None,
 ) -> Job:
     """Record an OCR whose outcome is already known (a synchronous read, or a reused result)
     as a finished job without an image."""
     now = utcnow()
-    done = pages_total if result is not None else 0
     row = JobRow(
         id=new_job_id(),
         status=JobStatus.SUCCEEDED.value if error_code is None else JobStatus.FAILED.value,
@@ -152,11 +154,12 @@ def record_finished(
         text=text,
         error_code=error_code,
         error_message=error_message,
-        options=options.to_json() if options is not None else None,
+        options=options.to_json(),
         format=fmt,
         pages_total=pages_total,
-        pages_done=done if pages_total is not None else None,
+        pages_done=pages_total if result is not None else 0,
         result=_dump(result),
+        api=api.value,
     )
     session.add(row)
     session.flush()
@@ -167,17 +170,28 @@ def _dump(result: dict[str, Any] | None) -> str | None:
     return None if result is None else json.dumps(result, ensure_ascii=False)
 
 
-def find_result(session: Session, *, digest: str, owner: str | None = None) -> str | None:
-    """The text of a succeeded job of the original API (read with Tesseract's defaults) on the
-    same image bytes and owner, if there is one."""
+class KnownResult(NamedTuple):
+    """A result read before: the text, and the pages with boxes (None in jobs made before
+    migration 0007, which kept the text only)."""
+
+    text: str
+    result: dict[str, Any] | None
+
+
+def find_result(session: Session, *, digest: str, owner: str | None = None) -> KnownResult | None:
+    """The result of a succeeded job of the original API (read with its defaults) on the same
+    image bytes and owner, if there is one."""
     query = (
-        select(JobRow.text)
-        .where(JobRow.image_sha256 == digest, JobRow.status == JobStatus.SUCCEEDED.value)
-        .where(JobRow.options.is_(None))
-        .where(JobRow.owner.is_(None) if owner is None else JobRow.owner == owner)
+        select(JOBS.c.text, JOBS.c.result)
+        .where(JOBS.c.image_sha256 == digest, JOBS.c.status == JobStatus.SUCCEEDED.value)
+        .where(JOBS.c.api == JobApi.ORIGINAL.value)
+        .where(JOBS.c.owner.is_(None) if owner is None else JOBS.c.owner == owner)
         .limit(1)
     )
-    return session.scalars(query).first()
+    row = session.execute(query).first()
+    if row is None or row.text is None:
+        return None
+    return KnownResult(row.text, None if row.result is None else json.loads(row.result))
 
 
 def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | None:
@@ -193,7 +207,7 @@ def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | No
 
 
 def get_result(session: Session, job_id: str) -> dict[str, Any] | None:
-    """The stored v1 result of a job (``{"text", "pages"}``), if it has one."""
+    """The stored result of a job (``{"text", "pages"}``), if it has one."""
     value = session.scalars(select(JobRow.result).where(JobRow.id == job_id)).first()
     return None if value is None else cast(dict[str, Any], json.loads(value))
 
@@ -313,84 +327,9 @@ def count_queued(session: Session, *, owner: str | None, up_to: int) -> int:
 
 
 def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJob | None:
-    """Take the oldest queued job for ``worker_id`` and lease it for ``lease_s`` seconds.
-
-    On MySQL/MariaDB the row is locked with SKIP LOCKED, so concurrent claimers pass over each
-    other's rows instead of waiting; elsewhere (SQLite, one writer at a time) the UPDATE is a
-    compare-and-set on the status. Either way the caller must commit at once: no lock is held
-    while the engine works.
-    """
-    skip_locked = session.get_bind().dialect.name in ("mysql", "mariadb")
-    candidates = (
-        select(JOBS.c.id)
-        .where(JOBS.c.status == QUEUED)
-        .order_by(JOBS.c.created_at, JOBS.c.id)
-        .limit(1 if skip_locked else 4)
-    )
-    if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
-    now = utcnow()
-    for job_id in session.scalars(candidates).all():
-        claimed = _rows(
-            session,
-            update(JOBS)
-            .where(JOBS.c.id == job_id, JOBS.c.status == QUEUED)
-            .values(
-                status=RUNNING,
-                worker_id=worker_id,
-                lease_until=now + timedelta(seconds=lease_s),
-                started_at=now,
-                attempts=JOBS.c.attempts + 1,
-                # A retried document is read again from its first page.
-                pages_done=case((JOBS.c.pages_total.is_not(None), 0), else_=None),
-            ),
-        )
-        if claimed != 1:
-            continue
-        row = session.execute(
-            select(
-                JOBS.c.attempts,
-                JOBS.c.max_attempts,
-                JOBS.c.image_sha256,
-                JOBS.c.owner,
-                JOBS.c.options,
-                JOBS.c.pages_total,
-                JOBS.c.request_id,
-                IMAGES.c.data,
-            )
-            .join(JobImageRow, IMAGES.c.job_id == JOBS.c.id)
-            .where(JOBS.c.id == job_id)
-        ).one_or_none()
-        if row is None:
-            # A queued job without its image cannot run; it never should exist, but if it does
-            # it must not be claimed again and again.
-            _finish(
-                session,
-                job_id,
-                worker_id,
-                status=JobStatus.FAILED,
-                text=None,
-                error_code="image_missing",
-                error_message="the stored image is missing",
-                keep_image=False,
-            )
-            continue
-        options = parse_options_json(row.options)
-        pages: tuple[int, ...] = ()
-        if options is not None:
-            pages = options.pages or tuple(range(1, (row.pages_total or 1) + 1))
-        return ClaimedJob(
-            id=job_id,
-            attempts=row.attempts,
-            max_attempts=row.max_attempts,
-            image=row.data,
-            digest=row.image_sha256,
-            owner=row.owner,
-            options=options,
-            pages=pages,
-            request_id=row.request_id,
-        )
-    return None
+    """Take the oldest queued job for ``worker_id`` (``claim_batch`` of one)."""
+    claimed = claim_batch(session, worker_id=worker_id, lease_s=lease_s, limit=1)
+    return claimed[0] if claimed else None
 
 
 def heartbeat(session: Session, *, worker_id: str, job_ids: Sequence[str], lease_s: float) -> int:
@@ -506,7 +445,8 @@ def claim_batch(
     Three statements whatever the batch size: pick the ids (SKIP LOCKED on MySQL/MariaDB, so
     concurrent claimers take disjoint batches; the claim index keeps this a short range scan
     however many finished rows the table holds), mark them running, read them back with their
-    images. As with ``claim_next`` the caller commits at once.
+    images. On SQLite (one writer at a time, BEGIN IMMEDIATE) the UPDATE is a compare-and-set
+    on the status. The caller commits at once: no lock is held while the engine works.
     """
     if limit < 1:
         return []
@@ -549,6 +489,7 @@ def claim_batch(
             JOBS.c.owner,
             JOBS.c.options,
             JOBS.c.pages_total,
+            JOBS.c.api,
             JOBS.c.request_id,
             IMAGES.c.data,
         )
@@ -562,7 +503,8 @@ def claim_batch(
         if row is None:
             continue
         if row.data is None:
-            # As in claim_next: a job without its image can never run; fail it once.
+            # A queued job without its image cannot run; it never should exist, but if it
+            # does it must not be claimed again and again: fail it once.
             _finish(
                 session,
                 job_id,
@@ -574,23 +516,7 @@ def claim_batch(
                 keep_image=False,
             )
             continue
-        options = parse_options_json(row.options)
-        pages: tuple[int, ...] = ()
-        if options is not None:
-            pages = options.pages or tuple(range(1, (row.pages_total or 1) + 1))
-        claimed.append(
-            ClaimedJob(
-                id=job_id,
-                attempts=row.attempts,
-                max_attempts=row.max_attempts,
-                image=row.data,
-                digest=row.image_sha256,
-                owner=row.owner,
-                options=options,
-                pages=pages,
-                request_id=row.request_id,
-            )
-        )
+        claimed.append(ClaimedJob.from_row(row))
     return claimed
 
 
@@ -677,7 +603,7 @@ def _per_job_values(outcomes: list[JobOutcome]) -> dict[str, Any]:
     }
     documents = [o for o in outcomes if o.result is not None]
     if documents:
-        # Only jobs with a v1 result change it, as finish() leaves the others' alone.
+        # Only outcomes with a result change it, as finish() leaves the others' alone.
         values["result"] = per_job({o.job_id: _dump(o.result) for o in documents}, JOBS.c.result)
         values["pages_done"] = per_job(
             {o.job_id: len((o.result or {}).get("pages", [])) for o in documents},

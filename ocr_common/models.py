@@ -12,7 +12,8 @@ from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from .options import OcrOptions
+from .errors import JobFailed
+from .options import ORIGINAL_API_OPTIONS, OcrOptions
 
 # MySQL's plain DATETIME drops microseconds (jobs would tie in FIFO order), TEXT holds 64 KiB and
 # BLOB 64 KiB: use the wide variants there.
@@ -34,11 +35,19 @@ class JobStatus(enum.StrEnum):
     RUNNING = "running"  # claimed by a worker that holds a lease on it
     SUCCEEDED = "succeeded"  # text written; image deleted
     FAILED = "failed"  # given up, with error_code and error_message
-    CANCELED = "canceled"  # withdrawn by its owner before it ran
+    CANCELED = "canceled"  # withdrawn by its owner while queued or running (DELETE /v1/jobs)
 
     @property
     def is_final(self) -> bool:
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class JobApi(enum.StrEnum):
+    """Which API made a job: both go the same way through the OCR server; the original API's
+    views show only the text."""
+
+    ORIGINAL = "original"  # /image, /image-sync: the first page with default options
+    V1 = "v1"  # /v1/jobs, /v1/ocr
 
 
 class Base(DeclarativeBase):
@@ -65,8 +74,12 @@ class JobRow(Base):
     text: Mapped[str | None] = mapped_column(LongText, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # v1 jobs only (all NULL for the original API): the options as JSON, the format found in
-    # the bytes, pages to read and read so far, the result JSON (deferred: it can be large).
+    api: Mapped[str] = mapped_column(
+        String(8), nullable=False, default=JobApi.V1.value, server_default=JobApi.V1.value
+    )
+    # The options as JSON, the format found in the bytes, pages to read and read so far, the
+    # result JSON (deferred: it can be large). NULL in jobs of the original API made before
+    # migration 0007, which kept the text only.
     options: Mapped[str | None] = mapped_column(MediumText, nullable=True)
     format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     pages_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -126,6 +139,18 @@ class Job:
     pages_total: int | None = None
     pages_done: int | None = None
     request_sha256: str | None = None
+    api: JobApi = JobApi.V1
+
+    def failure(self, noun: str = "job") -> JobFailed | None:
+        """Why the job ended without a result (failed or canceled), as the error both APIs
+        answer; None while it may still succeed, or once it has. ``noun`` names it."""
+        if self.status not in (JobStatus.FAILED, JobStatus.CANCELED):
+            return None
+        reason = self.error_message or f"the {noun} was {self.status.value}"
+        return JobFailed(
+            f"{noun} {self.id} {self.status.value}: {reason}",
+            code=self.error_code or f"job_{self.status.value}",
+        )
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -149,6 +174,7 @@ class Job:
             pages_total=row.pages_total,
             pages_done=row.pages_done,
             request_sha256=row.request_sha256,
+            api=JobApi(row.api),
         )
 
 
@@ -158,10 +184,8 @@ def parse_options_json(value: str | None) -> OcrOptions | None:
 
 @dataclass(frozen=True)
 class ClaimedJob:
-    """A job a worker now holds a lease on, with the image it must read.
-
-    ``options`` is None for the original API (plain text); a v1 job has them and its pages.
-    """
+    """A job a worker now holds a lease on, with the document it must read, its options and
+    the pages to read."""
 
     id: str
     attempts: int
@@ -169,16 +193,34 @@ class ClaimedJob:
     image: bytes
     digest: str | None = None
     owner: str | None = None
-    options: OcrOptions | None = None
-    pages: tuple[int, ...] = ()
+    options: OcrOptions = ORIGINAL_API_OPTIONS
+    pages: tuple[int, ...] = (1,)
+    api: JobApi = JobApi.ORIGINAL
     request_id: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> ClaimedJob:
+        """From a row of the claim's SELECT (the job's columns and its image's ``data``)."""
+        options = parse_options_json(row.options) or ORIGINAL_API_OPTIONS
+        return cls(
+            id=row.id,
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+            image=row.data,
+            digest=row.image_sha256,
+            owner=row.owner,
+            options=options,
+            pages=options.pages or tuple(range(1, (row.pages_total or 1) + 1)),
+            api=JobApi(row.api),
+            request_id=row.request_id,
+        )
 
 
 @dataclass(frozen=True)
 class JobOutcome:
     """How a claimed job ended, to be written by ``job_store.finish_batch``.
 
-    Succeeded with ``text`` (and a v1 ``result``), or failed for good with ``error_code`` and
+    Succeeded with ``text`` and ``result`` (its pages), or failed for good with ``error_code`` and
     ``error_message``.
     """
 

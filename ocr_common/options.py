@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Collection, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from .errors import BadRequest, PayloadTooLarge
 from .settings import MAX_DPI, MIN_DPI
@@ -39,7 +49,6 @@ MAX_PAGES_CHARS = 4000
 MAX_DIGITS = 9
 # Names Tesseract installs beside the languages but that read no text.
 NOT_LANGUAGES = frozenset({"osd", "equ"})
-OPTION_FIELDS = ("psm", "char_whitelist", "char_blacklist", "dpi", "pages", "preprocess", "lang")
 
 
 class Preprocess(enum.StrEnum):
@@ -49,23 +58,110 @@ class Preprocess(enum.StrEnum):
     AUTO = "auto"  # EXIF orientation, upright rotation from Tesseract's OSD, grayscale
 
 
-@dataclass(frozen=True)
-class OcrOptions:
-    """A v1 request's options; ``pages`` is None for every page, else 1-based page numbers."""
+PAGES_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "examples": ["1-3,7"]},
+        {"type": "array", "items": {"type": "integer", "minimum": 1}},
+        {"type": "null"},
+    ]
+}
 
-    psm: int = DEFAULT_PSM
-    char_whitelist: str | None = None
-    char_blacklist: str | None = None
-    dpi: int | None = None
-    pages: tuple[int, ...] | None = None
-    preprocess: Preprocess = Preprocess.NONE
-    lang: str = DEFAULT_LANG
+
+class OcrOptions(BaseModel):
+    """A v1 request's options, declared once: the parser, the OpenAPI parameters, the JSON
+    request schema and the response's ``options`` are all made from this model. ``pages`` is
+    None for every page, else 1-based page numbers.
+
+    The validators raise the API's own errors (a 400 that names the field, a 413 for too many
+    pages): pydantic passes those through as they are.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    psm: int = Field(
+        default=DEFAULT_PSM,
+        description="page segmentation mode (3: automatic; 6: one block; 7: one line; 11: "
+        "sparse text)",
+        json_schema_extra={"enum": list[JsonValue](sorted(PSM_MODES))},
+    )
+    char_whitelist: str | None = Field(
+        default=None, max_length=MAX_CHARSET_CHARS, description="read only these characters"
+    )
+    char_blacklist: str | None = Field(
+        default=None, max_length=MAX_CHARSET_CHARS, description="never read these characters"
+    )
+    dpi: int | None = Field(
+        default=None,
+        ge=MIN_DPI,
+        le=MAX_DPI,
+        description="resolution PDF pages are rendered at (default OCR_DEFAULT_DPI, 300)",
+    )
+    pages: Annotated[tuple[int, ...] | None, WithJsonSchema(PAGES_SCHEMA)] = Field(
+        default=None,
+        description='pages of a PDF or TIFF to read, e.g. "1-3,7" (default: every page)',
+    )
+    preprocess: Annotated[
+        Preprocess, WithJsonSchema({"type": "string", "enum": [p.value for p in Preprocess]})
+    ] = Field(
+        default=Preprocess.NONE,
+        description="auto: upright rotation of sideways or upside-down pages, grayscale",
+    )
+    lang: str = Field(
+        default=DEFAULT_LANG, description="installed language(s), e.g. eng (the default)"
+    )
+
+    @field_validator("psm", mode="before")
+    @classmethod
+    def _check_psm(cls, value: object) -> int:
+        number = _integer("psm", value)
+        if number not in PSM_MODES:
+            raise _invalid(
+                "psm",
+                f"{number} is not a page segmentation mode that reads text; use one of "
+                + ", ".join(str(mode) for mode in PSM_MODES),
+            )
+        return number
+
+    @field_validator("char_whitelist", "char_blacklist", mode="before")
+    @classmethod
+    def _check_charset(cls, value: object, info: ValidationInfo) -> str | None:
+        return _charset(str(info.field_name), value)
+
+    @field_validator("dpi", mode="before")
+    @classmethod
+    def _check_dpi(cls, value: object) -> int | None:
+        if value is None:
+            return None
+        number = _integer("dpi", value)
+        if not MIN_DPI <= number <= MAX_DPI:
+            raise _invalid("dpi", f"{number} is outside {MIN_DPI}..{MAX_DPI}")
+        return number
+
+    @field_validator("pages", mode="before")
+    @classmethod
+    def _check_pages(cls, value: object, info: ValidationInfo) -> tuple[int, ...] | None:
+        if isinstance(value, list | tuple):
+            value = ",".join(map(str, value))
+        return parse_pages(value, _context(info).get("max_pages"))
+
+    @field_validator("preprocess", mode="before")
+    @classmethod
+    def _check_preprocess(cls, value: object) -> Preprocess:
+        try:
+            return Preprocess(str(value).strip().lower())
+        except ValueError:
+            raise _invalid("preprocess", f"{str(value)[:40]!r} is not one of: none, auto") from None
+
+    @field_validator("lang", mode="before")
+    @classmethod
+    def _check_lang(cls, value: object, info: ValidationInfo) -> str:
+        languages = _context(info).get("languages")
+        if languages is None:  # stored options, checked when they were accepted
+            return str(value)
+        return check_lang(value, languages)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["pages"] = list(self.pages) if self.pages is not None else None
-        out["preprocess"] = self.preprocess.value
-        return out
+        return self.model_dump(mode="json")
 
     def to_values(self) -> dict[str, str]:
         """The options as the strings a request sends, which ``parse_options`` reads back the
@@ -83,19 +179,17 @@ class OcrOptions:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OcrOptions:
         """Options stored by ``to_dict`` (already checked when they were accepted)."""
-        pages = data.get("pages")
-        return cls(
-            psm=int(data.get("psm", DEFAULT_PSM)),
-            char_whitelist=data.get("char_whitelist"),
-            char_blacklist=data.get("char_blacklist"),
-            dpi=data.get("dpi"),
-            pages=tuple(int(p) for p in pages) if pages is not None else None,
-            preprocess=Preprocess(data.get("preprocess", Preprocess.NONE.value)),
-            lang=str(data.get("lang", DEFAULT_LANG)),
-        )
+        return cls.model_validate(data)
 
     def render_dpi(self, default_dpi: int) -> int:
         return self.dpi if self.dpi is not None else default_dpi
+
+
+OPTION_FIELDS = tuple(OcrOptions.model_fields)
+
+
+def _context(info: ValidationInfo) -> dict[str, Any]:
+    return info.context if isinstance(info.context, dict) else {}
 
 
 def _invalid(field: str, message: str) -> BadRequest:
@@ -140,7 +234,7 @@ def _is_utf8(value: str) -> bool:
     return True
 
 
-def parse_pages(value: object, max_pages: int) -> tuple[int, ...] | None:
+def parse_pages(value: object, max_pages: int | None) -> tuple[int, ...] | None:
     """``"1-3,7"`` → (1, 2, 3, 7): sorted, without repeats; at most ``max_pages`` pages."""
     if value is None or value == "":
         return None
@@ -158,7 +252,7 @@ def parse_pages(value: object, max_pages: int) -> tuple[int, ...] | None:
         low, high = int(first), int(last) if dash else int(first)
         if low < 1 or high < low:
             raise _invalid("pages", f"{part!r} is not a range of pages counted from 1")
-        if high - low + 1 + len(pages) > max_pages:
+        if max_pages is not None and high - low + 1 + len(pages) > max_pages:
             raise PayloadTooLarge(
                 f'"pages" selects more than {max_pages} pages, the limit per document '
                 "(OCR_MAX_PAGES)",
@@ -172,56 +266,44 @@ def parse_pages(value: object, max_pages: int) -> tuple[int, ...] | None:
 def parse_options(
     values: Mapping[str, object],
     *,
-    languages: Collection[str],
+    languages: Callable[[], Collection[str]],
     max_pages: int,
 ) -> OcrOptions:
     """Read the options out of query, form or JSON values; a 400 names the bad field.
 
-    Unknown keys are left alone (the caller's own fields travel in the same mapping).
+    Unknown keys are left alone (the caller's own fields travel in the same mapping); an empty
+    value is the default. ``languages`` is asked only when a request names another language
+    than ``eng``.
     """
-    options: dict[str, Any] = {}
-    if (psm := values.get("psm")) not in (None, ""):
-        number = _integer("psm", psm)
-        if number not in PSM_MODES:
-            raise _invalid(
-                "psm",
-                f"{number} is not a page segmentation mode that reads text; use one of "
-                + ", ".join(str(mode) for mode in PSM_MODES),
-            )
-        options["psm"] = number
-    options["char_whitelist"] = _charset("char_whitelist", values.get("char_whitelist"))
-    options["char_blacklist"] = _charset("char_blacklist", values.get("char_blacklist"))
-    if (dpi := values.get("dpi")) not in (None, ""):
-        number = _integer("dpi", dpi)
-        if not MIN_DPI <= number <= MAX_DPI:
-            raise _invalid("dpi", f"{number} is outside {MIN_DPI}..{MAX_DPI}")
-        options["dpi"] = number
-    options["pages"] = parse_pages(values.get("pages"), max_pages)
-    if (preprocess := values.get("preprocess")) not in (None, ""):
-        try:
-            options["preprocess"] = Preprocess(str(preprocess).strip().lower())
-        except ValueError:
-            raise _invalid(
-                "preprocess", f"{str(preprocess)[:40]!r} is not one of: none, auto"
-            ) from None
-    if (lang := values.get("lang")) not in (None, ""):
-        options["lang"] = check_lang(lang, languages)
-    return OcrOptions(**options)
+    given = {key: values[key] for key in OPTION_FIELDS if values.get(key) not in (None, "")}
+    context = {"languages": languages, "max_pages": max_pages}
+    try:
+        return OcrOptions.model_validate(given, context=context)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "options"
+        raise _invalid(field, error["msg"]) from None
 
 
-def check_lang(value: object, languages: Collection[str]) -> str:
-    """``eng`` or several installed languages joined by ``+`` (``eng+deu``), each once."""
-    readable = sorted(set(languages) - NOT_LANGUAGES)
+def check_lang(value: object, languages: Callable[[], Collection[str]]) -> str:
+    """``eng`` or several installed languages joined by ``+`` (``eng+deu``), each once.
+
+    The bounds first: ``languages`` may ask the OCR server."""
+    wanted = value.strip().split("+") if isinstance(value, str) else []
+    if wanted == [DEFAULT_LANG]:
+        # Always there: the OCR server does not start without it.
+        return DEFAULT_LANG
     if not isinstance(value, str) or not value.strip():
+        readable = sorted(set(languages()) - NOT_LANGUAGES)
         raise _invalid("lang", f"must be a language code such as eng; installed: {readable}")
     if len(value) > MAX_LANG_CHARS:
         raise _invalid("lang", f"has {len(value)} characters; at most {MAX_LANG_CHARS}")
-    wanted = value.strip().split("+")
     if len(wanted) > MAX_LANG_PARTS:
         raise _invalid("lang", f"names {len(wanted)} languages; at most {MAX_LANG_PARTS}")
     repeated = sorted({lang for lang in wanted if wanted.count(lang) > 1})
     if repeated:
         raise _invalid("lang", f"names {', '.join(map(repr, repeated))} more than once")
+    readable = sorted(set(languages()) - NOT_LANGUAGES)
     missing = [lang for lang in wanted if lang not in readable]
     if missing:
         raise _invalid(
@@ -230,3 +312,7 @@ def check_lang(value: object, languages: Collection[str]) -> str:
             + ", ".join(readable),
         )
     return "+".join(wanted)
+
+
+# A job of the original API: the first page (of a multi-page TIFF, say) with every default.
+ORIGINAL_API_OPTIONS = OcrOptions(pages=(1,))

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common.documents import check_document
-from ocr_common.errors import BadRequest, OcrError, PayloadTooLarge, Unavailable
+from ocr_common.errors import BadRequest, OcrError, PayloadTooLarge, Unauthorized, Unavailable
 from ocr_common.metrics import CONTENT_TYPE
 from ocr_common.observability import (
     REQUEST_ID_HEADER,
@@ -28,16 +28,28 @@ from ocr_common.observability import (
 from ocr_common.options import parse_options
 from ocr_common.results import combine_pages
 from ocr_common.settings import Settings
+from ocr_common.wire import (
+    HEALTHZ_PATH,
+    INTERNAL_TOKEN_HEADER,
+    LANGUAGES_PATH,
+    METRICS_PATH,
+    NOTIFY_PATH,
+    OCR_PATH,
+    READYZ_PATH,
+    STATUS_PATH,
+    UNGUARDED_PATHS,
+    error_body,
+    error_headers,
+)
 
 from . import metrics as server_metrics
 from .dispatcher import Dispatcher
-from .engine import installed_languages
-from .pool import EnginePool, PageTask, saturated_error
+from .engine import PageTask, installed_languages
+from .pool import EnginePool, saturated_error
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ocr_server.access")
 
-INTERNAL_TOKEN_HEADER = "X-Internal-Token"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -46,14 +58,10 @@ DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 SESSIONS_KEY = web.AppKey("sessions", sessionmaker)
 
 
-def error_response(exc: OcrError) -> web.Response:
-    headers = {}
-    if exc.retry_after_s is not None:
-        headers["Retry-After"] = str(exc.retry_after_s)
-    error: dict[str, str] = exc.to_dict()
-    if exc.field is not None:
-        error["field"] = exc.field
-    return web.json_response({"error": error}, status=exc.status, headers=headers)
+def error_response(exc: OcrError, status: int | None = None) -> web.Response:
+    return web.json_response(
+        error_body(exc), status=status or exc.status, headers=error_headers(exc)
+    )
 
 
 @web.middleware
@@ -70,9 +78,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             )
         )
     except web.HTTPException as exc:
-        return web.json_response(
-            {"error": {"code": "http_error", "message": exc.reason}}, status=exc.status
-        )
+        return error_response(OcrError(exc.reason, code="http_error"), status=exc.status)
 
 
 @web.middleware
@@ -93,48 +99,41 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
     return response
 
 
-# Probes: a kubelet or compose healthcheck cannot send the token, and neither answer tells a
-# caller more than "up" and "the database answers".
-UNGUARDED_PATHS = frozenset({"/healthz", "/readyz"})
-
-
 @web.middleware
 async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SETTINGS_KEY].internal_token_value
     if token and request.path not in UNGUARDED_PATHS:
         given = request.headers.get(INTERNAL_TOKEN_HEADER, "")
         if not hmac.compare_digest(given.encode(), token.encode()):
-            return web.json_response(
-                {
-                    "error": {
-                        "code": "unauthorized",
-                        "message": f"missing or wrong {INTERNAL_TOKEN_HEADER}",
-                    }
-                },
-                status=401,
-            )
+            raise Unauthorized(f"missing or wrong {INTERNAL_TOKEN_HEADER}")
     return await handler(request)
 
 
 async def ocr(request: web.Request) -> web.Response:
-    """Synchronous OCR of one image or document (the body).
-
-    The raw bytes of an image (the API server's /image-sync): ``{"text"}``, Tesseract's text
-    of one image. JSON ``{"document": "<base64>", "options": {...}}`` (``POST /v1/ocr``): the
-    rich result ``{"format", "page_count", "text", "pages"}`` of every selected page, read in
-    parallel on the engines. The options come in the body, never the query string, whose
-    request line a long ``char_whitelist`` would overflow.
-    """
+    """Synchronous OCR of a document, sent as JSON ``{"document": "<base64>", "options":
+    {...}}``: the result ``{"format", "page_count", "text", "pages"}`` of every selected page,
+    read in parallel on the engines (``POST /v1/ocr``; ``/image-sync`` asks for the first
+    page). The options come in the body, never the query string, whose request line a long
+    ``char_whitelist`` would overflow."""
     pool = request.app[POOL_KEY]
     # Callers beyond a short wait list get 503 at once rather than a slow timeout.
     if not pool.try_acquire_urgent(max_waiting=2 * pool.size):
         raise saturated_error(retry_after_s=2)
-    image = await request.read()
-    if request.content_type == "application/json":
-        data, values = _read_document(image)
-        body = await _recognize_document(request, data, values)
-    else:
-        body = {"text": await pool.recognize(image, urgent=True)}
+    data, values = _read_document(await request.read())
+    settings = request.app[SETTINGS_KEY]
+    options = parse_options(values, languages=installed_languages, max_pages=settings.max_pages)
+    document = await asyncio.to_thread(
+        check_document,
+        data,
+        wanted_pages=options.pages,
+        dpi=options.render_dpi(settings.default_dpi),
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_pixels,
+        max_pages=settings.max_pages,
+    )
+    task = PageTask(data, 0, options, settings.default_dpi)
+    pages = await pool.recognize_pages(task, document.pages, urgent=True)
+    body = {"format": document.format, "page_count": document.page_count, **combine_pages(pages)}
     return web.json_response(body)
 
 
@@ -154,29 +153,14 @@ def _read_document(body: bytes) -> tuple[bytes, dict[str, Any]]:
     return data, values
 
 
-async def _recognize_document(
-    request: web.Request, data: bytes, values: dict[str, Any]
-) -> dict[str, Any]:
-    settings = request.app[SETTINGS_KEY]
-    options = parse_options(values, languages=installed_languages(), max_pages=settings.max_pages)
-    dpi = options.render_dpi(settings.default_dpi)
-    document = await asyncio.to_thread(
-        check_document,
-        data,
-        wanted_pages=options.pages,
-        dpi=dpi,
-        max_bytes=settings.max_upload_bytes,
-        max_pixels=settings.max_pixels,
-        max_pages=settings.max_pages,
-    )
-    task = PageTask(data, 0, options, settings.default_dpi)
-    pages = await request.app[POOL_KEY].recognize_pages(task, document.pages, urgent=True)
-    return {"format": document.format, "page_count": document.page_count, **combine_pages(pages)}
-
-
 async def notify(request: web.Request) -> web.Response:
     request.app[DISPATCHER_KEY].notify()
     return web.json_response({"ok": True}, status=202)
+
+
+async def languages(_request: web.Request) -> web.Response:
+    """The languages a v1 request may ask for: those the installed models read."""
+    return web.json_response({"languages": list(installed_languages())})
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -237,10 +221,11 @@ def create_app(
     app[POOL_KEY] = pool
     app[DISPATCHER_KEY] = dispatcher
     app[SESSIONS_KEY] = session_factory
-    app.router.add_post("/ocr", ocr)
-    app.router.add_post("/jobs/notify", notify)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/status", status)
+    app.router.add_post(OCR_PATH, ocr)
+    app.router.add_post(NOTIFY_PATH, notify)
+    app.router.add_get(LANGUAGES_PATH, languages)
+    app.router.add_get(HEALTHZ_PATH, healthz)
+    app.router.add_get(READYZ_PATH, readyz)
+    app.router.add_get(METRICS_PATH, metrics)
+    app.router.add_get(STATUS_PATH, status)
     return app

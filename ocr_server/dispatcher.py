@@ -19,13 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
 from ocr_common.errors import EngineCrashed, EngineError, OcrError
-from ocr_common.models import ClaimedJob
+from ocr_common.models import ClaimedJob, JobApi
 from ocr_common.observability import request_id_scope
 from ocr_common.results import combine_pages
 from ocr_common.settings import Settings
 
 from . import metrics as server_metrics
-from .pool import Engine, EnginePool, PageTask
+from .engine import PageTask
+from .pool import Engine, EnginePool
+from .retry_policy import Verdict, decide
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -192,10 +194,10 @@ class Dispatcher:
             job = job_store.claim_next(session, worker_id=self.worker_id, lease_s=settings.lease_s)
             if job is None or not settings.reuse_results or job.digest is None:
                 return job, False
-            if job.options is not None:
-                # A v1 job wants the rich result of its own options: always read it.
+            if job.api != JobApi.ORIGINAL:
+                # A v1 job is read again whatever was read before (see README, Known limits).
                 return job, False
-            # The same bytes from the same owner were read before: reuse that text. Checked
+            # The same bytes from the same owner were read before: reuse that result. Checked
             # here rather than at intake, to keep POST /image at one round trip less.
             known = job_store.find_result(session, digest=job.digest, owner=job.owner)
             if known is None:
@@ -204,8 +206,9 @@ class Dispatcher:
                 session,
                 job_id=job.id,
                 worker_id=self.worker_id,
-                text=known,
+                text=known.text,
                 keep_image=settings.keep_images,
+                result=known.result,
             )
             return job, True
 
@@ -323,29 +326,8 @@ class Dispatcher:
         server_metrics.JOB_SECONDS.observe(seconds)
 
     async def _execute(self, engine: Engine, job: ClaimedJob) -> None:
-        if job.options is not None:
-            await self._execute_document(engine, job)
-            return
-        text: str | None = None
-        error: OcrError | None = None
-        try:
-            text = await self._pool.run(engine, job.image)
-        except OcrError as exc:
-            error = exc
-        except Exception as exc:  # noqa: BLE001 - a bug must cost an attempt, not the job
-            log.exception("job %s: unexpected failure", job.id)
-            error = EngineCrashed(f"unexpected failure while reading this image: {exc}")
-        finally:
-            self._pool.release(engine)
-            self._wake.set()
-        held = await self._db_until_done(self._outcome(job, text, error))
-        if held is False:
-            self.stats.lost_leases += 1
-            log.warning("job %s: lease lost to another worker; result discarded", job.id)
-
-    async def _execute_document(self, engine: Engine, job: ClaimedJob) -> None:
-        """A v1 job: its pages are read in parallel on as many engines as are free."""
-        assert job.options is not None
+        """Read a job's pages, in parallel on as many engines as are free, and write how it
+        ended."""
         task = PageTask(job.image, 0, job.options, self._settings.default_dpi)
         done = 0
 
@@ -406,32 +388,28 @@ class Dispatcher:
                 "(max_allowed_packet): read fewer pages at a time with pages=",
                 code="result_too_large",
             )
-        if error is None:
+        decision = decide(job, error)
+        if decision.verdict is Verdict.FINISH:
             self.stats.succeeded += 1
             assert text is not None
             return lambda session: job_store.finish(
                 session, job_id=job.id, worker_id=worker, text=text, keep_image=keep, result=result
             )
-        retryable = isinstance(error, EngineError) and error.retryable
-        if retryable and job.attempts < job.max_attempts:
+        failed = decision.error
+        assert failed is not None and decision.message is not None
+        code, message = failed.code, decision.message
+        if decision.verdict is Verdict.RETRY:
             self.stats.retried += 1
-            log.warning("job %s attempt %d failed (%s); retrying", job.id, job.attempts, error.code)
+            log.warning("job %s attempt %d failed (%s); retrying", job.id, job.attempts, code)
             return lambda session: job_store.release(
-                session,
-                job_id=job.id,
-                worker_id=worker,
-                error_code=error.code,
-                error_message=error.message,
+                session, job_id=job.id, worker_id=worker, error_code=code, error_message=message
             )
         self.stats.failed += 1
-        message = error.message
-        if retryable:
-            message += f" (gave up after {job.attempts} attempts)"
         return lambda session: job_store.fail(
             session,
             job_id=job.id,
             worker_id=worker,
-            error_code=error.code,
+            error_code=code,
             error_message=message,
             keep_image=keep,
         )

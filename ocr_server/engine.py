@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import io
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from ocr_common.documents import MAX_SIDE_PX, render_page
-from ocr_common.errors import EngineError, EngineTimeout, InvalidImage
+from ocr_common.errors import EngineError, EngineTimeout
 from ocr_common.options import NOT_LANGUAGES, OcrOptions, Preprocess
 from ocr_common.settings import MIN_DPI
 
@@ -99,28 +98,6 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode uploaded bytes into a page Tesseract can read, refusing decompression bombs."""
-    try:
-        image = Image.open(io.BytesIO(data))
-        if image.width * image.height > max_pixels:
-            raise InvalidImage(
-                f"the image is {image.width}x{image.height} pixels, more than the "
-                f"{max_pixels} allowed (OCR_MAX_PIXELS)",
-                code="image_too_large",
-            )
-        image.load()
-    except InvalidImage:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidImage(f"the image could not be decoded: {exc}") from None
-    dpi = image.info.get("dpi")
-    upright = _to_tesseract_mode(ImageOps.exif_transpose(image) or image)
-    if dpi:
-        upright.info["dpi"] = dpi
-    return upright
-
-
 def _to_tesseract_mode(image: Image.Image) -> Image.Image:
     # Tesseract gets 8-bit grey or RGB; bilevel, 16-bit, CMYK, palette and alpha images are
     # converted (transparent pixels become white, as a reader would see them on paper).
@@ -142,6 +119,16 @@ def _to_tesseract_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+@dataclass(frozen=True)
+class PageTask:
+    """One page of a document for an engine: it renders the page from the document itself."""
+
+    document: bytes
+    page: int
+    options: OcrOptions
+    default_dpi: int
+
+
 class TesseractEngine:
     """A loaded Tesseract model; one per engine process, reused for every page."""
 
@@ -156,23 +143,6 @@ class TesseractEngine:
         self._apis: dict[str, Any] = {lang: self._api}
         self._timeout_ms = int(page_timeout_s * 1000)
         self._max_pixels = max_pixels
-
-    def recognize(self, data: bytes, on_rendered: Callable[[], None] | None = None) -> str:
-        """Tesseract's text for one image, exactly as it gives it (final newline included).
-
-        ``on_rendered`` is called once the image is decoded, before Tesseract reads it.
-        """
-        self._set_image(data)
-        if on_rendered is not None:
-            on_rendered()
-        api = self._api
-        try:
-            self._recognize(api, "this image")
-            return str(api.GetUTF8Text())
-        except RuntimeError as exc:
-            raise EngineError(f"Tesseract could not read this image: {exc}") from None
-        finally:
-            api.Clear()
 
     def _recognize(self, api: Any, what: str) -> None:
         """Run Tesseract on the image set; ``what`` names the page in errors."""
@@ -193,24 +163,6 @@ class TesseractEngine:
             code="recognition_failed",
         )
 
-    def _set_image(self, data: bytes) -> None:
-        # Raw pixels, not SetImage: tesserocr's SetImage re-encodes the image and hands
-        # Tesseract a 32-bit copy, which more than doubles the peak memory on large pages
-        # (measured: 490 MB against 197 MB on a 40-megapixel grey page; the same text).
-        # Our own copies are dropped on return, before Tesseract starts working.
-        image = decode_image(data, self._max_pixels)
-        if image.mode == "RGB" and image.width * image.height > LARGE_COLOR_PX:
-            # Tesseract's colour path peaks near 15 bytes a pixel (585 MB on 40 megapixels):
-            # read very large colour images in grey (about 4 bytes a pixel) to bound memory.
-            image = image.convert("L")
-        channels = 1 if image.mode == "L" else 3
-        self._api.SetImageBytes(
-            image.tobytes(), image.width, image.height, channels, channels * image.width
-        )
-        dpi = image.info.get("dpi")
-        if dpi and dpi[0] >= 1:
-            self._api.SetSourceResolution(round(dpi[0]))
-
     def _api_for(self, lang: str) -> Any:
         import tesserocr
 
@@ -225,33 +177,35 @@ class TesseractEngine:
         return self._apis[lang]
 
     def recognize_page(
-        self,
-        data: bytes,
-        page: int,
-        options: OcrOptions,
-        default_dpi: int,
-        on_rendered: Callable[[], None] | None = None,
+        self, task: PageTask, on_rendered: Callable[[], None] | None = None
     ) -> dict[str, Any]:
-        """Page ``page`` of a document read with ``options``: text, lines and words with boxes
-        and confidences, the page size and rotation, and Tesseract's hOCR and TSV.
+        """The one entry point: a page of a document read with its options. Text, lines and
+        words with boxes and confidences, the page size and rotation, Tesseract's hOCR and TSV.
 
         ``on_rendered`` is called once the page is rendered, before Tesseract reads it.
         """
-        dpi = options.render_dpi(default_dpi)
-        image = render_page(data, page, dpi=dpi, max_pixels=self._max_pixels)
+        page, options = task.page, task.options
+        dpi = options.render_dpi(task.default_dpi)
+        image = render_page(task.document, page, dpi=dpi, max_pixels=self._max_pixels)
         if on_rendered is not None:
             on_rendered()
+        # Taken before any conversion, which may drop it: one rule for every page (see
+        # _set_pixels), whatever its colour model.
+        source_dpi = image.info.get("dpi")
+        # The camera's EXIF orientation says how the picture is meant to be seen: every viewer
+        # applies it, and so do we, whatever the options.
+        image = ImageOps.exif_transpose(image) or image
         rotation = 0
         if options.preprocess == Preprocess.AUTO:
-            image = (ImageOps.exif_transpose(image) or image).convert("L")
-            rotation = self._detect_rotation(image)
+            image = image.convert("L")
+            rotation = self._detect_rotation(image, source_dpi)
             if rotation:
                 image = image.transpose(_UPRIGHT[rotation])
         else:
             image = _to_tesseract_mode(image)
         api = self._api_for(options.lang)
         width, height = image.width, image.height
-        resolution = self._set_pixels(api, image, image.info.get("dpi"))
+        resolution = self._set_pixels(api, image, source_dpi)
         del image
         import tesserocr
 
@@ -282,10 +236,10 @@ class TesseractEngine:
             api.SetVariable("tessedit_char_whitelist", "")
             api.SetVariable("tessedit_char_blacklist", "")
 
-    def _detect_rotation(self, image: Image.Image) -> int:
+    def _detect_rotation(self, image: Image.Image, dpi: Any) -> int:
         """How far clockwise the page is turned from upright (0, 90, 180 or 270), by OSD."""
         osd = self._api_for("osd")
-        self._set_pixels(osd, image, image.info.get("dpi"))
+        self._set_pixels(osd, image, dpi)
         try:
             found = osd.DetectOrientationScript()
         except RuntimeError:
@@ -300,7 +254,9 @@ class TesseractEngine:
 
     @staticmethod
     def _set_pixels(api: Any, image: Image.Image, dpi: Any) -> int | None:
-        # Raw pixels, as in _set_image: half the peak memory of tesserocr's SetImage.
+        # Raw pixels, not SetImage: tesserocr's SetImage re-encodes the image and hands
+        # Tesseract a 32-bit copy, which more than doubles the peak memory on large pages
+        # (measured: 490 MB against 197 MB on a 40-megapixel grey page; the same text).
         if image.mode == "RGB" and image.width * image.height > LARGE_COLOR_PX:
             image = image.convert("L")
         channels = 1 if image.mode == "L" else 3

@@ -33,9 +33,9 @@ from ocr_common.errors import (
     OcrError,
     Unavailable,
 )
-from ocr_common.options import OcrOptions
 
 from . import metrics as server_metrics
+from .engine import PageTask
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,6 @@ URGENT, PAGES, BACKGROUND = 0, 1, 2
 PRIORITIES = (URGENT, PAGES, BACKGROUND)
 
 
-@dataclass(frozen=True)
-class PageTask:
-    """One page of a v1 document for an engine: it renders the page from the document itself."""
-
-    document: bytes
-    page: int
-    options: OcrOptions
-    default_dpi: int
-
-
 def limit_memory(max_bytes: int) -> None:
     """Cap this process's address space: past it, allocations fail (and pdfium or Tesseract
     abort), so no document can take the host's memory."""
@@ -77,14 +67,47 @@ def limit_memory(max_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ceiling, hard))
 
 
+# -- what an engine process says to its parent over the pipe --------------------------------
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The model is loaded: the process's pid, and its resident memory at rest."""
+
+    pid: int
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The page is rendered and Tesseract starts on it: the recognition deadline starts."""
+
+
+@dataclass(frozen=True)
+class PageRead:
+    """The page's result, and the process's resident memory after it."""
+
+    page: dict[str, Any]
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The page (or the start) failed with ``error``, which crosses the pipe whole."""
+
+    error: OcrError
+    rss_bytes: int = 0
+
+
 def engine_main(
     conn: Connection, page_timeout_s: float, max_pixels: int, max_memory_bytes: int = 0
 ) -> None:
     """Body of an engine process: load the model once, then read pages until told to stop.
 
-    Before each page is recognised it says ``("rendered",)``, so that the parent can hold
-    rendering and recognition to deadlines of their own. Each reply carries the process's
-    resident memory, so the parent can recycle an engine that stays too large.
+    Before each page is recognised it says ``Rendered()``, so that the parent can hold
+    rendering and recognition to deadlines of their own. Each reply (``PageRead`` or
+    ``Failed``) carries the process's resident memory, so the parent can recycle an engine
+    that stays too large.
     """
     # First of all, before libtesseract, pdfium or any page is loaded.
     if max_memory_bytes:
@@ -94,15 +117,16 @@ def engine_main(
     try:
         engine = TesseractEngine(page_timeout_s=page_timeout_s, max_pixels=max_pixels)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which refuses to start
-        conn.send(("error", "engine_unavailable", f"Tesseract failed to start: {exc!r}", 0))
+        message = f"Tesseract failed to start: {exc!r}"
+        conn.send(Failed(EngineError(message, code="engine_unavailable")))
         return
 
     def rendered() -> None:
-        conn.send(("rendered",))
+        conn.send(Rendered())
 
     baseline = resident_bytes()
     try:
-        conn.send(("ready", os.getpid(), baseline))
+        conn.send(Ready(os.getpid(), baseline))
     except OSError:  # the parent stopped while we were loading the model
         return
     while True:
@@ -112,38 +136,25 @@ def engine_main(
             break
         if request is None:
             break
+        page: dict[str, Any] | None = None
         try:
-            if isinstance(request, PageTask):
-                reply: tuple[object, ...] = (
-                    "ok",
-                    engine.recognize_page(
-                        request.document,
-                        request.page,
-                        request.options,
-                        request.default_dpi,
-                        on_rendered=rendered,
-                    ),
-                )
-            else:
-                reply = ("ok", engine.recognize(request, on_rendered=rendered))
+            page = engine.recognize_page(request, on_rendered=rendered)
         except OcrError as exc:
-            reply = ("error", exc.code, exc.message)
+            error: OcrError = exc
         except MemoryError:
-            # Python's own allocations hit the ceiling (C code aborts instead, see _call).
-            error = too_complex(_describe(request), max_memory_bytes)
-            reply = ("error", error.code, error.message)
+            # Python's own allocations hit the ceiling (C code aborts instead, see _exchange).
+            error = too_complex(f"page {request.page}", max_memory_bytes)
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes a job error
-            reply = ("error", "engine_error", f"Tesseract failed: {exc}")
+            error = EngineError(f"Tesseract failed: {exc}")
         if resident_bytes() > baseline + TRIM_ABOVE_BASELINE_BYTES:
             release_memory()
-        conn.send((*reply, resident_bytes()))
+        rss = resident_bytes()
+        conn.send(PageRead(page, rss) if page is not None else Failed(error, rss))
     engine.close()
 
 
 class Engine(Protocol):
-    """What the dispatcher needs of an engine slot (a fake in unit tests)."""
-
-    def recognize(self, image: bytes) -> str: ...
+    """What the pool needs of an engine slot (a fake in unit tests)."""
 
     def recognize_page(self, task: PageTask) -> dict[str, Any]: ...
 
@@ -211,9 +222,9 @@ class EngineProcess:
                 f"the engine process died while starting (exit code {process.exitcode}){hint}",
                 code="engine_unavailable",
             ) from None
-        if message[0] != "ready":
+        if isinstance(message, Failed):
             process.join(5)
-            raise EngineError(message[2], code=message[1])
+            raise message.error
         self._process, self._conn = process, parent
 
     def _replace(self, cause: str) -> None:
@@ -230,16 +241,11 @@ class EngineProcess:
             # Left without a process: the next page tries to start one again.
             log.error("engine %d could not be restarted: %s", self.index, exc.message)
 
-    def recognize(self, image: bytes) -> str:
-        return str(self._call(image))
-
     def recognize_page(self, task: PageTask) -> dict[str, Any]:
-        result = self._call(task)
-        assert isinstance(result, dict)
-        return result
+        return self._call(task)
 
-    def _call(self, request: bytes | PageTask) -> object:
-        """One page (or image) on this engine, counted by outcome."""
+    def _call(self, request: PageTask) -> dict[str, Any]:
+        """One page on this engine, counted by outcome."""
         try:
             result = self._exchange(request)
         except OcrError as exc:
@@ -248,7 +254,7 @@ class EngineProcess:
         server_metrics.PAGES.labels("ok").inc()
         return result
 
-    def _exchange(self, request: bytes | PageTask) -> object:
+    def _exchange(self, request: PageTask) -> dict[str, Any]:
         if self._conn is None and not self._stopping:
             try:
                 self._start()
@@ -258,8 +264,8 @@ class EngineProcess:
                 ) from None
         conn = self._conn
         if conn is None:
-            raise EngineCrashed("the OCR server stopped while reading this image")
-        what = _describe(request)
+            raise EngineCrashed("the OCR server stopped before reading this page")
+        what = f"page {request.page}"
         process = self._process
         self._peak_vm_bytes = 0
         try:
@@ -270,15 +276,15 @@ class EngineProcess:
             code = process.exitcode if process else None
             self._replace("memory_ceiling" if self._died_of_ceiling(code) else "crash")
             if self._stopping:
-                raise EngineCrashed("the OCR server stopped while reading this image") from None
+                raise EngineCrashed("the OCR server stopped while reading this page") from None
             if self._died_of_ceiling(code):
                 raise too_complex(what, self._max_memory_bytes) from None
             raise EngineCrashed(
                 f"the Tesseract engine process crashed while reading {what} "
                 f"(exit code {code}); it was restarted"
             ) from None
-        self.last_rss_bytes = int(reply[-1])
-        if reply[0] == "error" and reply[1] == DocumentTooComplex.code:
+        self.last_rss_bytes = reply.rss_bytes
+        if isinstance(reply, Failed) and isinstance(reply.error, DocumentTooComplex):
             # Out of memory in Python code: start afresh rather than from a broken heap.
             self._replace("memory_ceiling")
         elif self._max_rss_bytes and self.last_rss_bytes > self._max_rss_bytes:
@@ -288,11 +294,11 @@ class EngineProcess:
                 self.last_rss_bytes // MIB,
             )
             self._replace("memory_held")
-        if reply[0] == "ok":
-            return reply[1]
-        raise _error_from_reply(reply[1], reply[2])
+        if isinstance(reply, Failed):
+            raise reply.error
+        return reply.page
 
-    def _receive(self, conn: Connection, what: str) -> tuple[Any, ...]:
+    def _receive(self, conn: Connection, what: str) -> PageRead | Failed:
         """The engine's reply, within the render deadline and then the recognition deadline;
         a late engine is killed and replaced."""
         rendering = True
@@ -309,8 +315,8 @@ class EngineProcess:
                     f"the engine did not answer within {self._page_timeout_s:g} s "
                     "(OCR_PAGE_TIMEOUT_S) and was restarted"
                 )
-            message: tuple[Any, ...] = conn.recv()
-            if message[0] != "rendered":
+            message: PageRead | Failed | Rendered = conn.recv()
+            if not isinstance(message, Rendered):
                 return message
             rendering = False
             deadline = time.monotonic() + self._page_timeout_s + HARD_DEADLINE_GRACE_S
@@ -368,11 +374,6 @@ class EngineProcess:
         self.kill()
 
 
-def _describe(request: bytes | PageTask) -> str:
-    """What a request is reading, for messages: "page 3" or "this image"."""
-    return f"page {request.page}" if isinstance(request, PageTask) else "this image"
-
-
 def too_complex(what: str, max_memory_bytes: int) -> DocumentTooComplex:
     return DocumentTooComplex(
         f"reading {what} needed more memory than an engine may use ({max_memory_bytes // MIB} "
@@ -391,18 +392,6 @@ def peak_address_space(pid: int) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
-
-
-def _error_from_reply(code: str, message: str) -> OcrError:
-    from ocr_common.errors import InvalidImage
-
-    if code in ("invalid_image", "image_too_large"):
-        return InvalidImage(message, code=code)
-    if code == "engine_timeout":
-        return EngineTimeout(message)
-    if code == DocumentTooComplex.code:
-        return DocumentTooComplex(message)
-    return EngineError(message, code=code)
 
 
 class EnginePool:
@@ -495,17 +484,6 @@ class EnginePool:
     def try_acquire_urgent(self, max_waiting: int) -> bool:
         """Whether an urgent caller may queue: False when the pool is saturated."""
         return bool(self._free) or len(self._waiters[URGENT]) < max_waiting
-
-    async def run(self, engine: Engine, image: bytes) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, engine.recognize, image)
-
-    async def recognize(self, image: bytes, urgent: bool) -> str:
-        engine = await self.acquire(urgent)
-        try:
-            return await self.run(engine, image)
-        finally:
-            self.release(engine)
 
     async def recognize_pages(
         self,

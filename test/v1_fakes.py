@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api_server.ocr_client import OcrRequest
 from ocr_common.errors import EngineError, OcrError, Unavailable
 from ocr_common.options import OcrOptions
 
@@ -34,6 +35,17 @@ def fake_page(number: int) -> dict[str, Any]:
     }
 
 
+def fake_result(numbers: tuple[int, ...], text: str | None = None) -> dict[str, Any]:
+    """What the OCR server answers for these pages (``text``: every page reads so)."""
+    pages = [fake_page(n) if text is None else {**fake_page(n), "text": text} for n in numbers]
+    return {
+        "format": "PNG",
+        "page_count": len(numbers),
+        "text": "\f".join(p["text"] for p in pages),
+        "pages": pages,
+    }
+
+
 def _box(left: int, top: int, width: int, height: int) -> dict[str, int]:
     return {"left": left, "top": top, "width": width, "height": height}
 
@@ -46,25 +58,19 @@ class FakeOcr:
         self.down = False
         self.documents: list[tuple[bytes, OcrOptions]] = []
 
-    def recognize_many(self, images: list[bytes]) -> list[str | OcrError]:
-        return ["text\n" for _ in images]
-
-    def recognize_document(
-        self, document: bytes, options: OcrOptions, pages: int
-    ) -> dict[str, Any]:
+    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]:
         if self.down:
             raise Unavailable("the OCR server is down", code="ocr_unavailable")
-        if UNREADABLE in document:
-            raise EngineError("Tesseract could not read page 1")
-        self.documents.append((document, options))
-        numbers = options.pages or tuple(range(1, pages + 1))
-        result_pages = [fake_page(n) for n in numbers]
-        return {
-            "format": "PNG",
-            "page_count": pages,
-            "text": "\f".join(p["text"] for p in result_pages),
-            "pages": result_pages,
-        }
+        return [self._read(request) for request in requests]
+
+    def _read(self, request: OcrRequest) -> dict[str, Any] | OcrError:
+        if UNREADABLE in request.document:
+            return EngineError("Tesseract could not read page 1")
+        self.documents.append((request.document, request.options))
+        return fake_result(request.options.pages or tuple(range(1, request.pages + 1)))
 
     def notify(self) -> None:
         self.notified += 1
+
+    def languages(self) -> tuple[str, ...]:
+        return ("eng",)

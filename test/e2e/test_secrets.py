@@ -53,6 +53,14 @@ def test_no_secret_appears_in_any_log(secret_stack: Stack, mysql_url: str) -> No
     task = requests.post(f"{api}/image", data=body, headers=auth, timeout=30).json()["task_id"]
     wrong = requests.post(f"{api}/image", data=body, headers={"X-API-Key": "guess"}, timeout=30)
     assert wrong.status_code == 401
+    # The API learns the installed languages from the OCR server, through the token.
+    unknown = requests.post(
+        f"{api}/v1/ocr?lang=xyz",
+        data=HELLO_PNG,
+        headers=auth | {"Content-Type": "image/png"},
+        timeout=60,
+    )
+    assert unknown.status_code == 400 and "eng" in unknown.json()["detail"], unknown.text
     # The OCR server refuses a caller without the token; the API, which has it, gets through.
     assert (
         requests.post(f"{secret_stack.server_url}/ocr", data=HELLO_PNG, timeout=30).status_code

@@ -15,6 +15,7 @@ from ocr_common.errors import EngineCrashed, EngineTimeout
 from ocr_common.models import Job, JobImageRow, JobRow, JobStatus
 from ocr_common.settings import Settings, load_settings
 from ocr_server.dispatcher import Dispatcher
+from ocr_server.engine import PageTask
 from ocr_server.pool import EnginePool
 
 POISON = b"poison"
@@ -28,16 +29,17 @@ class FakeEngine:
         self.seen: list[bytes] = []
         self._lock = threading.Lock()
 
-    def recognize(self, image: bytes) -> str:
+    def recognize_page(self, task: PageTask) -> dict[str, object]:
+        image = task.document
         with self._lock:
             first_time = image not in self.seen
             self.seen.append(image)
         time.sleep(self.delay_s)
         if image == POISON:
-            raise EngineCrashed("the engine crashed on this image")
+            raise EngineCrashed("the engine crashed on this page")
         if image.startswith(b"flaky") and first_time:
             raise EngineTimeout("took too long")
-        return image.decode() + "\n"
+        return {"page": task.page, "text": image.decode() + "\n"}
 
 
 def settings(**overrides: object) -> Settings:

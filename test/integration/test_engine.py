@@ -21,12 +21,17 @@ from ocr_common.errors import (
     EngineCrashed,
     EngineError,
     EngineTimeout,
-    InvalidImage,
+    PayloadTooLarge,
 )
-from ocr_common.options import OcrOptions, Preprocess
+from ocr_common.options import ORIGINAL_API_OPTIONS, OcrOptions, Preprocess
 from ocr_common.settings import Settings
 from ocr_server.engine import TesseractEngine, probe
 from ocr_server.pool import MIB, EnginePool, EngineProcess, PageTask
+
+
+def read(engine: TesseractEngine | EngineProcess, data: bytes) -> str:
+    """The text of an image's first page, read as the original API reads it."""
+    return str(engine.recognize_page(PageTask(data, 1, ORIGINAL_API_OPTIONS, 300))["text"])
 
 
 def test_probe_finds_tesseract_and_the_english_model() -> None:
@@ -38,7 +43,7 @@ def test_probe_finds_tesseract_and_the_english_model() -> None:
 def test_engine_reads_a_rendered_page_as_tesseract_gives_it() -> None:
     engine = TesseractEngine(page_timeout_s=30, max_pixels=10**8)
     try:
-        text = engine.recognize(HELLO_PNG)
+        text = read(engine, HELLO_PNG)
     finally:
         engine.close()
     assert text.split() == " ".join(HELLO).split()
@@ -48,8 +53,8 @@ def test_engine_reads_a_rendered_page_as_tesseract_gives_it() -> None:
 def test_engine_refuses_a_bomb_before_decoding_it() -> None:
     engine = TesseractEngine(page_timeout_s=30, max_pixels=1000)
     try:
-        with pytest.raises(InvalidImage, match="OCR_MAX_PIXELS"):
-            engine.recognize(HELLO_PNG)
+        with pytest.raises(PayloadTooLarge, match="OCR_MAX_PIXELS"):
+            read(engine, HELLO_PNG)
     finally:
         engine.close()
 
@@ -81,11 +86,11 @@ def test_a_crashed_engine_is_replaced_and_keeps_serving(engine_process: EnginePr
     killer.start()
     # Killed far below its memory ceiling: a crash, not document_too_complex.
     with pytest.raises(EngineCrashed, match="crashed"):
-        engine_process.recognize(big_page())
+        read(engine_process, big_page())
     killer.join()
     assert engine_process.restarts == 1
     assert engine_process.pid != pid
-    assert "Hello" in engine_process.recognize(HELLO_PNG)
+    assert "Hello" in read(engine_process, HELLO_PNG)
 
 
 def test_tesseract_timeout_is_an_engine_timeout() -> None:
@@ -94,12 +99,12 @@ def test_tesseract_timeout_is_an_engine_timeout() -> None:
     try:
         started = time.monotonic()
         with pytest.raises(EngineTimeout, match="OCR_PAGE_TIMEOUT_S"):
-            process.recognize(big_page())
+            read(process, big_page())
         assert time.monotonic() - started < 15
         # The same engine reads the next page.
         small = io.BytesIO()
         Image.open(io.BytesIO(HELLO_PNG)).save(small, "PNG")
-        assert "Hello" in process.recognize(small.getvalue())
+        assert "Hello" in read(process, small.getvalue())
     finally:
         process.stop()
 
@@ -107,13 +112,16 @@ def test_tesseract_timeout_is_an_engine_timeout() -> None:
 def test_a_page_tesseract_refuses_at_once_is_not_called_a_timeout() -> None:
     # Tesseract's Recognize says False both when the time is up and when it cannot lay out
     # the page at all (here: wider than its 32,767-pixel coordinates); only one is a timeout.
-    wide = io.BytesIO()
-    Image.new("L", (40_000, 60), 255).save(wide, "PNG")
+    # Uploads that wide are refused before they are stored (test_documents), so the pixels go
+    # to Tesseract straight, past the page's own checks.
     engine = TesseractEngine(page_timeout_s=30, max_pixels=10**8)
+    api = engine._api_for("eng")
     try:
+        engine._set_pixels(api, Image.new("L", (40_000, 60), 255), None)
         with pytest.raises(EngineError) as info:
-            engine.recognize(wide.getvalue())
+            engine._recognize(api, "page 1")
     finally:
+        api.Clear()
         engine.close()
     assert not isinstance(info.value, EngineTimeout)
     assert info.value.code == "recognition_failed" and not info.value.retryable
@@ -125,7 +133,9 @@ def test_pool_of_real_engines_reads_pages_in_parallel() -> None:
     pages = [render_lines([f"Page number {i}"]) for i in range(4)]
 
     async def read_all() -> list[str]:
-        return await asyncio.gather(*(pool.recognize(page, urgent=False) for page in pages))
+        tasks = [PageTask(page, 0, ORIGINAL_API_OPTIONS, 300) for page in pages]
+        read = await asyncio.gather(*(pool.recognize_pages(t, (1,), urgent=False) for t in tasks))
+        return [str(result[0]["text"]) for result in read]
 
     try:
         texts = asyncio.run(read_all())
@@ -155,9 +165,9 @@ def test_a_forty_megapixel_page_stays_under_400_mb_and_memory_returns(
 ) -> None:
     pid = engine_process.pid
     assert pid is not None
-    assert "Hello" in engine_process.recognize(HELLO_PNG)
+    assert "Hello" in read(engine_process, HELLO_PNG)
     _, baseline_mb = peak_and_current_mb(pid)
-    text = engine_process.recognize(forty_megapixel_colour_page())
+    text = read(engine_process, forty_megapixel_colour_page())
     assert text.count("Hello") >= 10
     peak_mb, after_mb = peak_and_current_mb(pid)
     assert engine_process.pid == pid  # not recycled: it stayed within bounds
@@ -190,9 +200,9 @@ def test_an_engine_over_its_memory_bound_is_replaced() -> None:
     )
     try:
         first = process.pid
-        assert "Hello" in process.recognize(HELLO_PNG)
+        assert "Hello" in read(process, HELLO_PNG)
         assert process.restarts == 1 and process.pid != first
-        assert "Hello" in process.recognize(HELLO_PNG)
+        assert "Hello" in read(process, HELLO_PNG)
     finally:
         process.stop()
 
@@ -217,7 +227,7 @@ def test_a_pdf_bomb_hits_the_memory_ceiling_and_the_engine_is_replaced() -> None
             process.recognize_page(bomb_task())
         assert info.value.retryable and "page 1" in info.value.message
         assert process.restarts == 1 and process.pid != first
-        assert "Hello" in process.recognize(HELLO_PNG)
+        assert "Hello" in read(process, HELLO_PNG)
     finally:
         process.stop()
 

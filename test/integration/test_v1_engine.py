@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from pages import (
+    HELLO,
     ORIENTATION_LINES,
     encode,
     page_with_words_at,
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ocr_common import job_store
 from ocr_common.documents import check_document
 from ocr_common.models import JobStatus
-from ocr_common.options import OcrOptions, Preprocess
+from ocr_common.options import ORIGINAL_API_OPTIONS, OcrOptions, Preprocess
 from ocr_common.results import combine_pages, to_hocr, to_tsv
 from ocr_common.settings import load_settings
 from ocr_server.dispatcher import Dispatcher
@@ -45,7 +46,7 @@ def test_every_page_of_a_pdf_and_a_tiff_is_read(engine: TesseractEngine, fmt: st
         data, wanted_pages=None, dpi=200, max_bytes=10**7, max_pixels=10**8, max_pages=10
     )
     assert (document.format, document.page_count, document.pages) == (fmt, 3, (1, 2, 3))
-    pages = [engine.recognize_page(data, n, OcrOptions(dpi=200), 300) for n in (1, 2, 3)]
+    pages = [engine.recognize_page(PageTask(data, n, OcrOptions(dpi=200), 300)) for n in (1, 2, 3)]
     result = combine_pages(pages)
     assert [p["text"].split("\n")[0] for p in result["pages"]] == [
         "Page 1 says hello",
@@ -62,7 +63,7 @@ def test_words_come_with_boxes_where_they_were_drawn(engine: TesseractEngine) ->
     data, drawn = page_with_words_at(
         [("Alpha", 100, 100), ("Bravo", 600, 300), ("Charlie", 250, 550)]
     )
-    page = engine.recognize_page(data, 1, OcrOptions(psm=11), 300)
+    page = engine.recognize_page(PageTask(data, 1, OcrOptions(psm=11), 300))
     words = {w["text"]: w for line in page["lines"] for w in line["words"]}
     assert set(words) == set(drawn)
     for text, (left, top, right, bottom) in drawn.items():
@@ -81,7 +82,7 @@ def test_auto_preprocess_turns_sideways_and_upside_down_pages_upright(
 ) -> None:
     upright = render_page_image(ORIENTATION_LINES, width=1300)
     data = encode(upright.rotate(turned_ccw, expand=True))
-    page = engine.recognize_page(data, 1, OcrOptions(preprocess=Preprocess.AUTO), 300)
+    page = engine.recognize_page(PageTask(data, 1, OcrOptions(preprocess=Preprocess.AUTO), 300))
     # Turned counter-clockwise by N is turned clockwise by 360 - N.
     assert page["rotation"] == (360 - turned_ccw) % 360
     assert (page["width"], page["height"]) == upright.size
@@ -92,32 +93,49 @@ def test_auto_preprocess_turns_sideways_and_upside_down_pages_upright(
 
 def test_without_preprocess_a_turned_page_is_read_as_it_is(engine: TesseractEngine) -> None:
     data = encode(render_page_image(ORIENTATION_LINES, width=1300).rotate(180, expand=True))
-    page = engine.recognize_page(data, 1, OcrOptions(), 300)
+    page = engine.recognize_page(PageTask(data, 1, OcrOptions(), 300))
     assert page["rotation"] == 0
     assert ORIENTATION_LINES[0] not in page["text"]
 
 
-def test_exif_orientation_is_applied_by_auto(engine: TesseractEngine) -> None:
+@pytest.mark.parametrize("options", [ORIGINAL_API_OPTIONS, OcrOptions(preprocess=Preprocess.AUTO)])
+def test_exif_orientation_is_applied_whatever_the_options(
+    engine: TesseractEngine, options: OcrOptions
+) -> None:
+    # A phone photo: stored sideways, shown upright. It was applied only with preprocess=auto
+    # on the v1 path, and always on the original API's (issue 10): now always, on the one.
     upright = render_page_image(["Hello OCR world 42"])
     exif = upright.getexif()
-    exif[0x0112] = 3  # stored upside down, shown upright
-    data = encode(upright.rotate(180), "JPEG", exif=exif, quality=95)
-    page = engine.recognize_page(data, 1, OcrOptions(preprocess=Preprocess.AUTO), 300)
+    exif[0x0112] = 6  # stored turned a quarter counter-clockwise, shown upright
+    data = encode(upright.rotate(90, expand=True), "JPEG", exif=exif, quality=95)
+    page = engine.recognize_page(PageTask(data, 1, options, 300))
     assert page["text"].split() == ["Hello", "OCR", "world", "42"]
+    assert (page["width"], page["height"], page["rotation"]) == (*upright.size, 0)
 
 
 def test_psm_and_whitelist_reach_tesseract_and_are_reset(engine: TesseractEngine) -> None:
     data = encode(render_page_image(["Room 42 is on floor 7"]))
-    digits = engine.recognize_page(data, 1, OcrOptions(psm=7, char_whitelist="0123456789"), 300)
+    digits = engine.recognize_page(
+        PageTask(data, 1, OcrOptions(psm=7, char_whitelist="0123456789"), 300)
+    )
     assert set(digits["text"].strip()) <= set("0123456789 ")
-    again = engine.recognize_page(data, 1, OcrOptions(), 300)
+    again = engine.recognize_page(PageTask(data, 1, OcrOptions(), 300))
     assert again["text"].split() == ["Room", "42", "is", "on", "floor", "7"]
-    assert engine.recognize(data).split() == ["Room", "42", "is", "on", "floor", "7"]
+    assert engine.recognize_page(PageTask(data, 1, ORIGINAL_API_OPTIONS, 300))["text"].split() == [
+        "Room",
+        "42",
+        "is",
+        "on",
+        "floor",
+        "7",
+    ]
 
 
 def test_hocr_is_xhtml_and_tsv_has_every_word(engine: TesseractEngine) -> None:
     data = render_document(THREE_PAGES[:2], "TIFF")
-    result = combine_pages([engine.recognize_page(data, n, OcrOptions(), 300) for n in (1, 2)])
+    result = combine_pages(
+        [engine.recognize_page(PageTask(data, n, OcrOptions(), 300)) for n in (1, 2)]
+    )
     root = ET.fromstring(to_hocr(result))
     ns = {"x": "http://www.w3.org/1999/xhtml"}
     assert len(root.findall(".//x:div[@class='ocr_page']", ns)) == 2
@@ -193,7 +211,9 @@ def test_a_blank_page_is_empty_text_and_its_neighbours_are_read(
 ) -> None:
     data = render_document([THREE_PAGES[0], BLANK, THREE_PAGES[2]], fmt)
     options = OcrOptions(preprocess=preprocess)
-    result = combine_pages([engine.recognize_page(data, n, options, 300) for n in (1, 2, 3)])
+    result = combine_pages(
+        [engine.recognize_page(PageTask(data, n, options, 300)) for n in (1, 2, 3)]
+    )
     first, blank, third = result["pages"]
     assert first["text"].startswith("Page 1 says hello")
     assert third["text"].startswith("Page 3 says hello")
@@ -205,6 +225,23 @@ def test_a_blank_page_is_empty_text_and_its_neighbours_are_read(
 
 def test_a_blank_image_is_empty_text(engine: TesseractEngine) -> None:
     blank = encode(render_page_image(BLANK))
-    assert engine.recognize(blank) == ""
-    page = engine.recognize_page(blank, 1, OcrOptions(), 300)
+    assert engine.recognize_page(PageTask(blank, 1, ORIGINAL_API_OPTIONS, 300))["text"] == ""
+    page = engine.recognize_page(PageTask(blank, 1, OcrOptions(), 300))
     assert (page["text"], page["lines"]) == ("", [])
+
+
+@pytest.mark.parametrize(
+    ("mode", "stated_dpi", "used_dpi"),
+    [("RGBA", 300, 300), ("L", 300, 300), ("L", 10, None), ("RGBA", 10, None)],
+)
+def test_one_dpi_rule_whatever_the_colour_model(
+    engine: TesseractEngine, mode: str, stated_dpi: int, used_dpi: int | None
+) -> None:
+    # Before issue 10 the original API's path told Tesseract any resolution a file stated,
+    # and the v1 path lost it when it converted an image with alpha: now a stated resolution
+    # of at least MIN_DPI is used, a lower one ("unknown", often 1 or 10) left to Tesseract.
+    image = render_page_image(HELLO).convert(mode)
+    data = encode(image, "PNG", dpi=(stated_dpi, stated_dpi))
+    page = engine.recognize_page(PageTask(data, 1, ORIGINAL_API_OPTIONS, 300))
+    assert page["dpi"] == used_dpi
+    assert page["text"].split() == " ".join(HELLO).split()

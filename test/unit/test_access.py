@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from pages import HELLO_PNG, b64
 from sqlalchemy.orm import Session, sessionmaker
+from v1_fakes import fake_result
 
 from api_server import create_app
+from api_server.ocr_client import OcrRequest
 from api_server.services import Services
 from ocr_common.settings import SettingsError, hash_api_key, load_settings, parse_api_keys
 
@@ -18,8 +21,8 @@ KEYS = f"alice={hash_api_key(ALICE)},{hash_api_key(BOB)}"
 
 
 class NullOcr:
-    def recognize_many(self, images: list[bytes]) -> list[str]:
-        return ["text\n" for _ in images]
+    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any]]:
+        return [fake_result((1,), "text\n") for _ in requests]
 
     def notify(self) -> None:
         pass

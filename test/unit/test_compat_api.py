@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from pages import HELLO_PNG, b64, render_lines
 from sqlalchemy.orm import Session, sessionmaker
+from v1_fakes import fake_result
 
 from api_server import create_app
+from api_server.ocr_client import OcrRequest
 from api_server.services import Services
 from ocr_common import job_store
 from ocr_common.errors import EngineError, OcrError, Unavailable
@@ -29,15 +32,15 @@ class FakeOcr:
         self.down = False
         self.texts = {HELLO_PNG: "Hello OCR\n", SECOND_PNG: "Second page\n"}
 
-    def recognize_many(self, images: list[bytes]) -> list[str | OcrError]:
-        out: list[str | OcrError] = []
-        for image in images:
-            if self.down:
-                out.append(Unavailable("the OCR server is down", code="ocr_unavailable"))
-            elif image in self.texts:
-                out.append(self.texts[image])
+    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]:
+        if self.down:
+            raise Unavailable("the OCR server is down", code="ocr_unavailable")
+        out: list[dict[str, Any] | OcrError] = []
+        for request in requests:
+            if request.document in self.texts:
+                out.append(fake_result((1,), self.texts[request.document]))
             else:
-                out.append(EngineError("Tesseract could not read this image"))
+                out.append(EngineError("Tesseract could not read page 1"))
         return out
 
     def notify(self) -> None:
@@ -234,9 +237,9 @@ class CountingOcr(FakeOcr):
         super().__init__()
         self.read = 0
 
-    def recognize_many(self, images: list[bytes]) -> list[str | OcrError]:
-        self.read += len(images)
-        return super().recognize_many(images)
+    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]:
+        self.read += len(requests)
+        return super().recognize(requests)
 
 
 def test_a_repeated_image_reuses_the_stored_result(sessions: sessionmaker[Session]) -> None:

@@ -8,8 +8,7 @@ import pytest
 from pages import encode, nested_forms_pdf, pdf_file, pdf_stream
 from PIL import Image
 
-from api_server.uploads import validate_image
-from ocr_common.documents import MAX_SIDE_PX, check_document
+from ocr_common.documents import MAX_SIDE_PX, check_document, check_image
 from ocr_common.errors import PayloadTooLarge
 
 MIB = 1024 * 1024
@@ -41,7 +40,7 @@ def test_an_image_wider_or_taller_than_tesseract_takes_is_a_413_on_both_apis(
 ) -> None:
     image = strip(*size)
     for validate in (
-        lambda: validate_image(image, max_bytes=10 * MIB, max_pixels=50_000_000),
+        lambda: check_image(image, max_bytes=10 * MIB, max_pixels=50_000_000),
         lambda: check(image),
     ):
         with pytest.raises(PayloadTooLarge) as info:
@@ -52,10 +51,7 @@ def test_an_image_wider_or_taller_than_tesseract_takes_is_a_413_on_both_apis(
 
 def test_the_widest_image_tesseract_takes_is_accepted() -> None:
     image = strip(MAX_SIDE_PX, 40)
-    assert validate_image(image, max_bytes=10 * MIB, max_pixels=50_000_000)[1:] == (
-        MAX_SIDE_PX,
-        40,
-    )
+    assert check_image(image, max_bytes=10 * MIB, max_pixels=50_000_000).format == "PNG"
     check(image)
 
 

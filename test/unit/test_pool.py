@@ -17,8 +17,8 @@ class FakeEngine:
     def __init__(self, name: str):
         self.name = name
 
-    def recognize(self, image: bytes) -> str:
-        return f"{self.name}:{image.decode()}\n"
+    def recognize_page(self, task: PageTask) -> dict[str, object]:
+        return {"page": task.page, "text": f"{self.name}:{task.document.decode()}\n"}
 
 
 def test_urgent_waiters_are_served_first() -> None:
@@ -44,15 +44,16 @@ def test_urgent_waiters_are_served_first() -> None:
     assert asyncio.run(scenario()) == ["sync", "job"]
 
 
-def test_recognize_runs_on_an_engine_and_gives_it_back() -> None:
+def test_recognize_pages_runs_on_an_engine_and_gives_it_back() -> None:
     async def scenario() -> tuple[list[str], int]:
         pool = EnginePool([FakeEngine("a"), FakeEngine("b")])
-        texts = await asyncio.gather(
-            *(pool.recognize(str(i).encode(), urgent=True) for i in range(6))
+        tasks = [PageTask(str(i).encode(), 0, OcrOptions(), 300) for i in range(6)]
+        results = await asyncio.gather(
+            *(pool.recognize_pages(task, (1,), urgent=True) for task in tasks)
         )
         busy = pool.busy
         pool.close()
-        return list(texts), busy
+        return [str(pages[0]["text"]) for pages in results], busy
 
     texts, busy = asyncio.run(scenario())
     assert [t.split(":")[1] for t in texts] == [f"{i}\n" for i in range(6)]
@@ -102,9 +103,6 @@ class PageEngine:
     def __init__(self, delay_s: float = 0.2, fail_on: int | None = None):
         self.delay_s = delay_s
         self.fail_on = fail_on
-
-    def recognize(self, image: bytes) -> str:
-        return ""
 
     def recognize_page(self, task: PageTask) -> dict[str, object]:
         with PageEngine.lock:

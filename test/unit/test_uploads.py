@@ -9,15 +9,16 @@ import pytest
 from pages import HELLO_PNG, render_lines
 from PIL import Image
 
-from api_server.uploads import decode_base64, parse_json_object, validate_image
+from api_server.uploads import decode_base64, parse_json_object
+from ocr_common.documents import check_image
 from ocr_common.errors import BadRequest, InvalidImage, PayloadTooLarge
 
 MIB = 1024 * 1024
 B64 = base64.b64encode(HELLO_PNG).decode()
 
 
-def check(data: bytes) -> tuple[str, int, int]:
-    return validate_image(data, max_bytes=10 * MIB, max_pixels=50_000_000)
+def check(data: bytes) -> str:
+    return check_image(data, max_bytes=10 * MIB, max_pixels=50_000_000).format
 
 
 @pytest.mark.parametrize(
@@ -121,7 +122,7 @@ PAGE = Image.open(io.BytesIO(HELLO_PNG)).convert("RGB")
 )
 def test_supported_formats_pass(fmt: str, mode: str) -> None:
     image = PAGE.convert(mode) if mode != "I;16" else PAGE.convert("I").convert("I;16")
-    assert check(encode(image, fmt))[0] == fmt
+    assert check(encode(image, fmt)) == fmt
 
 
 def test_not_an_image_is_refused() -> None:
@@ -162,11 +163,11 @@ def test_pixel_bomb_is_refused_from_the_header() -> None:
     # 20000 x 20000 of one colour compresses to a few hundred KiB but would take 400 MB decoded.
     bomb = encode(Image.new("1", (20000, 20000), 1), "PNG")
     with pytest.raises(PayloadTooLarge) as info:
-        validate_image(bomb, max_bytes=10 * MIB, max_pixels=50_000_000)
+        check_image(bomb, max_bytes=10 * MIB, max_pixels=50_000_000)
     assert info.value.code == "too_many_pixels"
     assert info.value.status == 413
 
 
 def test_bytes_over_the_limit_are_refused() -> None:
     with pytest.raises(PayloadTooLarge):
-        validate_image(render_lines(["x"]), max_bytes=100, max_pixels=10**9)
+        check_image(render_lines(["x"]), max_bytes=100, max_pixels=10**9)

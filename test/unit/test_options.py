@@ -1,0 +1,57 @@
+"""The options are declared once (OcrOptions); the parser and the OpenAPI document follow it."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from v1_fakes import FakeOcr
+
+from api_server import create_app
+from api_server.services import Services
+from ocr_common.db import make_engine, make_session_factory
+from ocr_common.errors import BadRequest
+from ocr_common.options import OPTION_FIELDS, OcrOptions, Preprocess, parse_options
+from ocr_common.settings import MAX_DPI, MIN_DPI, load_settings
+
+
+def parse(**values: object) -> OcrOptions:
+    return parse_options(values, languages=lambda: ("eng", "deu"), max_pages=10)
+
+
+def test_options_read_back_from_their_query_are_the_same() -> None:
+    options = parse(psm="6", pages="7,1-3", dpi=" 200", preprocess="AUTO", lang="eng+deu")
+    assert options == OcrOptions(
+        psm=6, pages=(1, 2, 3, 7), dpi=200, preprocess=Preprocess.AUTO, lang="eng+deu"
+    )
+    assert parse(**options.to_values()) == options
+    assert OcrOptions.from_dict(options.to_dict()) == options
+
+
+def test_pages_also_come_as_a_json_list() -> None:
+    assert parse(pages=[3, 1]).pages == (1, 3)
+    with pytest.raises(BadRequest) as info:
+        parse(pages=[0])
+    assert info.value.field == "pages"
+
+
+@pytest.fixture
+def app(sqlite_url: str) -> Flask:
+    services = Services(
+        settings=load_settings(database_url=sqlite_url),
+        sessions=make_session_factory(make_engine(sqlite_url)),
+        ocr=FakeOcr(),
+        languages=("eng",),
+    )
+    return create_app(services=services)
+
+
+def test_the_openapi_parameters_and_bodies_come_from_the_model(app: Flask) -> None:
+    spec = app.test_client().get("/openapi.json").get_json()
+    params = {p["name"]: p["schema"] for p in spec["paths"]["/v1/ocr"]["post"]["parameters"]}
+    assert set(OPTION_FIELDS) <= set(params)
+    assert (params["dpi"]["minimum"], params["dpi"]["maximum"]) == (MIN_DPI, MAX_DPI)
+    assert params["pages"]["type"] == "string" and params["psm"]["default"] == 3
+    assert params["preprocess"]["enum"] == ["none", "auto"]
+    schemas = spec["components"]["schemas"]
+    assert set(OPTION_FIELDS) | {"document"} == set(schemas["JsonDocument"]["properties"])
+    assert set(OPTION_FIELDS) == set(schemas["OcrOptions"]["properties"])
