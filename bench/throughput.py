@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +89,8 @@ def flat(text_in: str) -> str:
     return re.sub(r"\s+", " ", text_in).strip()
 
 
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions all cost 1).
+def levenshtein(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
+    """Edit distance of two strings, or of two lists of words (every edit costs 1).
 
     Myers/Hyyrö bit-parallel algorithm on Python integers: one pass over the longer string,
     each step a handful of operations on an integer as wide as the shorter one, so two pages of
@@ -101,7 +101,7 @@ def levenshtein(a: str, b: str) -> int:
     m = len(b)
     if m == 0:
         return len(a)
-    peq: dict[str, int] = {}
+    peq: dict[Hashable, int] = {}
     for i, char in enumerate(b):
         peq[char] = peq.get(char, 0) | (1 << i)
     full = (1 << m) - 1
