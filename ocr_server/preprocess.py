@@ -308,7 +308,9 @@ def _scaled_box(box: dict[str, int], factor: float) -> dict[str, int]:
     return {"left": left, "top": top, "width": right - left, "height": bottom - top}
 
 
-_HOCR_NUMBERS = re.compile(r"\b(bbox|scan_res|x_size|x_descenders|x_ascenders) ([-\d. ]+?)(?=;|\"|')")
+_HOCR_NUMBERS = re.compile(
+    r"\b(bbox|scan_res|x_size|x_descenders|x_ascenders) ([-\d. ]+?)(?=;|\"|')"
+)
 
 
 def _scale_hocr(hocr: str, factor: float) -> str:
@@ -352,7 +354,9 @@ def unscale(result: dict[str, Any], factor: float, image: Image.Image) -> dict[s
         {
             **line,
             "bbox": _scaled_box(line["bbox"], factor),
-            "words": [{**word, "bbox": _scaled_box(word["bbox"], factor)} for word in line["words"]],
+            "words": [
+                {**word, "bbox": _scaled_box(word["bbox"], factor)} for word in line["words"]
+            ],
         }
         for line in result["lines"]
     ]
