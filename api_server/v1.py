@@ -251,7 +251,8 @@ OPTION_PARAMS = (
     Param(
         "preprocess",
         {"type": "string", "enum": ["none", "auto"]},
-        "auto: EXIF orientation, upright rotation of sideways or upside-down pages, grayscale",
+        "auto: EXIF orientation, grayscale, sideways or upside-down pages turned upright "
+        "(verified by reading), small text in grey images enlarged where it reads better",
     ),
     Param("lang", {"type": "string"}, "installed language(s), e.g. eng (the default)"),
 )

@@ -40,7 +40,7 @@ class Preprocess(enum.StrEnum):
     """What is done to a page before Tesseract reads it."""
 
     NONE = "none"  # the pixels as uploaded
-    AUTO = "auto"  # EXIF orientation, upright rotation from Tesseract's OSD, grayscale
+    AUTO = "auto"  # EXIF orientation, grayscale, verified turn upright, small text enlarged
 
 
 @dataclass(frozen=True)
