@@ -54,6 +54,11 @@ SMALL_X_HEIGHT_PX = 16.0
 TARGET_X_HEIGHT_PX = 28.0
 MAX_UPSCALE = 2.0
 MAX_UPSCALED_PX = 16_000_000
+# Page segmentation modes (tesserocr.PSM): with the automatic default, an enlarged page of small
+# text is also read as one block of lines, as a receipt is laid out, and the reading Tesseract is
+# more confident of is kept (measured on the receipts: F1 71.9 without it, 72.4 with it).
+PSM_AUTO = 3
+PSM_SINGLE_BLOCK = 6
 # Columns the x-height estimate looks at separately: narrow enough to fall within one column
 # of text, wide enough that a row of text has ink in it.
 ESTIMATE_STRIP_PX = 48
@@ -289,9 +294,16 @@ def read_auto(
     factor = upscale_factor(image)
     if factor > 1:
         # Kept only where Tesseract reads the enlarged page with more confidence.
-        enlarged = unscale(read(enlarge(image, factor)), factor, image)
-        if (enlarged["confidence"] or 0) > (result["confidence"] or 0):
-            result = enlarged
+        enlarged = enlarge(image, factor)
+        asked = api.GetPageSegMode()
+        try:
+            for psm in (asked, PSM_SINGLE_BLOCK) if asked == PSM_AUTO else (asked,):
+                api.SetPageSegMode(psm)
+                reading = unscale(read(enlarged), factor, image)
+                if (reading["confidence"] or 0) > (result["confidence"] or 0):
+                    result = reading
+        finally:
+            api.SetPageSegMode(asked)
     result["rotation"] = orientation.rotation
     result["rotation_confidence"] = "high" if orientation.confident else "low"
     result["warnings"] = [orientation.warning] if orientation.warning else []
