@@ -235,3 +235,65 @@ def test_an_undecidable_page_is_left_as_sent_and_says_so() -> None:
     assert found.rotation == 0 and not found.confident
     assert found.warning is not None and "which way up" in found.warning
     assert "turned 270 degrees" in found.warning  # the best of the turns read
+
+
+# -- the whole of auto, on a fake reading --------------------------------------------------------
+
+
+class FakePsmApi:
+    """The page segmentation mode of a tesserocr API, as read_auto sets and restores it."""
+
+    def __init__(self, psm: int) -> None:
+        self.psm = psm
+
+    def GetPageSegMode(self) -> int:  # noqa: N802
+        return self.psm
+
+    def SetPageSegMode(self, psm: int) -> None:  # noqa: N802
+        self.psm = psm
+
+
+def fake_read(api: FakePsmApi, confidence: dict[tuple[int, int], float], log: list[Any]) -> Any:
+    """A reading whose confidence depends on the image width and the mode it is read with."""
+
+    def read(image: Image.Image) -> dict[str, Any]:
+        log.append((image.width, api.psm))
+        value = confidence[(image.width, api.psm)]
+        box = {"left": 10, "top": 10, "width": 40, "height": 20}
+        word = {"text": "w", "confidence": value, "bbox": box}
+        return {
+            "width": image.width,
+            "height": image.height,
+            "dpi": None,
+            "confidence": value,
+            "text": f"read {image.width} psm {api.psm}",
+            "lines": [{"text": "w", "confidence": value, "bbox": box, "words": [word]}],
+        }
+
+    return read
+
+
+def test_small_text_is_read_enlarged_each_way_and_the_most_confident_reading_kept() -> None:
+    page = page_of_text(20)  # 900 px wide, enlarged twice: 1800
+    api, log = FakePsmApi(3), []
+    confidence = {(900, 3): 85.0, (1800, 3): 88.0, (1800, 6): 91.0}
+    result = preprocess.read_auto(page, fake_read(api, confidence, log), api, FakeOsd(None))
+    assert log == [(900, 3), (1800, 3), (1800, 6)]
+    assert result["text"] == "read 1800 psm 6" and api.psm == 3
+    # The kept reading is given in the page's own pixels.
+    assert (result["width"], result["lines"][0]["bbox"]["width"]) == (900, 20)
+    assert (result["rotation"], result["rotation_confidence"], result["warnings"]) == (
+        0,
+        "high",
+        [],
+    )
+
+
+def test_an_enlarged_reading_no_more_confident_is_dropped_and_an_asked_psm_is_kept() -> None:
+    api, log = FakePsmApi(11), []
+    confidence = {(900, 11): 85.0, (1800, 11): 84.0}
+    result = preprocess.read_auto(
+        page_of_text(20), fake_read(api, confidence, log), api, FakeOsd(None)
+    )
+    assert log == [(900, 11), (1800, 11)]
+    assert result["text"] == "read 900 psm 11" and api.psm == 11
