@@ -200,6 +200,7 @@ class Row:
     rotations: Counter[int] = field(default_factory=Counter)
     low_confidence: int = 0
     wrong_turns: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
 
 
 def cpu_seconds() -> float:
@@ -231,6 +232,7 @@ def run_set(
             row.seconds += time.perf_counter() - began
             row.cpu_s += cpu_seconds() - cpu_before
             row.pages += 1
+            row.texts.append(text)
             if bag:
                 row.score.add_bag(text, page.truth)
             else:
@@ -276,6 +278,18 @@ def print_table(rows: list[Row]) -> None:
             f"{cer:>6} | {wer:>6} | {f1:>5} | "
             f"{turns:<22} | {low:>8}"
         )
+
+
+def print_differences(rows: list[Row]) -> None:
+    """On how many pages each engine's text differs from the raw engine's, byte for byte."""
+    raw = {row.set_name: row for row in rows if row.engine == "raw"}
+    print()
+    for row in rows:
+        base = raw.get(row.set_name)
+        if base is None or row is base:
+            continue
+        differ = sum(a != b for a, b in zip(row.texts, base.texts, strict=True))
+        print(f"{row.set_name}, {row.engine}: text differs from raw on {differ} of {row.pages}")
 
 
 def print_targets(rows: list[Row]) -> None:
@@ -378,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda row: (set_order.index(row.set_name), ENGINES.index(row.engine)))
     print()
     print_table(rows)
+    print_differences(rows)
     print_targets(rows)
     print()
     print(
