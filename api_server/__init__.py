@@ -38,6 +38,11 @@ def create_app(
     # /allimages lists tasks oldest first: keep the order we build.
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["ocr_services"] = services
+    # First: its hooks see every request, those that access control refuses too. Imported
+    # here, not above: see telemetry's docstring.
+    from .telemetry import install_telemetry
+
+    install_telemetry(app)
     register_error_handlers(app, settings.max_request_bytes)
     install_response_headers(app)
     install_access_control(app, settings)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ocr_common import job_store
 from ocr_common.errors import BadRequest, JobFailed, NotFound, OcrError, Unavailable
 from ocr_common.models import JobStatus
+from ocr_common.observability import current_request_id
 
 from . import schemas
 from .access import current_owner
@@ -172,6 +173,7 @@ def image_submit() -> Response:
                 digest=upload.digest,
                 max_attempts=svc.settings.max_attempts,
                 owner=current_owner(),
+                request_id=current_request_id(),
             ).id
             for upload in uploads
         ]

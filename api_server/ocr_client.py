@@ -26,6 +26,7 @@ from ocr_common.errors import (
     PayloadTooLarge,
     Unavailable,
 )
+from ocr_common.observability import REQUEST_ID_HEADER, current_request_id
 from ocr_common.options import OcrOptions
 from ocr_common.settings import Settings
 
@@ -127,7 +128,8 @@ class OcrServerClient:
 
             async def one(image: bytes) -> str:
                 async with slots:
-                    return await self._recognize(image)
+                    body = await self._post_ocr(image, self._timeout_s, request_id=request_id)
+                    return str(body["text"])
 
             results = await asyncio.gather(*(one(i) for i in images), return_exceptions=True)
             out: list[str | OcrError] = []
@@ -137,6 +139,8 @@ class OcrServerClient:
                 out.append(result)
             return out
 
+        # The id goes by hand: the coroutines run on the client's own loop thread.
+        request_id = current_request_id()
         rounds = -(-len(images) // self._parallel)
         with self._sync_wait():
             return _wait(self._submit(gather()), self._timeout_s * rounds)
@@ -150,21 +154,25 @@ class OcrServerClient:
         rounds = -(-pages // self._parallel)
         timeout_s = self._timeout_s * rounds
         query = {"detail": "rich", **options.to_query()}
+        request_id = current_request_id()
         with self._sync_wait():
-            return dict(_wait(self._submit(self._post_ocr(document, timeout_s, query)), timeout_s))
-
-    async def _recognize(self, image: bytes) -> str:
-        body = await self._post_ocr(image, self._timeout_s)
-        return str(body["text"])
+            post = self._post_ocr(document, timeout_s, query, request_id=request_id)
+            return dict(_wait(self._submit(post), timeout_s))
 
     async def _post_ocr(
-        self, data: bytes, timeout_s: float, query: dict[str, str] | None = None
+        self,
+        data: bytes,
+        timeout_s: float,
+        query: dict[str, str] | None = None,
+        *,
+        request_id: str | None,
     ) -> dict[str, Any]:
         session = await self._get_session()
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
         try:
             async with session.post(
-                f"{self._base}/ocr", data=data, params=query, timeout=timeout
+                f"{self._base}/ocr", data=data, params=query, headers=headers, timeout=timeout
             ) as response:
                 body = await response.json(content_type=None)
                 status = response.status

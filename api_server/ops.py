@@ -1,4 +1,4 @@
-"""Operational endpoints: liveness, readiness."""
+"""Operational endpoints: liveness, readiness, metrics."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from ocr_common.db import check_schema
 from ocr_common.errors import Unavailable
+from ocr_common.metrics import CONTENT_TYPE
 from ocr_common.settings import SettingsError
 
 from . import schemas
@@ -45,3 +46,17 @@ def readyz() -> Response:
         except SettingsError as exc:
             raise Unavailable(str(exc), code="schema_not_current") from None
     return jsonify({"status": "ready"})
+
+
+@bp.get("/metrics")
+@operation(
+    summary="Metrics",
+    tag="operations",
+    responses={200: Body("Prometheus text format", {"text/plain": {"type": "string"}})},
+)
+def metrics() -> Response:
+    """Requests by route and status, latency histograms, and jobs by status (from the
+    database; ``ocr_database_up 0`` while it does not answer)."""
+    from .telemetry import render
+
+    return Response(render(), content_type=CONTENT_TYPE)

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from ocr_common.db import check_database, make_engine
+from ocr_common.observability import RequestIdFilter, configure_logging, formatter
 from ocr_common.settings import Settings, SettingsError, hash_api_key, load_settings
 
 # gunicorn's heartbeat: a worker's event loop that stops answering it this long is replaced.
 # Requests run on the worker's threads, so a long /image-sync does not delay the heartbeat.
 WORKER_TIMEOUT_S = 30
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's own lines (start, worker exits) in the format of ours (OCR_LOG_FORMAT)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        log_format = load_settings().log_format
+        for handler in self.error_log.handlers:
+            handler.setFormatter(formatter(log_format))
+            handler.addFilter(RequestIdFilter())
 
 
 class GunicornApp(BaseApplication):
@@ -39,6 +55,7 @@ class GunicornApp(BaseApplication):
             "loglevel": s.log_level.lower(),
             "accesslog": None,
             "errorlog": "-",
+            "logger_class": "api_server.serve.GunicornLogger",
             "proc_name": "ocr-api",
             # The control socket would be written under $HOME, which a container user may lack.
             "control_socket_disable": True,
@@ -78,9 +95,25 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ocr-api: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level, settings.log_format)
     sys.argv = sys.argv[:1]  # gunicorn must not read our arguments as its own
-    GunicornApp(settings).run()
+    metrics_dir = _metrics_dir()
+    try:
+        GunicornApp(settings).run()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _metrics_dir() -> str | None:
+    """Where the workers' metrics go (a fresh directory, removed at exit), unless the operator
+    chose one; set before any worker imports prometheus_client."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    path = tempfile.mkdtemp(prefix="ocr-api-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
 
 
 if __name__ == "__main__":

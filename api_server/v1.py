@@ -31,6 +31,7 @@ from ocr_common.errors import (
     UnsupportedMediaType,
 )
 from ocr_common.models import Job, JobStatus
+from ocr_common.observability import current_request_id
 from ocr_common.options import OPTION_FIELDS, PSM_MODES, OcrOptions, is_decimal, parse_options
 from ocr_common.results import public_result, to_hocr, to_tsv
 
@@ -399,6 +400,7 @@ def submit_job() -> Response:
                 idempotency_key=key,
                 request_digest=digest,
                 owner=current_owner(),
+                request_id=current_request_id(),
             )
     except IntegrityError:
         # Another request with the same key won the race: answer what it created.

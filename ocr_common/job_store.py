@@ -80,6 +80,7 @@ def create_job(
     pages_total: int | None = None,
     idempotency_key: str | None = None,
     request_digest: str | None = None,
+    request_id: str | None = None,
 ) -> Job:
     """Queue a job with its image; it exists for workers once the caller commits.
 
@@ -107,6 +108,7 @@ def create_job(
         "pages_done": 0 if pages_total is not None else None,
         "idempotency_key": idempotency_key,
         "request_sha256": request_digest,
+        "request_id": request_id,
     }
     # Core INSERTs: this is the intake hot path, and the ORM's unit of work costs more CPU than
     # the two round trips. The job row goes first: the image's foreign key points to it.
@@ -344,6 +346,7 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
                 JOBS.c.owner,
                 JOBS.c.options,
                 JOBS.c.pages_total,
+                JOBS.c.request_id,
                 IMAGES.c.data,
             )
             .join(JobImageRow, IMAGES.c.job_id == JOBS.c.id)
@@ -376,6 +379,7 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJo
             owner=row.owner,
             options=options,
             pages=pages,
+            request_id=row.request_id,
         )
     return None
 
@@ -536,6 +540,7 @@ def claim_batch(
             JOBS.c.owner,
             JOBS.c.options,
             JOBS.c.pages_total,
+            JOBS.c.request_id,
             IMAGES.c.data,
         )
         .select_from(JOBS.outerjoin(IMAGES, IMAGES.c.job_id == JOBS.c.id))
@@ -574,6 +579,7 @@ def claim_batch(
                 owner=row.owner,
                 options=options,
                 pages=pages,
+                request_id=row.request_id,
             )
         )
     return claimed

@@ -73,6 +73,8 @@ class JobRow(Base):
     # Idempotency-Key of the POST that created the job, and the SHA-256 of that request.
     idempotency_key: Mapped[str | None] = mapped_column(BinaryKey, nullable=True)
     request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # X-Request-Id of the request that made the job: the OCR server logs the job under it.
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         # The claim query: oldest queued job first.
@@ -165,6 +167,7 @@ class ClaimedJob:
     owner: str | None = None
     options: OcrOptions | None = None
     pages: tuple[int, ...] = ()
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)

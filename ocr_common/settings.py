@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     # Answer an image read before (same bytes, same owner) from its stored result.
     reuse_results: bool = True
     log_level: str = "INFO"
+    # "text" (for a terminal) or "json" (one object per line, for a log collector).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("database_url")
     @classmethod

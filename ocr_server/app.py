@@ -14,18 +14,26 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from ocr_common import job_store
 from ocr_common.documents import check_document
 from ocr_common.errors import OcrError, PayloadTooLarge, Unavailable
+from ocr_common.metrics import CONTENT_TYPE
+from ocr_common.observability import (
+    REQUEST_ID_HEADER,
+    log_access,
+    request_id_from,
+    set_request_id,
+)
 from ocr_common.options import parse_options
 from ocr_common.results import combine_pages
 from ocr_common.settings import Settings
 
+from . import metrics as server_metrics
 from .dispatcher import Dispatcher
 from .engine import installed_languages
 from .pool import EnginePool, PageTask, saturated_error
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("ocr_server.access")
 
 INTERNAL_TOKEN_HEADER = "X-Internal-Token"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,7 +42,6 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 POOL_KEY = web.AppKey("pool", EnginePool)
 DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 SESSIONS_KEY = web.AppKey("sessions", sessionmaker)
-STATS_KEY = web.AppKey("stats", dict)
 
 
 def error_response(exc: OcrError) -> web.Response:
@@ -64,6 +71,24 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return web.json_response(
             {"error": {"code": "http_error", "message": exc.reason}}, status=exc.status
         )
+
+
+@web.middleware
+async def telemetry_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The caller's request id on every log line and on the answer; requests and latency by
+    route. Each request runs in a task of its own, so the id stays with it."""
+    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    set_request_id(request_id)
+    started = time.perf_counter()
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    server_metrics.REQUESTS.labels(request.method, route, str(response.status)).inc()
+    seconds = time.perf_counter() - started
+    server_metrics.LATENCY.labels(request.method, route).observe(seconds)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    log_access(access_log, request.method, request.path, response.status, seconds)
+    return response
 
 
 # Probes: a kubelet or compose healthcheck cannot send the token, and neither answer tells a
@@ -102,14 +127,10 @@ async def ocr(request: web.Request) -> web.Response:
     if not pool.try_acquire_urgent(max_waiting=2 * pool.size):
         raise saturated_error(retry_after_s=2)
     image = await request.read()
-    started = time.perf_counter()
-    stats = request.app[STATS_KEY]
-    stats["sync_requests"] += 1
     if request.query.get("detail") == "rich":
         body = await _recognize_document(request, image)
     else:
         body = {"text": await pool.recognize(image, urgent=True)}
-    stats["sync_seconds"] += time.perf_counter() - started
     return web.json_response(body)
 
 
@@ -159,35 +180,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format: engine pool use, dispatcher counters, queue depth."""
-    pool = request.app[POOL_KEY]
-    dispatcher = request.app[DISPATCHER_KEY]
-    stats = request.app[STATS_KEY]
-    lines = [
-        f"ocr_engines {pool.size}",
-        f"ocr_engines_busy {pool.busy}",
-        f"ocr_sync_waiting {pool.waiting(True)}",
-        f"ocr_sync_requests_total {stats['sync_requests']}",
-        f"ocr_sync_seconds_total {stats['sync_seconds']:.3f}",
-        f"ocr_jobs_running {dispatcher.running_jobs}",
-    ]
-    for name, value in vars(dispatcher.stats).items():
-        if isinstance(value, int):
-            lines.append(f"ocr_dispatcher_{name}_total {value}")
-    sessions = request.app[SESSIONS_KEY]
-
-    def counts() -> dict[str, int]:
-        with sessions() as session:
-            return job_store.count_by_status(session)
-
-    try:
-        for status, n in (await asyncio.to_thread(counts)).items():
-            lines.append(f'ocr_jobs{{status="{status}"}} {n}')
-    except Exception:  # noqa: BLE001 - metrics still answer while the database is down
-        lines.append("ocr_database_up 0")
-    else:
-        lines.append("ocr_database_up 1")
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    """Prometheus text format: requests, engine use and restarts, pages, jobs, queue depth."""
+    body = await asyncio.to_thread(
+        server_metrics.render,
+        request.app[POOL_KEY],
+        request.app[DISPATCHER_KEY],
+        request.app[SESSIONS_KEY],
+    )
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def status(request: web.Request) -> web.Response:
@@ -209,7 +209,7 @@ def create_app(
 ) -> web.Application:
     """The internal API; the caller starts and stops the dispatcher."""
     app = web.Application(
-        middlewares=[errors_middleware, token_middleware],
+        middlewares=[telemetry_middleware, errors_middleware, token_middleware],
         # An upload that passed the API's limit must pass here too.
         client_max_size=max(settings.max_upload_bytes, 1024) + 1024,
     )
@@ -217,7 +217,6 @@ def create_app(
     app[POOL_KEY] = pool
     app[DISPATCHER_KEY] = dispatcher
     app[SESSIONS_KEY] = session_factory
-    app[STATS_KEY] = {"sync_requests": 0, "sync_seconds": 0.0}
     app.router.add_post("/ocr", ocr)
     app.router.add_post("/jobs/notify", notify)
     app.router.add_get("/healthz", healthz)

@@ -20,9 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from ocr_common import job_store
 from ocr_common.errors import EngineCrashed, EngineError, OcrError
 from ocr_common.models import ClaimedJob
+from ocr_common.observability import request_id_scope
 from ocr_common.results import combine_pages
 from ocr_common.settings import Settings
 
+from . import metrics as server_metrics
 from .pool import Engine, EnginePool, PageTask
 
 log = logging.getLogger(__name__)
@@ -236,7 +238,7 @@ class Dispatcher:
                     await self._sleep(settings.poll_interval_s)
                 continue
             self.stats.claimed += 1
-            task = asyncio.create_task(self._execute(engine, job), name=f"job-{job.id}")
+            task = asyncio.create_task(self._run(engine, job), name=f"job-{job.id}")
             self._running[job.id] = task
             task.add_done_callback(self._forget(job.id))
 
@@ -309,6 +311,16 @@ class Dispatcher:
             await asyncio.sleep(interval_s)
 
     # -- one job -----------------------------------------------------------------------------
+
+    async def _run(self, engine: Engine, job: ClaimedJob) -> None:
+        """A job under the request id that made it (its log lines carry it), timed."""
+        started = time.monotonic()
+        with request_id_scope(job.request_id):
+            log.info("job %s: attempt %d started", job.id, job.attempts)
+            await self._execute(engine, job)
+            seconds = time.monotonic() - started
+            log.info("job %s: attempt %d ended after %.2f s", job.id, job.attempts, seconds)
+        server_metrics.JOB_SECONDS.observe(seconds)
 
     async def _execute(self, engine: Engine, job: ClaimedJob) -> None:
         if job.options is not None:

@@ -35,6 +35,8 @@ from ocr_common.errors import (
 )
 from ocr_common.options import OcrOptions
 
+from . import metrics as server_metrics
+
 log = logging.getLogger(__name__)
 
 # The parent waits this much longer than Tesseract's own timeout before it kills the process.
@@ -214,12 +216,13 @@ class EngineProcess:
             raise EngineError(message[2], code=message[1])
         self._process, self._conn = process, parent
 
-    def _replace(self) -> None:
+    def _replace(self, cause: str) -> None:
         self.kill()
         if self._stopping:
             # Shutting down: a page cut off by the stop must not start a new engine.
             return
         self.restarts += 1
+        server_metrics.RESTARTS.labels(cause).inc()
         log.warning("engine %d replaced (restart %d)", self.index, self.restarts)
         try:
             self._start()
@@ -236,6 +239,16 @@ class EngineProcess:
         return result
 
     def _call(self, request: bytes | PageTask) -> object:
+        """One page (or image) on this engine, counted by outcome."""
+        try:
+            result = self._exchange(request)
+        except OcrError as exc:
+            server_metrics.PAGES.labels(exc.code).inc()
+            raise
+        server_metrics.PAGES.labels("ok").inc()
+        return result
+
+    def _exchange(self, request: bytes | PageTask) -> object:
         if self._conn is None and not self._stopping:
             try:
                 self._start()
@@ -253,8 +266,9 @@ class EngineProcess:
             conn.send(request)
             reply = self._receive(conn, what)
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
-            self._replace()
+            self.kill()
             code = process.exitcode if process else None
+            self._replace("memory_ceiling" if self._died_of_ceiling(code) else "crash")
             if self._stopping:
                 raise EngineCrashed("the OCR server stopped while reading this image") from None
             if self._died_of_ceiling(code):
@@ -266,14 +280,14 @@ class EngineProcess:
         self.last_rss_bytes = int(reply[-1])
         if reply[0] == "error" and reply[1] == DocumentTooComplex.code:
             # Out of memory in Python code: start afresh rather than from a broken heap.
-            self._replace()
+            self._replace("memory_ceiling")
         elif self._max_rss_bytes and self.last_rss_bytes > self._max_rss_bytes:
             log.warning(
                 "engine %d holds %d MB after a page; replacing it",
                 self.index,
                 self.last_rss_bytes // MIB,
             )
-            self._replace()
+            self._replace("memory_held")
         if reply[0] == "ok":
             return reply[1]
         raise _error_from_reply(reply[1], reply[2])
@@ -285,7 +299,7 @@ class EngineProcess:
         deadline = time.monotonic() + self._render_timeout_s
         while True:
             if not self._wait(conn, deadline):
-                self._replace()
+                self._replace("render_timeout" if rendering else "page_timeout")
                 if rendering:
                     raise EngineTimeout(
                         f"rendering {what} took longer than {self._render_timeout_s:g} s "

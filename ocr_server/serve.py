@@ -21,6 +21,7 @@ from ocr_common.db import (
     safe_url,
 )
 from ocr_common.errors import OcrError
+from ocr_common.observability import configure_logging
 from ocr_common.settings import Settings, SettingsError, load_settings
 
 from .app import create_app
@@ -96,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Until the server's own handlers are installed, a stop request just exits cleanly.
     signal.signal(signal.SIGTERM, _exit_now)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         check_database(make_engine(settings.database_url), settings)
         info = probe()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e_stack import TEST_DIR, Stack
+from e2e_stack import TEST_DIR, Stack, start_stack
 from sqlalchemy.engine import Engine
 
 from ocr_common.db import make_engine
@@ -30,17 +30,6 @@ def db_engine_e2e(mysql_url: str, request: pytest.FixtureRequest) -> Iterator[En
     empty_tables(request.config, engine)
     yield engine
     engine.dispose()
-
-
-def start_stack(
-    mysql_url: str, tmp_path_factory: pytest.TempPathFactory, **settings: str
-) -> Iterator[Stack]:
-    stack = Stack(mysql_url, tmp_path_factory.mktemp("e2e-logs"), **settings)
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture(scope="module")

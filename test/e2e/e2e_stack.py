@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,18 @@ class Service:
             text = path.read_text(errors="replace") if path.exists() else "(no log)"
             parts.append(f"--- {path.name} ---\n{text}")
         return "\n".join(parts)
+
+
+def start_stack(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, **settings: str
+) -> Iterator[Stack]:
+    """A fixture's body: both services started, yielded, stopped (``settings``: OCR_* extra)."""
+    stack = Stack(database_url, tmp_path_factory.mktemp("e2e-logs"), **settings)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
 
 
 class Stack:

@@ -1,0 +1,76 @@
+"""The API's request id, access log and metrics, hooked into every request.
+
+Imported by the app factory, not at package import: under gunicorn, ``ocr-api`` first points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory, so that every worker process writes its
+counts there and a scrape of any worker reports the sum of all (prometheus_client decides
+its storage when it is first imported).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
+
+from ocr_common.metrics import LATENCY_BUCKETS, exposition, queue_registry
+from ocr_common.observability import (
+    REQUEST_ID_HEADER,
+    log_access,
+    request_id_from,
+    set_request_id,
+)
+
+from .services import current_services
+
+log = logging.getLogger("api_server.access")
+
+REQUESTS = Counter(
+    "ocr_api_requests",
+    "Requests answered by the API, by route and status",
+    ["method", "route", "status"],
+)
+LATENCY = Histogram(
+    "ocr_api_request_duration_seconds",
+    "Time from reading a request to its answer, by route",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+
+
+def install_telemetry(app: Flask) -> None:
+    @app.before_request
+    def start() -> None:
+        g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        g.started = time.perf_counter()
+        set_request_id(g.request_id)
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        started = g.get("started")
+        if started is None:  # answered before the hooks ran (e.g. a routing error)
+            return response
+        seconds = time.perf_counter() - started
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        LATENCY.labels(request.method, route).observe(seconds)
+        response.headers[REQUEST_ID_HEADER] = g.request_id
+        log_access(log, request.method, request.path, response.status_code, seconds)
+        return response
+
+    @app.teardown_request
+    def forget(_exc: BaseException | None) -> None:
+        set_request_id(None)
+
+
+def render() -> bytes:
+    """The text format: this process's counts, or every worker's under gunicorn, then the
+    queue from the database."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return exposition([registry, queue_registry(current_services().sessions)])

@@ -1,0 +1,51 @@
+"""What both services' ``/metrics`` share: the queue read from the database at scrape time,
+and the buckets of the request histograms."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import job_store
+
+# Seconds: a health probe takes milliseconds, a 100-page synchronous PDF minutes.
+LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class QueueCollector(Collector):
+    """Jobs by status, counted when scraped; ``ocr_database_up 0`` while it does not answer."""
+
+    def __init__(self, sessions: sessionmaker[Session]):
+        self._sessions = sessions
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily("ocr_database_up", "1 when the job database answered the scrape")
+        try:
+            with self._sessions() as session:
+                counts = job_store.count_by_status(session)
+        except Exception:  # noqa: BLE001 - metrics still answer while the database is down
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        jobs = GaugeMetricFamily("ocr_jobs", "Jobs in the database by status", labels=["status"])
+        for status, n in counts.items():
+            jobs.add_metric([status], n)
+        yield jobs
+
+
+def exposition(registries: Iterable[CollectorRegistry]) -> bytes:
+    """The text format of several registries, one after the other (no name in two)."""
+    return b"".join(generate_latest(registry) for registry in registries)
+
+
+def queue_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QueueCollector(sessions))
+    return registry

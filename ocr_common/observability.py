@@ -1,0 +1,104 @@
+"""Logs and the request id, the same in both services.
+
+Every log line carries the id of the request it serves (``X-Request-Id``: taken from the
+client when it sends a sensible one, made up otherwise, and returned on the answer). The API
+passes it to the OCR server on its internal calls and stores it with each job, so the lines
+that the OCR server writes while reading a job carry the id of the request that made it.
+``OCR_LOG_FORMAT=json`` writes one JSON object per line for a log collector; plain text is
+the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from pythonjsonlogger.json import JsonFormatter
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# What a client's id may look like to be kept (the jobs column holds 64 characters); anything
+# else, a newline in a header included, is replaced rather than logged.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,64}")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+# JSON lines: these fields, renamed to what log collectors look for, plus any ``extra``.
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
+JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
+
+# Probes and scrapes come every few seconds: their access lines are DEBUG, the rest INFO.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def request_id_from(given: str | None) -> str:
+    """The client's id when it is a sensible one, else a new one."""
+    if given and _REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def set_request_id(value: str | None) -> None:
+    """The id of the request this thread or task now serves (None: none)."""
+    _request_id.set(value)
+
+
+@contextmanager
+def request_id_scope(value: str | None) -> Iterator[None]:
+    """Log lines inside carry ``value`` (a job's request id while the job is read)."""
+    token = _request_id.set(value)
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to every record (``-`` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = _request_id.get() or "-"
+        return True
+
+
+def log_access(log: logging.Logger, method: str, path: str, status: int, seconds: float) -> None:
+    """One line per answered request (the same fields in both services)."""
+    log.log(
+        logging.DEBUG if path in QUIET_PATHS else logging.INFO,
+        "%s %s %d %.1f ms",
+        method,
+        path,
+        status,
+        seconds * 1000,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 1),
+        },
+    )
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    if log_format == "json":
+        return JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp=False)
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Root logging of a service process: one stderr handler, text or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

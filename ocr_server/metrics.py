@@ -1,0 +1,78 @@
+"""The OCR server's metrics: counted where things happen, plus gauges read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.orm import Session, sessionmaker
+
+from ocr_common.metrics import LATENCY_BUCKETS, exposition, queue_registry
+
+if TYPE_CHECKING:
+    from .dispatcher import Dispatcher
+    from .pool import EnginePool
+
+REQUESTS = Counter(
+    "ocr_server_requests",
+    "Requests answered by the OCR server's internal API, by route and status",
+    ["method", "route", "status"],
+)
+LATENCY = Histogram(
+    "ocr_server_request_duration_seconds",
+    "Time to answer an internal request (POST /ocr: the whole synchronous read), by route",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+PAGES = Counter(
+    "ocr_pages",
+    "Pages (and images) the engines read, by outcome: ok or the error code",
+    ["outcome"],
+)
+RESTARTS = Counter(
+    "ocr_engine_restarts",
+    "Engine processes replaced, by cause: crash, memory_ceiling, memory_held, render_timeout, "
+    "page_timeout",
+    ["cause"],
+)
+JOB_SECONDS = Histogram(
+    "ocr_job_duration_seconds",
+    "Time from claiming a queued job to recording how its attempt ended",
+    buckets=LATENCY_BUCKETS,
+)
+
+
+class RuntimeCollector(Collector):
+    """Engine use and the dispatcher's counters, as they are when scraped."""
+
+    def __init__(self, pool: EnginePool, dispatcher: Dispatcher):
+        self._pool, self._dispatcher = pool, dispatcher
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        pool, dispatcher = self._pool, self._dispatcher
+        yield GaugeMetricFamily("ocr_engines", "Engine processes in the pool", value=pool.size)
+        yield GaugeMetricFamily(
+            "ocr_engines_busy", "Engine processes reading a page now", value=pool.busy
+        )
+        yield GaugeMetricFamily(
+            "ocr_sync_waiting",
+            "Synchronous requests waiting for an engine",
+            value=pool.waiting(True),
+        )
+        yield GaugeMetricFamily(
+            "ocr_jobs_running", "Jobs this server holds a lease on", value=dispatcher.running_jobs
+        )
+        for name, value in vars(dispatcher.stats).items():
+            if isinstance(value, int):
+                yield CounterMetricFamily(
+                    f"ocr_dispatcher_{name}", f"Dispatcher counter: {name}", value=value
+                )
+
+
+def render(pool: EnginePool, dispatcher: Dispatcher, sessions: sessionmaker[Session]) -> bytes:
+    runtime = CollectorRegistry(auto_describe=False)
+    runtime.register(RuntimeCollector(pool, dispatcher))
+    return exposition([REGISTRY, runtime, queue_registry(sessions)])

@@ -1,0 +1,180 @@
+"""The operations view, end to end: both services' /metrics move with real work, and a request
+id follows a job from the API to the OCR server (JSON log lines) and back (the answer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from e2e_stack import Stack, start_stack, wait_until
+from pages import b64, render_lines
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import Engine
+
+pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
+
+SAMPLE_TEXT = "Metrics move when pages are read"
+
+
+@pytest.fixture(scope="module")
+def stack(
+    mysql_url: str, db_engine_e2e: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    yield from start_stack(mysql_url, tmp_path_factory, OCR_LOG_FORMAT="json")
+
+
+def image_b64(tag: str) -> str:
+    """A page of its own: the same bytes twice would be answered from the stored result."""
+    return b64(render_lines([SAMPLE_TEXT, f"Sample {tag}"]))
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics answer, by name and labels."""
+    response = requests.get(f"{url}/metrics", timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/plain")
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+    return lines
+
+
+def test_metrics_of_both_services_move_with_work(stack: Stack) -> None:
+    api_before, ocr_before = scrape(stack.api_url), scrape(stack.server_url)
+
+    sync = requests.post(stack.url("/image-sync"), json={"image_data": image_b64("A")}, timeout=60)
+    assert sync.status_code == 200, sync.text
+    task_id = stack.submit(image_b64("B"))
+    assert "Metrics" in stack.result(task_id)
+    missing = requests.get(stack.url("/v1/jobs/does-not-exist"), timeout=30)
+    assert missing.status_code == 404
+
+    api, ocr = scrape(stack.api_url), scrape(stack.server_url)
+    # Requests by route and status, summed over both gunicorn processes.
+    ok_sync = {"method": "POST", "route": "/image-sync", "status": "200"}
+    assert value(api, "ocr_api_requests_total", **ok_sync) >= (
+        value(api_before, "ocr_api_requests_total", **ok_sync) + 1
+    )
+    route_404 = {"method": "GET", "route": "/v1/jobs/<job_id>", "status": "404"}
+    assert value(api, "ocr_api_requests_total", **route_404) >= 1
+    sync_route = {"method": "POST", "route": "/image-sync"}
+    assert value(api, "ocr_api_request_duration_seconds_count", **sync_route) >= (
+        value(api_before, "ocr_api_request_duration_seconds_count", **sync_route) + 1
+    )
+    assert value(api, "ocr_api_request_duration_seconds_sum", **sync_route) > 0
+    # The queue, read from the database by either service.
+    for samples in (api, ocr):
+        assert value(samples, "ocr_database_up") == 1
+        assert value(samples, "ocr_jobs", status="succeeded") >= 1
+
+    # The OCR server: its internal route, pages, jobs, engines.
+    ocr_route = {"method": "POST", "route": "/ocr", "status": "200"}
+    assert value(ocr, "ocr_server_requests_total", **ocr_route) >= (
+        value(ocr_before, "ocr_server_requests_total", **ocr_route) + 1
+    )
+    assert value(ocr, "ocr_pages_total", outcome="ok") >= (
+        value(ocr_before, "ocr_pages_total", outcome="ok") + 2
+    )
+    assert value(ocr, "ocr_job_duration_seconds_count") >= (
+        value(ocr_before, "ocr_job_duration_seconds_count") + 1
+    )
+    assert value(ocr, "ocr_engines") == 2
+    assert 0 <= value(ocr, "ocr_engines_busy") <= 2
+    assert value(ocr, "ocr_dispatcher_succeeded_total") >= 1
+
+
+def test_a_killed_engine_is_counted_by_cause(stack: Stack) -> None:
+    before = scrape(stack.server_url)
+    status = requests.get(f"{stack.server_url}/status", timeout=30).json()
+    for engine in status["engines"]:
+        os.kill(engine["pid"], signal.SIGKILL)
+    # The next page on a dead engine finds it gone: replaced, and the job tried again.
+    task_id = stack.submit(image_b64("C"))
+    assert "Metrics" in stack.result(task_id)
+    after = scrape(stack.server_url)
+    assert value(after, "ocr_engine_restarts_total", cause="crash") >= (
+        value(before, "ocr_engine_restarts_total", cause="crash") + 1
+    )
+    assert value(after, "ocr_pages_total", outcome="engine_crashed") >= 1
+
+
+def test_a_request_id_follows_a_job_to_the_ocr_server_and_back(stack: Stack) -> None:
+    request_id = "client-trace-7f3a"
+    response = requests.post(
+        stack.url("/image"),
+        json={"image_data": image_b64("D")},
+        headers={"X-Request-Id": request_id},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Request-Id"] == request_id
+    task_id = response.json()["task_id"]
+    stack.result(task_id)
+
+    def job_lines() -> list[dict[str, Any]]:
+        return [
+            line for line in json_lines(stack.ocr.log_text()) if task_id in line.get("message", "")
+        ]
+
+    lines = wait_until(
+        lambda: [line for line in job_lines() if "ended" in line["message"]],
+        10,
+        "the OCR server's log line for the job",
+    )
+    assert {line["request_id"] for line in job_lines()} == {request_id}
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    # The API's own access line carries it too.
+    api_access = [
+        line
+        for line in json_lines(stack.api.log_text())
+        if line.get("request_id") == request_id and line.get("path") == "/image"
+    ]
+    assert api_access and api_access[0]["status"] == 200
+
+
+def test_a_sync_request_id_reaches_the_ocr_server(stack: Stack) -> None:
+    request_id = "sync-trace-42"
+    response = requests.post(
+        stack.url("/image-sync"),
+        json={"image_data": image_b64("E")},
+        headers={"X-Request-Id": request_id},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Request-Id"] == request_id
+    ocr_access = wait_until(
+        lambda: [
+            line
+            for line in json_lines(stack.ocr.log_text())
+            if line.get("request_id") == request_id and line.get("path") == "/ocr"
+        ],
+        10,
+        "the OCR server's access line of the sync read",
+    )
+    assert ocr_access[0]["status"] == 200
+
+
+@pytest.mark.parametrize("given", ["", "has spaces in it", "x" * 65, "semi;colon"])
+def test_an_unusable_request_id_is_replaced(stack: Stack, given: str) -> None:
+    response = requests.get(stack.url("/healthz"), headers={"X-Request-Id": given}, timeout=30)
+    assert response.status_code == 200
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])
