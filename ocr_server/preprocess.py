@@ -1,18 +1,19 @@
 """The steps of ``preprocess=auto``, each kept because ``bench/accuracy.py`` shows it pays.
 
 1. Greyscale, after the EXIF orientation is applied.
-2. Small text enlarged: Tesseract reads best near a 20-pixel x-height; receipts photographed at
-   150 dpi have 11-15 pixels and read better enlarged, book scans at 300 dpi (about 21) are left
-   alone. The x-height is estimated from the ink of the page's rows, without Tesseract.
-3. Orientation, verified by reading: a page Tesseract reads confidently as sent is upright (or
+2. Orientation, verified by reading: a page Tesseract reads confidently as sent is upright (or
    sideways in the one direction Tesseract turns by itself); only a page that reads poorly is
    asked of the orientation model, and a turn it proposes is taken only when a sample of the page
    reads clearly better turned than as sent. Otherwise the page is left as sent and the result
    says the decision had low confidence.
+3. Small text enlarged: Tesseract reads best near a 20-pixel x-height; receipts photographed at
+   150 dpi have 11-15 pixels. A grey or colour page with small text is also read enlarged (and,
+   with the automatic page segmentation, as one block of lines), and the reading Tesseract is
+   most confident of is kept. The x-height is estimated from the ink of the page's rows.
 
-Tried and left out, because the benchmark showed no gain on the pages it reads: adaptive
-binarisation (Tesseract's Sauvola and adaptive Otsu: receipts lost F1), a different page
-segmentation mode for receipt-like pages, and contrast stretching.
+Tried and left out, because the benchmark showed no gain on receipts: Tesseract's Sauvola and
+adaptive Otsu binarisation, contrast stretching, unsharp masking, the darkest colour channel as
+grey, a median filter. Bitonal pages are neither binarised nor enlarged.
 
 These functions take a PIL image and, where they must read, a tesserocr API object; the engine
 (``ocr_server/engine.py``) calls ``read_auto`` from one place.
