@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import time
 
 from flask import Flask, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import parse_many
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 
+from ocr_common import job_store
 from ocr_common.errors import OcrError
 from ocr_common.settings import Settings
+
+from .services import current_services
 
 # Blueprints whose routes need a key when keys are configured (ops endpoints never do).
 PROTECTED_BLUEPRINTS = frozenset({"compat", "v1"})
@@ -18,6 +26,17 @@ PROTECTED_BLUEPRINTS = frozenset({"compat", "v1"})
 class Unauthorized(OcrError):
     status = 401
     code = "unauthorized"
+
+
+class TooManyRequests(OcrError):
+    """Over a limit that time lifts: the rate limit, wrong keys, or the per-key queue cap."""
+
+    status = 429
+    code = "rate_limited"
+
+
+# How soon a caller at the per-key queue cap should look again: a few pages' work.
+QUEUE_FULL_RETRY_AFTER_S = 10
 
 
 def presented_key() -> str | None:
@@ -37,6 +56,7 @@ def current_owner() -> str | None:
 def install_access_control(app: Flask, settings: Settings) -> Limiter | None:
     """Check keys before every protected request, then apply the rate limit per caller."""
     owners = settings.api_key_owners
+    guard_keys = AuthFailureLimit(settings) if owners and settings.auth_failure_limit else None
 
     @app.before_request
     def authenticate() -> None:
@@ -50,8 +70,12 @@ def install_access_control(app: Flask, settings: Settings) -> Limiter | None:
                 "or X-API-Key: <key>",
                 code="missing_api_key",
             )
+        if guard_keys is not None:
+            guard_keys.check()
         owner = owners.get(hashlib.sha256(key.encode()).hexdigest())
         if owner is None:
+            if guard_keys is not None:
+                guard_keys.count_failure()
             raise Unauthorized("the API key is not valid", code="invalid_api_key")
         g.owner = owner
 
@@ -68,8 +92,76 @@ def install_access_control(app: Flask, settings: Settings) -> Limiter | None:
         app=app,
         default_limits=[settings.rate_limit],
         default_limits_exempt_when=lambda: request.blueprint not in PROTECTED_BLUEPRINTS,
+        # The limit counts images: a list of ten costs ten.
+        default_limits_cost=images_in_request,
         storage_uri=settings.rate_limit_storage,
         headers_enabled=True,
         # A broken limit store must not take the API down with it.
         swallow_errors=True,
     )
+
+
+def images_in_request() -> int:
+    """What a request costs under the rate limit: the images of an upload of the original
+    API, at most what one request may carry (more is refused anyway); 1 for the rest."""
+    from .compat import images_in_body
+    from .uploads import request_json
+
+    if request.blueprint != "compat" or request.method != "POST":
+        return 1
+    try:
+        found = images_in_body(request_json())
+    except OcrError:
+        return 1
+    if found is None or not isinstance(found[0], list):
+        return 1
+    limit = current_services().settings.max_images_per_request
+    return max(1, min(len(found[0]), limit))
+
+
+class AuthFailureLimit:
+    """Requests with a wrong API key, counted per client address (OCR_AUTH_FAILURE_LIMIT).
+
+    Over the limit, the address is refused before its key is even looked at, so guessing
+    keys gains nothing from the refusal; the window's end lifts it.
+    """
+
+    def __init__(self, settings: Settings):
+        assert settings.auth_failure_limit
+        self._limits = parse_many(settings.auth_failure_limit)
+        self._counter = FixedWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
+
+    def check(self) -> None:
+        address = get_remote_address()
+        for limit in self._limits:
+            if not self._counter.test(limit, "auth-failures", address):
+                reset_at = self._counter.get_window_stats(limit, "auth-failures", address)[0]
+                raise TooManyRequests(
+                    f"too many requests with a wrong API key from {address} (the limit is "
+                    f"{limit}); retry after the time in Retry-After with the right key",
+                    code="too_many_auth_failures",
+                    retry_after_s=max(1, math.ceil(reset_at - time.time())),
+                )
+
+    def count_failure(self) -> None:
+        address = get_remote_address()
+        for limit in self._limits:
+            self._counter.hit(limit, "auth-failures", address)
+
+
+def check_queue_room(new_jobs: int) -> None:
+    """Refuse (429) new jobs that would take the caller's queued jobs past
+    OCR_MAX_QUEUED_PER_KEY; without API keys, every caller shares one queue."""
+    svc = current_services()
+    cap = svc.settings.max_queued_per_key
+    if cap == 0:
+        return
+    with svc.sessions() as session:
+        queued = job_store.count_queued(session, owner=current_owner(), up_to=cap)
+    if queued + new_jobs > cap:
+        raise TooManyRequests(
+            f"{queued} jobs of this key are queued already and {new_jobs} more would pass "
+            f"the limit of {cap} (OCR_MAX_QUEUED_PER_KEY); retry when some have run",
+            code="queue_full",
+            retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
+        )

@@ -2,7 +2,7 @@
 
 Wire habits of real clients are accepted: JSON without (or with the wrong) Content-Type, on GET
 too; trailing slashes; the id in the query string; data: URL prefixes and line breaks in base64;
-a list of images.
+a list of images, in "image_data" or "image_data_list".
 """
 
 from __future__ import annotations
@@ -18,17 +18,28 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.orm import Session
 
 from ocr_common import job_store
-from ocr_common.errors import BadRequest, JobFailed, NotFound, OcrError, Unavailable
+from ocr_common.errors import (
+    BadRequest,
+    JobFailed,
+    NotFound,
+    OcrError,
+    PayloadTooLarge,
+    Unavailable,
+)
 from ocr_common.models import JobStatus
 from ocr_common.observability import current_request_id
 
 from . import schemas
-from .access import current_owner
+from .access import check_queue_room, current_owner
 from .openapi import Body, Param, operation
 from .services import Services, current_services
-from .uploads import decode_base64, parse_json_object, read_body, validate_image
+from .uploads import decode_base64, parse_json_object, read_body, request_json, validate_image
 
 bp = Blueprint("compat", __name__)
+# The keys a list of images may come in; with both, the first wins.
+IMAGE_KEYS = ("image_data", "image_data_list")
+# The most of an unknown task id echoed back in a message.
+SHOWN_ID_CHARS = 64
 # Jobs per database read while /allimages streams.
 LIST_PAGE = 1000
 
@@ -54,7 +65,9 @@ def _error(description: str) -> Body:
 IMAGE_BODY = Body("base64 image(s)", {"application/json": schemas.CompatImage})
 UPLOAD_ERRORS = {
     400: _error("malformed body, base64 or image"),
-    413: _error("the image is over OCR_MAX_UPLOAD_BYTES or OCR_MAX_PIXELS"),
+    413: _error(
+        "an image is over OCR_MAX_UPLOAD_BYTES or OCR_MAX_PIXELS, or the list over OCR_MAX_BATCH"
+    ),
     503: _error("the database (or OCR server) is unavailable; nothing was stored"),
 }
 
@@ -65,21 +78,38 @@ class Upload:
     digest: str
 
 
+def images_in_body(body: dict[str, Any]) -> tuple[object, bool] | None:
+    """The images of an upload body and whether they came as a list; None without any."""
+    for key in IMAGE_KEYS:
+        if key in body:
+            value = body[key]
+            if key == "image_data_list" and not isinstance(value, list):
+                value = [value]
+            return value, isinstance(value, list)
+    return None
+
+
 def read_uploads() -> tuple[list[Upload], bool]:
     """The images of an upload body, and whether the client sent a list."""
     svc = current_services()
-    body = parse_json_object(read_body())
-    if "image_data" not in body:
+    found = images_in_body(request_json())
+    if found is None:
         raise BadRequest(
             'the JSON body has no "image_data": send {"image_data": "<base64>"}',
             code="missing_field",
         )
-    value = body["image_data"]
-    many = isinstance(value, list)
-    items = value if many else [value]
+    value, many = found
+    items = value if isinstance(value, list) else [value]
     if not items:
         raise BadRequest('"image_data" is an empty list', code="invalid_field")
     limits = svc.settings
+    if len(items) > limits.max_images_per_request:
+        raise PayloadTooLarge(
+            f"{len(items)} images in one request; at most {limits.max_images_per_request} "
+            "(OCR_MAX_BATCH, and never more than the rate limit allows at once): send them "
+            "in several requests",
+            code="batch_too_large",
+        )
     uploads = []
     for index, item in enumerate(items):
         field = f"image_data[{index}]" if many else "image_data"
@@ -163,6 +193,7 @@ def image_submit() -> Response:
     """Queue OCR: {"image_data": b64} -> {"task_id": id}; committed before we answer."""
     svc = current_services()
     uploads, many = read_uploads()
+    check_queue_room(len(uploads))
     # An image read before is answered from its stored result by the OCR server when it
     # claims the job (see Dispatcher), so intake stays one INSERT per table.
     with svc.sessions.begin() as session:
@@ -192,31 +223,40 @@ def image_submit() -> Response:
     ),
     responses={
         200: Body("the text, or null while not done", {"application/json": schemas.CompatResult}),
-        400: _error("no or malformed task id"),
-        404: _error("no such task"),
+        400: _error("no task id, or one that is an object or a list"),
+        404: _error("no such task, whatever the id looks like"),
         422: _error("the task failed"),
         503: _error("the database is unavailable"),
     },
 )
 def image_result() -> Response:
-    """{"task_id": id} -> {"task_id": text}, or {"task_id": null} while it is not done yet."""
-    job_id = read_task_id()
-    with current_services().sessions() as session:
-        job = job_store.get_job(session, job_id, owner=current_owner())
+    """{"task_id": id} -> {"task_id": text}, or {"task_id": null} while it is not done yet.
+
+    With the id in the query string the answer also says ``text``: clients of that form read
+    it. The body form answers exactly ``{"task_id": ...}``: its clients compare the dict.
+    """
+    given, in_query = read_task_id()
+    job_id = canonical_task_id(given)
+    job = None
+    if job_id is not None:
+        with current_services().sessions() as session:
+            job = job_store.get_job(session, job_id, owner=current_owner())
     if job is None:
-        raise NotFound(f"no task with id {job_id}", code="task_not_found")
-    if job.status == JobStatus.SUCCEEDED:
-        return jsonify({"task_id": job.text})
+        # Whatever its shape: clients test "unknown id -> 404" with made-up ids.
+        raise NotFound(f"no task with id {given[:SHOWN_ID_CHARS]!r}", code="task_not_found")
     if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
         raise JobFailed(
             f"task {job_id} {job.status.value}: {job.error_message or 'no reason recorded'}",
             code=job.error_code or f"job_{job.status.value}",
         )
-    return jsonify({"task_id": None})
+    text = job.text if job.status == JobStatus.SUCCEEDED else None
+    return jsonify({"task_id": text, "text": text} if in_query else {"task_id": text})
 
 
-def read_task_id() -> str:
+def read_task_id() -> tuple[str, bool]:
+    """The task id as the client sent it, and whether it came in the query string."""
     value: object = request.args.get("task_id") or request.args.get("id")
+    in_query = value is not None
     if value is None:
         body = read_body()
         if not body.strip():
@@ -226,18 +266,23 @@ def read_task_id() -> str:
             )
         data = parse_json_object(body)
         value = data.get("task_id", data.get("id"))
-        if value is None:
-            raise BadRequest('the JSON body has no "task_id"', code="missing_field")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = json.dumps(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise BadRequest('the JSON body has no "task_id"', code="missing_field")
     if not isinstance(value, str):
         raise BadRequest(
             f'"task_id" must be a string, not {type(value).__name__}', code="invalid_task_id"
         )
+    return value.strip(), in_query
+
+
+def canonical_task_id(value: str) -> str | None:
+    """The id as stored (a lower-case UUID), or None when no task can have it."""
     try:
-        return str(uuid.UUID(value.strip()))
+        return str(uuid.UUID(value))
     except ValueError:
-        raise BadRequest(
-            f"{value[:64]!r} is not a task id (task ids are UUIDs)", code="invalid_task_id"
-        ) from None
+        return None
 
 
 @route("/allimages", methods=["GET"])

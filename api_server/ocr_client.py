@@ -7,7 +7,9 @@ per process, sharing one aiohttp session (and its keep-alive connections).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -61,7 +63,7 @@ class OcrServerClient:
 
     def __init__(self, settings: Settings):
         self._base = settings.server_url
-        self._headers = {"Content-Type": "application/octet-stream"}
+        self._headers: dict[str, str] = {}
         if settings.internal_token_value:
             self._headers[INTERNAL_TOKEN_HEADER] = settings.internal_token_value
         self._timeout_s = settings.sync_timeout_s
@@ -153,45 +155,54 @@ class OcrServerClient:
         # Pages go ``workers`` at a time, each within its own time limit on the OCR server.
         rounds = -(-pages // self._parallel)
         timeout_s = self._timeout_s * rounds
-        query = {"detail": "rich", **options.to_query()}
+        # Options travel in the body: a long char_whitelist would not fit a request line.
+        body = {"document": base64.b64encode(document).decode(), "options": options.to_values()}
         request_id = current_request_id()
         with self._sync_wait():
-            post = self._post_ocr(document, timeout_s, query, request_id=request_id)
+            post = self._post_ocr(body, timeout_s, request_id=request_id)
             return dict(_wait(self._submit(post), timeout_s))
 
     async def _post_ocr(
-        self,
-        data: bytes,
-        timeout_s: float,
-        query: dict[str, str] | None = None,
-        *,
-        request_id: str | None,
+        self, data: bytes | dict[str, Any], timeout_s: float, *, request_id: str | None
     ) -> dict[str, Any]:
+        """POST /ocr with an image (bytes: its text) or a v1 document and its options (a
+        dict, sent as JSON: the rich result)."""
         session = await self._get_session()
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
-        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+        document = isinstance(data, dict)
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
+        sent: dict[str, Any] = {"json": data}
+        if not document:
+            sent = {"data": data}
+            headers["Content-Type"] = "application/octet-stream"
         try:
             async with session.post(
-                f"{self._base}/ocr", data=data, params=query, headers=headers, timeout=timeout
+                f"{self._base}/ocr", headers=headers, timeout=timeout, **sent
             ) as response:
-                body = await response.json(content_type=None)
+                raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(
                 f"the OCR server at {self._base} is not answering ({type(exc).__name__}); "
                 "retry shortly",
                 code="ocr_unavailable",
                 retry_after_s=RETRY_AFTER_S,
             ) from None
-        if status == 200:
-            return dict(body)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            # Not our answer (aiohttp's own, or something in between): its status still says
+            # whether retrying can help.
+            body = {"error": {"message": raw[:200].decode(errors="replace")}}
+        if status == 200 and isinstance(body, dict):
+            return body
         error = body.get("error", {}) if isinstance(body, dict) else {}
         code, message = error.get("code", "ocr_error"), error.get("message", "OCR failed")
         field = error.get("field")
-        if query is not None and status == 400:
+        if document and status == 400:
             raise BadRequest(message, code=code, field=field)
-        if query is not None and status == 413:
+        if document and status == 413:
             raise PayloadTooLarge(message, code=code, field=field)
         if status == 503:
             raise Unavailable(message, code=code, retry_after_s=int(retry_after or RETRY_AFTER_S))
@@ -199,11 +210,16 @@ class OcrServerClient:
             raise InvalidImage(message, code=code)
         if status == 422:
             raise EngineError(message, code=code)
-        raise Unavailable(
-            f"the OCR server answered {status}: {message}",
-            code="ocr_unavailable",
-            retry_after_s=RETRY_AFTER_S,
-        )
+        if status >= 500 or status == 200:
+            raise Unavailable(
+                f"the OCR server answered {status}: {message}",
+                code="ocr_unavailable",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        # Any other 4xx: the same request would be refused again, so no "retry" (a bug, or a
+        # wrong OCR_INTERNAL_TOKEN).
+        log.error("the OCR server refused a request with %d: %s", status, message)
+        raise OcrError(f"the OCR server refused the request ({status}): {message}")
 
     def notify(self) -> None:
         """Wake the OCR server's dispatcher; never waits and never fails the caller.

@@ -143,7 +143,12 @@ class CompatError(Schema):
 
 
 class CompatImage(BaseModel):
-    image_data: str | list[str] = Field(description="base64 image, or a list of them")
+    image_data: str | list[str] | None = Field(
+        default=None, description="base64 image, or a list of them"
+    )
+    image_data_list: list[str] | None = Field(
+        default=None, description='a list of base64 images (when there is no "image_data")'
+    )
 
 
 class CompatText(Schema):
@@ -156,6 +161,9 @@ class CompatTaskId(Schema):
 
 class CompatResult(Schema):
     task_id: str | None = Field(description="the text, or null while the task is not done")
+    text: str | None = Field(
+        default=None, description="the same, when the id came in the query string"
+    )
 
 
 class CompatAllImages(RootModel[dict[str, str | None]]):

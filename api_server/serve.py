@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings()
-        check_database(make_engine(settings.database_url), settings)
+        # Waits up to OCR_STARTUP_WAIT_S for a database that is down or still starting.
+        engine = make_engine(settings.database_url)
+        check_database(engine, settings)
+        engine.dispose()
     except SettingsError as exc:
         print(f"ocr-api: {exc}", file=sys.stderr)
         return 2

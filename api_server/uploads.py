@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from flask import current_app, request
+from flask import current_app, g, request
 from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -60,6 +60,21 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
             code="invalid_json",
         )
     return value
+
+
+def request_json() -> dict[str, Any]:
+    """The request body as a JSON object (``parse_json_object``), read and parsed once per
+    request: the rate limit counts the images in it before the view reads them."""
+    cached = g.get("request_json")
+    if cached is None:
+        try:
+            cached = parse_json_object(read_body())
+        except Exception as exc:  # noqa: BLE001 - kept to be raised again by the view
+            cached = exc
+        g.request_json = cached
+    if isinstance(cached, Exception):
+        raise cached
+    return cached
 
 
 def decode_base64(value: object, *, field: str, max_bytes: int) -> bytes:

@@ -36,7 +36,7 @@ from ocr_common.options import OPTION_FIELDS, PSM_MODES, OcrOptions, is_decimal,
 from ocr_common.results import public_result, to_hocr, to_tsv
 
 from . import schemas
-from .access import current_owner
+from .access import check_queue_room, current_owner
 from .openapi import PROBLEM_JSON, Body, Param, operation
 from .services import current_services
 from .uploads import decode_base64, parse_json_object, read_body
@@ -388,6 +388,7 @@ def submit_job() -> Response:
             existing = job_store.find_by_idempotency_key(session, key)
         if existing is not None:
             return replay(existing, digest)
+    check_queue_room(1)
     try:
         with svc.sessions.begin() as session:
             job = job_store.create_job(

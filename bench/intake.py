@@ -430,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             OCR_LEASE_S="30",
             # Backlogs and finish-rate jobs repeat the same bytes: every one must be read.
             OCR_REUSE_RESULTS="false",
+            # With the OCR server stopped the backlog grows past the default per-key cap
+            # (10,000 queued jobs): intake is measured here, not the cap.
+            OCR_MAX_QUEUED_PER_KEY="0",
         )
         try:
             stack.start()

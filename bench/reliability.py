@@ -89,6 +89,8 @@ def hostile_runs() -> list[tuple[str, dict[str, str], HostileCase]]:
         ("stalled-ocr", {}, lambda s, e: hostile_clients.stalled_ocr_server(s, e, waiting=20)),
         ("scan-jpeg", {}, lambda s, e: hostile_clients.many_scan_jpegs(s, e, uploads=8)),
         ("blank-png", {}, lambda s, e: hostile_clients.blank_png_uploads(s, e, uploads=16)),
+        ("batch-flood", {}, lambda s, e: hostile_clients.batch_flood(s, e, clients=8)),
+        ("long-options", {}, hostile_clients.long_options),
     ]
 
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, create_engine, pool, text
 
 from ocr_common.db import make_engine
 from ocr_common.models import Base
@@ -33,10 +33,30 @@ def run_migrations_online() -> None:
     else:
         engine = make_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata)
+        if connection.dialect.name in ("mysql", "mariadb"):
+            create_version_table(connection)
+        # Each revision commits with its version stamp: a failure leaves the last one done.
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            transaction_per_migration=True,
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
+
+
+def create_version_table(connection: Connection) -> None:
+    """Alembic's own table, as Alembic makes it but in utf8mb4 whatever the server's default
+    (every table states its character set: a latin1 server must not change the schema)."""
+    connection.execute(
+        text(
+            "CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)) "
+            "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        )
+    )
+    connection.commit()
 
 
 if context.is_offline_mode():

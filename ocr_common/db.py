@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import socket
 from pathlib import Path
@@ -15,8 +16,11 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from .settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Room for the SQL and the other columns around the image in one INSERT packet.
@@ -27,6 +31,17 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 LOCK_WAIT_S = 5
 # TCP keepalive probes before a silent peer counts as gone.
 KEEPALIVE_PROBES = 3
+# Longest pause between two tries while a starting service waits for the database.
+STARTUP_RETRY_MAX_S = 2.0
+# MySQL/MariaDB error numbers that mean "the server is not there (now)", not "the SQL is
+# wrong": can't connect (2002, 2003), gone away or lost mid-query (2006, 2013, 2055), too many
+# connections (1040), bad handshake while it starts (1043), shutting down (1053), connection
+# killed (1927), idle client dropped by MySQL 8 (4031), a lock wait or deadlock (1205, 1213).
+MYSQL_TRANSIENT_ERRNOS = frozenset(
+    {1040, 1043, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
+)
+# SQLite: busy or locked by the other service, which a wait resolves.
+SQLITE_TRANSIENT_CODES = frozenset({5, 6})
 
 
 def make_engine(
@@ -151,29 +166,66 @@ def max_packet_bytes(engine: Engine) -> int | None:
         return int(conn.execute(text("SELECT @@max_allowed_packet")).scalar_one())
 
 
-def check_packet_size(engine: Engine, settings: Settings) -> None:
-    """Images travel as one BLOB: the upload limit must fit in one MySQL packet."""
+def check_packet_size(engine: Engine, settings: Settings) -> int | None:
+    """Images travel as one BLOB: the upload limit must fit in one MySQL packet (returned)."""
     packet = max_packet_bytes(engine)
     if packet is None:
-        return
+        return None
     if settings.max_upload_bytes + PACKET_HEADROOM_BYTES > packet:
         raise SettingsError(
             f"OCR_MAX_UPLOAD_BYTES={settings.max_upload_bytes} does not fit in the database's "
             f"max_allowed_packet={packet}: lower OCR_MAX_UPLOAD_BYTES to at most "
             f"{packet - PACKET_HEADROOM_BYTES} or raise max_allowed_packet on the server"
         )
+    return packet
 
 
-def check_database(engine: Engine, settings: Settings) -> None:
-    """Start-up checks: the database answers, its schema is current, uploads fit a packet."""
+def check_database(engine: Engine, settings: Settings) -> int | None:
+    """Start-up checks: the database answers, its schema is current, uploads fit a packet
+    (whose size is returned).
+
+    A database that is down, still starting or flapping is waited for, up to
+    OCR_STARTUP_WAIT_S; an error that waiting cannot fix (a wrong password, a missing
+    database, an SQL error) stops start-up at once with its message.
+    """
+    where = safe_url(settings.database_url)
     try:
-        check_schema(engine)
-        check_packet_size(engine, settings)
-    except OperationalError as exc:
+        for attempt in startup_retrying(settings.startup_wait_s, where):
+            with attempt:
+                check_schema(engine)
+                return check_packet_size(engine, settings)
+    except DBAPIError as exc:
+        if is_connection_error(exc):
+            raise SettingsError(
+                f"cannot reach the database at {where} within {settings.startup_wait_s:g} s "
+                f"(OCR_STARTUP_WAIT_S): {exc.orig}; check OCR_DATABASE_URL and that the server "
+                "is running"
+            ) from None
         raise SettingsError(
-            f"cannot reach the database at {safe_url(settings.database_url)}: {exc.orig}; "
-            "check OCR_DATABASE_URL and that the server is running"
+            f"the database at {where} refused a start-up query: {exc.orig}"
         ) from None
+    raise AssertionError("unreachable: Retrying either returns or raises")
+
+
+def startup_retrying(wait_s: float, where: str) -> Retrying:
+    """Tries again on connection errors only (``is_connection_error``), for up to ``wait_s``."""
+
+    def waiting(state: object) -> None:
+        outcome = getattr(state, "outcome", None)
+        error = outcome.exception() if outcome is not None else None
+        log.warning("database at %s not reachable yet (%s); waiting", where, _reason(error))
+
+    return Retrying(
+        retry=retry_if_exception(is_connection_error),
+        stop=stop_after_delay(wait_s),
+        wait=wait_exponential(multiplier=0.1, max=STARTUP_RETRY_MAX_S),
+        before_sleep=waiting,
+        reraise=True,
+    )
+
+
+def _reason(exc: BaseException | None) -> str:
+    return str(getattr(exc, "orig", None) or exc)
 
 
 def safe_url(database_url: str) -> str:
@@ -182,7 +234,20 @@ def safe_url(database_url: str) -> str:
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    """True when a database error means the server is unreachable, not that the SQL is wrong."""
-    if isinstance(exc, OperationalError):
+    """True when a database error means the server is unreachable (or busy) and trying again
+    can help; False when the SQL, the schema or the credentials are at fault."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in SQLITE_TRANSIENT_CODES
+    errno = orig.args[0] if orig is not None and orig.args else None
+    if isinstance(errno, int):
+        return errno in MYSQL_TRANSIENT_ERRNOS
+    # No error number (a driver's own socket error): the connection is what failed.
+    return True

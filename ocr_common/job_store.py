@@ -303,6 +303,15 @@ def count_by_status(session: Session) -> dict[str, int]:
     return counts
 
 
+def count_queued(session: Session, *, owner: str | None, up_to: int) -> int:
+    """Queued jobs of ``owner`` (None: the jobs submitted without API keys), counted up to
+    ``up_to`` + 1 only: the per-key cap costs the same whatever the backlog. Reads the
+    ``(status, owner)`` index alone."""
+    mine = JOBS.c.owner.is_(None) if owner is None else JOBS.c.owner == owner
+    queued = select(JOBS.c.id).where(JOBS.c.status == QUEUED, mine).limit(up_to + 1).subquery()
+    return int(session.execute(select(func.count()).select_from(queued)).scalar_one())
+
+
 def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJob | None:
     """Take the oldest queued job for ``worker_id`` and lease it for ``lease_s`` seconds.
 

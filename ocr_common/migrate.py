@@ -1,24 +1,49 @@
-"""``ocr-migrate``: bring the database schema to the latest Alembic revision."""
+"""``ocr-migrate``: bring the database schema to the latest Alembic revision.
+
+One revision at a time, each in its own transaction and stamped when it is done: a failure
+names the revision that failed and the one the database is left at. A database that is down
+or still starting is waited for (OCR_STARTUP_WAIT_S); an SQL error stops at once.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 
 from alembic import command
-from sqlalchemy.exc import OperationalError
+from alembic.script import ScriptDirectory
+from sqlalchemy import pool
+from sqlalchemy.exc import DBAPIError
 
-from .db import alembic_config, safe_url
+from .db import (
+    alembic_config,
+    current_revision,
+    is_connection_error,
+    make_engine,
+    safe_url,
+    startup_retrying,
+)
 from .settings import SettingsError, load_settings
 
-# In a deployment the database may still be starting: wait this long for it.
-WAIT_FOR_DATABASE_S = float(os.environ.get("OCR_MIGRATE_WAIT_S", "60"))
-RETRY_S = 2.0
+
+def pending_revisions(database_url: str) -> list[tuple[str, str]]:
+    """(revision, what it does) of each migration not applied yet, oldest first."""
+    config = alembic_config(database_url)
+    engine = make_engine(database_url, poolclass=pool.NullPool)
+    try:
+        current = current_revision(engine)
+    finally:
+        engine.dispose()
+    script = ScriptDirectory.from_config(config)
+    revisions = list(script.iterate_revisions("heads", current))
+    return [(rev.revision, (rev.doc or "").splitlines()[0]) for rev in reversed(revisions)]
 
 
-def upgrade(database_url: str) -> None:
-    command.upgrade(alembic_config(database_url), "head")
+def upgrade(database_url: str, report: bool = False) -> None:
+    """Apply every pending migration, one revision at a time."""
+    for revision, doc in pending_revisions(database_url):
+        command.upgrade(alembic_config(database_url), revision)
+        if report:
+            print(f"ocr-migrate: applied {revision}: {doc}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,22 +53,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ocr-migrate: {exc}", file=sys.stderr)
         return 2
     where = safe_url(settings.database_url)
-    deadline = time.monotonic() + WAIT_FOR_DATABASE_S
-    while True:
-        try:
-            upgrade(settings.database_url)
-            break
-        except OperationalError as exc:
-            if time.monotonic() + RETRY_S > deadline:
-                print(f"ocr-migrate: cannot reach {where}: {exc.orig}", file=sys.stderr)
-                return 1
-            print(f"ocr-migrate: {where} not reachable yet; retrying", file=sys.stderr)
-            time.sleep(RETRY_S)
-        except Exception as exc:  # noqa: BLE001 - any failure here is reported, not traced
-            print(f"ocr-migrate: could not migrate {where}: {exc}", file=sys.stderr)
-            return 1
+    try:
+        for attempt in startup_retrying(settings.startup_wait_s, where):
+            with attempt:
+                upgrade(settings.database_url, report=True)
+    except DBAPIError as exc:
+        if is_connection_error(exc):
+            print(
+                f"ocr-migrate: cannot reach {where} within {settings.startup_wait_s:g} s "
+                f"(OCR_STARTUP_WAIT_S): {exc.orig}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"ocr-migrate: {failure(settings.database_url, exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - any failure here is reported, not traced
+        print(f"ocr-migrate: could not migrate {where}: {exc}", file=sys.stderr)
+        return 1
     print(f"ocr-migrate: {where} is at the latest schema")
     return 0
+
+
+def failure(database_url: str, exc: DBAPIError) -> str:
+    """What failed and where the database was left, for a person to act on."""
+    try:
+        pending = pending_revisions(database_url)
+        engine = make_engine(database_url, poolclass=pool.NullPool)
+        try:
+            at = current_revision(engine) or "none"
+        finally:
+            engine.dispose()
+    except Exception:  # noqa: BLE001 - the first error is the one to report
+        return f"migration failed: {exc.orig}"
+    failed = f"{pending[0][0]} ({pending[0][1]})" if pending else "(none pending)"
+    return (
+        f"migration {failed} failed with an SQL error, not retried: {exc.orig}. The database "
+        f"is at revision {at}; on MySQL/MariaDB part of {failed.split()[0]}'s DDL may have been "
+        "applied (DDL is not transactional there): fix the cause, undo that part, run again"
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from .options import OcrOptions
 # BLOB 64 KiB: use the wide variants there.
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+# 16 MiB: the options of a document of OCR_MAX_PAGES=10000 pages, listed, pass TEXT's 64 KiB.
+MediumText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 # Compared byte for byte (MySQL's default collation ignores case).
 BinaryKey = String(255).with_variant(
@@ -65,7 +67,7 @@ class JobRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     # v1 jobs only (all NULL for the original API): the options as JSON, the format found in
     # the bytes, pages to read and read so far, the result JSON (deferred: it can be large).
-    options: Mapped[str | None] = mapped_column(Text, nullable=True)
+    options: Mapped[str | None] = mapped_column(MediumText, nullable=True)
     format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     pages_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pages_done: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -86,6 +88,8 @@ class JobRow(Base):
         # GET /v1/jobs: newest first.
         Index("ix_jobs_created", "created_at", "id"),
         Index("ux_jobs_idempotency_key", "idempotency_key", unique=True),
+        # The per-key cap on queued jobs: a key's queued jobs, counted from the index alone.
+        Index("ix_jobs_status_owner", "status", "owner"),
     )
 
 

@@ -28,7 +28,13 @@ PSM_MODES = {
     12: "sparse text with orientation and script detection",
     13: "a raw line, bypassing Tesseract's hacks",
 }
+# Bounds on what a request may send (each fits its column; see README "Options").
 MAX_CHARSET_CHARS = 1000
+# "eng+deu+...": Tesseract loads a model per part; names such as chi_sim_vert are 12 characters.
+MAX_LANG_PARTS = 8
+MAX_LANG_CHARS = 200
+# "1-3,7,...": room for a long list of single pages, but no megabyte of commas.
+MAX_PAGES_CHARS = 4000
 # More digits than any option needs (and far below int()'s 4300-digit limit).
 MAX_DIGITS = 9
 # Names Tesseract installs beside the languages but that read no text.
@@ -61,8 +67,9 @@ class OcrOptions:
         out["preprocess"] = self.preprocess.value
         return out
 
-    def to_query(self) -> dict[str, str]:
-        """The options as query parameters that ``parse_options`` reads back the same."""
+    def to_values(self) -> dict[str, str]:
+        """The options as the strings a request sends, which ``parse_options`` reads back the
+        same (the API sends them to the OCR server so)."""
         query = {}
         for key, value in self.to_dict().items():
             if value is None:
@@ -120,7 +127,17 @@ def _charset(field: str, value: object) -> str | None:
         raise _invalid(field, f"has {len(value)} characters; at most {MAX_CHARSET_CHARS}")
     if any(ch in value for ch in "\x00\n\r"):
         raise _invalid(field, "must not hold NUL or line breaks")
+    if not _is_utf8(value):
+        raise _invalid(field, "must be text (it holds a lone surrogate)")
     return value
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_pages(value: object, max_pages: int) -> tuple[int, ...] | None:
@@ -130,7 +147,9 @@ def parse_pages(value: object, max_pages: int) -> tuple[int, ...] | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise _invalid("pages", f'must be a page range such as "1-3,7", not {value!r}')
+        raise _invalid("pages", f'must be a page range such as "1-3,7", not {str(value)[:40]!r}')
+    if len(value) > MAX_PAGES_CHARS:
+        raise _invalid("pages", f"has {len(value)} characters; at most {MAX_PAGES_CHARS}")
     pages: set[int] = set()
     for part in value.replace(" ", "").split(","):
         first, dash, last = part.partition("-")
@@ -191,11 +210,18 @@ def parse_options(
 
 
 def check_lang(value: object, languages: Collection[str]) -> str:
-    """``eng`` or several installed languages joined by ``+`` (``eng+deu``)."""
+    """``eng`` or several installed languages joined by ``+`` (``eng+deu``), each once."""
     readable = sorted(set(languages) - NOT_LANGUAGES)
     if not isinstance(value, str) or not value.strip():
         raise _invalid("lang", f"must be a language code such as eng; installed: {readable}")
+    if len(value) > MAX_LANG_CHARS:
+        raise _invalid("lang", f"has {len(value)} characters; at most {MAX_LANG_CHARS}")
     wanted = value.strip().split("+")
+    if len(wanted) > MAX_LANG_PARTS:
+        raise _invalid("lang", f"names {len(wanted)} languages; at most {MAX_LANG_PARTS}")
+    repeated = sorted({lang for lang in wanted if wanted.count(lang) > 1})
+    if repeated:
+        raise _invalid("lang", f"names {', '.join(map(repr, repeated))} more than once")
     missing = [lang for lang in wanted if lang not in readable]
     if missing:
         raise _invalid(

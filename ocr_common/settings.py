@@ -86,8 +86,18 @@ class Settings(BaseSettings):
     internal_token: SecretStr | None = None
     # API keys, stored hashed: comma-separated "[NAME=]sha256:HEX" (`ocr-api hash-key KEY`).
     api_keys: SecretStr | None = None
-    # Requests per key (or per client address without keys), e.g. "60/minute;2000/hour".
+    # Images per key (or per client address without keys), e.g. "60/minute;2000/hour": a
+    # request with a list of 10 images counts 10.
     rate_limit: str | None = None
+    # Requests with a wrong API key, per client address; past it, every request from that
+    # address is refused (429) until the window ends, the right key too. Empty: no limit.
+    auth_failure_limit: str | None = "20/minute"
+    # Images in one request of the original API (a list in "image_data").
+    max_batch: int = Field(default=32, ge=1, le=1000)
+    # Jobs one key (or, without keys, all callers together) may have queued at once; 0: no cap.
+    max_queued_per_key: int = Field(default=10_000, ge=0)
+    # How long a starting service (ocr-api, ocr-server, ocr-migrate) waits for the database.
+    startup_wait_s: float = Field(default=60.0, ge=0)
     # Where rate-limit counters live: memory:// (per API process) or redis://host:6379.
     rate_limit_storage: str = "memory://"
     # Finished jobs (results and any kept image) are deleted this many days after finishing;
@@ -136,14 +146,12 @@ class Settings(BaseSettings):
             parse_api_keys(value.get_secret_value())
         return value
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "auth_failure_limit")
     @classmethod
     def _rate_limit(cls, value: str | None) -> str | None:
         if value:
-            from limits import parse_many
-
             try:
-                parse_many(value)
+                _limit_amounts(value)
             except ValueError:
                 raise ValueError('must look like "60/minute" or "10/second;1000/hour"') from None
         return value or None
@@ -175,6 +183,15 @@ class Settings(BaseSettings):
         return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys else {}
 
     @property
+    def max_images_per_request(self) -> int:
+        """OCR_MAX_BATCH, lowered to the rate limit's smallest amount and the queue cap: a
+        request that costs more than either ever allows would be told to retry forever."""
+        bounds = _limit_amounts(self.rate_limit) if self.rate_limit else []
+        if self.max_queued_per_key:
+            bounds.append(self.max_queued_per_key)
+        return min([self.max_batch, *bounds])
+
+    @property
     def internal_token_value(self) -> str | None:
         return self.internal_token.get_secret_value() if self.internal_token else None
 
@@ -186,6 +203,13 @@ class Settings(BaseSettings):
     def max_request_bytes(self) -> int:
         """Largest request body the API reads: a base64 upload plus room for the JSON around it."""
         return self.max_upload_bytes * 4 // 3 + 64 * 1024
+
+
+def _limit_amounts(spec: str) -> list[int]:
+    """How many hits each limit of a rate-limit string allows ("60/minute;1000/hour")."""
+    from limits import parse_many
+
+    return [limit.amount for limit in parse_many(spec)]
 
 
 _KEY_HASH = re.compile(r"sha256:([0-9a-f]{64})")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -15,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common.documents import check_document
-from ocr_common.errors import OcrError, PayloadTooLarge, Unavailable
+from ocr_common.errors import BadRequest, OcrError, PayloadTooLarge, Unavailable
 from ocr_common.metrics import CONTENT_TYPE
 from ocr_common.observability import (
     REQUEST_ID_HEADER,
@@ -117,28 +119,46 @@ async def token_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def ocr(request: web.Request) -> web.Response:
     """Synchronous OCR of one image or document (the body).
 
-    Without ``?detail=rich`` (the API server's /image-sync): ``{"text"}``, Tesseract's text of
-    one image. With it (``POST /v1/ocr``): the v1 options as query parameters, and the rich
-    result ``{"format", "page_count", "text", "pages"}`` of every selected page, read in
-    parallel on the engines.
+    The raw bytes of an image (the API server's /image-sync): ``{"text"}``, Tesseract's text
+    of one image. JSON ``{"document": "<base64>", "options": {...}}`` (``POST /v1/ocr``): the
+    rich result ``{"format", "page_count", "text", "pages"}`` of every selected page, read in
+    parallel on the engines. The options come in the body, never the query string, whose
+    request line a long ``char_whitelist`` would overflow.
     """
     pool = request.app[POOL_KEY]
     # Callers beyond a short wait list get 503 at once rather than a slow timeout.
     if not pool.try_acquire_urgent(max_waiting=2 * pool.size):
         raise saturated_error(retry_after_s=2)
     image = await request.read()
-    if request.query.get("detail") == "rich":
-        body = await _recognize_document(request, image)
+    if request.content_type == "application/json":
+        data, values = _read_document(image)
+        body = await _recognize_document(request, data, values)
     else:
         body = {"text": await pool.recognize(image, urgent=True)}
     return web.json_response(body)
 
 
-async def _recognize_document(request: web.Request, data: bytes) -> dict[str, Any]:
+def _read_document(body: bytes) -> tuple[bytes, dict[str, Any]]:
+    """The document bytes and option values of a JSON request from the API server."""
+    try:
+        payload = json.loads(body)
+        data = base64.b64decode(payload["document"], validate=True)
+        values = payload.get("options") or {}
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise BadRequest(
+            f'expected {{"document": "<base64>", "options": {{...}}}}: {exc}',
+            code="invalid_json",
+        ) from None
+    if not isinstance(values, dict):
+        raise BadRequest('"options" must be an object', code="invalid_json")
+    return data, values
+
+
+async def _recognize_document(
+    request: web.Request, data: bytes, values: dict[str, Any]
+) -> dict[str, Any]:
     settings = request.app[SETTINGS_KEY]
-    options = parse_options(
-        request.query, languages=installed_languages(), max_pages=settings.max_pages
-    )
+    options = parse_options(values, languages=installed_languages(), max_pages=settings.max_pages)
     dpi = options.render_dpi(settings.default_dpi)
     document = await asyncio.to_thread(
         check_document,
@@ -210,8 +230,8 @@ def create_app(
     """The internal API; the caller starts and stops the dispatcher."""
     app = web.Application(
         middlewares=[telemetry_middleware, errors_middleware, token_middleware],
-        # An upload that passed the API's limit must pass here too.
-        client_max_size=max(settings.max_upload_bytes, 1024) + 1024,
+        # An upload that passed the API's limit must pass here too, base64 in JSON included.
+        client_max_size=max(settings.max_request_bytes, 1024) + 1024,
     )
     app[SETTINGS_KEY] = settings
     app[POOL_KEY] = pool

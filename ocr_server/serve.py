@@ -13,13 +13,7 @@ import sys
 
 from aiohttp import web, web_response
 
-from ocr_common.db import (
-    check_database,
-    make_engine,
-    make_session_factory,
-    max_packet_bytes,
-    safe_url,
-)
+from ocr_common.db import check_database, make_engine, make_session_factory, safe_url
 from ocr_common.errors import OcrError
 from ocr_common.observability import configure_logging
 from ocr_common.settings import Settings, SettingsError, load_settings
@@ -37,13 +31,11 @@ SERVER_HEADER = "ocr-server"
 ENGINE_STOP_WAIT_S = 1.0
 
 
-async def serve(settings: Settings, pool: EnginePool) -> None:
+async def serve(settings: Settings, pool: EnginePool, max_write_bytes: int | None) -> None:
     # The lease bounds how long the database keeps our locks if we vanish mid-transaction.
     engine = make_engine(settings.database_url, session_timeout_s=settings.lease_s)
     sessions = make_session_factory(engine)
-    dispatcher = Dispatcher(
-        sessions, pool, settings, max_write_bytes=await asyncio.to_thread(max_packet_bytes, engine)
-    )
+    dispatcher = Dispatcher(sessions, pool, settings, max_write_bytes=max_write_bytes)
     app = create_app(settings, sessions, pool, dispatcher)
     web_response.SERVER_SOFTWARE = SERVER_HEADER
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -99,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_now)
     configure_logging(settings.log_level, settings.log_format)
     try:
-        check_database(make_engine(settings.database_url), settings)
+        # Waits up to OCR_STARTUP_WAIT_S for a database that is down or still starting; the
+        # packet size it reads bounds the results the dispatcher writes.
+        engine = make_engine(settings.database_url)
+        max_write_bytes = check_database(engine, settings)
+        engine.dispose()
         info = probe()
         pool = EnginePool.start(
             settings.workers,
@@ -117,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("%s, languages %s", info.version, ",".join(info.languages))
     try:
-        asyncio.run(serve(settings, pool))
+        asyncio.run(serve(settings, pool, max_write_bytes))
     except OSError as exc:
         print(
             f"ocr-server: cannot serve on {settings.server_bind}: {exc}; "

@@ -50,6 +50,9 @@ def upgrade() -> None:
                   primary_key=True),
         sa.Column("data", LongBlob, nullable=False),
         mysql_engine="InnoDB",
+        # Explicit, as for jobs: on a server whose default is latin1, job_id would not match
+        # jobs.id and the foreign key would fail (errno 150).
+        mysql_charset="utf8mb4",
     )
 
 

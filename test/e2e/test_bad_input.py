@@ -214,42 +214,48 @@ def bad_inputs() -> list[BadInput]:
             json_body({"image_data": [b64(HELLO_PNG), b64(b"not an image")]}),
         ),
         BadInput(
-            "id not a UUID", "GET", "/image", 400, "invalid_task_id", params={"task_id": "123"}
+            "id not a UUID", "GET", "/image", 404, "task_not_found", params={"task_id": "123"}
         ),
         BadInput(
             "id with SQL",
             "GET",
             "/image",
-            400,
-            "invalid_task_id",
+            404,
+            "task_not_found",
             params={"task_id": "' OR '1'='1' -- "},
         ),
         BadInput(
             "id with SQL (body)",
             "GET",
             "/image",
-            400,
-            "invalid_task_id",
+            404,
+            "task_not_found",
             json_body({"task_id": f"{UNKNOWN_ID}'; DROP TABLE jobs; --"}),
         ),
         BadInput(
             "id with a path",
             "GET",
             "/image",
-            400,
-            "invalid_task_id",
+            404,
+            "task_not_found",
             params={"task_id": "../../etc/passwd"},
         ),
         BadInput(
             "id with NUL",
             "GET",
             "/image",
-            400,
-            "invalid_task_id",
+            404,
+            "task_not_found",
             params={"id": f"{UNKNOWN_ID}\x00"},
         ),
+        BadInput("id a number", "GET", "/image", 404, "task_not_found", json_body({"task_id": 12})),
         BadInput(
-            "id a number", "GET", "/image", 400, "invalid_task_id", json_body({"task_id": 12})
+            "id long (body)",
+            "GET",
+            "/image",
+            404,
+            "task_not_found",
+            json_body({"task_id": "a" * 5000}),
         ),
         BadInput(
             "id a list",
@@ -258,14 +264,6 @@ def bad_inputs() -> list[BadInput]:
             400,
             "invalid_task_id",
             json_body({"task_id": [UNKNOWN_ID]}),
-        ),
-        BadInput(
-            "id long (body)",
-            "GET",
-            "/image",
-            400,
-            "invalid_task_id",
-            json_body({"task_id": "a" * 5000}),
         ),
         BadInput(
             "unknown id", "GET", "/image", 404, "task_not_found", params={"task_id": UNKNOWN_ID}

@@ -317,17 +317,93 @@ def test_unknown_id_is_404(stack: Stack) -> None:
     assert_error(requests.get(stack.url(f"/image?task_id={task_id}"), timeout=30), 404)
 
 
-@pytest.mark.parametrize(
-    "task_id", ["not-a-task", "", "12345", "../../etc/passwd", "x" * 5000, 42, ["a"], {"a": 1}]
-)
+@pytest.mark.parametrize("task_id", ["", "   ", ["a"], {"a": 1}, True])
 def test_malformed_id_is_400(stack: Stack, task_id: object) -> None:
+    # Missing or empty stays missing_field; a JSON type that cannot be an id stays a 400.
     response = requests.get(stack.url("/image"), json={"task_id": task_id}, timeout=30)
-    assert_error(response, 400)
+    error = assert_error(response, 400)
+    expected = "missing_field" if isinstance(task_id, str) else "invalid_task_id"
+    assert error["code"] == expected, error
 
 
-def test_malformed_id_in_query_is_400(stack: Stack) -> None:
-    assert_error(requests.get(stack.url("/image?task_id=nope"), timeout=30), 400)
-    assert_error(requests.get(stack.url("/image?id='%20OR%201=1"), timeout=30), 400)
+# -- what other clients of the original API send (issue 9) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    ["unknown", "abc123", "00000", 12345, 4.5, "x" * 200, "../../etc/passwd", "' OR 1=1 --"],
+)
+def test_an_unknown_id_of_any_shape_is_404(stack: Stack, task_id: object) -> None:
+    # Client suites check "unknown id -> 404" with made-up ids, in the body...
+    response = requests.get(stack.url("/image"), json={"task_id": task_id}, timeout=30)
+    error = assert_error(response, 404)
+    assert error["code"] == "task_not_found"
+    assert str(task_id)[:20] in error["message"]
+    # ... and in the query string.
+    response = requests.get(stack.url("/image"), params={"task_id": str(task_id)}, timeout=30)
+    assert assert_error(response, 404)["code"] == "task_not_found"
+
+
+def test_an_empty_id_in_the_query_is_400(stack: Stack) -> None:
+    status, _, answer = raw(stack, "GET", "/image?task_id=")
+    assert status == 400 and json.loads(answer)["error"]["code"] == "missing_field", answer
+
+
+@pytest.mark.parametrize("path", ["/image-sync", "/image-sync/"])
+def test_image_data_list_on_image_sync_answers_a_list_in_order(stack: Stack, path: str) -> None:
+    body = {"image_data_list": [b64(SECOND_PNG), HELLO_B64]}
+    response = requests.post(stack.url(path), json=body, timeout=TIMEOUT_S)
+    assert response.status_code == 200, response.text
+    texts = response.json()["text"]
+    assert isinstance(texts, list) and len(texts) == 2
+    assert_text(texts[0], SECOND_WORDS)
+    assert_text(texts[1], HELLO_WORDS)
+
+
+def test_image_data_list_on_post_image_answers_ids_in_order(stack: Stack) -> None:
+    # As a client that posts with no Content-Type sends it.
+    body = json.dumps({"image_data_list": [HELLO_B64, b64(SECOND_PNG)]}).encode()
+    status, _, answer = raw(stack, "POST", "/image", body)
+    assert status == 200, answer
+    ids = json.loads(answer)["task_id"]
+    assert isinstance(ids, list) and len(ids) == 2 and len(set(ids)) == 2
+    assert_text(stack.result(ids[0]), HELLO_WORDS)
+    assert_text(stack.result(ids[1]), SECOND_WORDS)
+
+
+def test_with_both_keys_image_data_wins(stack: Stack) -> None:
+    body = {"image_data": HELLO_B64, "image_data_list": [b64(SECOND_PNG), b64(SECOND_PNG)]}
+    response = requests.post(stack.url("/image-sync"), json=body, timeout=TIMEOUT_S)
+    assert response.status_code == 200, response.text
+    assert_text(response.json()["text"], HELLO_WORDS)
+
+
+@pytest.mark.parametrize("key", ["image_data", "image_data_list"])
+@pytest.mark.parametrize("path", ["/image", "/image-sync"])
+def test_the_batch_limit_applies_to_both_keys(stack: Stack, key: str, path: str) -> None:
+    # OCR_MAX_BATCH is 32 by default: 33 images are refused before any is read or stored.
+    response = requests.post(stack.url(path), json={key: [HELLO_B64] * 33}, timeout=30)
+    error = assert_error(response, 413)
+    assert error["code"] == "batch_too_large"
+    assert "32" in error["message"] and "OCR_MAX_BATCH" in error["message"]
+
+
+@pytest.mark.parametrize("param", ["task_id", "id"])
+def test_the_query_form_also_says_text(stack: Stack, hello_task: str, param: str) -> None:
+    response = requests.get(stack.url(f"/image?{param}={hello_task}"), timeout=30)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert set(answer) == {"task_id", "text"}
+    assert answer["text"] == answer["task_id"]
+    assert_text(answer["text"], HELLO_WORDS)
+
+
+def test_the_body_form_answers_exactly_task_id(stack: Stack, hello_task: str) -> None:
+    text = stack.result(hello_task)
+    response = requests.get(stack.url("/image"), json={"task_id": hello_task}, timeout=30)
+    assert response.status_code == 200, response.text
+    # Clients compare the dict for equality.
+    assert response.json() == {"task_id": text}
 
 
 @pytest.mark.parametrize(

@@ -70,3 +70,67 @@ def test_the_contract_and_the_docs_are_served(stack: Stack) -> None:
     spec = requests.get(stack.url("/openapi.json"), timeout=30).json()
     assert "/v1/jobs/{job_id}" in spec["paths"] and "/image-sync" in spec["paths"]
     assert "openapi.json" in requests.get(stack.url("/docs"), timeout=30).text
+
+
+# -- options are bounded and travel in the body (issue 8) -------------------------------------
+
+# 1,000 CJK characters: 9,000 bytes once percent-encoded, more than a request line may hold.
+CJK_WHITELIST = "".join(chr(0x4E00 + n) for n in range(1000))
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/ocr", "/v1/jobs"])
+def test_a_long_cjk_whitelist_is_read_not_retried(stack: Stack, endpoint: str) -> None:
+    # Valid (1,000 characters is the limit): the OCR server gets it in the JSON body of the
+    # internal call; in its query string it made the request line too long, and the client
+    # was told 503 "retry" for ever.
+    response = requests.post(
+        stack.url(endpoint),
+        json={"document": base64.b64encode(HELLO_PNG).decode(), "char_whitelist": CJK_WHITELIST},
+        timeout=60,
+    )
+    assert response.status_code in (200, 202), response.text
+    job = response.json()
+    if response.status_code == 202:
+
+        def finished() -> dict[str, object] | None:
+            body = requests.get(stack.url(f"/v1/jobs/{job['id']}"), timeout=30).json()
+            return body if body["status"] in ("succeeded", "failed") else None
+
+        job = wait_until(finished, JOB_TIMEOUT_S, "the job", interval_s=0.2)
+    assert job["status"] == "succeeded", job
+    assert job["options"]["char_whitelist"] == CJK_WHITELIST
+    # Only CJK characters may be read, and the page has none: no Latin letter comes out.
+    assert not any("a" <= ch.lower() <= "z" for ch in str(job["text"])), job["text"]
+
+
+@pytest.mark.parametrize(
+    ("lang", "says"),
+    [
+        ("+".join(["eng"] * 20_000), "characters"),
+        ("+".join(["eng"] * 9), "names 9 languages"),
+        ("eng+eng", "more than once"),
+        ("eng+xyz", "not installed"),
+    ],
+)
+@pytest.mark.parametrize("endpoint", ["/v1/ocr", "/v1/jobs"])
+def test_lang_is_bounded(stack: Stack, endpoint: str, lang: str, says: str) -> None:
+    # A 20,000-part lang was a 500 on MySQL (too long for its column); now a 400 naming it.
+    response = requests.post(
+        stack.url(endpoint),
+        json={"document": base64.b64encode(HELLO_PNG).decode(), "lang": lang},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert problem["code"] == "invalid_option" and problem["field"] == "lang"
+    assert says in problem["detail"], problem
+
+
+def test_an_over_long_whitelist_or_page_list_is_a_400(stack: Stack) -> None:
+    document = base64.b64encode(HELLO_PNG).decode()
+    for field, value in (("char_whitelist", "a" * 1001), ("pages", "1," * 3000)):
+        response = requests.post(
+            stack.url("/v1/jobs"), json={"document": document, field: value}, timeout=30
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["field"] == field

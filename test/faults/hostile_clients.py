@@ -22,7 +22,7 @@ from e2e_stack import Stack, group_members
 from hostile import HostileTally, RssSampler
 from hostile_images import blank_rgba_png, many_scan_jpeg
 from pages import b64
-from scenarios import Answer, call, marker, rows, tiny_page, wait_final
+from scenarios import Answer, call, marker, rows, status_counts, tiny_page, wait_final
 from sqlalchemy.engine import Engine
 
 # How long an ordinary request may take while the API is under attack.
@@ -283,3 +283,130 @@ def blank_png_uploads(stack: Stack, engine: Engine, uploads: int = 16) -> Hostil
         (202, None),
         submit_and_cancel(),
     )
+
+
+def _code(answer: Answer) -> str | None:
+    """The error code of a compat error or a v1 problem."""
+    if isinstance(answer.body, dict) and isinstance(answer.body.get("code"), str):
+        return str(answer.body["code"])
+    return answer.code
+
+
+def batch_flood(
+    stack: Stack, engine: Engine, clients: int = 8, images: int = 1000, batch: int = 32
+) -> HostileTally:
+    """``clients`` requests at once, each a list of ``images`` small pages, on /image and on
+    /image-sync: refused whole (413 batch_too_large) before an image is read or stored; then
+    lists of exactly ``batch`` (OCR_MAX_BATCH) are accepted."""
+    tally = HostileTally(
+        f"batch flood: {2 * clients} lists of {images} images at once, then {clients} of {batch}"
+    )
+    started = time.monotonic()
+    page = b64(tiny_page(marker("Flood", 0)))
+    flood = {"image_data": [page] * images}
+    jobs_before = sum(status_counts(engine).values())
+    cpu_before = api_cpu_s(stack)
+
+    def send(path: str, body: object) -> Answer:
+        return call(requests.Session(), "POST", stack.url(path), timeout_s=120, json=body)
+
+    with RssSampler(stack) as rss, ThreadPoolExecutor(2 * clients) as pool:
+        floods = list(
+            pool.map(
+                lambda n: send("/image" if n % 2 else "/image-sync", flood), range(2 * clients)
+            )
+        )
+        stored = sum(status_counts(engine).values()) - jobs_before
+        full = list(
+            pool.map(lambda _n: send("/image", {"image_data": [page] * batch}), range(clients))
+        )
+    rss.record(tally)
+    tally.notes["API CPU s"] = round(api_cpu_s(stack) - cpu_before, 2)
+    tally.notes["jobs stored by the refused lists"] = stored
+    tally.notes["slowest refusal s"] = round(max(a.elapsed_s for a in floods), 2)
+    for answer in floods:
+        tally.expect(
+            answer.status == 413 and answer.code == "batch_too_large",
+            f"{answer.path} with {images} images answered {answer.status} "
+            f"{answer.error or answer.body} after {answer.elapsed_s:.1f} s",
+        )
+    if stored:
+        tally.problem(f"the refused lists stored {stored} jobs")
+    ids: list[str] = []
+    for answer in full:
+        task_ids = answer.body.get("task_id") if isinstance(answer.body, dict) else None
+        ok = answer.status == 200 and isinstance(task_ids, list) and len(task_ids) == batch
+        tally.expect(ok, f"a list of {batch} answered {answer.status} {answer.error or ''}")
+        if ok:
+            ids.extend(task_ids)
+    ids += probe(stack, tally, 2.0, "after the flood")
+    tally.others_kept_finishing = kept_finishing(engine, ids, tally)
+    tally.seconds = time.monotonic() - started
+    return tally
+
+
+# 1,000 CJK characters: the most char_whitelist takes, 9,000 bytes percent-encoded.
+CJK_WHITELIST = "".join(chr(0x4E00 + n) for n in range(1000))
+
+
+def long_options(stack: Stack, engine: Engine) -> HostileTally:
+    """v1 options at and past their bounds: the longest valid char_whitelist (1,000 CJK
+    characters) is read, on /v1/ocr and /v1/jobs; past a bound (a 20,000-part lang, a
+    repeated language, 1,001 characters, a page list of 12,000) is a 400 naming the field;
+    never a 500, never a 503 "retry"."""
+    tally = HostileTally("long options: a 1,000-character CJK whitelist, a 20,000-part lang, …")
+    started = time.monotonic()
+    document = base64.b64encode(tiny_page(marker("Options", 0))).decode()
+    cases: list[tuple[str, str, dict[str, object], tuple[int, str | None]]] = [
+        ("CJK whitelist now", "/v1/ocr", {"char_whitelist": CJK_WHITELIST}, (200, None)),
+        ("CJK whitelist later", "/v1/jobs", {"char_whitelist": CJK_WHITELIST}, (202, None)),
+        ("CJK blacklist now", "/v1/ocr", {"char_blacklist": CJK_WHITELIST}, (200, None)),
+        (
+            "lang of 20,000 parts",
+            "/v1/jobs",
+            {"lang": "+".join(["eng"] * 20_000)},
+            (400, "invalid_option"),
+        ),
+        (
+            "lang of 20,000 parts now",
+            "/v1/ocr",
+            {"lang": "+".join(["eng"] * 20_000)},
+            (400, "invalid_option"),
+        ),
+        ("lang repeated", "/v1/jobs", {"lang": "eng+eng"}, (400, "invalid_option")),
+        ("whitelist of 1,001", "/v1/jobs", {"char_whitelist": "a" * 1001}, (400, "invalid_option")),
+        (
+            "page list of 12,000 characters",
+            "/v1/jobs",
+            {"pages": "1," * 6000},
+            (400, "invalid_option"),
+        ),
+    ]
+    session = requests.Session()
+    accepted: list[str] = []
+    with RssSampler(stack) as rss:
+        for name, path, options, expect in cases:
+            answer = call(
+                session,
+                "POST",
+                stack.url(path),
+                timeout_s=60,
+                json={"document": document, **options},
+            )
+            got = (answer.status, _code(answer) if expect[1] else None)
+            tally.expect(
+                got == expect,
+                f"{name}: answered {answer.status} {answer.error or answer.body} (want {expect})",
+            )
+            if answer.status == 202 and isinstance(answer.body, dict):
+                accepted.append(str(answer.body["id"]))
+    rss.record(tally)
+    if accepted and not wait_final(engine, accepted, 60):
+        tally.problem("the accepted job with a CJK whitelist did not finish")
+    for job_id, row in rows(engine, accepted).items():
+        if row.status != "succeeded":
+            tally.problem(f"job {job_id} {row.status}: {row.error_code} {row.error_message}")
+    ids = probe(stack, tally, 2.0, "after the options")
+    tally.others_kept_finishing = kept_finishing(engine, ids, tally)
+    tally.seconds = time.monotonic() - started
+    return tally

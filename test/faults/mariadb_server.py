@@ -38,8 +38,10 @@ class MariaDBUnavailable(RuntimeError):
 class PrivateMariaDB:
     """One mariadbd process on a data directory of its own; stop and start it at will."""
 
-    def __init__(self, base_dir: Path):
+    def __init__(self, base_dir: Path, extra_args: tuple[str, ...] = ()):
         self.base_dir = base_dir
+        # More mariadbd options, e.g. ("--character-set-server=latin1",).
+        self.extra_args = extra_args
         self.datadir = base_dir / "data"
         self.socket = base_dir / "mysqld.sock"
         self.pid_file = base_dir / "mysqld.pid"
@@ -94,6 +96,7 @@ class PrivateMariaDB:
                     "--max-connections=300",
                     "--skip-log-bin",
                     "--skip-name-resolve",
+                    *self.extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -135,11 +138,13 @@ class PrivateMariaDB:
 
     # -- databases -------------------------------------------------------------------------
 
-    def create_database(self, prefix: str = "ocr_fault") -> str:
-        """A new empty database on this server; returns its SQLAlchemy URL."""
+    def create_database(self, prefix: str = "ocr_fault", charset: str | None = "utf8mb4") -> str:
+        """A new empty database on this server; returns its SQLAlchemy URL. ``charset=None``
+        leaves the server's default."""
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
         with contextlib.closing(self._connect(USER, PASSWORD)) as conn, conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+            suffix = f" CHARACTER SET {charset}" if charset else ""
+            cur.execute(f"CREATE DATABASE `{name}`{suffix}")
         return f"mysql+pymysql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{name}"
 
     def log_text(self) -> str:

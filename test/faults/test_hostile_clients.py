@@ -6,7 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 from e2e_stack import Stack
-from hostile_clients import blank_png_uploads, many_scan_jpegs, slow_clients, stalled_ocr_server
+from hostile_clients import (
+    batch_flood,
+    blank_png_uploads,
+    long_options,
+    many_scan_jpegs,
+    slow_clients,
+    stalled_ocr_server,
+)
 from scenarios import running_stack
 from sqlalchemy.engine import Engine
 
@@ -56,4 +63,21 @@ def test_blank_fifty_megapixel_pngs_are_accepted_without_decoding_them(
     assert tally.problems == []
     assert tally.tried > 16 and tally.as_expected == tally.tried
     assert tally.api_peak_rss_mb is not None and tally.api_peak_rss_mb < API_RSS_BOUND_MB
+    assert tally.others_kept_finishing
+
+
+def test_a_flood_of_long_lists_is_refused_whole_and_stores_nothing(
+    stack: Stack, fault_db: Engine
+) -> None:
+    tally = batch_flood(stack, fault_db, clients=8, images=1000, batch=32)
+    assert tally.problems == []
+    assert tally.notes["jobs stored by the refused lists"] == 0
+    assert tally.tried > 24 and tally.as_expected == tally.tried
+    assert tally.others_kept_finishing
+
+
+def test_options_at_and_past_their_bounds(stack: Stack, fault_db: Engine) -> None:
+    tally = long_options(stack, fault_db)
+    assert tally.problems == []
+    assert tally.tried >= 8 and tally.as_expected == tally.tried
     assert tally.others_kept_finishing

@@ -134,3 +134,43 @@ def test_the_claim_and_the_trigger_stay_on_a_status_index(
         # Only the queued (and running) rows are read, in index order: no sort, no scan.
         assert int(plan["rows"]) < 100, plan
         assert "filesort" not in plan["Extra"], plan
+
+
+def test_the_per_key_queue_count_reads_only_the_status_owner_index(
+    sessions: sessionmaker[Session],
+) -> None:
+    fill_finished(sessions, 5000)
+    with sessions.begin() as session:
+        for owner in ("alice", "alice", "alice", "bob", None):
+            job_store.create_job(session, image=b"img", max_attempts=3, owner=owner)
+    with sessions() as session:
+        assert job_store.count_queued(session, owner="alice", up_to=10) == 3
+        assert job_store.count_queued(session, owner="bob", up_to=10) == 1
+        assert job_store.count_queued(session, owner=None, up_to=10) == 1
+        # Counted only up to the cap + 1, whatever the backlog.
+        assert job_store.count_queued(session, owner="alice", up_to=1) == 2
+    sent: list[tuple[str, object]] = []
+
+    def catch(
+        _conn: object, _cursor: object, statement: str, parameters: object, *_: object
+    ) -> None:
+        sent.append((statement, parameters))
+
+    with sessions() as session:
+        engine = session.connection().engine
+        event.listen(engine, "before_cursor_execute", catch)
+        try:
+            job_store.count_queued(session, owner="alice", up_to=10_000)
+        finally:
+            event.remove(engine, "before_cursor_execute", catch)
+        [(statement, parameters)] = sent
+        cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute("EXPLAIN " + statement, parameters)
+        columns = [d[0] for d in cursor.description]
+        plans = [dict(zip(columns, map(str, row), strict=True)) for row in cursor.fetchall()]
+        cursor.close()
+    [plan] = [plan for plan in plans if plan["table"] == "jobs"]
+    # The key's queued rows, from the index alone: no table rows, no scan of finished jobs.
+    assert plan["key"] == "ix_jobs_status_owner", plans
+    assert "Using index" in plan["Extra"], plans
+    assert int(plan["rows"]) < 100, plans

@@ -34,9 +34,16 @@ def test_refuses_an_invalid_setting_naming_it(command: str) -> None:
 
 
 def test_refuses_an_unreachable_database() -> None:
-    result = run("ocr-api", {"OCR_DATABASE_URL": "mysql+pymysql://nobody:x@127.0.0.1:1/ocr"})
+    result = run(
+        "ocr-api",
+        {
+            "OCR_DATABASE_URL": "mysql+pymysql://nobody:x@127.0.0.1:1/ocr",
+            "OCR_STARTUP_WAIT_S": "1",
+        },
+    )
     assert result.returncode == 2
     assert "cannot reach the database" in result.stderr
+    assert "OCR_STARTUP_WAIT_S" in result.stderr
     assert "x@" not in result.stderr  # the password is not printed
 
 

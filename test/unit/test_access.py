@@ -90,7 +90,9 @@ def test_a_repeated_image_is_reused_only_within_one_owner(
     assert client.post("/image-sync", data=BODY, headers=alice).status_code == 200
     # Bob's identical image is queued for reading, not answered from Alice's result.
     bob_id = client.post("/image", data=BODY, headers=bob).get_json()["task_id"]
-    assert client.get(f"/image?task_id={bob_id}", headers=bob).get_json() == {"task_id": None}
+    assert client.get("/image", json={"task_id": bob_id}, headers=bob).get_json() == {
+        "task_id": None
+    }
 
 
 def test_rate_limit_answers_429_with_retry_after(sessions: sessionmaker[Session]) -> None:

@@ -181,9 +181,10 @@ def test_failed_job_answers_422_with_the_reason(
     ("method", "path", "data", "status", "code"),
     [
         ("GET", "/image", json.dumps({"task_id": str(uuid.uuid4())}), 404, "task_not_found"),
-        ("GET", "/image", json.dumps({"task_id": "../../etc/passwd"}), 400, "invalid_task_id"),
-        ("GET", "/image", json.dumps({"task_id": "1' OR '1'='1"}), 400, "invalid_task_id"),
-        ("GET", "/image", json.dumps({"task_id": 7}), 400, "invalid_task_id"),
+        ("GET", "/image", json.dumps({"task_id": "../../etc/passwd"}), 404, "task_not_found"),
+        ("GET", "/image", json.dumps({"task_id": "1' OR '1'='1"}), 404, "task_not_found"),
+        ("GET", "/image", json.dumps({"task_id": 7}), 404, "task_not_found"),
+        ("GET", "/image", json.dumps({"task_id": ["a"]}), 400, "invalid_task_id"),
         ("GET", "/image", "", 400, "missing_field"),
         ("GET", "/image", "{}", 400, "missing_field"),
         ("POST", "/image", "", 400, "empty_body"),

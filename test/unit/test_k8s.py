@@ -287,7 +287,7 @@ def test_the_settings_each_container_gets_load(name: str, monkeypatch: pytest.Mo
     settings = settings_of(name, monkeypatch)
     assert settings.database_url.startswith("mysql+pymysql://")
     kind = "Job" if name == "ocr-migrate" else "Deployment"
-    names = {f"OCR_{field.upper()}" for field in Settings.model_fields} | {"OCR_MIGRATE_WAIT_S"}
+    names = {f"OCR_{field.upper()}" for field in Settings.model_fields}
     unknown = {key for key in env_of(find(kind, name)) if key.startswith("OCR_")} - names
     assert not unknown, f"{name}: settings the code does not read: {unknown}"
     if name != "ocr-migrate":

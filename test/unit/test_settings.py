@@ -107,3 +107,28 @@ def test_two_key_names_differing_only_in_case_are_refused(monkeypatch: pytest.Mo
     monkeypatch.setenv("OCR_API_KEYS", f"Alice={hash_api_key('a')},alice={hash_api_key('b')}")
     with pytest.raises(SettingsError, match="OCR_API_KEYS"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, 32),
+        ({"OCR_MAX_BATCH": "100", "OCR_MAX_QUEUED_PER_KEY": "0"}, 100),
+        # A request of more images than the rate limit ever allows would be told to retry for
+        # ever; so would one the queue cap can never take.
+        ({"OCR_RATE_LIMIT": "10/second;1000/hour"}, 10),
+        ({"OCR_MAX_QUEUED_PER_KEY": "5"}, 5),
+    ],
+)
+def test_a_request_never_carries_more_images_than_the_limits_allow(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: int
+) -> None:
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert load_settings().max_images_per_request == expected
+
+
+def test_a_bad_auth_failure_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCR_AUTH_FAILURE_LIMIT", "lots")
+    with pytest.raises(SettingsError, match="OCR_AUTH_FAILURE_LIMIT"):
+        load_settings()

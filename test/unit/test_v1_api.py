@@ -223,7 +223,9 @@ def test_a_job_is_queued_then_read_in_every_format(
     tsv = client.get(f"/v1/jobs/{job.id}?format=tsv").get_data(as_text=True).splitlines()
     assert tsv[0].startswith("level\tpage_num") and len(tsv) == 3
     # The original API sees the same job.
-    assert client.get(f"/image?task_id={job.id}").get_json() == {"task_id": "page2\n\fpage3\n"}
+    assert client.get("/image", json={"task_id": job.id}).get_json() == {
+        "task_id": "page2\n\fpage3\n"
+    }
 
 
 def test_jobs_are_listed_newest_first_with_a_cursor_and_a_status_filter(
