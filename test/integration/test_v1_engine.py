@@ -4,8 +4,10 @@ pages of one document read in parallel by real engine processes and by the dispa
 from __future__ import annotations
 
 import asyncio
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pages import (
@@ -16,6 +18,7 @@ from pages import (
     render_document,
     render_page_image,
 )
+from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
@@ -29,6 +32,10 @@ from ocr_server.engine import TesseractEngine
 from ocr_server.pool import EnginePool, PageTask
 
 BOX_TOLERANCE_PX = 4
+# Real pages with ground truth (the benchmarks' data), beside the project: ../shared/data.
+SHARED_DATA = Path(
+    os.environ.get("OCR_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
+)
 THREE_PAGES = [[f"Page {n} says hello"] + ORIENTATION_LINES[:2] for n in (1, 2, 3)]
 
 
@@ -85,10 +92,60 @@ def test_auto_preprocess_turns_sideways_and_upside_down_pages_upright(
     page = engine.recognize_page(PageTask(data, 1, OcrOptions(preprocess=Preprocess.AUTO), 300))
     # Turned counter-clockwise by N is turned clockwise by 360 - N.
     assert page["rotation"] == (360 - turned_ccw) % 360
+    assert page["rotation_confidence"] == "high"
     assert (page["width"], page["height"]) == upright.size
     assert page["text"].split("\n")[0] == ORIENTATION_LINES[0]
     first = page["lines"][0]["bbox"]
     assert first["top"] < upright.height / 4  # boxes are on the upright page
+
+
+def test_auto_leaves_an_upright_page_as_it_is_and_says_it_is_sure(
+    engine: TesseractEngine,
+) -> None:
+    data = encode(render_page_image(ORIENTATION_LINES, width=1300))
+    page = engine.recognize_page(data, 1, OcrOptions(preprocess=Preprocess.AUTO), 300)
+    assert (page["rotation"], page["rotation_confidence"], page["warnings"]) == (0, "high", [])
+    assert page["text"].split("\n")[0] == ORIENTATION_LINES[0]
+
+
+def test_auto_keeps_upright_a_real_receipt_the_orientation_model_calls_upside_down(
+    engine: TesseractEngine,
+) -> None:
+    # receipts/004.jpg is upright; Tesseract's orientation model says 180 degrees (confidence
+    # 5.1), and auto used to turn it over. Real pages are not copied into the project.
+    path = SHARED_DATA / "receipts" / "004.jpg"
+    if not path.exists():
+        pytest.skip(f"{path} is missing: set OCR_SHARED_DATA to the folder of real pages")
+    page = engine.recognize_page(path.read_bytes(), 1, OcrOptions(preprocess=Preprocess.AUTO), 300)
+    assert (page["rotation"], page["rotation_confidence"]) == (0, "high")
+    assert {"INVOICE", "CASH", "CHANGE"} <= set(page["text"].replace("-", " ").split())
+
+
+def test_auto_enlarges_small_grey_text_and_gives_boxes_on_the_page_as_sent(
+    engine: TesseractEngine,
+) -> None:
+    # Small anti-aliased text, as a phone photo of a receipt has: read enlarged, the boxes and
+    # the size are still those of the page sent.
+    words_at = [("Total", 40, 40), ("Cash", 40, 80), ("Change", 40, 120), ("Receipt", 220, 40)]
+    font = ImageFont.load_default(size=16)
+    image = Image.new("L", (400, 170), 255)
+    draw = ImageDraw.Draw(image)
+    drawn = {}
+    for word, x, y in words_at:
+        draw.text((x, y), word, fill=0, font=font)
+        drawn[word] = draw.textbbox((x, y), word, font=font)
+    page = engine.recognize_page(
+        encode(image), 1, OcrOptions(psm=11, preprocess=Preprocess.AUTO), 300
+    )
+    words = {w["text"]: w["bbox"] for line in page["lines"] for w in line["words"]}
+    assert set(drawn) <= set(words)
+    assert (page["width"], page["height"]) == (400, 170)
+    for word, (left, top, right, bottom) in drawn.items():
+        box = words[word]
+        assert abs(box["left"] - left) <= 3 and abs(box["top"] - top) <= 3, (word, box)
+        assert abs(box["left"] + box["width"] - right) <= 3, (word, box)
+        assert abs(box["top"] + box["height"] - bottom) <= 3, (word, box)
+    assert "bbox 0 0 400 170" in page["hocr"]
 
 
 def test_without_preprocess_a_turned_page_is_read_as_it_is(engine: TesseractEngine) -> None:
