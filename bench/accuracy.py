@@ -157,13 +157,13 @@ def cli_reader() -> tuple[Reader, Callable[[], None]] | None:
 def service_reader(preprocess: str) -> tuple[Reader, Callable[[], None]]:
     """The service's engine, as an engine process runs it, with ``preprocess``."""
     from ocr_common.options import OcrOptions, Preprocess
-    from ocr_server.engine import TesseractEngine
+    from ocr_server.engine import PageTask, TesseractEngine
 
     engine = TesseractEngine(page_timeout_s=300, max_pixels=100_000_000)
     options = OcrOptions(preprocess=Preprocess(preprocess))
 
     def read(data: bytes) -> tuple[str, Any]:
-        page = engine.recognize_page(data, 1, options, 300)
+        page = engine.recognize_page(PageTask(data, 1, options, 300))
         return str(page["text"]), page
 
     return read, engine.close

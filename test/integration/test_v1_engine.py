@@ -103,7 +103,7 @@ def test_auto_leaves_an_upright_page_as_it_is_and_says_it_is_sure(
     engine: TesseractEngine,
 ) -> None:
     data = encode(render_page_image(ORIENTATION_LINES, width=1300))
-    page = engine.recognize_page(data, 1, OcrOptions(preprocess=Preprocess.AUTO), 300)
+    page = engine.recognize_page(PageTask(data, 1, OcrOptions(preprocess=Preprocess.AUTO), 300))
     assert (page["rotation"], page["rotation_confidence"], page["warnings"]) == (0, "high", [])
     assert page["text"].split("\n")[0] == ORIENTATION_LINES[0]
 
@@ -116,7 +116,9 @@ def test_auto_keeps_upright_a_real_receipt_the_orientation_model_calls_upside_do
     path = SHARED_DATA / "receipts" / "004.jpg"
     if not path.exists():
         pytest.skip(f"{path} is missing: set OCR_SHARED_DATA to the folder of real pages")
-    page = engine.recognize_page(path.read_bytes(), 1, OcrOptions(preprocess=Preprocess.AUTO), 300)
+    page = engine.recognize_page(
+        PageTask(path.read_bytes(), 1, OcrOptions(preprocess=Preprocess.AUTO), 300)
+    )
     assert (page["rotation"], page["rotation_confidence"]) == (0, "high")
     assert {"INVOICE", "CASH", "CHANGE"} <= set(page["text"].replace("-", " ").split())
 
@@ -135,7 +137,7 @@ def test_auto_enlarges_small_grey_text_and_gives_boxes_on_the_page_as_sent(
         draw.text((x, y), word, fill=0, font=font)
         drawn[word] = draw.textbbox((x, y), word, font=font)
     page = engine.recognize_page(
-        encode(image), 1, OcrOptions(psm=11, preprocess=Preprocess.AUTO), 300
+        PageTask(encode(image), 1, OcrOptions(psm=11, preprocess=Preprocess.AUTO), 300)
     )
     words = {w["text"]: w["bbox"] for line in page["lines"] for w in line["words"]}
     assert set(drawn) <= set(words)
