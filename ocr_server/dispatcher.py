@@ -334,6 +334,10 @@ class Dispatcher:
         async def on_page(_page: dict[str, Any]) -> None:
             nonlocal done
             done += 1
+            if done == len(job.pages):
+                # The last page: the write that records the result follows at once and says
+                # it (a one-page job, as every original-API job is, costs no extra write).
+                return
 
             def record(session: Session, pages_done: int = done) -> bool:
                 return job_store.progress(
@@ -358,6 +362,8 @@ class Dispatcher:
         except OcrError as exc:
             error = exc
         except JobWithdrawn:
+            # A late write refused by the lease guard, as a refused result is below.
+            self.stats.lost_leases += 1
             log.info("job %s was canceled or taken over; its other pages are not read", job.id)
             self._wake.set()
             return
