@@ -13,9 +13,9 @@ import os
 import time
 
 from flask import Flask, Response, g, request
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
-from ocr_common.metrics import LATENCY_BUCKETS, exposition, queue_registry
+from ocr_common.metrics import RequestMetrics, exposition, queue_registry
 from ocr_common.observability import (
     REQUEST_ID_HEADER,
     log_access,
@@ -27,17 +27,7 @@ from .services import current_services
 
 log = logging.getLogger("api_server.access")
 
-REQUESTS = Counter(
-    "ocr_api_requests",
-    "Requests answered by the API, by route and status",
-    ["method", "route", "status"],
-)
-LATENCY = Histogram(
-    "ocr_api_request_duration_seconds",
-    "Time from reading a request to its answer, by route",
-    ["method", "route"],
-    buckets=LATENCY_BUCKETS,
-)
+REQUESTS = RequestMetrics("ocr_api", "the API")
 
 
 def install_telemetry(app: Flask) -> None:
@@ -54,8 +44,7 @@ def install_telemetry(app: Flask) -> None:
             return response
         seconds = time.perf_counter() - started
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        LATENCY.labels(request.method, route).observe(seconds)
+        REQUESTS.record(request.method, route, response.status_code, seconds)
         response.headers[REQUEST_ID_HEADER] = g.request_id
         log_access(log, request.method, request.path, response.status_code, seconds)
         return response

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,6 +15,27 @@ from . import job_store
 # Seconds: a health probe takes milliseconds, a 100-page synchronous PDF minutes.
 LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class RequestMetrics:
+    """Requests answered by one service, by route and status, and their latency by route."""
+
+    def __init__(self, prefix: str, service: str):
+        self.requests = Counter(
+            f"{prefix}_requests",
+            f"Requests answered by {service}, by route and status",
+            ["method", "route", "status"],
+        )
+        self.latency = Histogram(
+            f"{prefix}_request_duration_seconds",
+            f"Time {service} took to answer a request, by route",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+        )
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
 
 
 class QueueCollector(Collector):

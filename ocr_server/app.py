@@ -91,9 +91,8 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    server_metrics.REQUESTS.labels(request.method, route, str(response.status)).inc()
     seconds = time.perf_counter() - started
-    server_metrics.LATENCY.labels(request.method, route).observe(seconds)
+    server_metrics.REQUESTS.record(request.method, route, response.status, seconds)
     response.headers[REQUEST_ID_HEADER] = request_id
     log_access(access_log, request.method, request.path, response.status, seconds)
     return response

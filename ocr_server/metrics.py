@@ -10,23 +10,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
-from ocr_common.metrics import LATENCY_BUCKETS, exposition, queue_registry
+from ocr_common.metrics import LATENCY_BUCKETS, RequestMetrics, exposition, queue_registry
 
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher
     from .pool import EnginePool
 
-REQUESTS = Counter(
-    "ocr_server_requests",
-    "Requests answered by the OCR server's internal API, by route and status",
-    ["method", "route", "status"],
-)
-LATENCY = Histogram(
-    "ocr_server_request_duration_seconds",
-    "Time to answer an internal request (POST /ocr: the whole synchronous read), by route",
-    ["method", "route"],
-    buckets=LATENCY_BUCKETS,
-)
+REQUESTS = RequestMetrics("ocr_server", "the OCR server's internal API")
 PAGES = Counter(
     "ocr_pages",
     "Pages (and images) the engines read, by outcome: ok or the error code",
