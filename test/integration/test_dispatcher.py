@@ -366,6 +366,38 @@ def test_a_lost_lease_in_a_batch_is_counted_and_its_outcome_not_written(
     assert stats.db_errors == 0
 
 
+def test_an_outcome_that_cannot_be_written_does_not_hold_back_the_others(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = queue(sessions, [b"first", b"unwritable", b"third"])
+    with sessions.begin() as session:
+        claimed = job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
+    stats = DispatcherStats()
+    writer = OutcomeWriter(
+        Transactions(sessions, stats), worker_id="me", keep_images=False, lease_s=1.5
+    )
+    # A lone surrogate cannot be encoded for the database: its batch fails, whatever the others.
+    texts = ["first\n", "\ud800", "third\n"]
+
+    async def scenario() -> list[bool | None]:
+        writer.start()
+        try:
+            return await asyncio.gather(
+                *(
+                    writer.write(JobOutcome(job.id, text=text))
+                    for job, text in zip(claimed, texts, strict=True)
+                )
+            )
+        finally:
+            await writer.close()
+
+    assert asyncio.run(scenario()) == [True, None, True]
+    first, unwritable, third = jobs(sessions, ids)
+    assert (first.text, third.text) == ("first\n", "third\n")
+    assert (unwritable.status, unwritable.text) == (JobStatus.RUNNING, None)
+    assert stats.db_errors >= 2
+
+
 def test_a_taken_over_job_is_counted_as_a_lost_lease_by_the_dispatcher(
     sessions: sessionmaker[Session],
 ) -> None:
