@@ -49,11 +49,12 @@ class OutcomeWriter:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._drain(), name="outcomes")
+        self._task.add_done_callback(self._ended)
 
     async def write(self, outcome: JobOutcome) -> bool | None:
         """Record how a job ended: True once written, False if the job was no longer ours
         (canceled, or its lease taken over), None if the write never went through."""
-        if self._task is None or self._closing.is_set():
+        if self._task is None or self._task.done() or self._closing.is_set():
             return None
         written: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(outcome, written, time.monotonic() + self._lease_s))
@@ -65,7 +66,16 @@ class OutcomeWriter:
         self._closing.set()
         self._ready.set()
         if self._task is not None:
-            await self._task
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # Nothing may wait for a writer that is gone: a job task waiting for ever would keep
+        # its lease alive (the heartbeat) and never be re-queued.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the outcome writer failed", exc_info=task.exception())
+        for entry in self._pending:
+            _settle(entry, None)
+        self._pending = []
 
     async def _drain(self) -> None:
         while True:
