@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from compose_stack import ComposeStack
-from pages import b64, render_document, render_lines
+
+from ocr_testkit.pages import b64, render_document, render_lines
 
 # The first test also builds the images.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1500)]

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from e2e_stack import Stack
-from pages import HELLO_PNG, render_document, render_lines
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from sqlalchemy.engine import Engine
 
 from ocr_common.settings import hash_api_key
+from ocr_testkit.pages import HELLO_PNG, render_document, render_lines
+from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 

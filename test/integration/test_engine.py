@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pages import HELLO, HELLO_PNG, nested_forms_pdf, render_lines
 from PIL import Image
 
 from ocr_common.errors import (
@@ -27,6 +26,7 @@ from ocr_common.options import ORIGINAL_API_OPTIONS, OcrOptions, Preprocess
 from ocr_common.settings import Settings
 from ocr_server.engine import TesseractEngine, probe
 from ocr_server.pool import MIB, EnginePool, EngineProcess, PageTask
+from ocr_testkit.pages import HELLO, HELLO_PNG, nested_forms_pdf, render_lines
 
 
 def read(engine: TesseractEngine | EngineProcess, data: bytes) -> str:

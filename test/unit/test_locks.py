@@ -13,12 +13,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OWN = frozenset({"api_server", "ocr_server", "ocr_common", "ocr_client", "migrations"})
-# What each image runs (docker/Dockerfile.api, docker/Dockerfile.ocr) and the lock it installs.
+OWN = frozenset(
+    {"api_server", "ocr_server", "ocr_common", "ocr_client", "ocr_testkit", "migrations"}
+)
+# What each image runs (docker/Dockerfile.api, docker/Dockerfile.ocr) and the lock it installs;
+# dev is the tests' and benchmarks' (`make install-dev`), the only one with ocr_testkit.
 IMAGES = {
     "api": ("api_server", "ocr_common", "migrations"),
     "ocr": ("ocr_server", "ocr_common", "migrations"),
     "runtime": ("api_server", "ocr_server", "ocr_common", "ocr_client", "migrations"),
+    "dev": ("api_server", "ocr_server", "ocr_common", "ocr_client", "ocr_testkit", "migrations"),
 }
 
 

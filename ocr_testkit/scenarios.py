@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from e2e_stack import Stack, group_members, poll_until
-from pages import b64, render_lines
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from ocr_common.models import JobImageRow, JobRow
+from ocr_testkit.pages import b64, render_lines
+from ocr_testkit.stack import Stack, group_members
+from ocr_testkit.waits import poll_until
 
 FINAL = ("succeeded", "failed")
 FILLER = "The quick brown fox jumps over the lazy dog"

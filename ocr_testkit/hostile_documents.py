@@ -17,11 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import requests
-from e2e_stack import Stack
-from hostile import HostileTally, RssSampler
-from pages import b64, encode, nested_forms_pdf, render_document
 from PIL import Image
-from scenarios import ANSWER_DEADLINE_S, call, marker, rows, tiny_page, wait_final
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
@@ -29,6 +25,10 @@ from sqlalchemy.orm import sessionmaker
 from ocr_common import job_store
 from ocr_common.models import JobRow
 from ocr_common.options import OcrOptions
+from ocr_testkit.hostile import HostileTally, RssSampler
+from ocr_testkit.pages import b64, encode, nested_forms_pdf, render_document
+from ocr_testkit.scenarios import ANSWER_DEADLINE_S, call, marker, rows, tiny_page, wait_final
+from ocr_testkit.stack import Stack
 
 # An ordinary job is submitted this often while a case runs.
 ORDINARY_EVERY_S = 0.5
