@@ -117,7 +117,7 @@ def test_an_image_is_read_and_its_word_boxes_drawn(
     boxes = page.locator("#stage svg rect.word")
     assert boxes.count() >= 25
     first = boxes.first
-    # "Hello" starts 30 px from the left edge of the rendered page (test/pages.py).
+    # "Hello" starts 30 px from the left edge of the rendered page (ocr_testkit/pages.py).
     assert abs(float(first.get_attribute("x") or -1) - 30) < 12
     box = first.bounding_box()
     assert box is not None and box["width"] > 10 and box["height"] > 10
