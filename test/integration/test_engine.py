@@ -24,9 +24,10 @@ from ocr_common.errors import (
     PayloadTooLarge,
 )
 from ocr_common.options import ORIGINAL_API_OPTIONS, OcrOptions, Preprocess
-from ocr_common.settings import Settings
-from ocr_server.engine import TesseractEngine, probe
-from ocr_server.pool import MIB, EnginePool, EngineProcess, PageTask
+from ocr_common.settings import MIB, Settings
+from ocr_server.engine import PageTask, TesseractEngine, probe
+from ocr_server.engine_process import EngineProcess
+from ocr_server.pool import EnginePool
 
 
 def read(engine: TesseractEngine | EngineProcess, data: bytes) -> str:
