@@ -136,6 +136,10 @@ class EngineProcess:
         return result
 
     def _exchange(self, request: PageTask) -> dict[str, Any]:
+        if self._conn is not None and self._died_idle():
+            # Killed between pages (SIGKILL, the OOM killer): no page went with it, so this one
+            # goes to a fresh engine rather than failing as the dead one's.
+            self._replace("crash")
         if self._conn is None and not self._stopping:
             try:
                 self._start()
@@ -178,6 +182,15 @@ class EngineProcess:
         if isinstance(reply, Failed):
             raise reply.error
         return reply.page
+
+    def _died_idle(self) -> bool:
+        """Whether the idle process is gone: it says nothing between pages, so anything to read
+        on its pipe is the end of file its death left."""
+        process, conn = self._process, self._conn
+        try:
+            return process is None or conn is None or not process.is_alive() or conn.poll()
+        except OSError:  # the pipe was closed meanwhile (a stop)
+            return True
 
     def _receive(self, conn: Connection, what: str) -> PageRead | Failed:
         """The engine's reply, within the render deadline and then the recognition deadline;

@@ -6,6 +6,7 @@ import asyncio
 import io
 import multiprocessing
 import os
+import select
 import signal
 import threading
 import time
@@ -92,6 +93,21 @@ def test_a_crashed_engine_is_replaced_and_keeps_serving(engine_process: EnginePr
     assert engine_process.restarts == 1
     assert engine_process.pid != pid
     assert "Hello" in read(engine_process, HELLO_PNG)
+
+
+def test_an_engine_killed_while_idle_is_replaced_before_its_next_page(
+    engine_process: EngineProcess,
+) -> None:
+    pid = engine_process.pid
+    assert pid is not None
+    exited = os.pidfd_open(pid)  # readable once the process has exited
+    os.kill(pid, signal.SIGKILL)
+    assert select.select([exited], [], [], 10)[0], f"engine {pid} alive 10 s after SIGKILL"
+    os.close(exited)
+    # The page goes to a fresh engine, not down with the dead one.
+    assert "Hello" in read(engine_process, HELLO_PNG)
+    assert engine_process.restarts == 1
+    assert engine_process.pid not in (pid, None)
 
 
 def test_tesseract_timeout_is_an_engine_timeout() -> None:
