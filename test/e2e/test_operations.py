@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 import requests
-from e2e_stack import Stack, start_stack, wait_until
-from pages import b64, render_lines
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
+
+from ocr_testkit.pages import b64, render_lines
+from ocr_testkit.stack import Stack, start_stack
+from ocr_testkit.waits import wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 

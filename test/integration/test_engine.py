@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pages import HELLO, HELLO_PNG, nested_forms_pdf, render_lines
 from PIL import Image
 
 from ocr_common.errors import (
@@ -29,6 +28,7 @@ from ocr_common.settings import MIB, Settings
 from ocr_server.engine import PageTask, TesseractEngine, probe
 from ocr_server.engine_process import EngineProcess
 from ocr_server.pool import EnginePool
+from ocr_testkit.pages import HELLO, HELLO_PNG, nested_forms_pdf, render_lines
 
 
 def read(engine: TesseractEngine | EngineProcess, data: bytes) -> str:
