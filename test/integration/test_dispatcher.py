@@ -24,6 +24,7 @@ from ocr_server.metrics import DispatcherStats
 from ocr_server.outcomes import OutcomeWriter
 from ocr_server.pool import EnginePool
 from ocr_server.transactions import Transactions
+from ocr_testkit.waits import wait_until, wait_until_async
 
 POISON = b"poison"
 
@@ -34,6 +35,7 @@ class FakeEngine:
     def __init__(self, delay_s: float = 0.0):
         self.delay_s = delay_s
         self.seen: list[bytes] = []
+        self.returned = 0  # pages whose recognize_page has returned or raised
         self._lock = threading.Lock()
 
     def recognize_page(self, task: PageTask) -> dict[str, object]:
@@ -41,12 +43,15 @@ class FakeEngine:
         with self._lock:
             first_time = image not in self.seen
             self.seen.append(image)
-        time.sleep(self.delay_s)
-        if image == POISON:
-            raise EngineCrashed("the engine crashed on this page")
-        if image.startswith(b"flaky") and first_time:
-            raise EngineTimeout("took too long")
-        return {"page": task.page, "text": image.decode() + "\n"}
+        try:
+            time.sleep(self.delay_s)
+            if image == POISON:
+                raise EngineCrashed("the engine crashed on this page")
+            if image.startswith(b"flaky") and first_time:
+                raise EngineTimeout("took too long")
+            return {"page": task.page, "text": image.decode() + "\n"}
+        finally:
+            self.returned += 1
 
 
 def settings(**overrides: object) -> Settings:
@@ -137,19 +142,20 @@ def test_stop_gives_unfinished_jobs_back_without_charging_an_attempt(
     sessions: sessionmaker[Session],
 ) -> None:
     ids = queue(sessions, [b"slow page"])
-    pool = EnginePool([FakeEngine(delay_s=1.5)])
+    engine = FakeEngine(delay_s=1.5)
+    pool = EnginePool([engine])
     dispatcher = Dispatcher(sessions, pool, settings())
 
     async def scenario() -> None:
         dispatcher.start()
-        while dispatcher.running_jobs == 0:
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: dispatcher.running_jobs, 10, "a running job")
         await dispatcher.stop(grace_s=0.1)
 
     asyncio.run(scenario())
     [job] = jobs(sessions, ids)
     assert job.status == JobStatus.QUEUED and job.attempts == 0 and job.worker_id is None
-    time.sleep(1.6)  # the engine thread finishes; its late result must not land
+    # The engine thread finishes after the stop; its late result must not land.
+    wait_until(lambda: engine.returned, 5, "the engine's late result")
     [job] = jobs(sessions, ids)
     assert job.status == JobStatus.QUEUED
     pool.close()
@@ -162,8 +168,7 @@ def test_stop_waits_for_running_jobs_within_the_grace(sessions: sessionmaker[Ses
 
     async def scenario() -> None:
         dispatcher.start()
-        while dispatcher.running_jobs == 0:
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: dispatcher.running_jobs, 10, "a running job")
         await dispatcher.stop(grace_s=10)
 
     asyncio.run(scenario())
@@ -292,9 +297,7 @@ def test_free_engines_are_filled_by_one_claim(
     async def scenario() -> list[Job]:
         with watched(db_engine) as seen:
             dispatcher.start()
-            deadline = time.monotonic() + 10
-            while dispatcher.running_jobs < 4 and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            await wait_until_async(lambda: dispatcher.running_jobs == 4, 10, "four running jobs")
             claimed_first = list(seen.claims)
             gate.set()
             done = await run_until_final(dispatcher, sessions, ids)
@@ -323,8 +326,7 @@ def test_outcomes_that_are_ready_together_are_written_in_one_transaction(
         # then go together.
         with watched(db_engine, stall_first_finish_s=1.0) as seen:
             dispatcher.start()
-            while dispatcher.running_jobs < 4:
-                await asyncio.sleep(0.02)
+            await wait_until_async(lambda: dispatcher.running_jobs == 4, 10, "four running jobs")
             gate.set()
             done = await run_until_final(dispatcher, sessions, ids)
         assert sum(seen.finishes) == 4 and len(seen.finishes) < 4
@@ -410,14 +412,11 @@ def test_a_taken_over_job_is_counted_as_a_lost_lease_by_the_dispatcher(
     async def scenario() -> None:
         dispatcher.start()
         try:
-            while dispatcher.running_jobs < 2:
-                await asyncio.sleep(0.02)
+            await wait_until_async(lambda: dispatcher.running_jobs == 2, 10, "two running jobs")
             with sessions.begin() as session:
                 session.execute(update(JobRow).where(JobRow.id == ids[0]).values(worker_id="thief"))
             gate.set()
-            deadline = time.monotonic() + 10
-            while dispatcher.running_jobs and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            await wait_until_async(lambda: not dispatcher.running_jobs, 10, "the jobs to end")
         finally:
             await dispatcher.stop(grace_s=5)
 
@@ -441,8 +440,7 @@ def test_a_stop_writes_the_outcomes_that_are_ready_before_giving_jobs_back(
         # The page is read at once, but its result write is slow: the grace ends meanwhile.
         with watched(db_engine, stall_first_finish_s=1.0):
             dispatcher.start()
-            while not engine.seen:
-                await asyncio.sleep(0.01)
+            await wait_until_async(lambda: engine.seen, 10, "the page to be read")
             await dispatcher.stop(grace_s=0.1)
 
     asyncio.run(scenario())
