@@ -17,11 +17,9 @@ from flask import Blueprint, Response, jsonify, request
 from ocr_common import job_store
 from ocr_common.errors import BadRequest, NotFound, OcrError
 from ocr_common.models import JobStatus
-from ocr_common.options import ORIGINAL_API_OPTIONS
 
 from . import jobs, schemas
 from .access import check_queue_room, current_owner
-from .ocr_client import OcrRequest
 from .openapi import Body, Param, operation
 from .schemas import IMAGE_BODY, UPLOAD_ERRORS, compat_error
 from .services import current_services
@@ -68,28 +66,20 @@ def image_sync() -> Response:
     if svc.settings.reuse_results:
         with svc.sessions() as session:
             for index, upload in enumerate(uploads):
-                known = job_store.find_result(session, digest=upload.digest, owner=current_owner())
+                digest = upload.image_digest
+                known = job_store.find_result(session, digest=digest, owner=current_owner())
                 if known is not None:
                     pages = (known.result or {}).get("pages")
                     results[index] = {"text": known.text, "pages": pages}
     unknown = [index for index, result in enumerate(results) if result is None]
     if unknown:
-        read = svc.ocr.recognize(
-            [OcrRequest(uploads[index].data, ORIGINAL_API_OPTIONS, 1) for index in unknown]
-        )
+        read = jobs.read_now([uploads[index] for index in unknown])
         for index, outcome in zip(unknown, read, strict=True):
             results[index] = outcome
     outcomes = [result for result in results if result is not None]
     with svc.sessions.begin() as session:
         for upload, outcome in zip(uploads, outcomes, strict=True):
-            jobs.record_read(
-                session,
-                image=upload.data,
-                started_at=started,
-                outcome=outcome,
-                digest=upload.digest,
-                fmt=upload.format,
-            )
+            jobs.record_read(session, upload, started_at=started, outcome=outcome)
     for outcome in outcomes:
         if isinstance(outcome, OcrError):
             raise outcome
@@ -115,10 +105,7 @@ def image_submit() -> Response:
     # An image read before is answered from its stored result by the OCR server when it
     # claims the job (see Dispatcher), so intake stays one INSERT per table.
     with svc.sessions.begin() as session:
-        ids = [
-            jobs.queue_job(session, image=upload.data, digest=upload.digest, fmt=upload.format).id
-            for upload in uploads
-        ]
+        ids = [jobs.queue_job(session, upload).id for upload in uploads]
     svc.ocr.notify()
     return jsonify({"task_id": ids if many else ids[0]})
 

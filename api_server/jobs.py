@@ -1,5 +1,5 @@
-"""What both APIs do with jobs for the caller: record a read made now, queue a document, find a
-job by its id. The views only choose what to show of it."""
+"""What both APIs do with a submission and its job, for the caller: read it now and record the
+outcome, or queue it; find a job by its id. The views only choose what to show of it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from ocr_common.models import Job
 from ocr_common.observability import current_request_id
 
 from .access import current_owner
+from .ocr_client import OcrRequest
 from .services import current_services
+from .uploads import Submission
 
 
 def canonical_job_id(value: str) -> str | None:
@@ -39,10 +41,16 @@ def stored_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"text": result["text"], "pages": result["pages"]}
 
 
+def read_now(submissions: list[Submission]) -> list[dict[str, Any] | OcrError]:
+    """Each submission read by the OCR server now: its result, or the error it met."""
+    requests = [OcrRequest(s.data, s.options, len(s.document.pages)) for s in submissions]
+    return current_services().ocr.recognize(requests)
+
+
 def record_read(
     session: Session,
+    submission: Submission,
     *,
-    image: bytes,
     started_at: datetime,
     outcome: dict[str, Any] | OcrError,
     **job: Any,
@@ -52,7 +60,11 @@ def record_read(
     result = outcome if isinstance(outcome, dict) else None
     return job_store.record_finished(
         session,
-        image=image,
+        image=submission.data,
+        digest=submission.image_digest,
+        options=submission.options,
+        fmt=submission.document.format,
+        pages_total=len(submission.document.pages),
         started_at=started_at,
         text=str(result["text"]) if result else None,
         error_code=failed.code if failed else None,
@@ -63,11 +75,15 @@ def record_read(
     )
 
 
-def queue_job(session: Session, *, image: bytes, **job: Any) -> Job:
+def queue_job(session: Session, submission: Submission, **job: Any) -> Job:
     """A queued job of the caller (the caller's transaction commits it, then notifies)."""
     return job_store.create_job(
         session,
-        image=image,
+        image=submission.data,
+        digest=submission.image_digest,
+        options=submission.options,
+        fmt=submission.document.format,
+        pages_total=len(submission.document.pages),
         max_attempts=current_services().settings.max_attempts,
         owner=current_owner(),
         request_id=current_request_id(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import re
@@ -29,7 +30,7 @@ from ocr_common.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from ocr_common.options import OPTION_FIELDS, OcrOptions, parse_options
+from ocr_common.options import OPTION_FIELDS, ORIGINAL_API_OPTIONS, OcrOptions, parse_options
 
 from .services import current_services
 
@@ -126,14 +127,27 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
     )
 
 
-# -- the original API: base64 images in a JSON body -------------------------------------------
-
-
 @dataclass(frozen=True)
-class Upload:
+class Submission:
+    """A checked document and the options to read it with (the original API's: the defaults)."""
+
     data: bytes
-    digest: str
-    format: str
+    options: OcrOptions
+    document: Document
+
+    @functools.cached_property
+    def image_digest(self) -> str:
+        return job_store.image_digest(self.data)
+
+    @property
+    def digest(self) -> str:
+        """Same document and same options: the same request, however it was sent."""
+        return hashlib.sha256(
+            self.image_digest.encode() + self.options.to_json().encode()
+        ).hexdigest()
+
+
+# -- the original API: base64 images in a JSON body -------------------------------------------
 
 
 def images_in_body(body: dict[str, Any]) -> tuple[object, bool] | None:
@@ -147,7 +161,7 @@ def images_in_body(body: dict[str, Any]) -> tuple[object, bool] | None:
     return None
 
 
-def read_uploads() -> tuple[list[Upload], bool]:
+def read_uploads() -> tuple[list[Submission], bool]:
     """The images of an upload body, checked, and whether the client sent a list."""
     limits = current_services().settings
     found = images_in_body(request_json())
@@ -179,25 +193,11 @@ def read_uploads() -> tuple[list[Upload], bool]:
             if many and not exc.message.startswith(field):
                 exc.message = f"{field}: {exc.message}"
             raise
-        uploads.append(Upload(data, job_store.image_digest(data), document.format))
+        uploads.append(Submission(data, ORIGINAL_API_OPTIONS, document))
     return uploads, many
 
 
 # -- v1: a document as multipart, raw body or JSON, and its options ----------------------------
-
-
-@dataclass(frozen=True)
-class Submission:
-    data: bytes
-    options: OcrOptions
-    document: Document
-
-    @property
-    def digest(self) -> str:
-        """Same document and same options: the same request, however it was sent."""
-        return hashlib.sha256(
-            job_store.image_digest(self.data).encode() + self.options.to_json().encode()
-        ).hexdigest()
 
 
 def _values(*sources: Mapping[str, Any], extra: tuple[str, ...]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from ocr_common.models import Job, JobApi, JobStatus
 
 from . import idempotency, jobs, schemas
 from .access import check_queue_room, current_owner
-from .ocr_client import OcrRequest
 from .openapi import Body, operation
 from .pagination import decode_cursor, next_cursor, page_size, status_filter
 from .rendering import job_body, job_summary, render_accepted, render_job, result_format
@@ -52,22 +51,14 @@ def ocr_now() -> Response:
     submission, extra = read_submission(extra=("format",))
     fmt = result_format(extra)
     started = job_store.utcnow()
-    pages = len(submission.document.pages)
-    outcome = svc.ocr.recognize([OcrRequest(submission.data, submission.options, pages)])[0]
+    outcome = jobs.read_now([submission])[0]
     # An engine failure is recorded as a failed job, like any other; a request the OCR server
     # refuses (or cannot take) stores nothing.
     if isinstance(outcome, OcrError) and not isinstance(outcome, EngineError):
         raise outcome
     with svc.sessions.begin() as session:
         job = jobs.record_read(
-            session,
-            image=submission.data,
-            started_at=started,
-            outcome=outcome,
-            api=JobApi.V1,
-            options=submission.options,
-            fmt=submission.document.format,
-            pages_total=pages,
+            session, submission, started_at=started, outcome=outcome, api=JobApi.V1
         )
     if isinstance(outcome, OcrError):
         raise outcome
@@ -104,11 +95,8 @@ def submit_job() -> Response:
         with svc.sessions.begin() as session:
             job = jobs.queue_job(
                 session,
-                image=submission.data,
+                submission,
                 api=JobApi.V1,
-                options=submission.options,
-                fmt=submission.document.format,
-                pages_total=len(submission.document.pages),
                 idempotency_key=key,
                 request_digest=submission.digest,
             )
