@@ -21,7 +21,6 @@ from ocr_common.models import JobStatus
 from . import jobs, schemas
 from .access import check_queue_room, current_owner
 from .openapi import Body, Param, operation
-from .schemas import IMAGE_BODY, UPLOAD_ERRORS, compat_error
 from .services import current_services
 from .uploads import parse_json_object, read_body, read_uploads
 
@@ -50,11 +49,11 @@ def route(path: str, **options: Any) -> Callable[[View], View]:
 @operation(
     summary="OCR an image now (original API)",
     tag="original",
-    request=IMAGE_BODY,
+    request=schemas.IMAGE_BODY,
     responses={
         200: Body("the text (a list for a list)", {"application/json": schemas.CompatText}),
-        **UPLOAD_ERRORS,
-        422: compat_error("Tesseract could not read the image"),
+        **schemas.UPLOAD_ERRORS,
+        422: schemas.compat_error("Tesseract could not read the image"),
     },
 )
 def image_sync() -> Response:
@@ -62,7 +61,7 @@ def image_sync() -> Response:
     svc = current_services()
     uploads, many = read_uploads()
     started = job_store.utcnow()
-    results: list[dict[str, Any] | OcrError | None] = [None] * len(uploads)
+    outcomes: dict[int, dict[str, Any] | OcrError] = {}
     if svc.settings.reuse_results:
         with svc.sessions() as session:
             for index, upload in enumerate(uploads):
@@ -70,20 +69,19 @@ def image_sync() -> Response:
                 known = job_store.find_result(session, digest=digest, owner=current_owner())
                 if known is not None:
                     pages = (known.result or {}).get("pages")
-                    results[index] = {"text": known.text, "pages": pages}
-    unknown = [index for index, result in enumerate(results) if result is None]
+                    outcomes[index] = {"text": known.text, "pages": pages}
+    unknown = [index for index in range(len(uploads)) if index not in outcomes]
     if unknown:
         read = jobs.read_now([uploads[index] for index in unknown])
-        for index, outcome in zip(unknown, read, strict=True):
-            results[index] = outcome
-    outcomes = [result for result in results if result is not None]
+        outcomes.update(zip(unknown, read, strict=True))
+    results = [outcomes[index] for index in range(len(uploads))]
     with svc.sessions.begin() as session:
-        for upload, outcome in zip(uploads, outcomes, strict=True):
+        for upload, outcome in zip(uploads, results, strict=True):
             jobs.record_read(session, upload, started_at=started, outcome=outcome)
-    for outcome in outcomes:
+    for outcome in results:
         if isinstance(outcome, OcrError):
             raise outcome
-    texts = [str(outcome["text"]) for outcome in outcomes if isinstance(outcome, dict)]
+    texts = [str(outcome["text"]) for outcome in results if isinstance(outcome, dict)]
     return jsonify({"text": texts if many else texts[0]})
 
 
@@ -91,10 +89,10 @@ def image_sync() -> Response:
 @operation(
     summary="Queue an image (original API)",
     tag="original",
-    request=IMAGE_BODY,
+    request=schemas.IMAGE_BODY,
     responses={
         200: Body("the task id (a list for a list)", {"application/json": schemas.CompatTaskId}),
-        **UPLOAD_ERRORS,
+        **schemas.UPLOAD_ERRORS,
     },
 )
 def image_submit() -> Response:
@@ -121,10 +119,10 @@ def image_submit() -> Response:
     ),
     responses={
         200: Body("the text, or null while not done", {"application/json": schemas.CompatResult}),
-        400: compat_error("no task id, or one that is an object or a list"),
-        404: compat_error("no such task, whatever the id looks like"),
-        422: compat_error("the task failed"),
-        503: compat_error("the database is unavailable"),
+        400: schemas.compat_error("no task id, or one that is an object or a list"),
+        404: schemas.compat_error("no such task, whatever the id looks like"),
+        422: schemas.compat_error("the task failed"),
+        503: schemas.compat_error("the database is unavailable"),
     },
 )
 def image_result() -> Response:
@@ -177,7 +175,7 @@ def read_task_id() -> tuple[str, bool]:
         200: Body(
             "task id -> text (null while not done)", {"application/json": schemas.CompatAllImages}
         ),
-        503: compat_error("the database is unavailable"),
+        503: schemas.compat_error("the database is unavailable"),
     },
 )
 def all_images() -> Response:

@@ -35,9 +35,9 @@ def requested_key() -> str | None:
             field=IDEMPOTENCY_HEADER,
         )
     owner = current_owner()
-    if owner is None:
-        return key
-    return "owner:" + hashlib.sha256(f"{owner}\n{key}".encode()).hexdigest()
+    return (
+        key if owner is None else "owner:" + hashlib.sha256(f"{owner}\n{key}".encode()).hexdigest()
+    )
 
 
 def earlier_job(key: str | None, digest: str) -> Job | None:

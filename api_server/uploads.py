@@ -139,7 +139,7 @@ class Submission:
     def image_digest(self) -> str:
         return job_store.image_digest(self.data)
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """Same document and same options: the same request, however it was sent."""
         return hashlib.sha256(

@@ -1,6 +1,6 @@
 """The v1 API's routes: documents (images, multi-page TIFFs, PDFs), options, rich results and
 jobs. Each view parses (``uploads``, ``pagination``, ``idempotency``), stores or calls
-(``jobs``), and renders (``rendering``); errors are problem+json (``errors.py``)."""
+(``jobs``), and renders (``rendering``); errors are schemas.problem+json (``errors.py``)."""
 
 from __future__ import annotations
 
@@ -16,16 +16,6 @@ from .access import check_queue_room, current_owner
 from .openapi import Body, operation
 from .pagination import decode_cursor, next_cursor, page_size, status_filter
 from .rendering import job_body, job_summary, render_accepted, render_job, result_format
-from .schemas import (
-    DOCUMENT_BODY,
-    FORMAT_PARAM,
-    IDEMPOTENCY_PARAM,
-    LIST_PARAMS,
-    OPTION_PARAMS,
-    RESULT_CONTENT,
-    SUBMIT_ERRORS,
-    problem,
-)
 from .services import current_services
 from .uploads import read_submission
 
@@ -38,12 +28,12 @@ bp = Blueprint("v1", __name__, url_prefix="/v1")
     tag="v1",
     description="Synchronous: the pages are read in parallel, and the job (recorded like any "
     "other) comes back with its text, pages, lines and words.",
-    params=(*OPTION_PARAMS, FORMAT_PARAM),
-    request=DOCUMENT_BODY,
+    params=(*schemas.OPTION_PARAMS, schemas.FORMAT_PARAM),
+    request=schemas.DOCUMENT_BODY,
     responses={
-        200: Body("the finished job, or its text, hOCR or TSV (format=)", RESULT_CONTENT),
-        **SUBMIT_ERRORS,
-        422: problem("Tesseract could not read the document"),
+        200: Body("the finished job, or its text, hOCR or TSV (format=)", schemas.RESULT_CONTENT),
+        **schemas.SUBMIT_ERRORS,
+        422: schemas.problem("Tesseract could not read the document"),
     },
 )
 def ocr_now() -> Response:
@@ -72,16 +62,16 @@ def ocr_now() -> Response:
     description="Asynchronous: 202 once the job is stored, with Location: /v1/jobs/{id}. With "
     "an Idempotency-Key, the same key and document return the same job; the same key with "
     "another document is a 409.",
-    params=(*OPTION_PARAMS, IDEMPOTENCY_PARAM),
-    request=DOCUMENT_BODY,
+    params=(*schemas.OPTION_PARAMS, schemas.IDEMPOTENCY_PARAM),
+    request=schemas.DOCUMENT_BODY,
     responses={
         202: Body(
             "the queued job (or, for a repeated Idempotency-Key, the job it created)",
             {"application/json": schemas.Job},
             headers={"Location": "/v1/jobs/{id}"},
         ),
-        **SUBMIT_ERRORS,
-        409: problem("the Idempotency-Key was used for another request"),
+        **schemas.SUBMIT_ERRORS,
+        409: schemas.problem("the Idempotency-Key was used for another request"),
     },
 )
 def submit_job() -> Response:
@@ -124,14 +114,14 @@ def load_job(value: str) -> Job:
 @operation(
     summary="A job: its status, progress, and result",
     tag="v1",
-    params=(FORMAT_PARAM,),
+    params=(schemas.FORMAT_PARAM,),
     responses={
-        200: Body("the job, or its text, hOCR or TSV (format=)", RESULT_CONTENT),
-        400: problem("bad format"),
-        404: problem("no such job"),
-        409: problem("format=text|hocr|tsv of a job not finished yet"),
-        422: problem("format=text|hocr|tsv of a failed or canceled job"),
-        503: problem("the database is unavailable"),
+        200: Body("the job, or its text, hOCR or TSV (format=)", schemas.RESULT_CONTENT),
+        400: schemas.problem("bad format"),
+        404: schemas.problem("no such job"),
+        409: schemas.problem("format=text|hocr|tsv of a job not finished yet"),
+        422: schemas.problem("format=text|hocr|tsv of a failed or canceled job"),
+        503: schemas.problem("the database is unavailable"),
     },
 )
 def get_job(job_id: str) -> Response:
@@ -153,8 +143,8 @@ def get_job(job_id: str) -> Response:
     responses={
         200: Body("the canceled job", {"application/json": schemas.Job}),
         204: Body("deleted"),
-        404: problem("no such job"),
-        503: problem("the database is unavailable"),
+        404: schemas.problem("no such job"),
+        503: schemas.problem("the database is unavailable"),
     },
 )
 def delete_job(job_id: str) -> Response:
@@ -173,11 +163,11 @@ def delete_job(job_id: str) -> Response:
 @operation(
     summary="Jobs, newest first",
     tag="v1",
-    params=LIST_PARAMS,
+    params=schemas.LIST_PARAMS,
     responses={
         200: Body("a page of jobs", {"application/json": schemas.JobList}),
-        400: problem("bad status, limit or cursor"),
-        503: problem("the database is unavailable"),
+        400: schemas.problem("bad status, limit or cursor"),
+        503: schemas.problem("the database is unavailable"),
     },
 )
 def list_jobs() -> Response:
