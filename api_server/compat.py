@@ -12,26 +12,21 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from ocr_common import job_store
-from ocr_common.errors import BadRequest, NotFound, OcrError
+from ocr_common.errors import NotFound, OcrError
 from ocr_common.models import JobStatus
 
 from . import jobs, schemas
 from .access import check_queue_room, current_owner
-from .openapi import Body, Param, operation
+from .openapi import Body, Param, View, operation
 from .services import current_services
-from .uploads import parse_json_object, read_body, read_uploads
+from .uploads import read_task_id, read_uploads
 
 bp = Blueprint("compat", __name__)
-# The most of an unknown task id echoed back in a message.
-SHOWN_ID_CHARS = 64
 # Jobs per database read while /allimages streams.
 LIST_PAGE = 1000
-
-
-View = Callable[..., Response]
 
 
 def route(path: str, **options: Any) -> Callable[[View], View]:
@@ -136,35 +131,11 @@ def image_result() -> Response:
     job = jobs.find_job(job_id) if job_id is not None else None
     if job is None:
         # Whatever its shape: clients test "unknown id -> 404" with made-up ids.
-        raise NotFound(f"no task with id {given[:SHOWN_ID_CHARS]!r}", code="task_not_found")
+        raise NotFound(f"no task with id {given[: jobs.SHOWN_ID_CHARS]!r}", code="task_not_found")
     if (failure := job.failure(noun="task")) is not None:
         raise failure
     text = job.text if job.status == JobStatus.SUCCEEDED else None
     return jsonify({"task_id": text, "text": text} if in_query else {"task_id": text})
-
-
-def read_task_id() -> tuple[str, bool]:
-    """The task id as the client sent it, and whether it came in the query string."""
-    value: object = request.args.get("task_id") or request.args.get("id")
-    in_query = value is not None
-    if value is None:
-        body = read_body()
-        if not body.strip():
-            raise BadRequest(
-                'say which task: send {"task_id": "<id>"} as the body, or ?task_id=<id>',
-                code="missing_field",
-            )
-        data = parse_json_object(body)
-        value = data.get("task_id", data.get("id"))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = json.dumps(value)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise BadRequest('the JSON body has no "task_id"', code="missing_field")
-    if not isinstance(value, str):
-        raise BadRequest(
-            f'"task_id" must be a string, not {type(value).__name__}', code="invalid_task_id"
-        )
-    return value.strip(), in_query
 
 
 @route("/allimages", methods=["GET"])

@@ -19,6 +19,9 @@ from .ocr_client import OcrRequest
 from .services import current_services
 from .uploads import Submission
 
+# The most of an unknown job id echoed back in a message.
+SHOWN_ID_CHARS = 64
+
 
 def canonical_job_id(value: str) -> str | None:
     """The id as stored (a lower-case UUID), or None when no job can have it."""

@@ -1,8 +1,8 @@
 """Reading what clients send: lenient JSON bodies, lenient base64, strict document checks.
 
-The original API's images (``read_uploads``) and a v1 document with its options
-(``read_submission``). Everything here runs before anything is stored, so a bad upload never
-becomes a job.
+The original API's images and task ids (``read_uploads``, ``read_task_id``) and a v1 document
+with its options (``read_submission``). Everything here runs before anything is stored, so a bad
+upload never becomes a job.
 """
 
 from __future__ import annotations
@@ -197,24 +197,45 @@ def read_uploads() -> tuple[list[Submission], bool]:
     return uploads, many
 
 
+def read_task_id() -> tuple[str, bool]:
+    """The task id as the client sent it, and whether it came in the query string."""
+    value: object = request.args.get("task_id") or request.args.get("id")
+    in_query = value is not None
+    if value is None:
+        body = read_body()
+        if not body.strip():
+            raise BadRequest(
+                'say which task: send {"task_id": "<id>"} as the body, or ?task_id=<id>',
+                code="missing_field",
+            )
+        data = parse_json_object(body)
+        value = data.get("task_id", data.get("id"))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = json.dumps(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise BadRequest('the JSON body has no "task_id"', code="missing_field")
+    if not isinstance(value, str):
+        raise BadRequest(
+            f'"task_id" must be a string, not {type(value).__name__}', code="invalid_task_id"
+        )
+    return value.strip(), in_query
+
+
 # -- v1: a document as multipart, raw body or JSON, and its options ----------------------------
 
 
 def _values(*sources: Mapping[str, Any], extra: tuple[str, ...]) -> dict[str, Any]:
     """Options from every source (later ones win); an unknown name is a 400, not ignored."""
-    allowed = set(OPTION_FIELDS) | set(extra)
-    values: dict[str, Any] = {}
-    for source in sources:
-        for key in source:
-            if key not in allowed:
-                # str(): a multipart part without a name arrives with the key None.
-                name = str(key)[:40]
-                raise BadRequest(
-                    f'"{name}" is not an option; the options are ' + ", ".join(OPTION_FIELDS),
-                    code="unknown_option",
-                    field=name,
-                )
-            values[key] = source[key]
+    values = {key: value for source in sources for key, value in source.items()}
+    unknown = [key for key in values if key not in OPTION_FIELDS and key not in extra]
+    if unknown:
+        # str(): a multipart part without a name arrives with the key None.
+        name = str(unknown[0])[:40]
+        raise BadRequest(
+            f'"{name}" is not an option; the options are ' + ", ".join(OPTION_FIELDS),
+            code="unknown_option",
+            field=name,
+        )
     return values
 
 

@@ -103,7 +103,10 @@ def load_job(value: str) -> Job:
     """The caller's job with this id; a 404 without one."""
     job_id = jobs.canonical_job_id(value)
     if job_id is None:
-        raise NotFound(f"no job with id {value[:64]!r} (job ids are UUIDs)", code="job_not_found")
+        raise NotFound(
+            f"no job with id {value[: jobs.SHOWN_ID_CHARS]!r} (job ids are UUIDs)",
+            code="job_not_found",
+        )
     job = jobs.find_job(job_id)
     if job is None:
         raise NotFound(f"no job with id {value}", code="job_not_found")
