@@ -34,8 +34,8 @@ def page_size(value: str | None) -> int:
     return int(value)
 
 
-def encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{job_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -54,4 +54,6 @@ def decode_cursor(value: str | None) -> tuple[datetime, str] | None:
 
 def next_cursor(jobs: list[Job], limit: int) -> str | None:
     """The cursor after a page read with ``limit + 1`` rows: None when none was left over."""
-    return encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    if len(jobs) <= limit:
+        return None
+    return encode_cursor(jobs[limit - 1].created_at, jobs[limit - 1].id)
