@@ -41,15 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from throughput import Page, flat, levenshtein, load_pages
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data"
-for folder in (REPO, BENCH):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-
-from throughput import Page, flat, levenshtein, load_pages  # noqa: E402
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # one core per engine, as the service runs it
 

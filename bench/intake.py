@@ -1,7 +1,7 @@
 """How many POST /image and GET /image a second the API server answers, and how fast.
 
 Three measurements on a scratch MySQL/MariaDB database, with the real services (ocr-migrate,
-ocr-server, ocr-api as separate processes, started by test/e2e/e2e_stack.py):
+ocr-server, ocr-api as separate processes, started by ocr_testkit/stack.py):
 
 A. The OCR server stopped: POST /image of a small image (a few lines, one of 64 distinct
    renderings), then GET /image of finished tasks (marked done directly in the database), each
@@ -50,17 +50,11 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-REPO = Path(__file__).resolve().parents[1]
-for folder in (REPO, REPO / "test", REPO / "test" / "e2e"):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-
-from e2e_stack import Stack, group_members  # noqa: E402
-from pages import render_lines  # noqa: E402
-
-from ocr_common import job_store  # noqa: E402
-from ocr_common.db import make_engine, make_session_factory  # noqa: E402
-from ocr_common.migrate import upgrade  # noqa: E402
+from ocr_common import job_store
+from ocr_common.db import make_engine, make_session_factory
+from ocr_common.migrate import upgrade
+from ocr_testkit.pages import render_lines
+from ocr_testkit.stack import Stack, group_members
 
 DEFAULT_URL = "mysql+pymysql://ocr:ocr@127.0.0.1:3306/ocr_test"
 SMALL_VARIANTS = 64

@@ -1,6 +1,6 @@
 """Latency of POST /image-sync, one request at a time, next to the raw engine on the same image.
 
-Two images: a small one (a few text lines rendered by test/pages.py) and a full book page.
+Two images: a small one (a few text lines rendered by ocr_testkit/pages.py) and a full book page.
 For each, N requests are sent one after the other to the service (ocr-api + ocr-server on
 MySQL/MariaDB, OCR_REUSE_RESULTS=false so every request is really read), interleaved with the
 same number of reads by ``TesseractEngine`` in this process (OMP_THREAD_LIMIT=1, model loaded
@@ -31,12 +31,13 @@ from throughput import (
     IMAGE_SUFFIXES,
     MAX_PIXELS,
     PAGE_TIMEOUT_S,
-    REPO,
     read_first_page,
     running_stack,
     service_settings,
     terminate_on_sigterm,
 )
+
+from ocr_testkit.pages import render_lines
 
 if TYPE_CHECKING:
     from ocr_server.engine import TesseractEngine
@@ -89,11 +90,6 @@ class Case:
 
 
 def small_image() -> bytes:
-    test_dir = str(REPO / "test")
-    if test_dir not in sys.path:
-        sys.path.insert(0, test_dir)
-    from pages import render_lines
-
     return bytes(render_lines(SMALL_LINES))
 
 

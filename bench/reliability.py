@@ -1,8 +1,8 @@
 """Reliability figures: jobs submitted / accepted / lost / duplicated per injected fault, bad
 inputs tried / answered 4xx, fuzz cases run / 5xx found.
 
-Runs the same scenarios as the tests in test/faults, test/e2e/test_bad_input.py and
-test/e2e/test_fuzz.py, against real processes (ocr-migrate, ocr-server, ocr-api) on a private
+Runs the same scenarios as the tests in test/faults, test/e2e/bad_inputs.py and
+test/e2e/fuzz.py, against real processes (ocr-migrate, ocr-server, ocr-api) on a private
 MariaDB server it starts for itself (never the shared one), then prints a Markdown table.
 
     .venv/bin/python bench/reliability.py [--load-jobs 2500] [--fuzz 300] [--only NAME ...]
@@ -20,21 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-ROOT = Path(__file__).resolve().parents[1]
-for folder in ("test", "test/e2e", "test/faults"):
-    sys.path.insert(0, str(ROOT / folder))
+from sqlalchemy.engine import Engine
 
-import hostile  # noqa: E402
-import hostile_clients  # noqa: E402
-import hostile_documents  # noqa: E402
-import scenarios  # noqa: E402
-import test_bad_input  # noqa: E402
-import test_fuzz  # noqa: E402
-from e2e_stack import Stack  # noqa: E402
-from mariadb_server import PrivateMariaDB  # noqa: E402
-from sqlalchemy.engine import Engine  # noqa: E402
-
-from ocr_common.db import make_engine  # noqa: E402
+from ocr_common.db import make_engine
+from ocr_testkit import bad_inputs, hostile, hostile_clients, hostile_documents, scenarios
+from ocr_testkit.fuzz import run_fuzz
+from ocr_testkit.mariadb_server import PrivateMariaDB
+from ocr_testkit.stack import Stack
 
 Scenario = Callable[[Stack, Engine], scenarios.FaultTally]
 T = TypeVar("T")
@@ -115,9 +107,9 @@ def run_fault(
 def run_bad_inputs(api_url: str) -> tuple[int, int, list[str]]:
     """Every malformed request: (tried, answered 4xx JSON with the expected code, misses)."""
     tried, good, misses = 0, 0, []
-    for case in test_bad_input.bad_inputs():
+    for case in bad_inputs.bad_inputs():
         tried += 1
-        outcome = test_bad_input.send(api_url, case)
+        outcome = bad_inputs.send(api_url, case)
         is_4xx = outcome.status is not None and 400 <= outcome.status < 500
         if (
             is_4xx
@@ -127,11 +119,11 @@ def run_bad_inputs(api_url: str) -> tuple[int, int, list[str]]:
             good += 1
         else:
             misses.append(f"{case.name}: {outcome.status} {outcome.code} (want {case.code})")
-        if not test_bad_input.healthy(api_url):
+        if not bad_inputs.healthy(api_url):
             misses.append(f"{case.name}: the API stopped answering /healthz")
     for name, send in (
-        ("body over the limit (Content-Length)", test_bad_input.over_limit_with_length),
-        ("body over the limit (chunked)", test_bad_input.over_limit_chunked),
+        ("body over the limit (Content-Length)", bad_inputs.over_limit_with_length),
+        ("body over the limit (chunked)", bad_inputs.over_limit_chunked),
     ):
         tried += 1
         status, body, _sent = send(api_url)
@@ -140,9 +132,9 @@ def run_bad_inputs(api_url: str) -> tuple[int, int, list[str]]:
             good += 1
         else:
             misses.append(f"{name}: {status} {code} (want request_too_large)")
-    for name, make in test_bad_input.GOOD_IMAGES.items():
+    for name, make in bad_inputs.GOOD_IMAGES.items():
         tried += 1
-        status, body = test_bad_input.read_good_image(api_url, make())
+        status, body = bad_inputs.read_good_image(api_url, make())
         if status == 200 and "quick" in str(body.get("text")):
             good += 1
         else:
@@ -184,7 +176,7 @@ def main() -> int:
         (work / "input").mkdir()
         with scenarios.running_stack(url, work / "input") as stack:
             bad = run_bad_inputs(stack.api_url)
-            fuzz = test_fuzz.run_fuzz(stack.api_url, args.fuzz, raise_on_error=False)
+            fuzz = run_fuzz(stack.api_url, args.fuzz, raise_on_error=False)
     finally:
         db.kill()
 

@@ -44,8 +44,9 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from ocr_testkit.stack import Stack
+
 REPO = Path(__file__).resolve().parents[1]
-E2E_DIR = REPO / "test" / "e2e"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "books"
 DEFAULT_DATABASE_URL = os.environ.get(
     "OCR_TEST_DATABASE_URL", "mysql+pymysql://ocr:ocr@127.0.0.1:3306/ocr_test"
@@ -56,9 +57,6 @@ MAX_PIXELS = 50_000_000
 POLL_INTERVAL_S = 0.05
 SUBMIT_THREADS = 8
 RESULT_TIMEOUT_S = 600.0
-
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 # -- pages and scoring -------------------------------------------------------------------------
@@ -168,15 +166,6 @@ def scratch_database(base_url: str) -> tuple[str, Callable[[], None]]:
     return scratch, drop
 
 
-def stack_class() -> Any:
-    """The end-to-end tests' launcher (test/e2e/e2e_stack.py), reused as is."""
-    if str(E2E_DIR) not in sys.path:
-        sys.path.insert(0, str(E2E_DIR))
-    from e2e_stack import Stack
-
-    return Stack
-
-
 def service_settings(workers: int, **extra: str) -> dict[str, str]:
     """The service's production defaults, except the ones a benchmark must pin."""
     settings = {
@@ -191,14 +180,14 @@ def service_settings(workers: int, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_stack(database_url: str, **settings: str) -> Iterator[Any]:
+def running_stack(database_url: str, **settings: str) -> Iterator[Stack]:
     """A started Stack on a scratch database; both are removed on the way out, whatever happens."""
     log_dir = Path(tempfile.mkdtemp(prefix="ocr-bench-logs-"))
     scratch, drop = scratch_database(database_url)
     stack = None
     ok = False
     try:
-        stack = stack_class()(scratch, log_dir, **settings)
+        stack = Stack(scratch, log_dir, **settings)
         stack.start()
         yield stack
         ok = True

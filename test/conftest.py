@@ -7,13 +7,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, delete, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
-from ocr_common.models import JobImageRow, JobRow
+from ocr_testkit.database import empty_tables
 
 MYSQL_URL_VAR = "OCR_TEST_DATABASE_URL"
 
@@ -61,12 +61,6 @@ def database_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("mysql_url"))
-
-
-def empty_tables(engine: Engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(delete(JobImageRow))
-        conn.execute(delete(JobRow))
 
 
 @pytest.fixture

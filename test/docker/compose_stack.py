@@ -192,6 +192,28 @@ class ComposeStack:
             pytest.fail(f"{query!r} failed: {result.stderr}")
         return [line.split("\t") for line in result.stdout.splitlines()]
 
+    def inspect(self, container: str, template: str) -> str:
+        """``docker inspect --format template`` of one container."""
+        return subprocess.run(
+            ["docker", "inspect", "--format", template, container],
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=True,
+        ).stdout.strip()
+
+    def python(
+        self, container: str, code: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """``python -c code`` inside a running container, as its own user."""
+        return subprocess.run(
+            ["docker", "exec", container, "python", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=check,
+        )
+
     def ocr_status(self, container: str) -> dict[str, Any]:
         """The dispatcher's counters of one OCR server (its internal /status)."""
         code = (
@@ -200,14 +222,7 @@ class ComposeStack:
             "headers={'X-Internal-Token': os.environ['OCR_INTERNAL_TOKEN']}); "
             "print(u.urlopen(r, timeout=5).read().decode())"
         )
-        result = subprocess.run(
-            ["docker", "exec", container, "python", "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=True,
-        )
-        return dict(json.loads(result.stdout))
+        return dict(json.loads(self.python(container, code).stdout))
 
     # -- the API -----------------------------------------------------------------------------
 

@@ -3,13 +3,15 @@ containers, the data kept across down/up, and down -v."""
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from compose_stack import ComposeStack
-from pages import b64, render_document, render_lines
+
+from ocr_testkit.pages import b64, render_document, render_lines
+from ocr_testkit.waits import wait_until
 
 # The first test also builds the images.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1500)]
@@ -30,25 +32,20 @@ def page(marker: str) -> bytes:
 
 
 def wait_text(stack: ComposeStack, task_id: str) -> str:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def text() -> str | None:
         answer = stack.http.get(stack.url("/image"), params={"task_id": task_id}, timeout=10)
         assert answer.status_code == 200, answer.text
-        text = answer.json()["task_id"]
-        if text is not None:
-            return str(text)
-        time.sleep(0.5)
-    pytest.fail(f"task {task_id} not done within {JOB_TIMEOUT_S:g} s")
+        return answer.json()["task_id"]
+
+    return str(wait_until(text, JOB_TIMEOUT_S, f"task {task_id}", interval_s=0.5))
 
 
 def wait_job(stack: ComposeStack, location: str) -> dict[str, Any]:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def final() -> dict[str, Any] | None:
         job = stack.http.get(stack.url(location), timeout=10).json()
-        if job["status"] in ("succeeded", "failed"):
-            return dict(job)
-        time.sleep(0.5)
-    pytest.fail(f"{location} not done within {JOB_TIMEOUT_S:g} s")
+        return dict(job) if job["status"] in ("succeeded", "failed") else None
+
+    return dict(wait_until(final, JOB_TIMEOUT_S, location, interval_s=0.5))
 
 
 def test_the_stack_comes_up_healthy(stack: ComposeStack) -> None:
@@ -56,6 +53,38 @@ def test_the_stack_comes_up_healthy(stack: ComposeStack) -> None:
     print(f"\ndocker compose up --wait: {seconds:.1f} s")
     assert len(stack.containers("ocr")) == 1
     assert stack.http.get(stack.url("/readyz"), timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("service", ["mysql", "ocr", "api"])
+def test_each_long_running_container_answers_its_healthcheck(
+    stack: ComposeStack, service: str
+) -> None:
+    # A container without a healthcheck has no Health: `up --wait` would pass it unchecked.
+    [container] = stack.containers(service)
+    assert stack.inspect(container, "{{.State.Health.Status}}") == "healthy"
+
+
+def test_only_the_api_is_reachable_from_the_host(stack: ComposeStack) -> None:
+    [ocr], [api] = stack.containers("ocr"), stack.containers("api")
+    assert not any(json.loads(stack.inspect(ocr, "{{json .NetworkSettings.Ports}}")).values())
+    assert any(json.loads(stack.inspect(api, "{{json .NetworkSettings.Ports}}")).values())
+
+
+@pytest.mark.parametrize("service", ["ocr", "api"])
+def test_the_services_run_as_a_user_that_is_not_root(stack: ComposeStack, service: str) -> None:
+    [container] = stack.containers(service)
+    assert stack.python(container, "import os; print(os.getuid())").stdout.strip() != "0"
+
+
+def test_only_the_ocr_image_carries_tesseract(stack: ComposeStack) -> None:
+    [ocr], [api] = stack.containers("ocr"), stack.containers("api")
+    found = "import tesserocr; print(tesserocr.tesseract_version())"
+    assert stack.python(ocr, found).returncode == 0
+    missing = stack.python(api, found, check=False)
+    assert missing.returncode != 0 and "ModuleNotFoundError" in missing.stderr
+    # One OpenMP thread per engine: Tesseract's own threads on top make throughput worse.
+    limit = "import os; print(os.environ.get('OMP_THREAD_LIMIT'))"
+    assert stack.python(ocr, limit).stdout.strip() == "1"
 
 
 def test_the_original_endpoints(stack: ComposeStack) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 from compose_stack import ComposeStack
-from pages import b64, render_lines
+
+from ocr_testkit.pages import b64, render_lines
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1500)]
 

@@ -10,24 +10,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e_stack import TEST_DIR, Stack, start_stack
 from sqlalchemy.engine import Engine
 
 from ocr_common.db import make_engine
-
-
-def empty_tables(config: pytest.Config, engine: Engine) -> None:
-    """The shared conftest's ``empty_tables`` (its module is registered under its path)."""
-    shared = config.pluginmanager.get_plugin(str(TEST_DIR / "conftest.py"))
-    assert shared is not None, "test/conftest.py is not loaded"
-    shared.empty_tables(engine)
+from ocr_testkit.database import empty_tables
+from ocr_testkit.stack import Stack, start_stack
 
 
 @pytest.fixture(scope="module")
-def db_engine_e2e(mysql_url: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+def db_engine_e2e(mysql_url: str) -> Iterator[Engine]:
     """An engine on the e2e database, whose tables are emptied once per module."""
     engine = make_engine(mysql_url)
-    empty_tables(request.config, engine)
+    empty_tables(engine)
     yield engine
     engine.dispose()
 

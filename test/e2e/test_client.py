@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e_stack import CLIENT, Stack
-from pages import HELLO_PNG
+
+from ocr_testkit.pages import HELLO_PNG
+from ocr_testkit.stack import CLIENT, Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 

@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from e2e_stack import Stack
-from pages import HELLO_PNG, b64, render_lines
+
+from ocr_testkit.pages import HELLO_PNG, b64, render_lines
+from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 

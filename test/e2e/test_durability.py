@@ -9,12 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from e2e_stack import Stack, group_members, poll_until, wait_until
-from pages import b64, render_lines
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from ocr_common.models import JobImageRow, JobRow
+from ocr_testkit.pages import b64, render_lines
+from ocr_testkit.stack import Stack, group_members
+from ocr_testkit.waits import poll_until, wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 

@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from e2e_stack import Stack
 from test_bad_input import limit_bytes
+
+from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 

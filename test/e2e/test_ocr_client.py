@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from e2e_stack import BIN_DIR, Stack, wait_until
-from pages import render_lines
+
+from ocr_testkit.pages import render_lines
+from ocr_testkit.stack import BIN_DIR, Stack
+from ocr_testkit.waits import wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 

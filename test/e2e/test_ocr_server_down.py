@@ -8,12 +8,13 @@ import uuid
 
 import pytest
 import requests
-from e2e_stack import Stack, group_members, wait_until
-from pages import HELLO_PNG, b64, render_lines
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from ocr_common.models import JobRow
+from ocr_testkit.pages import HELLO_PNG, b64, render_lines
+from ocr_testkit.stack import Stack, group_members
+from ocr_testkit.waits import wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 

@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-from e2e_stack import Stack, start_stack, wait_until
-from pages import b64, render_lines
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
+
+from ocr_testkit.pages import b64, render_lines
+from ocr_testkit.stack import Stack, start_stack
+from ocr_testkit.waits import wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
@@ -102,6 +105,28 @@ def test_metrics_of_both_services_move_with_work(stack: Stack) -> None:
     assert value(ocr, "ocr_dispatcher_succeeded_total") >= 1
 
 
+def test_engines_killed_while_idle_are_replaced_before_a_sync_read(stack: Stack) -> None:
+    before = scrape(stack.server_url)
+    status = requests.get(f"{stack.server_url}/status", timeout=30).json()
+    for engine in status["engines"]:
+        exited = os.pidfd_open(engine["pid"])  # readable once the process has exited
+        os.kill(engine["pid"], signal.SIGKILL)
+        assert select.select([exited], [], [], 10)[0], f"engine {engine} alive after SIGKILL"
+        os.close(exited)
+    # A synchronous read is not tried again: it must find a live engine, a fresh one.
+    sync = requests.post(stack.url("/image-sync"), json={"image_data": image_b64("C")}, timeout=60)
+    assert sync.status_code == 200, sync.text
+    assert "Metrics" in sync.json()["text"]
+    after = scrape(stack.server_url)
+    assert value(after, "ocr_engine_restarts_total", cause="crash") >= (
+        value(before, "ocr_engine_restarts_total", cause="crash") + 1
+    )
+    # No page went down with an idle engine.
+    assert value(after, "ocr_pages_total", outcome="engine_crashed") == value(
+        before, "ocr_pages_total", outcome="engine_crashed"
+    )
+
+
 def test_a_request_id_follows_a_job_to_the_ocr_server_and_back(stack: Stack) -> None:
     request_id = "client-trace-7f3a"
     response = requests.post(
@@ -163,20 +188,3 @@ def test_an_unusable_request_id_is_replaced(stack: Stack, given: str) -> None:
     response = requests.get(stack.url("/healthz"), headers={"X-Request-Id": given}, timeout=30)
     assert response.status_code == 200
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])
-
-
-def test_a_killed_engine_is_counted_by_cause(stack: Stack) -> None:
-    # Last in the module: an engine killed here stays dead until a page is sent to it, and a
-    # synchronous read that met it would fail (engine_crashed; only jobs are tried again).
-    before = scrape(stack.server_url)
-    status = requests.get(f"{stack.server_url}/status", timeout=30).json()
-    for engine in status["engines"]:
-        os.kill(engine["pid"], signal.SIGKILL)
-    # The next page on a dead engine finds it gone: replaced, and the job tried again.
-    task_id = stack.submit(image_b64("C"))
-    assert "Metrics" in stack.result(task_id)
-    after = scrape(stack.server_url)
-    assert value(after, "ocr_engine_restarts_total", cause="crash") >= (
-        value(before, "ocr_engine_restarts_total", cause="crash") + 1
-    )
-    assert value(after, "ocr_pages_total", outcome="engine_crashed") >= 1

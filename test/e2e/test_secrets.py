@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from e2e_stack import Stack
-from pages import HELLO_PNG, b64
 from sqlalchemy.engine import Engine, make_url
 
 from ocr_common.settings import hash_api_key
+from ocr_testkit.pages import HELLO_PNG, b64
+from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 

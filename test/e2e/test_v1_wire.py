@@ -6,8 +6,10 @@ import base64
 
 import pytest
 import requests
-from e2e_stack import JOB_TIMEOUT_S, Stack, wait_until
-from pages import HELLO, HELLO_PNG, ORIENTATION_LINES, render_document
+
+from ocr_testkit.pages import HELLO, HELLO_PNG, ORIENTATION_LINES, render_document
+from ocr_testkit.stack import JOB_TIMEOUT_S, Stack
+from ocr_testkit.waits import wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from e2e_stack import Stack
-from pages import HELLO_PNG, render_document, render_lines
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from sqlalchemy.engine import Engine
 
 from ocr_common.settings import hash_api_key
+from ocr_testkit.pages import HELLO_PNG, render_document, render_lines
+from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
@@ -117,7 +117,7 @@ def test_an_image_is_read_and_its_word_boxes_drawn(
     boxes = page.locator("#stage svg rect.word")
     assert boxes.count() >= 25
     first = boxes.first
-    # "Hello" starts 30 px from the left edge of the rendered page (test/pages.py).
+    # "Hello" starts 30 px from the left edge of the rendered page (ocr_testkit/pages.py).
     assert abs(float(first.get_attribute("x") or -1) - 30) < 12
     box = first.bounding_box()
     assert box is not None and box["width"] > 10 and box["height"] > 10

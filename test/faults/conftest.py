@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import Engine
 
-# The e2e helpers (Stack, Service) live beside the end-to-end tests.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-from e2e_stack import Stack  # noqa: E402
-from mariadb_server import MariaDBUnavailable, PrivateMariaDB  # noqa: E402
-from sqlalchemy.engine import Engine  # noqa: E402
-
-from ocr_common.db import make_engine  # noqa: E402
+from ocr_common.db import make_engine
+from ocr_testkit.mariadb_server import MariaDBUnavailable, PrivateMariaDB
+from ocr_testkit.stack import Stack
 
 
 @pytest.fixture(scope="session")

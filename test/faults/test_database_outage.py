@@ -11,10 +11,11 @@ from unittest.mock import ANY
 
 import pytest
 import requests
-from e2e_stack import Stack
-from mariadb_server import PrivateMariaDB
-from scenarios import database_outage, running_stack
 from sqlalchemy.engine import Engine
+
+from ocr_testkit.mariadb_server import PrivateMariaDB
+from ocr_testkit.scenarios import database_outage, running_stack
+from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_stack import Stack
-from hostile_clients import (
+from sqlalchemy.engine import Engine
+
+from ocr_testkit.hostile_clients import (
     batch_flood,
     blank_png_uploads,
     long_options,
@@ -14,8 +15,8 @@ from hostile_clients import (
     slow_clients,
     stalled_ocr_server,
 )
-from scenarios import running_stack
-from sqlalchemy.engine import Engine
+from ocr_testkit.scenarios import running_stack
+from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
 

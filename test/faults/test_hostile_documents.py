@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_stack import Stack
-from hostile_documents import blank_pages, pdf_bomb, wide_image
-from scenarios import running_stack
 from sqlalchemy.engine import Engine
+
+from ocr_testkit.hostile_documents import blank_pages, pdf_bomb, wide_image
+from ocr_testkit.scenarios import running_stack
+from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
 

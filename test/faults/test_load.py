@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_stack import Stack
-from scenarios import load, running_stack
 from sqlalchemy.engine import Engine
+
+from ocr_testkit.scenarios import load, running_stack
+from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
 

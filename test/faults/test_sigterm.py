@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_stack import Stack
-from scenarios import (
+from sqlalchemy.engine import Engine
+
+from ocr_testkit.scenarios import (
     running_stack,
     sigterm_api,
     sigterm_ocr_server_long_grace,
     sigterm_ocr_server_short_grace,
 )
-from sqlalchemy.engine import Engine
+from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
 

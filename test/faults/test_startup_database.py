@@ -16,13 +16,13 @@ from pathlib import Path
 import pymysql
 import pytest
 from alembic import command
-from e2e_stack import BIN_DIR, Stack
-from mariadb_server import PASSWORD, USER, MariaDBUnavailable, PrivateMariaDB
-from pages import HELLO_PNG, b64
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ocr_common.db import alembic_config
+from ocr_testkit.mariadb_server import PASSWORD, USER, MariaDBUnavailable, PrivateMariaDB
+from ocr_testkit.pages import HELLO_PNG, b64
+from ocr_testkit.stack import BIN_DIR, Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
 

@@ -17,6 +17,7 @@ from ocr_common.settings import Settings, load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import PageTask
 from ocr_server.pool import EnginePool
+from ocr_testkit.waits import wait_until, wait_until_async
 
 POISON = b"poison"
 
@@ -27,6 +28,7 @@ class FakeEngine:
     def __init__(self, delay_s: float = 0.0):
         self.delay_s = delay_s
         self.seen: list[bytes] = []
+        self.returned = 0  # pages whose recognize_page has returned or raised
         self._lock = threading.Lock()
 
     def recognize_page(self, task: PageTask) -> dict[str, object]:
@@ -34,12 +36,15 @@ class FakeEngine:
         with self._lock:
             first_time = image not in self.seen
             self.seen.append(image)
-        time.sleep(self.delay_s)
-        if image == POISON:
-            raise EngineCrashed("the engine crashed on this page")
-        if image.startswith(b"flaky") and first_time:
-            raise EngineTimeout("took too long")
-        return {"page": task.page, "text": image.decode() + "\n"}
+        try:
+            time.sleep(self.delay_s)
+            if image == POISON:
+                raise EngineCrashed("the engine crashed on this page")
+            if image.startswith(b"flaky") and first_time:
+                raise EngineTimeout("took too long")
+            return {"page": task.page, "text": image.decode() + "\n"}
+        finally:
+            self.returned += 1
 
 
 def settings(**overrides: object) -> Settings:
@@ -130,19 +135,20 @@ def test_stop_gives_unfinished_jobs_back_without_charging_an_attempt(
     sessions: sessionmaker[Session],
 ) -> None:
     ids = queue(sessions, [b"slow page"])
-    pool = EnginePool([FakeEngine(delay_s=1.5)])
+    engine = FakeEngine(delay_s=1.5)
+    pool = EnginePool([engine])
     dispatcher = Dispatcher(sessions, pool, settings())
 
     async def scenario() -> None:
         dispatcher.start()
-        while dispatcher.running_jobs == 0:
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: dispatcher.running_jobs, 10, "a running job")
         await dispatcher.stop(grace_s=0.1)
 
     asyncio.run(scenario())
     [job] = jobs(sessions, ids)
     assert job.status == JobStatus.QUEUED and job.attempts == 0 and job.worker_id is None
-    time.sleep(1.6)  # the engine thread finishes; its late result must not land
+    # The engine thread finishes after the stop; its late result must not land.
+    wait_until(lambda: engine.returned, 5, "the engine's late result")
     [job] = jobs(sessions, ids)
     assert job.status == JobStatus.QUEUED
     pool.close()
@@ -155,8 +161,7 @@ def test_stop_waits_for_running_jobs_within_the_grace(sessions: sessionmaker[Ses
 
     async def scenario() -> None:
         dispatcher.start()
-        while dispatcher.running_jobs == 0:
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: dispatcher.running_jobs, 10, "a running job")
         await dispatcher.stop(grace_s=10)
 
     asyncio.run(scenario())

@@ -6,6 +6,7 @@ import asyncio
 import io
 import multiprocessing
 import os
+import select
 import signal
 import threading
 import time
@@ -13,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pages import HELLO, HELLO_PNG, nested_forms_pdf, render_lines
 from PIL import Image
 
 from ocr_common.errors import (
@@ -24,9 +24,11 @@ from ocr_common.errors import (
     PayloadTooLarge,
 )
 from ocr_common.options import ORIGINAL_API_OPTIONS, OcrOptions, Preprocess
-from ocr_common.settings import Settings
-from ocr_server.engine import TesseractEngine, probe
-from ocr_server.pool import MIB, EnginePool, EngineProcess, PageTask
+from ocr_common.settings import MIB, Settings
+from ocr_server.engine import PageTask, TesseractEngine, probe
+from ocr_server.engine_process import EngineProcess
+from ocr_server.pool import EnginePool
+from ocr_testkit.pages import HELLO, HELLO_PNG, nested_forms_pdf, render_lines
 
 
 def read(engine: TesseractEngine | EngineProcess, data: bytes) -> str:
@@ -91,6 +93,21 @@ def test_a_crashed_engine_is_replaced_and_keeps_serving(engine_process: EnginePr
     assert engine_process.restarts == 1
     assert engine_process.pid != pid
     assert "Hello" in read(engine_process, HELLO_PNG)
+
+
+def test_an_engine_killed_while_idle_is_replaced_before_its_next_page(
+    engine_process: EngineProcess,
+) -> None:
+    pid = engine_process.pid
+    assert pid is not None
+    exited = os.pidfd_open(pid)  # readable once the process has exited
+    os.kill(pid, signal.SIGKILL)
+    assert select.select([exited], [], [], 10)[0], f"engine {pid} alive 10 s after SIGKILL"
+    os.close(exited)
+    # The page goes to a fresh engine, not down with the dead one.
+    assert "Hello" in read(engine_process, HELLO_PNG)
+    assert engine_process.restarts == 1
+    assert engine_process.pid not in (pid, None)
 
 
 def test_tesseract_timeout_is_an_engine_timeout() -> None:

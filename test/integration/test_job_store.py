@@ -169,7 +169,7 @@ def test_racing_claimers_never_get_the_same_job(sessions: sessionmaker[Session])
     def claimer(name: str) -> None:
         try:
             start.wait()
-            while True:
+            for _ in range(total):  # at most every job, by one claimer
                 with sessions.begin() as session:
                     job = job_store.claim_next(session, worker_id=name, lease_s=30)
                 if job is None:
@@ -354,7 +354,7 @@ def test_racing_batch_and_single_claimers_never_get_the_same_job(
     def batch_claimer(name: str) -> None:
         try:
             start.wait()
-            while True:
+            for _ in range(total):  # at most every job, by one claimer
                 with sessions.begin() as session:
                     jobs = job_store.claim_batch(session, worker_id=name, lease_s=30, limit=7)
                 if not jobs:
@@ -370,7 +370,7 @@ def test_racing_batch_and_single_claimers_never_get_the_same_job(
     def single_claimer(name: str) -> None:
         try:
             start.wait()
-            while True:
+            for _ in range(total):  # at most every job, by one claimer
                 with sessions.begin() as session:
                     job = job_store.claim_next(session, worker_id=name, lease_s=30)
                 if job is None:

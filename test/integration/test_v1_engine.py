@@ -10,14 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pages import (
-    HELLO,
-    ORIENTATION_LINES,
-    encode,
-    page_with_words_at,
-    render_document,
-    render_page_image,
-)
 from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +22,14 @@ from ocr_common.settings import load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import TesseractEngine
 from ocr_server.pool import EnginePool, PageTask
+from ocr_testkit.pages import (
+    HELLO,
+    ORIENTATION_LINES,
+    encode,
+    page_with_words_at,
+    render_document,
+    render_page_image,
+)
 
 BOX_TOLERANCE_PX = 4
 # Real pages with ground truth (the benchmarks' data), beside the project: ../shared/data.

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from pages import HELLO_PNG, b64
 from sqlalchemy.orm import Session, sessionmaker
 from v1_fakes import fake_result
 
@@ -15,6 +14,7 @@ from api_server import create_app
 from api_server.ocr_client import OcrRequest
 from api_server.services import Services
 from ocr_common.settings import SettingsError, hash_api_key, load_settings, parse_api_keys
+from ocr_testkit.pages import HELLO_PNG, b64
 
 ALICE, BOB = "alice-key-0123456789", "bob-key-9876543210"
 KEYS = f"alice={hash_api_key(ALICE)},{hash_api_key(BOB)}"

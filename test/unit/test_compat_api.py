@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from pages import HELLO_PNG, b64, render_lines
 from sqlalchemy.orm import Session, sessionmaker
 from v1_fakes import fake_result
 
@@ -20,6 +19,7 @@ from api_server.services import Services
 from ocr_common import job_store
 from ocr_common.errors import EngineError, OcrError, Unavailable
 from ocr_common.settings import load_settings
+from ocr_testkit.pages import HELLO_PNG, b64, render_lines
 
 SECOND_PNG = render_lines(["Second page"])
 

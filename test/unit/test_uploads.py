@@ -6,12 +6,12 @@ import base64
 import io
 
 import pytest
-from pages import HELLO_PNG, render_lines
 from PIL import Image
 
 from api_server.uploads import decode_base64, parse_json_object
 from ocr_common.documents import check_image
 from ocr_common.errors import BadRequest, InvalidImage, PayloadTooLarge
+from ocr_testkit.pages import HELLO_PNG, render_lines
 
 MIB = 1024 * 1024
 B64 = base64.b64encode(HELLO_PNG).decode()

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from pages import HELLO_PNG, encode, render_document, render_page_image
 from sqlalchemy.orm import Session, sessionmaker
 from v1_fakes import FakeOcr, fake_result
 
@@ -21,6 +20,7 @@ from api_server.schemas import Job, JobList, Problem
 from api_server.services import Services
 from ocr_common import job_store
 from ocr_common.settings import load_settings
+from ocr_testkit.pages import HELLO_PNG, encode, render_document, render_page_image
 
 PDF = render_document([["One"], ["Two"], ["Three"]], "PDF")
 TIFF = render_document([["One"], ["Two"]], "TIFF")

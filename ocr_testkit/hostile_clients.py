@@ -18,12 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import requests
-from e2e_stack import Stack, group_members
-from hostile import HostileTally, RssSampler
-from hostile_images import blank_rgba_png, many_scan_jpeg
-from pages import b64
-from scenarios import Answer, call, marker, rows, status_counts, tiny_page, wait_final
 from sqlalchemy.engine import Engine
+
+from ocr_testkit.hostile import HostileTally, RssSampler
+from ocr_testkit.hostile_images import blank_rgba_png, many_scan_jpeg
+from ocr_testkit.pages import b64
+from ocr_testkit.scenarios import Answer, call, marker, rows, status_counts, tiny_page, wait_final
+from ocr_testkit.stack import Stack, group_members
 
 # How long an ordinary request may take while the API is under attack.
 ANSWER_DEADLINE_S = 5.0
@@ -337,7 +338,7 @@ def batch_flood(
         task_ids = answer.body.get("task_id") if isinstance(answer.body, dict) else None
         ok = answer.status == 200 and isinstance(task_ids, list) and len(task_ids) == batch
         tally.expect(ok, f"a list of {batch} answered {answer.status} {answer.error or ''}")
-        if ok:
+        if ok and isinstance(task_ids, list):
             ids.extend(task_ids)
     ids += probe(stack, tally, 2.0, "after the flood")
     tally.others_kept_finishing = kept_finishing(engine, ids, tally)

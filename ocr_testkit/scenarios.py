@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from e2e_stack import Stack, group_members, poll_until
-from pages import b64, render_lines
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from ocr_common.models import JobImageRow, JobRow
+from ocr_testkit.pages import b64, render_lines
+from ocr_testkit.stack import Stack, group_members
+from ocr_testkit.waits import poll_until
 
 FINAL = ("succeeded", "failed")
 FILLER = "The quick brown fox jumps over the lazy dog"
@@ -386,7 +387,8 @@ def poison(stack: Stack, engine: Engine, small_jobs: int = 8) -> FaultTally:
     max_attempts = int(stack.env.get("OCR_MAX_ATTEMPTS", "3"))
     poison_answers = submit_all(stack, [long_page("Poison 1 quick brown fox")])
     poison_ids = accepted_ids(tally, poison_answers)
-    time.sleep(0.1)
+    # The poison first: the small jobs come in once an engine has taken it.
+    poll_until(lambda: all(row.attempts for row in rows(engine, poison_ids).values()), 10, 0.02)
     words = [marker("Small", n) for n in range(small_jobs)]
     answers = submit_all(stack, [tiny_page(w) for w in words], clients=2)
     small_ids = accepted_ids(tally, answers)
@@ -594,7 +596,13 @@ def database_outage(
     threads = [threading.Thread(target=submitter), threading.Thread(target=prober)]
     for thread in threads:
         thread.start()
-    time.sleep(1.0)
+
+    def wait_posts(count: int) -> None:
+        """Some traffic before the outage, and some after the recovery: at the submitter's
+        pace, about 0.1 s a job."""
+        poll_until(lambda: len(posted) >= count, 10, 0.05)
+
+    wait_posts(5)
     down_at = time.monotonic()
     stop_db()
     time.sleep(outage_s)
@@ -619,7 +627,7 @@ def database_outage(
         tally.problem("the API's /readyz did not come back within 30 s of the database")
     if not ocr_back:
         tally.problem("the OCR server's /readyz did not come back within 30 s of the database")
-    time.sleep(2.0)
+    wait_posts(len(posted) + 10)
     stop.set()
     for thread in threads:
         thread.join()

@@ -12,17 +12,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
+from ocr_testkit.waits import wait_until
+
 BIN_DIR = Path(sys.executable).parent
-TEST_DIR = Path(__file__).resolve().parents[1]
-CLIENT = TEST_DIR / "client_test.py"
+CLIENT = Path(__file__).resolve().parents[1] / "test" / "client_test.py"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 JOB_TIMEOUT_S = 90.0
@@ -32,26 +31,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def poll_until(condition: Callable[[], Any], timeout_s: float, interval_s: float = 0.1) -> Any:
-    """Call ``condition`` until it returns something truthy (returned) or ``timeout_s`` passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval_s)
-
-
-def wait_until(
-    condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1
-) -> Any:
-    """Like ``poll_until``, failing the test after ``timeout_s``."""
-    value = poll_until(condition, timeout_s, interval_s)
-    if not value:
-        pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
-    return value
 
 
 def group_members(pgid: int) -> list[int]:

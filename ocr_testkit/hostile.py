@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from e2e_stack import Stack, group_members
+from ocr_testkit.stack import Stack, group_members
 
 PAGE_BYTES = 4096
 SAMPLE_EVERY_S = 0.05

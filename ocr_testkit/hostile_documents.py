@@ -17,11 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import requests
-from e2e_stack import Stack
-from hostile import HostileTally, RssSampler
-from pages import b64, encode, nested_forms_pdf, render_document
 from PIL import Image
-from scenarios import ANSWER_DEADLINE_S, call, marker, rows, tiny_page, wait_final
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
@@ -29,6 +25,11 @@ from sqlalchemy.orm import sessionmaker
 from ocr_common import job_store
 from ocr_common.models import JobRow
 from ocr_common.options import OcrOptions
+from ocr_testkit.hostile import HostileTally, RssSampler
+from ocr_testkit.pages import b64, encode, nested_forms_pdf, render_document
+from ocr_testkit.scenarios import ANSWER_DEADLINE_S, call, marker, rows, tiny_page, wait_final
+from ocr_testkit.stack import Stack
+from ocr_testkit.waits import poll_until
 
 # An ordinary job is submitted this often while a case runs.
 ORDINARY_EVERY_S = 0.5
@@ -188,7 +189,8 @@ def pdf_bomb(stack: Stack, db: Engine) -> HostileTally:
         if not wait_final(db, [job_id], 60 * max_attempts):
             tally.problem(f"the queued bomb did not end within {60 * max_attempts} s")
         # A few more ordinary jobs after the bomb, on the engines that replaced its own.
-        time.sleep(2 * ORDINARY_EVERY_S)
+        accepted = len(others.words)
+        poll_until(lambda: len(others.words) >= accepted + 2, 10 * ORDINARY_EVERY_S)
     stored = job_ids(db) - before - set(others.words) - {job_id}
     tally.expect(not stored, f"{len(stored)} refused upload(s) of the bomb were stored")
     row = rows(db, [job_id]).get(job_id)

@@ -1,0 +1,1 @@
+"""What the tests and the benchmarks share: test pages, the services as processes, faults."""
