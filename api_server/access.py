@@ -18,6 +18,7 @@ from ocr_common.errors import OcrError, RateLimited, Unauthorized
 from ocr_common.settings import Settings
 
 from .services import current_services
+from .uploads import images_in_body, request_json
 
 # Blueprints whose routes need a key when keys are configured (ops endpoints never do).
 PROTECTED_BLUEPRINTS = frozenset({"compat", "v1"})
@@ -92,9 +93,6 @@ def install_access_control(app: Flask, settings: Settings) -> Limiter | None:
 def images_in_request() -> int:
     """What a request costs under the rate limit: the images of an upload of the original
     API, at most what one request may carry (more is refused anyway); 1 for the rest."""
-    from .compat import images_in_body
-    from .uploads import request_json
-
     if request.blueprint != "compat" or request.method != "POST":
         return 1
     try:

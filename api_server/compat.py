@@ -8,44 +8,25 @@ a list of images, in "image_data" or "image_data_list".
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
-from sqlalchemy.orm import Session
+from flask import Blueprint, Response, jsonify
 
 from ocr_common import job_store
-from ocr_common.documents import check_image
-from ocr_common.errors import (
-    BadRequest,
-    NotFound,
-    OcrError,
-    PayloadTooLarge,
-)
+from ocr_common.errors import NotFound, OcrError
 from ocr_common.models import JobStatus
-from ocr_common.observability import current_request_id
-from ocr_common.options import ORIGINAL_API_OPTIONS
 
-from . import schemas
+from . import jobs, schemas
 from .access import check_queue_room, current_owner
-from .ocr_client import OcrRequest
-from .openapi import Body, Param, operation
-from .services import Services, current_services
-from .uploads import decode_base64, parse_json_object, read_body, request_json
+from .openapi import Body, Param, View, operation
+from .services import current_services
+from .uploads import read_task_id, read_uploads
 
 bp = Blueprint("compat", __name__)
-# The keys a list of images may come in; with both, the first wins.
-IMAGE_KEYS = ("image_data", "image_data_list")
-# The most of an unknown task id echoed back in a message.
-SHOWN_ID_CHARS = 64
 # Jobs per database read while /allimages streams.
 LIST_PAGE = 1000
-
-
-View = Callable[..., Response]
 
 
 def route(path: str, **options: Any) -> Callable[[View], View]:
@@ -59,96 +40,15 @@ def route(path: str, **options: Any) -> Callable[[View], View]:
     return decorator
 
 
-def _error(description: str) -> Body:
-    return Body(description, {"application/json": schemas.CompatError})
-
-
-IMAGE_BODY = Body("base64 image(s)", {"application/json": schemas.CompatImage})
-UPLOAD_ERRORS = {
-    400: _error("malformed body, base64 or image"),
-    413: _error(
-        "an image is over OCR_MAX_UPLOAD_BYTES or OCR_MAX_PIXELS, or the list over OCR_MAX_BATCH"
-    ),
-    503: _error("the database (or OCR server) is unavailable; nothing was stored"),
-}
-
-
-@dataclass(frozen=True)
-class Upload:
-    data: bytes
-    digest: str
-    format: str
-
-
-def images_in_body(body: dict[str, Any]) -> tuple[object, bool] | None:
-    """The images of an upload body and whether they came as a list; None without any."""
-    for key in IMAGE_KEYS:
-        if key in body:
-            value = body[key]
-            if key == "image_data_list" and not isinstance(value, list):
-                value = [value]
-            return value, isinstance(value, list)
-    return None
-
-
-def read_uploads() -> tuple[list[Upload], bool]:
-    """The images of an upload body, and whether the client sent a list."""
-    svc = current_services()
-    found = images_in_body(request_json())
-    if found is None:
-        raise BadRequest(
-            'the JSON body has no "image_data": send {"image_data": "<base64>"}',
-            code="missing_field",
-        )
-    value, many = found
-    items = value if isinstance(value, list) else [value]
-    if not items:
-        raise BadRequest('"image_data" is an empty list', code="invalid_field")
-    limits = svc.settings
-    if len(items) > limits.max_images_per_request:
-        raise PayloadTooLarge(
-            f"{len(items)} images in one request; at most {limits.max_images_per_request} "
-            "(OCR_MAX_BATCH, and never more than the rate limit allows at once): send them "
-            "in several requests",
-            code="batch_too_large",
-        )
-    uploads = []
-    for index, item in enumerate(items):
-        field = f"image_data[{index}]" if many else "image_data"
-        try:
-            data = decode_base64(item, field=field, max_bytes=limits.max_upload_bytes)
-            document = check_image(
-                data, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels
-            )
-        except OcrError as exc:
-            if many and not exc.message.startswith(field):
-                exc.message = f"{field}: {exc.message}"
-            raise
-        uploads.append(Upload(data, job_store.image_digest(data), document.format))
-    return uploads, many
-
-
-def known_results(
-    session: Session, svc: Services, uploads: list[Upload]
-) -> list[job_store.KnownResult | None]:
-    """For each upload, the result of the same image read before (when reuse is on)."""
-    if not svc.settings.reuse_results:
-        return [None] * len(uploads)
-    return [
-        job_store.find_result(session, digest=upload.digest, owner=current_owner())
-        for upload in uploads
-    ]
-
-
 @route("/image-sync", methods=["POST"])
 @operation(
     summary="OCR an image now (original API)",
     tag="original",
-    request=IMAGE_BODY,
+    request=schemas.IMAGE_BODY,
     responses={
         200: Body("the text (a list for a list)", {"application/json": schemas.CompatText}),
-        **UPLOAD_ERRORS,
-        422: _error("Tesseract could not read the image"),
+        **schemas.UPLOAD_ERRORS,
+        422: schemas.compat_error("Tesseract could not read the image"),
     },
 )
 def image_sync() -> Response:
@@ -156,57 +56,38 @@ def image_sync() -> Response:
     svc = current_services()
     uploads, many = read_uploads()
     started = job_store.utcnow()
-    with svc.sessions() as session:
-        known = known_results(session, svc, uploads)
-    results: list[dict[str, Any] | OcrError | None] = [
-        None if k is None else {"text": k.text, "pages": (k.result or {}).get("pages")}
-        for k in known
-    ]
-    unknown = [index for index, result in enumerate(results) if result is None]
+    outcomes: dict[int, dict[str, Any] | OcrError] = {}
+    if svc.settings.reuse_results:
+        with svc.sessions() as session:
+            for index, upload in enumerate(uploads):
+                digest = upload.image_digest
+                known = job_store.find_result(session, digest=digest, owner=current_owner())
+                if known is not None:
+                    pages = (known.result or {}).get("pages")
+                    outcomes[index] = {"text": known.text, "pages": pages}
+    unknown = [index for index in range(len(uploads)) if index not in outcomes]
     if unknown:
-        read = svc.ocr.recognize(
-            [OcrRequest(uploads[index].data, ORIGINAL_API_OPTIONS, 1) for index in unknown]
-        )
-        for index, outcome in zip(unknown, read, strict=True):
-            results[index] = outcome
+        read = jobs.read_now([uploads[index] for index in unknown])
+        outcomes.update(zip(unknown, read, strict=True))
+    results = [outcomes[index] for index in range(len(uploads))]
     with svc.sessions.begin() as session:
-        for upload, result in zip(uploads, results, strict=True):
-            failed = result if isinstance(result, OcrError) else None
-            done = result if isinstance(result, dict) else None
-            job_store.record_finished(
-                session,
-                image=upload.data,
-                digest=upload.digest,
-                started_at=started,
-                text=str(done["text"]) if done else None,
-                error_code=failed.code if failed else None,
-                error_message=failed.message if failed else None,
-                owner=current_owner(),
-                fmt=upload.format,
-                result=stored_result(done),
-            )
-    for result in results:
-        if isinstance(result, OcrError):
-            raise result
-    texts = [str(result["text"]) for result in results if isinstance(result, dict)]
+        for upload, outcome in zip(uploads, results, strict=True):
+            jobs.record_read(session, upload, started_at=started, outcome=outcome)
+    for outcome in results:
+        if isinstance(outcome, OcrError):
+            raise outcome
+    texts = [str(outcome["text"]) for outcome in results if isinstance(outcome, dict)]
     return jsonify({"text": texts if many else texts[0]})
-
-
-def stored_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What a job keeps of a result: the text and the pages (None: none, or text only)."""
-    if result is None or result.get("pages") is None:
-        return None
-    return {"text": result["text"], "pages": result["pages"]}
 
 
 @route("/image", methods=["POST"])
 @operation(
     summary="Queue an image (original API)",
     tag="original",
-    request=IMAGE_BODY,
+    request=schemas.IMAGE_BODY,
     responses={
         200: Body("the task id (a list for a list)", {"application/json": schemas.CompatTaskId}),
-        **UPLOAD_ERRORS,
+        **schemas.UPLOAD_ERRORS,
     },
 )
 def image_submit() -> Response:
@@ -217,18 +98,7 @@ def image_submit() -> Response:
     # An image read before is answered from its stored result by the OCR server when it
     # claims the job (see Dispatcher), so intake stays one INSERT per table.
     with svc.sessions.begin() as session:
-        ids = [
-            job_store.create_job(
-                session,
-                image=upload.data,
-                digest=upload.digest,
-                max_attempts=svc.settings.max_attempts,
-                owner=current_owner(),
-                fmt=upload.format,
-                request_id=current_request_id(),
-            ).id
-            for upload in uploads
-        ]
+        ids = [jobs.queue_job(session, upload).id for upload in uploads]
     svc.ocr.notify()
     return jsonify({"task_id": ids if many else ids[0]})
 
@@ -244,10 +114,10 @@ def image_submit() -> Response:
     ),
     responses={
         200: Body("the text, or null while not done", {"application/json": schemas.CompatResult}),
-        400: _error("no task id, or one that is an object or a list"),
-        404: _error("no such task, whatever the id looks like"),
-        422: _error("the task failed"),
-        503: _error("the database is unavailable"),
+        400: schemas.compat_error("no task id, or one that is an object or a list"),
+        404: schemas.compat_error("no such task, whatever the id looks like"),
+        422: schemas.compat_error("the task failed"),
+        503: schemas.compat_error("the database is unavailable"),
     },
 )
 def image_result() -> Response:
@@ -257,50 +127,15 @@ def image_result() -> Response:
     it. The body form answers exactly ``{"task_id": ...}``: its clients compare the dict.
     """
     given, in_query = read_task_id()
-    job_id = canonical_task_id(given)
-    job = None
-    if job_id is not None:
-        with current_services().sessions() as session:
-            job = job_store.get_job(session, job_id, owner=current_owner())
+    job_id = jobs.canonical_job_id(given)
+    job = jobs.find_job(job_id) if job_id is not None else None
     if job is None:
         # Whatever its shape: clients test "unknown id -> 404" with made-up ids.
-        raise NotFound(f"no task with id {given[:SHOWN_ID_CHARS]!r}", code="task_not_found")
+        raise NotFound(f"no task with id {given[: jobs.SHOWN_ID_CHARS]!r}", code="task_not_found")
     if (failure := job.failure(noun="task")) is not None:
         raise failure
     text = job.text if job.status == JobStatus.SUCCEEDED else None
     return jsonify({"task_id": text, "text": text} if in_query else {"task_id": text})
-
-
-def read_task_id() -> tuple[str, bool]:
-    """The task id as the client sent it, and whether it came in the query string."""
-    value: object = request.args.get("task_id") or request.args.get("id")
-    in_query = value is not None
-    if value is None:
-        body = read_body()
-        if not body.strip():
-            raise BadRequest(
-                'say which task: send {"task_id": "<id>"} as the body, or ?task_id=<id>',
-                code="missing_field",
-            )
-        data = parse_json_object(body)
-        value = data.get("task_id", data.get("id"))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = json.dumps(value)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise BadRequest('the JSON body has no "task_id"', code="missing_field")
-    if not isinstance(value, str):
-        raise BadRequest(
-            f'"task_id" must be a string, not {type(value).__name__}', code="invalid_task_id"
-        )
-    return value.strip(), in_query
-
-
-def canonical_task_id(value: str) -> str | None:
-    """The id as stored (a lower-case UUID), or None when no task can have it."""
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
 
 
 @route("/allimages", methods=["GET"])
@@ -311,7 +146,7 @@ def canonical_task_id(value: str) -> str | None:
         200: Body(
             "task id -> text (null while not done)", {"application/json": schemas.CompatAllImages}
         ),
-        503: _error("the database is unavailable"),
+        503: schemas.compat_error("the database is unavailable"),
     },
 )
 def all_images() -> Response:

@@ -84,11 +84,9 @@ def register_error_handlers(app: Flask, max_request_bytes: int) -> None:
     @app.errorhandler(HTTPException)
     def on_http_error(exc: HTTPException) -> Response:
         code = (exc.name or "http_error").lower().replace(" ", "_")
-        if wants_problem():
-            response = problem_response(exc.code or 500, code, exc.description or code)
-        else:
-            response = jsonify({"error": {"code": code, "message": exc.description}})
-            response.status_code = exc.code or 500
+        error = OcrError(exc.description or code, code=code)
+        error.status = exc.code or 500
+        response = error_response(error)
         if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
         return response

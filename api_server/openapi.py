@@ -23,7 +23,6 @@ from pydantic.json_schema import models_json_schema
 API_TITLE = "OCR service"
 API_VERSION = "1.0.0"
 REF_TEMPLATE = "#/components/schemas/{model}"
-PROBLEM_JSON = "application/problem+json"
 _PATH_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 bp = Blueprint("openapi", __name__)

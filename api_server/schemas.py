@@ -1,15 +1,21 @@
-"""The shapes of what the API answers, as pydantic models: the OpenAPI document is made of them,
-and the tests check real answers against them."""
+"""The shapes of what the API takes and answers: pydantic models (the tests check real answers
+against them) and the parameters and bodies the views document with ``openapi.operation``."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from ocr_common.models import JobStatus
 from ocr_common.options import OcrOptions
+
+from .errors import PROBLEM_JSON
+from .idempotency import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_CHARS
+from .openapi import Body, Param
+from .pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from .rendering import FORMATS, HOCR_MEDIA_TYPE, TSV_MEDIA_TYPE
 
 
 class Schema(BaseModel):
@@ -161,3 +167,93 @@ class CompatAllImages(RootModel[dict[str, str | None]]):
 
 class Status(BaseModel):
     status: str
+
+
+# -- what the v1 views document ---------------------------------------------------------------
+
+
+def _option_param(name: str, schema: dict[str, Any]) -> Param:
+    """A query parameter or form field of an option, from the options model's schema: its
+    first form that is not null (for ``pages``, the "1-3,7" string)."""
+    forms = [form for form in schema.get("anyOf", [schema]) if form.get("type") != "null"]
+    wire = {key: value for key, value in forms[0].items() if key not in ("title", "examples")}
+    if schema.get("default") is not None:
+        wire["default"] = schema["default"]
+    return Param(name, wire, schema.get("description", ""))
+
+
+OPTION_PARAMS = tuple(
+    _option_param(name, schema)
+    for name, schema in OcrOptions.model_json_schema()["properties"].items()
+)
+FORMAT_PARAM = Param(
+    "format", {"type": "string", "enum": list(FORMATS)}, "json (default), text, hocr or tsv"
+)
+IDEMPOTENCY_PARAM = Param(
+    IDEMPOTENCY_HEADER,
+    {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
+    "a key of your choice that makes retrying this POST safe",
+    where="header",
+)
+LIST_PARAMS = (
+    Param("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
+    Param(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+        f"jobs per page (default {DEFAULT_PAGE_SIZE})",
+    ),
+    Param("cursor", {"type": "string"}, "next_cursor of the page before"),
+)
+_BINARY = {"type": "string", "format": "binary"}
+DOCUMENT_BODY = Body(
+    "the document: PNG, JPEG, TIFF (every page), BMP, GIF (first frame), WebP or PDF; the "
+    "format is found from the bytes",
+    {
+        "multipart/form-data": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {"file": _BINARY, **{p.name: p.schema for p in OPTION_PARAMS}},
+        },
+        "application/json": JsonDocument,
+        "application/pdf": _BINARY,
+        "image/png": _BINARY,
+        "image/jpeg": _BINARY,
+        "image/tiff": _BINARY,
+        "application/octet-stream": _BINARY,
+    },
+)
+
+
+def problem(description: str) -> Body:
+    return Body(description, {PROBLEM_JSON: Problem})
+
+
+RESULT_CONTENT: dict[str, type[BaseModel] | dict[str, Any]] = {
+    "application/json": Job,
+    "text/plain": {"type": "string"},
+    HOCR_MEDIA_TYPE: {"type": "string"},
+    TSV_MEDIA_TYPE: {"type": "string"},
+}
+SUBMIT_ERRORS = {
+    400: problem("bad document or option (the problem's field names it)"),
+    413: problem("the document is over a limit: bytes, pixels or OCR_MAX_PAGES"),
+    415: problem("the body is not multipart, JSON or an image/PDF"),
+    503: problem("the database or the OCR server is unavailable; retry after Retry-After"),
+}
+
+
+# -- what the original API's views document ---------------------------------------------------
+
+
+def compat_error(description: str) -> Body:
+    return Body(description, {"application/json": CompatError})
+
+
+IMAGE_BODY = Body("base64 image(s)", {"application/json": CompatImage})
+UPLOAD_ERRORS = {
+    400: compat_error("malformed body, base64 or image"),
+    413: compat_error(
+        "an image is over OCR_MAX_UPLOAD_BYTES or OCR_MAX_PIXELS, or the list over OCR_MAX_BATCH"
+    ),
+    503: compat_error("the database (or OCR server) is unavailable; nothing was stored"),
+}

@@ -1,24 +1,45 @@
-"""Reading what clients send: lenient JSON bodies, lenient base64, strict image checks.
+"""Reading what clients send: lenient JSON bodies, lenient base64, strict document checks.
 
-Everything here runs before anything is stored, so a bad upload never becomes a job.
+The original API's images and task ids (``read_uploads``, ``read_task_id``) and a v1 document
+with its options (``read_submission``). Everything here runs before anything is stored, so a bad
+upload never becomes a job.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import hashlib
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, g, request
 from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ocr_common.errors import BadRequest, InvalidImage, PayloadTooLarge
+from ocr_common import job_store
+from ocr_common.documents import Document, check_document, check_image
+from ocr_common.errors import (
+    BadRequest,
+    InvalidImage,
+    OcrError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from ocr_common.options import OPTION_FIELDS, ORIGINAL_API_OPTIONS, OcrOptions, parse_options
+
+from .services import current_services
 
 _DATA_URL = re.compile(r"^\s*data:[^,]{0,200}?;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(rb"\s+")
+# The keys a list of images may come in (original API); with both, the first wins.
+IMAGE_KEYS = ("image_data", "image_data_list")
+# Raw v1 bodies read as a document besides image/*; the format is found from the bytes.
+RAW_MEDIA_TYPES = ("application/pdf", "application/octet-stream")
 # Pillow's own bomb check is a warning; we refuse by our own limit before decoding.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -104,3 +125,166 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"the image is larger than {max_bytes} bytes (OCR_MAX_UPLOAD_BYTES)", code="image_too_large"
     )
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A checked document and the options to read it with (the original API's: the defaults)."""
+
+    data: bytes
+    options: OcrOptions
+    document: Document
+
+    @functools.cached_property
+    def image_digest(self) -> str:
+        return job_store.image_digest(self.data)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """Same document and same options: the same request, however it was sent."""
+        return hashlib.sha256(
+            self.image_digest.encode() + self.options.to_json().encode()
+        ).hexdigest()
+
+
+# -- the original API: base64 images in a JSON body -------------------------------------------
+
+
+def images_in_body(body: dict[str, Any]) -> tuple[object, bool] | None:
+    """The images of an upload body and whether they came as a list; None without any."""
+    for key in IMAGE_KEYS:
+        if key in body:
+            value = body[key]
+            if key == "image_data_list" and not isinstance(value, list):
+                value = [value]
+            return value, isinstance(value, list)
+    return None
+
+
+def read_uploads() -> tuple[list[Submission], bool]:
+    """The images of an upload body, checked, and whether the client sent a list."""
+    limits = current_services().settings
+    found = images_in_body(request_json())
+    if found is None:
+        raise BadRequest(
+            'the JSON body has no "image_data": send {"image_data": "<base64>"}',
+            code="missing_field",
+        )
+    value, many = found
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise BadRequest('"image_data" is an empty list', code="invalid_field")
+    if len(items) > limits.max_images_per_request:
+        raise PayloadTooLarge(
+            f"{len(items)} images in one request; at most {limits.max_images_per_request} "
+            "(OCR_MAX_BATCH, and never more than the rate limit allows at once): send them "
+            "in several requests",
+            code="batch_too_large",
+        )
+    uploads = []
+    for index, item in enumerate(items):
+        field = f"image_data[{index}]" if many else "image_data"
+        try:
+            data = decode_base64(item, field=field, max_bytes=limits.max_upload_bytes)
+            document = check_image(
+                data, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels
+            )
+        except OcrError as exc:
+            if many and not exc.message.startswith(field):
+                exc.message = f"{field}: {exc.message}"
+            raise
+        uploads.append(Submission(data, ORIGINAL_API_OPTIONS, document))
+    return uploads, many
+
+
+def read_task_id() -> tuple[str, bool]:
+    """The task id as the client sent it, and whether it came in the query string."""
+    value: object = request.args.get("task_id") or request.args.get("id")
+    in_query = value is not None
+    if value is None:
+        body = read_body()
+        if not body.strip():
+            raise BadRequest(
+                'say which task: send {"task_id": "<id>"} as the body, or ?task_id=<id>',
+                code="missing_field",
+            )
+        data = parse_json_object(body)
+        value = data.get("task_id", data.get("id"))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = json.dumps(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise BadRequest('the JSON body has no "task_id"', code="missing_field")
+    if not isinstance(value, str):
+        raise BadRequest(
+            f'"task_id" must be a string, not {type(value).__name__}', code="invalid_task_id"
+        )
+    return value.strip(), in_query
+
+
+# -- v1: a document as multipart, raw body or JSON, and its options ----------------------------
+
+
+def _values(*sources: Mapping[str, Any], extra: tuple[str, ...]) -> dict[str, Any]:
+    """Options from every source (later ones win); an unknown name is a 400, not ignored."""
+    values = {key: value for source in sources for key, value in source.items()}
+    unknown = [key for key in values if key not in OPTION_FIELDS and key not in extra]
+    if unknown:
+        # str(): a multipart part without a name arrives with the key None.
+        name = str(unknown[0])[:40]
+        raise BadRequest(
+            f'"{name}" is not an option; the options are ' + ", ".join(OPTION_FIELDS),
+            code="unknown_option",
+            field=name,
+        )
+    return values
+
+
+def _read_document_and_values(extra: tuple[str, ...]) -> tuple[bytes, dict[str, Any]]:
+    max_bytes = current_services().settings.max_upload_bytes
+    mimetype = request.mimetype
+    query = request.args.to_dict()
+    if mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise BadRequest(
+                'the multipart body has no "file" part: send the document as file=@page.pdf',
+                code="missing_field",
+                field="file",
+            )
+        data = upload.read(max_bytes + 1)
+        form = request.form.to_dict()
+        return data, _values(query, form, extra=extra)
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        body = parse_json_object(read_body())
+        if "document" not in body:
+            raise BadRequest(
+                'the JSON body has no "document": send {"document": "<base64>"}',
+                code="missing_field",
+                field="document",
+            )
+        data = decode_base64(body.pop("document"), field="document", max_bytes=max_bytes)
+        return data, _values(query, body, extra=extra)
+    if mimetype.startswith("image/") or mimetype in RAW_MEDIA_TYPES:
+        return read_body(), _values(query, extra=extra)
+    raise UnsupportedMediaType(
+        f"a body of type {mimetype or '(none)'!r} is not read here: send multipart/form-data "
+        "with a file part, the raw document as image/* or application/pdf, or "
+        'application/json with {"document": "<base64>"}'
+    )
+
+
+def read_submission(extra: tuple[str, ...] = ()) -> tuple[Submission, dict[str, Any]]:
+    """The document and options of a v1 POST, checked; and the other ``extra`` values sent."""
+    svc = current_services()
+    settings = svc.settings
+    data, values = _read_document_and_values(extra)
+    options = parse_options(values, languages=svc.installed_languages, max_pages=settings.max_pages)
+    document = check_document(
+        data,
+        wanted_pages=options.pages,
+        dpi=options.render_dpi(settings.default_dpi),
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_pixels,
+        max_pages=settings.max_pages,
+    )
+    return Submission(data, options, document), {k: values[k] for k in extra if k in values}

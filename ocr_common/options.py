@@ -116,7 +116,7 @@ class OcrOptions(BaseModel):
     def _check_psm(cls, value: object) -> int:
         number = _integer("psm", value)
         if number not in PSM_MODES:
-            raise _invalid(
+            raise invalid_option(
                 "psm",
                 f"{number} is not a page segmentation mode that reads text; use one of "
                 + ", ".join(str(mode) for mode in PSM_MODES),
@@ -135,7 +135,7 @@ class OcrOptions(BaseModel):
             return None
         number = _integer("dpi", value)
         if not MIN_DPI <= number <= MAX_DPI:
-            raise _invalid("dpi", f"{number} is outside {MIN_DPI}..{MAX_DPI}")
+            raise invalid_option("dpi", f"{number} is outside {MIN_DPI}..{MAX_DPI}")
         return number
 
     @field_validator("pages", mode="before")
@@ -151,7 +151,9 @@ class OcrOptions(BaseModel):
         try:
             return Preprocess(str(value).strip().lower())
         except ValueError:
-            raise _invalid("preprocess", f"{str(value)[:40]!r} is not one of: none, auto") from None
+            raise invalid_option(
+                "preprocess", f"{str(value)[:40]!r} is not one of: none, auto"
+            ) from None
 
     @field_validator("lang", mode="before")
     @classmethod
@@ -193,7 +195,8 @@ def _context(info: ValidationInfo) -> dict[str, Any]:
     return info.context if isinstance(info.context, dict) else {}
 
 
-def _invalid(field: str, message: str) -> BadRequest:
+def invalid_option(field: str, message: str) -> BadRequest:
+    """A 400 that names the request field at fault (an option, or a query parameter)."""
     return BadRequest(f'"{field}": {message}', code="invalid_option", field=field)
 
 
@@ -205,25 +208,25 @@ def is_decimal(text: str) -> bool:
 
 def _integer(field: str, value: object) -> int:
     if isinstance(value, bool):
-        raise _invalid(field, f"must be an integer, not {value!r}")
+        raise invalid_option(field, f"must be an integer, not {value!r}")
     if isinstance(value, int):
         return value
     if isinstance(value, str) and is_decimal(value.strip().lstrip("+-")):
         return int(value.strip())
-    raise _invalid(field, f"must be an integer, not {str(value)[:40]!r}")
+    raise invalid_option(field, f"must be an integer, not {str(value)[:40]!r}")
 
 
 def _charset(field: str, value: object) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise _invalid(field, f"must be a string of characters, not {type(value).__name__}")
+        raise invalid_option(field, f"must be a string of characters, not {type(value).__name__}")
     if len(value) > MAX_CHARSET_CHARS:
-        raise _invalid(field, f"has {len(value)} characters; at most {MAX_CHARSET_CHARS}")
+        raise invalid_option(field, f"has {len(value)} characters; at most {MAX_CHARSET_CHARS}")
     if any(ch in value for ch in "\x00\n\r"):
-        raise _invalid(field, "must not hold NUL or line breaks")
+        raise invalid_option(field, "must not hold NUL or line breaks")
     if not _is_utf8(value):
-        raise _invalid(field, "must be text (it holds a lone surrogate)")
+        raise invalid_option(field, "must be text (it holds a lone surrogate)")
     return value
 
 
@@ -242,17 +245,19 @@ def parse_pages(value: object, max_pages: int | None) -> tuple[int, ...] | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise _invalid("pages", f'must be a page range such as "1-3,7", not {str(value)[:40]!r}')
+        raise invalid_option(
+            "pages", f'must be a page range such as "1-3,7", not {str(value)[:40]!r}'
+        )
     if len(value) > MAX_PAGES_CHARS:
-        raise _invalid("pages", f"has {len(value)} characters; at most {MAX_PAGES_CHARS}")
+        raise invalid_option("pages", f"has {len(value)} characters; at most {MAX_PAGES_CHARS}")
     pages: set[int] = set()
     for part in value.replace(" ", "").split(","):
         first, dash, last = part.partition("-")
         if not is_decimal(first) or (dash and not is_decimal(last)):
-            raise _invalid("pages", f'{part!r} is not a page or a range; write e.g. "1-3,7"')
+            raise invalid_option("pages", f'{part!r} is not a page or a range; write e.g. "1-3,7"')
         low, high = int(first), int(last) if dash else int(first)
         if low < 1 or high < low:
-            raise _invalid("pages", f"{part!r} is not a range of pages counted from 1")
+            raise invalid_option("pages", f"{part!r} is not a range of pages counted from 1")
         if max_pages is not None and high - low + 1 + len(pages) > max_pages:
             raise PayloadTooLarge(
                 f'"pages" selects more than {max_pages} pages, the limit per document '
@@ -283,7 +288,7 @@ def parse_options(
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "options"
-        raise _invalid(field, error["msg"]) from None
+        raise invalid_option(field, error["msg"]) from None
 
 
 def check_lang(value: object, languages: Callable[[], Collection[str]]) -> str:
@@ -296,18 +301,18 @@ def check_lang(value: object, languages: Callable[[], Collection[str]]) -> str:
         return DEFAULT_LANG
     if not isinstance(value, str) or not value.strip():
         readable = sorted(set(languages()) - NOT_LANGUAGES)
-        raise _invalid("lang", f"must be a language code such as eng; installed: {readable}")
+        raise invalid_option("lang", f"must be a language code such as eng; installed: {readable}")
     if len(value) > MAX_LANG_CHARS:
-        raise _invalid("lang", f"has {len(value)} characters; at most {MAX_LANG_CHARS}")
+        raise invalid_option("lang", f"has {len(value)} characters; at most {MAX_LANG_CHARS}")
     if len(wanted) > MAX_LANG_PARTS:
-        raise _invalid("lang", f"names {len(wanted)} languages; at most {MAX_LANG_PARTS}")
+        raise invalid_option("lang", f"names {len(wanted)} languages; at most {MAX_LANG_PARTS}")
     repeated = sorted({lang for lang in wanted if wanted.count(lang) > 1})
     if repeated:
-        raise _invalid("lang", f"names {', '.join(map(repr, repeated))} more than once")
+        raise invalid_option("lang", f"names {', '.join(map(repr, repeated))} more than once")
     readable = sorted(set(languages()) - NOT_LANGUAGES)
     missing = [lang for lang in wanted if lang not in readable]
     if missing:
-        raise _invalid(
+        raise invalid_option(
             "lang",
             f"{', '.join(repr(m[:20]) for m in missing)} not installed; installed: "
             + ", ".join(readable),
