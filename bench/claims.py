@@ -16,11 +16,17 @@ what a shared, busy machine still lets one measure; the load average says how bu
 
     python bench/claims.py --database-url mysql+pymysql://ocr:ocr@127.0.0.1:3306/ocr_test \
         --jobs 6000 --claimers 1 4 --batch 1 16 --one-transaction --finished-rows 1000000
+
+``--dispatcher --engines 4 64`` runs the OCR server's real ``Dispatcher`` instead, with that
+many no-op engines (each returns a tiny page result at once), and counts its claim and result
+transactions. To measure another version of the dispatcher with the same bench, put its
+checkout first on the path: ``PYTHONPATH=../main python bench/claims.py --dispatcher``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import threading
@@ -34,10 +40,15 @@ import yaml
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+import ocr_server
 from ocr_common import job_store
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
 from ocr_common.models import JobOutcome
+from ocr_common.settings import load_settings
+from ocr_server.dispatcher import Dispatcher
+from ocr_server.engine import PageTask
+from ocr_server.pool import EnginePool
 
 IMAGE = b"\x89PNG" + bytes(2000)  # a small image's worth of bytes
 SCALED_OBJECT = Path(__file__).resolve().parents[1] / "deploy/k8s/base/ocr-scaledobject.yaml"
@@ -128,8 +139,9 @@ def queue_jobs(engine: Engine, jobs: int) -> None:
         session.execute(text("DELETE FROM jobs WHERE kind = 'async'"))
     for start in range(0, jobs, 500):
         with sessions.begin() as session:
-            for _ in range(min(500, jobs - start)):
-                job_store.create_job(session, image=IMAGE, max_attempts=3)
+            for n in range(start, min(start + 500, jobs)):
+                # Distinct images: the dispatcher's engines tell the jobs apart by them.
+                job_store.create_job(session, image=IMAGE + b"%d" % n, max_attempts=3)
 
 
 def run(
@@ -206,6 +218,92 @@ def run(
     return len(every) / elapsed, len(every), len(every) - len(set(every)), cpu, db_cpu
 
 
+class NoOpEngine:
+    """Reads nothing: a tiny page result at once; keeps every document it was given."""
+
+    def __init__(self, seen: list[bytes]):
+        self.seen = seen
+
+    def recognize_page(self, task: PageTask) -> dict[str, Any]:
+        self.seen.append(task.document)
+        return {"page": task.page, "text": "some recognised text\n"}
+
+
+def run_dispatcher(
+    engine: Engine, engines: int, jobs: int
+) -> tuple[float, int, int, int, int, float, float]:
+    """The real Dispatcher with ``engines`` no-op engines until ``jobs`` results are written:
+    (jobs/s, jobs read, duplicates, claim transactions, result transactions, client CPU s,
+    database CPU s)."""
+    claims: list[int] = []
+    writes: list[int] = []
+
+    def count(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        # The claim's UPDATE sets started_at, a result's sets finished_at.
+        if statement.startswith("UPDATE jobs SET"):
+            if "started_at" in statement:
+                claims.append(cursor.rowcount)
+            elif "finished_at" in statement:
+                writes.append(cursor.rowcount)
+
+    seen: list[bytes] = []
+    settings = load_settings(lease_s=30, poll_interval_s=0.2, reuse_results=False)
+    dispatcher = Dispatcher(
+        make_session_factory(engine),
+        EnginePool([NoOpEngine(seen) for _ in range(engines)]),
+        settings,
+    )
+
+    async def until_written() -> float:
+        began = time.perf_counter()
+        dispatcher.start()
+        try:
+            while sum(writes) < jobs:
+                await asyncio.sleep(0.005)
+            return time.perf_counter() - began
+        finally:
+            await dispatcher.stop(grace_s=5)
+
+    pid = server_pid(engine)
+    event.listen(engine, "after_cursor_execute", count)
+    cpu_before, db_before = time.process_time(), server_cpu_s(pid)
+    try:
+        elapsed = asyncio.run(until_written())
+    finally:
+        event.remove(engine, "after_cursor_execute", count)
+    cpu, db_cpu = time.process_time() - cpu_before, server_cpu_s(pid) - db_before
+    return (
+        len(seen) / elapsed,
+        len(seen),
+        len(seen) - len(set(seen)),
+        len(claims),
+        len(writes),
+        cpu,
+        db_cpu,
+    )
+
+
+def dispatcher_table(engine: Engine, engine_counts: list[int], jobs: int) -> None:
+    code = Path(ocr_server.__file__).resolve().parents[1]
+    print(f"Dispatcher from {code}")
+    header = (
+        f"{'engines':>7} | {'jobs/s':>7} | {'read':>6} | {'duplicates':>10} | "
+        f"{'claim txns':>10} | {'result txns':>11} | {'client CPU s/1k':>15} | "
+        f"{'db CPU s/1k':>11} | {'load':>4}"
+    )
+    print(header)
+    print("-+-".join("-" * len(part) for part in header.split(" | ")))
+    for engines in engine_counts:
+        queue_jobs(engine, jobs)
+        load = os.getloadavg()[0]
+        rate, read, duplicates, claims, writes, cpu, db_cpu = run_dispatcher(engine, engines, jobs)
+        print(
+            f"{engines:>7} | {rate:>7.0f} | {read:>6} | {duplicates:>10} | {claims:>10} | "
+            f"{writes:>11} | {1000 * cpu / read:>15.2f} | {1000 * db_cpu / read:>11.2f} | "
+            f"{load:>4.1f}"
+        )
+
+
 def keda_query() -> str:
     """The query KEDA's MySQL trigger runs, as the manifest has it."""
     scaled = yaml.safe_load(SCALED_OBJECT.read_text())
@@ -271,6 +369,12 @@ def main() -> int:
         "one transaction",
     )
     parser.add_argument("--finished-rows", type=int, default=0)
+    parser.add_argument(
+        "--dispatcher",
+        action="store_true",
+        help="run the OCR server's Dispatcher with --engines no-op engines instead",
+    )
+    parser.add_argument("--engines", type=int, nargs="+", default=[4, 64])
     args = parser.parse_args()
     url, drop = scratch_database(args.database_url)
     try:
@@ -288,6 +392,10 @@ def main() -> int:
             f"\nbackend: {backend}, {args.jobs} jobs queued per row, "
             f"{args.finished_rows} finished rows beside them"
         )
+        if args.dispatcher:
+            dispatcher_table(engine, args.engines, args.jobs)
+            engine.dispose()
+            return 0
         header = (
             f"{'claimers':>8} | {'batch':>5} | {'txn/batch':>9} | {'jobs/s':>7} | "
             f"{'claimed':>7} | {'duplicates':>10} | {'client CPU s/1k':>15} | "

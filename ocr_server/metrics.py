@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -33,6 +34,23 @@ JOB_SECONDS = Histogram(
     "Time from claiming a queued job to recording how its attempt ended",
     buckets=LATENCY_BUCKETS,
 )
+
+
+@dataclass
+class DispatcherStats:
+    """The dispatcher's counters (each part counts its own), exported as ``ocr_dispatcher_*``."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    lost_leases: int = 0
+    requeued_by_reaper: int = 0
+    failed_by_reaper: int = 0
+    purged: int = 0
+    reused: int = 0
+    db_errors: int = 0
+    last_error: str | None = None
 
 
 class RuntimeCollector(Collector):

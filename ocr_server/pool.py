@@ -107,6 +107,12 @@ class EnginePool:
                 self._waiters[level].remove(future)
             raise
 
+    def acquire_nowait(self) -> Engine | None:
+        """A free engine for a queued job, or None: none is free, or another caller waits."""
+        if self._free and not any(self._waiters):
+            return self._free.popleft()
+        return None
+
     def release(self, engine: Engine) -> None:
         for waiters in self._waiters:
             while waiters:

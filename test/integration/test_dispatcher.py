@@ -5,18 +5,25 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Engine, event, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
 from ocr_common.errors import EngineCrashed, EngineTimeout
-from ocr_common.models import Job, JobImageRow, JobRow, JobStatus
+from ocr_common.models import Job, JobImageRow, JobOutcome, JobRow, JobStatus
 from ocr_common.settings import Settings, load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import PageTask
+from ocr_server.metrics import DispatcherStats
+from ocr_server.outcomes import OutcomeWriter
 from ocr_server.pool import EnginePool
+from ocr_server.transactions import Transactions
 from ocr_testkit.waits import wait_until, wait_until_async
 
 POISON = b"poison"
@@ -224,3 +231,239 @@ def test_a_result_too_large_for_one_database_write_fails_at_once(
     assert job.status == JobStatus.FAILED and job.attempts == 1
     assert job.error_code == "result_too_large"
     assert "max_allowed_packet" in (job.error_message or "")
+
+
+# -- claims and outcomes in batches ---------------------------------------------------------
+
+
+class GatedEngine:
+    """Reads a page once ``gate`` opens (at once if it is open)."""
+
+    def __init__(self, gate: threading.Event):
+        self.gate = gate
+        self.seen: list[bytes] = []
+
+    def recognize_page(self, task: PageTask) -> dict[str, object]:
+        self.gate.wait(10)
+        self.seen.append(task.document)
+        return {"page": task.page, "text": task.document.decode() + "\n"}
+
+
+@dataclass
+class Statements:
+    """The claim and finish statements run on an engine, with the rows each matched."""
+
+    claims: list[int] = field(default_factory=list)
+    finishes: list[int] = field(default_factory=list)
+
+
+@contextmanager
+def watched(engine: Engine, stall_first_finish_s: float = 0.0) -> Iterator[Statements]:
+    """Count the claim UPDATEs (they set ``started_at``) and the result UPDATEs (they set
+    ``finished_at``); optionally hold the first result write, as a slow database would."""
+    seen = Statements()
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if stall_first_finish_s and _is_finish(statement) and not seen.finishes:
+            time.sleep(stall_first_finish_s)
+
+    def after(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE jobs SET") and "started_at" in statement:
+            seen.claims.append(cursor.rowcount)
+        elif _is_finish(statement):
+            seen.finishes.append(cursor.rowcount)
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+
+
+def _is_finish(statement: str) -> bool:
+    return statement.startswith("UPDATE jobs SET") and "finished_at" in statement
+
+
+def test_free_engines_are_filled_by_one_claim(
+    sessions: sessionmaker[Session], db_engine: Engine
+) -> None:
+    ids = queue(sessions, [f"page {i}".encode() for i in range(8)])
+    gate = threading.Event()
+    engines = [GatedEngine(gate) for _ in range(4)]
+    dispatcher = Dispatcher(sessions, EnginePool(list(engines)), settings())
+
+    async def scenario() -> list[Job]:
+        with watched(db_engine) as seen:
+            dispatcher.start()
+            await wait_until_async(lambda: dispatcher.running_jobs == 4, 10, "four running jobs")
+            claimed_first = list(seen.claims)
+            gate.set()
+            done = await run_until_final(dispatcher, sessions, ids)
+        # Four engines free at the start: one claim of four jobs, not four claims of one.
+        assert claimed_first == [4]
+        assert sum(seen.claims) == 8 and len(seen.claims) < 8
+        return done
+
+    done = asyncio.run(scenario())
+    assert all(job.status == JobStatus.SUCCEEDED and job.attempts == 1 for job in done)
+    assert sorted(page for engine in engines for page in engine.seen) == sorted(
+        f"page {i}".encode() for i in range(8)
+    )
+    assert dispatcher.stats.claimed == 8
+
+
+def test_outcomes_that_are_ready_together_are_written_in_one_transaction(
+    sessions: sessionmaker[Session], db_engine: Engine
+) -> None:
+    ids = queue(sessions, [f"page {i}".encode() for i in range(4)])
+    gate = threading.Event()
+    dispatcher = Dispatcher(sessions, EnginePool([GatedEngine(gate) for _ in range(4)]), settings())
+
+    async def scenario() -> list[Job]:
+        # The first write is held for a while: the outcomes that end meanwhile wait for it,
+        # then go together.
+        with watched(db_engine, stall_first_finish_s=1.0) as seen:
+            dispatcher.start()
+            await wait_until_async(lambda: dispatcher.running_jobs == 4, 10, "four running jobs")
+            gate.set()
+            done = await run_until_final(dispatcher, sessions, ids)
+        assert sum(seen.finishes) == 4 and len(seen.finishes) < 4
+        return done
+
+    done = asyncio.run(scenario())
+    assert [job.text for job in done] == [f"page {i}\n" for i in range(4)]
+    assert dispatcher.stats.succeeded == 4 and dispatcher.stats.lost_leases == 0
+
+
+def test_a_lost_lease_in_a_batch_is_counted_and_its_outcome_not_written(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = queue(sessions, [b"stolen", b"kept 1", b"kept 2"])
+    with sessions.begin() as session:
+        claimed = job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
+    # Another server takes the first job over (its lease ran out, say) before we write.
+    with sessions.begin() as session:
+        session.execute(update(JobRow).where(JobRow.id == ids[0]).values(worker_id="thief"))
+    stats = DispatcherStats()
+    writer = OutcomeWriter(
+        Transactions(sessions, stats), worker_id="me", keep_images=False, lease_s=3
+    )
+
+    async def scenario() -> list[bool | None]:
+        writer.start()
+        try:
+            # Ready at the same moment: one transaction for the three.
+            return await asyncio.gather(
+                *(writer.write(JobOutcome(job.id, text=f"{job.id}\n")) for job in claimed)
+            )
+        finally:
+            await writer.close()
+
+    assert asyncio.run(scenario()) == [False, True, True]
+    stolen, *kept = jobs(sessions, ids)
+    assert (stolen.status, stolen.worker_id, stolen.text) == (JobStatus.RUNNING, "thief", None)
+    assert all(job.status == JobStatus.SUCCEEDED for job in kept)
+    assert stats.db_errors == 0
+
+
+def test_an_outcome_that_cannot_be_written_does_not_hold_back_the_others(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = queue(sessions, [b"first", b"unwritable", b"third"])
+    with sessions.begin() as session:
+        claimed = job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
+    stats = DispatcherStats()
+    writer = OutcomeWriter(
+        Transactions(sessions, stats), worker_id="me", keep_images=False, lease_s=1.5
+    )
+    # A lone surrogate cannot be encoded for the database: its batch fails, whatever the others.
+    texts = ["first\n", "\ud800", "third\n"]
+
+    async def scenario() -> list[bool | None]:
+        writer.start()
+        try:
+            return await asyncio.gather(
+                *(
+                    writer.write(JobOutcome(job.id, text=text))
+                    for job, text in zip(claimed, texts, strict=True)
+                )
+            )
+        finally:
+            await writer.close()
+
+    assert asyncio.run(scenario()) == [True, None, True]
+    first, unwritable, third = jobs(sessions, ids)
+    assert (first.text, third.text) == ("first\n", "third\n")
+    assert (unwritable.status, unwritable.text) == (JobStatus.RUNNING, None)
+    assert stats.db_errors >= 2
+
+
+def test_a_taken_over_job_is_counted_as_a_lost_lease_by_the_dispatcher(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = queue(sessions, [b"stolen", b"kept"])
+    gate = threading.Event()
+    dispatcher = Dispatcher(
+        sessions, EnginePool([GatedEngine(gate), GatedEngine(gate)]), settings()
+    )
+
+    async def scenario() -> None:
+        dispatcher.start()
+        try:
+            await wait_until_async(lambda: dispatcher.running_jobs == 2, 10, "two running jobs")
+            with sessions.begin() as session:
+                session.execute(update(JobRow).where(JobRow.id == ids[0]).values(worker_id="thief"))
+            gate.set()
+            await wait_until_async(lambda: not dispatcher.running_jobs, 10, "the jobs to end")
+        finally:
+            await dispatcher.stop(grace_s=5)
+
+    asyncio.run(scenario())
+    stolen, kept = jobs(sessions, ids)
+    assert (stolen.status, stolen.text) == (JobStatus.RUNNING, None)
+    assert (kept.status, kept.text) == (JobStatus.SUCCEEDED, "kept\n")
+    assert dispatcher.stats.lost_leases == 1 and dispatcher.stats.succeeded == 2
+
+
+def test_a_stop_writes_the_outcomes_that_are_ready_before_giving_jobs_back(
+    sessions: sessionmaker[Session], db_engine: Engine
+) -> None:
+    ids = queue(sessions, [b"read in time"])
+    gate = threading.Event()
+    gate.set()
+    engine = GatedEngine(gate)
+    dispatcher = Dispatcher(sessions, EnginePool([engine]), settings())
+
+    async def scenario() -> None:
+        # The page is read at once, but its result write is slow: the grace ends meanwhile.
+        with watched(db_engine, stall_first_finish_s=1.0):
+            dispatcher.start()
+            await wait_until_async(lambda: engine.seen, 10, "the page to be read")
+            await dispatcher.stop(grace_s=0.1)
+
+    asyncio.run(scenario())
+    [job] = jobs(sessions, ids)
+    assert (job.status, job.text, job.attempts) == (JobStatus.SUCCEEDED, "read in time\n", 1)
+
+
+def test_two_dispatchers_never_read_a_job_twice(sessions: sessionmaker[Session]) -> None:
+    pages = [f"page {i}".encode() for i in range(24)]
+    ids = queue(sessions, pages)
+    engines = [FakeEngine(delay_s=0.005) for _ in range(6)]
+    first = Dispatcher(sessions, EnginePool(engines[:3]), settings())
+    second = Dispatcher(sessions, EnginePool(engines[3:]), settings())
+
+    async def scenario() -> list[Job]:
+        second.start()
+        try:
+            return await run_until_final(first, sessions, ids)
+        finally:
+            await second.stop(grace_s=5)
+
+    done = asyncio.run(scenario())
+    assert all(job.status == JobStatus.SUCCEEDED and job.attempts == 1 for job in done)
+    read = [page for engine in engines for page in engine.seen]
+    assert sorted(read) == sorted(pages)
+    assert first.stats.claimed + second.stats.claimed == 24

@@ -1,0 +1,146 @@
+"""The claim loop: while engines are free, claims as many queued jobs as there are free
+engines, in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.orm import Session
+
+from ocr_common import job_store
+from ocr_common.models import ClaimedJob, JobApi, JobOutcome
+from ocr_common.settings import Settings
+
+from .metrics import DispatcherStats
+from .pool import Engine, EnginePool
+from .transactions import DB_RETRY_S, Transactions
+
+log = logging.getLogger(__name__)
+
+
+class ClaimLoop:
+    """Takes an engine (waiting for one), then every other free one, and claims a job for each;
+    ``start_job`` gets each claimed job with its engine."""
+
+    def __init__(
+        self,
+        transactions: Transactions,
+        pool: EnginePool,
+        settings: Settings,
+        stats: DispatcherStats,
+        *,
+        worker_id: str,
+        start_job: Callable[[Engine, ClaimedJob], None],
+        give_back: Callable[[list[str]], Awaitable[None]],
+    ):
+        self._db = transactions
+        self._pool = pool
+        self._settings = settings
+        self._stats = stats
+        self._worker_id = worker_id
+        self._start_job = start_job
+        self._give_back = give_back
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="claim")
+
+    def notify(self) -> None:
+        """Jobs may be queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Claim no more; a claim in flight is finished and what it took given back."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        settings = self._settings
+        while not self._stopping:
+            engines = [await self._pool.acquire(urgent=False)]
+            while (free := self._pool.acquire_nowait()) is not None:
+                engines.append(free)
+            self._wake.clear()
+            if self._stopping:
+                self._release(engines)
+                break
+            limit = len(engines)
+            # Shielded: a claim the database commits must reach us, even during a stop.
+            claiming = asyncio.ensure_future(
+                self._db.run(functools.partial(self._claim, limit=limit))
+            )
+            try:
+                jobs, taken = await asyncio.shield(claiming)
+            except asyncio.CancelledError:
+                self._release(engines)
+                await self._give_back_claim(claiming)
+                raise
+            except Exception as exc:  # noqa: BLE001 - database down: wait and poll again
+                self._release(engines)
+                self._db.count_error(exc)
+                log.warning("could not claim jobs (%s: %s)", type(exc).__name__, exc)
+                await self._sleep(max(DB_RETRY_S, settings.poll_interval_s))
+                continue
+            self._stats.claimed += len(jobs)
+            self._stats.reused += taken - len(jobs)
+            for job in jobs:
+                self._start_job(engines.pop(), job)
+            self._release(engines)
+            if taken < limit:
+                # The queue is empty: wait for a notify or the next poll.
+                await self._sleep(settings.poll_interval_s)
+
+    def _claim(self, session: Session, limit: int) -> tuple[list[ClaimedJob], int]:
+        """Up to ``limit`` jobs to read, and how many were taken from the queue (those to
+        read, and those answered at once from a stored result)."""
+        settings = self._settings
+        jobs = job_store.claim_batch(
+            session, worker_id=self._worker_id, lease_s=settings.lease_s, limit=limit
+        )
+        if not settings.reuse_results:
+            return jobs, len(jobs)
+        to_read: list[ClaimedJob] = []
+        reused: list[JobOutcome] = []
+        for job in jobs:
+            # A v1 job is read again whatever was read before (see README, Known limits).
+            known = None
+            if job.api == JobApi.ORIGINAL and job.digest is not None:
+                # The same bytes from the same owner were read before: reuse that result.
+                # Checked here rather than at intake, to keep POST /image at one round trip
+                # less.
+                known = job_store.find_result(session, digest=job.digest, owner=job.owner)
+            if known is None:
+                to_read.append(job)
+            else:
+                reused.append(JobOutcome(job.id, text=known.text, result=known.result))
+        job_store.finish_batch(
+            session, worker_id=self._worker_id, outcomes=reused, keep_images=settings.keep_images
+        )
+        return to_read, len(jobs)
+
+    def _release(self, engines: list[Engine]) -> None:
+        for engine in engines:
+            self._pool.release(engine)
+
+    async def _give_back_claim(
+        self, claiming: asyncio.Future[tuple[list[ClaimedJob], int]]
+    ) -> None:
+        """A stop cancelled the loop while a claim was in flight: let it finish and give back
+        what it took, without charging the attempts."""
+        try:
+            jobs, _taken = await claiming
+        except Exception:  # noqa: BLE001 - nothing was claimed
+            return
+        await self._give_back([job.id for job in jobs])
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)

@@ -1,0 +1,79 @@
+"""The dispatcher's short transactions: each on a worker thread, its database errors counted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
+from .metrics import DispatcherStats
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# After a database error, wait this long before the next try.
+DB_RETRY_S = 1.0
+# MySQL/MariaDB rolled the transaction back to break a deadlock (a heartbeat and a result
+# write lock a job's row and its status index entry in opposite orders): run it again at once,
+# as the server's own message says, up to this many times in all.
+DEADLOCK_ERRNO = 1213
+DEADLOCK_TRIES = 3
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    orig = exc.orig if isinstance(exc, OperationalError) else None
+    return orig is not None and bool(orig.args) and orig.args[0] == DEADLOCK_ERRNO
+
+
+class Transactions:
+    """Runs job-store work in one short transaction each, off the event loop."""
+
+    def __init__(self, sessions: sessionmaker[Session], stats: DispatcherStats):
+        self._sessions = sessions
+        self._stats = stats
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one short transaction on a worker thread (again if it deadlocked)."""
+
+        def in_transaction() -> T:
+            with self._sessions.begin() as session:
+                return work(session)
+
+        retrying = Retrying(
+            retry=retry_if_exception(is_deadlock),
+            stop=stop_after_attempt(DEADLOCK_TRIES),
+            reraise=True,
+        )
+        return await asyncio.to_thread(retrying, in_transaction)
+
+    def count_error(self, exc: Exception) -> None:
+        self._stats.db_errors += 1
+        self._stats.last_error = str(exc)[:200]
+
+    async def run_until_done(self, work: Callable[[Session], T], within_s: float) -> T | None:
+        """Retry ``work`` through a database outage for up to ``within_s`` (a job's lease);
+        None if it never went through.
+
+        Past the lease, someone else may hold the job; and a write that fails every time must
+        not keep the job running forever. Giving up ends the job's task, so its heartbeat
+        stops and the reaper re-queues it.
+        """
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                return await self.run(work)
+            except Exception as exc:  # noqa: BLE001 - outages are expected; retried below
+                self.count_error(exc)
+                if time.monotonic() + DB_RETRY_S > deadline:
+                    log.error("giving up a write after %.0f s: %s", within_s, exc)
+                    return None
+                log.warning(
+                    "database error (%s); retrying in %.0f s", type(exc).__name__, DB_RETRY_S
+                )
+                await asyncio.sleep(DB_RETRY_S)
