@@ -37,6 +37,7 @@ from throughput import (
     terminate_on_sigterm,
 )
 
+from ocr_common.wire import OCR_PATH
 from ocr_testkit.pages import render_lines
 
 if TYPE_CHECKING:
@@ -118,6 +119,8 @@ def measure(case: Case, engine: TesseractEngine, api_url: str, server_url: str) 
 
     max_upload = Settings().max_upload_bytes
     body = json.dumps({"image_data": base64.b64encode(case.image).decode("ascii")}).encode()
+    # What the API sends the OCR server for a one-page read (api_server/ocr_client.py).
+    ocr_body = {"document": base64.b64encode(case.image).decode("ascii"), "options": {}}
     with requests.Session() as session:
 
         def via_service() -> str:
@@ -132,13 +135,7 @@ def measure(case: Case, engine: TesseractEngine, api_url: str, server_url: str) 
             return str(response.json()["text"])
 
         def via_ocr_server() -> str:
-            response = session.post(
-                f"{server_url}/ocr",
-                params={"pages": "1"},
-                data=case.image,
-                headers={"Content-Type": "application/octet-stream"},
-                timeout=300,
-            )
+            response = session.post(f"{server_url}{OCR_PATH}", json=ocr_body, timeout=300)
             if response.status_code != 200:
                 raise RuntimeError(f"/ocr answered {response.status_code}: {response.text}")
             return str(response.json()["text"])
@@ -164,7 +161,7 @@ def print_report(cases: list[Case]) -> None:
     for case in cases:
         rows = [
             ("raw engine, in-process", case.engine),
-            ("OCR server alone: POST /ocr (raw bytes)", case.ocr_server),
+            ("OCR server alone: POST /ocr (base64 JSON)", case.ocr_server),
             ("service: POST /image-sync (base64 JSON)", case.service),
             ("  of which API checks, in-process (estimate)", case.api_checks),
         ]
