@@ -22,7 +22,7 @@ from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ocr_common import job_store
-from ocr_common.documents import Document, check_document, check_image
+from ocr_common.documents import Document, check_image
 from ocr_common.errors import (
     BadRequest,
     InvalidImage,
@@ -30,7 +30,7 @@ from ocr_common.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from ocr_common.options import OPTION_FIELDS, ORIGINAL_API_OPTIONS, OcrOptions, parse_options
+from ocr_common.options import OPTION_FIELDS, ORIGINAL_API_OPTIONS, OcrOptions, check_submission
 
 from .services import current_services
 
@@ -276,15 +276,6 @@ def _read_document_and_values(extra: tuple[str, ...]) -> tuple[bytes, dict[str, 
 def read_submission(extra: tuple[str, ...] = ()) -> tuple[Submission, dict[str, Any]]:
     """The document and options of a v1 POST, checked; and the other ``extra`` values sent."""
     svc = current_services()
-    settings = svc.settings
     data, values = _read_document_and_values(extra)
-    options = parse_options(values, languages=svc.installed_languages, max_pages=settings.max_pages)
-    document = check_document(
-        data,
-        wanted_pages=options.pages,
-        dpi=options.render_dpi(settings.default_dpi),
-        max_bytes=settings.max_upload_bytes,
-        max_pixels=settings.max_pixels,
-        max_pages=settings.max_pages,
-    )
+    options, document = check_submission(data, values, svc.settings, svc.installed_languages)
     return Submission(data, options, document), {k: values[k] for k in extra if k in values}
