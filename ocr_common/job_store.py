@@ -273,16 +273,6 @@ def delete_finished(session: Session, job_id: str) -> bool:
     return bool(_rows(session, delete(JobRow).where(JobRow.id == job_id, JobRow.status.in_(final))))
 
 
-def list_jobs(session: Session, *, owner: str | None = None, limit: int | None = None) -> list[Job]:
-    """Jobs oldest first (the order /allimages has always used)."""
-    query = select(JobRow).order_by(JobRow.created_at, JobRow.id)
-    if owner is not None:
-        query = query.where(JobRow.owner == owner)
-    if limit is not None:
-        query = query.limit(limit)
-    return [Job.from_row(row) for row in session.scalars(query)]
-
-
 def results_page(
     session: Session,
     *,
