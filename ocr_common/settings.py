@@ -192,10 +192,6 @@ class Settings(BaseSettings):
         return self.internal_token.get_secret_value() if self.internal_token else None
 
     @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-    @property
     def max_request_bytes(self) -> int:
         """Largest request body the API reads: a base64 upload plus room for the JSON around it."""
         return self.max_upload_bytes * 4 // 3 + 64 * 1024
