@@ -113,18 +113,15 @@ def decode_base64(value: object, *, field: str, max_bytes: int) -> bytes:
     if not raw:
         raise InvalidImage(f'"{field}" is an empty image (0 bytes)', code="empty_image")
     if len(raw) * 3 // 4 > max_bytes:
-        raise _too_large(max_bytes)
+        raise PayloadTooLarge(
+            f"the image is larger than {max_bytes} bytes (OCR_MAX_UPLOAD_BYTES)",
+            code="image_too_large",
+        )
     raw += b"=" * (-len(raw) % 4)
     try:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest(f'"{field}" is not valid base64', code="invalid_base64") from None
-
-
-def _too_large(max_bytes: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"the image is larger than {max_bytes} bytes (OCR_MAX_UPLOAD_BYTES)", code="image_too_large"
-    )
 
 
 @dataclass(frozen=True)
