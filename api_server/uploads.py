@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, g, request
-from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ocr_common import job_store
@@ -40,8 +39,6 @@ _WHITESPACE = re.compile(rb"\s+")
 IMAGE_KEYS = ("image_data", "image_data_list")
 # Raw v1 bodies read as a document besides image/*; the format is found from the bytes.
 RAW_MEDIA_TYPES = ("application/pdf", "application/octet-stream")
-# Pillow's own bomb check is a warning; we refuse by our own limit before decoding.
-Image.MAX_IMAGE_PIXELS = None
 
 
 def read_body() -> bytes:
