@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, g, request
-from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ocr_common import job_store
-from ocr_common.documents import Document, check_document, check_image
+from ocr_common.documents import Document, check_image
 from ocr_common.errors import (
     BadRequest,
     InvalidImage,
@@ -30,7 +29,7 @@ from ocr_common.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from ocr_common.options import OPTION_FIELDS, ORIGINAL_API_OPTIONS, OcrOptions, parse_options
+from ocr_common.options import OPTION_FIELDS, ORIGINAL_API_OPTIONS, OcrOptions, check_submission
 
 from .services import current_services
 
@@ -40,8 +39,6 @@ _WHITESPACE = re.compile(rb"\s+")
 IMAGE_KEYS = ("image_data", "image_data_list")
 # Raw v1 bodies read as a document besides image/*; the format is found from the bytes.
 RAW_MEDIA_TYPES = ("application/pdf", "application/octet-stream")
-# Pillow's own bomb check is a warning; we refuse by our own limit before decoding.
-Image.MAX_IMAGE_PIXELS = None
 
 
 def read_body() -> bytes:
@@ -113,18 +110,15 @@ def decode_base64(value: object, *, field: str, max_bytes: int) -> bytes:
     if not raw:
         raise InvalidImage(f'"{field}" is an empty image (0 bytes)', code="empty_image")
     if len(raw) * 3 // 4 > max_bytes:
-        raise _too_large(max_bytes)
+        raise PayloadTooLarge(
+            f"the image is larger than {max_bytes} bytes (OCR_MAX_UPLOAD_BYTES)",
+            code="image_too_large",
+        )
     raw += b"=" * (-len(raw) % 4)
     try:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest(f'"{field}" is not valid base64', code="invalid_base64") from None
-
-
-def _too_large(max_bytes: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"the image is larger than {max_bytes} bytes (OCR_MAX_UPLOAD_BYTES)", code="image_too_large"
-    )
 
 
 @dataclass(frozen=True)
@@ -276,15 +270,6 @@ def _read_document_and_values(extra: tuple[str, ...]) -> tuple[bytes, dict[str, 
 def read_submission(extra: tuple[str, ...] = ()) -> tuple[Submission, dict[str, Any]]:
     """The document and options of a v1 POST, checked; and the other ``extra`` values sent."""
     svc = current_services()
-    settings = svc.settings
     data, values = _read_document_and_values(extra)
-    options = parse_options(values, languages=svc.installed_languages, max_pages=settings.max_pages)
-    document = check_document(
-        data,
-        wanted_pages=options.pages,
-        dpi=options.render_dpi(settings.default_dpi),
-        max_bytes=settings.max_upload_bytes,
-        max_pixels=settings.max_pixels,
-        max_pages=settings.max_pages,
-    )
+    options, document = check_submission(data, values, svc.settings, svc.installed_languages)
     return Submission(data, options, document), {k: values[k] for k in extra if k in values}

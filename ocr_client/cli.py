@@ -70,13 +70,6 @@ class ProgressBar:
     def _files(self) -> str:
         return f"files {self.finished}/{self.files}"
 
-    def __enter__(self) -> ProgressBar:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
     def add_pages(self, count: int) -> None:
         if count:
             total = self.progress.tasks[0].total or 0
@@ -97,8 +90,8 @@ def _options(args: argparse.Namespace) -> dict[str, OptionValue]:
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
-def _client(args: argparse.Namespace, retry: RetryPolicy) -> OcrClient:
-    return OcrClient(args.url, api_key=args.api_key, retry=retry)
+def _client(args: argparse.Namespace) -> OcrClient:
+    return OcrClient(args.url, api_key=args.api_key, retry=RetryPolicy.patient(args.retry_for))
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -109,7 +102,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     except ClientError as exc:
         console.print(f"ocr-client: {exc}", markup=False)
         return EXIT_FAILED
-    client = _client(args, RetryPolicy.patient(args.retry_for))
+    client = _client(args)
     bar = ProgressBar(console, len(sources))
     batch = Batch(
         client,
@@ -120,7 +113,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         reporter=bar,
     )
     try:
-        with bar:
+        with bar.progress:
             report = batch.run(sources)
     except (KeyboardInterrupt, Stopped):
         console.print(
@@ -148,7 +141,7 @@ def summarize(report: BatchReport, console: Console) -> int:
 
 def sync(args: argparse.Namespace, console: Console) -> int:
     path = Path(args.file)
-    client = _client(args, RetryPolicy.patient(args.retry_for))
+    client = _client(args)
     try:
         text = client.ocr(
             path.read_bytes(), filename=path.name, options=_options(args), fmt=args.format

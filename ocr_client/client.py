@@ -120,10 +120,6 @@ class RetryPolicy:
     retry_unreachable: bool = True
 
     @classmethod
-    def never(cls) -> RetryPolicy:
-        return cls(max_attempts=1)
-
-    @classmethod
     def patient(cls, total_s: float = 120.0) -> RetryPolicy:
         """Ride out a restart or a busy spell of up to ``total_s`` seconds."""
         return cls(max_attempts=1_000_000, max_total_s=total_s)
@@ -209,7 +205,7 @@ class OcrClient:
     ):
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy.never()
+        self.retry = retry or RetryPolicy()
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._local = threading.local()
         # Set to stop every wait of this client (polls, retry back-offs) at once: Ctrl-C.

@@ -180,15 +180,14 @@ def _check_pdf(
         pages = select_pages(wanted, page_count)
         _check_page_count(pages, max_pages)
         for page in pages:
-            width_pt, height_pt = pdf.get_page_size(page - 1)  # type: ignore[attr-defined]
-            width, height = _pdf_pixels(width_pt, dpi), _pdf_pixels(height_pt, dpi)
-            check_size(width, height, max_pixels, f"page {page}", f"ask for a lower dpi than {dpi}")
+            _check_pdf_page(pdf.get_page_size(page - 1), dpi, max_pixels, page)  # type: ignore[attr-defined]
     check_drawings(data, pages)
     return Document(PDF, page_count, pages)
 
 
-def _pdf_pixels(points: float, dpi: int) -> int:
-    return max(1, round(points * dpi / PDF_POINTS_PER_INCH))
+def _check_pdf_page(size_pt: tuple[float, float], dpi: int, max_pixels: int, page: int) -> None:
+    width, height = (max(1, round(points * dpi / PDF_POINTS_PER_INCH)) for points in size_pt)
+    check_size(width, height, max_pixels, f"page {page}", f"ask for a lower dpi than {dpi}")
 
 
 def _open_image(data: bytes, formats: frozenset[str] = DOCUMENT_FORMATS) -> Image.Image:
@@ -247,11 +246,7 @@ def render_page(data: bytes, page: int, *, dpi: int, max_pixels: int) -> Image.I
         with _open_pdf(data) as pdf:
             pdf_page = pdf[page - 1]  # type: ignore[index]
             try:
-                width_pt, height_pt = pdf_page.get_size()
-                width, height = _pdf_pixels(width_pt, dpi), _pdf_pixels(height_pt, dpi)
-                check_size(
-                    width, height, max_pixels, f"page {page}", f"ask for a lower dpi than {dpi}"
-                )
+                _check_pdf_page(pdf_page.get_size(), dpi, max_pixels, page)
                 bitmap = pdf_page.render(scale=dpi / PDF_POINTS_PER_INCH)
                 rendered = bitmap.to_pil()
                 # to_pil shares pdfium's buffer: copy before the bitmap is freed.

@@ -273,16 +273,6 @@ def delete_finished(session: Session, job_id: str) -> bool:
     return bool(_rows(session, delete(JobRow).where(JobRow.id == job_id, JobRow.status.in_(final))))
 
 
-def list_jobs(session: Session, *, owner: str | None = None, limit: int | None = None) -> list[Job]:
-    """Jobs oldest first (the order /allimages has always used)."""
-    query = select(JobRow).order_by(JobRow.created_at, JobRow.id)
-    if owner is not None:
-        query = query.where(JobRow.owner == owner)
-    if limit is not None:
-        query = query.limit(limit)
-    return [Job.from_row(row) for row in session.scalars(query)]
-
-
 def results_page(
     session: Session,
     *,
@@ -367,16 +357,9 @@ def finish(
     result: dict[str, Any] | None = None,
 ) -> bool:
     """Write the result if ``worker_id`` still holds the job; False means someone else took it."""
-    return _finish(
-        session,
-        job_id,
-        worker_id,
-        status=JobStatus.SUCCEEDED,
-        text=text,
-        error_code=None,
-        error_message=None,
-        keep_image=keep_image,
-        result=result,
+    outcome = JobOutcome(job_id, text=text, result=result)
+    return bool(
+        finish_batch(session, worker_id=worker_id, outcomes=[outcome], keep_images=keep_image)
     )
 
 
@@ -390,50 +373,10 @@ def fail(
     keep_image: bool = False,
 ) -> bool:
     """Mark the job failed for good, if ``worker_id`` still holds it."""
-    return _finish(
-        session,
-        job_id,
-        worker_id,
-        status=JobStatus.FAILED,
-        text=None,
-        error_code=error_code,
-        error_message=error_message,
-        keep_image=keep_image,
+    outcome = JobOutcome(job_id, error_code=error_code, error_message=error_message)
+    return bool(
+        finish_batch(session, worker_id=worker_id, outcomes=[outcome], keep_images=keep_image)
     )
-
-
-def _finish(
-    session: Session,
-    job_id: str,
-    worker_id: str,
-    *,
-    status: JobStatus,
-    text: str | None,
-    error_code: str | None,
-    error_message: str | None,
-    keep_image: bool,
-    result: dict[str, Any] | None = None,
-) -> bool:
-    values: dict[str, object] = {
-        "status": status.value,
-        "text": text,
-        "error_code": error_code,
-        "error_message": error_message,
-        "finished_at": utcnow(),
-        "lease_until": None,
-    }
-    if result is not None:
-        values["result"] = _dump(result)
-        values["pages_done"] = len(result.get("pages", []))
-    done = _rows(
-        session,
-        update(JOBS)
-        .where(JOBS.c.id == job_id, JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
-        .values(**values),
-    )
-    if done and not keep_image:
-        session.execute(delete(IMAGES).where(IMAGES.c.job_id == job_id))
-    return bool(done)
 
 
 def claim_batch(
@@ -505,15 +448,12 @@ def claim_batch(
         if row.data is None:
             # A queued job without its image cannot run; it never should exist, but if it
             # does it must not be claimed again and again: fail it once.
-            _finish(
+            fail(
                 session,
-                job_id,
-                worker_id,
-                status=JobStatus.FAILED,
-                text=None,
+                job_id=job_id,
+                worker_id=worker_id,
                 error_code="image_missing",
                 error_message="the stored image is missing",
-                keep_image=False,
             )
             continue
         claimed.append(ClaimedJob.from_row(row))

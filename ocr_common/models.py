@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -155,27 +155,9 @@ class Job:
     @classmethod
     def from_row(cls, row: Any) -> Job:
         """From an ORM row, a Core row of ``jobs`` or anything with the same attributes."""
-        return cls(
-            id=row.id,
-            status=JobStatus(row.status),
-            kind=row.kind,
-            owner=row.owner,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            attempts=row.attempts,
-            max_attempts=row.max_attempts,
-            worker_id=row.worker_id,
-            text=row.text,
-            error_code=row.error_code,
-            error_message=row.error_message,
-            options=parse_options_json(row.options),
-            format=row.format,
-            pages_total=row.pages_total,
-            pages_done=row.pages_done,
-            request_sha256=row.request_sha256,
-            api=JobApi(row.api),
-        )
+        values = {field.name: getattr(row, field.name) for field in fields(cls)}
+        values.update(status=JobStatus(row.status), api=JobApi(row.api))
+        return cls(**{**values, "options": parse_options_json(row.options)})
 
 
 def parse_options_json(value: str | None) -> OcrOptions | None:

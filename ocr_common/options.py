@@ -18,8 +18,9 @@ from pydantic import (
     field_validator,
 )
 
+from .documents import Document, check_document
 from .errors import BadRequest, PayloadTooLarge
-from .settings import MAX_DPI, MIN_DPI
+from .settings import MAX_DPI, MIN_DPI, Settings
 
 DEFAULT_LANG = "eng"
 DEFAULT_PSM = 3
@@ -289,6 +290,24 @@ def parse_options(
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "options"
         raise invalid_option(field, error["msg"]) from None
+
+
+def check_submission(
+    data: bytes,
+    values: Mapping[str, object],
+    settings: Settings,
+    languages: Callable[[], Collection[str]],
+) -> tuple[OcrOptions, Document]:
+    """The options and the document of a v1 request, checked against the configured limits."""
+    options = parse_options(values, languages=languages, max_pages=settings.max_pages)
+    return options, check_document(
+        data,
+        wanted_pages=options.pages,
+        dpi=options.render_dpi(settings.default_dpi),
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_pixels,
+        max_pages=settings.max_pages,
+    )
 
 
 def check_lang(value: object, languages: Callable[[], Collection[str]]) -> str:

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/ocr.db"
@@ -129,15 +130,10 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as http://127.0.0.1:5001")
         return value.rstrip("/")
 
-    @field_validator("api_bind")
+    @field_validator("api_bind", "server_bind")
     @classmethod
-    def _api_bind(cls, value: str) -> str:
-        return _check_bind(value, "OCR_API_BIND")
-
-    @field_validator("server_bind")
-    @classmethod
-    def _server_bind(cls, value: str) -> str:
-        return _check_bind(value, "OCR_SERVER_BIND")
+    def _bind(cls, value: str, info: ValidationInfo) -> str:
+        return _check_bind(value, f"OCR_{str(info.field_name).upper()}")
 
     @field_validator("api_keys")
     @classmethod
@@ -194,10 +190,6 @@ class Settings(BaseSettings):
     @property
     def internal_token_value(self) -> str | None:
         return self.internal_token.get_secret_value() if self.internal_token else None
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
 
     @property
     def max_request_bytes(self) -> int:

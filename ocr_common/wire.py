@@ -12,7 +12,7 @@ from typing import Any
 from .errors import BadRequest, EngineError, OcrError, PayloadTooLarge, Unavailable
 
 INTERNAL_TOKEN_HEADER = "X-Internal-Token"
-# POST a document (the body) with the options as query parameters: its rich result.
+# POST {"document": base64, "options": {...}}: the rich result of the selected pages.
 OCR_PATH = "/ocr"
 # POST: a job was committed, claim now rather than at the next poll.
 NOTIFY_PATH = "/jobs/notify"

@@ -16,7 +16,6 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from ocr_common.documents import check_document
 from ocr_common.errors import BadRequest, OcrError, PayloadTooLarge, Unauthorized, Unavailable
 from ocr_common.metrics import CONTENT_TYPE
 from ocr_common.observability import (
@@ -25,7 +24,7 @@ from ocr_common.observability import (
     request_id_from,
     set_request_id,
 )
-from ocr_common.options import parse_options
+from ocr_common.options import check_submission
 from ocr_common.results import combine_pages
 from ocr_common.settings import Settings
 from ocr_common.wire import (
@@ -120,15 +119,8 @@ async def ocr(request: web.Request) -> web.Response:
         raise saturated_error(retry_after_s=2)
     data, values = _read_document(await request.read())
     settings = request.app[SETTINGS_KEY]
-    options = parse_options(values, languages=installed_languages, max_pages=settings.max_pages)
-    document = await asyncio.to_thread(
-        check_document,
-        data,
-        wanted_pages=options.pages,
-        dpi=options.render_dpi(settings.default_dpi),
-        max_bytes=settings.max_upload_bytes,
-        max_pixels=settings.max_pixels,
-        max_pages=settings.max_pages,
+    options, document = await asyncio.to_thread(
+        check_submission, data, values, settings, installed_languages
     )
     task = PageTask(data, 0, options, settings.default_dpi)
     pages = await pool.recognize_pages(task, document.pages, urgent=True)

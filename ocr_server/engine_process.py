@@ -123,12 +123,9 @@ class EngineProcess:
             log.error("engine %d could not be restarted: %s", self.index, exc.message)
 
     def recognize_page(self, task: PageTask) -> dict[str, Any]:
-        return self._call(task)
-
-    def _call(self, request: PageTask) -> dict[str, Any]:
         """One page on this engine, counted by outcome."""
         try:
-            result = self._exchange(request)
+            result = self._exchange(task)
         except OcrError as exc:
             server_metrics.PAGES.labels(exc.code).inc()
             raise

@@ -78,7 +78,7 @@ def test_image_sync_is_recorded_as_a_finished_job(
 ) -> None:
     client.post("/image-sync", data=body())
     with sessions() as session:
-        [job] = job_store.list_jobs(session)
+        [job] = job_store.list_recent(session, limit=10)
     assert job.kind == "sync" and job.text == "Hello OCR\n" and job.status.value == "succeeded"
     assert client.get("/allimages").get_json() == {job.id: "Hello OCR\n"}
 
@@ -98,7 +98,7 @@ def test_image_sync_is_503_with_retry_after_when_ocr_is_down(
     assert int(response.headers["Retry-After"]) > 0
     assert response.get_json()["error"]["code"] == "ocr_unavailable"
     with sessions() as session:
-        assert job_store.list_jobs(session) == []
+        assert job_store.list_recent(session, limit=10) == []
 
 
 def test_image_sync_engine_failure_is_422_and_recorded(
@@ -107,7 +107,7 @@ def test_image_sync_engine_failure_is_422_and_recorded(
     response = client.post("/image-sync", data=body(render_lines(["unknown"])))
     assert response.status_code == 422
     with sessions() as session:
-        [job] = job_store.list_jobs(session)
+        [job] = job_store.list_recent(session, limit=10)
     assert job.status.value == "failed" and job.error_code == "engine_error"
 
 

@@ -73,7 +73,7 @@ def test_service_environment_is_valid_settings(name: str, monkeypatch: pytest.Mo
     for var, value in environment(name).items():
         monkeypatch.setenv(var, value)
     settings = load_settings()
-    assert not settings.is_sqlite
+    assert not settings.database_url.startswith("sqlite")
 
 
 @pytest.mark.parametrize("name", ["ocr", "api"])

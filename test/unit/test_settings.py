@@ -12,7 +12,7 @@ def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
     settings = load_settings()
     assert settings.database_url == DEFAULT_DATABASE_URL
-    assert settings.is_sqlite
+    assert settings.database_url.startswith("sqlite")
     assert settings.workers >= 1
     assert settings.server_url == "http://127.0.0.1:5001"
     assert settings.api_bind == "127.0.0.1:5000"
@@ -26,7 +26,7 @@ def test_values_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     settings = load_settings()
     assert settings.workers == 3
     assert settings.server_url == "http://ocr:5001"
-    assert not settings.is_sqlite
+    assert not settings.database_url.startswith("sqlite")
     assert settings.keep_images is True
 
 
