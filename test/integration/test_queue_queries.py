@@ -131,8 +131,11 @@ def test_the_claim_and_the_trigger_stay_on_a_status_index(
         assert plan["key"] in ("ix_jobs_status_created", "ix_jobs_status_lease"), plan
         if statement == claim:
             assert plan["key"] == "ix_jobs_status_created", plan
-        # Only the queued (and running) rows are read, in index order: no sort, no scan.
-        assert int(plan["rows"]) < 100, plan
+        # Only the queued (and running) rows are read, in index order: no sort, no scan of
+        # the 5,000 finished ones. The estimate also counts index entries of rows earlier tests
+        # deleted that InnoDB has not purged yet (140 was seen), so the bound is a fifth of
+        # the table, which a scan cannot pass.
+        assert int(plan["rows"]) < 1000, plan
         assert "filesort" not in plan["Extra"], plan
 
 
