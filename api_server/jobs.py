@@ -63,17 +63,12 @@ def record_read(
     result = outcome if isinstance(outcome, dict) else None
     return job_store.record_finished(
         session,
-        image=submission.data,
-        digest=submission.image_digest,
-        options=submission.options,
-        fmt=submission.document.format,
-        pages_total=len(submission.document.pages),
+        **_columns(submission),
         started_at=started_at,
         text=str(result["text"]) if result else None,
         error_code=failed.code if failed else None,
         error_message=failed.message if failed else None,
         result=stored_result(result),
-        owner=current_owner(),
         **job,
     )
 
@@ -82,13 +77,20 @@ def queue_job(session: Session, submission: Submission, **job: Any) -> Job:
     """A queued job of the caller (the caller's transaction commits it, then notifies)."""
     return job_store.create_job(
         session,
-        image=submission.data,
-        digest=submission.image_digest,
-        options=submission.options,
-        fmt=submission.document.format,
-        pages_total=len(submission.document.pages),
+        **_columns(submission),
         max_attempts=current_services().settings.max_attempts,
-        owner=current_owner(),
         request_id=current_request_id(),
         **job,
     )
+
+
+def _columns(submission: Submission) -> dict[str, Any]:
+    """What a job of the caller stores of its submission, read now or queued."""
+    return {
+        "image": submission.data,
+        "digest": submission.image_digest,
+        "options": submission.options,
+        "fmt": submission.document.format,
+        "pages_total": len(submission.document.pages),
+        "owner": current_owner(),
+    }
