@@ -1,11 +1,11 @@
-"""CPU a page costs in recognition and in each extraction, and whether the engine's TSV and hOCR
-are the bytes Tesseract writes.
+"""CPU a page costs in recognition and in each extraction, and whether the engine's text, TSV
+and hOCR are the bytes Tesseract writes.
 
 Each page of each folder is read once as the engine reads it (defaults, model loaded once,
 OMP_THREAD_LIMIT=1); then, on that one reading, timed apart: Tesseract's GetUTF8Text,
-GetTSVText and GetHOCRText, and the engine's one walk of the words (``_read_out``: lines and
-words, TSV, hOCR). It prints the mean CPU milliseconds a page of each, and on how many pages the
-walk's TSV and hOCR equal Tesseract's byte for byte.
+GetTSVText and GetHOCRText, and the engine's one walk of the words (``_read_out``: text, lines
+and words, TSV, hOCR). It prints the mean CPU milliseconds a page of each, and on how many pages
+the walk's text, TSV and hOCR equal Tesseract's byte for byte.
 
     python bench/extraction.py
     python bench/extraction.py ../shared/data/books --limit 5
@@ -34,7 +34,7 @@ def cpu_ms(call: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def measure(folder: Path, limit: int | None, engine: Any) -> tuple[int, list[float], int]:
-    """Pages read, mean CPU ms a page of each column, pages whose TSV and hOCR are Tesseract's."""
+    """Pages read, mean CPU ms a page of each column, pages whose outputs are Tesseract's."""
     from ocr_common.documents import render_page
     from ocr_server.engine import _read_out, _to_tesseract_mode
 
@@ -48,15 +48,15 @@ def measure(folder: Path, limit: int | None, engine: Any) -> tuple[int, list[flo
         dpi = engine._set_pixels(api, image, image.info.get("dpi"))
         try:
             _, recognize = cpu_ms(api.Recognize)
-            _, text = cpu_ms(api.GetUTF8Text)
+            text, text_ms = cpu_ms(api.GetUTF8Text)
             tsv, tsv_ms = cpu_ms(lambda: api.GetTSVText(0))
             hocr, hocr_ms = cpu_ms(lambda: api.GetHOCRText(0))
             walk_out = functools.partial(_read_out, api, 1, image.width, image.height, dpi)
             ours, walk = cpu_ms(walk_out)
         finally:
             api.Clear()
-        same += ours[1:] == (tsv, hocr)
-        for i, ms in enumerate((recognize, text, tsv_ms, hocr_ms, walk)):
+        same += (ours[0], *ours[2:]) == (text, tsv, hocr)
+        for i, ms in enumerate((recognize, text_ms, tsv_ms, hocr_ms, walk)):
             totals[i] += ms
     return len(paths), [total / max(len(paths), 1) for total in totals], same
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     engine = TesseractEngine(page_timeout_s=120, max_pixels=MAX_PIXELS)
     print("$ python " + " ".join(sys.argv))
-    print(f"mean CPU ms a page; {' | '.join(COLUMNS)}; TSV and hOCR equal to Tesseract's")
+    print(f"mean CPU ms a page; {' | '.join(COLUMNS)}; text, TSV and hOCR equal to Tesseract's")
     print(f"{'folder':<12} | {'pages':>5} | " + " | ".join(f"{c:>11}" for c in COLUMNS) + " | same")
     try:
         for folder in args.folders:

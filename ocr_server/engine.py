@@ -225,7 +225,7 @@ class TesseractEngine:
         del image
         try:
             self._recognize(api, f"page {page}")
-            lines, tsv, hocr = _read_out(api, page, width, height, resolution)
+            text, lines, tsv, hocr = _read_out(api, page, width, height, resolution)
             words = [word["confidence"] for line in lines for word in line["words"]]
             return {
                 "width": width,
@@ -234,7 +234,7 @@ class TesseractEngine:
                 "rotation": 0,
                 "rotation_confidence": None,
                 "warnings": [],
-                "text": str(api.GetUTF8Text()),
+                "text": text,
                 "confidence": round(sum(words) / len(words), 2) if words else None,
                 "lines": lines,
                 "hocr": hocr,
@@ -284,18 +284,20 @@ _MIN_CREDIBLE_DPI, _MAX_CREDIBLE_DPI = 70, 2400
 
 def _read_out(
     api: Any, page: int, width: int, height: int, dpi: int | None
-) -> tuple[list[dict[str, Any]], str, str]:
-    """The page ``api`` has read: its lines and words (pixel boxes, confidences 0-100, reading
-    order), and Tesseract's TSV and hOCR of it, from one walk of its words.
+) -> tuple[str, list[dict[str, Any]], str, str]:
+    """The page ``api`` has read: its text, lines and words (pixel boxes, confidences 0-100,
+    reading order), and Tesseract's TSV and hOCR of it, from one walk of its words.
 
-    Tesseract's own GetTSVText and GetHOCRText walk the page once more each, symbol by symbol,
-    and ask at every word whether it ends its line, paragraph and block: on the book pages they
-    cost 39 ms a page, this walk 8.5 ms (``bench/extraction.py``). It writes the bytes Tesseract
-    5 writes (baseapi.cpp, hocrrenderer.cpp), as that bench and test_v1_engine check on real
-    pages; a page with right-to-left text, which Tesseract reorders as it writes, gets its own.
+    Tesseract's GetUTF8Text, GetTSVText and GetHOCRText walk the page once more each, the last
+    two symbol by symbol, asking at every word whether it ends its line, paragraph and block: on
+    the book pages they cost 43 ms a page, this walk 8 ms (``bench/extraction.py``). It
+    writes the bytes Tesseract 5 writes (baseapi.cpp, hocrrenderer.cpp), as that bench and
+    test_v1_engine check on real pages; a page with right-to-left text, which Tesseract
+    reorders as it writes, gets Tesseract's own.
     """
     from tesserocr import DIR, RIL, iterate_level
 
+    texts: list[str] = []
     lines: list[dict[str, Any]] = []
     tsv = [f"1\t{page}\t0\t0\t0\t0\t0\t0\t{width}\t{height}\t-1\t\n"]
     res = dpi if dpi and _MIN_CREDIBLE_DPI <= dpi <= _MAX_CREDIBLE_DPI else _MIN_CREDIBLE_DPI
@@ -331,6 +333,9 @@ def _read_out(
                 )
         if empty:
             continue
+        if starts and not drawn:
+            # The text leaves out what hOCR draws as boxes, as GetUTF8Text does.
+            texts.append(word.GetUTF8Text(RIL.TEXTLINE) or "")
         for level in range(3 - starts, 3):
             numbers[level] += 1
             numbers[level + 1 :] = [0] * (3 - level)
@@ -377,10 +382,13 @@ def _read_out(
             {"text": text, "confidence": round(confidence, 2), "bbox": _box(box)}
         )
     if right_to_left:
-        return lines, str(api.GetTSVText(page - 1)), str(api.GetHOCRText(page - 1))
+        tesseract = (api.GetUTF8Text(), api.GetTSVText(page - 1), api.GetHOCRText(page - 1))
+        return str(tesseract[0]), lines, str(tesseract[1]), str(tesseract[2])
     hocr.extend(reversed(_HOCR_END[:depth]))
     hocr.append("  </div>\n")
-    return lines, "".join(tsv), "".join(hocr)
+    # A line's text ends a paragraph with a blank line; GetUTF8Text ends the page's last without.
+    text = "".join(texts)[: -1 if depth else None]
+    return text, lines, "".join(tsv), "".join(hocr)
 
 
 def _tsv_row(

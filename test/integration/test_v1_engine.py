@@ -206,16 +206,17 @@ def test_hocr_is_xhtml_and_tsv_has_every_word(engine: TesseractEngine) -> None:
     assert [row[11] for row in rows[1:] if row[0] == "5"][:4] == ["Page", "1", "says", "hello"]
 
 
-def tesseract_and_ours(image: Image.Image, psm: int) -> tuple[tuple[str, str], tuple[str, str]]:
-    """Tesseract's own TSV and hOCR of a reading, and those the engine writes from its walk."""
+def tesseract_and_ours(image: Image.Image, psm: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Tesseract's own text, TSV and hOCR of a reading, and those the engine writes from its
+    walk of the words."""
     import tesserocr
 
     api = tesserocr.PyTessBaseAPI(path=tessdata_dir(), psm=psm)
     try:
         dpi = TesseractEngine._set_pixels(api, image, image.info.get("dpi"))
         assert api.Recognize()
-        _, tsv, hocr = _read_out(api, 1, image.width, image.height, dpi)
-        return (api.GetTSVText(0), api.GetHOCRText(0)), (tsv, hocr)
+        text, _, tsv, hocr = _read_out(api, 1, image.width, image.height, dpi)
+        return (api.GetUTF8Text(), api.GetTSVText(0), api.GetHOCRText(0)), (text, tsv, hocr)
     finally:
         api.End()
 
@@ -231,7 +232,7 @@ def tesseract_and_ours(image: Image.Image, psm: int) -> tuple[tuple[str, str], t
         ("receipts/004.jpg", 11),
     ],
 )
-def test_tsv_and_hocr_are_the_bytes_tesseract_writes(name: str, psm: int) -> None:
+def test_text_tsv_and_hocr_are_the_bytes_tesseract_writes(name: str, psm: int) -> None:
     path = SHARED_DATA / name
     if not path.exists():
         pytest.skip(f"{path} is missing: set OCR_SHARED_DATA to the folder of real pages")
@@ -239,11 +240,11 @@ def test_tsv_and_hocr_are_the_bytes_tesseract_writes(name: str, psm: int) -> Non
     assert ours == tesseract
 
 
-def test_tsv_and_hocr_of_a_turned_page_and_a_blank_one_are_tesseract_s() -> None:
+def test_text_tsv_and_hocr_of_a_turned_page_and_a_blank_one_are_tesseract_s() -> None:
     # With orientation detection (psm 1) Tesseract says the lines are turned, and not where.
     turned = render_page_image(ORIENTATION_LINES).rotate(90, expand=True)
     tesseract, ours = tesseract_and_ours(turned, 1)
-    assert "textangle" in tesseract[1] and ours == tesseract
+    assert "textangle" in tesseract[2] and ours == tesseract
     tesseract, ours = tesseract_and_ours(render_page_image(["", ""]), 3)
     assert ours == tesseract
 
