@@ -20,7 +20,7 @@ from ocr_common.models import JobStatus
 
 from . import jobs, schemas
 from .access import check_queue_room, current_owner
-from .openapi import Body, Param, View, operation
+from .openapi import Body, Operation, Param, View
 from .services import current_services
 from .uploads import read_task_id, read_uploads
 
@@ -41,7 +41,7 @@ def route(path: str, **options: Any) -> Callable[[View], View]:
 
 
 @route("/image-sync", methods=["POST"])
-@operation(
+@Operation(
     summary="OCR an image now (original API)",
     tag="original",
     request=schemas.IMAGE_BODY,
@@ -81,7 +81,7 @@ def image_sync() -> Response:
 
 
 @route("/image", methods=["POST"])
-@operation(
+@Operation(
     summary="Queue an image (original API)",
     tag="original",
     request=schemas.IMAGE_BODY,
@@ -104,7 +104,7 @@ def image_submit() -> Response:
 
 
 @route("/image", methods=["GET"])
-@operation(
+@Operation(
     summary="The text of a task (original API)",
     tag="original",
     description='The id comes as ?task_id=, ?id= or a JSON body {"task_id": "<id>"}.',
@@ -139,7 +139,7 @@ def image_result() -> Response:
 
 
 @route("/allimages", methods=["GET"])
-@operation(
+@Operation(
     summary="Every task and its text (original API)",
     tag="original",
     responses={

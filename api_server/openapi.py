@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document, generated from the routes and the pydantic models in the code.
 
-A view says what it takes and answers with the ``operation`` decorator; ``build_spec`` walks the
+A view says what it takes and answers with the ``Operation`` decorator; ``build_spec`` walks the
 app's URL map and puts every documented view in the document. ``/openapi.json`` serves it and
 ``/docs`` a self-contained page that renders it (no CDN: it works offline).
 """
@@ -36,7 +36,6 @@ class Param:
     schema: dict[str, Any]
     description: str = ""
     where: str = "query"
-    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,29 +47,24 @@ class Body:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+View = Callable[..., Any]
+
+
 @dataclass(frozen=True)
 class Operation:
+    """What a view takes and answers; as a decorator, attached to the view (nothing else about
+    the view changes)."""
+
     summary: str
     tag: str
     responses: dict[int, Body]
     description: str = ""
     params: tuple[Param, ...] = ()
     request: Body | None = None
-    request_required: bool = True
 
-
-View = Callable[..., Any]
-
-
-def operation(**kwargs: Any) -> Callable[[View], View]:
-    """Attach an ``Operation`` to a view (nothing else about the view changes)."""
-    spec = Operation(**kwargs)
-
-    def decorate(view: View) -> View:
-        view.__openapi__ = spec  # type: ignore[attr-defined]
+    def __call__(self, view: View) -> View:
+        view.__openapi__ = self  # type: ignore[attr-defined]
         return view
-
-    return decorate
 
 
 def _models(operations: list[Operation]) -> list[type[BaseModel]]:
@@ -124,7 +118,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
             {
                 "name": p.name,
                 "in": p.where,
-                "required": p.required,
+                "required": False,
                 "description": p.description,
                 "schema": p.schema,
             }
@@ -141,7 +135,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         if params:
             entry["parameters"] = params
         if op.request is not None:
-            entry["requestBody"] = {"required": op.request_required, **_body(op.request)}
+            entry["requestBody"] = {"required": True, **_body(op.request)}
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             paths.setdefault(path, {})[method.lower()] = entry
     _, components = models_json_schema(

@@ -10,14 +10,14 @@ from ocr_common.metrics import CONTENT_TYPE
 from ocr_common.settings import SettingsError
 
 from . import schemas
-from .openapi import Body, operation
+from .openapi import Body, Operation
 from .services import current_services
 
 bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
-@operation(
+@Operation(
     summary="Liveness",
     tag="operations",
     responses={200: Body("the process is up", {"application/json": schemas.Status})},
@@ -28,7 +28,7 @@ def healthz() -> Response:
 
 
 @bp.get("/readyz")
-@operation(
+@Operation(
     summary="Readiness",
     tag="operations",
     responses={
@@ -49,7 +49,7 @@ def readyz() -> Response:
 
 
 @bp.get("/metrics")
-@operation(
+@Operation(
     summary="Metrics",
     tag="operations",
     responses={200: Body("Prometheus text format", {"text/plain": {"type": "string"}})},
