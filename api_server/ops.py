@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, Response, jsonify
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
 from ocr_common.db import check_schema
 from ocr_common.errors import Unavailable
-from ocr_common.metrics import CONTENT_TYPE
+from ocr_common.metrics import CONTENT_TYPE, exposition, queue_registry
 from ocr_common.settings import SettingsError
 
 from . import schemas
@@ -57,6 +60,11 @@ def readyz() -> Response:
 def metrics() -> Response:
     """Requests by route and status, latency histograms, and jobs by status (from the
     database; ``ocr_database_up 0`` while it does not answer)."""
-    from .telemetry import render
-
-    return Response(render(), content_type=CONTENT_TYPE)
+    # This process's counts, or under gunicorn every worker's (see telemetry's docstring).
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    body = exposition([registry, queue_registry(current_services().sessions)])
+    return Response(body, content_type=CONTENT_TYPE)
