@@ -56,20 +56,18 @@ def image_sync() -> Response:
     svc = current_services()
     uploads, many = read_uploads()
     started = job_store.utcnow()
-    outcomes: dict[int, dict[str, Any] | OcrError] = {}
+    known: dict[int, dict[str, Any]] = {}
     if svc.settings.reuse_results:
         with svc.sessions() as session:
             for index, upload in enumerate(uploads):
-                digest = upload.image_digest
-                known = job_store.find_result(session, digest=digest, owner=current_owner())
-                if known is not None:
-                    pages = (known.result or {}).get("pages")
-                    outcomes[index] = {"text": known.text, "pages": pages}
-    unknown = [index for index in range(len(uploads)) if index not in outcomes]
-    if unknown:
-        read = jobs.read_now([uploads[index] for index in unknown])
-        outcomes.update(zip(unknown, read, strict=True))
-    results = [outcomes[index] for index in range(len(uploads))]
+                found = job_store.find_result(
+                    session, digest=upload.image_digest, owner=current_owner()
+                )
+                if found is not None:
+                    known[index] = {"text": found.text, "pages": (found.result or {}).get("pages")}
+    unknown = [upload for index, upload in enumerate(uploads) if index not in known]
+    read = iter(jobs.read_now(unknown) if unknown else [])
+    results = [known[index] if index in known else next(read) for index in range(len(uploads))]
     with svc.sessions.begin() as session:
         for upload, outcome in zip(uploads, results, strict=True):
             jobs.record_read(session, upload, started_at=started, outcome=outcome)
