@@ -208,17 +208,15 @@ class OcrServerClient:
         if self._languages is not None and time.monotonic() < self._languages_until:
             return self._languages
         try:
-            self._languages = _wait(self._submit(self._get_languages()), LANGUAGES_TIMEOUT_S)
+            call = self._call("GET", LANGUAGES_PATH, LANGUAGES_TIMEOUT_S)
+            answer = _wait(self._submit(call), LANGUAGES_TIMEOUT_S)
+            self._languages = tuple(str(lang) for lang in answer["languages"])
             self._languages_until = time.monotonic() + LANGUAGES_TTL_S
         except Unavailable:
             if self._languages is None:
                 raise
             log.warning("the OCR server did not say its languages; using those it said before")
         return self._languages
-
-    async def _get_languages(self) -> tuple[str, ...]:
-        answer = await self._call("GET", LANGUAGES_PATH, LANGUAGES_TIMEOUT_S)
-        return tuple(str(lang) for lang in answer["languages"])
 
     def notify(self) -> None:
         """Wake the OCR server's dispatcher; never waits and never fails the caller.
@@ -238,22 +236,18 @@ class OcrServerClient:
         self._notifying = asyncio.ensure_future(self._send_notifies())
 
     async def _send_notifies(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT_S)
         while True:
             self._notify_again = False
-            await self._notify()
+            session = await self._get_session()
+            try:
+                async with session.post(f"{self._base}{NOTIFY_PATH}", timeout=timeout):
+                    pass
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # A lost notify costs at most one poll interval of the OCR server.
+                log.debug("notify failed: %s", exc)
             if not self._notify_again:
                 return
-
-    async def _notify(self) -> None:
-        session = await self._get_session()
-        try:
-            async with session.post(
-                f"{self._base}{NOTIFY_PATH}", timeout=aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT_S)
-            ):
-                pass
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # A lost notify costs at most one poll interval of the OCR server.
-            log.debug("notify failed: %s", exc)
 
 
 def _wait(future: Future[T], timeout_s: float) -> T:
