@@ -49,9 +49,7 @@ def error_response(exc: OcrError) -> Response:
 
 
 def register_error_handlers(app: Flask, max_request_bytes: int) -> None:
-    @app.errorhandler(OcrError)
-    def on_ocr_error(exc: OcrError) -> Response:
-        return error_response(exc)
+    app.register_error_handler(OcrError, error_response)
 
     @app.errorhandler(RequestEntityTooLarge)
     def on_too_large(_exc: RequestEntityTooLarge) -> Response:
