@@ -43,7 +43,6 @@ def route(path: str, **options: Any) -> Callable[[View], View]:
 @route("/image-sync", methods=["POST"])
 @Operation(
     summary="OCR an image now (original API)",
-    tag="original",
     request=schemas.IMAGE_BODY,
     responses={
         200: Body("the text (a list for a list)", {"application/json": schemas.CompatText}),
@@ -81,7 +80,6 @@ def image_sync() -> Response:
 @route("/image", methods=["POST"])
 @Operation(
     summary="Queue an image (original API)",
-    tag="original",
     request=schemas.IMAGE_BODY,
     responses={
         200: Body("the task id (a list for a list)", {"application/json": schemas.CompatTaskId}),
@@ -104,7 +102,6 @@ def image_submit() -> Response:
 @route("/image", methods=["GET"])
 @Operation(
     summary="The text of a task (original API)",
-    tag="original",
     description='The id comes as ?task_id=, ?id= or a JSON body {"task_id": "<id>"}.',
     params=(
         Param("task_id", {"type": "string"}, "the task id"),
@@ -139,7 +136,6 @@ def image_result() -> Response:
 @route("/allimages", methods=["GET"])
 @Operation(
     summary="Every task and its text (original API)",
-    tag="original",
     responses={
         200: Body(
             "task id -> text (null while not done)", {"application/json": schemas.CompatAllImages}

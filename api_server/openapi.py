@@ -23,6 +23,8 @@ from pydantic.json_schema import models_json_schema
 API_TITLE = "OCR service"
 API_VERSION = "1.0.0"
 REF_TEMPLATE = "#/components/schemas/{model}"
+# The tag of each blueprint's operations.
+TAGS = {"compat": "original", "v1": "v1", "ops": "operations"}
 _PATH_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 bp = Blueprint("openapi", __name__)
@@ -56,7 +58,6 @@ class Operation:
     the view changes)."""
 
     summary: str
-    tag: str
     responses: dict[int, Body]
     description: str = ""
     params: tuple[Param, ...] = ()
@@ -127,7 +128,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "operationId": rule.endpoint.replace(".", "_"),
             "summary": op.summary,
-            "tags": [op.tag],
+            "tags": [TAGS[rule.endpoint.partition(".")[0]]],
             "responses": {str(status): _body(body) for status, body in op.responses.items()},
         }
         if op.description:

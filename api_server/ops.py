@@ -22,7 +22,6 @@ bp = Blueprint("ops", __name__)
 @bp.get("/healthz")
 @Operation(
     summary="Liveness",
-    tag="operations",
     responses={200: Body("the process is up", {"application/json": schemas.Status})},
 )
 def healthz() -> Response:
@@ -33,7 +32,6 @@ def healthz() -> Response:
 @bp.get("/readyz")
 @Operation(
     summary="Readiness",
-    tag="operations",
     responses={
         200: Body("the database answers, schema current", {"application/json": schemas.Status}),
         503: Body("not ready", {"application/json": schemas.CompatError}),
@@ -54,7 +52,6 @@ def readyz() -> Response:
 @bp.get("/metrics")
 @Operation(
     summary="Metrics",
-    tag="operations",
     responses={200: Body("Prometheus text format", {"text/plain": {"type": "string"}})},
 )
 def metrics() -> Response:

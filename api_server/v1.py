@@ -25,7 +25,6 @@ bp = Blueprint("v1", __name__, url_prefix="/v1")
 @bp.post("/ocr")
 @Operation(
     summary="Read a document now",
-    tag="v1",
     description="Synchronous: the pages are read in parallel, and the job (recorded like any "
     "other) comes back with its text, pages, lines and words.",
     params=(*schemas.OPTION_PARAMS, schemas.FORMAT_PARAM),
@@ -58,7 +57,6 @@ def ocr_now() -> Response:
 @bp.post("/jobs")
 @Operation(
     summary="Queue a document",
-    tag="v1",
     description="Asynchronous: 202 once the job is stored, with Location: /v1/jobs/{id}. With "
     "an Idempotency-Key, the same key and document return the same job; the same key with "
     "another document is a 409.",
@@ -116,7 +114,6 @@ def load_job(value: str) -> Job:
 @bp.get("/jobs/<job_id>")
 @Operation(
     summary="A job: its status, progress, and result",
-    tag="v1",
     params=(schemas.FORMAT_PARAM,),
     responses={
         200: Body("the job, or its text, hOCR or TSV (format=)", schemas.RESULT_CONTENT),
@@ -140,7 +137,6 @@ def get_job(job_id: str) -> Response:
 @bp.delete("/jobs/<job_id>")
 @Operation(
     summary="Cancel a job, or delete a finished one",
-    tag="v1",
     description="A queued (or running) job is canceled: 200 with the canceled job; it will not "
     "run, or its result is discarded. A finished job is deleted with its result and image: 204.",
     responses={
@@ -165,7 +161,6 @@ def delete_job(job_id: str) -> Response:
 @bp.get("/jobs")
 @Operation(
     summary="Jobs, newest first",
-    tag="v1",
     params=schemas.LIST_PARAMS,
     responses={
         200: Body("a page of jobs", {"application/json": schemas.JobList}),
