@@ -17,18 +17,12 @@ from pathlib import Path
 
 import pymysql
 
+from ocr_testkit.stack import free_port
+
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 USER = "ocr"
 PASSWORD = "ocr"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class MariaDBUnavailable(RuntimeError):

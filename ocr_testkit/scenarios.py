@@ -7,13 +7,12 @@ there are none; ``bench/reliability.py`` runs the same scenarios and prints the 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import requests
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from ocr_common.models import JobImageRow, JobRow
+from ocr_common.models import JobRow
 from ocr_testkit.pages import b64, render_lines
 from ocr_testkit.stack import Stack, group_members
 from ocr_testkit.waits import poll_until
@@ -91,11 +90,6 @@ def status_counts(engine: Engine) -> Counter[str]:
     with engine.connect() as conn:
         result = conn.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
         return Counter({status: n for status, n in result})
-
-
-def image_count(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(JobImageRow)) or 0)
 
 
 def wait_final(engine: Engine, ids: Iterable[str], timeout_s: float) -> bool:
@@ -256,17 +250,6 @@ def parent_pid(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-@contextlib.contextmanager
-def running_stack(database_url: str, log_dir: Path, **settings: str) -> Iterator[Stack]:
-    """Run ocr-migrate, then both services on ``database_url``, for the ``with`` block."""
-    stack = Stack(database_url, log_dir, **settings)
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
 
 
 # -- the scenarios -------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""Fixtures shared by every layer: databases (SQLite file and the real MySQL/MariaDB)."""
+"""Fixtures shared by every layer: databases (SQLite file and the real MySQL/MariaDB); the logs
+of the processes a failing test used, in its report."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -14,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
 from ocr_testkit.database import empty_tables
+from ocr_testkit.mariadb_server import PrivateMariaDB
+from ocr_testkit.stack import Stack
 
 MYSQL_URL_VAR = "OCR_TEST_DATABASE_URL"
 
@@ -74,3 +78,15 @@ def db_engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def sessions(db_engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(db_engine)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Stack):
+                report.sections.append(("service logs", value.logs()[-20000:]))
+            if isinstance(value, PrivateMariaDB):
+                report.sections.append(("mariadbd log", value.log_text()[-5000:]))
+    return report

@@ -8,28 +8,20 @@ import os
 import re
 import select
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.engine import Engine
 
 from ocr_testkit.pages import b64, render_lines
-from ocr_testkit.stack import Stack, start_stack
+from ocr_testkit.stack import Stack
 from ocr_testkit.waits import wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
 SAMPLE_TEXT = "Metrics move when pages are read"
-
-
-@pytest.fixture(scope="module")
-def stack(
-    mysql_url: str, db_engine_e2e: Engine, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    yield from start_stack(mysql_url, tmp_path_factory, OCR_LOG_FORMAT="json")
+STACK_SETTINGS = {"OCR_LOG_FORMAT": "json"}
 
 
 def image_b64(tag: str) -> str:

@@ -6,11 +6,9 @@ On private MariaDB servers of this test session, never the shared one.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pymysql
@@ -20,7 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ocr_common.db import alembic_config
-from ocr_testkit.mariadb_server import PASSWORD, USER, MariaDBUnavailable, PrivateMariaDB
+from ocr_testkit.mariadb_server import PASSWORD, USER, PrivateMariaDB
 from ocr_testkit.pages import HELLO_PNG, b64
 from ocr_testkit.stack import BIN_DIR, Stack
 
@@ -114,24 +112,6 @@ def test_migrate_stops_at_once_on_an_sql_error_and_says_where_it_stopped(
     assert "0003" in result.stderr and "not retried" in result.stderr, result.stderr
     assert "Duplicate column" in result.stderr, result.stderr
     assert "at revision 0002" in result.stderr, result.stderr
-
-
-@pytest.fixture(scope="module")
-def latin1_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateMariaDB]:
-    """A second private server whose default character set is latin1."""
-    server = PrivateMariaDB(
-        tmp_path_factory.mktemp("mariadb-latin1"),
-        extra_args=("--character-set-server=latin1", "--collation-server=latin1_swedish_ci"),
-    )
-    try:
-        server.install()
-        server.start()
-    except MariaDBUnavailable as exc:
-        server.kill()
-        pytest.fail(f"a private MariaDB is required: {exc}")
-    yield server
-    server.kill()
-    shutil.rmtree(server.datadir, ignore_errors=True)
 
 
 def test_migrate_creates_every_table_in_utf8mb4_on_a_latin1_server(
