@@ -21,7 +21,7 @@ import requests
 from sqlalchemy.engine import Engine
 
 from ocr_testkit.hostile import HostileTally, RssSampler
-from ocr_testkit.hostile_images import blank_rgba_png, many_scan_jpeg
+from ocr_testkit.hostile_images import blank_png, many_scan_jpeg
 from ocr_testkit.pages import b64
 from ocr_testkit.scenarios import Answer, call, marker, rows, status_counts, tiny_page, wait_final
 from ocr_testkit.stack import Stack, group_members
@@ -257,7 +257,7 @@ def blank_png_uploads(stack: Stack, engine: Engine, uploads: int = 16) -> Hostil
     """``uploads`` all-zero 50-megapixel RGBA PNGs (200 KB each, 200 MB decoded), at once, as
     v1 jobs: accepted from their headers and chunk checksums without decoding; then canceled,
     so the engines do not spend minutes reading blank pages."""
-    data = blank_rgba_png()
+    data = blank_png()
     headers = {"Content-Type": "image/png"}
 
     def send() -> Answer:

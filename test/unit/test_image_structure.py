@@ -10,7 +10,7 @@ from PIL import Image, ImageFile
 from ocr_common.documents import check_document, check_image
 from ocr_common.errors import InvalidImage, PayloadTooLarge
 from ocr_common.image_structure import MAX_JPEG_SCANS, jpeg_scan_count
-from ocr_testkit.hostile_images import blank_rgba_png, many_scan_jpeg
+from ocr_testkit.hostile_images import blank_png, many_scan_jpeg
 from ocr_testkit.pages import HELLO_PNG
 
 MIB = 1024 * 1024
@@ -110,6 +110,6 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_without_decoding(no_decoding:
 
 
 def test_a_fifty_megapixel_png_is_accepted_without_decoding(no_decoding: None) -> None:
-    data = blank_rgba_png()
+    data = blank_png()
     assert check(data) == "PNG"
     assert check_v1(data) == "PNG"
