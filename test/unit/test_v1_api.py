@@ -6,20 +6,15 @@ import base64
 import io
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask
+from fake_ocr import FakeOcr, api_client, fake_result
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
-from v1_fakes import FakeOcr, fake_result
 
-from api_server import create_app
 from api_server.schemas import Job, JobList, Problem
-from api_server.services import Services
 from ocr_common import job_store
-from ocr_common.settings import load_settings
 from ocr_testkit.pages import HELLO_PNG, encode, render_document, render_page_image
 
 PDF = render_document([["One"], ["Two"], ["Three"]], "PDF")
@@ -32,14 +27,9 @@ def fake_ocr() -> FakeOcr:
 
 
 @pytest.fixture
-def app(sessions: sessionmaker[Session], fake_ocr: FakeOcr) -> Iterator[Flask]:
-    settings = load_settings(max_upload_bytes=2_000_000, max_pages=5, max_pixels=20_000_000)
-    yield create_app(services=Services(settings=settings, sessions=sessions, ocr=fake_ocr))
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def client(sessions: sessionmaker[Session], fake_ocr: FakeOcr) -> FlaskClient:
+    limits = {"max_upload_bytes": 2_000_000, "max_pages": 5, "max_pixels": 20_000_000}
+    return api_client(sessions, fake_ocr, **limits)
 
 
 def problem(response: Any, status: int, code: str) -> dict[str, Any]:
