@@ -125,24 +125,13 @@ def test_formats_are_detected_from_bytes(client: FlaskClient) -> None:
 
 
 def test_bad_bodies_are_problems(client: FlaskClient) -> None:
-    problem(
-        client.post("/v1/ocr", data=b"hello", content_type="text/plain"),
-        415,
-        "unsupported_media_type",
-    )
-    problem(
-        client.post("/v1/ocr", data=b"not an image", content_type="image/png"), 400, "invalid_image"
-    )
-    problem(
-        client.post("/v1/ocr", data=b"%PDF-1.4 broken", content_type="application/pdf"),
-        400,
-        "invalid_pdf",
-    )
-    problem(
-        client.post("/v1/ocr", data={"psm": "3"}, content_type="multipart/form-data"),
-        400,
-        "missing_field",
-    )
+    for data, content_type, status, code in [
+        (b"hello", "text/plain", 415, "unsupported_media_type"),
+        (b"not an image", "image/png", 400, "invalid_image"),
+        (b"%PDF-1.4 broken", "application/pdf", 400, "invalid_pdf"),
+        ({"psm": "3"}, "multipart/form-data", 400, "missing_field"),
+    ]:
+        problem(client.post("/v1/ocr", data=data, content_type=content_type), status, code)
     problem(client.post("/v1/ocr", json={"document": "!!!"}), 400, "invalid_base64")
     problem(client.get("/v1/nowhere"), 404, "not_found")
     problem(client.put("/v1/jobs"), 405, "method_not_allowed")
