@@ -91,10 +91,28 @@ async def run_until_final(
         await dispatcher.stop(grace_s=5)
 
 
+def read_all(
+    sessions: sessionmaker[Session], ids: list[str], engines: list[FakeEngine] | None = None
+) -> list[Job]:
+    """A dispatcher on ``engines`` (one FakeEngine by default) until the jobs ``ids`` end."""
+    dispatcher = Dispatcher(sessions, EnginePool(engines or [FakeEngine()]), settings())
+    return asyncio.run(run_until_final(dispatcher, sessions, ids))
+
+
+def start_then_stop(dispatcher: Dispatcher, grace_s: float) -> None:
+    """Start ``dispatcher``, and stop it with ``grace_s`` once it runs a job."""
+
+    async def scenario() -> None:
+        dispatcher.start()
+        await wait_until_async(lambda: dispatcher.running_jobs, 10, "a running job")
+        await dispatcher.stop(grace_s=grace_s)
+
+    asyncio.run(scenario())
+
+
 def test_queued_jobs_are_read_and_their_images_deleted(sessions: sessionmaker[Session]) -> None:
     ids = queue(sessions, [f"page {i}".encode() for i in range(10)])
-    pool = EnginePool([FakeEngine(), FakeEngine()])
-    done = asyncio.run(run_until_final(Dispatcher(sessions, pool, settings()), sessions, ids))
+    done = read_all(sessions, ids, [FakeEngine(), FakeEngine()])
     assert [job.text for job in done] == [f"page {i}\n" for i in range(10)]
     assert all(job.status == JobStatus.SUCCEEDED and job.attempts == 1 for job in done)
     with sessions() as session:
@@ -102,9 +120,7 @@ def test_queued_jobs_are_read_and_their_images_deleted(sessions: sessionmaker[Se
 
 
 def test_a_retryable_failure_is_retried(sessions: sessionmaker[Session]) -> None:
-    ids = queue(sessions, [b"flaky page"])
-    pool = EnginePool([FakeEngine()])
-    [job] = asyncio.run(run_until_final(Dispatcher(sessions, pool, settings()), sessions, ids))
+    [job] = read_all(sessions, queue(sessions, [b"flaky page"]))
     assert job.status == JobStatus.SUCCEEDED and job.attempts == 2 and job.text == "flaky page\n"
 
 
@@ -113,10 +129,7 @@ def test_a_poison_image_fails_after_max_attempts_without_blocking_others(
 ) -> None:
     ids = queue(sessions, [POISON, b"after 1", b"after 2"], max_attempts=2)
     engine = FakeEngine()
-    pool = EnginePool([engine])
-    poison, *others = asyncio.run(
-        run_until_final(Dispatcher(sessions, pool, settings()), sessions, ids)
-    )
+    poison, *others = read_all(sessions, ids, [engine])
     assert poison.status == JobStatus.FAILED
     assert poison.attempts == 2
     assert poison.error_code == "engine_crashed"
@@ -132,8 +145,7 @@ def test_a_dead_workers_job_is_requeued_by_the_reaper(sessions: sessionmaker[Ses
         session.execute(
             update(JobRow).values(lease_until=job_store.utcnow() - timedelta(seconds=1))
         )
-    pool = EnginePool([FakeEngine()])
-    [job] = asyncio.run(run_until_final(Dispatcher(sessions, pool, settings()), sessions, [job_id]))
+    [job] = read_all(sessions, [job_id])
     assert job.status == JobStatus.SUCCEEDED and job.attempts == 2
     assert job.worker_id != "dead-worker"
 
@@ -144,14 +156,7 @@ def test_stop_gives_unfinished_jobs_back_without_charging_an_attempt(
     ids = queue(sessions, [b"slow page"])
     engine = FakeEngine(delay_s=1.5)
     pool = EnginePool([engine])
-    dispatcher = Dispatcher(sessions, pool, settings())
-
-    async def scenario() -> None:
-        dispatcher.start()
-        await wait_until_async(lambda: dispatcher.running_jobs, 10, "a running job")
-        await dispatcher.stop(grace_s=0.1)
-
-    asyncio.run(scenario())
+    start_then_stop(Dispatcher(sessions, pool, settings()), grace_s=0.1)
     [job] = jobs(sessions, ids)
     assert job.status == JobStatus.QUEUED and job.attempts == 0 and job.worker_id is None
     # The engine thread finishes after the stop; its late result must not land.
@@ -164,14 +169,7 @@ def test_stop_gives_unfinished_jobs_back_without_charging_an_attempt(
 def test_stop_waits_for_running_jobs_within_the_grace(sessions: sessionmaker[Session]) -> None:
     ids = queue(sessions, [b"page"])
     pool = EnginePool([FakeEngine(delay_s=0.5)])
-    dispatcher = Dispatcher(sessions, pool, settings())
-
-    async def scenario() -> None:
-        dispatcher.start()
-        await wait_until_async(lambda: dispatcher.running_jobs, 10, "a running job")
-        await dispatcher.stop(grace_s=10)
-
-    asyncio.run(scenario())
+    start_then_stop(Dispatcher(sessions, pool, settings()), grace_s=10)
     [job] = jobs(sessions, ids)
     assert job.status == JobStatus.SUCCEEDED
 
@@ -185,9 +183,7 @@ def test_an_image_read_before_is_answered_from_its_stored_result(
         )
     ids = queue(sessions, [b"seen page", b"new page"])
     engine = FakeEngine()
-    done = asyncio.run(
-        run_until_final(Dispatcher(sessions, EnginePool([engine]), settings()), sessions, ids)
-    )
+    done = read_all(sessions, ids, [engine])
     assert [job.text for job in done] == ["stored text\n", "new page\n"]
     assert engine.seen == [b"new page"]
 
@@ -215,9 +211,7 @@ def test_reuse_never_crosses_owners(sessions: sessionmaker[Session]) -> None:
         )
         [job_id] = [job_store.create_job(session, image=b"page", max_attempts=3, owner="bob").id]
     engine = FakeEngine()
-    [job] = asyncio.run(
-        run_until_final(Dispatcher(sessions, EnginePool([engine]), settings()), sessions, [job_id])
-    )
+    [job] = read_all(sessions, [job_id], [engine])
     assert job.text == "page\n" and engine.seen == [b"page"]
 
 
@@ -337,31 +331,37 @@ def test_outcomes_that_are_ready_together_are_written_in_one_transaction(
     assert dispatcher.stats.succeeded == 4 and dispatcher.stats.lost_leases == 0
 
 
+def write_together(
+    sessions: sessionmaker[Session], outcomes: list[JobOutcome], lease_s: float
+) -> tuple[list[bool | None], DispatcherStats]:
+    """Hand ``outcomes`` to worker "me"'s OutcomeWriter at the same moment; what each write
+    gave, and the counters."""
+    stats = DispatcherStats()
+    transactions = Transactions(sessions, stats)
+    writer = OutcomeWriter(transactions, worker_id="me", keep_images=False, lease_s=lease_s)
+
+    async def scenario() -> list[bool | None]:
+        writer.start()
+        try:
+            return await asyncio.gather(*(writer.write(outcome) for outcome in outcomes))
+        finally:
+            await writer.close()
+
+    return asyncio.run(scenario()), stats
+
+
 def test_a_lost_lease_in_a_batch_is_counted_and_its_outcome_not_written(
     sessions: sessionmaker[Session],
 ) -> None:
     ids = queue(sessions, [b"stolen", b"kept 1", b"kept 2"])
     with sessions.begin() as session:
-        claimed = job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
+        job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
     # Another server takes the first job over (its lease ran out, say) before we write.
     with sessions.begin() as session:
         session.execute(update(JobRow).where(JobRow.id == ids[0]).values(worker_id="thief"))
-    stats = DispatcherStats()
-    writer = OutcomeWriter(
-        Transactions(sessions, stats), worker_id="me", keep_images=False, lease_s=3
-    )
-
-    async def scenario() -> list[bool | None]:
-        writer.start()
-        try:
-            # Ready at the same moment: one transaction for the three.
-            return await asyncio.gather(
-                *(writer.write(JobOutcome(job.id, text=f"{job.id}\n")) for job in claimed)
-            )
-        finally:
-            await writer.close()
-
-    assert asyncio.run(scenario()) == [False, True, True]
+    # Ready at the same moment: one transaction for the three.
+    written, stats = write_together(sessions, [JobOutcome(i, text=f"{i}\n") for i in ids], 3)
+    assert written == [False, True, True]
     stolen, *kept = jobs(sessions, ids)
     assert (stolen.status, stolen.worker_id, stolen.text) == (JobStatus.RUNNING, "thief", None)
     assert all(job.status == JobStatus.SUCCEEDED for job in kept)
@@ -373,27 +373,12 @@ def test_an_outcome_that_cannot_be_written_does_not_hold_back_the_others(
 ) -> None:
     ids = queue(sessions, [b"first", b"unwritable", b"third"])
     with sessions.begin() as session:
-        claimed = job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
-    stats = DispatcherStats()
-    writer = OutcomeWriter(
-        Transactions(sessions, stats), worker_id="me", keep_images=False, lease_s=1.5
-    )
+        job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
     # A lone surrogate cannot be encoded for the database: its batch fails, whatever the others.
     texts = ["first\n", "\ud800", "third\n"]
-
-    async def scenario() -> list[bool | None]:
-        writer.start()
-        try:
-            return await asyncio.gather(
-                *(
-                    writer.write(JobOutcome(job.id, text=text))
-                    for job, text in zip(claimed, texts, strict=True)
-                )
-            )
-        finally:
-            await writer.close()
-
-    assert asyncio.run(scenario()) == [True, None, True]
+    outcomes = [JobOutcome(i, text=text) for i, text in zip(ids, texts, strict=True)]
+    written, stats = write_together(sessions, outcomes, 1.5)
+    assert written == [True, None, True]
     first, unwritable, third = jobs(sessions, ids)
     assert (first.text, third.text) == ("first\n", "third\n")
     assert (unwritable.status, unwritable.text) == (JobStatus.RUNNING, None)

@@ -30,6 +30,7 @@ from ocr_testkit.pages import (
     render_document,
     render_page_image,
 )
+from ocr_testkit.waits import wait_until_async
 
 BOX_TOLERANCE_PX = 4
 # Real pages with ground truth (the benchmarks' data), beside the project: ../shared/data.
@@ -236,15 +237,15 @@ def test_the_dispatcher_reads_a_document_job_with_progress(
     settings = load_settings(lease_s=3, poll_interval_s=0.05)
     dispatcher = Dispatcher(sessions, two_engines, settings)
 
+    def ended() -> bool:
+        with sessions() as session:
+            current = job_store.get_job(session, job.id)
+        return current is not None and current.status.is_final
+
     async def run() -> None:
         dispatcher.start()
         try:
-            for _ in range(600):
-                with sessions() as session:
-                    current = job_store.get_job(session, job.id)
-                if current is not None and current.status.is_final:
-                    return
-                await asyncio.sleep(0.05)
+            await wait_until_async(ended, 30, "the document job to end", interval_s=0.05)
         finally:
             await dispatcher.stop(grace_s=5)
 
