@@ -18,12 +18,10 @@ from typing import Any
 
 import requests
 from PIL import Image
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 from ocr_common import job_store
-from ocr_common.models import JobRow
 from ocr_common.options import OcrOptions
 from ocr_testkit.hostile import HostileTally, RssSampler
 from ocr_testkit.pages import b64, encode, nested_forms_pdf, render_document
@@ -138,11 +136,6 @@ def _watched(stack: Stack, db: Engine, tally: HostileTally) -> Iterator[Ordinary
     tally.seconds = time.monotonic() - started
 
 
-def job_ids(db: Engine) -> set[str]:
-    with db.connect() as conn:
-        return set(conn.scalars(select(JobRow.id)))
-
-
 def engine_restarts(stack: Stack) -> int:
     status = requests.get(f"{stack.server_url}/status", timeout=10).json()
     return sum(int(engine["restarts"]) for engine in status["engines"])
@@ -176,7 +169,7 @@ def pdf_bomb(stack: Stack, db: Engine) -> HostileTally:
     bomb = nested_forms_pdf()
     tally.notes["bomb_bytes"] = len(bomb)
     session = requests.Session()
-    before = job_ids(db)
+    before = set(rows(db))
     with _watched(stack, db, tally) as others:
         for path in ("/v1/jobs", "/v1/ocr"):
             answer = call(session, "POST", stack.url(path), data=bomb, headers=PDF_TYPE)
@@ -191,7 +184,7 @@ def pdf_bomb(stack: Stack, db: Engine) -> HostileTally:
         # A few more ordinary jobs after the bomb, on the engines that replaced its own.
         accepted = len(others.words)
         poll_until(lambda: len(others.words) >= accepted + 2, 10 * ORDINARY_EVERY_S)
-    stored = job_ids(db) - before - set(others.words) - {job_id}
+    stored = set(rows(db)) - before - set(others.words) - {job_id}
     tally.expect(not stored, f"{len(stored)} refused upload(s) of the bomb were stored")
     row = rows(db, [job_id]).get(job_id)
     others.record(tally, busy_until=row.finished_at if row else None)
@@ -310,7 +303,7 @@ def wide_image(stack: Stack, db: Engine) -> HostileTally:
         "tall": encode(Image.new("L", (40, TOO_WIDE_PX), 255)),
     }
     session = requests.Session()
-    before = job_ids(db)
+    before = set(rows(db))
     with _watched(stack, db, tally) as others:
         for name, image in images.items():
             for method, path, kwargs in (
@@ -329,7 +322,7 @@ def wide_image(stack: Stack, db: Engine) -> HostileTally:
                     f"{method} {path} of a {name} image: {answer.status} {code}",
                 )
     # The ordinary jobs submitted meanwhile are stored, of course: only they may be new.
-    stored = job_ids(db) - before - set(others.words)
+    stored = set(rows(db)) - before - set(others.words)
     tally.expect(not stored, f"{len(stored)} refused upload(s) were stored anyway")
     others.record(tally)
     return tally

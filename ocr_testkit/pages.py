@@ -33,6 +33,17 @@ def words(text: str) -> list[str]:
 
 HELLO = ["Hello OCR world 42", "The quick brown fox"]
 HELLO_PNG = render_lines(HELLO)
+# Words of HELLO that every reading of it holds.
+HELLO_WORDS = ["Hello", "OCR", "quick", "brown", "fox"]
+
+
+def assert_reads(text: object, words: list[str] = HELLO_WORDS) -> None:
+    """``text`` is a page's text as the original API answers it, holding each of ``words``."""
+    assert isinstance(text, str), text
+    for word in words:
+        assert word in text, text
+    assert text.endswith("\n"), repr(text)
+    assert "\x0c" not in text
 
 
 def render_page_image(lines: list[str], *, width: int = 900) -> Image.Image:
