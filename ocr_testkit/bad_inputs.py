@@ -156,6 +156,9 @@ def bad_inputs() -> list[BadInput]:
         BadInput("unknown route", 404, "not_found", None, "/nope", "GET"),
         BadInput("wrong method (DELETE /image)", 405, "method_not_allowed", method="DELETE"),
         BadInput(
+            "wrong method (PUT /image-sync)", 405, "method_not_allowed", None, "/image-sync", "PUT"
+        ),
+        BadInput(
             "wrong method (GET /image-sync)", 405, "method_not_allowed", None, "/image-sync", "GET"
         ),
         BadInput("wrong method (POST /allimages)", 405, "method_not_allowed", b"{}", "/allimages"),

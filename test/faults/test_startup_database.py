@@ -11,14 +11,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import pymysql
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ocr_common.db import alembic_config
-from ocr_testkit.mariadb_server import PASSWORD, USER, PrivateMariaDB
+from ocr_testkit.mariadb_server import PrivateMariaDB
 from ocr_testkit.pages import HELLO_PNG, b64
 from ocr_testkit.stack import BIN_DIR, Stack
 
@@ -119,20 +118,14 @@ def test_migrate_creates_every_table_in_utf8mb4_on_a_latin1_server(
 ) -> None:
     url = latin1_mariadb.create_database(charset=None)
     name = make_url(url).database
-    conn = pymysql.connect(
-        host="127.0.0.1", port=latin1_mariadb.port, user=USER, password=PASSWORD, database=name
-    )
-    with contextlib.closing(conn), conn.cursor() as cur:
+    with contextlib.closing(latin1_mariadb.connect(name)) as conn, conn.cursor() as cur:
         cur.execute("SELECT @@character_set_database")
         assert cur.fetchone()[0] == "latin1"
     stack = Stack(url, tmp_path)
     # Before: job_images took latin1 and its foreign key to jobs failed (errno 150).
     result = run_migrate(stack)
     assert result.returncode == 0, result.stdout + result.stderr
-    conn = pymysql.connect(
-        host="127.0.0.1", port=latin1_mariadb.port, user=USER, password=PASSWORD, database=name
-    )
-    with contextlib.closing(conn), conn.cursor() as cur:
+    with contextlib.closing(latin1_mariadb.connect(name)) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT table_name, table_collation FROM information_schema.tables "
             "WHERE table_schema = %s",
