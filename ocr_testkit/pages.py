@@ -67,11 +67,14 @@ def encode(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
 
 
 def page_with_words_at(
-    words_at: list[tuple[str, int, int]], *, size: tuple[int, int] = (1000, 700)
+    words_at: list[tuple[str, int, int]],
+    *,
+    size: tuple[int, int] = (1000, 700),
+    font_px: int = FONT_PX,
 ) -> tuple[bytes, dict[str, tuple[int, int, int, int]]]:
     """A PNG page with each word drawn at (x, y), and each word's ink box (left, top, right,
     bottom) as Pillow measured it."""
-    font = ImageFont.load_default(size=FONT_PX)
+    font = ImageFont.load_default(size=font_px)
     image = Image.new("L", size, 255)
     draw = ImageDraw.Draw(image)
     boxes = {}

@@ -30,10 +30,12 @@ POISON = b"poison"
 
 
 class FakeEngine:
-    """Echoes the image as text; crashes on POISON; crashes once on images starting with 'flaky'."""
+    """Echoes the image as text; crashes on POISON; crashes once on images starting with 'flaky';
+    reads a page only once ``gate`` (if any) opens."""
 
-    def __init__(self, delay_s: float = 0.0):
+    def __init__(self, delay_s: float = 0.0, gate: threading.Event | None = None):
         self.delay_s = delay_s
+        self.gate = gate
         self.seen: list[bytes] = []
         self.returned = 0  # pages whose recognize_page has returned or raised
         self._lock = threading.Lock()
@@ -44,6 +46,8 @@ class FakeEngine:
             first_time = image not in self.seen
             self.seen.append(image)
         try:
+            if self.gate:
+                self.gate.wait(10)
             time.sleep(self.delay_s)
             if image == POISON:
                 raise EngineCrashed("the engine crashed on this page")
@@ -230,19 +234,6 @@ def test_a_result_too_large_for_one_database_write_fails_at_once(
 # -- claims and outcomes in batches ---------------------------------------------------------
 
 
-class GatedEngine:
-    """Reads a page once ``gate`` opens (at once if it is open)."""
-
-    def __init__(self, gate: threading.Event):
-        self.gate = gate
-        self.seen: list[bytes] = []
-
-    def recognize_page(self, task: PageTask) -> dict[str, object]:
-        self.gate.wait(10)
-        self.seen.append(task.document)
-        return {"page": task.page, "text": task.document.decode() + "\n"}
-
-
 @dataclass
 class Statements:
     """The claim and finish statements run on an engine, with the rows each matched."""
@@ -285,7 +276,7 @@ def test_free_engines_are_filled_by_one_claim(
 ) -> None:
     ids = queue(sessions, [f"page {i}".encode() for i in range(8)])
     gate = threading.Event()
-    engines = [GatedEngine(gate) for _ in range(4)]
+    engines = [FakeEngine(gate=gate) for _ in range(4)]
     dispatcher = Dispatcher(sessions, EnginePool(list(engines)), settings())
 
     async def scenario() -> list[Job]:
@@ -313,7 +304,9 @@ def test_outcomes_that_are_ready_together_are_written_in_one_transaction(
 ) -> None:
     ids = queue(sessions, [f"page {i}".encode() for i in range(4)])
     gate = threading.Event()
-    dispatcher = Dispatcher(sessions, EnginePool([GatedEngine(gate) for _ in range(4)]), settings())
+    dispatcher = Dispatcher(
+        sessions, EnginePool([FakeEngine(gate=gate) for _ in range(4)]), settings()
+    )
 
     async def scenario() -> list[Job]:
         # The first write is held for a while: the outcomes that end meanwhile wait for it,
@@ -391,7 +384,7 @@ def test_a_taken_over_job_is_counted_as_a_lost_lease_by_the_dispatcher(
     ids = queue(sessions, [b"stolen", b"kept"])
     gate = threading.Event()
     dispatcher = Dispatcher(
-        sessions, EnginePool([GatedEngine(gate), GatedEngine(gate)]), settings()
+        sessions, EnginePool([FakeEngine(gate=gate), FakeEngine(gate=gate)]), settings()
     )
 
     async def scenario() -> None:
@@ -416,16 +409,14 @@ def test_a_stop_writes_the_outcomes_that_are_ready_before_giving_jobs_back(
     sessions: sessionmaker[Session], db_engine: Engine
 ) -> None:
     ids = queue(sessions, [b"read in time"])
-    gate = threading.Event()
-    gate.set()
-    engine = GatedEngine(gate)
+    engine = FakeEngine()
     dispatcher = Dispatcher(sessions, EnginePool([engine]), settings())
 
     async def scenario() -> None:
         # The page is read at once, but its result write is slow: the grace ends meanwhile.
         with watched(db_engine, stall_first_finish_s=1.0):
             dispatcher.start()
-            await wait_until_async(lambda: engine.seen, 10, "the page to be read")
+            await wait_until_async(lambda: engine.returned, 10, "the page to be read")
             await dispatcher.stop(grace_s=0.1)
 
     asyncio.run(scenario())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, select, update
@@ -27,12 +28,17 @@ def queue(sessions: sessionmaker[Session], n: int, max_attempts: int = 3) -> lis
         ]
 
 
+def claim(sessions: sessionmaker[Session], worker_id: str = "w1", lease_s: float = 30) -> Any:
+    """The next job, claimed by ``worker_id`` in a transaction of its own (None: none)."""
+    with sessions.begin() as session:
+        return job_store.claim_next(session, worker_id=worker_id, lease_s=lease_s)
+
+
 def test_create_then_claim_gives_the_oldest_job_with_its_image(
     sessions: sessionmaker[Session],
 ) -> None:
     ids = queue(sessions, 3)
-    with sessions.begin() as session:
-        claimed = job_store.claim_next(session, worker_id="w1", lease_s=30)
+    claimed = claim(sessions)
     assert claimed is not None
     assert claimed.id == ids[0]
     assert claimed.image == IMAGE + b"\x00"
@@ -43,14 +49,12 @@ def test_create_then_claim_gives_the_oldest_job_with_its_image(
 
 
 def test_claim_on_an_empty_queue_is_none(sessions: sessionmaker[Session]) -> None:
-    with sessions.begin() as session:
-        assert job_store.claim_next(session, worker_id="w1", lease_s=30) is None
+    assert claim(sessions) is None
 
 
 def test_finish_writes_the_text_and_deletes_the_image(sessions: sessionmaker[Session]) -> None:
     [job_id] = queue(sessions, 1)
-    with sessions.begin() as session:
-        job_store.claim_next(session, worker_id="w1", lease_s=30)
+    claim(sessions)
     with sessions.begin() as session:
         assert job_store.finish(session, job_id=job_id, worker_id="w1", text="text\n")
     with sessions() as session:
@@ -76,8 +80,7 @@ def test_keep_images_keeps_the_image(sessions: sessionmaker[Session]) -> None:
 
 def test_only_the_lease_holder_can_write(sessions: sessionmaker[Session]) -> None:
     [job_id] = queue(sessions, 1)
-    with sessions.begin() as session:
-        job_store.claim_next(session, worker_id="w1", lease_s=30)
+    claim(sessions)
     with sessions.begin() as session:
         assert not job_store.finish(session, job_id=job_id, worker_id="intruder", text="x")
         assert not job_store.fail(
@@ -107,8 +110,7 @@ def test_reaper_requeues_expired_leases_then_fails_after_max_attempts(
 ) -> None:
     [job_id] = queue(sessions, 1, max_attempts=2)
     for attempt in (1, 2):
-        with sessions.begin() as session:
-            claimed = job_store.claim_next(session, worker_id=f"w{attempt}", lease_s=30)
+        claimed = claim(sessions, f"w{attempt}")
         assert claimed is not None and claimed.attempts == attempt
         expire_leases(sessions)
         with sessions.begin() as session:
@@ -127,9 +129,8 @@ def test_reaper_requeues_expired_leases_then_fails_after_max_attempts(
 
 def test_heartbeat_extends_only_the_holders_leases(sessions: sessionmaker[Session]) -> None:
     ids = queue(sessions, 2)
-    with sessions.begin() as session:
-        job_store.claim_next(session, worker_id="w1", lease_s=1)
-        job_store.claim_next(session, worker_id="w2", lease_s=1)
+    claim(sessions, "w1", lease_s=1)
+    claim(sessions, "w2", lease_s=1)
     with sessions.begin() as session:
         assert job_store.heartbeat(session, worker_id="w1", job_ids=ids, lease_s=60) == 1
     expire_check = job_store.utcnow() + timedelta(seconds=30)
@@ -306,11 +307,11 @@ def test_claim_batch_fails_a_queued_job_whose_image_is_missing(
 def claim_and_finish(sessions: sessionmaker[Session], name: str, limit: int) -> list[str]:
     """Claim up to ``limit`` jobs as worker ``name`` (claim_next when 1, else claim_batch) and
     finish them with the text ``name``; the ids claimed, none once the queue is empty."""
-    with sessions.begin() as session:
-        if limit == 1:
-            job = job_store.claim_next(session, worker_id=name, lease_s=30)
-            jobs = [job] if job else []
-        else:
+    if limit == 1:
+        job = claim(sessions, name)
+        jobs = [job] if job else []
+    else:
+        with sessions.begin() as session:
             jobs = job_store.claim_batch(session, worker_id=name, lease_s=30, limit=limit)
     ids = [job.id for job in jobs]
     with sessions.begin() as session:
