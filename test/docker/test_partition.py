@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from compose_stack import ComposeStack
 
-from ocr_testkit.pages import b64, render_lines
+from ocr_testkit.pages import b64
+from ocr_testkit.scenarios import long_page
 from ocr_testkit.waits import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1500)]
@@ -40,11 +41,6 @@ def stack(images: float) -> Iterator[ComposeStack]:
         yield stack
     finally:
         stack.down("--volumes")
-
-
-def long_page(n: int) -> bytes:
-    body = [f"Line {i} of a long page with many words to read" for i in range(PAGE_LINES)]
-    return render_lines([f"Marker {n} quick brown fox", *body], width=1800)
 
 
 def test_a_cut_off_ocr_container_loses_no_job_and_its_late_write_is_refused(
@@ -71,7 +67,10 @@ def test_a_cut_off_ocr_container_loses_no_job_and_its_late_write_is_refused(
 
     ids = []
     for n in range(JOBS):
-        posted = stack.http.post(stack.url("/image"), json={"image_data": b64(long_page(n))})
+        posted = stack.http.post(
+            stack.url("/image"),
+            json={"image_data": b64(long_page(f"Marker {n} quick brown fox", PAGE_LINES))},
+        )
         assert posted.status_code == 200, posted.text
         ids.append(posted.json()["task_id"])
 

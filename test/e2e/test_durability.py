@@ -13,24 +13,19 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from ocr_common.models import JobImageRow
-from ocr_testkit.pages import b64, render_lines
-from ocr_testkit.scenarios import rows, status_counts
+from ocr_testkit.pages import b64
+from ocr_testkit.scenarios import medium_page, rows, status_counts
 from ocr_testkit.stack import Stack, group_members
 from ocr_testkit.waits import poll_until, wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
 JOBS = 40
-# Pages large enough (about 0.3 s of Tesseract each) that the kill lands while jobs run.
-FILLER = ["The quick brown fox jumps over the lazy dog"] * 20
-
-
-def page(n: int) -> str:
-    return b64(render_lines([f"Job {n} quick brown fox", *FILLER]))
 
 
 def test_sigkill_of_the_ocr_server_loses_no_job(stack: Stack, db_engine_e2e: Engine) -> None:
-    pages = [page(n) for n in range(JOBS)]
+    # Pages large enough (about 0.3 s of Tesseract each) that the kill lands while jobs run.
+    pages = [b64(medium_page(f"Job {n} quick brown fox")) for n in range(JOBS)]
     with ThreadPoolExecutor(8) as pool:
         ids = list(pool.map(stack.submit, pages))
     assert len(set(ids)) == JOBS

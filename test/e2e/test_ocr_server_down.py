@@ -10,8 +10,8 @@ import pytest
 import requests
 from sqlalchemy.engine import Engine
 
-from ocr_testkit.pages import HELLO_PNG, assert_reads, b64, render_lines
-from ocr_testkit.scenarios import rows
+from ocr_testkit.pages import HELLO_PNG, assert_reads, b64
+from ocr_testkit.scenarios import medium_page, rows
 from ocr_testkit.stack import Stack, group_members
 from ocr_testkit.waits import wait_until
 
@@ -81,8 +81,7 @@ def test_jobs_wait_in_the_queue_while_the_ocr_server_is_down(
 def test_sigterm_finishes_running_jobs_and_leaves_the_rest_queued(
     stack: Stack, db_engine_e2e: Engine
 ) -> None:
-    filler = ["The quick brown fox jumps over the lazy dog"] * 20
-    pages = [b64(render_lines([f"Job {n} quick brown fox", *filler])) for n in range(12)]
+    pages = [b64(medium_page(f"Job {n} quick brown fox")) for n in range(12)]
     response = requests.post(stack.url("/image"), json={"image_data": pages}, timeout=60)
     assert response.status_code == 200, response.text
     ids = response.json()["task_id"]

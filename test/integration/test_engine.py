@@ -31,6 +31,7 @@ from ocr_server.engine import PageTask, TesseractEngine, probe
 from ocr_server.engine_process import EngineProcess
 from ocr_server.pool import EnginePool
 from ocr_testkit.pages import HELLO, HELLO_PNG, nested_forms_pdf, render_lines
+from ocr_testkit.scenarios import long_page
 
 
 def read(engine: TesseractEngine | EngineProcess, data: bytes) -> str:
@@ -84,12 +85,6 @@ def engine_process() -> Iterator[EngineProcess]:
         yield process
 
 
-def big_page() -> bytes:
-    # Many lines of text: a page that takes Tesseract a noticeable time.
-    lines = [f"Line {i} of a long page with many words to read" for i in range(60)]
-    return render_lines(lines, width=1800)
-
-
 def test_a_crashed_engine_is_replaced_and_keeps_serving(engine_process: EngineProcess) -> None:
     pid = engine_process.pid
     assert pid is not None
@@ -97,7 +92,7 @@ def test_a_crashed_engine_is_replaced_and_keeps_serving(engine_process: EnginePr
     killer.start()
     # Killed far below its memory ceiling: a crash, not document_too_complex.
     with pytest.raises(EngineCrashed, match="crashed"):
-        read(engine_process, big_page())
+        read(engine_process, long_page("A long page"))
     killer.join()
     assert engine_process.restarts == 1
     assert engine_process.pid != pid
@@ -123,7 +118,7 @@ def test_tesseract_timeout_is_an_engine_timeout() -> None:
     with spawned(page_timeout_s=0.5) as process:
         started = time.monotonic()
         with pytest.raises(EngineTimeout, match="OCR_PAGE_TIMEOUT_S"):
-            read(process, big_page())
+            read(process, long_page("A long page"))
         assert time.monotonic() - started < 15
         # The same engine reads the next page.
         assert "Hello" in read(process, HELLO_PNG)
