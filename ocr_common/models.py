@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -161,7 +160,7 @@ class Job:
 
 
 def parse_options_json(value: str | None) -> OcrOptions | None:
-    return None if value is None else OcrOptions.from_dict(json.loads(value))
+    return None if value is None else OcrOptions.model_validate_json(value)
 
 
 @dataclass(frozen=True)
