@@ -419,18 +419,7 @@ def claim_batch(
         pages_done=case((JOBS.c.pages_total.is_not(None), 0), else_=None),
     )
     rows = session.execute(
-        select(
-            JOBS.c.id,
-            JOBS.c.attempts,
-            JOBS.c.max_attempts,
-            JOBS.c.image_sha256,
-            JOBS.c.owner,
-            JOBS.c.options,
-            JOBS.c.pages_total,
-            JOBS.c.api,
-            JOBS.c.request_id,
-            IMAGES.c.data,
-        )
+        select(JOBS, IMAGES.c.data)
         .select_from(JOBS.outerjoin(IMAGES, IMAGES.c.job_id == JOBS.c.id))
         .where(JOBS.c.id.in_(ids), *_held_by(worker_id))
     ).all()
