@@ -162,7 +162,6 @@ def record_finished(
     error_code: str | None = None,
     error_message: str | None = None,
     owner: str | None = None,
-    kind: str = "sync",
     digest: str | None = None,
     api: JobApi = JobApi.ORIGINAL,
     options: OcrOptions = ORIGINAL_API_OPTIONS,
@@ -176,7 +175,7 @@ def record_finished(
     row = JobRow(
         id=new_job_id(),
         status=JobStatus.SUCCEEDED.value if error_code is None else JobStatus.FAILED.value,
-        kind=kind,
+        kind="sync",
         owner=owner,
         created_at=started_at,
         started_at=started_at,
@@ -374,13 +373,10 @@ def fail(
     worker_id: str,
     error_code: str,
     error_message: str,
-    keep_image: bool = False,
 ) -> bool:
     """Mark the job failed for good, if ``worker_id`` still holds it."""
     outcome = JobOutcome(job_id, error_code=error_code, error_message=error_message)
-    return bool(
-        finish_batch(session, worker_id=worker_id, outcomes=[outcome], keep_images=keep_image)
-    )
+    return bool(finish_batch(session, worker_id=worker_id, outcomes=[outcome]))
 
 
 def claim_batch(
@@ -392,8 +388,7 @@ def claim_batch(
     Three statements whatever the batch size: pick the ids (SKIP LOCKED on MySQL/MariaDB, so
     concurrent claimers take disjoint batches; the claim index keeps this a short range scan
     however many finished rows the table holds), mark them running, read them back with their
-    images. On SQLite (one writer at a time, BEGIN IMMEDIATE) the UPDATE is a compare-and-set
-    on the status. The caller commits at once: no lock is held while the engine works.
+    images. The caller commits at once: no lock is held while the engine works.
     """
     if limit < 1:
         return []
