@@ -122,9 +122,7 @@ def test_a_bad_rate_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def v1_client_for(sessions: sessionmaker[Session]) -> FlaskClient:
     from v1_fakes import FakeOcr
 
-    services = Services(
-        settings=load_settings(api_keys=KEYS), sessions=sessions, ocr=FakeOcr(), languages=("eng",)
-    )
+    services = Services(settings=load_settings(api_keys=KEYS), sessions=sessions, ocr=FakeOcr())
     return create_app(services=services).test_client()
 
 

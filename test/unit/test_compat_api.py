@@ -255,6 +255,20 @@ def test_a_repeated_image_reuses_the_stored_result(sessions: sessionmaker[Sessio
     assert len(client.get("/allimages").get_json()) == 3
 
 
+def test_a_list_of_known_and_new_images_is_answered_in_its_order(
+    sessions: sessionmaker[Session],
+) -> None:
+    ocr = CountingOcr()
+    app = create_app(services=Services(settings=load_settings(), sessions=sessions, ocr=ocr))
+    client = app.test_client()
+    client.post("/image-sync", data=body())
+    images = [b64(SECOND_PNG), b64(HELLO_PNG), b64(SECOND_PNG)]
+    answer = client.post("/image-sync", data=json.dumps({"image_data": images})).get_json()
+    assert answer == {"text": ["Second page\n", "Hello OCR\n", "Second page\n"]}
+    # Only the two images not read before went to the OCR server.
+    assert ocr.read == 3
+
+
 def test_reuse_can_be_switched_off(sessions: sessionmaker[Session]) -> None:
     ocr = CountingOcr()
     settings = load_settings(reuse_results=False)

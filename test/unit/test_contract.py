@@ -36,7 +36,6 @@ def contract_app(sqlite_url: str) -> Flask:
         settings=settings_,
         sessions=make_session_factory(make_engine(sqlite_url)),
         ocr=FakeOcr(),
-        languages=("eng",),
     )
     return create_app(services=services)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
+import pytest
 from flask import Flask, jsonify, request
 
+from api_server import http_front
 from api_server.http_front import BufferedWsgi
 
 LIMIT = 1000
@@ -110,3 +113,22 @@ def test_a_body_larger_than_memory_buffering_is_replayed_from_disk() -> None:
     asyncio.run(BufferedWsgi(app, max_body_bytes=front_limit, threads=1)(scope, receive, send))
     assert sent[0]["status"] == 200
     assert b'"bytes":3145728' in b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_a_body_that_stalls_is_a_408_json_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_front, "BODY_IDLE_TIMEOUT_S", 0.05)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(10)  # the client never sends its body
+        raise AssertionError("not reached")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/echo", "headers": []}
+    asyncio.run(BufferedWsgi(echo_app(), max_body_bytes=LIMIT, threads=1)(scope, receive, send))
+    start, body = sent
+    assert start["status"] == 408
+    assert (b"connection", b"close") in [(k.lower(), v) for k, v in start["headers"]]
+    assert json.loads(body["body"])["error"]["code"] == "request_timeout"

@@ -40,7 +40,6 @@ def app(sqlite_url: str) -> Flask:
         settings=load_settings(database_url=sqlite_url),
         sessions=make_session_factory(make_engine(sqlite_url)),
         ocr=FakeOcr(),
-        languages=("eng",),
     )
     return create_app(services=services)
 

@@ -34,9 +34,7 @@ def fake_ocr() -> FakeOcr:
 @pytest.fixture
 def app(sessions: sessionmaker[Session], fake_ocr: FakeOcr) -> Iterator[Flask]:
     settings = load_settings(max_upload_bytes=2_000_000, max_pages=5, max_pixels=20_000_000)
-    yield create_app(
-        services=Services(settings=settings, sessions=sessions, ocr=fake_ocr, languages=("eng",))
-    )
+    yield create_app(services=Services(settings=settings, sessions=sessions, ocr=fake_ocr))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ KEY = "web-page-key-0123456789"
 def client(sqlite_url: str) -> FlaskClient:
     sessions: sessionmaker[Session] = make_session_factory(make_engine(sqlite_url))
     settings = load_settings(api_keys=f"page={hash_api_key(KEY)}", rate_limit="2/minute")
-    services = Services(settings=settings, sessions=sessions, ocr=FakeOcr(), languages=("eng",))
+    services = Services(settings=settings, sessions=sessions, ocr=FakeOcr())
     return create_app(services=services).test_client()
 
 
