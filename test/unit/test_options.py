@@ -21,7 +21,7 @@ def test_options_read_back_from_their_query_are_the_same() -> None:
         psm=6, pages=(1, 2, 3, 7), dpi=200, preprocess=Preprocess.AUTO, lang="eng+deu"
     )
     assert parse(**options.to_values()) == options
-    assert OcrOptions.from_dict(options.to_dict()) == options
+    assert OcrOptions.model_validate_json(options.to_json()) == options
 
 
 def test_pages_also_come_as_a_json_list() -> None:
