@@ -44,7 +44,7 @@ from ocr_common.wire import (
 from . import metrics as server_metrics
 from .dispatcher import Dispatcher
 from .engine import PageTask, installed_languages
-from .pool import EnginePool, saturated_error
+from .pool import EnginePool
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ocr_server.access")
@@ -116,7 +116,11 @@ async def ocr(request: web.Request) -> web.Response:
     pool = request.app[POOL_KEY]
     # Callers beyond a short wait list get 503 at once rather than a slow timeout.
     if not pool.try_acquire_urgent(max_waiting=2 * pool.size):
-        raise saturated_error(retry_after_s=2)
+        raise Unavailable(
+            "every OCR engine is busy and the wait list is full; retry shortly",
+            code="ocr_busy",
+            retry_after_s=2,
+        )
     data, values = _read_document(await request.read())
     settings = request.app[SETTINGS_KEY]
     options, document = await asyncio.to_thread(
@@ -186,12 +190,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    pool = request.app[POOL_KEY]
-    engines: list[dict[str, Any]] = []
-    for engine in pool.engines:
-        engines.append(
-            {"pid": getattr(engine, "pid", None), "restarts": getattr(engine, "restarts", 0)}
-        )
+    engines = [
+        {"pid": getattr(engine, "pid", None), "restarts": getattr(engine, "restarts", 0)}
+        for engine in request.app[POOL_KEY].engines
+    ]
     body = {"engines": engines, "dispatcher": request.app[DISPATCHER_KEY].describe()}
     return web.Response(text=json.dumps(body, default=str), content_type="application/json")
 

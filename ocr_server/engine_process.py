@@ -68,7 +68,6 @@ class EngineProcess:
         self.restarts = 0
         self._stopping = False
         self._lock = threading.Lock()
-        self.last_rss_bytes = 0
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._start()
@@ -165,15 +164,14 @@ class EngineProcess:
                 f"the Tesseract engine process crashed while reading {what} "
                 f"(exit code {code}); it was restarted"
             ) from None
-        self.last_rss_bytes = reply.rss_bytes
         if isinstance(reply, Failed) and isinstance(reply.error, DocumentTooComplex):
             # Out of memory in Python code: start afresh rather than from a broken heap.
             self._replace("memory_ceiling")
-        elif self._max_rss_bytes and self.last_rss_bytes > self._max_rss_bytes:
+        elif self._max_rss_bytes and reply.rss_bytes > self._max_rss_bytes:
             log.warning(
                 "engine %d holds %d MB after a page; replacing it",
                 self.index,
-                self.last_rss_bytes // MIB,
+                reply.rss_bytes // MIB,
             )
             self._replace("memory_held")
         if isinstance(reply, Failed):

@@ -3,7 +3,6 @@ parent over the pipe: ``Ready``, then per page ``Rendered`` and ``PageRead`` or 
 
 from __future__ import annotations
 
-import os
 import resource
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -26,10 +25,7 @@ def limit_memory(max_bytes: int) -> None:
 
 @dataclass(frozen=True)
 class Ready:
-    """The model is loaded: the process's pid, and its resident memory at rest."""
-
-    pid: int
-    rss_bytes: int
+    """The model is loaded: pages may come."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,7 @@ def engine_main(
 
     baseline = resident_bytes()
     try:
-        conn.send(Ready(os.getpid(), baseline))
+        conn.send(Ready())
     except OSError:  # the parent stopped while we were loading the model
         return
     while True:
