@@ -77,15 +77,11 @@ async def serve(settings: Settings, pool: EnginePool, max_write_bytes: int | Non
     log.info("OCR server stopped")
 
 
-def _exit_now(signum: int, _frame: object) -> None:
-    raise SystemExit(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         # Until the server's own handlers are installed, a stop request just exits cleanly.
-        signal.signal(signal.SIGTERM, _exit_now)
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
         configure_logging(settings.log_level, settings.log_format)
         # Waits up to OCR_STARTUP_WAIT_S for a database that is down or still starting; the
         # packet size it reads bounds the results the dispatcher writes.
