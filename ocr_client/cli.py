@@ -95,13 +95,7 @@ def _client(args: argparse.Namespace) -> OcrClient:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    try:
-        sources = collect_sources(
-            [Path(p) for p in args.inputs], args.format, exclude=Path(args.out)
-        )
-    except ClientError as exc:
-        console.print(f"ocr-client: {exc}", markup=False)
-        return EXIT_FAILED
+    sources = collect_sources([Path(p) for p in args.inputs], args.format, exclude=Path(args.out))
     client = _client(args)
     bar = ProgressBar(console, len(sources))
     batch = Batch(
@@ -141,14 +135,9 @@ def summarize(report: BatchReport, console: Console) -> int:
 
 def sync(args: argparse.Namespace, console: Console) -> int:
     path = Path(args.file)
-    client = _client(args)
-    try:
-        text = client.ocr(
-            path.read_bytes(), filename=path.name, options=_options(args), fmt=args.format
-        )
-    except (ClientError, OSError) as exc:
-        console.print(f"ocr-client: {exc}", markup=False)
-        return EXIT_FAILED
+    text = _client(args).ocr(
+        path.read_bytes(), filename=path.name, options=_options(args), fmt=args.format
+    )
     sys.stdout.write(text)
     return 0
 
@@ -207,9 +196,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True)
-    if args.command == "run":
-        return run(args, console)
-    return sync(args, console)
+    try:
+        return run(args, console) if args.command == "run" else sync(args, console)
+    except (ClientError, OSError) as exc:
+        console.print(f"ocr-client: {exc}", markup=False)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":
