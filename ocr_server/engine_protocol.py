@@ -52,13 +52,7 @@ class Failed:
 def engine_main(
     conn: Connection, page_timeout_s: float, max_pixels: int, max_memory_bytes: int = 0
 ) -> None:
-    """Body of an engine process: load the model once, then read pages until told to stop.
-
-    Before each page is recognised it says ``Rendered()``, so that the parent can hold
-    rendering and recognition to deadlines of their own. Each reply (``PageRead`` or
-    ``Failed``) carries the process's resident memory, so the parent can recycle an engine
-    that stays too large.
-    """
+    """Body of an engine process: load the model once, then read pages until told to stop."""
     # First of all, before libtesseract, pdfium or any page is loaded.
     if max_memory_bytes:
         limit_memory(max_memory_bytes)
@@ -70,9 +64,6 @@ def engine_main(
         message = f"Tesseract failed to start: {exc!r}"
         conn.send(Failed(EngineError(message, code="engine_unavailable")))
         return
-
-    def rendered() -> None:
-        conn.send(Rendered())
 
     baseline = resident_bytes()
     try:
@@ -88,7 +79,7 @@ def engine_main(
             break
         page: dict[str, Any] | None = None
         try:
-            page = engine.recognize_page(request, on_rendered=rendered)
+            page = engine.recognize_page(request, on_rendered=lambda: conn.send(Rendered()))
         except OcrError as exc:
             error: OcrError = exc
         except MemoryError:

@@ -1,5 +1,4 @@
-"""A pool of engine processes, each with one Tesseract model loaded once: free engines go
-first to synchronous requests, then to the further pages of documents being read, then to jobs."""
+"""A pool of engine processes, each with one Tesseract model loaded once, handed out by priority."""
 
 from __future__ import annotations
 
