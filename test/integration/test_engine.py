@@ -84,11 +84,14 @@ def big_page() -> bytes:
 def test_a_crashed_engine_is_replaced_and_keeps_serving(engine_process: EngineProcess) -> None:
     pid = engine_process.pid
     assert pid is not None
+    # Rendered before the timer starts: on a loaded machine rendering alone can take 0.3 s, and
+    # the kill would then find the engine idle (a replacement, not a crash).
+    page = big_page()
     killer = threading.Timer(0.3, os.kill, args=(pid, signal.SIGKILL))
     killer.start()
     # Killed far below its memory ceiling: a crash, not document_too_complex.
     with pytest.raises(EngineCrashed, match="crashed"):
-        read(engine_process, big_page())
+        read(engine_process, page)
     killer.join()
     assert engine_process.restarts == 1
     assert engine_process.pid != pid
