@@ -54,12 +54,9 @@ async def serve(settings: Settings, pool: EnginePool, max_write_bytes: int | Non
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals = 0
 
     def on_signal(signum: int) -> None:
-        nonlocal signals
-        signals += 1
-        if signals > 1:
+        if stop.is_set():
             log.warning("second signal: stopping now")
             pool.close(wait_s=0)
             sys.exit(1)
