@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -45,7 +46,6 @@ class EngineProcess:
 
     def __init__(
         self,
-        ctx: Any,
         page_timeout_s: float,
         max_pixels: int,
         index: int,
@@ -54,7 +54,8 @@ class EngineProcess:
         render_timeout_s: float = DEFAULT_RENDER_TIMEOUT_S,
         max_memory_bytes: int = 0,
     ):
-        self._ctx = ctx
+        # spawn, not fork: the parent has threads (aiohttp, SQLAlchemy pools) a fork would copy.
+        self._ctx = multiprocessing.get_context("spawn")
         self._page_timeout_s = page_timeout_s
         self._render_timeout_s = render_timeout_s
         self._max_pixels = max_pixels

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import multiprocessing
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -47,13 +46,11 @@ class EnginePool:
     def start(cls, size: int, **limits: Any) -> EnginePool:
         """``size`` engine processes, each started with ``limits`` (``EngineProcess``'s
         keyword arguments: its timeouts and memory bounds)."""
-        # spawn, not fork: the parent has threads (aiohttp, SQLAlchemy pools) a fork would copy.
-        ctx = multiprocessing.get_context("spawn")
         os.environ["OMP_THREAD_LIMIT"] = "1"
         engines: list[EngineProcess] = []
         try:
             for index in range(size):
-                engines.append(EngineProcess(ctx, index=index, **limits))
+                engines.append(EngineProcess(index=index, **limits))
         except Exception:
             for engine in engines:
                 engine.kill()

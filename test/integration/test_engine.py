@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import multiprocessing
 import os
 import select
 import signal
@@ -67,9 +66,8 @@ DEFAULT_CEILING = Settings.model_fields["engine_max_memory_mb"].default * MIB
 
 @pytest.fixture
 def engine_process() -> Iterator[EngineProcess]:
-    ctx = multiprocessing.get_context("spawn")
     process = EngineProcess(
-        ctx, page_timeout_s=30, max_pixels=10**8, index=0, max_memory_bytes=DEFAULT_CEILING
+        page_timeout_s=30, max_pixels=10**8, index=0, max_memory_bytes=DEFAULT_CEILING
     )
     yield process
     process.stop()
@@ -114,8 +112,7 @@ def test_an_engine_killed_while_idle_is_replaced_before_its_next_page(
 
 
 def test_tesseract_timeout_is_an_engine_timeout() -> None:
-    ctx = multiprocessing.get_context("spawn")
-    process = EngineProcess(ctx, page_timeout_s=0.5, max_pixels=10**8, index=0)
+    process = EngineProcess(page_timeout_s=0.5, max_pixels=10**8, index=0)
     try:
         started = time.monotonic()
         with pytest.raises(EngineTimeout, match="OCR_PAGE_TIMEOUT_S"):
@@ -213,11 +210,8 @@ def test_the_largest_pdf_page_the_default_limits_allow_is_read_under_the_default
 
 
 def test_an_engine_over_its_memory_bound_is_replaced() -> None:
-    ctx = multiprocessing.get_context("spawn")
     # A bound below any real engine's size: every page ends with a fresh process.
-    process = EngineProcess(
-        ctx, page_timeout_s=30, max_pixels=10**8, index=0, max_rss_bytes=1024 * 1024
-    )
+    process = EngineProcess(page_timeout_s=30, max_pixels=10**8, index=0, max_rss_bytes=1024 * 1024)
     try:
         first = process.pid
         assert "Hello" in read(process, HELLO_PNG)
@@ -232,11 +226,8 @@ def bomb_task(levels: int = 8) -> PageTask:
 
 
 def test_a_pdf_bomb_hits_the_memory_ceiling_and_the_engine_is_replaced() -> None:
-    ctx = multiprocessing.get_context("spawn")
     ceiling = 768 * MIB
-    process = EngineProcess(
-        ctx, page_timeout_s=30, max_pixels=10**8, index=0, max_memory_bytes=ceiling
-    )
+    process = EngineProcess(page_timeout_s=30, max_pixels=10**8, index=0, max_memory_bytes=ceiling)
     try:
         first = process.pid
         assert first is not None
@@ -253,8 +244,7 @@ def test_a_pdf_bomb_hits_the_memory_ceiling_and_the_engine_is_replaced() -> None
 
 
 def test_a_page_that_renders_too_long_is_an_engine_timeout() -> None:
-    ctx = multiprocessing.get_context("spawn")
-    process = EngineProcess(ctx, page_timeout_s=30, max_pixels=10**8, index=0, render_timeout_s=1.0)
+    process = EngineProcess(page_timeout_s=30, max_pixels=10**8, index=0, render_timeout_s=1.0)
     try:
         first = process.pid
         # Six levels: 10**6 squares, about 15 s of pdfium and 1.6 GB, when left alone; the
