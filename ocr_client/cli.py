@@ -59,16 +59,12 @@ class ProgressBar:
             TimeRemainingColumn(),
             TextColumn("elapsed"),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[files]}"),
+            TextColumn("files {task.fields[finished]}/{task.fields[files]}"),
             console=console,
             disable=not console.is_terminal,
         )
-        self.files = files
         self.finished = 0
-        self.task = self.progress.add_task("pages", total=files, files=self._files())
-
-    def _files(self) -> str:
-        return f"files {self.finished}/{self.files}"
+        self.task = self.progress.add_task("pages", total=files, files=files, finished=0)
 
     def add_pages(self, count: int) -> None:
         if count:
@@ -80,7 +76,7 @@ class ProgressBar:
 
     def file_finished(self, result: FileResult) -> None:
         self.finished += 1
-        self.progress.update(self.task, files=self._files())
+        self.progress.update(self.task, finished=self.finished)
         if result.outcome == "failed":
             self.console.print(f"[red]failed[/red] {result.source.path}: {result.error}")
 
