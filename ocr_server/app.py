@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hmac
 import json
 import logging
@@ -138,7 +137,7 @@ def _read_document(body: bytes) -> tuple[bytes, dict[str, Any]]:
         payload = json.loads(body)
         data = base64.b64decode(payload["document"], validate=True)
         values = payload.get("options") or {}
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError) as exc:  # binascii.Error is a ValueError
         raise BadRequest(
             f'expected {{"document": "<base64>", "options": {{...}}}}: {exc}',
             code="invalid_json",
