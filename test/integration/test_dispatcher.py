@@ -424,6 +424,37 @@ def test_a_stop_writes_the_outcomes_that_are_ready_before_giving_jobs_back(
     assert (job.status, job.text, job.attempts) == (JobStatus.SUCCEEDED, "read in time\n", 1)
 
 
+def test_a_stop_during_a_claim_gives_back_what_the_claim_took(
+    sessions: sessionmaker[Session], db_engine: Engine
+) -> None:
+    ids = queue(sessions, [b"page"])
+    claiming = threading.Event()
+
+    def stall_claim(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE jobs SET") and "started_at" in statement:
+            claiming.set()
+            time.sleep(1.0)
+
+    engine = FakeEngine()
+    dispatcher = Dispatcher(sessions, EnginePool([engine]), settings())
+
+    async def scenario() -> None:
+        event.listen(db_engine, "before_cursor_execute", stall_claim)
+        try:
+            dispatcher.start()
+            await asyncio.to_thread(claiming.wait, 10)
+            # The claim commits after the stop began: the job must not stay running.
+            await dispatcher.stop(grace_s=5)
+        finally:
+            event.remove(db_engine, "before_cursor_execute", stall_claim)
+
+    asyncio.run(scenario())
+    [job] = jobs(sessions, ids)
+    assert claiming.is_set()
+    assert (job.status, job.attempts, job.worker_id) == (JobStatus.QUEUED, 0, None)
+    assert engine.seen == []
+
+
 def test_two_dispatchers_never_read_a_job_twice(sessions: sessionmaker[Session]) -> None:
     pages = [f"page {i}".encode() for i in range(24)]
     ids = queue(sessions, pages)
