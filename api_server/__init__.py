@@ -2,36 +2,33 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from flask import Flask, Response, jsonify
 
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.settings import Settings, load_settings
 
 from .access import install_access_control
 from .errors import register_error_handlers
-from .headers import install_response_headers, options_response
-from .ocr_client import OcrBackend, OcrServerClient
+from .ocr_client import OcrServerClient
 from .services import Services
 
 
 class ApiFlask(Flask):
     def make_default_options_response(self) -> Response:
-        return options_response(super().make_default_options_response())
+        """OPTIONS on a path: its methods, in the Allow header (the same list a 405 gives) and
+        as JSON, like every other answer."""
+        methods = sorted(super().make_default_options_response().allow)
+        response = jsonify({"allow": methods})
+        response.headers["Allow"] = ", ".join(methods)
+        return response
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    ocr: OcrBackend | None = None,
-    services: Services | None = None,
-) -> Flask:
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
     """Build the API server; nothing connects anywhere until the first request."""
     if services is None:
         settings = settings or load_settings()
         sessions = make_session_factory(make_engine(settings.database_url))
-        services = Services(
-            settings=settings, sessions=sessions, ocr=ocr or OcrServerClient(settings)
-        )
+        services = Services(settings=settings, sessions=sessions, ocr=OcrServerClient(settings))
     settings = services.settings
     app = ApiFlask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
@@ -44,7 +41,13 @@ def create_app(
 
     install_telemetry(app)
     register_error_handlers(app, settings.max_request_bytes)
-    install_response_headers(app)
+
+    @app.after_request
+    def nosniff(response: Response) -> Response:
+        # Browsers must take every answer as the type it says (JSON stays JSON, never HTML).
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
     install_access_control(app, settings)
 
     from . import compat, openapi, ops, v1, web

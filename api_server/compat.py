@@ -20,7 +20,7 @@ from ocr_common.models import JobStatus
 
 from . import jobs, schemas
 from .access import check_queue_room, current_owner
-from .openapi import Body, Param, View, operation
+from .openapi import Body, Operation, Param, View
 from .services import current_services
 from .uploads import read_task_id, read_uploads
 
@@ -41,9 +41,8 @@ def route(path: str, **options: Any) -> Callable[[View], View]:
 
 
 @route("/image-sync", methods=["POST"])
-@operation(
+@Operation(
     summary="OCR an image now (original API)",
-    tag="original",
     request=schemas.IMAGE_BODY,
     responses={
         200: Body("the text (a list for a list)", {"application/json": schemas.CompatText}),
@@ -56,20 +55,18 @@ def image_sync() -> Response:
     svc = current_services()
     uploads, many = read_uploads()
     started = job_store.utcnow()
-    outcomes: dict[int, dict[str, Any] | OcrError] = {}
+    known: dict[int, dict[str, Any]] = {}
     if svc.settings.reuse_results:
         with svc.sessions() as session:
             for index, upload in enumerate(uploads):
-                digest = upload.image_digest
-                known = job_store.find_result(session, digest=digest, owner=current_owner())
-                if known is not None:
-                    pages = (known.result or {}).get("pages")
-                    outcomes[index] = {"text": known.text, "pages": pages}
-    unknown = [index for index in range(len(uploads)) if index not in outcomes]
-    if unknown:
-        read = jobs.read_now([uploads[index] for index in unknown])
-        outcomes.update(zip(unknown, read, strict=True))
-    results = [outcomes[index] for index in range(len(uploads))]
+                found = job_store.find_result(
+                    session, digest=upload.image_digest, owner=current_owner()
+                )
+                if found is not None:
+                    known[index] = {"text": found.text, "pages": (found.result or {}).get("pages")}
+    unknown = [upload for index, upload in enumerate(uploads) if index not in known]
+    read = iter(jobs.read_now(unknown) if unknown else [])
+    results = [known[index] if index in known else next(read) for index in range(len(uploads))]
     with svc.sessions.begin() as session:
         for upload, outcome in zip(uploads, results, strict=True):
             jobs.record_read(session, upload, started_at=started, outcome=outcome)
@@ -81,9 +78,8 @@ def image_sync() -> Response:
 
 
 @route("/image", methods=["POST"])
-@operation(
+@Operation(
     summary="Queue an image (original API)",
-    tag="original",
     request=schemas.IMAGE_BODY,
     responses={
         200: Body("the task id (a list for a list)", {"application/json": schemas.CompatTaskId}),
@@ -104,9 +100,8 @@ def image_submit() -> Response:
 
 
 @route("/image", methods=["GET"])
-@operation(
+@Operation(
     summary="The text of a task (original API)",
-    tag="original",
     description='The id comes as ?task_id=, ?id= or a JSON body {"task_id": "<id>"}.',
     params=(
         Param("task_id", {"type": "string"}, "the task id"),
@@ -139,9 +134,8 @@ def image_result() -> Response:
 
 
 @route("/allimages", methods=["GET"])
-@operation(
+@Operation(
     summary="Every task and its text (original API)",
-    tag="original",
     responses={
         200: Body(
             "task id -> text (null while not done)", {"application/json": schemas.CompatAllImages}

@@ -27,28 +27,19 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_PATHS = ("/v1/", "/openapi.json", "/docs")
 
 
-def wants_problem() -> bool:
-    path = request.path
-    return path == "/v1" or path.startswith(PROBLEM_PATHS)
-
-
-def problem_response(status: int, code: str, detail: str, field: str | None = None) -> Response:
-    body: dict[str, object] = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "code": code,
-        "instance": request.path,
-    }
-    if field is not None:
-        body["field"] = field
-    return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
-
-
 def error_response(exc: OcrError) -> Response:
-    if wants_problem():
-        response = problem_response(exc.status, exc.code, exc.message, exc.field)
+    if request.path == "/v1" or request.path.startswith(PROBLEM_PATHS):
+        problem: dict[str, object] = {
+            "type": "about:blank",
+            "title": HTTPStatus(exc.status).phrase,
+            "status": exc.status,
+            "detail": exc.message,
+            "code": exc.code,
+            "instance": request.path,
+        }
+        if exc.field is not None:
+            problem["field"] = exc.field
+        response = Response(json.dumps(problem), status=exc.status, mimetype=PROBLEM_JSON)
     else:
         response = jsonify({"error": exc.to_dict()})
         response.status_code = exc.status
@@ -58,9 +49,7 @@ def error_response(exc: OcrError) -> Response:
 
 
 def register_error_handlers(app: Flask, max_request_bytes: int) -> None:
-    @app.errorhandler(OcrError)
-    def on_ocr_error(exc: OcrError) -> Response:
-        return error_response(exc)
+    app.register_error_handler(OcrError, error_response)
 
     @app.errorhandler(RequestEntityTooLarge)
     def on_too_large(_exc: RequestEntityTooLarge) -> Response:

@@ -44,16 +44,17 @@ ASGIMessage = dict[str, Any]
 HEADER_NAMES = "ocr.header_names"
 
 
-def json_error(status: int, code: str, message: str) -> bytes:
-    """A complete HTTP/1.1 error answer in the shape of every other error of the API."""
+def json_error(code: str, message: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of an answer given before Flask runs, in the shape of every other
+    error of the API; the connection closes after it."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    reason = {400: "Bad Request", 408: "Request Timeout"}.get(status, "Error")
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-        "X-Content-Type-Options: nosniff\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
+    headers = [
+        (b"Content-Type", b"application/json"),
+        (b"X-Content-Type-Options", b"nosniff"),
+        (b"Content-Length", str(len(body)).encode()),
+        (b"Connection", b"close"),
+    ]
+    return headers, body
 
 
 class BufferedWsgi:
@@ -110,12 +111,12 @@ class BufferedWsgi:
             try:
                 message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
             except TimeoutError:
-                await _send_json(
-                    send,
-                    408,
+                headers, answer = json_error(
                     "request_timeout",
                     f"the request body stalled for {BODY_IDLE_TIMEOUT_S:g} s; send it again",
                 )
+                await send({"type": "http.response.start", "status": 408, "headers": headers})
+                await send({"type": "http.response.body", "body": answer})
                 return None
             if message["type"] == "http.disconnect":
                 return None
@@ -164,17 +165,6 @@ def _content_length(scope: dict[str, Any]) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-async def _send_json(send: Any, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"x-content-type-options", b"nosniff"),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class _LingeringTransport:
@@ -290,14 +280,13 @@ class ApiH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         # A malformed request line, header or chunked body: the API's JSON, not plain text.
         self.logger.info("malformed request: %s", msg)
-        self.transport.write(
-            json_error(
-                400,
-                "bad_request",
-                "the request is not valid HTTP/1.1 (its request line, headers or chunked "
-                "body are malformed); nothing was stored",
-            )
+        headers, body = json_error(
+            "bad_request",
+            "the request is not valid HTTP/1.1 (its request line, headers or chunked body are "
+            "malformed); nothing was stored",
         )
+        head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\n" + head + b"\r\n" + body)
         self.transport.close()
 
 

@@ -94,11 +94,10 @@ class OcrServerClient:
         """Hold one of the process's synchronous waits, or answer 503 at once when all are
         taken (the OCR server is slow or stalled; waiting would tie up another thread)."""
         if not self._sync_waits.acquire(blocking=False):
-            raise Unavailable(
+            raise _unavailable(
                 "every synchronous OCR slot of this API process is waiting for the OCR server; "
                 "retry shortly, or use POST /image (or /v1/jobs) and poll",
                 code="ocr_busy",
-                retry_after_s=RETRY_AFTER_S,
             )
         try:
             yield
@@ -135,6 +134,10 @@ class OcrServerClient:
         pages of each). The OCR server being unreachable or saturated is raised.
         """
 
+        def timeout_s(pages: int) -> float:
+            # Pages go ``workers`` at a time, each within its own time limit.
+            return self._timeout_s * -(-pages // self._parallel)
+
         async def gather() -> list[dict[str, Any] | OcrError]:
             # One request's documents must not fill the OCR server's wait list by themselves:
             # send as many at a time as it has engines.
@@ -142,16 +145,15 @@ class OcrServerClient:
 
             async def one(request: OcrRequest) -> dict[str, Any]:
                 async with slots:
-                    # Pages go ``workers`` at a time, each within its own time limit.
-                    rounds = -(-request.pages // self._parallel)
                     # Options travel in the body: a long char_whitelist would not fit a
                     # request line.
                     body = {
                         "document": base64.b64encode(request.document).decode(),
                         "options": request.options.to_values(),
                     }
-                    timeout_s = self._timeout_s * rounds
-                    return await self._post_ocr(body, timeout_s, request_id=request_id)
+                    return await self._call(
+                        "POST", OCR_PATH, timeout_s(request.pages), json=body, headers=headers
+                    )
 
             results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
             out: list[dict[str, Any] | OcrError] = []
@@ -165,44 +167,39 @@ class OcrServerClient:
 
         # The id goes by hand: the coroutines run on the client's own loop thread.
         request_id = current_request_id()
-        pages = sum(request.pages for request in requests)
-        rounds = -(-pages // self._parallel)
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
         with self._sync_wait():
-            return _wait(self._submit(gather()), self._timeout_s * rounds)
+            pages = sum(request.pages for request in requests)
+            return _wait(self._submit(gather()), timeout_s(pages))
 
-    async def _post_ocr(
-        self, body: dict[str, Any], timeout_s: float, *, request_id: str | None
-    ) -> dict[str, Any]:
-        """POST /ocr with a document and its options as JSON: the rich result."""
+    async def _call(self, method: str, path: str, timeout_s: float, **kwargs: Any) -> Any:
+        """The OCR server's JSON answer to a request; any answer but a 200 with a JSON object
+        is raised as the error it stands for."""
         session = await self._get_session()
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
-        headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
         try:
-            async with session.post(
-                f"{self._base}{OCR_PATH}", json=body, headers=headers, timeout=timeout
+            async with session.request(
+                method, f"{self._base}{path}", timeout=timeout, **kwargs
             ) as response:
                 raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._unreachable(exc) from None
+            raise _unavailable(
+                f"the OCR server at {self._base} is not answering ({type(exc).__name__}); "
+                "retry shortly"
+            ) from None
         try:
             answer = json.loads(raw)
         except ValueError:
             # Not our answer (aiohttp's own, or something in between): its status still says
             # whether retrying can help.
-            answer = {"error": {"message": raw[:200].decode(errors="replace")}}
+            answer = None
         if status == 200 and isinstance(answer, dict):
             return answer
+        if answer is None:
+            answer = {"error": {"message": raw[:200].decode(errors="replace")}}
         raise error_from_wire(status, answer, retry_after)
-
-    def _unreachable(self, exc: BaseException) -> Unavailable:
-        return Unavailable(
-            f"the OCR server at {self._base} is not answering ({type(exc).__name__}); "
-            "retry shortly",
-            code="ocr_unavailable",
-            retry_after_s=RETRY_AFTER_S,
-        )
 
     def languages(self) -> tuple[str, ...]:
         """The languages the OCR server's models read, as it last said (asked again after
@@ -211,26 +208,15 @@ class OcrServerClient:
         if self._languages is not None and time.monotonic() < self._languages_until:
             return self._languages
         try:
-            self._languages = _wait(self._submit(self._get_languages()), LANGUAGES_TIMEOUT_S)
+            call = self._call("GET", LANGUAGES_PATH, LANGUAGES_TIMEOUT_S)
+            answer = _wait(self._submit(call), LANGUAGES_TIMEOUT_S)
+            self._languages = tuple(str(lang) for lang in answer["languages"])
             self._languages_until = time.monotonic() + LANGUAGES_TTL_S
         except Unavailable:
             if self._languages is None:
                 raise
             log.warning("the OCR server did not say its languages; using those it said before")
         return self._languages
-
-    async def _get_languages(self) -> tuple[str, ...]:
-        session = await self._get_session()
-        timeout = aiohttp.ClientTimeout(total=LANGUAGES_TIMEOUT_S)
-        try:
-            async with session.get(f"{self._base}{LANGUAGES_PATH}", timeout=timeout) as response:
-                body = await response.json(content_type=None)
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise self._unreachable(exc) from None
-        if status != 200:
-            raise error_from_wire(status, body)
-        return tuple(str(lang) for lang in body["languages"])
 
     def notify(self) -> None:
         """Wake the OCR server's dispatcher; never waits and never fails the caller.
@@ -250,22 +236,18 @@ class OcrServerClient:
         self._notifying = asyncio.ensure_future(self._send_notifies())
 
     async def _send_notifies(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT_S)
         while True:
             self._notify_again = False
-            await self._notify()
+            session = await self._get_session()
+            try:
+                async with session.post(f"{self._base}{NOTIFY_PATH}", timeout=timeout):
+                    pass
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # A lost notify costs at most one poll interval of the OCR server.
+                log.debug("notify failed: %s", exc)
             if not self._notify_again:
                 return
-
-    async def _notify(self) -> None:
-        session = await self._get_session()
-        try:
-            async with session.post(
-                f"{self._base}{NOTIFY_PATH}", timeout=aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT_S)
-            ):
-                pass
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # A lost notify costs at most one poll interval of the OCR server.
-            log.debug("notify failed: %s", exc)
 
 
 def _wait(future: Future[T], timeout_s: float) -> T:
@@ -275,8 +257,8 @@ def _wait(future: Future[T], timeout_s: float) -> T:
         return future.result(timeout=timeout_s + 5)
     except FutureTimeout:
         future.cancel()
-        raise Unavailable(
-            "the OCR server did not answer in time; retry shortly",
-            code="ocr_unavailable",
-            retry_after_s=RETRY_AFTER_S,
-        ) from None
+        raise _unavailable("the OCR server did not answer in time; retry shortly") from None
+
+
+def _unavailable(message: str, code: str = "ocr_unavailable") -> Unavailable:
+    return Unavailable(message, code=code, retry_after_s=RETRY_AFTER_S)

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document, generated from the routes and the pydantic models in the code.
 
-A view says what it takes and answers with the ``operation`` decorator; ``build_spec`` walks the
+A view says what it takes and answers with the ``Operation`` decorator; ``build_spec`` walks the
 app's URL map and puts every documented view in the document. ``/openapi.json`` serves it and
 ``/docs`` a self-contained page that renders it (no CDN: it works offline).
 """
@@ -23,6 +23,8 @@ from pydantic.json_schema import models_json_schema
 API_TITLE = "OCR service"
 API_VERSION = "1.0.0"
 REF_TEMPLATE = "#/components/schemas/{model}"
+# The tag of each blueprint's operations.
+TAGS = {"compat": "original", "v1": "v1", "ops": "operations"}
 _PATH_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 bp = Blueprint("openapi", __name__)
@@ -36,7 +38,6 @@ class Param:
     schema: dict[str, Any]
     description: str = ""
     where: str = "query"
-    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,29 +49,23 @@ class Body:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+View = Callable[..., Any]
+
+
 @dataclass(frozen=True)
 class Operation:
+    """What a view takes and answers; as a decorator, attached to the view (nothing else about
+    the view changes)."""
+
     summary: str
-    tag: str
     responses: dict[int, Body]
     description: str = ""
     params: tuple[Param, ...] = ()
     request: Body | None = None
-    request_required: bool = True
 
-
-View = Callable[..., Any]
-
-
-def operation(**kwargs: Any) -> Callable[[View], View]:
-    """Attach an ``Operation`` to a view (nothing else about the view changes)."""
-    spec = Operation(**kwargs)
-
-    def decorate(view: View) -> View:
-        view.__openapi__ = spec  # type: ignore[attr-defined]
+    def __call__(self, view: View) -> View:
+        view.__openapi__ = self  # type: ignore[attr-defined]
         return view
-
-    return decorate
 
 
 def _models(operations: list[Operation]) -> list[type[BaseModel]]:
@@ -124,7 +119,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
             {
                 "name": p.name,
                 "in": p.where,
-                "required": p.required,
+                "required": False,
                 "description": p.description,
                 "schema": p.schema,
             }
@@ -133,7 +128,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "operationId": rule.endpoint.replace(".", "_"),
             "summary": op.summary,
-            "tags": [op.tag],
+            "tags": [TAGS[rule.endpoint.partition(".")[0]]],
             "responses": {str(status): _body(body) for status, body in op.responses.items()},
         }
         if op.description:
@@ -141,7 +136,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         if params:
             entry["parameters"] = params
         if op.request is not None:
-            entry["requestBody"] = {"required": op.request_required, **_body(op.request)}
+            entry["requestBody"] = {"required": True, **_body(op.request)}
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             paths.setdefault(path, {})[method.lower()] = entry
     _, components = models_json_schema(

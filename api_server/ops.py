@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, Response, jsonify
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
 from ocr_common.db import check_schema
 from ocr_common.errors import Unavailable
-from ocr_common.metrics import CONTENT_TYPE
+from ocr_common.metrics import CONTENT_TYPE, exposition, queue_registry
 from ocr_common.settings import SettingsError
 
 from . import schemas
-from .openapi import Body, operation
+from .openapi import Body, Operation
 from .services import current_services
 
 bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
-@operation(
+@Operation(
     summary="Liveness",
-    tag="operations",
     responses={200: Body("the process is up", {"application/json": schemas.Status})},
 )
 def healthz() -> Response:
@@ -28,9 +30,8 @@ def healthz() -> Response:
 
 
 @bp.get("/readyz")
-@operation(
+@Operation(
     summary="Readiness",
-    tag="operations",
     responses={
         200: Body("the database answers, schema current", {"application/json": schemas.Status}),
         503: Body("not ready", {"application/json": schemas.CompatError}),
@@ -49,14 +50,18 @@ def readyz() -> Response:
 
 
 @bp.get("/metrics")
-@operation(
+@Operation(
     summary="Metrics",
-    tag="operations",
     responses={200: Body("Prometheus text format", {"text/plain": {"type": "string"}})},
 )
 def metrics() -> Response:
     """Requests by route and status, latency histograms, and jobs by status (from the
     database; ``ocr_database_up 0`` while it does not answer)."""
-    from .telemetry import render
-
-    return Response(render(), content_type=CONTENT_TYPE)
+    # This process's counts, or under gunicorn every worker's (see telemetry's docstring).
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    body = exposition([registry, queue_registry(current_services().sessions)])
+    return Response(body, content_type=CONTENT_TYPE)

@@ -1,5 +1,5 @@
 """The shapes of what the API takes and answers: pydantic models (the tests check real answers
-against them) and the parameters and bodies the views document with ``openapi.operation``."""
+against them) and the parameters and bodies the views document with ``openapi.Operation``."""
 
 from __future__ import annotations
 

@@ -17,11 +17,6 @@ class Services:
     settings: Settings
     sessions: sessionmaker[Session]
     ocr: OcrBackend
-    # Languages a request may ask for; None: those the OCR server says its models read.
-    languages: tuple[str, ...] | None = None
-
-    def installed_languages(self) -> tuple[str, ...]:
-        return self.languages if self.languages is not None else self.ocr.languages()
 
 
 def current_services() -> Services:

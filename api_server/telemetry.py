@@ -9,21 +9,17 @@ its storage when it is first imported).
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from flask import Flask, Response, g, request
-from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
-from ocr_common.metrics import RequestMetrics, exposition, queue_registry
+from ocr_common.metrics import RequestMetrics
 from ocr_common.observability import (
     REQUEST_ID_HEADER,
     log_access,
     request_id_from,
     set_request_id,
 )
-
-from .services import current_services
 
 log = logging.getLogger("api_server.access")
 
@@ -52,14 +48,3 @@ def install_telemetry(app: Flask) -> None:
     @app.teardown_request
     def forget(_exc: BaseException | None) -> None:
         set_request_id(None)
-
-
-def render() -> bytes:
-    """The text format: this process's counts, or every worker's under gunicorn, then the
-    queue from the database."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
-    return exposition([registry, queue_registry(current_services().sessions)])

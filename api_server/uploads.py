@@ -271,5 +271,5 @@ def read_submission(extra: tuple[str, ...] = ()) -> tuple[Submission, dict[str, 
     """The document and options of a v1 POST, checked; and the other ``extra`` values sent."""
     svc = current_services()
     data, values = _read_document_and_values(extra)
-    options, document = check_submission(data, values, svc.settings, svc.installed_languages)
+    options, document = check_submission(data, values, svc.settings, svc.ocr.languages)
     return Submission(data, options, document), {k: values[k] for k in extra if k in values}

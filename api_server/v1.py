@@ -13,7 +13,7 @@ from ocr_common.models import Job, JobApi, JobStatus
 
 from . import idempotency, jobs, schemas
 from .access import check_queue_room, current_owner
-from .openapi import Body, operation
+from .openapi import Body, Operation
 from .pagination import decode_cursor, next_cursor, page_size, status_filter
 from .rendering import job_body, job_summary, render_accepted, render_job, result_format
 from .services import current_services
@@ -23,9 +23,8 @@ bp = Blueprint("v1", __name__, url_prefix="/v1")
 
 
 @bp.post("/ocr")
-@operation(
+@Operation(
     summary="Read a document now",
-    tag="v1",
     description="Synchronous: the pages are read in parallel, and the job (recorded like any "
     "other) comes back with its text, pages, lines and words.",
     params=(*schemas.OPTION_PARAMS, schemas.FORMAT_PARAM),
@@ -56,9 +55,8 @@ def ocr_now() -> Response:
 
 
 @bp.post("/jobs")
-@operation(
+@Operation(
     summary="Queue a document",
-    tag="v1",
     description="Asynchronous: 202 once the job is stored, with Location: /v1/jobs/{id}. With "
     "an Idempotency-Key, the same key and document return the same job; the same key with "
     "another document is a 409.",
@@ -114,9 +112,8 @@ def load_job(value: str) -> Job:
 
 
 @bp.get("/jobs/<job_id>")
-@operation(
+@Operation(
     summary="A job: its status, progress, and result",
-    tag="v1",
     params=(schemas.FORMAT_PARAM,),
     responses={
         200: Body("the job, or its text, hOCR or TSV (format=)", schemas.RESULT_CONTENT),
@@ -138,9 +135,8 @@ def get_job(job_id: str) -> Response:
 
 
 @bp.delete("/jobs/<job_id>")
-@operation(
+@Operation(
     summary="Cancel a job, or delete a finished one",
-    tag="v1",
     description="A queued (or running) job is canceled: 200 with the canceled job; it will not "
     "run, or its result is discarded. A finished job is deleted with its result and image: 204.",
     responses={
@@ -163,9 +159,8 @@ def delete_job(job_id: str) -> Response:
 
 
 @bp.get("/jobs")
-@operation(
+@Operation(
     summary="Jobs, newest first",
-    tag="v1",
     params=schemas.LIST_PARAMS,
     responses={
         200: Body("a page of jobs", {"application/json": schemas.JobList}),

@@ -49,9 +49,11 @@ def _page() -> bytes:
     return html.encode("utf-8")
 
 
-def _secured(response: Response) -> Response:
+def _served(response: Response) -> Response:
+    """With an ETag (a 304 when the browser has this version) and the page's policy."""
+    response.add_etag()
+    response.make_conditional(request)
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
@@ -61,9 +63,7 @@ def index() -> Response:
     """The page; revalidated on each visit (cheap: an ETag), so new assets are seen at once."""
     response = Response(_page(), mimetype="text/html")
     response.cache_control.no_cache = True
-    response.add_etag()
-    response.make_conditional(request)
-    return _secured(response)
+    return _served(response)
 
 
 @bp.get("/web/<name>")
@@ -75,8 +75,5 @@ def asset(name: str) -> Response:
     response.cache_control.public = True
     versioned = request.args.get("v") == _version(name)
     response.cache_control.max_age = VERSIONED_MAX_AGE_S if versioned else UNVERSIONED_MAX_AGE_S
-    if versioned:
-        response.cache_control.immutable = True
-    response.add_etag()
-    response.make_conditional(request)
-    return _secured(response)
+    response.cache_control.immutable = versioned
+    return _served(response)

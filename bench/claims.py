@@ -31,13 +31,10 @@ import os
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
 
 import ocr_server
@@ -49,29 +46,10 @@ from ocr_common.settings import load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import PageTask
 from ocr_server.pool import EnginePool
+from ocr_testkit.database import explain, keda_query, scratch_database, statements_sent
 
 IMAGE = b"\x89PNG" + bytes(2000)  # a small image's worth of bytes
-SCALED_OBJECT = Path(__file__).resolve().parents[1] / "deploy/k8s/base/ocr-scaledobject.yaml"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def scratch_database(base_url: str) -> tuple[str, Callable[[], None]]:
-    """A fresh database beside the one in the URL (MySQL), or a temp file (SQLite)."""
-    url = make_url(base_url)
-    if url.get_backend_name() == "sqlite":
-        path = f"/tmp/ocr-claims-{uuid.uuid4().hex[:8]}.db"
-        return f"sqlite:///{path}", lambda: os.remove(path)
-    name = f"{url.database or 'ocr_bench'}_claims_{uuid.uuid4().hex[:8]}"
-    server = create_engine(url.set(database=""), isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}`"))
-
-    def drop() -> None:
-        with server.connect() as conn:
-            conn.execute(text(f"DROP DATABASE `{name}`"))
-        server.dispose()
-
-    return url.set(database=name).render_as_string(hide_password=False), drop
 
 
 def server_pid(engine: Engine) -> int | None:
@@ -304,44 +282,20 @@ def dispatcher_table(engine: Engine, engine_counts: list[int], jobs: int) -> Non
         )
 
 
-def keda_query() -> str:
-    """The query KEDA's MySQL trigger runs, as the manifest has it."""
-    scaled = yaml.safe_load(SCALED_OBJECT.read_text())
-    [trigger] = scaled["spec"]["triggers"]
-    return str(trigger["metadata"]["query"])
-
-
-def explain(engine: Engine) -> None:
+def print_plans(engine: Engine) -> None:
     """EXPLAIN the claim query exactly as claim_batch sends it, and the KEDA trigger query."""
-    captured: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "SKIP LOCKED" in statement and not captured:
-            captured.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        with make_session_factory(engine).begin() as session:
-            job_store.claim_batch(session, worker_id="explain", lease_s=60, limit=16)
-            session.rollback()
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
-    queries = [("claim_batch", *captured[0]), ("KEDA trigger", keda_query(), None)]
+    with make_session_factory(engine).begin() as session, statements_sent(engine) as sent:
+        job_store.claim_batch(session, worker_id="explain", lease_s=60, limit=16)
+        session.rollback()
+    [claim] = [(statement, params) for statement, params in sent if "SKIP LOCKED" in statement]
+    queries = [("claim_batch", *claim), ("KEDA trigger", keda_query(), None)]
     with engine.connect() as conn:
         for name, statement, parameters in queries:
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            cursor.execute("EXPLAIN " + statement, parameters)
-            columns = [d[0] for d in cursor.description]
             print(f"\nEXPLAIN {name}: {' '.join(statement.split())}")
-            for row in cursor.fetchall():
-                fields = dict(zip(columns, row, strict=True))
-                print(
-                    "  "
-                    + ", ".join(
-                        f"{key}={fields.get(key)}"
-                        for key in ("table", "type", "key", "rows", "Extra")
-                    )
-                )
+            for plan in explain(conn, statement, parameters):
+                keys = ("table", "type", "key", "rows", "Extra")
+                print("  " + ", ".join(f"{key}={plan.get(key)}" for key in keys))
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             began = time.perf_counter()
             cursor.execute(statement, parameters)
             cursor.fetchall()
@@ -376,8 +330,8 @@ def main() -> int:
     )
     parser.add_argument("--engines", type=int, nargs="+", default=[4, 64])
     args = parser.parse_args()
-    url, drop = scratch_database(args.database_url)
-    try:
+    prefix = f"{make_url(args.database_url).database or 'ocr_bench'}_claims"
+    with scratch_database(args.database_url, prefix) as url:
         upgrade(url)
         engine = make_engine(url, pool_size=max(args.claimers) + 2)
         print("$ python " + " ".join(sys.argv))
@@ -387,7 +341,7 @@ def main() -> int:
             print(f"filled {args.finished_rows} finished jobs in {seconds:.0f} s")
             if backend in ("mysql", "mariadb"):
                 queue_jobs(engine, args.jobs)
-                explain(engine)
+                print_plans(engine)
         print(
             f"\nbackend: {backend}, {args.jobs} jobs queued per row, "
             f"{args.finished_rows} finished rows beside them"
@@ -422,8 +376,6 @@ def main() -> int:
                     f"{1000 * db_cpu / claimed:>11.2f} | {ceiling:>11.0f} | {load:>4.1f}"
                 )
         engine.dispose()
-    finally:
-        drop()
     return 0
 
 

@@ -37,22 +37,21 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
+from ocr_testkit.database import scratch_database
 from ocr_testkit.pages import render_lines
 from ocr_testkit.stack import Stack, group_members
 
@@ -294,24 +293,6 @@ def load_table(title: str, results: Sequence[LoadResult], groups: Sequence[str])
 # -- database helpers ----------------------------------------------------------------------
 
 
-@contextmanager
-def scratch_database(base_url: str) -> Iterator[str]:
-    """A fresh ocr_test_bench_<random> database on the server of ``base_url``, dropped after."""
-    url = make_url(base_url)
-    if url.get_backend_name() not in ("mysql", "mariadb"):
-        raise SystemExit("--database-url must be a MySQL/MariaDB URL (the e2e stack needs one)")
-    name = f"ocr_test_bench_{uuid.uuid4().hex[:8]}"
-    server = create_engine(url.set(database=""), isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}`"))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with server.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        server.dispose()
-
-
 def insert_jobs(sessions: sessionmaker[Session], images: Sequence[bytes], batch: int = 50) -> None:
     """Queue jobs directly (as POST /image would, without the HTTP and the reuse check)."""
     for start in range(0, len(images), batch):
@@ -411,7 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="ocr-intake-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     print("$ python " + " ".join(sys.argv))
-    with scratch_database(args.database_url) as url:
+    if make_url(args.database_url).get_backend_name() not in ("mysql", "mariadb"):
+        raise SystemExit("--database-url must be a MySQL/MariaDB URL (the e2e stack needs one)")
+    with scratch_database(args.database_url, "ocr_test_bench") as url:
         upgrade(url)
         stack = Stack(
             url,

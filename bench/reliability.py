@@ -26,7 +26,7 @@ from ocr_common.db import make_engine
 from ocr_testkit import bad_inputs, hostile, hostile_clients, hostile_documents, scenarios
 from ocr_testkit.fuzz import run_fuzz
 from ocr_testkit.mariadb_server import PrivateMariaDB
-from ocr_testkit.stack import Stack
+from ocr_testkit.stack import Stack, running_stack
 
 Scenario = Callable[[Stack, Engine], scenarios.FaultTally]
 T = TypeVar("T")
@@ -98,7 +98,7 @@ def run_fault(
     log_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(url)
     try:
-        with scenarios.running_stack(url, log_dir, **settings) as stack:
+        with running_stack(url, log_dir, **settings) as stack:
             return scenario(stack, engine)
     finally:
         engine.dispose()
@@ -174,7 +174,7 @@ def main() -> int:
             db.start()
         url = db.create_database()
         (work / "input").mkdir()
-        with scenarios.running_stack(url, work / "input") as stack:
+        with running_stack(url, work / "input") as stack:
             bad = run_bad_inputs(stack.api_url)
             fuzz = run_fuzz(stack.api_url, args.fuzz, raise_on_error=False)
     finally:

@@ -34,15 +34,13 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ocr_testkit.stack import Stack
@@ -138,36 +136,6 @@ def flat_cer(texts: Sequence[str], pages: Sequence[Page]) -> float:
 # -- scratch database and the service stack -----------------------------------------------------
 
 
-def scratch_database(base_url: str) -> tuple[str, Callable[[], None]]:
-    """Create and migrate ``ocr_test_bench_<random>`` beside the database of ``base_url``."""
-    from ocr_common.migrate import upgrade
-
-    url = make_url(base_url)
-    if url.get_backend_name() not in ("mysql", "mariadb"):
-        raise SystemExit(f"--database-url must be MySQL/MariaDB, not {url.get_backend_name()}")
-    name = f"ocr_test_bench_{uuid.uuid4().hex[:8]}"
-    server = create_engine(url.set(database=""), isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}`"))
-
-    def drop() -> None:
-        try:
-            with server.connect() as conn:
-                conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        except Exception as exc:  # noqa: BLE001 - say what is left behind, keep cleaning up
-            print(f"could not drop the scratch database {name}: {exc}", file=sys.stderr)
-        finally:
-            server.dispose()
-
-    scratch = url.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(scratch)
-    except BaseException:
-        drop()
-        raise
-    return scratch, drop
-
-
 def service_settings(workers: int, **extra: str) -> dict[str, str]:
     """The service's production defaults, except the ones a benchmark must pin."""
     settings = {
@@ -184,23 +152,28 @@ def service_settings(workers: int, **extra: str) -> dict[str, str]:
 @contextlib.contextmanager
 def running_stack(database_url: str, **settings: str) -> Iterator[Stack]:
     """A started Stack on a scratch database; both are removed on the way out, whatever happens."""
+    from ocr_common.migrate import upgrade
+    from ocr_testkit.database import scratch_database
+
+    if make_url(database_url).get_backend_name() not in ("mysql", "mariadb"):
+        raise SystemExit(f"--database-url must be MySQL/MariaDB, not {database_url}")
     log_dir = Path(tempfile.mkdtemp(prefix="ocr-bench-logs-"))
-    scratch, drop = scratch_database(database_url)
-    stack = None
     ok = False
+    previous = None
     try:
-        stack = Stack(scratch, log_dir, **settings)
-        stack.start()
-        yield stack
-        ok = True
-    finally:
-        # A second Ctrl-C must not leave processes or the database behind.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            if stack is not None:
+        with scratch_database(database_url, "ocr_test_bench") as scratch:
+            upgrade(scratch)
+            stack = Stack(scratch, log_dir, **settings)
+            try:
+                stack.start()
+                yield stack
+                ok = True
+            finally:
+                # A second Ctrl-C must not leave processes or the database behind.
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
                 stack.stop()
-            drop()
-        finally:
+    finally:
+        if previous is not None:
             signal.signal(signal.SIGINT, previous)
         if ok:
             shutil.rmtree(log_dir, ignore_errors=True)

@@ -13,15 +13,14 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
-from .client import FORMATS, ApiError, ClientError, Job, OcrClient, Options, Stopped
+from .client import ApiError, ClientError, Job, OcrClient, Options, Stopped
 from .manifest import Entry, Manifest
 
 RESULT_SUFFIXES = {"text": ".txt", "json": ".json", "hocr": ".hocr", "tsv": ".tsv"}
-assert set(RESULT_SUFFIXES) == set(FORMATS)
 
 
 @dataclass(frozen=True)
@@ -215,7 +214,7 @@ class Batch:
         document = source.path.read_bytes()
         sha256 = hashlib.sha256(document).hexdigest()
         entry = self.manifest.get(source.output)
-        if entry is not None and not entry.matches(sha256, self.request):
+        if entry is not None and (entry.sha256, entry.request) != (sha256, self.request):
             entry = None  # another document or other options under that name: start afresh
         target = self.out_dir / source.output
         if entry is not None and entry.state == "done" and target.exists():
@@ -227,8 +226,9 @@ class Batch:
             job = self._existing(entry.job)
         if job is None:
             attempt = entry.attempt + 1 if entry is not None and entry.state == "failed" else 1
-            entry = Entry(source.output, str(source.path), sha256, self.request, "submitted")
-            entry = entry.but(attempt=attempt)
+            entry = Entry(
+                source.output, str(source.path), sha256, self.request, "submitted", attempt
+            )
             try:
                 job = self.client.submit(
                     document,
@@ -239,9 +239,9 @@ class Batch:
             except ApiError as exc:
                 if exc.status in (429, 503):
                     raise  # gave up waiting: not the document's fault, try it next run
-                self.manifest.record(entry.but(state="failed", error=str(exc)))
+                self.manifest.record(replace(entry, state="failed", error=str(exc)))
                 raise
-            entry = entry.but(job=job.id)
+            entry = replace(entry, job=job.id)
             self.manifest.record(entry)
             submitted = True
         assert entry is not None
@@ -252,11 +252,11 @@ class Batch:
             )
         if not job.succeeded:
             error = f"job {job.id} {job.status}: {job.error_code}: {job.error_message}"
-            self.manifest.record(entry.but(state="failed", error=error))
+            self.manifest.record(replace(entry, state="failed", error=error))
             return FileResult(source, "failed", job=job.id, error=error, submitted=submitted)
         pages = job.progress.pages_total if job.progress else 1
         self._write(target, self._render(job))
-        self.manifest.record(entry.but(state="done", pages=pages))
+        self.manifest.record(replace(entry, state="done", pages=pages))
         return FileResult(source, "done", pages=pages, job=job.id, submitted=submitted)
 
     def _existing(self, job_id: str) -> Job | None:

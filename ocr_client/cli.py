@@ -59,16 +59,12 @@ class ProgressBar:
             TimeRemainingColumn(),
             TextColumn("elapsed"),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[files]}"),
+            TextColumn("files {task.fields[finished]}/{task.fields[files]}"),
             console=console,
             disable=not console.is_terminal,
         )
-        self.files = files
         self.finished = 0
-        self.task = self.progress.add_task("pages", total=files, files=self._files())
-
-    def _files(self) -> str:
-        return f"files {self.finished}/{self.files}"
+        self.task = self.progress.add_task("pages", total=files, files=files, finished=0)
 
     def add_pages(self, count: int) -> None:
         if count:
@@ -80,7 +76,7 @@ class ProgressBar:
 
     def file_finished(self, result: FileResult) -> None:
         self.finished += 1
-        self.progress.update(self.task, files=self._files())
+        self.progress.update(self.task, finished=self.finished)
         if result.outcome == "failed":
             self.console.print(f"[red]failed[/red] {result.source.path}: {result.error}")
 
@@ -95,13 +91,7 @@ def _client(args: argparse.Namespace) -> OcrClient:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    try:
-        sources = collect_sources(
-            [Path(p) for p in args.inputs], args.format, exclude=Path(args.out)
-        )
-    except ClientError as exc:
-        console.print(f"ocr-client: {exc}", markup=False)
-        return EXIT_FAILED
+    sources = collect_sources([Path(p) for p in args.inputs], args.format, exclude=Path(args.out))
     client = _client(args)
     bar = ProgressBar(console, len(sources))
     batch = Batch(
@@ -141,14 +131,9 @@ def summarize(report: BatchReport, console: Console) -> int:
 
 def sync(args: argparse.Namespace, console: Console) -> int:
     path = Path(args.file)
-    client = _client(args)
-    try:
-        text = client.ocr(
-            path.read_bytes(), filename=path.name, options=_options(args), fmt=args.format
-        )
-    except (ClientError, OSError) as exc:
-        console.print(f"ocr-client: {exc}", markup=False)
-        return EXIT_FAILED
+    text = _client(args).ocr(
+        path.read_bytes(), filename=path.name, options=_options(args), fmt=args.format
+    )
     sys.stdout.write(text)
     return 0
 
@@ -207,9 +192,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True)
-    if args.command == "run":
-        return run(args, console)
-    return sync(args, console)
+    try:
+        return run(args, console) if args.command == "run" else sync(args, console)
+    except (ClientError, OSError) as exc:
+        console.print(f"ocr-client: {exc}", markup=False)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ POLL_INTERVAL_S = 0.5
 # Answers that mean "not now": the service says when to come back in Retry-After.
 RETRY_STATUSES = frozenset({429, 503})
 FINISHED = frozenset({"succeeded", "failed", "canceled"})
-FORMATS = ("text", "json", "hocr", "tsv")
 
 OptionValue = str | int
 Options = Mapping[str, OptionValue]
@@ -117,7 +116,6 @@ class RetryPolicy:
     max_retry_after_s: float = 60.0
     initial_backoff_s: float = 0.5
     max_backoff_s: float = 5.0
-    retry_unreachable: bool = True
 
     @classmethod
     def patient(cls, total_s: float = 120.0) -> RetryPolicy:
@@ -127,17 +125,14 @@ class RetryPolicy:
     def should_retry(self, exc: BaseException) -> bool:
         if isinstance(exc, ApiError):
             return exc.status in RETRY_STATUSES
-        return self.retry_unreachable and isinstance(exc, Unreachable)
+        return isinstance(exc, Unreachable)
 
     def wait_s(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, ApiError) and exc.retry_after_s is not None:
             return min(exc.retry_after_s, self.max_retry_after_s)
-        return float(self._backoff(state))
-
-    @property
-    def _backoff(self) -> wait_exponential_jitter:
-        return wait_exponential_jitter(multiplier=self.initial_backoff_s, max=self.max_backoff_s)
+        backoff = wait_exponential_jitter(multiplier=self.initial_backoff_s, max=self.max_backoff_s)
+        return float(backoff(state))
 
     def retrying(self, sleep: Callable[[float], None] = time.sleep) -> Retrying:
         return Retrying(

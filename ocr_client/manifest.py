@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -30,12 +30,6 @@ class Entry:
     job: str | None = None
     pages: int | None = None
     error: str | None = None
-
-    def matches(self, sha256: str, request: str) -> bool:
-        return self.sha256 == sha256 and self.request == request
-
-    def but(self, **changes: object) -> Entry:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 class Manifest:

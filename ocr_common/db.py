@@ -6,8 +6,9 @@ import functools
 import logging
 import math
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -21,6 +22,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from .settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Room for the SQL and the other columns around the image in one INSERT packet.
@@ -158,19 +160,13 @@ def check_schema(bind: Engine | Connection) -> None:
         )
 
 
-def max_packet_bytes(engine: Engine) -> int | None:
-    """The largest statement the server takes (MySQL's max_allowed_packet); None: no limit."""
+def check_packet_size(engine: Engine, settings: Settings) -> int | None:
+    """Images travel as one BLOB: the upload limit must fit in one MySQL packet; returns the
+    largest statement the server takes (max_allowed_packet), None for SQLite (no limit)."""
     if engine.dialect.name not in ("mysql", "mariadb"):
         return None
     with engine.connect() as conn:
-        return int(conn.execute(text("SELECT @@max_allowed_packet")).scalar_one())
-
-
-def check_packet_size(engine: Engine, settings: Settings) -> int | None:
-    """Images travel as one BLOB: the upload limit must fit in one MySQL packet (returned)."""
-    packet = max_packet_bytes(engine)
-    if packet is None:
-        return None
+        packet = int(conn.execute(text("SELECT @@max_allowed_packet")).scalar_one())
     if settings.max_upload_bytes + PACKET_HEADROOM_BYTES > packet:
         raise SettingsError(
             f"OCR_MAX_UPLOAD_BYTES={settings.max_upload_bytes} does not fit in the database's "
@@ -182,50 +178,50 @@ def check_packet_size(engine: Engine, settings: Settings) -> int | None:
 
 def check_database(engine: Engine, settings: Settings) -> int | None:
     """Start-up checks: the database answers, its schema is current, uploads fit a packet
-    (whose size is returned).
+    (whose size is returned). Waits for the database as ``wait_for_database`` does."""
 
-    A database that is down, still starting or flapping is waited for, up to
-    OCR_STARTUP_WAIT_S; an error that waiting cannot fix (a wrong password, a missing
-    database, an SQL error) stops start-up at once with its message.
-    """
-    where = safe_url(settings.database_url)
+    def check() -> int | None:
+        check_schema(engine)
+        return check_packet_size(engine, settings)
+
     try:
-        for attempt in startup_retrying(settings.startup_wait_s, where):
-            with attempt:
-                check_schema(engine)
-                return check_packet_size(engine, settings)
+        return wait_for_database(settings, check)
     except DBAPIError as exc:
-        if is_connection_error(exc):
-            raise SettingsError(
-                f"cannot reach the database at {where} within {settings.startup_wait_s:g} s "
-                f"(OCR_STARTUP_WAIT_S): {exc.orig}; check OCR_DATABASE_URL and that the server "
-                "is running"
-            ) from None
         raise SettingsError(
-            f"the database at {where} refused a start-up query: {exc.orig}"
+            f"the database at {safe_url(settings.database_url)} refused a start-up query: "
+            f"{exc.orig}"
         ) from None
-    raise AssertionError("unreachable: Retrying either returns or raises")
 
 
-def startup_retrying(wait_s: float, where: str) -> Retrying:
-    """Tries again on connection errors only (``is_connection_error``), for up to ``wait_s``."""
+def wait_for_database(settings: Settings, action: Callable[[], T]) -> T:
+    """Run ``action``, again while the database is down, still starting or flapping, up to
+    OCR_STARTUP_WAIT_S (then SettingsError); an error that waiting cannot fix (a wrong
+    password, a missing database, an SQL error) is raised at once."""
+    where = safe_url(settings.database_url)
 
     def waiting(state: object) -> None:
         outcome = getattr(state, "outcome", None)
         error = outcome.exception() if outcome is not None else None
-        log.warning("database at %s not reachable yet (%s); waiting", where, _reason(error))
+        reason = getattr(error, "orig", None) or error
+        log.warning("database at %s not reachable yet (%s); waiting", where, reason)
 
-    return Retrying(
+    retrying = Retrying(
         retry=retry_if_exception(is_connection_error),
-        stop=stop_after_delay(wait_s),
+        stop=stop_after_delay(settings.startup_wait_s),
         wait=wait_exponential(multiplier=0.1, max=STARTUP_RETRY_MAX_S),
         before_sleep=waiting,
         reraise=True,
     )
-
-
-def _reason(exc: BaseException | None) -> str:
-    return str(getattr(exc, "orig", None) or exc)
+    try:
+        return retrying(action)
+    except DBAPIError as exc:
+        if not is_connection_error(exc):
+            raise
+        raise SettingsError(
+            f"cannot reach the database at {where} within {settings.startup_wait_s:g} s "
+            f"(OCR_STARTUP_WAIT_S): {exc.orig}; check OCR_DATABASE_URL and that the server "
+            "is running"
+        ) from None
 
 
 def safe_url(database_url: str) -> str:

@@ -77,21 +77,19 @@ def _open_pdf(data: bytes) -> Iterator[object]:
             pdf.close()
 
 
-def select_pages(wanted: tuple[int, ...] | None, page_count: int) -> tuple[int, ...]:
-    """The 1-based pages to read: every page, or the wanted ones (which must exist)."""
-    if wanted is None:
-        return tuple(range(1, page_count + 1))
-    beyond = [page for page in wanted if page > page_count]
+def select_pages(
+    wanted: tuple[int, ...] | None, page_count: int, max_pages: int
+) -> tuple[int, ...]:
+    """The 1-based pages to read: every page, or the wanted ones (which must exist); at most
+    ``max_pages`` of them."""
+    pages = tuple(range(1, page_count + 1)) if wanted is None else wanted
+    beyond = [page for page in pages if page > page_count]
     if beyond:
         raise InvalidImage(
             f'"pages": the document has {page_count} page(s); there is no page {beyond[0]}',
             code="invalid_option",
             field="pages",
         )
-    return wanted
-
-
-def _check_page_count(pages: tuple[int, ...], max_pages: int) -> None:
     if len(pages) > max_pages:
         raise PayloadTooLarge(
             f"the document has {len(pages)} pages to read, more than the {max_pages} allowed "
@@ -100,6 +98,7 @@ def _check_page_count(pages: tuple[int, ...], max_pages: int) -> None:
             code="too_many_pages",
             field="pages",
         )
+    return pages
 
 
 def check_size(width: int, height: int, max_pixels: int, what: str, hint: str) -> None:
@@ -177,8 +176,7 @@ def _check_pdf(
         page_count = len(pdf)  # type: ignore[arg-type]
         if page_count == 0:
             raise InvalidImage("the PDF has no pages", code="invalid_pdf")
-        pages = select_pages(wanted, page_count)
-        _check_page_count(pages, max_pages)
+        pages = select_pages(wanted, page_count, max_pages)
         for page in pages:
             _check_pdf_page(pdf.get_page_size(page - 1), dpi, max_pixels, page)  # type: ignore[attr-defined]
     check_drawings(data, pages)
@@ -190,25 +188,24 @@ def _check_pdf_page(size_pt: tuple[float, float], dpi: int, max_pixels: int, pag
     check_size(width, height, max_pixels, f"page {page}", f"ask for a lower dpi than {dpi}")
 
 
-def _open_image(data: bytes, formats: frozenset[str] = DOCUMENT_FORMATS) -> Image.Image:
+def _open_image(data: bytes, formats: frozenset[str] = DOCUMENT_FORMATS) -> tuple[Image.Image, str]:
+    """The image (its header read, no pixel) and its format, which must be one of ``formats``."""
     try:
-        return Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))
     except Exception:  # noqa: BLE001 - Pillow raises many kinds for non-images
         what = "neither an image nor a PDF" if PDF in formats else "not an image"
         raise InvalidImage(
             f"the data is {what} (it starts with {data[:8]!r}); send {describe_formats(formats)}"
         ) from None
-
-
-def _image_format(image: Image.Image, formats: frozenset[str] = DOCUMENT_FORMATS) -> str:
     fmt = image.format or "unknown"
     fmt = FORMAT_ALIASES.get(fmt, fmt)
     if fmt not in formats:
+        image.close()
         raise InvalidImage(
             f"{fmt} images are not supported; send {describe_formats(formats)}",
             code="unsupported_format",
         )
-    return fmt
+    return image, fmt
 
 
 def _check_image(
@@ -218,11 +215,10 @@ def _check_image(
     max_pages: int,
     formats: frozenset[str],
 ) -> Document:
-    with _open_image(data, formats) as image:
-        fmt = _image_format(image, formats)
+    image, fmt = _open_image(data, formats)
+    with image:
         page_count = getattr(image, "n_frames", 1) if fmt in MULTI_PAGE_FORMATS else 1
-        pages = select_pages(wanted, page_count)
-        _check_page_count(pages, max_pages)
+        pages = select_pages(wanted, page_count, max_pages)
         try:
             # Sizes from each page's header, wholeness from its structure: no pixel is decoded
             # in the API server (see image_structure).
@@ -257,8 +253,7 @@ def render_page(data: bytes, page: int, *, dpi: int, max_pixels: int) -> Image.I
         image.info["dpi"] = (dpi, dpi)
         return image
     try:
-        image = _open_image(data)
-        _image_format(image)
+        image, _ = _open_image(data)
         image.seek(page - 1)
         check_size(*image.size, max_pixels, f"page {page}", "scale it down")
         image.load()

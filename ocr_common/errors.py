@@ -4,10 +4,20 @@ from __future__ import annotations
 
 
 class OcrError(Exception):
-    """Base of every error a client may see; ``code`` is stable, ``message`` is for a person."""
+    """Base of every error a client may see; ``code`` is stable, ``message`` is for a person.
+
+    A kind of error declares its status and default code in its header (``__init_subclass__``).
+    """
 
     status = 500
     code = "internal_error"
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init_subclass__()
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            cls.status = status
 
     def __init__(
         self,
@@ -29,98 +39,66 @@ class OcrError(Exception):
         return {"code": self.code, "message": self.message}
 
 
-class BadRequest(OcrError):
+class BadRequest(OcrError, status=400, code="bad_request"):
     """The request itself is malformed: fix the request."""
 
-    status = 400
-    code = "bad_request"
 
-
-class InvalidImage(BadRequest):
+class InvalidImage(BadRequest, code="invalid_image"):
     """The bytes are not an image we can read."""
 
-    code = "invalid_image"
 
-
-class PayloadTooLarge(OcrError):
+class PayloadTooLarge(OcrError, status=413, code="payload_too_large"):
     """The upload or the decoded image is larger than the configured limit."""
 
-    status = 413
-    code = "payload_too_large"
 
-
-class Unauthorized(OcrError):
+class Unauthorized(OcrError, status=401, code="unauthorized"):
     """No credentials, or wrong ones (an API key, the OCR server's internal token)."""
 
-    status = 401
-    code = "unauthorized"
+
+class NotFound(OcrError, status=404, code="not_found"):
+    """Nothing of that name, or nothing the caller may see (a job of another key)."""
 
 
-class NotFound(OcrError):
-    status = 404
-    code = "not_found"
-
-
-class JobFailed(OcrError):
+class JobFailed(OcrError, status=422, code="job_failed"):
     """The job ended without a result; the message says why (engine crash, timeout, bad image)."""
 
-    status = 422
-    code = "job_failed"
 
-
-class RateLimited(OcrError):
+class RateLimited(OcrError, status=429, code="rate_limited"):
     """Over a limit that time lifts: the request rate (OCR_RATE_LIMIT), wrong keys from one
     address, or the per-key queue cap; retry after ``retry_after_s``."""
 
-    status = 429
-    code = "rate_limited"
 
-
-class Unavailable(OcrError):
+class Unavailable(OcrError, status=503, code="unavailable"):
     """A dependency (database, OCR server) is down or saturated; retry after ``retry_after_s``."""
-
-    status = 503
-    code = "unavailable"
 
     def __init__(self, message: str, *, code: str | None = None, retry_after_s: int = 2):
         super().__init__(message, code=code, retry_after_s=retry_after_s)
 
 
-class EngineError(OcrError):
+class EngineError(OcrError, status=422, code="engine_error"):
     """Tesseract could not produce a result for this page."""
 
-    status = 422
-    code = "engine_error"
     # Whether trying the same page again (on a fresh engine) could succeed.
     retryable = False
 
 
-class EngineCrashed(EngineError):
-    code = "engine_crashed"
+class EngineCrashed(EngineError, code="engine_crashed"):
     retryable = True
 
 
-class EngineTimeout(EngineError):
-    code = "engine_timeout"
+class EngineTimeout(EngineError, code="engine_timeout"):
     retryable = True
 
 
-class DocumentTooComplex(EngineError):
+class DocumentTooComplex(EngineError, code="document_too_complex"):
     """The page needs more memory than an engine may use (OCR_ENGINE_MAX_MEMORY_MB) to draw it."""
 
-    code = "document_too_complex"
     retryable = True
 
 
-class Conflict(OcrError):
+class Conflict(OcrError, status=409, code="conflict"):
     """The request conflicts with the state of a resource (an idempotency key, a running job)."""
 
-    status = 409
-    code = "conflict"
 
-
-class UnsupportedMediaType(OcrError):
+class UnsupportedMediaType(OcrError, status=415, code="unsupported_media_type"):
     """The request body comes in a form the endpoint does not read."""
-
-    status = 415
-    code = "unsupported_media_type"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from .errors import InvalidImage, PayloadTooLarge
+from .errors import PayloadTooLarge
 
 # libjpeg's progressive script writes 10 scans for a colour image (6 for grey), and encoders
 # that tune their scans (mozjpeg) a few dozen at most. Each scan costs a decoder a pass over
@@ -41,17 +41,13 @@ def check_structure(image: Image.Image, data: bytes) -> None:
     """Refuse ``data`` (opened as ``image``, at the frame to be read) when it is cut short or
     its structure is broken; decodes no pixels.
 
-    Raises InvalidImage (400) for a truncated or corrupt image and PayloadTooLarge (413) for a
-    JPEG with more scans than any encoder writes.
+    Raises Truncated for a truncated or corrupt image (``documents`` answers it as a 400, as any
+    other error reading the image) and PayloadTooLarge (413) for a JPEG with more scans than any
+    encoder writes.
     """
-    fmt = image.format or ""
-    check = _CHECKS.get(fmt)
-    if check is None:
-        return
-    try:
+    check = _CHECKS.get(image.format or "")
+    if check is not None:
         check(image, data)
-    except Truncated as exc:
-        raise InvalidImage(f"the {fmt} image is truncated or corrupt: {exc}") from None
 
 
 def _png(_image: Image.Image, data: bytes) -> None:

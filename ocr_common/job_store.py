@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
+    ColumnElement,
     CursorResult,
     Executable,
+    Select,
     Table,
     and_,
     case,
@@ -58,6 +61,37 @@ def _rows(session: Session, statement: Executable) -> int:
     """Run an UPDATE or DELETE and say how many rows it matched."""
     result = session.execute(statement.execution_options(synchronize_session=False))
     return cast(CursorResult[Any], result).rowcount
+
+
+def _update(session: Session, *where: ColumnElement[bool], **values: Any) -> int:
+    """UPDATE the jobs ``where`` says; how many rows it matched."""
+    return _rows(session, update(JOBS).where(*where).values(**values))
+
+
+def _held_by(worker_id: str) -> tuple[ColumnElement[bool], ...]:
+    """The rows ``worker_id`` still holds: a lease that expired or a cancel takes a job away."""
+    return (JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
+
+
+def _owned_by(owner: str | None) -> ColumnElement[bool]:
+    return JOBS.c.owner.is_(None) if owner is None else JOBS.c.owner == owner
+
+
+def _beyond(key: tuple[datetime, str], later: Callable[[Any, Any], Any]) -> ColumnElement[bool]:
+    """Keyset paging: the jobs past (``later``: < or >) the job whose (created_at, id) is key."""
+    created, job_id = key
+    return or_(
+        later(JOBS.c.created_at, created),
+        and_(JOBS.c.created_at == created, later(JOBS.c.id, job_id)),
+    )
+
+
+def _skip_locked(session: Session, query: Select[Any]) -> Select[Any]:
+    """``query`` skipping rows another transaction locks, on MySQL/MariaDB (SQLite has one
+    writer at a time)."""
+    if session.get_bind().dialect.name in ("mysql", "mariadb"):
+        return query.with_for_update(skip_locked=True)
+    return query
 
 
 def new_job_id() -> str:
@@ -128,7 +162,6 @@ def record_finished(
     error_code: str | None = None,
     error_message: str | None = None,
     owner: str | None = None,
-    kind: str = "sync",
     digest: str | None = None,
     api: JobApi = JobApi.ORIGINAL,
     options: OcrOptions = ORIGINAL_API_OPTIONS,
@@ -142,7 +175,7 @@ def record_finished(
     row = JobRow(
         id=new_job_id(),
         status=JobStatus.SUCCEEDED.value if error_code is None else JobStatus.FAILED.value,
-        kind=kind,
+        kind="sync",
         owner=owner,
         created_at=started_at,
         started_at=started_at,
@@ -185,7 +218,7 @@ def find_result(session: Session, *, digest: str, owner: str | None = None) -> K
         select(JOBS.c.text, JOBS.c.result)
         .where(JOBS.c.image_sha256 == digest, JOBS.c.status == JobStatus.SUCCEEDED.value)
         .where(JOBS.c.api == JobApi.ORIGINAL.value)
-        .where(JOBS.c.owner.is_(None) if owner is None else JOBS.c.owner == owner)
+        .where(_owned_by(owner))
         .limit(1)
     )
     row = session.execute(query).first()
@@ -232,45 +265,32 @@ def list_recent(
     if owner is not None:
         query = query.where(JobRow.owner == owner)
     if before is not None:
-        created, job_id = before
-        query = query.where(
-            or_(
-                JobRow.created_at < created,
-                and_(JobRow.created_at == created, JobRow.id < job_id),
-            )
-        )
+        query = query.where(_beyond(before, operator.lt))
     return [Job.from_row(row) for row in session.scalars(query)]
 
 
 def cancel(session: Session, job_id: str) -> bool:
     """Withdraw a job that has not finished: it will not run (or its result is discarded)."""
-    done = _rows(
+    done = _update(
         session,
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.status.in_((QUEUED, RUNNING)))
-        .values(
-            status=JobStatus.CANCELED.value,
-            finished_at=utcnow(),
-            lease_until=None,
-            error_code="canceled",
-            error_message="canceled by its owner",
-        ),
+        JOBS.c.id == job_id,
+        JOBS.c.status.in_((QUEUED, RUNNING)),
+        status=JobStatus.CANCELED.value,
+        finished_at=utcnow(),
+        lease_until=None,
+        error_code="canceled",
+        error_message="canceled by its owner",
     )
     if done:
-        session.execute(delete(JobImageRow).where(JobImageRow.job_id == job_id))
+        session.execute(delete(IMAGES).where(IMAGES.c.job_id == job_id))
     return bool(done)
 
 
 def delete_finished(session: Session, job_id: str) -> bool:
     """Delete a finished job, its result and its image (if one was kept)."""
-    final = [s.value for s in JobStatus if s.is_final]
-    session.execute(
-        delete(JobImageRow).where(
-            JobImageRow.job_id == job_id,
-            JobImageRow.job_id.in_(select(JobRow.id).where(JobRow.status.in_(final))),
-        )
-    )
-    return bool(_rows(session, delete(JobRow).where(JobRow.id == job_id, JobRow.status.in_(final))))
+    finished = (JOBS.c.id == job_id, JOBS.c.status.in_(FINAL_STATUSES))
+    session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(select(JOBS.c.id).where(*finished))))
+    return bool(_rows(session, delete(JOBS).where(*finished)))
 
 
 def results_page(
@@ -290,13 +310,7 @@ def results_page(
     if owner is not None:
         query = query.where(JOBS.c.owner == owner)
     if after is not None:
-        created, job_id = after
-        query = query.where(
-            or_(
-                JOBS.c.created_at > created,
-                and_(JOBS.c.created_at == created, JOBS.c.id > job_id),
-            )
-        )
+        query = query.where(_beyond(after, operator.gt))
     return [(row[0], row[1], row[2]) for row in session.execute(query)]
 
 
@@ -311,8 +325,8 @@ def count_queued(session: Session, *, owner: str | None, up_to: int) -> int:
     """Queued jobs of ``owner`` (None: the jobs submitted without API keys), counted up to
     ``up_to`` + 1 only: the per-key cap costs the same whatever the backlog. Reads the
     ``(status, owner)`` index alone."""
-    mine = JOBS.c.owner.is_(None) if owner is None else JOBS.c.owner == owner
-    queued = select(JOBS.c.id).where(JOBS.c.status == QUEUED, mine).limit(up_to + 1).subquery()
+    mine = select(JOBS.c.id).where(JOBS.c.status == QUEUED, _owned_by(owner))
+    queued = mine.limit(up_to + 1).subquery()
     return int(session.execute(select(func.count()).select_from(queued)).scalar_one())
 
 
@@ -326,25 +340,14 @@ def heartbeat(session: Session, *, worker_id: str, job_ids: Sequence[str], lease
     """Extend the leases ``worker_id`` holds on ``job_ids``; returns how many it still holds."""
     if not job_ids:
         return 0
-    return _rows(
-        session,
-        update(JOBS)
-        .where(JOBS.c.id.in_(job_ids), JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
-        .values(lease_until=utcnow() + timedelta(seconds=lease_s)),
-    )
+    lease_until = utcnow() + timedelta(seconds=lease_s)
+    return _update(session, JOBS.c.id.in_(job_ids), *_held_by(worker_id), lease_until=lease_until)
 
 
 def progress(session: Session, *, job_id: str, worker_id: str, pages_done: int) -> bool:
     """Record how many pages of a running document are read; False: the job is no longer ours
     (canceled, or taken over), so its remaining pages need not be read."""
-    return bool(
-        _rows(
-            session,
-            update(JobRow)
-            .where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == RUNNING)
-            .values(pages_done=pages_done),
-        )
-    )
+    return bool(_update(session, JOBS.c.id == job_id, *_held_by(worker_id), pages_done=pages_done))
 
 
 def finish(
@@ -370,13 +373,10 @@ def fail(
     worker_id: str,
     error_code: str,
     error_message: str,
-    keep_image: bool = False,
 ) -> bool:
     """Mark the job failed for good, if ``worker_id`` still holds it."""
     outcome = JobOutcome(job_id, error_code=error_code, error_message=error_message)
-    return bool(
-        finish_batch(session, worker_id=worker_id, outcomes=[outcome], keep_images=keep_image)
-    )
+    return bool(finish_batch(session, worker_id=worker_id, outcomes=[outcome]))
 
 
 def claim_batch(
@@ -388,56 +388,35 @@ def claim_batch(
     Three statements whatever the batch size: pick the ids (SKIP LOCKED on MySQL/MariaDB, so
     concurrent claimers take disjoint batches; the claim index keeps this a short range scan
     however many finished rows the table holds), mark them running, read them back with their
-    images. On SQLite (one writer at a time, BEGIN IMMEDIATE) the UPDATE is a compare-and-set
-    on the status. The caller commits at once: no lock is held while the engine works.
+    images. The caller commits at once: no lock is held while the engine works.
     """
     if limit < 1:
         return []
-    skip_locked = session.get_bind().dialect.name in ("mysql", "mariadb")
-    candidates = (
-        select(JOBS.c.id)
-        .where(JOBS.c.status == QUEUED)
-        .order_by(JOBS.c.created_at, JOBS.c.id)
-        .limit(limit)
-    )
-    if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
-    ids = list(session.scalars(candidates).all())
+    candidates = select(JOBS.c.id).where(JOBS.c.status == QUEUED)
+    candidates = candidates.order_by(JOBS.c.created_at, JOBS.c.id).limit(limit)
+    ids = list(session.scalars(_skip_locked(session, candidates)).all())
     if not ids:
         return []
     now = utcnow()
     # Every id is still queued here (locked on MySQL; on SQLite this transaction is the only
     # writer, BEGIN IMMEDIATE), but the status guard costs nothing and keeps the claim a
     # compare-and-set whatever the isolation.
-    _rows(
+    _update(
         session,
-        update(JOBS)
-        .where(JOBS.c.id.in_(ids), JOBS.c.status == QUEUED)
-        .values(
-            status=RUNNING,
-            worker_id=worker_id,
-            lease_until=now + timedelta(seconds=lease_s),
-            started_at=now,
-            attempts=JOBS.c.attempts + 1,
-            # A retried document is read again from its first page.
-            pages_done=case((JOBS.c.pages_total.is_not(None), 0), else_=None),
-        ),
+        JOBS.c.id.in_(ids),
+        JOBS.c.status == QUEUED,
+        status=RUNNING,
+        worker_id=worker_id,
+        lease_until=now + timedelta(seconds=lease_s),
+        started_at=now,
+        attempts=JOBS.c.attempts + 1,
+        # A retried document is read again from its first page.
+        pages_done=case((JOBS.c.pages_total.is_not(None), 0), else_=None),
     )
     rows = session.execute(
-        select(
-            JOBS.c.id,
-            JOBS.c.attempts,
-            JOBS.c.max_attempts,
-            JOBS.c.image_sha256,
-            JOBS.c.owner,
-            JOBS.c.options,
-            JOBS.c.pages_total,
-            JOBS.c.api,
-            JOBS.c.request_id,
-            IMAGES.c.data,
-        )
+        select(JOBS, IMAGES.c.data)
         .select_from(JOBS.outerjoin(IMAGES, IMAGES.c.job_id == JOBS.c.id))
-        .where(JOBS.c.id.in_(ids), JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
+        .where(JOBS.c.id.in_(ids), *_held_by(worker_id))
     ).all()
     by_id = {row.id: row for row in rows}
     claimed: list[ClaimedJob] = []
@@ -481,24 +460,20 @@ def finish_batch(
     # the DELETE of its image (SQLite: this transaction is the only writer anyway).
     held = set(
         session.scalars(
-            select(JOBS.c.id)
-            .where(JOBS.c.id.in_(ids), JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
-            .with_for_update()
+            select(JOBS.c.id).where(JOBS.c.id.in_(ids), *_held_by(worker_id)).with_for_update()
         ).all()
     )
     if not held:
         return []
     now = utcnow()
     for chunk in _by_size([outcome for outcome in outcomes if outcome.job_id in held]):
-        _rows(
+        _update(
             session,
-            update(JOBS)
-            .where(
-                JOBS.c.id.in_([outcome.job_id for outcome in chunk]),
-                JOBS.c.worker_id == worker_id,
-                JOBS.c.status == RUNNING,
-            )
-            .values(finished_at=now, lease_until=None, **_per_job_values(chunk)),
+            JOBS.c.id.in_([outcome.job_id for outcome in chunk]),
+            *_held_by(worker_id),
+            finished_at=now,
+            lease_until=None,
+            **_per_job_values(chunk),
         )
     if not keep_images:
         session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(held)))
@@ -566,39 +541,28 @@ def release(
     ``count_attempt=False`` gives back the attempt the claim took, for work interrupted by a
     shutdown rather than by the job itself.
     """
-    values: dict[str, object] = {
-        "status": QUEUED,
-        "worker_id": None,
-        "lease_until": None,
-        "error_code": error_code,
-        "error_message": error_message,
-    }
-    if not count_attempt:
-        values["attempts"] = JOBS.c.attempts - 1
-    return bool(
-        _rows(
-            session,
-            update(JOBS)
-            .where(JOBS.c.id == job_id, JOBS.c.worker_id == worker_id, JOBS.c.status == RUNNING)
-            .values(**values),
-        )
+    released = _update(
+        session,
+        JOBS.c.id == job_id,
+        *_held_by(worker_id),
+        status=QUEUED,
+        worker_id=None,
+        lease_until=None,
+        error_code=error_code,
+        error_message=error_message,
+        attempts=JOBS.c.attempts - (0 if count_attempt else 1),
     )
+    return bool(released)
 
 
 def purge_finished(session: Session, *, finished_before: datetime, batch: int = 1000) -> int:
     """Delete up to ``batch`` jobs that finished before the cut-off, with any kept image."""
-    ids = session.scalars(
-        select(JobRow.id)
-        .where(
-            JobRow.status.in_(FINAL_STATUSES),
-            JobRow.finished_at < finished_before,
-        )
-        .limit(batch)
-    ).all()
+    finished = (JOBS.c.status.in_(FINAL_STATUSES), JOBS.c.finished_at < finished_before)
+    ids = session.scalars(select(JOBS.c.id).where(*finished).limit(batch)).all()
     if not ids:
         return 0
-    _rows(session, delete(JobImageRow).where(JobImageRow.job_id.in_(ids)))
-    return _rows(session, delete(JobRow).where(JobRow.id.in_(ids)))
+    session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(ids)))
+    return _rows(session, delete(JOBS).where(JOBS.c.id.in_(ids)))
 
 
 def requeue_expired(
@@ -613,39 +577,33 @@ def requeue_expired(
     now = utcnow()
     expired = (JOBS.c.status == RUNNING, JOBS.c.lease_until < now)
     candidates = select(JOBS.c.id, JOBS.c.attempts >= JOBS.c.max_attempts).where(*expired)
-    if session.get_bind().dialect.name in ("mysql", "mariadb"):
-        candidates = candidates.with_for_update(skip_locked=True)
-    found = session.execute(candidates.limit(batch)).all()
+    found = session.execute(_skip_locked(session, candidates.limit(batch))).all()
     exhausted_ids = [job_id for job_id, exhausted in found if exhausted]
     retry_ids = [job_id for job_id, exhausted in found if not exhausted]
     failed = requeued = 0
     if exhausted_ids:
-        failed = _rows(
+        failed = _update(
             session,
-            update(JOBS)
-            .where(JOBS.c.id.in_(exhausted_ids), *expired)
-            .values(
-                status=JobStatus.FAILED.value,
-                finished_at=now,
-                lease_until=None,
-                error_code="attempts_exhausted",
-                error_message="gave up after the last allowed attempt (OCR_MAX_ATTEMPTS): "
-                "the OCR worker stopped answering every time it read this image",
-            ),
+            JOBS.c.id.in_(exhausted_ids),
+            *expired,
+            status=JobStatus.FAILED.value,
+            finished_at=now,
+            lease_until=None,
+            error_code="attempts_exhausted",
+            error_message="gave up after the last allowed attempt (OCR_MAX_ATTEMPTS): "
+            "the OCR worker stopped answering every time it read this image",
         )
         if not keep_images:
             session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(exhausted_ids)))
     if retry_ids:
-        requeued = _rows(
+        requeued = _update(
             session,
-            update(JOBS)
-            .where(JOBS.c.id.in_(retry_ids), *expired)
-            .values(
-                status=QUEUED,
-                worker_id=None,
-                lease_until=None,
-                error_code="lease_expired",
-                error_message="the worker running this job stopped answering; retrying",
-            ),
+            JOBS.c.id.in_(retry_ids),
+            *expired,
+            status=QUEUED,
+            worker_id=None,
+            lease_until=None,
+            error_code="lease_expired",
+            error_message="the worker running this job stopped answering; retrying",
         )
     return requeued, failed

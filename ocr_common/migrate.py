@@ -14,27 +14,23 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import pool
 from sqlalchemy.exc import DBAPIError
 
-from .db import (
-    alembic_config,
-    current_revision,
-    is_connection_error,
-    make_engine,
-    safe_url,
-    startup_retrying,
-)
+from .db import alembic_config, current_revision, make_engine, safe_url, wait_for_database
 from .settings import SettingsError, load_settings
+
+
+def _revision(database_url: str) -> str | None:
+    """The revision the database is at now."""
+    engine = make_engine(database_url, poolclass=pool.NullPool)
+    try:
+        return current_revision(engine)
+    finally:
+        engine.dispose()
 
 
 def pending_revisions(database_url: str) -> list[tuple[str, str]]:
     """(revision, what it does) of each migration not applied yet, oldest first."""
-    config = alembic_config(database_url)
-    engine = make_engine(database_url, poolclass=pool.NullPool)
-    try:
-        current = current_revision(engine)
-    finally:
-        engine.dispose()
-    script = ScriptDirectory.from_config(config)
-    revisions = list(script.iterate_revisions("heads", current))
+    script = ScriptDirectory.from_config(alembic_config(database_url))
+    revisions = list(script.iterate_revisions("heads", _revision(database_url)))
     return [(rev.revision, (rev.doc or "").splitlines()[0]) for rev in reversed(revisions)]
 
 
@@ -46,7 +42,7 @@ def upgrade(database_url: str, report: bool = False) -> None:
             print(f"ocr-migrate: applied {revision}: {doc}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> int:
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -54,18 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     where = safe_url(settings.database_url)
     try:
-        for attempt in startup_retrying(settings.startup_wait_s, where):
-            with attempt:
-                upgrade(settings.database_url, report=True)
+        wait_for_database(settings, lambda: upgrade(settings.database_url, report=True))
+    except SettingsError as exc:  # the database stayed out of reach
+        print(f"ocr-migrate: {exc}", file=sys.stderr)
+        return 1
     except DBAPIError as exc:
-        if is_connection_error(exc):
-            print(
-                f"ocr-migrate: cannot reach {where} within {settings.startup_wait_s:g} s "
-                f"(OCR_STARTUP_WAIT_S): {exc.orig}",
-                file=sys.stderr,
-            )
-        else:
-            print(f"ocr-migrate: {failure(settings.database_url, exc)}", file=sys.stderr)
+        print(f"ocr-migrate: {failure(settings.database_url, exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - any failure here is reported, not traced
         print(f"ocr-migrate: could not migrate {where}: {exc}", file=sys.stderr)
@@ -78,11 +68,7 @@ def failure(database_url: str, exc: DBAPIError) -> str:
     """What failed and where the database was left, for a person to act on."""
     try:
         pending = pending_revisions(database_url)
-        engine = make_engine(database_url, poolclass=pool.NullPool)
-        try:
-            at = current_revision(engine) or "none"
-        finally:
-            engine.dispose()
+        at = _revision(database_url) or "none"
     except Exception:  # noqa: BLE001 - the first error is the one to report
         return f"migration failed: {exc.orig}"
     failed = f"{pending[0][0]} ({pending[0][1]})" if pending else "(none pending)"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -55,11 +54,12 @@ class Base(DeclarativeBase):
 
 
 class JobRow(Base):
+    """One row per job; README "Database schema" says what each column and index is for."""
+
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
-    # "async" for POST /image, "sync" for /image-sync (recorded once its text is known).
     kind: Mapped[str] = mapped_column(String(8), nullable=False, default="async")
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
@@ -77,31 +77,21 @@ class JobRow(Base):
     api: Mapped[str] = mapped_column(
         String(8), nullable=False, default=JobApi.V1.value, server_default=JobApi.V1.value
     )
-    # The options as JSON, the format found in the bytes, pages to read and read so far, the
-    # result JSON (deferred: it can be large). NULL in jobs of the original API made before
-    # migration 0007, which kept the text only.
     options: Mapped[str | None] = mapped_column(MediumText, nullable=True)
     format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     pages_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pages_done: Mapped[int | None] = mapped_column(Integer, nullable=True)
     result: Mapped[str | None] = mapped_column(LongText, nullable=True, deferred=True)
-    # Idempotency-Key of the POST that created the job, and the SHA-256 of that request.
     idempotency_key: Mapped[str | None] = mapped_column(BinaryKey, nullable=True)
     request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    # X-Request-Id of the request that made the job: the OCR server logs the job under it.
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
-        # The claim query: oldest queued job first.
         Index("ix_jobs_status_created", "status", "created_at"),
-        # The reaper: running jobs whose lease ran out.
         Index("ix_jobs_status_lease", "status", "lease_until"),
-        # Reuse: a succeeded job with the same image bytes.
         Index("ix_jobs_sha256_status", "image_sha256", "status"),
-        # GET /v1/jobs: newest first.
         Index("ix_jobs_created", "created_at", "id"),
         Index("ux_jobs_idempotency_key", "idempotency_key", unique=True),
-        # The per-key cap on queued jobs: a key's queued jobs, counted from the index alone.
         Index("ix_jobs_status_owner", "status", "owner"),
     )
 
@@ -161,7 +151,7 @@ class Job:
 
 
 def parse_options_json(value: str | None) -> OcrOptions | None:
-    return None if value is None else OcrOptions.from_dict(json.loads(value))
+    return None if value is None else OcrOptions.model_validate_json(value)
 
 
 @dataclass(frozen=True)

@@ -24,21 +24,9 @@ from .settings import MAX_DPI, MIN_DPI, Settings
 
 DEFAULT_LANG = "eng"
 DEFAULT_PSM = 3
-# Tesseract's page segmentation modes that read text (0, "orientation only", reads none).
-PSM_MODES = {
-    1: "automatic page segmentation with orientation and script detection",
-    3: "fully automatic page segmentation (the default)",
-    4: "a single column of text of variable sizes",
-    5: "a single uniform block of vertically aligned text",
-    6: "a single uniform block of text",
-    7: "a single text line",
-    8: "a single word",
-    9: "a single word in a circle",
-    10: "a single character",
-    11: "sparse text: as much text as possible, in no particular order",
-    12: "sparse text with orientation and script detection",
-    13: "a raw line, bypassing Tesseract's hacks",
-}
+# Tesseract's page segmentation modes that read text (`tesseract --help-psm`): not 0, which
+# only finds the orientation, nor 2, which Tesseract does not implement.
+PSM_MODES = (1, *range(3, 14))
 # Bounds on what a request may send (each fits its column; see README "Options").
 MAX_CHARSET_CHARS = 1000
 # "eng+deu+...": Tesseract loads a model per part; names such as chi_sim_vert are 12 characters.
@@ -83,7 +71,7 @@ class OcrOptions(BaseModel):
         default=DEFAULT_PSM,
         description="page segmentation mode (3: automatic; 6: one block; 7: one line; 11: "
         "sparse text)",
-        json_schema_extra={"enum": list[JsonValue](sorted(PSM_MODES))},
+        json_schema_extra={"enum": list[JsonValue](PSM_MODES)},
     )
     char_whitelist: str | None = Field(
         default=None, max_length=MAX_CHARSET_CHARS, description="read only these characters"
@@ -170,20 +158,14 @@ class OcrOptions(BaseModel):
     def to_values(self) -> dict[str, str]:
         """The options as the strings a request sends, which ``parse_options`` reads back the
         same (the API sends them to the OCR server so)."""
-        query = {}
-        for key, value in self.to_dict().items():
-            if value is None:
-                continue
-            query[key] = ",".join(map(str, value)) if key == "pages" else str(value)
-        return query
+        return {
+            key: ",".join(map(str, value)) if key == "pages" else str(value)
+            for key, value in self.to_dict().items()
+            if value is not None
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OcrOptions:
-        """Options stored by ``to_dict`` (already checked when they were accepted)."""
-        return cls.model_validate(data)
 
     def render_dpi(self, default_dpi: int) -> int:
         return self.dpi if self.dpi is not None else default_dpi
@@ -226,17 +208,9 @@ def _charset(field: str, value: object) -> str | None:
         raise invalid_option(field, f"has {len(value)} characters; at most {MAX_CHARSET_CHARS}")
     if any(ch in value for ch in "\x00\n\r"):
         raise invalid_option(field, "must not hold NUL or line breaks")
-    if not _is_utf8(value):
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
         raise invalid_option(field, "must be text (it holds a lone surrogate)")
     return value
-
-
-def _is_utf8(value: str) -> bool:
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_pages(value: object, max_pages: int | None) -> tuple[int, ...] | None:

@@ -49,7 +49,8 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class Settings(BaseSettings):
-    """Every knob of the service; each field is read from ``OCR_<FIELD NAME>``."""
+    """Every knob of the service; each field is read from ``OCR_<FIELD NAME>``, and README's
+    "Settings" table says what it does."""
 
     model_config = SettingsConfigDict(env_prefix="OCR_", extra="ignore", frozen=True)
 
@@ -57,58 +58,34 @@ class Settings(BaseSettings):
     server_url: str = "http://127.0.0.1:5001"
     api_bind: str = "127.0.0.1:5000"
     server_bind: str = "127.0.0.1:5001"
-    # Engine processes in the OCR server; one per core keeps every core busy.
     workers: int = Field(default_factory=available_cores, ge=1, le=256)
-    # gunicorn processes and threads of the API server.
     api_processes: int = Field(default=2, ge=1, le=64)
     api_threads: int = Field(default=8, ge=1, le=256)
     max_upload_bytes: int = Field(default=10 * MIB, ge=1024)
     max_pixels: int = Field(default=50_000_000, ge=1)
-    # Pages read from one document (a PDF or multi-page TIFF), after the ``pages`` selection.
     max_pages: int = Field(default=100, ge=1, le=10_000)
-    # Resolution PDF pages are rendered at when a request does not say (``dpi``).
     default_dpi: int = Field(default=300, ge=MIN_DPI, le=MAX_DPI)
     page_timeout_s: PositiveFloat = 120.0
-    # How long an engine may take to render a PDF page (or decode an image) before Tesseract.
     render_timeout_s: PositiveFloat = 30.0
-    # An engine process that still holds more than this after a page is replaced.
     engine_max_rss_mb: int = Field(default=1024, ge=128)
-    # The hard ceiling on an engine process's memory (address space), enforced by the kernel:
-    # a page that needs more fails with document_too_complex. The largest pages the default
-    # OCR_MAX_PIXELS lets through (50 megapixels, in colour) take up to 660 MB.
     engine_max_memory_mb: int = Field(default=1536, ge=256)
     lease_s: PositiveFloat = 30.0
     max_attempts: int = Field(default=3, ge=1, le=100)
     poll_interval_s: PositiveFloat = 1.0
     shutdown_grace_s: PositiveFloat = 30.0
-    # How long the API waits for the OCR server on /image-sync before answering 503.
     sync_timeout_s: PositiveFloat = 150.0
-    # Shared secret the API sends the OCR server; the OCR server requires it when set.
     internal_token: SecretStr | None = None
-    # API keys, stored hashed: comma-separated "[NAME=]sha256:HEX" (`ocr-api hash-key KEY`).
     api_keys: SecretStr | None = None
-    # Images per key (or per client address without keys), e.g. "60/minute;2000/hour": a
-    # request with a list of 10 images counts 10.
     rate_limit: str | None = None
-    # Requests with a wrong API key, per client address; past it, every request from that
-    # address is refused (429) until the window ends, the right key too. Empty: no limit.
     auth_failure_limit: str | None = "20/minute"
-    # Images in one request of the original API (a list in "image_data").
     max_batch: int = Field(default=32, ge=1, le=1000)
-    # Jobs one key (or, without keys, all callers together) may have queued at once; 0: no cap.
     max_queued_per_key: int = Field(default=10_000, ge=0)
-    # How long a starting service (ocr-api, ocr-server, ocr-migrate) waits for the database.
     startup_wait_s: float = Field(default=60.0, ge=0)
-    # Where rate-limit counters live: memory:// (per API process) or redis://host:6379.
     rate_limit_storage: str = "memory://"
-    # Finished jobs (results and any kept image) are deleted this many days after finishing;
-    # 0 keeps them.
     result_ttl_days: float = Field(default=0, ge=0)
     keep_images: bool = False
-    # Answer an image read before (same bytes, same owner) from its stored result.
     reuse_results: bool = True
     log_level: str = "INFO"
-    # "text" (for a terminal) or "json" (one object per line, for a log collector).
     log_format: Literal["text", "json"] = "text"
 
     @field_validator("database_url")

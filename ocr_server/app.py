@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hmac
 import json
 import logging
@@ -44,7 +43,7 @@ from ocr_common.wire import (
 from . import metrics as server_metrics
 from .dispatcher import Dispatcher
 from .engine import PageTask, installed_languages
-from .pool import EnginePool, saturated_error
+from .pool import EnginePool
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ocr_server.access")
@@ -116,7 +115,11 @@ async def ocr(request: web.Request) -> web.Response:
     pool = request.app[POOL_KEY]
     # Callers beyond a short wait list get 503 at once rather than a slow timeout.
     if not pool.try_acquire_urgent(max_waiting=2 * pool.size):
-        raise saturated_error(retry_after_s=2)
+        raise Unavailable(
+            "every OCR engine is busy and the wait list is full; retry shortly",
+            code="ocr_busy",
+            retry_after_s=2,
+        )
     data, values = _read_document(await request.read())
     settings = request.app[SETTINGS_KEY]
     options, document = await asyncio.to_thread(
@@ -134,7 +137,7 @@ def _read_document(body: bytes) -> tuple[bytes, dict[str, Any]]:
         payload = json.loads(body)
         data = base64.b64decode(payload["document"], validate=True)
         values = payload.get("options") or {}
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError) as exc:  # binascii.Error is a ValueError
         raise BadRequest(
             f'expected {{"document": "<base64>", "options": {{...}}}}: {exc}',
             code="invalid_json",
@@ -186,12 +189,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    pool = request.app[POOL_KEY]
-    engines: list[dict[str, Any]] = []
-    for engine in pool.engines:
-        engines.append(
-            {"pid": getattr(engine, "pid", None), "restarts": getattr(engine, "restarts", 0)}
-        )
+    engines = [
+        {"pid": getattr(engine, "pid", None), "restarts": getattr(engine, "restarts", 0)}
+        for engine in request.app[POOL_KEY].engines
+    ]
     body = {"engines": engines, "dispatcher": request.app[DISPATCHER_KEY].describe()}
     return web.Response(text=json.dumps(body, default=str), content_type="application/json")
 

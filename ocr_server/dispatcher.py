@@ -46,11 +46,6 @@ class JobWithdrawn(Exception):
     """The job being read was canceled (or its lease taken over): stop reading its pages."""
 
 
-def make_worker_id() -> str:
-    """Unique per OCR server process, and readable in the jobs table."""
-    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
 class Dispatcher:
     """Feeds queued jobs to the engine pool and writes their results back."""
 
@@ -59,14 +54,14 @@ class Dispatcher:
         session_factory: sessionmaker[Session],
         pool: EnginePool,
         settings: Settings,
-        worker_id: str | None = None,
         max_write_bytes: int | None = None,
     ):
         self._pool = pool
         self._settings = settings
         # The largest write the database takes (max_allowed_packet); None: no limit.
         self._max_write_bytes = max_write_bytes
-        self.worker_id = worker_id or make_worker_id()
+        # Unique per OCR server process, and readable in the jobs table.
+        self.worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.stats = DispatcherStats()
         self._db = Transactions(session_factory, self.stats)
         self._leases = Leases(self._db, worker_id=self.worker_id, lease_s=settings.lease_s)

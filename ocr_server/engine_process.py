@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -45,7 +46,6 @@ class EngineProcess:
 
     def __init__(
         self,
-        ctx: Any,
         page_timeout_s: float,
         max_pixels: int,
         index: int,
@@ -54,7 +54,8 @@ class EngineProcess:
         render_timeout_s: float = DEFAULT_RENDER_TIMEOUT_S,
         max_memory_bytes: int = 0,
     ):
-        self._ctx = ctx
+        # spawn, not fork: the parent has threads (aiohttp, SQLAlchemy pools) a fork would copy.
+        self._ctx = multiprocessing.get_context("spawn")
         self._page_timeout_s = page_timeout_s
         self._render_timeout_s = render_timeout_s
         self._max_pixels = max_pixels
@@ -68,7 +69,6 @@ class EngineProcess:
         self.restarts = 0
         self._stopping = False
         self._lock = threading.Lock()
-        self.last_rss_bytes = 0
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._start()
@@ -165,15 +165,14 @@ class EngineProcess:
                 f"the Tesseract engine process crashed while reading {what} "
                 f"(exit code {code}); it was restarted"
             ) from None
-        self.last_rss_bytes = reply.rss_bytes
         if isinstance(reply, Failed) and isinstance(reply.error, DocumentTooComplex):
             # Out of memory in Python code: start afresh rather than from a broken heap.
             self._replace("memory_ceiling")
-        elif self._max_rss_bytes and self.last_rss_bytes > self._max_rss_bytes:
+        elif self._max_rss_bytes and reply.rss_bytes > self._max_rss_bytes:
             log.warning(
                 "engine %d holds %d MB after a page; replacing it",
                 self.index,
-                self.last_rss_bytes // MIB,
+                reply.rss_bytes // MIB,
             )
             self._replace("memory_held")
         if isinstance(reply, Failed):

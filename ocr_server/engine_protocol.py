@@ -3,7 +3,6 @@ parent over the pipe: ``Ready``, then per page ``Rendered`` and ``PageRead`` or 
 
 from __future__ import annotations
 
-import os
 import resource
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -26,10 +25,7 @@ def limit_memory(max_bytes: int) -> None:
 
 @dataclass(frozen=True)
 class Ready:
-    """The model is loaded: the process's pid, and its resident memory at rest."""
-
-    pid: int
-    rss_bytes: int
+    """The model is loaded: pages may come."""
 
 
 @dataclass(frozen=True)
@@ -56,13 +52,7 @@ class Failed:
 def engine_main(
     conn: Connection, page_timeout_s: float, max_pixels: int, max_memory_bytes: int = 0
 ) -> None:
-    """Body of an engine process: load the model once, then read pages until told to stop.
-
-    Before each page is recognised it says ``Rendered()``, so that the parent can hold
-    rendering and recognition to deadlines of their own. Each reply (``PageRead`` or
-    ``Failed``) carries the process's resident memory, so the parent can recycle an engine
-    that stays too large.
-    """
+    """Body of an engine process: load the model once, then read pages until told to stop."""
     # First of all, before libtesseract, pdfium or any page is loaded.
     if max_memory_bytes:
         limit_memory(max_memory_bytes)
@@ -75,12 +65,9 @@ def engine_main(
         conn.send(Failed(EngineError(message, code="engine_unavailable")))
         return
 
-    def rendered() -> None:
-        conn.send(Rendered())
-
     baseline = resident_bytes()
     try:
-        conn.send(Ready(os.getpid(), baseline))
+        conn.send(Ready())
     except OSError:  # the parent stopped while we were loading the model
         return
     while True:
@@ -92,7 +79,7 @@ def engine_main(
             break
         page: dict[str, Any] | None = None
         try:
-            page = engine.recognize_page(request, on_rendered=rendered)
+            page = engine.recognize_page(request, on_rendered=lambda: conn.send(Rendered()))
         except OcrError as exc:
             error: OcrError = exc
         except MemoryError:

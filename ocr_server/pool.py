@@ -1,21 +1,17 @@
-"""A pool of engine processes, each with one Tesseract model loaded once: free engines go
-first to synchronous requests, then to the further pages of documents being read, then to jobs."""
+"""A pool of engine processes, each with one Tesseract model loaded once, handed out by priority."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import multiprocessing
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from ocr_common.errors import Unavailable
-
 from .engine import PageTask
-from .engine_process import DEFAULT_RENDER_TIMEOUT_S, EngineProcess
+from .engine_process import EngineProcess
 
 # Who gets a free engine first: synchronous requests, then the further pages of documents
 # already being read (so a started job finishes before new ones start), then new jobs.
@@ -35,10 +31,10 @@ class EnginePool:
     Each call runs on a thread of its own (the pipe I/O blocks), one per engine.
     """
 
-    def __init__(self, engines: list[Engine]):
+    def __init__(self, engines: Sequence[Engine]):
         if not engines:
             raise ValueError("an engine pool needs at least one engine")
-        self.engines = engines
+        self.engines = list(engines)
         self._free: collections.deque[Engine] = collections.deque(engines)
         # One wait list per priority (URGENT, PAGES, BACKGROUND), served in that order.
         self._waiters: list[collections.deque[asyncio.Future[Engine]]] = [
@@ -47,36 +43,16 @@ class EnginePool:
         self._executor = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="engine")
 
     @classmethod
-    def start(
-        cls,
-        size: int,
-        page_timeout_s: float,
-        max_pixels: int,
-        max_rss_bytes: int = 0,
-        *,
-        render_timeout_s: float = DEFAULT_RENDER_TIMEOUT_S,
-        max_memory_bytes: int = 0,
-    ) -> EnginePool:
-        # spawn, not fork: the parent has threads (aiohttp, SQLAlchemy pools) a fork would copy.
-        ctx = multiprocessing.get_context("spawn")
+    def start(cls, size: int, **limits: Any) -> EnginePool:
+        """``size`` engine processes, each started with ``limits`` (``EngineProcess``'s
+        keyword arguments: its timeouts and memory bounds)."""
         os.environ["OMP_THREAD_LIMIT"] = "1"
-        engines: list[Engine] = []
+        engines: list[EngineProcess] = []
         try:
             for index in range(size):
-                engines.append(
-                    EngineProcess(
-                        ctx,
-                        page_timeout_s,
-                        max_pixels,
-                        index,
-                        max_rss_bytes,
-                        render_timeout_s=render_timeout_s,
-                        max_memory_bytes=max_memory_bytes,
-                    )
-                )
+                engines.append(EngineProcess(index=index, **limits))
         except Exception:
             for engine in engines:
-                assert isinstance(engine, EngineProcess)
                 engine.kill()
             raise
         return cls(engines)
@@ -181,11 +157,3 @@ class EnginePool:
         for process in processes:
             process.stop(max(0.0, deadline - time.monotonic()))
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def saturated_error(retry_after_s: int) -> Unavailable:
-    return Unavailable(
-        "every OCR engine is busy and the wait list is full; retry shortly",
-        code="ocr_busy",
-        retry_after_s=retry_after_s,
-    )

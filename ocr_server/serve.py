@@ -16,7 +16,7 @@ from aiohttp import web, web_response
 from ocr_common.db import check_database, make_engine, make_session_factory, safe_url
 from ocr_common.errors import OcrError
 from ocr_common.observability import configure_logging
-from ocr_common.settings import Settings, SettingsError, load_settings
+from ocr_common.settings import MIB, Settings, SettingsError, load_settings
 
 from .app import create_app
 from .dispatcher import Dispatcher
@@ -54,12 +54,9 @@ async def serve(settings: Settings, pool: EnginePool, max_write_bytes: int | Non
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals = 0
 
     def on_signal(signum: int) -> None:
-        nonlocal signals
-        signals += 1
-        if signals > 1:
+        if stop.is_set():
             log.warning("second signal: stopping now")
             pool.close(wait_s=0)
             sys.exit(1)
@@ -77,20 +74,12 @@ async def serve(settings: Settings, pool: EnginePool, max_write_bytes: int | Non
     log.info("OCR server stopped")
 
 
-def _exit_now(signum: int, _frame: object) -> None:
-    raise SystemExit(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
-    except SettingsError as exc:
-        print(f"ocr-server: {exc}", file=sys.stderr)
-        return 2
-    # Until the server's own handlers are installed, a stop request just exits cleanly.
-    signal.signal(signal.SIGTERM, _exit_now)
-    configure_logging(settings.log_level, settings.log_format)
-    try:
+        # Until the server's own handlers are installed, a stop request just exits cleanly.
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
+        configure_logging(settings.log_level, settings.log_format)
         # Waits up to OCR_STARTUP_WAIT_S for a database that is down or still starting; the
         # packet size it reads bounds the results the dispatcher writes.
         engine = make_engine(settings.database_url)
@@ -99,17 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         info = probe()
         pool = EnginePool.start(
             settings.workers,
-            settings.page_timeout_s,
-            settings.max_pixels,
-            max_rss_bytes=settings.engine_max_rss_mb * 1024 * 1024,
+            page_timeout_s=settings.page_timeout_s,
+            max_pixels=settings.max_pixels,
+            max_rss_bytes=settings.engine_max_rss_mb * MIB,
             render_timeout_s=settings.render_timeout_s,
-            max_memory_bytes=settings.engine_max_memory_mb * 1024 * 1024,
+            max_memory_bytes=settings.engine_max_memory_mb * MIB,
         )
-    except SettingsError as exc:
+    except (SettingsError, OcrError) as exc:
         print(f"ocr-server: {exc}", file=sys.stderr)
-        return 2
-    except OcrError as exc:
-        print(f"ocr-server: {exc.message}", file=sys.stderr)
         return 2
     log.info("%s, languages %s", info.version, ",".join(info.languages))
     try:

@@ -8,10 +8,8 @@ import io
 import json
 import os
 import socket
-import struct
 import time
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from select import select as readable
@@ -21,23 +19,28 @@ from urllib.parse import urlsplit
 import requests
 from PIL import Image
 
-from ocr_testkit.pages import HELLO, HELLO_PNG, b64, render_lines
+from ocr_testkit.hostile_images import blank_png
+from ocr_testkit.pages import HELLO, HELLO_PNG, b64, encode, render_lines
 
 UNKNOWN_ID = "0b7f4c36-2d1c-4f59-9a43-6f3a1c1e0c55"
 
 
 @dataclass(frozen=True)
 class BadInput:
-    """One malformed request and the answer it must get."""
+    """One malformed request and the answer it must get (most are a POST /image)."""
 
     name: str
-    method: str
-    path: str
     status: int
     code: str
     body: bytes | None = None
+    path: str = "/image"
+    method: str = "POST"
     params: dict[str, str] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
+
+
+def lookup(name: str, body: bytes | None = None, **params: str) -> BadInput:
+    """A GET /image of an id that names no task (in ``body`` or in the query)."""
+    return BadInput(name, 404, "task_not_found", body, method="GET", params=params)
 
 
 def image_body(data: bytes) -> bytes:
@@ -48,23 +51,9 @@ def json_body(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
 def bomb_png(side: int = 20_000) -> bytes:
     """A real 1-bit PNG of side x side pixels (400 megapixels) that compresses to ~60 KB."""
-    row = b"\x00" + b"\x00" * (side // 8)
-    compressor = zlib.compressobj(9)
-    parts = [compressor.compress(row * 1000) for _ in range(side // 1000)]
-    parts.append(compressor.flush())
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", b"".join(parts))
-        + png_chunk(b"IEND", b"")
-    )
+    return blank_png(side, side, bit_depth=1, colour_type=0)
 
 
 def zip_file() -> bytes:
@@ -75,199 +64,105 @@ def zip_file() -> bytes:
 
 
 def one_pixel_png() -> bytes:
-    out = io.BytesIO()
-    Image.new("L", (1, 1), 255).save(out, "PNG")
-    return out.getvalue()
+    return encode(Image.new("L", (1, 1), 255))
 
 
 def bad_inputs() -> list[BadInput]:
     """Every malformed request of the issue, with the status and code it must get."""
     jpeg = render_lines(HELLO, fmt="JPEG")
-    post = "POST"
-    cases = [
-        BadInput("empty body (/image)", post, "/image", 400, "empty_body", b""),
-        BadInput("empty body (/image-sync)", post, "/image-sync", 400, "empty_body", b""),
-        BadInput("whitespace body", post, "/image", 400, "empty_body", b" \r\n "),
-        BadInput("no id at all (GET /image)", "GET", "/image", 400, "missing_field"),
-        BadInput("invalid JSON", post, "/image", 400, "invalid_json", b'{"image_data": '),
-        BadInput("invalid UTF-8", post, "/image", 400, "invalid_json", b"\xff\xfe{}"),
-        BadInput("JSON nested too deep", post, "/image", 400, "invalid_json", b"[" * 100_000),
-        BadInput("JSON list", post, "/image", 400, "invalid_json", b"[]"),
-        BadInput("JSON string", post, "/image", 400, "invalid_json", b'"abc"'),
-        BadInput("JSON number", post, "/image-sync", 400, "invalid_json", b"42"),
-        BadInput("JSON null", post, "/image", 400, "invalid_json", b"null"),
-        BadInput("missing image_data", post, "/image", 400, "missing_field", b'{"image": "x"}'),
-        BadInput("empty object", post, "/image-sync", 400, "missing_field", b"{}"),
-        BadInput("image_data a number", post, "/image", 400, "invalid_field", b'{"image_data": 1}'),
-        BadInput("image_data null", post, "/image", 400, "invalid_field", b'{"image_data": null}'),
-        BadInput("image_data object", post, "/image", 400, "invalid_field", b'{"image_data": {}}'),
+    html = b"<!DOCTYPE html><html><body>page.png</body></html>"
+    return [
+        BadInput("empty body (/image)", 400, "empty_body", b""),
+        BadInput("empty body (/image-sync)", 400, "empty_body", b"", "/image-sync"),
+        BadInput("whitespace body", 400, "empty_body", b" \r\n "),
+        BadInput("no id at all (GET /image)", 400, "missing_field", method="GET"),
+        BadInput("invalid JSON", 400, "invalid_json", b'{"image_data": '),
+        BadInput("invalid UTF-8", 400, "invalid_json", b"\xff\xfe{}"),
+        BadInput("JSON nested too deep", 400, "invalid_json", b"[" * 100_000),
+        BadInput("JSON list", 400, "invalid_json", b"[]"),
+        BadInput("JSON string", 400, "invalid_json", b'"abc"'),
+        BadInput("JSON number", 400, "invalid_json", b"42", "/image-sync"),
+        BadInput("JSON null", 400, "invalid_json", b"null"),
+        BadInput("missing image_data", 400, "missing_field", b'{"image": "x"}'),
+        BadInput("empty object", 400, "missing_field", b"{}", "/image-sync"),
+        BadInput("image_data a number", 400, "invalid_field", b'{"image_data": 1}'),
+        BadInput("image_data null", 400, "invalid_field", b'{"image_data": null}'),
+        BadInput("image_data object", 400, "invalid_field", b'{"image_data": {}}'),
+        BadInput("image_data bool", 400, "invalid_field", b'{"image_data": true}', "/image-sync"),
+        BadInput("image_data []", 400, "invalid_field", b'{"image_data": []}'),
+        BadInput("image_data [1]", 400, "invalid_field", b'{"image_data": [1]}'),
+        BadInput("invalid base64", 400, "invalid_base64", json_body({"image_data": "@@@@"})),
+        BadInput("base64 one char", 400, "invalid_base64", json_body({"image_data": "a"})),
         BadInput(
-            "image_data bool", post, "/image-sync", 400, "invalid_field", b'{"image_data": true}'
+            "base64 non-ASCII", 400, "invalid_base64", json_body({"image_data": "iVBOR\u00e9"})
         ),
-        BadInput("image_data []", post, "/image", 400, "invalid_field", b'{"image_data": []}'),
-        BadInput("image_data [1]", post, "/image", 400, "invalid_field", b'{"image_data": [1]}'),
+        BadInput("base64 of random bytes", 400, "invalid_image", image_body(os.urandom(4096))),
         BadInput(
-            "invalid base64",
-            post,
-            "/image",
-            400,
-            "invalid_base64",
-            json_body({"image_data": "@@@@"}),
-        ),
-        BadInput(
-            "base64 one char", post, "/image", 400, "invalid_base64", json_body({"image_data": "a"})
-        ),
-        BadInput(
-            "base64 non-ASCII",
-            post,
-            "/image",
-            400,
-            "invalid_base64",
-            json_body({"image_data": "iVBOR\u00e9"}),
-        ),
-        BadInput(
-            "base64 of random bytes",
-            post,
-            "/image",
-            400,
-            "invalid_image",
-            image_body(os.urandom(4096)),
-        ),
-        BadInput(
-            "truncated PNG",
-            post,
-            "/image",
-            400,
-            "invalid_image",
-            image_body(HELLO_PNG[: len(HELLO_PNG) // 2]),
+            "truncated PNG", 400, "invalid_image", image_body(HELLO_PNG[: len(HELLO_PNG) // 2])
         ),
         BadInput(
             "truncated JPEG",
-            post,
-            "/image-sync",
             400,
             "invalid_image",
             image_body(jpeg[: len(jpeg) // 2]),
+            "/image-sync",
         ),
-        BadInput(
-            "PNG signature only", post, "/image", 400, "invalid_image", image_body(HELLO_PNG[:8])
-        ),
-        BadInput(
-            "text file", post, "/image", 400, "invalid_image", image_body(b"Hello OCR world\n" * 20)
-        ),
-        BadInput("zip file", post, "/image", 400, "invalid_image", image_body(zip_file())),
+        BadInput("PNG signature only", 400, "invalid_image", image_body(HELLO_PNG[:8])),
+        BadInput("text file", 400, "invalid_image", image_body(b"Hello OCR world\n" * 20)),
+        BadInput("zip file", 400, "invalid_image", image_body(zip_file())),
         BadInput(
             "HTML named .png",
-            post,
-            "/image",
             400,
             "invalid_image",
-            json_body(
-                {
-                    "image_data": "data:image/png;base64,"
-                    + b64(b"<!DOCTYPE html><html><body>page.png</body></html>")
-                }
-            ),
+            json_body({"image_data": "data:image/png;base64," + b64(html)}),
         ),
         BadInput(
             "PDF file",
-            post,
-            "/image",
             400,
             "invalid_image",
             image_body(b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"),
         ),
-        BadInput("1x1 image", post, "/image", 400, "image_too_small", image_body(one_pixel_png())),
-        BadInput("0-byte file", post, "/image", 400, "empty_image", json_body({"image_data": ""})),
+        BadInput("1x1 image", 400, "image_too_small", image_body(one_pixel_png())),
+        BadInput("0-byte file", 400, "empty_image", json_body({"image_data": ""})),
         BadInput(
             "0-byte file (data URL)",
-            post,
-            "/image-sync",
             400,
             "empty_image",
             json_body({"image_data": "data:image/png;base64,"}),
+            "/image-sync",
         ),
-        BadInput(
-            "decompression bomb (400 Mpx)",
-            post,
-            "/image",
-            413,
-            "too_many_pixels",
-            image_body(bomb_png()),
-        ),
+        BadInput("decompression bomb (400 Mpx)", 413, "too_many_pixels", image_body(bomb_png())),
         BadInput(
             "one bad image in a list",
-            post,
-            "/image",
             400,
             "invalid_image",
             json_body({"image_data": [b64(HELLO_PNG), b64(b"not an image")]}),
         ),
+        lookup("id not a UUID", task_id="123"),
+        lookup("id with SQL", task_id="' OR '1'='1' -- "),
+        lookup("id with SQL (body)", json_body({"task_id": f"{UNKNOWN_ID}'; DROP TABLE jobs; --"})),
+        lookup("id with a path", task_id="../../etc/passwd"),
+        lookup("id with NUL", id=f"{UNKNOWN_ID}\x00"),
+        lookup("id a number", json_body({"task_id": 12})),
+        lookup("id long (body)", json_body({"task_id": "a" * 5000})),
         BadInput(
-            "id not a UUID", "GET", "/image", 404, "task_not_found", params={"task_id": "123"}
+            "id a list", 400, "invalid_task_id", json_body({"task_id": [UNKNOWN_ID]}), method="GET"
+        ),
+        lookup("unknown id", task_id=UNKNOWN_ID),
+        BadInput(
+            "path traversal route", 404, "not_found", None, "/image/..%2F..%2Fetc%2Fpasswd", "GET"
+        ),
+        BadInput("id in the path", 404, "not_found", None, f"/image/{UNKNOWN_ID}", "GET"),
+        BadInput("unknown route", 404, "not_found", None, "/nope", "GET"),
+        BadInput("wrong method (DELETE /image)", 405, "method_not_allowed", method="DELETE"),
+        BadInput(
+            "wrong method (PUT /image-sync)", 405, "method_not_allowed", None, "/image-sync", "PUT"
         ),
         BadInput(
-            "id with SQL",
-            "GET",
-            "/image",
-            404,
-            "task_not_found",
-            params={"task_id": "' OR '1'='1' -- "},
+            "wrong method (GET /image-sync)", 405, "method_not_allowed", None, "/image-sync", "GET"
         ),
-        BadInput(
-            "id with SQL (body)",
-            "GET",
-            "/image",
-            404,
-            "task_not_found",
-            json_body({"task_id": f"{UNKNOWN_ID}'; DROP TABLE jobs; --"}),
-        ),
-        BadInput(
-            "id with a path",
-            "GET",
-            "/image",
-            404,
-            "task_not_found",
-            params={"task_id": "../../etc/passwd"},
-        ),
-        BadInput(
-            "id with NUL",
-            "GET",
-            "/image",
-            404,
-            "task_not_found",
-            params={"id": f"{UNKNOWN_ID}\x00"},
-        ),
-        BadInput("id a number", "GET", "/image", 404, "task_not_found", json_body({"task_id": 12})),
-        BadInput(
-            "id long (body)",
-            "GET",
-            "/image",
-            404,
-            "task_not_found",
-            json_body({"task_id": "a" * 5000}),
-        ),
-        BadInput(
-            "id a list",
-            "GET",
-            "/image",
-            400,
-            "invalid_task_id",
-            json_body({"task_id": [UNKNOWN_ID]}),
-        ),
-        BadInput(
-            "unknown id", "GET", "/image", 404, "task_not_found", params={"task_id": UNKNOWN_ID}
-        ),
-        BadInput("path traversal route", "GET", "/image/..%2F..%2Fetc%2Fpasswd", 404, "not_found"),
-        BadInput("id in the path", "GET", f"/image/{UNKNOWN_ID}", 404, "not_found"),
-        BadInput("unknown route", "GET", "/nope", 404, "not_found"),
-        BadInput("wrong method (DELETE /image)", "DELETE", "/image", 405, "method_not_allowed"),
-        BadInput("wrong method (GET /image-sync)", "GET", "/image-sync", 405, "method_not_allowed"),
-        BadInput(
-            "wrong method (POST /allimages)", post, "/allimages", 405, "method_not_allowed", b"{}"
-        ),
+        BadInput("wrong method (POST /allimages)", 405, "method_not_allowed", b"{}", "/allimages"),
     ]
-    return cases
 
 
 @dataclass
@@ -288,7 +183,6 @@ def send(api_url: str, case: BadInput, timeout_s: float = 30) -> Outcome:
             api_url + case.path,
             data=case.body,
             params=case.params,
-            headers=case.headers,
             timeout=timeout_s,
         )
     except requests.RequestException as exc:
@@ -397,17 +291,13 @@ def over_limit_chunked(api_url: str) -> tuple[int, dict[str, Any], int]:
 
 def sixteen_bit_png() -> bytes:
     grey = Image.open(io.BytesIO(HELLO_PNG)).convert("I").point(lambda v: v * 257)
-    out = io.BytesIO()
-    grey.convert("I;16").save(out, "PNG")
-    return out.getvalue()
+    return encode(grey.convert("I;16"))
 
 
 def animated_gif() -> bytes:
     first = Image.open(io.BytesIO(HELLO_PNG)).convert("P")
     second = Image.open(io.BytesIO(render_lines(["Second frame only"]))).convert("P")
-    out = io.BytesIO()
-    first.save(out, "GIF", save_all=True, append_images=[second], duration=500, loop=0)
-    return out.getvalue()
+    return encode(first, "GIF", save_all=True, append_images=[second], duration=500, loop=0)
 
 
 GOOD_IMAGES: dict[str, Callable[[], bytes]] = {

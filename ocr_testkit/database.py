@@ -1,14 +1,81 @@
-"""The test database's tables, emptied between tests (the schema stays)."""
+"""Test databases: scratch ones of their own, emptied between tests (the schema stays), the
+statements sent and their plans, and the query the deployment's autoscaler runs."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete
-from sqlalchemy.engine import Engine
+import contextlib
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import create_engine, delete, event, text
+from sqlalchemy.engine import Connection, Engine, make_url
 
 from ocr_common.models import JobImageRow, JobRow
+
+SCALED_OBJECT = Path(__file__).resolve().parents[1] / "deploy/k8s/base/ocr-scaledobject.yaml"
+
+
+@contextlib.contextmanager
+def scratch_database(base_url: str, prefix: str) -> Iterator[str]:
+    """A new empty database, ``<prefix>_<random>``, on the MySQL/MariaDB server of ``base_url``
+    (for SQLite, a file in the temporary folder); dropped on the way out."""
+    url = make_url(base_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    if url.get_backend_name() == "sqlite":
+        path = Path(tempfile.gettempdir()) / f"{name}.db"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    server = create_engine(url.set(database=""), isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with server.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        server.dispose()
 
 
 def empty_tables(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(delete(JobImageRow))
         conn.execute(delete(JobRow))
+
+
+@contextlib.contextmanager
+def statements_sent(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
+    """Each SQL statement sent on ``engine`` inside the block, with its parameters."""
+    sent: list[tuple[str, Any]] = []
+
+    def catch(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", catch)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", catch)
+
+
+def explain(conn: Connection, statement: str, parameters: Any = None) -> list[dict[str, str]]:
+    """MySQL's plan of ``statement``: a row for each table it reads."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("EXPLAIN " + statement, parameters)
+        columns = [d[0] for d in cursor.description]
+        return [dict(zip(columns, map(str, row), strict=True)) for row in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+def keda_query() -> str:
+    """The query KEDA's MySQL trigger runs to scale the OCR servers, as the manifest has it."""
+    [trigger] = yaml.safe_load(SCALED_OBJECT.read_text())["spec"]["triggers"]
+    return str(trigger["metadata"]["query"])

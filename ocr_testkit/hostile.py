@@ -9,10 +9,10 @@ figures in its "hostile input" table.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
+from ocr_testkit.scenarios import Tally
 from ocr_testkit.stack import Stack, group_members
 
 PAGE_BYTES = 4096
@@ -20,7 +20,7 @@ SAMPLE_EVERY_S = 0.05
 
 
 @dataclass
-class HostileTally:
+class HostileTally(Tally):
     """What one hostile case did: answers, memory, and the work of everyone else."""
 
     case: str
@@ -30,12 +30,6 @@ class HostileTally:
     engine_peak_rss_mb: float | None = None
     # Whether ordinary jobs submitted meanwhile still finished (None: not checked).
     others_kept_finishing: bool | None = None
-    seconds: float = 0.0
-    problems: list[str] = field(default_factory=list)
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def problem(self, message: str) -> None:
-        self.problems.append(message)
 
     def expect(self, ok: bool, message: str) -> None:
         """Count one answer; a wrong one is a problem described by ``message``."""

@@ -21,7 +21,7 @@ import requests
 from sqlalchemy.engine import Engine
 
 from ocr_testkit.hostile import HostileTally, RssSampler
-from ocr_testkit.hostile_images import blank_rgba_png, many_scan_jpeg
+from ocr_testkit.hostile_images import blank_png, many_scan_jpeg
 from ocr_testkit.pages import b64
 from ocr_testkit.scenarios import Answer, call, marker, rows, status_counts, tiny_page, wait_final
 from ocr_testkit.stack import Stack, group_members
@@ -150,15 +150,13 @@ def slow_clients(
     """``connections`` clients send their request head or body a few bytes every 2 s; the API
     must keep answering /healthz and POST /image."""
     tally = HostileTally(f"{connections} slow clients (head or body, 3 bytes every 2 s)")
-    started = time.monotonic()
     with RssSampler(stack) as rss, SlowClients(stack.api_url, connections) as slow:
         ids = probe(stack, tally, seconds, "while slow clients send")
     rss.record(tally)
     tally.notes["slow connections opened"] = slow.opened
     tally.notes["dropped by the server meanwhile"] = slow.dropped
     tally.others_kept_finishing = kept_finishing(engine, ids, tally)
-    tally.seconds = time.monotonic() - started
-    return tally
+    return tally.done()
 
 
 def stalled_ocr_server(
@@ -168,7 +166,6 @@ def stalled_ocr_server(
     keep answering POST /image and /healthz, and every /image-sync gets an answer (its text
     once the OCR server runs again, or 503 at once)."""
     tally = HostileTally(f"OCR server stopped (SIGSTOP), {waiting} /image-sync waiting")
-    started = time.monotonic()
 
     def sync(n: int) -> Answer:
         body = {"image_data": b64(tiny_page(marker("Stalled", n)))}
@@ -197,8 +194,7 @@ def stalled_ocr_server(
         )
     tally.notes["/image-sync answered 503 ocr_busy at once"] = busy
     tally.others_kept_finishing = kept_finishing(engine, ids, tally)
-    tally.seconds = time.monotonic() - started
-    return tally
+    return tally.done()
 
 
 def costly_uploads(
@@ -211,7 +207,6 @@ def costly_uploads(
     """Count the answers of ``submit`` against ``expect`` (status, code), with the API's peak
     memory and the CPU it spent, then check that ordinary jobs still finish."""
     tally = HostileTally(case)
-    started = time.monotonic()
     cpu_before = api_cpu_s(stack)
     with RssSampler(stack) as rss:
         answers = list(submit)
@@ -226,8 +221,7 @@ def costly_uploads(
         )
     ids = probe(stack, tally, 2.0, "after the uploads")
     tally.others_kept_finishing = kept_finishing(engine, ids, tally)
-    tally.seconds = time.monotonic() - started
-    return tally
+    return tally.done()
 
 
 def _concurrently(count: int, send: object) -> Iterator[Answer]:
@@ -257,7 +251,7 @@ def blank_png_uploads(stack: Stack, engine: Engine, uploads: int = 16) -> Hostil
     """``uploads`` all-zero 50-megapixel RGBA PNGs (200 KB each, 200 MB decoded), at once, as
     v1 jobs: accepted from their headers and chunk checksums without decoding; then canceled,
     so the engines do not spend minutes reading blank pages."""
-    data = blank_rgba_png()
+    data = blank_png()
     headers = {"Content-Type": "image/png"}
 
     def send() -> Answer:
@@ -286,13 +280,6 @@ def blank_png_uploads(stack: Stack, engine: Engine, uploads: int = 16) -> Hostil
     )
 
 
-def _code(answer: Answer) -> str | None:
-    """The error code of a compat error or a v1 problem."""
-    if isinstance(answer.body, dict) and isinstance(answer.body.get("code"), str):
-        return str(answer.body["code"])
-    return answer.code
-
-
 def batch_flood(
     stack: Stack, engine: Engine, clients: int = 8, images: int = 1000, batch: int = 32
 ) -> HostileTally:
@@ -302,7 +289,6 @@ def batch_flood(
     tally = HostileTally(
         f"batch flood: {2 * clients} lists of {images} images at once, then {clients} of {batch}"
     )
-    started = time.monotonic()
     page = b64(tiny_page(marker("Flood", 0)))
     flood = {"image_data": [page] * images}
     jobs_before = sum(status_counts(engine).values())
@@ -342,8 +328,7 @@ def batch_flood(
             ids.extend(task_ids)
     ids += probe(stack, tally, 2.0, "after the flood")
     tally.others_kept_finishing = kept_finishing(engine, ids, tally)
-    tally.seconds = time.monotonic() - started
-    return tally
+    return tally.done()
 
 
 # 1,000 CJK characters: the most char_whitelist takes, 9,000 bytes percent-encoded.
@@ -356,45 +341,26 @@ def long_options(stack: Stack, engine: Engine) -> HostileTally:
     repeated language, 1,001 characters, a page list of 12,000) is a 400 naming the field;
     never a 500, never a 503 "retry"."""
     tally = HostileTally("long options: a 1,000-character CJK whitelist, a 20,000-part lang, …")
-    started = time.monotonic()
     document = base64.b64encode(tiny_page(marker("Options", 0))).decode()
+    refused: tuple[int, str | None] = (400, "invalid_option")
+    long_lang: dict[str, object] = {"lang": "+".join(["eng"] * 20_000)}
     cases: list[tuple[str, str, dict[str, object], tuple[int, str | None]]] = [
         ("CJK whitelist now", "/v1/ocr", {"char_whitelist": CJK_WHITELIST}, (200, None)),
         ("CJK whitelist later", "/v1/jobs", {"char_whitelist": CJK_WHITELIST}, (202, None)),
         ("CJK blacklist now", "/v1/ocr", {"char_blacklist": CJK_WHITELIST}, (200, None)),
-        (
-            "lang of 20,000 parts",
-            "/v1/jobs",
-            {"lang": "+".join(["eng"] * 20_000)},
-            (400, "invalid_option"),
-        ),
-        (
-            "lang of 20,000 parts now",
-            "/v1/ocr",
-            {"lang": "+".join(["eng"] * 20_000)},
-            (400, "invalid_option"),
-        ),
-        ("lang repeated", "/v1/jobs", {"lang": "eng+eng"}, (400, "invalid_option")),
-        ("whitelist of 1,001", "/v1/jobs", {"char_whitelist": "a" * 1001}, (400, "invalid_option")),
-        (
-            "page list of 12,000 characters",
-            "/v1/jobs",
-            {"pages": "1," * 6000},
-            (400, "invalid_option"),
-        ),
+        ("lang of 20,000 parts", "/v1/jobs", long_lang, refused),
+        ("lang of 20,000 parts now", "/v1/ocr", long_lang, refused),
+        ("lang repeated", "/v1/jobs", {"lang": "eng+eng"}, refused),
+        ("whitelist of 1,001", "/v1/jobs", {"char_whitelist": "a" * 1001}, refused),
+        ("page list of 12,000 characters", "/v1/jobs", {"pages": "1," * 6000}, refused),
     ]
     session = requests.Session()
     accepted: list[str] = []
     with RssSampler(stack) as rss:
         for name, path, options, expect in cases:
-            answer = call(
-                session,
-                "POST",
-                stack.url(path),
-                timeout_s=60,
-                json={"document": document, **options},
-            )
-            got = (answer.status, _code(answer) if expect[1] else None)
+            body = {"document": document, **options}
+            answer = call(session, "POST", stack.url(path), timeout_s=60, json=body)
+            got = (answer.status, (answer.v1_code or answer.code) if expect[1] else None)
             tally.expect(
                 got == expect,
                 f"{name}: answered {answer.status} {answer.error or answer.body} (want {expect})",
@@ -409,5 +375,4 @@ def long_options(stack: Stack, engine: Engine) -> HostileTally:
             tally.problem(f"job {job_id} {row.status}: {row.error_code} {row.error_message}")
     ids = probe(stack, tally, 2.0, "after the options")
     tally.others_kept_finishing = kept_finishing(engine, ids, tally)
-    tally.seconds = time.monotonic() - started
-    return tally
+    return tally.done()

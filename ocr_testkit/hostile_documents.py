@@ -11,23 +11,28 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import requests
 from PIL import Image
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 from ocr_common import job_store
-from ocr_common.models import JobRow
 from ocr_common.options import OcrOptions
 from ocr_testkit.hostile import HostileTally, RssSampler
 from ocr_testkit.pages import b64, encode, nested_forms_pdf, render_document
-from ocr_testkit.scenarios import ANSWER_DEADLINE_S, call, marker, rows, tiny_page, wait_final
+from ocr_testkit.scenarios import (
+    ANSWER_DEADLINE_S,
+    call,
+    marker,
+    ocr_status,
+    rows,
+    tiny_page,
+    wait_final,
+)
 from ocr_testkit.stack import Stack
 from ocr_testkit.waits import poll_until
 
@@ -124,7 +129,6 @@ class OrdinaryJobs:
 @contextlib.contextmanager
 def _watched(stack: Stack, db: Engine, tally: HostileTally) -> Iterator[OrdinaryJobs]:
     """Peak memory and ordinary jobs around a case; ``tally.seconds`` is its duration."""
-    started = time.monotonic()
     others = OrdinaryJobs(stack, db)
     thread = threading.Thread(target=others.run, name="ordinary-jobs", daemon=True)
     with RssSampler(stack) as sampler:
@@ -135,22 +139,15 @@ def _watched(stack: Stack, db: Engine, tally: HostileTally) -> Iterator[Ordinary
             others.stop.set()
             thread.join()
     sampler.record(tally)
-    tally.seconds = time.monotonic() - started
-
-
-def job_ids(db: Engine) -> set[str]:
-    with db.connect() as conn:
-        return set(conn.scalars(select(JobRow.id)))
+    tally.done()
 
 
 def engine_restarts(stack: Stack) -> int:
-    status = requests.get(f"{stack.server_url}/status", timeout=10).json()
-    return sum(int(engine["restarts"]) for engine in status["engines"])
+    return sum(int(engine["restarts"]) for engine in ocr_status(stack)["engines"])
 
 
 def reaped(stack: Stack) -> int:
-    status = requests.get(f"{stack.server_url}/status", timeout=10).json()
-    dispatcher = status["dispatcher"]
+    dispatcher = ocr_status(stack)["dispatcher"]
     return int(dispatcher["requeued_by_reaper"]) + int(dispatcher["failed_by_reaper"])
 
 
@@ -176,14 +173,13 @@ def pdf_bomb(stack: Stack, db: Engine) -> HostileTally:
     bomb = nested_forms_pdf()
     tally.notes["bomb_bytes"] = len(bomb)
     session = requests.Session()
-    before = job_ids(db)
+    before = set(rows(db))
     with _watched(stack, db, tally) as others:
         for path in ("/v1/jobs", "/v1/ocr"):
             answer = call(session, "POST", stack.url(path), data=bomb, headers=PDF_TYPE)
-            code = answer.body.get("code") if isinstance(answer.body, dict) else None
             tally.expect(
-                (answer.status, code) == (413, "document_too_complex"),
-                f"POST {path} of the bomb: {answer.status} {code}",
+                (answer.status, answer.v1_code) == (413, "document_too_complex"),
+                f"POST {path} of the bomb: {answer.status} {answer.v1_code}",
             )
         job_id = queue_directly(db, bomb, max_attempts)
         if not wait_final(db, [job_id], 60 * max_attempts):
@@ -191,7 +187,7 @@ def pdf_bomb(stack: Stack, db: Engine) -> HostileTally:
         # A few more ordinary jobs after the bomb, on the engines that replaced its own.
         accepted = len(others.words)
         poll_until(lambda: len(others.words) >= accepted + 2, 10 * ORDINARY_EVERY_S)
-    stored = job_ids(db) - before - set(others.words) - {job_id}
+    stored = set(rows(db)) - before - set(others.words) - {job_id}
     tally.expect(not stored, f"{len(stored)} refused upload(s) of the bomb were stored")
     row = rows(db, [job_id]).get(job_id)
     others.record(tally, busy_until=row.finished_at if row else None)
@@ -310,7 +306,7 @@ def wide_image(stack: Stack, db: Engine) -> HostileTally:
         "tall": encode(Image.new("L", (40, TOO_WIDE_PX), 255)),
     }
     session = requests.Session()
-    before = job_ids(db)
+    before = set(rows(db))
     with _watched(stack, db, tally) as others:
         for name, image in images.items():
             for method, path, kwargs in (
@@ -320,16 +316,14 @@ def wide_image(stack: Stack, db: Engine) -> HostileTally:
                 ("POST", "/v1/jobs", {"files": {"file": ("page.png", image)}}),
             ):
                 answer = call(session, method, stack.url(path), **kwargs)
-                code = answer.code or (
-                    answer.body.get("code") if isinstance(answer.body, dict) else None
-                )
+                code = answer.code or answer.v1_code
                 tally.expect(
                     (answer.status, code) == (413, "too_wide_or_tall")
                     and "32767" in str(answer.body),
                     f"{method} {path} of a {name} image: {answer.status} {code}",
                 )
     # The ordinary jobs submitted meanwhile are stored, of course: only they may be new.
-    stored = job_ids(db) - before - set(others.words)
+    stored = set(rows(db)) - before - set(others.words)
     tally.expect(not stored, f"{len(stored)} refused upload(s) were stored anyway")
     others.record(tally)
     return tally

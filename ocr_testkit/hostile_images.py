@@ -17,13 +17,17 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def blank_rgba_png(width: int = 10_000, height: int = 5_000) -> bytes:
-    """An all-zero RGBA PNG (50 megapixels by default): about 200 KB that decode to 200 MB."""
-    row = b"\x00" * (1 + 4 * width)  # filter byte, then the pixels
+def blank_png(
+    width: int = 10_000, height: int = 5_000, bit_depth: int = 8, colour_type: int = 6
+) -> bytes:
+    """An all-zero PNG, RGBA (colour type 6) unless told otherwise: 50 megapixels by default,
+    about 200 KB that decode to 200 MB."""
+    channels = {0: 1, 6: 4}[colour_type]  # grey or RGBA
+    row = bytes(1 + (width * channels * bit_depth + 7) // 8)  # filter byte, then the pixels
     compressor = zlib.compressobj(9)
     parts = [compressor.compress(row) for _ in range(height)]
     parts.append(compressor.flush())
-    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
     return (
         PNG_SIGNATURE
         + png_chunk(b"IHDR", header)

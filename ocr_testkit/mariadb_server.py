@@ -17,18 +17,12 @@ from pathlib import Path
 
 import pymysql
 
+from ocr_testkit.stack import free_port
+
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 USER = "ocr"
 PASSWORD = "ocr"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class MariaDBUnavailable(RuntimeError):
@@ -142,7 +136,7 @@ class PrivateMariaDB:
         """A new empty database on this server; returns its SQLAlchemy URL. ``charset=None``
         leaves the server's default."""
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        with contextlib.closing(self._connect(USER, PASSWORD)) as conn, conn.cursor() as cur:
+        with contextlib.closing(self.connect()) as conn, conn.cursor() as cur:
             suffix = f" CHARACTER SET {charset}" if charset else ""
             cur.execute(f"CREATE DATABASE `{name}`{suffix}")
         return f"mysql+pymysql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{name}"
@@ -165,14 +159,21 @@ class PrivateMariaDB:
         # mariadbd refuses to run as root unless told to; as anyone else it runs as itself.
         return ["--user=root"] if os.geteuid() == 0 else []
 
-    def _connect(self, user: str, password: str) -> pymysql.connections.Connection:
+    def connect(
+        self, database: str | None = None, user: str = USER, password: str = PASSWORD
+    ) -> pymysql.connections.Connection:
         return pymysql.connect(
-            host="127.0.0.1", port=self.port, user=user, password=password, connect_timeout=2
+            host="127.0.0.1",
+            port=self.port,
+            user=user,
+            password=password,
+            database=database,
+            connect_timeout=2,
         )
 
     def _answers(self) -> bool:
         try:
-            conn = self._connect("root", "")
+            conn = self.connect(user="root", password="")
         except pymysql.err.OperationalError as exc:
             # Access denied means up (and root locked by someone); anything else: not yet.
             return bool(exc.args) and exc.args[0] == 1045

@@ -33,6 +33,17 @@ def words(text: str) -> list[str]:
 
 HELLO = ["Hello OCR world 42", "The quick brown fox"]
 HELLO_PNG = render_lines(HELLO)
+# Words of HELLO that every reading of it holds.
+HELLO_WORDS = ["Hello", "OCR", "quick", "brown", "fox"]
+
+
+def assert_reads(text: object, words: list[str] = HELLO_WORDS) -> None:
+    """``text`` is a page's text as the original API answers it, holding each of ``words``."""
+    assert isinstance(text, str), text
+    for word in words:
+        assert word in text, text
+    assert text.endswith("\n"), repr(text)
+    assert "\x0c" not in text
 
 
 def render_page_image(lines: list[str], *, width: int = 900) -> Image.Image:
@@ -56,11 +67,14 @@ def encode(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
 
 
 def page_with_words_at(
-    words_at: list[tuple[str, int, int]], *, size: tuple[int, int] = (1000, 700)
+    words_at: list[tuple[str, int, int]],
+    *,
+    size: tuple[int, int] = (1000, 700),
+    font_px: int = FONT_PX,
 ) -> tuple[bytes, dict[str, tuple[int, int, int, int]]]:
     """A PNG page with each word drawn at (x, y), and each word's ink box (left, top, right,
     bottom) as Pillow measured it."""
-    font = ImageFont.load_default(size=FONT_PX)
+    font = ImageFont.load_default(size=font_px)
     image = Image.new("L", size, 255)
     draw = ImageDraw.Draw(image)
     boxes = {}

@@ -7,23 +7,22 @@ there are none; ``bench/reliability.py`` runs the same scenarios and prints the 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import requests
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from ocr_common.models import JobImageRow, JobRow
+from ocr_common.models import JobRow
 from ocr_testkit.pages import b64, render_lines
 from ocr_testkit.stack import Stack, group_members
 from ocr_testkit.waits import poll_until
@@ -34,8 +33,26 @@ FILLER = "The quick brown fox jumps over the lazy dog"
 ANSWER_DEADLINE_S = 10.0
 
 
+@dataclass(kw_only=True)
+class Tally:
+    """What a case saw: the problems (each a sentence), figures in ``notes``, its duration."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic, repr=False)
+
+    def problem(self, message: str) -> None:
+        self.problems.append(message)
+
+    def done(self) -> Self:
+        """The tally, its ``seconds`` counted from its creation to now."""
+        self.seconds = time.monotonic() - self.started
+        return self
+
+
 @dataclass
-class FaultTally:
+class FaultTally(Tally):
     """What one fault did to the jobs of one run."""
 
     fault: str
@@ -44,12 +61,6 @@ class FaultTally:
     lost: int = 0
     duplicated: int = 0
     failed: int = 0
-    seconds: float = 0.0
-    problems: list[str] = field(default_factory=list)
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def problem(self, message: str) -> None:
-        self.problems.append(message)
 
 
 # -- pages ---------------------------------------------------------------------------------
@@ -91,11 +102,6 @@ def status_counts(engine: Engine) -> Counter[str]:
     with engine.connect() as conn:
         result = conn.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
         return Counter({status: n for status, n in result})
-
-
-def image_count(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(JobImageRow)) or 0)
 
 
 def wait_final(engine: Engine, ids: Iterable[str], timeout_s: float) -> bool:
@@ -177,9 +183,16 @@ class Answer:
 
     @property
     def code(self) -> str | None:
+        """The code of an error of the original API: {"error": {"code": ...}}."""
         if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
             return self.body["error"].get("code")
         return None
+
+    @property
+    def v1_code(self) -> str | None:
+        """The code of a v1 problem: {"code": ...}."""
+        code = self.body.get("code") if isinstance(self.body, dict) else None
+        return code if isinstance(code, str) else None
 
 
 def call(
@@ -235,19 +248,34 @@ def key(word: str) -> str:
     return " ".join(word.split()[:2])
 
 
-def expected_words(answers: list[Answer], words: list[str]) -> dict[str, str]:
-    """For each accepted upload, the words its text must hold."""
-    return {
+def submit_marked(
+    tally: FaultTally,
+    stack: Stack,
+    prefix: str,
+    count: int,
+    page: Callable[[str], bytes] = medium_page,
+    clients: int = 8,
+) -> tuple[list[str], dict[str, str]]:
+    """Submit ``count`` pages, each with a marker of its own (``prefix`` and a number): the ids
+    accepted, and for each the words its text must hold."""
+    words = [marker(prefix, n) for n in range(count)]
+    answers = submit_all(stack, [page(word) for word in words], clients)
+    expected = {
         str(answer.body["task_id"]): key(word)
         for answer, word in zip(answers, words, strict=True)
         if answer.status == 200 and isinstance(answer.body, dict)
     }
+    return accepted_ids(tally, answers), expected
+
+
+def ocr_status(stack: Stack) -> dict[str, Any]:
+    """The OCR server's /status: its engines, its dispatcher's counters."""
+    return dict(requests.get(f"{stack.server_url}/status", timeout=10).json())
 
 
 def engine_pids(stack: Stack) -> list[int | None]:
     """The engine processes' pids from the OCR server's /status (None while one restarts)."""
-    status = requests.get(f"{stack.server_url}/status", timeout=10).json()
-    return [engine["pid"] for engine in status["engines"]]
+    return [engine["pid"] for engine in ocr_status(stack)["engines"]]
 
 
 def parent_pid(pid: int) -> int | None:
@@ -258,28 +286,13 @@ def parent_pid(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
-@contextlib.contextmanager
-def running_stack(database_url: str, log_dir: Path, **settings: str) -> Iterator[Stack]:
-    """Run ocr-migrate, then both services on ``database_url``, for the ``with`` block."""
-    stack = Stack(database_url, log_dir, **settings)
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
-
-
 # -- the scenarios -------------------------------------------------------------------------
 
 
 def sigkill_ocr_server(stack: Stack, engine: Engine, jobs: int = 20) -> FaultTally:
     """SIGKILL the OCR server mid-batch, start a new one: every job ends once, with its text."""
     tally = FaultTally("SIGKILL ocr-server mid-batch")
-    started = time.monotonic()
-    words = {n: marker("Kill", n) for n in range(jobs)}
-    answers = submit_all(stack, [medium_page(words[n]) for n in range(jobs)])
-    ids = accepted_ids(tally, answers)
-    expected = {i: f"Kill {n}" for n, i in enumerate(ids)}
+    ids, expected = submit_marked(tally, stack, "Kill", jobs)
     if not poll_until(lambda: status_counts(engine)["running"] >= 1, 30, 0.02):
         tally.problem("no job was running before the kill")
     pgid = stack.ocr.pid
@@ -295,18 +308,13 @@ def sigkill_ocr_server(stack: Stack, engine: Engine, jobs: int = 20) -> FaultTal
     if not wait_final(engine, ids, 120):
         tally.problem("jobs did not finish within 120 s of the restart")
     account(tally, engine, ids, expected)
-    tally.seconds = time.monotonic() - started
-    return tally
+    return tally.done()
 
 
 def sigkill_engine(stack: Stack, engine: Engine, jobs: int = 16) -> FaultTally:
     """SIGKILL one engine process mid-batch: its page is retried, a new engine replaces it."""
     tally = FaultTally("SIGKILL one engine process mid-batch")
-    started = time.monotonic()
-    words = [marker("Engine", n) for n in range(jobs)]
-    answers = submit_all(stack, [medium_page(w) for w in words])
-    ids = accepted_ids(tally, answers)
-    expected = expected_words(answers, words)
+    ids, expected = submit_marked(tally, stack, "Engine", jobs)
     before = engine_pids(stack)
     ocr_pid = stack.ocr.pid
     for pid in before:
@@ -332,7 +340,7 @@ def sigkill_engine(stack: Stack, engine: Engine, jobs: int = 16) -> FaultTally:
         tally.notes["new_pid"] = after[0]
         if after[0] is None or parent_pid(after[0]) != ocr_pid:
             tally.problem(f"the new engine {after[0]} is not a child of ocr-server")
-        status = requests.get(f"{stack.server_url}/status", timeout=10).json()
+        status = ocr_status(stack)
         if status["engines"][0]["restarts"] < 1:
             tally.problem(f"/status does not count the restart: {status['engines']}")
     if not wait_final(engine, ids, 90):
@@ -344,20 +352,16 @@ def sigkill_engine(stack: Stack, engine: Engine, jobs: int = 16) -> FaultTally:
         tally.problem("no job was retried: the kill did not interrupt a page")
     if stack.ocr.proc is None or stack.ocr.proc.poll() is not None:
         tally.problem("the OCR server died with its engine")
-    tally.seconds = time.monotonic() - started
-    return tally
+    return tally.done()
 
 
 def ocr_server_down(stack: Stack, engine: Engine, jobs: int = 20) -> FaultTally:
     """The OCR server is stopped: /image keeps accepting, /image-sync says 503 at once."""
     tally = FaultTally("OCR server down for a while")
-    started = time.monotonic()
     code = stack.ocr.stop(signal.SIGTERM)
     if code != 0:
         tally.problem(f"ocr-server exited {code} on SIGTERM")
-    words = [marker("Down", n) for n in range(jobs)]
-    answers = submit_all(stack, [tiny_page(w) for w in words])
-    ids = accepted_ids(tally, answers)
+    ids, expected = submit_marked(tally, stack, "Down", jobs, tiny_page)
     session = requests.Session()
     for _ in range(3):
         sync = call(
@@ -372,9 +376,8 @@ def ocr_server_down(stack: Stack, engine: Engine, jobs: int = 20) -> FaultTally:
     stack.start_ocr()
     if not wait_final(engine, ids, 60):
         tally.problem("queued jobs did not finish within 60 s of the OCR server's return")
-    account(tally, engine, ids, expected_words(answers, words))
-    tally.seconds = time.monotonic() - started
-    return tally
+    account(tally, engine, ids, expected)
+    return tally.done()
 
 
 def poison(stack: Stack, engine: Engine, small_jobs: int = 8) -> FaultTally:
@@ -383,21 +386,16 @@ def poison(stack: Stack, engine: Engine, small_jobs: int = 8) -> FaultTally:
     The stack runs with a small OCR_PAGE_TIMEOUT_S (0.3 s) and OCR_MAX_ATTEMPTS=2.
     """
     tally = FaultTally("poison image (times out every time)")
-    started = time.monotonic()
     max_attempts = int(stack.env.get("OCR_MAX_ATTEMPTS", "3"))
-    poison_answers = submit_all(stack, [long_page("Poison 1 quick brown fox")])
-    poison_ids = accepted_ids(tally, poison_answers)
+    poison_ids, _ = submit_marked(tally, stack, "Poison", 1, long_page)
     # The poison first: the small jobs come in once an engine has taken it.
     poll_until(lambda: all(row.attempts for row in rows(engine, poison_ids).values()), 10, 0.02)
-    words = [marker("Small", n) for n in range(small_jobs)]
-    answers = submit_all(stack, [tiny_page(w) for w in words], clients=2)
-    small_ids = accepted_ids(tally, answers)
+    small_ids, expected = submit_marked(tally, stack, "Small", small_jobs, tiny_page, clients=2)
     if not wait_final(engine, small_ids, 20):
         tally.problem("the small jobs behind the poison did not finish within 20 s")
-    tally.notes["small_done_s"] = round(time.monotonic() - started, 2)
+    tally.notes["small_done_s"] = round(time.monotonic() - tally.started, 2)
     if not wait_final(engine, poison_ids, 60):
         tally.problem("the poison job did not end within 60 s")
-    expected = expected_words(answers, words)
     account(tally, engine, [*poison_ids, *small_ids], expected)
     for job_id in poison_ids:
         row = rows(engine, [job_id])[job_id]
@@ -411,8 +409,7 @@ def poison(stack: Stack, engine: Engine, small_jobs: int = 8) -> FaultTally:
         answer = call(requests.Session(), "GET", stack.url("/image"), params={"task_id": job_id})
         if answer.status != 422 or answer.code != "engine_timeout":
             tally.problem(f"GET /image of the poison job: {answer.status} {answer.body}")
-    tally.seconds = time.monotonic() - started
-    return tally
+    return tally.done()
 
 
 def sigterm_ocr_server_short_grace(stack: Stack, engine: Engine) -> FaultTally:
@@ -422,12 +419,8 @@ def sigterm_ocr_server_short_grace(stack: Stack, engine: Engine) -> FaultTally:
     than the grace plus the 5 s an engine is given to stop.
     """
     tally = FaultTally("SIGTERM ocr-server, pages longer than the grace")
-    started = time.monotonic()
     grace_s = float(stack.env["OCR_SHUTDOWN_GRACE_S"])
-    words = [marker("Term", n) for n in range(2)]
-    answers = submit_all(stack, [long_page(w, lines=180) for w in words])
-    ids = accepted_ids(tally, answers)
-    expected = expected_words(answers, words)
+    ids, expected = submit_marked(tally, stack, "Term", 2, lambda word: long_page(word, lines=180))
     if not poll_until(lambda: status_counts(engine)["running"] == len(ids), 30, 0.02):
         tally.problem("the long pages never ran")
     time.sleep(0.3)
@@ -456,16 +449,13 @@ def sigterm_ocr_server_short_grace(stack: Stack, engine: Engine) -> FaultTally:
     for job_id, row in rows(engine, ids).items():
         if row.attempts != 1:
             tally.problem(f"job {job_id} was charged {row.attempts} attempts for one run")
-    tally.seconds = time.monotonic() - started
-    return tally
+    return tally.done()
 
 
 def sigterm_ocr_server_long_grace(stack: Stack, engine: Engine) -> FaultTally:
     """SIGTERM with a page shorter than the grace: it finishes, then the server exits 0."""
     tally = FaultTally("SIGTERM ocr-server, page within the grace")
-    started = time.monotonic()
-    words = [marker("Grace", 1)]
-    ids = accepted_ids(tally, submit_all(stack, [long_page(words[0])]))
+    ids, expected = submit_marked(tally, stack, "Grace", 1, long_page)
     if not poll_until(lambda: status_counts(engine)["running"] == 1, 30, 0.02):
         tally.problem("the page never ran")
     time.sleep(0.3)
@@ -476,15 +466,13 @@ def sigterm_ocr_server_long_grace(stack: Stack, engine: Engine) -> FaultTally:
         if (row.status, row.attempts) != ("succeeded", 1):
             tally.problem(f"job {job_id} after the stop: {row.status}, attempts {row.attempts}")
     stack.start_ocr()
-    account(tally, engine, ids, {ids[0]: "Grace 1"} if ids else {})
-    tally.seconds = time.monotonic() - started
-    return tally
+    account(tally, engine, ids, expected)
+    return tally.done()
 
 
 def sigterm_api(stack: Stack, engine: Engine, in_flight: int = 4) -> FaultTally:
     """SIGTERM to ocr-api (gunicorn) with requests in flight: they complete, it exits 0."""
     tally = FaultTally("SIGTERM ocr-api, requests in flight")
-    started = time.monotonic()
     words = [marker("Flight", n) for n in range(in_flight)]
     # Rendered first: rendering in the threads took longer than the pause below on a busy
     # machine, and the requests were then sent after the SIGTERM, not before it.
@@ -540,8 +528,7 @@ def sigterm_api(stack: Stack, engine: Engine, in_flight: int = 4) -> FaultTally:
         found = rows(engine, late_ids)
         tally.accepted += len(found)
         tally.lost += len(late_ids) - len(found)
-    tally.seconds = time.monotonic() - started
-    return tally
+    return tally.done()
 
 
 def database_outage(
@@ -553,11 +540,7 @@ def database_outage(
 ) -> FaultTally:
     """Stop the database for ``outage_s`` while clients keep calling: 503s, then recovery."""
     tally = FaultTally(f"database down {outage_s:g} s")
-    started = time.monotonic()
-    words = [marker("Before", n) for n in range(6)]
-    before = submit_all(stack, [medium_page(w) for w in words])
-    ids_before = accepted_ids(tally, before)
-    expected = expected_words(before, words)
+    ids_before, expected = submit_marked(tally, stack, "Before", 6)
     if not poll_until(lambda: status_counts(engine)["running"] >= 1, 30, 0.02):
         tally.problem("no job was running when the database went away")
 
@@ -663,17 +646,14 @@ def database_outage(
             job_id = str(answer.body["task_id"])
             ids_during.append(job_id)
             expected[job_id] = key(word)
-    after_words = [marker("After", n) for n in range(4)]
-    after = submit_all(stack, [tiny_page(w) for w in after_words])
-    ids_after = accepted_ids(tally, after)
-    expected.update(expected_words(after, after_words))
+    ids_after, expected_after = submit_marked(tally, stack, "After", 4, tiny_page)
+    expected.update(expected_after)
     all_ids = [*ids_before, *ids_during, *ids_after]
     if not wait_final(engine, all_ids, 90):
         tally.problem("jobs did not finish within 90 s of the database's return")
     account(tally, engine, all_ids, expected)
     tally.notes["refused_during_outage"] = sum(1 for a, _ in posted if a.status == 503)
-    tally.seconds = time.monotonic() - started
-    return tally
+    return tally.done()
 
 
 def load(stack: Stack, engine: Engine, jobs: int = 2500, clients: int = 32) -> FaultTally:

@@ -130,11 +130,10 @@ class Service:
         return "\n".join(parts)
 
 
-def start_stack(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, **settings: str
-) -> Iterator[Stack]:
-    """A fixture's body: both services started, yielded, stopped (``settings``: OCR_* extra)."""
-    stack = Stack(database_url, tmp_path_factory.mktemp("e2e-logs"), **settings)
+@contextlib.contextmanager
+def running_stack(database_url: str, log_dir: Path, **settings: str) -> Iterator[Stack]:
+    """Both services on ``database_url`` (``settings``: OCR_* extra), for the ``with`` block."""
+    stack = Stack(database_url, log_dir, **settings)
     try:
         stack.start()
         yield stack
@@ -171,10 +170,6 @@ class Stack:
         self.ocr = Service("ocr-server", env, log_dir)
         self.api = Service("ocr-api", env, log_dir)
 
-    @property
-    def services(self) -> list[Service]:
-        return [self.migrate, self.ocr, self.api]
-
     def start(self) -> None:
         self.migrate.start()
         assert self.migrate.proc is not None
@@ -193,7 +188,7 @@ class Stack:
             service.stop(signal.SIGTERM)
 
     def logs(self) -> str:
-        return "\n".join(service.log_text() for service in self.services)
+        return "\n".join(service.log_text() for service in (self.migrate, self.ocr, self.api))
 
     # -- helpers for the tests --------------------------------------------------------------
 

@@ -19,12 +19,17 @@ def poll_until(condition: Callable[[], Any], timeout_s: float, interval_s: float
 
 
 def wait_until(
-    condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1
+    condition: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.1,
+    state: Callable[[], Any] | None = None,
 ) -> Any:
-    """Like ``poll_until``, failing the test after ``timeout_s``."""
+    """Like ``poll_until``, failing the test after ``timeout_s`` (saying ``state()`` if given)."""
     value = poll_until(condition, timeout_s, interval_s)
     if not value:
-        pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
+        now = f"; now: {state()}" if state else ""
+        pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}{now}")
     return value
 
 

@@ -1,19 +1,22 @@
-"""Fixtures shared by every layer: databases (SQLite file and the real MySQL/MariaDB)."""
+"""Fixtures shared by every layer: databases (SQLite file and the real MySQL/MariaDB); the logs
+of the processes a failing test used, in its report."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
-from ocr_testkit.database import empty_tables
+from ocr_testkit.database import empty_tables, scratch_database
+from ocr_testkit.mariadb_server import PrivateMariaDB
+from ocr_testkit.stack import Stack
 
 MYSQL_URL_VAR = "OCR_TEST_DATABASE_URL"
 
@@ -32,20 +35,13 @@ def mysql_url() -> Iterator[str]:
         _mysql_unavailable(f"{MYSQL_URL_VAR} is not set")
     assert base is not None
     url = make_url(base)
-    name = f"{url.database or 'ocr_test'}_{uuid.uuid4().hex[:8]}"
-    server: Engine = create_engine(url.set(database=""), isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    except Exception as exc:  # noqa: BLE001 - turned into a skip or a failure
-        server.dispose()
-        _mysql_unavailable(f"cannot create a database at {url.host}:{url.port}: {exc}")
-    test_url = url.set(database=name).render_as_string(hide_password=False)
-    upgrade(test_url)
-    yield test_url
-    with server.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    server.dispose()
+    with contextlib.ExitStack() as scratch:
+        try:
+            test_url = scratch.enter_context(scratch_database(base, url.database or "ocr_test"))
+        except Exception as exc:  # noqa: BLE001 - turned into a skip or a failure
+            _mysql_unavailable(f"cannot create a database at {url.host}:{url.port}: {exc}")
+        upgrade(test_url)
+        yield test_url
 
 
 @pytest.fixture
@@ -74,3 +70,15 @@ def db_engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def sessions(db_engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(db_engine)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Stack):
+                report.sections.append(("service logs", value.logs()[-20000:]))
+            if isinstance(value, PrivateMariaDB):
+                report.sections.append(("mariadbd log", value.log_text()[-5000:]))
+    return report

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import requests
 
+from ocr_testkit.stack import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 # Images the tests build once and every test project runs (a tag of their own, so that a
@@ -27,6 +29,12 @@ IMAGE_TAG = "test"
 BUILD_TIMEOUT_S = 1200
 UP_TIMEOUT_S = 300
 COMMAND_TIMEOUT_S = 120
+Completed = subprocess.CompletedProcess[str]
+
+
+def run(args: list[str], timeout_s: float = COMMAND_TIMEOUT_S, **kwargs: Any) -> Completed:
+    """``args`` run with their output captured as text."""
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, **kwargs)
 
 
 def docker_unavailable() -> str | None:
@@ -38,20 +46,12 @@ def docker_unavailable() -> str | None:
         ["docker", "compose", "version"],
     ):
         try:
-            result = subprocess.run(args, capture_output=True, text=True, timeout=30)
+            result = run(args, timeout_s=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"`{' '.join(args)}` failed: {exc}"
         if result.returncode != 0:
             return f"`{' '.join(args)}` failed: {(result.stderr or result.stdout).strip()[:300]}"
     return None
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def compose_env(**settings: str) -> dict[str, str]:
@@ -64,13 +64,8 @@ def compose_env(**settings: str) -> dict[str, str]:
 def build_images() -> float:
     """Build both images (each once); returns the seconds it took."""
     started = time.monotonic()
-    result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE_FILE), "build"],
-        env=compose_env(),
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_S,
-    )
+    build = ["docker", "compose", "-f", str(COMPOSE_FILE), "build"]
+    result = run(build, env=compose_env(), timeout_s=BUILD_TIMEOUT_S)
     if result.returncode != 0:
         pytest.fail(f"docker compose build failed:\n{result.stdout[-4000:]}{result.stderr[-4000:]}")
     return time.monotonic() - started
@@ -97,15 +92,10 @@ class ComposeStack:
 
     def compose(
         self, *args: str, timeout_s: float = COMMAND_TIMEOUT_S, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    ) -> Completed:
         files = [arg for path in self.files for arg in ("-f", str(path))]
-        result = subprocess.run(
-            ["docker", "compose", "-p", self.project, *files, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        command = ["docker", "compose", "-p", self.project, *files, *args]
+        result = run(command, timeout_s, env=self.env)
         if check and result.returncode != 0:
             pytest.fail(
                 f"docker compose {' '.join(args)} exited {result.returncode}:\n"
@@ -133,44 +123,16 @@ class ComposeStack:
         return [row["ID"] for row in rows if row.get("State") == "running"]
 
     def volume_names(self) -> list[str]:
-        out = subprocess.run(
-            [
-                "docker",
-                "volume",
-                "ls",
-                "--quiet",
-                "--filter",
-                f"label=com.docker.compose.project={self.project}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=True,
-        ).stdout
-        return out.split()
+        label = f"label=com.docker.compose.project={self.project}"
+        return run(
+            ["docker", "volume", "ls", "--quiet", "--filter", label], check=True
+        ).stdout.split()
 
     def network(self) -> str:
         return f"{self.project}_default"
 
     def logs(self) -> str:
-        files = [arg for path in self.files for arg in ("-f", str(path))]
-        result = subprocess.run(
-            [
-                "docker",
-                "compose",
-                "-p",
-                self.project,
-                *files,
-                "logs",
-                "--no-color",
-                "--tail",
-                "200",
-            ],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-        )
+        result = self.compose("logs", "--no-color", "--tail", "200", check=False)
         return result.stdout + result.stderr
 
     # -- the database and the OCR servers, from inside the network ----------------------------
@@ -181,12 +143,9 @@ class ComposeStack:
         # take the CPU the OCR engines need (compose reads its files on every call).
         if self._mysql is None:
             [self._mysql] = self.containers("mysql")
-        result = subprocess.run(
+        result = run(
             ["docker", "exec", "-e", "MYSQL_PWD=ocr", self._mysql, "mysql", "-uocr", "ocr"]
-            + ["--batch", "--skip-column-names", "-e", query],
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
+            + ["--batch", "--skip-column-names", "-e", query]
         )
         if result.returncode != 0:
             pytest.fail(f"{query!r} failed: {result.stderr}")
@@ -194,25 +153,13 @@ class ComposeStack:
 
     def inspect(self, container: str, template: str) -> str:
         """``docker inspect --format template`` of one container."""
-        return subprocess.run(
-            ["docker", "inspect", "--format", template, container],
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=True,
+        return run(
+            ["docker", "inspect", "--format", template, container], check=True
         ).stdout.strip()
 
-    def python(
-        self, container: str, code: str, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def python(self, container: str, code: str, check: bool = True) -> Completed:
         """``python -c code`` inside a running container, as its own user."""
-        return subprocess.run(
-            ["docker", "exec", container, "python", "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=check,
-        )
+        return run(["docker", "exec", container, "python", "-c", code], check=check)
 
     def ocr_status(self, container: str) -> dict[str, Any]:
         """The dispatcher's counters of one OCR server (its internal /status)."""

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from compose_stack import ComposeStack
 
-from ocr_testkit.pages import b64, render_lines
+from ocr_testkit.pages import b64
+from ocr_testkit.scenarios import long_page
+from ocr_testkit.waits import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1500)]
 
@@ -40,21 +41,6 @@ def stack(images: float) -> Iterator[ComposeStack]:
         yield stack
     finally:
         stack.down("--volumes")
-
-
-def long_page(n: int) -> bytes:
-    body = [f"Line {i} of a long page with many words to read" for i in range(PAGE_LINES)]
-    return render_lines([f"Marker {n} quick brown fox", *body], width=1800)
-
-
-def poll(
-    condition: Callable[[], bool], timeout_s: float, what: str, state: Callable[[], Any]
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}; now: {state()}")
-        time.sleep(0.5)
 
 
 def test_a_cut_off_ocr_container_loses_no_job_and_its_late_write_is_refused(
@@ -81,7 +67,10 @@ def test_a_cut_off_ocr_container_loses_no_job_and_its_late_write_is_refused(
 
     ids = []
     for n in range(JOBS):
-        posted = stack.http.post(stack.url("/image"), json={"image_data": b64(long_page(n))})
+        posted = stack.http.post(
+            stack.url("/image"),
+            json={"image_data": b64(long_page(f"Marker {n} quick brown fox", PAGE_LINES))},
+        )
         assert posted.status_code == 200, posted.text
         ids.append(posted.json()["task_id"])
 
@@ -98,16 +87,19 @@ def test_a_cut_off_ocr_container_loses_no_job_and_its_late_write_is_refused(
                 return True
         return False
 
-    poll(one_started_its_second_page, 120, "an OCR container to start its second page", timeline)
+    wait_until(
+        one_started_its_second_page, 120, "an OCR container to start its second page", 0.5, timeline
+    )
     cut = owner[victim["host"]]
     subprocess.run(["docker", "network", "disconnect", stack.network(), cut], check=True)
     cut_at = time.monotonic()
     try:
         # Its lease expires; the other container's reaper gives the job back to the queue.
-        poll(
+        wait_until(
             lambda: jobs()[victim["job"]][:2] != ("running", victim["host"]),
             LEASE_S + 30,
             "the cut-off container's job to be taken back",
+            0.5,
             timeline,
         )
         taken_back_s = time.monotonic() - cut_at
@@ -115,18 +107,20 @@ def test_a_cut_off_ocr_container_loses_no_job_and_its_late_write_is_refused(
         subprocess.run(
             ["docker", "network", "connect", "--alias", "ocr", stack.network(), cut], check=True
         )
-    poll(
+    wait_until(
         lambda: all(status == "succeeded" for status, *_ in jobs().values()),
         DONE_WITHIN_S,
         "every job to succeed",
+        0.5,
         timeline,
     )
     done_s = time.monotonic() - cut_at
     # Back on the network, the cut-off container writes the page it was reading: refused.
-    poll(
+    wait_until(
         lambda: stack.ocr_status(cut)["dispatcher"]["lost_leases"] >= 1,
         LEASE_S + 30,
         "the cut-off container's late write to be refused",
+        0.5,
         lambda: (stack.ocr_status(cut), timeline()),
     )
     print(f"\njob taken back {taken_back_s:.1f} s after the cut; all done after {done_s:.1f} s")

@@ -14,10 +14,8 @@ from typing import Any
 import pytest
 import requests
 from PIL import Image
-from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from ocr_common.models import JobRow
 from ocr_testkit.bad_inputs import (
     GOOD_IMAGES,
     BadInput,
@@ -29,22 +27,19 @@ from ocr_testkit.bad_inputs import (
     read_good_image,
     send,
 )
+from ocr_testkit.pages import assert_reads
+from ocr_testkit.scenarios import status_counts
 from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
 
-def job_count(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(JobRow)) or 0)
-
-
 @pytest.fixture
 def stores_nothing(stack: Stack, db_engine_e2e: Engine) -> Iterator[None]:
     """Nothing malformed is ever stored."""
-    before = job_count(db_engine_e2e)
+    before = status_counts(db_engine_e2e)
     yield
-    assert job_count(db_engine_e2e) == before
+    assert status_counts(db_engine_e2e) == before
 
 
 @pytest.mark.parametrize("case", bad_inputs(), ids=lambda case: case.name)
@@ -83,8 +78,7 @@ def test_unusual_but_valid_images_are_read(stack: Stack, name: str) -> None:
             assert image.mode == ("I;16" if name == "16-bit PNG" else "CMYK")
     status, body = read_good_image(stack.api_url, data)
     assert status == 200, body
-    for word in ("Hello", "OCR", "quick", "brown", "fox"):
-        assert word in body["text"], body
+    assert_reads(body["text"])
     assert "Second" not in body["text"]
 
 

@@ -14,24 +14,15 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from ocr_testkit.pages import HELLO_PNG, b64, render_lines
+from ocr_testkit.pages import HELLO_PNG, assert_reads, b64, render_lines
 from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
 HELLO_B64 = b64(HELLO_PNG)
-HELLO_WORDS = ["Hello", "OCR", "quick", "brown", "fox"]
 SECOND_PNG = render_lines(["Second page of text", "Jumps over the lazy dog"])
 SECOND_WORDS = ["Second", "page", "lazy", "dog"]
 TIMEOUT_S = 120
-
-
-def assert_text(text: object, expected: list[str]) -> None:
-    assert isinstance(text, str), text
-    for word in expected:
-        assert word in text, text
-    assert text.endswith("\n"), repr(text)
-    assert "\x0c" not in text
 
 
 def assert_error(response: requests.Response, status: int) -> dict[str, str]:
@@ -61,7 +52,7 @@ def raw(
 def hello_task(stack: Stack) -> str:
     """A finished task of HELLO_PNG."""
     task_id = stack.submit(HELLO_B64)
-    assert_text(stack.result(task_id), HELLO_WORDS)
+    assert_reads(stack.result(task_id))
     return task_id
 
 
@@ -75,7 +66,7 @@ def test_image_sync(stack: Stack) -> None:
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("application/json")
     assert list(response.json()) == ["text"]
-    assert_text(response.json()["text"], HELLO_WORDS)
+    assert_reads(response.json()["text"])
 
 
 def test_post_image_then_get_image(stack: Stack) -> None:
@@ -88,17 +79,7 @@ def test_post_image_then_get_image(stack: Stack) -> None:
     assert first.status_code == 200
     assert list(first.json()) == ["task_id"]
     assert first.json()["task_id"] is None or "Hello" in first.json()["task_id"]
-    assert_text(stack.result(task_id), HELLO_WORDS)
-
-
-def test_results_stay_readable(stack: Stack, hello_task: str) -> None:
-    answers = [
-        requests.get(stack.url("/image"), json={"task_id": hello_task}, timeout=30)
-        for _ in range(2)
-    ]
-    assert [a.status_code for a in answers] == [200, 200]
-    assert answers[0].json() == answers[1].json()
-    assert_text(answers[0].json()["task_id"], HELLO_WORDS)
+    assert_reads(stack.result(task_id))
 
 
 def test_allimages_lists_every_task(stack: Stack, hello_task: str) -> None:
@@ -107,16 +88,14 @@ def test_allimages_lists_every_task(stack: Stack, hello_task: str) -> None:
     assert response.status_code == 200
     listing = response.json()
     assert isinstance(listing, dict)
-    assert_text(listing[hello_task], HELLO_WORDS)
+    assert_reads(listing[hello_task])
     assert pending_or_done in listing
     assert listing[pending_or_done] is None or "Hello" in listing[pending_or_done]
     for task_id, text in listing.items():
         uuid.UUID(task_id)
         assert text is None or isinstance(text, str)
     stack.result(pending_or_done)
-    assert_text(
-        requests.get(stack.url("/allimages"), timeout=30).json()[pending_or_done], HELLO_WORDS
-    )
+    assert_reads(requests.get(stack.url("/allimages"), timeout=30).json()[pending_or_done])
 
 
 # -- trailing slashes, content types, ids in the query ----------------------------------------
@@ -141,11 +120,11 @@ def test_trailing_slash_is_served_without_redirect(
     assert response.status_code == 200, (response.status_code, response.text)
     answer = response.json()
     if path == "/image-sync/":
-        assert_text(answer["text"], HELLO_WORDS)
+        assert_reads(answer["text"])
     elif path == "/image/" and method == "POST":
         uuid.UUID(answer["task_id"])
     elif path == "/image/":
-        assert_text(answer["task_id"], HELLO_WORDS)
+        assert_reads(answer["task_id"])
     else:
         assert hello_task in answer
 
@@ -167,7 +146,7 @@ def test_json_body_whatever_the_content_type(
     body = json.dumps({"image_data": HELLO_B64}).encode()
     status, _, answer = raw(stack, "POST", "/image-sync", body, headers)
     assert status == 200, answer
-    assert_text(json.loads(answer)["text"], HELLO_WORDS)
+    assert_reads(json.loads(answer)["text"])
 
     status, _, answer = raw(stack, "POST", "/image", body, headers)
     assert status == 200, answer
@@ -176,33 +155,13 @@ def test_json_body_whatever_the_content_type(
     body = json.dumps({"task_id": hello_task}).encode()
     status, _, answer = raw(stack, "GET", "/image", body, headers)
     assert status == 200, answer
-    assert_text(json.loads(answer)["task_id"], HELLO_WORDS)
-
-
-def test_curl_dash_d_style_post(stack: Stack) -> None:
-    # What `curl -d '{"image_data": "..."}' URL` sends.
-    body = json.dumps({"image_data": HELLO_B64}).encode()
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "Accept": "*/*",
-        "User-Agent": "curl/8.5.0",
-    }
-    status, _, answer = raw(stack, "POST", "/image-sync", body, headers)
-    assert status == 200, answer
-    assert_text(json.loads(answer)["text"], HELLO_WORDS)
-
-
-@pytest.mark.parametrize("param", ["task_id", "id"])
-def test_get_image_with_id_in_query(stack: Stack, hello_task: str, param: str) -> None:
-    response = requests.get(stack.url(f"/image?{param}={hello_task}"), timeout=30)
-    assert response.status_code == 200, response.text
-    assert_text(response.json()["task_id"], HELLO_WORDS)
+    assert_reads(json.loads(answer)["task_id"])
 
 
 def test_get_image_with_id_key_in_body(stack: Stack, hello_task: str) -> None:
     response = requests.get(stack.url("/image"), json={"id": hello_task}, timeout=30)
     assert response.status_code == 200, response.text
-    assert_text(response.json()["task_id"], HELLO_WORDS)
+    assert_reads(response.json()["task_id"])
 
 
 def test_accept_html_still_gets_json(stack: Stack, hello_task: str) -> None:
@@ -211,7 +170,7 @@ def test_accept_html_still_gets_json(stack: Stack, hello_task: str) -> None:
         stack.url("/image"), json={"task_id": hello_task}, headers=headers, timeout=30
     )
     assert response.headers["Content-Type"].startswith("application/json")
-    assert_text(response.json()["task_id"], HELLO_WORDS)
+    assert_reads(response.json()["task_id"])
     missing = requests.get(
         stack.url("/image"), json={"task_id": str(uuid.uuid4())}, headers=headers, timeout=30
     )
@@ -243,10 +202,10 @@ def test_lenient_base64(stack: Stack, image_data: str) -> None:
         stack.url("/image-sync"), json={"image_data": image_data}, timeout=TIMEOUT_S
     )
     assert response.status_code == 200, response.text
-    assert_text(response.json()["text"], HELLO_WORDS)
+    assert_reads(response.json()["text"])
     task_id = requests.post(stack.url("/image"), json={"image_data": image_data}, timeout=30)
     assert task_id.status_code == 200, task_id.text
-    assert_text(stack.result(task_id.json()["task_id"]), HELLO_WORDS)
+    assert_reads(stack.result(task_id.json()["task_id"]))
 
 
 def test_raw_line_breaks_inside_the_json_string(stack: Stack) -> None:
@@ -255,10 +214,10 @@ def test_raw_line_breaks_inside_the_json_string(stack: Stack) -> None:
     assert b"\n" in body
     status, _, answer = raw(stack, "POST", "/image-sync", body)
     assert status == 200, answer
-    assert_text(json.loads(answer)["text"], HELLO_WORDS)
+    assert_reads(json.loads(answer)["text"])
     status, _, answer = raw(stack, "POST", "/image", body)
     assert status == 200, answer
-    assert_text(stack.result(json.loads(answer)["task_id"]), HELLO_WORDS)
+    assert_reads(stack.result(json.loads(answer)["task_id"]))
 
 
 def test_extra_keys_are_ignored(stack: Stack, hello_task: str) -> None:
@@ -273,14 +232,23 @@ def test_extra_keys_are_ignored(stack: Stack, hello_task: str) -> None:
     assert list(response.json()) == ["task_id"]
 
 
-def test_a_list_of_images_gives_a_list_of_texts_in_order(stack: Stack) -> None:
-    body = {"image_data": [b64(SECOND_PNG), HELLO_B64]}
-    response = requests.post(stack.url("/image-sync"), json=body, timeout=TIMEOUT_S)
+@pytest.mark.parametrize(
+    ("key", "path"),
+    [
+        ("image_data", "/image-sync"),
+        # What other clients of the original API send (issue 9).
+        ("image_data_list", "/image-sync"),
+        ("image_data_list", "/image-sync/"),
+    ],
+)
+def test_a_list_of_images_gives_a_list_of_texts_in_order(stack: Stack, key: str, path: str) -> None:
+    body = {key: [b64(SECOND_PNG), HELLO_B64]}
+    response = requests.post(stack.url(path), json=body, timeout=TIMEOUT_S)
     assert response.status_code == 200, response.text
     texts = response.json()["text"]
     assert isinstance(texts, list) and len(texts) == 2
-    assert_text(texts[0], SECOND_WORDS)
-    assert_text(texts[1], HELLO_WORDS)
+    assert_reads(texts[0], SECOND_WORDS)
+    assert_reads(texts[1])
     assert "Hello" not in texts[0] and "Second" not in texts[1]
 
 
@@ -293,17 +261,27 @@ def test_a_list_of_ten_images_on_an_idle_server(stack: Stack) -> None:
     texts = response.json()["text"]
     assert len(texts) == 10
     for n, text in enumerate(texts):
-        assert_text(text, [f"Page {n}", "quick", "brown", "fox"])
+        assert_reads(text, [f"Page {n}", "quick", "brown", "fox"])
 
 
-def test_a_list_of_images_gives_a_list_of_task_ids_in_order(stack: Stack) -> None:
-    body = {"image_data": [HELLO_B64, b64(SECOND_PNG)]}
-    response = requests.post(stack.url("/image"), json=body, timeout=30)
-    assert response.status_code == 200, response.text
-    ids = response.json()["task_id"]
+@pytest.mark.parametrize(
+    ("key", "headers"),
+    [
+        ("image_data", {"Content-Type": "application/json"}),
+        # image_data_list as a client that posts with no Content-Type sends it (issue 9).
+        ("image_data_list", {}),
+    ],
+)
+def test_a_list_of_images_gives_a_list_of_task_ids_in_order(
+    stack: Stack, key: str, headers: dict[str, str]
+) -> None:
+    body = json.dumps({key: [HELLO_B64, b64(SECOND_PNG)]}).encode()
+    status, _, answer = raw(stack, "POST", "/image", body, headers)
+    assert status == 200, answer
+    ids = json.loads(answer)["task_id"]
     assert isinstance(ids, list) and len(ids) == 2 and len(set(ids)) == 2
-    assert_text(stack.result(ids[0]), HELLO_WORDS)
-    assert_text(stack.result(ids[1]), SECOND_WORDS)
+    assert_reads(stack.result(ids[0]))
+    assert_reads(stack.result(ids[1]), SECOND_WORDS)
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -350,33 +328,11 @@ def test_an_empty_id_in_the_query_is_400(stack: Stack) -> None:
     assert status == 400 and json.loads(answer)["error"]["code"] == "missing_field", answer
 
 
-@pytest.mark.parametrize("path", ["/image-sync", "/image-sync/"])
-def test_image_data_list_on_image_sync_answers_a_list_in_order(stack: Stack, path: str) -> None:
-    body = {"image_data_list": [b64(SECOND_PNG), HELLO_B64]}
-    response = requests.post(stack.url(path), json=body, timeout=TIMEOUT_S)
-    assert response.status_code == 200, response.text
-    texts = response.json()["text"]
-    assert isinstance(texts, list) and len(texts) == 2
-    assert_text(texts[0], SECOND_WORDS)
-    assert_text(texts[1], HELLO_WORDS)
-
-
-def test_image_data_list_on_post_image_answers_ids_in_order(stack: Stack) -> None:
-    # As a client that posts with no Content-Type sends it.
-    body = json.dumps({"image_data_list": [HELLO_B64, b64(SECOND_PNG)]}).encode()
-    status, _, answer = raw(stack, "POST", "/image", body)
-    assert status == 200, answer
-    ids = json.loads(answer)["task_id"]
-    assert isinstance(ids, list) and len(ids) == 2 and len(set(ids)) == 2
-    assert_text(stack.result(ids[0]), HELLO_WORDS)
-    assert_text(stack.result(ids[1]), SECOND_WORDS)
-
-
 def test_with_both_keys_image_data_wins(stack: Stack) -> None:
     body = {"image_data": HELLO_B64, "image_data_list": [b64(SECOND_PNG), b64(SECOND_PNG)]}
     response = requests.post(stack.url("/image-sync"), json=body, timeout=TIMEOUT_S)
     assert response.status_code == 200, response.text
-    assert_text(response.json()["text"], HELLO_WORDS)
+    assert_reads(response.json()["text"])
 
 
 @pytest.mark.parametrize("key", ["image_data", "image_data_list"])
@@ -396,7 +352,7 @@ def test_the_query_form_also_says_text(stack: Stack, hello_task: str, param: str
     answer = response.json()
     assert set(answer) == {"task_id", "text"}
     assert answer["text"] == answer["task_id"]
-    assert_text(answer["text"], HELLO_WORDS)
+    assert_reads(answer["text"])
 
 
 def test_the_body_form_answers_exactly_task_id(stack: Stack, hello_task: str) -> None:
@@ -494,22 +450,6 @@ def test_too_large_image_inside_the_body_limit_is_413(stack: Stack) -> None:
     assert_error(response, 413)
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("DELETE", "/image"),
-        ("PUT", "/image-sync"),
-        ("POST", "/allimages"),
-        ("GET", "/image-sync"),
-        ("GET", "/nope"),
-    ],
-)
-def test_wrong_method_or_path_is_a_json_4xx(stack: Stack, method: str, path: str) -> None:
-    response = requests.request(method, stack.url(path), timeout=30)
-    assert 400 <= response.status_code < 500
-    assert_error(response, response.status_code)
-
-
 @pytest.mark.parametrize("path", ["/image-sync", "/image"])
 def test_deeply_nested_json_is_400(stack: Stack, path: str) -> None:
     # json.loads raises RecursionError (not ValueError) on deep nesting.
@@ -568,7 +508,7 @@ def test_curl_d(stack: Stack, tmp_path: Path, expect: list[str]) -> None:
     body.write_text(json.dumps({"image_data": HELLO_B64}))
     status, answer = curl(stack, *expect, "-d", f"@{body}", stack.url("/image-sync"))
     assert status == 200, answer
-    assert_text(answer["text"], HELLO_WORDS)
+    assert_reads(answer["text"])
     status, answer = curl(stack, *expect, "-d", f"@{body}", stack.url("/image/"))
     assert status == 200, answer
     task_id = answer["task_id"]
@@ -576,7 +516,7 @@ def test_curl_d(stack: Stack, tmp_path: Path, expect: list[str]) -> None:
     query = json.dumps({"task_id": task_id})
     status, answer = curl(stack, "-X", "GET", "-d", query, stack.url("/image"))
     assert status == 200, answer
-    assert_text(answer["task_id"], HELLO_WORDS)
+    assert_reads(answer["task_id"])
 
 
 def test_chunked_upload(stack: Stack) -> None:
@@ -585,4 +525,4 @@ def test_chunked_upload(stack: Stack) -> None:
     response = requests.post(stack.url("/image-sync"), data=chunks, timeout=TIMEOUT_S)
     assert response.request.headers.get("Transfer-Encoding") == "chunked"
     assert response.status_code == 200, response.text
-    assert_text(response.json()["text"], HELLO_WORDS)
+    assert_reads(response.json()["text"])

@@ -12,41 +12,26 @@ import requests
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from ocr_common.models import JobImageRow, JobRow
-from ocr_testkit.pages import b64, render_lines
+from ocr_common.models import JobImageRow
+from ocr_testkit.pages import b64
+from ocr_testkit.scenarios import medium_page, rows, status_counts
 from ocr_testkit.stack import Stack, group_members
 from ocr_testkit.waits import poll_until, wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
 JOBS = 40
-# Pages large enough (about 0.3 s of Tesseract each) that the kill lands while jobs run.
-FILLER = ["The quick brown fox jumps over the lazy dog"] * 20
-
-
-def page(n: int) -> str:
-    return b64(render_lines([f"Job {n} quick brown fox", *FILLER]))
-
-
-def counts(engine: Engine) -> Counter[str]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
-        return Counter({status: n for status, n in rows})
-
-
-def jobs(engine: Engine) -> dict[str, JobRow]:
-    with engine.connect() as conn:
-        return {row.id: row for row in conn.execute(select(JobRow.__table__))}
 
 
 def test_sigkill_of_the_ocr_server_loses_no_job(stack: Stack, db_engine_e2e: Engine) -> None:
-    pages = [page(n) for n in range(JOBS)]
+    # Pages large enough (about 0.3 s of Tesseract each) that the kill lands while jobs run.
+    pages = [b64(medium_page(f"Job {n} quick brown fox")) for n in range(JOBS)]
     with ThreadPoolExecutor(8) as pool:
         ids = list(pool.map(stack.submit, pages))
     assert len(set(ids)) == JOBS
 
     def some_running_some_done() -> bool:
-        now = counts(db_engine_e2e)
+        now = status_counts(db_engine_e2e)
         return now["running"] >= 1 and now["succeeded"] >= 4
 
     wait_until(some_running_some_done, 60, "jobs to be running", interval_s=0.02)
@@ -55,11 +40,11 @@ def test_sigkill_of_the_ocr_server_loses_no_job(stack: Stack, db_engine_e2e: Eng
     os.kill(pgid, signal.SIGKILL)
     assert stack.ocr.proc is not None
     assert stack.ocr.proc.wait(10) == -signal.SIGKILL
-    crashed = {i: row for i, row in jobs(db_engine_e2e).items() if row.status == "running"}
+    crashed = {i: row for i, row in rows(db_engine_e2e).items() if row.status == "running"}
     assert crashed, "no job was running when the OCR server was killed"
     old_worker = {row.worker_id for row in crashed.values()}
     assert len(old_worker) == 1
-    done_before = {i for i, row in jobs(db_engine_e2e).items() if row.status == "succeeded"}
+    done_before = {i for i, row in rows(db_engine_e2e).items() if row.status == "succeeded"}
     assert len(done_before) < JOBS
 
     # Orphaned engine processes notice that their parent is gone and exit.
@@ -69,20 +54,20 @@ def test_sigkill_of_the_ocr_server_loses_no_job(stack: Stack, db_engine_e2e: Eng
 
     stack.start_ocr()
     wait_until(
-        lambda: sum(counts(db_engine_e2e)[s] for s in ("succeeded", "failed")) == JOBS,
+        lambda: sum(status_counts(db_engine_e2e)[s] for s in ("succeeded", "failed")) == JOBS,
         120,
         f"all {JOBS} jobs to finish after the restart",
         interval_s=0.2,
     )
 
-    final = jobs(db_engine_e2e)
+    final = rows(db_engine_e2e)
     assert set(final) == set(ids)
     failed = {
         i: (row.error_code, row.error_message) for i, row in final.items() if row.status == "failed"
     }
     assert all(code and message for code, message in failed.values()), failed
     # One crash costs one attempt of the (default) three: nothing should fail here.
-    assert counts(db_engine_e2e) == Counter({"succeeded": JOBS}), failed
+    assert status_counts(db_engine_e2e) == Counter({"succeeded": JOBS}), failed
     for n, job_id in enumerate(ids):
         row = final[job_id]
         assert 1 <= row.attempts <= row.max_attempts

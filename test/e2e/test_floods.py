@@ -4,7 +4,6 @@ jobs, and wrong API keys limited per client address. Real services, real request
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -24,28 +23,15 @@ RATE = 20  # images a minute per key
 QUEUE_CAP = 12
 AUTH_FAILURES = 5
 HELLO_B64 = b64(HELLO_PNG)
-
-
-@pytest.fixture(scope="module")
-def flood_stack(
-    mysql_url: str, db_engine_e2e: Engine, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    stack = Stack(
-        mysql_url,
-        tmp_path_factory.mktemp("flood-logs"),
-        OCR_API_KEYS=",".join(f"{name}={hash_api_key(key)}" for name, key in KEYS.items()),
-        OCR_MAX_BATCH=str(MAX_BATCH),
-        OCR_RATE_LIMIT=f"{RATE}/minute",
-        OCR_MAX_QUEUED_PER_KEY=str(QUEUE_CAP),
-        OCR_AUTH_FAILURE_LIMIT=f"{AUTH_FAILURES}/minute",
-        # One process: memory:// counters are per process.
-        OCR_API_PROCESSES="1",
-    )
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
+STACK_SETTINGS = {
+    "OCR_API_KEYS": ",".join(f"{name}={hash_api_key(key)}" for name, key in KEYS.items()),
+    "OCR_MAX_BATCH": str(MAX_BATCH),
+    "OCR_RATE_LIMIT": f"{RATE}/minute",
+    "OCR_MAX_QUEUED_PER_KEY": str(QUEUE_CAP),
+    "OCR_AUTH_FAILURE_LIMIT": f"{AUTH_FAILURES}/minute",
+    # One process: memory:// counters are per process.
+    "OCR_API_PROCESSES": "1",
+}
 
 
 def auth(name: str) -> dict[str, str]:
@@ -63,10 +49,10 @@ def jobs_of(engine: Engine, owner: str) -> int:
 
 
 def test_a_batch_over_the_limit_is_413_and_stores_nothing(
-    flood_stack: Stack, db_engine_e2e: Engine
+    stack: Stack, db_engine_e2e: Engine
 ) -> None:
     for path in ("/image", "/image-sync"):
-        response = post(flood_stack, path, MAX_BATCH + 1, "batch")
+        response = post(stack, path, MAX_BATCH + 1, "batch")
         assert response.status_code == 413, response.text
         error = response.json()["error"]
         assert error["code"] == "batch_too_large"
@@ -74,29 +60,29 @@ def test_a_batch_over_the_limit_is_413_and_stores_nothing(
     assert jobs_of(db_engine_e2e, "batch") == 0
 
 
-def test_the_rate_limit_counts_images_not_requests(flood_stack: Stack) -> None:
+def test_the_rate_limit_counts_images_not_requests(stack: Stack) -> None:
     # Three requests of 8, 8 and 4 images use the 20 a minute: a fourth, of one image, is over.
     for images in (MAX_BATCH, MAX_BATCH, 4):
-        assert post(flood_stack, "/image-sync", images, "rate").status_code == 200
-    over = post(flood_stack, "/image-sync", 1, "rate")
+        assert post(stack, "/image-sync", images, "rate").status_code == 200
+    over = post(stack, "/image-sync", 1, "rate")
     assert over.status_code == 429, over.text
     assert over.json()["error"]["code"] == "rate_limited" and int(over.headers["Retry-After"]) > 0
     # Per key: another key still has its own 20.
-    assert post(flood_stack, "/image-sync", MAX_BATCH, "other").status_code == 200
+    assert post(stack, "/image-sync", MAX_BATCH, "other").status_code == 200
 
 
-def test_queued_jobs_are_capped_per_key(flood_stack: Stack, db_engine_e2e: Engine) -> None:
+def test_queued_jobs_are_capped_per_key(stack: Stack, db_engine_e2e: Engine) -> None:
     # With the OCR server stopped nothing leaves the queue.
-    flood_stack.ocr.stop()
-    assert post(flood_stack, "/image", MAX_BATCH, "queue").status_code == 200
-    assert post(flood_stack, "/image", 4, "queue").status_code == 200  # 12: the cap
-    over = post(flood_stack, "/image", 1, "queue")
+    stack.ocr.stop()
+    assert post(stack, "/image", MAX_BATCH, "queue").status_code == 200
+    assert post(stack, "/image", 4, "queue").status_code == 200  # 12: the cap
+    over = post(stack, "/image", 1, "queue")
     assert over.status_code == 429, over.text
     error = over.json()["error"]
     assert error["code"] == "queue_full" and "OCR_MAX_QUEUED_PER_KEY" in error["message"]
     assert int(over.headers["Retry-After"]) > 0
     v1 = requests.post(
-        flood_stack.url("/v1/jobs"),
+        stack.url("/v1/jobs"),
         json={"document": base64.b64encode(HELLO_PNG).decode()},
         headers=auth("queue"),
         timeout=30,
@@ -104,24 +90,24 @@ def test_queued_jobs_are_capped_per_key(flood_stack: Stack, db_engine_e2e: Engin
     assert v1.status_code == 429 and v1.json()["code"] == "queue_full", v1.text
     assert jobs_of(db_engine_e2e, "queue") == QUEUE_CAP
     # Another key's queue is its own.
-    assert post(flood_stack, "/image", 1, "batch").status_code == 200
+    assert post(stack, "/image", 1, "batch").status_code == 200
 
 
-def test_wrong_keys_are_limited_per_client_address(flood_stack: Stack) -> None:
+def test_wrong_keys_are_limited_per_client_address(stack: Stack) -> None:
     # Last in the module: it locks this address out for the rest of the minute.
     body = {"image_data": HELLO_B64}
     for n in range(AUTH_FAILURES):
         wrong = {"Authorization": f"Bearer guess-{n}"}
-        response = requests.post(flood_stack.url("/image"), json=body, headers=wrong, timeout=30)
+        response = requests.post(stack.url("/image"), json=body, headers=wrong, timeout=30)
         assert response.status_code == 401, response.text
     response = requests.post(
-        flood_stack.url("/image"), json=body, headers={"X-API-Key": "guess-x"}, timeout=30
+        stack.url("/image"), json=body, headers={"X-API-Key": "guess-x"}, timeout=30
     )
     assert response.status_code == 429, response.text
     assert response.json()["error"]["code"] == "too_many_auth_failures"
     assert int(response.headers["Retry-After"]) > 0
     # The address is refused before its key is looked at: the right key learns nothing either.
-    right = requests.get(flood_stack.url("/allimages"), headers=auth("other"), timeout=30)
+    right = requests.get(stack.url("/allimages"), headers=auth("other"), timeout=30)
     assert right.status_code == 429
     # Requests without a key are told they need one, as before.
-    assert requests.get(flood_stack.url("/allimages"), timeout=30).status_code == 401
+    assert requests.get(stack.url("/allimages"), timeout=30).status_code == 401

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from test_bad_input import limit_bytes
 
+from ocr_testkit.bad_inputs import limit_bytes
 from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]

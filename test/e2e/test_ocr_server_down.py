@@ -8,34 +8,20 @@ import uuid
 
 import pytest
 import requests
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from ocr_common.models import JobRow
-from ocr_testkit.pages import HELLO_PNG, b64, render_lines
+from ocr_testkit.pages import HELLO_PNG, assert_reads, b64
+from ocr_testkit.scenarios import medium_page, rows
 from ocr_testkit.stack import Stack, group_members
 from ocr_testkit.waits import wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
 HELLO_B64 = b64(HELLO_PNG)
-HELLO_WORDS = ["Hello", "OCR", "quick", "brown", "fox"]
-
-
-def assert_hello(text: object) -> None:
-    assert isinstance(text, str)
-    for word in HELLO_WORDS:
-        assert word in text, text
-    assert text.endswith("\n")
-    assert "\x0c" not in text
 
 
 def statuses(engine: Engine, ids: list[str]) -> dict[str, tuple[str, int]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(JobRow.id, JobRow.status, JobRow.attempts).where(JobRow.id.in_(ids))
-        )
-        return {row.id: (row.status, row.attempts) for row in rows}
+    return {job_id: (row.status, row.attempts) for job_id, row in rows(engine, ids).items()}
 
 
 def stop_ocr_server(stack: Stack) -> None:
@@ -85,18 +71,17 @@ def test_jobs_wait_in_the_queue_while_the_ocr_server_is_down(
         stack.start_ocr()
 
     for job_id in ids:
-        assert_hello(stack.result(job_id))
+        assert_reads(stack.result(job_id))
     assert statuses(db_engine_e2e, ids) == {i: ("succeeded", 1) for i in ids}
     sync = requests.post(stack.url("/image-sync"), json={"image_data": HELLO_B64}, timeout=60)
     assert sync.status_code == 200, sync.text
-    assert_hello(sync.json()["text"])
+    assert_reads(sync.json()["text"])
 
 
 def test_sigterm_finishes_running_jobs_and_leaves_the_rest_queued(
     stack: Stack, db_engine_e2e: Engine
 ) -> None:
-    filler = ["The quick brown fox jumps over the lazy dog"] * 20
-    pages = [b64(render_lines([f"Job {n} quick brown fox", *filler])) for n in range(12)]
+    pages = [b64(medium_page(f"Job {n} quick brown fox")) for n in range(12)]
     response = requests.post(stack.url("/image"), json={"image_data": pages}, timeout=60)
     assert response.status_code == 200, response.text
     ids = response.json()["task_id"]

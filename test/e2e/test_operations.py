@@ -8,28 +8,20 @@ import os
 import re
 import select
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.engine import Engine
 
 from ocr_testkit.pages import b64, render_lines
-from ocr_testkit.stack import Stack, start_stack
+from ocr_testkit.stack import Stack
 from ocr_testkit.waits import wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
 SAMPLE_TEXT = "Metrics move when pages are read"
-
-
-@pytest.fixture(scope="module")
-def stack(
-    mysql_url: str, db_engine_e2e: Engine, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    yield from start_stack(mysql_url, tmp_path_factory, OCR_LOG_FORMAT="json")
+STACK_SETTINGS = {"OCR_LOG_FORMAT": "json"}
 
 
 def image_b64(tag: str) -> str:
@@ -53,12 +45,15 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def grew(
+    before: dict[Any, float], after: dict[Any, float], name: str, by: float = 1, **labels: str
+) -> bool:
+    """Whether the sample ``name`` with ``labels`` grew by ``by`` at least."""
+    return value(after, name, **labels) >= value(before, name, **labels) + by
+
+
 def json_lines(text: str) -> list[dict[str, Any]]:
-    lines = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            lines.append(json.loads(line))
-    return lines
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
 def test_metrics_of_both_services_move_with_work(stack: Stack) -> None:
@@ -74,15 +69,11 @@ def test_metrics_of_both_services_move_with_work(stack: Stack) -> None:
     api, ocr = scrape(stack.api_url), scrape(stack.server_url)
     # Requests by route and status, summed over both gunicorn processes.
     ok_sync = {"method": "POST", "route": "/image-sync", "status": "200"}
-    assert value(api, "ocr_api_requests_total", **ok_sync) >= (
-        value(api_before, "ocr_api_requests_total", **ok_sync) + 1
-    )
+    assert grew(api_before, api, "ocr_api_requests_total", **ok_sync)
     route_404 = {"method": "GET", "route": "/v1/jobs/<job_id>", "status": "404"}
     assert value(api, "ocr_api_requests_total", **route_404) >= 1
     sync_route = {"method": "POST", "route": "/image-sync"}
-    assert value(api, "ocr_api_request_duration_seconds_count", **sync_route) >= (
-        value(api_before, "ocr_api_request_duration_seconds_count", **sync_route) + 1
-    )
+    assert grew(api_before, api, "ocr_api_request_duration_seconds_count", **sync_route)
     assert value(api, "ocr_api_request_duration_seconds_sum", **sync_route) > 0
     # The queue, read from the database by either service.
     for samples in (api, ocr):
@@ -91,15 +82,9 @@ def test_metrics_of_both_services_move_with_work(stack: Stack) -> None:
 
     # The OCR server: its internal route, pages, jobs, engines.
     ocr_route = {"method": "POST", "route": "/ocr", "status": "200"}
-    assert value(ocr, "ocr_server_requests_total", **ocr_route) >= (
-        value(ocr_before, "ocr_server_requests_total", **ocr_route) + 1
-    )
-    assert value(ocr, "ocr_pages_total", outcome="ok") >= (
-        value(ocr_before, "ocr_pages_total", outcome="ok") + 2
-    )
-    assert value(ocr, "ocr_job_duration_seconds_count") >= (
-        value(ocr_before, "ocr_job_duration_seconds_count") + 1
-    )
+    assert grew(ocr_before, ocr, "ocr_server_requests_total", **ocr_route)
+    assert grew(ocr_before, ocr, "ocr_pages_total", by=2, outcome="ok")
+    assert grew(ocr_before, ocr, "ocr_job_duration_seconds_count")
     assert value(ocr, "ocr_engines") == 2
     assert 0 <= value(ocr, "ocr_engines_busy") <= 2
     assert value(ocr, "ocr_dispatcher_succeeded_total") >= 1
@@ -118,13 +103,10 @@ def test_engines_killed_while_idle_are_replaced_before_a_sync_read(stack: Stack)
     assert sync.status_code == 200, sync.text
     assert "Metrics" in sync.json()["text"]
     after = scrape(stack.server_url)
-    assert value(after, "ocr_engine_restarts_total", cause="crash") >= (
-        value(before, "ocr_engine_restarts_total", cause="crash") + 1
-    )
+    assert grew(before, after, "ocr_engine_restarts_total", cause="crash")
     # No page went down with an idle engine.
-    assert value(after, "ocr_pages_total", outcome="engine_crashed") == value(
-        before, "ocr_pages_total", outcome="engine_crashed"
-    )
+    crashed = {"outcome": "engine_crashed"}
+    assert value(after, "ocr_pages_total", **crashed) == value(before, "ocr_pages_total", **crashed)
 
 
 def test_a_request_id_follows_a_job_to_the_ocr_server_and_back(stack: Stack) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import requests
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import make_url
 
 from ocr_common.settings import hash_api_key
 from ocr_testkit.pages import HELLO_PNG, b64
@@ -17,36 +16,23 @@ pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
 TOKEN = "internal-token-7f3a9c1e5b"
 KEY = "api-key-4d2e8b6a0c"
+STACK_SETTINGS = {
+    "OCR_INTERNAL_TOKEN": TOKEN,
+    "OCR_API_KEYS": f"tester={hash_api_key(KEY)}",
+    "OCR_LOG_LEVEL": "DEBUG",
+}
 
 
-@pytest.fixture(scope="module")
-def secret_stack(
-    mysql_url: str, db_engine_e2e: Engine, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    stack = Stack(
-        mysql_url,
-        tmp_path_factory.mktemp("secret-logs"),
-        OCR_INTERNAL_TOKEN=TOKEN,
-        OCR_API_KEYS=f"tester={hash_api_key(KEY)}",
-        OCR_LOG_LEVEL="DEBUG",
-    )
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
-
-
-def test_the_ocr_servers_probes_need_no_token(secret_stack: Stack) -> None:
+def test_the_ocr_servers_probes_need_no_token(stack: Stack) -> None:
     # A kubelet's probes cannot carry the token (deploy/k8s probes /readyz and /healthz).
     for path in ("/healthz", "/readyz"):
-        answer = requests.get(f"{secret_stack.server_url}{path}", timeout=30)
+        answer = requests.get(f"{stack.server_url}{path}", timeout=30)
         assert answer.status_code == 200, (path, answer.text)
-    assert requests.get(f"{secret_stack.server_url}/status", timeout=30).status_code == 401
+    assert requests.get(f"{stack.server_url}/status", timeout=30).status_code == 401
 
 
-def test_no_secret_appears_in_any_log(secret_stack: Stack, mysql_url: str) -> None:
-    api = secret_stack.api_url
+def test_no_secret_appears_in_any_log(stack: Stack, mysql_url: str) -> None:
+    api = stack.api_url
     body = json.dumps({"image_data": b64(HELLO_PNG)})
     auth = {"Authorization": f"Bearer {KEY}"}
     assert requests.post(f"{api}/image-sync", data=body, headers=auth, timeout=60).ok
@@ -62,13 +48,10 @@ def test_no_secret_appears_in_any_log(secret_stack: Stack, mysql_url: str) -> No
     )
     assert unknown.status_code == 400 and "eng" in unknown.json()["detail"], unknown.text
     # The OCR server refuses a caller without the token; the API, which has it, gets through.
-    assert (
-        requests.post(f"{secret_stack.server_url}/ocr", data=HELLO_PNG, timeout=30).status_code
-        == 401
-    )
+    assert requests.post(f"{stack.server_url}/ocr", data=HELLO_PNG, timeout=30).status_code == 401
     assert requests.get(f"{api}/image?task_id={task}", headers=auth, timeout=30).ok
-    secret_stack.stop()
-    logs = secret_stack.logs()
+    stack.stop()
+    logs = stack.logs()
     assert logs.strip(), "the services wrote no logs at all"
     password = make_url(mysql_url).password
     for secret in (TOKEN, KEY, hash_api_key(KEY)[7:], "guess"):

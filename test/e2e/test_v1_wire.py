@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 import requests
@@ -16,6 +17,16 @@ pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 PAGES = [[f"Page {n} says hello", *ORIENTATION_LINES[:2]] for n in (1, 2, 3)]
 
 
+def ended(stack: Stack, location: str) -> dict[str, Any]:
+    """The v1 job at ``location`` once it has succeeded or failed."""
+
+    def final() -> dict[str, Any] | None:
+        body = requests.get(stack.url(location), timeout=30).json()
+        return body if body["status"] in ("succeeded", "failed") else None
+
+    return dict(wait_until(final, JOB_TIMEOUT_S, f"the job at {location}", interval_s=0.2))
+
+
 def test_a_multipart_pdf_job_is_read_page_by_page(stack: Stack) -> None:
     pdf = render_document(PAGES, "PDF")
     response = requests.post(
@@ -26,12 +37,7 @@ def test_a_multipart_pdf_job_is_read_page_by_page(stack: Stack) -> None:
     )
     assert response.status_code == 202, response.text
     location = response.headers["Location"]
-
-    def finished() -> dict[str, object] | None:
-        body = requests.get(stack.url(location), timeout=30).json()
-        return body if body["status"] in ("succeeded", "failed") else None
-
-    job = wait_until(finished, JOB_TIMEOUT_S, "the PDF job", interval_s=0.2)
+    job = ended(stack, location)
     assert job["status"] == "succeeded", job
     assert job["format"] == "PDF" and job["progress"] == {"pages_done": 3, "pages_total": 3}
     assert [page["lines"][0]["text"] for page in job["pages"]] == [p[0] for p in PAGES]
@@ -93,12 +99,7 @@ def test_a_long_cjk_whitelist_is_read_not_retried(stack: Stack, endpoint: str) -
     assert response.status_code in (200, 202), response.text
     job = response.json()
     if response.status_code == 202:
-
-        def finished() -> dict[str, object] | None:
-            body = requests.get(stack.url(f"/v1/jobs/{job['id']}"), timeout=30).json()
-            return body if body["status"] in ("succeeded", "failed") else None
-
-        job = wait_until(finished, JOB_TIMEOUT_S, "the job", interval_s=0.2)
+        job = ended(stack, f"/v1/jobs/{job['id']}")
     assert job["status"] == "succeeded", job
     assert job["options"]["char_whitelist"] == CJK_WHITELIST
     # Only CJK characters may be read, and the page has none: no Latin letter comes out.

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from ocr_common.settings import hash_api_key
 from ocr_testkit.pages import HELLO_PNG, render_document, render_lines
-from ocr_testkit.stack import Stack
+from ocr_testkit.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
@@ -224,16 +224,11 @@ def test_by_keyboard_on_a_phone_sized_screen(
 def keyed_stack(
     mysql_url: str, db_engine_e2e: Engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    stack = Stack(
-        mysql_url,
-        tmp_path_factory.mktemp("keyed-logs"),
-        OCR_API_KEYS=f"page={hash_api_key(API_KEY)}",
-    )
-    try:
-        stack.start()
+    keys = f"page={hash_api_key(API_KEY)}"
+    with running_stack(
+        mysql_url, tmp_path_factory.mktemp("keyed-logs"), OCR_API_KEYS=keys
+    ) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def test_with_api_keys_the_page_asks_for_one_and_keeps_it_in_the_session_only(

@@ -1,4 +1,4 @@
-"""Fault fixtures: a private MariaDB server (never the shared one) and stacks on it.
+"""Fault fixtures: private MariaDB servers (never the shared one) and stacks on them.
 
 Every test module here gets a database of its own on the private server, and its own services.
 """
@@ -8,21 +8,19 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
 
 from ocr_common.db import make_engine
 from ocr_testkit.mariadb_server import MariaDBUnavailable, PrivateMariaDB
-from ocr_testkit.stack import Stack
+from ocr_testkit.stack import Stack, running_stack
 
 
-@pytest.fixture(scope="session")
-def private_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateMariaDB]:
+def _mariadb(base: Path, *extra_args: str) -> Iterator[PrivateMariaDB]:
     """A mariadbd of our own (data directory, port, socket), killed at the end."""
-    base = tmp_path_factory.mktemp("mariadb")
-    server = PrivateMariaDB(base)
+    server = PrivateMariaDB(base, extra_args)
     try:
         server.install()
         server.start()
@@ -34,6 +32,21 @@ def private_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Privat
     yield server
     server.kill()
     shutil.rmtree(server.datadir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def private_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateMariaDB]:
+    yield from _mariadb(tmp_path_factory.mktemp("mariadb"))
+
+
+@pytest.fixture(scope="module")
+def latin1_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateMariaDB]:
+    """A second private server whose default character set is latin1."""
+    yield from _mariadb(
+        tmp_path_factory.mktemp("mariadb-latin1"),
+        "--character-set-server=latin1",
+        "--collation-server=latin1_swedish_ci",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +64,11 @@ def fault_db(fault_db_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    if report.failed:
-        for value in getattr(item, "funcargs", {}).values():
-            if isinstance(value, Stack):
-                report.sections.append(("service logs", value.logs()[-20000:]))
-            if isinstance(value, PrivateMariaDB):
-                report.sections.append(("mariadbd log", value.log_text()[-5000:]))
-    return report
+@pytest.fixture(scope="module")
+def stack(
+    fault_db_url: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """Both services on this module's database, with its ``STACK_SETTINGS`` if it has any."""
+    settings = getattr(request.module, "STACK_SETTINGS", {})
+    with running_stack(fault_db_url, tmp_path_factory.mktemp("logs"), **settings) as stack:
+        yield stack

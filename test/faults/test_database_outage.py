@@ -6,7 +6,6 @@ The database is a private MariaDB server of this test session, never the shared 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from unittest.mock import ANY
 
 import pytest
@@ -14,16 +13,10 @@ import requests
 from sqlalchemy.engine import Engine
 
 from ocr_testkit.mariadb_server import PrivateMariaDB
-from ocr_testkit.scenarios import database_outage, running_stack
+from ocr_testkit.scenarios import database_outage
 from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
-
-
-@pytest.fixture(scope="module")
-def stack(fault_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(fault_db_url, tmp_path_factory.mktemp("logs")) as stack:
-        yield stack
 
 
 def test_a_database_outage_answers_503_and_loses_no_accepted_job(

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy.engine import Engine
 
-from ocr_testkit.scenarios import running_stack, sigkill_engine
+from ocr_testkit.scenarios import sigkill_engine
 from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
-
-
-@pytest.fixture(scope="module")
-def stack(fault_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(fault_db_url, tmp_path_factory.mktemp("logs")) as stack:
-        yield stack
 
 
 def test_sigkill_of_an_engine_mid_batch_loses_no_job(stack: Stack, fault_db: Engine) -> None:

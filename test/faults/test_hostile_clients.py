@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy.engine import Engine
 
@@ -15,7 +13,6 @@ from ocr_testkit.hostile_clients import (
     slow_clients,
     stalled_ocr_server,
 )
-from ocr_testkit.scenarios import running_stack
 from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
@@ -23,12 +20,6 @@ pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
 # The API's processes together before any of this: master and two workers (about 300 MB); one
 # decoded 50-megapixel RGBA page alone is 200 MB.
 API_RSS_BOUND_MB = 600
-
-
-@pytest.fixture(scope="module")
-def stack(fault_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(fault_db_url, tmp_path_factory.mktemp("logs")) as stack:
-        yield stack
 
 
 def test_200_slow_clients_leave_healthz_and_post_image_answering(

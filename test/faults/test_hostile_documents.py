@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy.engine import Engine
 
 from ocr_testkit.hostile_documents import blank_pages, pdf_bomb, wide_image
-from ocr_testkit.scenarios import running_stack
 from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
 
 # A lower ceiling than the default, so that the bomb fails in seconds rather than tens of them.
-SETTINGS = {
+STACK_SETTINGS = {
     "OCR_ENGINE_MAX_MEMORY_MB": "512",
     "OCR_ENGINE_MAX_RSS_MB": "384",
     "OCR_MAX_ATTEMPTS": "2",
 }
-
-
-@pytest.fixture(scope="module")
-def stack(fault_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(fault_db_url, tmp_path_factory.mktemp("logs"), **SETTINGS) as stack:
-        yield stack
 
 
 def test_a_pdf_bomb_fails_as_too_complex_while_other_jobs_and_metrics_carry_on(

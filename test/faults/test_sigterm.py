@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from ocr_testkit.scenarios import (
-    running_stack,
     sigterm_api,
     sigterm_ocr_server_long_grace,
     sigterm_ocr_server_short_grace,
@@ -16,12 +15,6 @@ from ocr_testkit.scenarios import (
 from ocr_testkit.stack import Stack
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
-
-
-@pytest.fixture(scope="module")
-def stack(fault_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(fault_db_url, tmp_path_factory.mktemp("logs")) as stack:
-        yield stack
 
 
 @pytest.fixture

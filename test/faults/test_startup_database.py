@@ -6,21 +6,18 @@ On private MariaDB servers of this test session, never the shared one.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pymysql
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ocr_common.db import alembic_config
-from ocr_testkit.mariadb_server import PASSWORD, USER, MariaDBUnavailable, PrivateMariaDB
+from ocr_testkit.mariadb_server import PrivateMariaDB
 from ocr_testkit.pages import HELLO_PNG, b64
 from ocr_testkit.stack import BIN_DIR, Stack
 
@@ -116,43 +113,19 @@ def test_migrate_stops_at_once_on_an_sql_error_and_says_where_it_stopped(
     assert "at revision 0002" in result.stderr, result.stderr
 
 
-@pytest.fixture(scope="module")
-def latin1_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateMariaDB]:
-    """A second private server whose default character set is latin1."""
-    server = PrivateMariaDB(
-        tmp_path_factory.mktemp("mariadb-latin1"),
-        extra_args=("--character-set-server=latin1", "--collation-server=latin1_swedish_ci"),
-    )
-    try:
-        server.install()
-        server.start()
-    except MariaDBUnavailable as exc:
-        server.kill()
-        pytest.fail(f"a private MariaDB is required: {exc}")
-    yield server
-    server.kill()
-    shutil.rmtree(server.datadir, ignore_errors=True)
-
-
 def test_migrate_creates_every_table_in_utf8mb4_on_a_latin1_server(
     latin1_mariadb: PrivateMariaDB, tmp_path: Path
 ) -> None:
     url = latin1_mariadb.create_database(charset=None)
     name = make_url(url).database
-    conn = pymysql.connect(
-        host="127.0.0.1", port=latin1_mariadb.port, user=USER, password=PASSWORD, database=name
-    )
-    with contextlib.closing(conn), conn.cursor() as cur:
+    with contextlib.closing(latin1_mariadb.connect(name)) as conn, conn.cursor() as cur:
         cur.execute("SELECT @@character_set_database")
         assert cur.fetchone()[0] == "latin1"
     stack = Stack(url, tmp_path)
     # Before: job_images took latin1 and its foreign key to jobs failed (errno 150).
     result = run_migrate(stack)
     assert result.returncode == 0, result.stdout + result.stderr
-    conn = pymysql.connect(
-        host="127.0.0.1", port=latin1_mariadb.port, user=USER, password=PASSWORD, database=name
-    )
-    with contextlib.closing(conn), conn.cursor() as cur:
+    with contextlib.closing(latin1_mariadb.connect(name)) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT table_name, table_collation FROM information_schema.tables "
             "WHERE table_schema = %s",

@@ -26,7 +26,7 @@ from sqlalchemy.pool import NullPool
 
 from ocr_common import job_store
 from ocr_common.db import make_engine, make_session_factory
-from ocr_common.models import JobRow, JobStatus
+from ocr_common.models import JobStatus
 
 IMAGE = b"\x89PNG fake image bytes"
 LEASE_S = 2.0
@@ -38,12 +38,9 @@ STRANDED_FOR_S = 4 * LEASE_S
 
 
 @pytest.fixture
-def mysql_sessions(mysql_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(mysql_url)
-    with engine.begin() as conn:
-        conn.execute(JobRow.__table__.delete())
-    yield make_session_factory(engine)
-    engine.dispose()
+def database_url(mysql_url: str) -> str:
+    """``sessions`` on MySQL alone (SQLite's case is the last test, on ``sqlite_url``)."""
+    return mysql_url
 
 
 def queue_one(sessions: sessionmaker[Session], image: bytes = IMAGE) -> str:
@@ -129,38 +126,38 @@ def resume(proc: subprocess.Popen[str]) -> str:
 
 @pytest.mark.mysql
 def test_a_frozen_claim_strands_its_job_while_the_session_lives(
-    mysql_url: str, mysql_sessions: sessionmaker[Session]
+    mysql_url: str, sessions: sessionmaker[Session]
 ) -> None:
     """Before issue 15: the session of a frozen claimer lives for wait_timeout (8 hours by
     default), and every other claimer passes over its locked job all that time."""
-    job_id = queue_one(mysql_sessions)
+    job_id = queue_one(sessions)
     proc = freeze_in_claim(mysql_url, bounded=False)
     try:
-        assert claim_until(mysql_sessions, "other", STRANDED_FOR_S) is None
-        assert status_of(mysql_sessions, job_id) == ("queued", None)
+        assert claim_until(sessions, "other", STRANDED_FOR_S) is None
+        assert status_of(sessions, job_id) == ("queued", None)
     finally:
         proc.kill()
         proc.wait()
     # Its death closes the session: the job is free at once.
-    assert claim_until(mysql_sessions, "other", MARGIN_S) == job_id
+    assert claim_until(sessions, "other", MARGIN_S) == job_id
 
 
 @pytest.mark.mysql
 def test_a_frozen_claim_gives_its_job_up_within_a_lease_and_its_commit_is_refused(
-    mysql_url: str, mysql_sessions: sessionmaker[Session]
+    mysql_url: str, sessions: sessionmaker[Session]
 ) -> None:
-    job_id = queue_one(mysql_sessions)
+    job_id = queue_one(sessions)
     proc = freeze_in_claim(mysql_url, bounded=True)
     try:
-        assert claim_until(mysql_sessions, "other", LEASE_S + MARGIN_S) == job_id
-        with mysql_sessions.begin() as session:
+        assert claim_until(sessions, "other", LEASE_S + MARGIN_S) == job_id
+        with sessions.begin() as session:
             assert job_store.finish(session, job_id=job_id, worker_id="other", text="done")
         # The frozen server wakes up: its session is gone, so its claim never commits.
         assert "commit failed" in resume(proc)
     finally:
         proc.kill()
         proc.wait()
-    with mysql_sessions() as session:
+    with sessions() as session:
         job = job_store.get_job(session, job_id)
     assert job is not None
     assert (job.status, job.worker_id, job.text, job.attempts) == (
@@ -197,34 +194,34 @@ def held_sessions() -> Iterator[list[Session]]:
 
 @pytest.mark.mysql
 def test_the_reaper_skips_a_locked_expired_job_instead_of_waiting(
-    mysql_url: str, mysql_sessions: sessionmaker[Session], held_sessions: list[Session]
+    mysql_url: str, sessions: sessionmaker[Session], held_sessions: list[Session]
 ) -> None:
     """The reaper never waits on a row lock (innodb_lock_wait_timeout is 50 s by default and
     its failure rolled back the whole round): it re-queues the jobs it can and comes back."""
-    held = hold_finish(mysql_url, mysql_sessions, bounded=False)
+    held = hold_finish(mysql_url, sessions, bounded=False)
     held_sessions.append(held)
-    other = queue_one(mysql_sessions, IMAGE + b"2")
-    with mysql_sessions.begin() as session:
+    other = queue_one(sessions, IMAGE + b"2")
+    with sessions.begin() as session:
         job_store.claim_next(session, worker_id="dead", lease_s=LEASE_S)
     time.sleep(LEASE_S + 0.5)
     started = time.monotonic()
-    with mysql_sessions.begin() as session:
+    with sessions.begin() as session:
         requeued, failed = job_store.requeue_expired(session)
     assert time.monotonic() - started < 2.0
     assert (requeued, failed) == (1, 0)
-    assert status_of(mysql_sessions, other) == ("queued", None)
-    assert status_of(mysql_sessions, held.info["job_id"]) == ("running", "cut-off")
+    assert status_of(sessions, other) == ("queued", None)
+    assert status_of(sessions, held.info["job_id"]) == ("running", "cut-off")
 
 
 @pytest.mark.mysql
 def test_a_cut_off_finish_is_rolled_back_within_a_lease_and_never_lands(
-    mysql_url: str, mysql_sessions: sessionmaker[Session], held_sessions: list[Session]
+    mysql_url: str, sessions: sessionmaker[Session], held_sessions: list[Session]
 ) -> None:
-    held = hold_finish(mysql_url, mysql_sessions, bounded=True)
+    held = hold_finish(mysql_url, sessions, bounded=True)
     held_sessions.append(held)
     job_id = held.info["job_id"]
-    assert claim_until(mysql_sessions, "other", LEASE_S + MARGIN_S) == job_id
-    with mysql_sessions.begin() as session:
+    assert claim_until(sessions, "other", LEASE_S + MARGIN_S) == job_id
+    with sessions.begin() as session:
         assert job_store.finish(session, job_id=job_id, worker_id="other", text="right")
     # The cut-off server's connection comes back: the database dropped its session and rolled
     # its write back, and the retry of its finish is refused by the lease guard.
@@ -233,7 +230,7 @@ def test_a_cut_off_finish_is_rolled_back_within_a_lease_and_never_lands(
     held.rollback()
     with held.begin():
         assert not job_store.finish(held, job_id=job_id, worker_id="cut-off", text="late")
-    with mysql_sessions() as session:
+    with sessions() as session:
         job = job_store.get_job(session, job_id)
     assert job is not None
     assert (job.status, job.worker_id, job.text) == (JobStatus.SUCCEEDED, "other", "right")

@@ -30,10 +30,12 @@ POISON = b"poison"
 
 
 class FakeEngine:
-    """Echoes the image as text; crashes on POISON; crashes once on images starting with 'flaky'."""
+    """Echoes the image as text; crashes on POISON; crashes once on images starting with 'flaky';
+    reads a page only once ``gate`` (if any) opens."""
 
-    def __init__(self, delay_s: float = 0.0):
+    def __init__(self, delay_s: float = 0.0, gate: threading.Event | None = None):
         self.delay_s = delay_s
+        self.gate = gate
         self.seen: list[bytes] = []
         self.returned = 0  # pages whose recognize_page has returned or raised
         self._lock = threading.Lock()
@@ -44,6 +46,8 @@ class FakeEngine:
             first_time = image not in self.seen
             self.seen.append(image)
         try:
+            if self.gate:
+                self.gate.wait(10)
             time.sleep(self.delay_s)
             if image == POISON:
                 raise EngineCrashed("the engine crashed on this page")
@@ -91,10 +95,28 @@ async def run_until_final(
         await dispatcher.stop(grace_s=5)
 
 
+def read_all(
+    sessions: sessionmaker[Session], ids: list[str], engines: list[FakeEngine] | None = None
+) -> list[Job]:
+    """A dispatcher on ``engines`` (one FakeEngine by default) until the jobs ``ids`` end."""
+    dispatcher = Dispatcher(sessions, EnginePool(engines or [FakeEngine()]), settings())
+    return asyncio.run(run_until_final(dispatcher, sessions, ids))
+
+
+def start_then_stop(dispatcher: Dispatcher, grace_s: float) -> None:
+    """Start ``dispatcher``, and stop it with ``grace_s`` once it runs a job."""
+
+    async def scenario() -> None:
+        dispatcher.start()
+        await wait_until_async(lambda: dispatcher.running_jobs, 10, "a running job")
+        await dispatcher.stop(grace_s=grace_s)
+
+    asyncio.run(scenario())
+
+
 def test_queued_jobs_are_read_and_their_images_deleted(sessions: sessionmaker[Session]) -> None:
     ids = queue(sessions, [f"page {i}".encode() for i in range(10)])
-    pool = EnginePool([FakeEngine(), FakeEngine()])
-    done = asyncio.run(run_until_final(Dispatcher(sessions, pool, settings()), sessions, ids))
+    done = read_all(sessions, ids, [FakeEngine(), FakeEngine()])
     assert [job.text for job in done] == [f"page {i}\n" for i in range(10)]
     assert all(job.status == JobStatus.SUCCEEDED and job.attempts == 1 for job in done)
     with sessions() as session:
@@ -102,9 +124,7 @@ def test_queued_jobs_are_read_and_their_images_deleted(sessions: sessionmaker[Se
 
 
 def test_a_retryable_failure_is_retried(sessions: sessionmaker[Session]) -> None:
-    ids = queue(sessions, [b"flaky page"])
-    pool = EnginePool([FakeEngine()])
-    [job] = asyncio.run(run_until_final(Dispatcher(sessions, pool, settings()), sessions, ids))
+    [job] = read_all(sessions, queue(sessions, [b"flaky page"]))
     assert job.status == JobStatus.SUCCEEDED and job.attempts == 2 and job.text == "flaky page\n"
 
 
@@ -113,10 +133,7 @@ def test_a_poison_image_fails_after_max_attempts_without_blocking_others(
 ) -> None:
     ids = queue(sessions, [POISON, b"after 1", b"after 2"], max_attempts=2)
     engine = FakeEngine()
-    pool = EnginePool([engine])
-    poison, *others = asyncio.run(
-        run_until_final(Dispatcher(sessions, pool, settings()), sessions, ids)
-    )
+    poison, *others = read_all(sessions, ids, [engine])
     assert poison.status == JobStatus.FAILED
     assert poison.attempts == 2
     assert poison.error_code == "engine_crashed"
@@ -132,8 +149,7 @@ def test_a_dead_workers_job_is_requeued_by_the_reaper(sessions: sessionmaker[Ses
         session.execute(
             update(JobRow).values(lease_until=job_store.utcnow() - timedelta(seconds=1))
         )
-    pool = EnginePool([FakeEngine()])
-    [job] = asyncio.run(run_until_final(Dispatcher(sessions, pool, settings()), sessions, [job_id]))
+    [job] = read_all(sessions, [job_id])
     assert job.status == JobStatus.SUCCEEDED and job.attempts == 2
     assert job.worker_id != "dead-worker"
 
@@ -144,14 +160,7 @@ def test_stop_gives_unfinished_jobs_back_without_charging_an_attempt(
     ids = queue(sessions, [b"slow page"])
     engine = FakeEngine(delay_s=1.5)
     pool = EnginePool([engine])
-    dispatcher = Dispatcher(sessions, pool, settings())
-
-    async def scenario() -> None:
-        dispatcher.start()
-        await wait_until_async(lambda: dispatcher.running_jobs, 10, "a running job")
-        await dispatcher.stop(grace_s=0.1)
-
-    asyncio.run(scenario())
+    start_then_stop(Dispatcher(sessions, pool, settings()), grace_s=0.1)
     [job] = jobs(sessions, ids)
     assert job.status == JobStatus.QUEUED and job.attempts == 0 and job.worker_id is None
     # The engine thread finishes after the stop; its late result must not land.
@@ -164,14 +173,7 @@ def test_stop_gives_unfinished_jobs_back_without_charging_an_attempt(
 def test_stop_waits_for_running_jobs_within_the_grace(sessions: sessionmaker[Session]) -> None:
     ids = queue(sessions, [b"page"])
     pool = EnginePool([FakeEngine(delay_s=0.5)])
-    dispatcher = Dispatcher(sessions, pool, settings())
-
-    async def scenario() -> None:
-        dispatcher.start()
-        await wait_until_async(lambda: dispatcher.running_jobs, 10, "a running job")
-        await dispatcher.stop(grace_s=10)
-
-    asyncio.run(scenario())
+    start_then_stop(Dispatcher(sessions, pool, settings()), grace_s=10)
     [job] = jobs(sessions, ids)
     assert job.status == JobStatus.SUCCEEDED
 
@@ -185,9 +187,7 @@ def test_an_image_read_before_is_answered_from_its_stored_result(
         )
     ids = queue(sessions, [b"seen page", b"new page"])
     engine = FakeEngine()
-    done = asyncio.run(
-        run_until_final(Dispatcher(sessions, EnginePool([engine]), settings()), sessions, ids)
-    )
+    done = read_all(sessions, ids, [engine])
     assert [job.text for job in done] == ["stored text\n", "new page\n"]
     assert engine.seen == [b"new page"]
 
@@ -215,9 +215,7 @@ def test_reuse_never_crosses_owners(sessions: sessionmaker[Session]) -> None:
         )
         [job_id] = [job_store.create_job(session, image=b"page", max_attempts=3, owner="bob").id]
     engine = FakeEngine()
-    [job] = asyncio.run(
-        run_until_final(Dispatcher(sessions, EnginePool([engine]), settings()), sessions, [job_id])
-    )
+    [job] = read_all(sessions, [job_id], [engine])
     assert job.text == "page\n" and engine.seen == [b"page"]
 
 
@@ -234,19 +232,6 @@ def test_a_result_too_large_for_one_database_write_fails_at_once(
 
 
 # -- claims and outcomes in batches ---------------------------------------------------------
-
-
-class GatedEngine:
-    """Reads a page once ``gate`` opens (at once if it is open)."""
-
-    def __init__(self, gate: threading.Event):
-        self.gate = gate
-        self.seen: list[bytes] = []
-
-    def recognize_page(self, task: PageTask) -> dict[str, object]:
-        self.gate.wait(10)
-        self.seen.append(task.document)
-        return {"page": task.page, "text": task.document.decode() + "\n"}
 
 
 @dataclass
@@ -291,7 +276,7 @@ def test_free_engines_are_filled_by_one_claim(
 ) -> None:
     ids = queue(sessions, [f"page {i}".encode() for i in range(8)])
     gate = threading.Event()
-    engines = [GatedEngine(gate) for _ in range(4)]
+    engines = [FakeEngine(gate=gate) for _ in range(4)]
     dispatcher = Dispatcher(sessions, EnginePool(list(engines)), settings())
 
     async def scenario() -> list[Job]:
@@ -319,7 +304,9 @@ def test_outcomes_that_are_ready_together_are_written_in_one_transaction(
 ) -> None:
     ids = queue(sessions, [f"page {i}".encode() for i in range(4)])
     gate = threading.Event()
-    dispatcher = Dispatcher(sessions, EnginePool([GatedEngine(gate) for _ in range(4)]), settings())
+    dispatcher = Dispatcher(
+        sessions, EnginePool([FakeEngine(gate=gate) for _ in range(4)]), settings()
+    )
 
     async def scenario() -> list[Job]:
         # The first write is held for a while: the outcomes that end meanwhile wait for it,
@@ -337,31 +324,37 @@ def test_outcomes_that_are_ready_together_are_written_in_one_transaction(
     assert dispatcher.stats.succeeded == 4 and dispatcher.stats.lost_leases == 0
 
 
+def write_together(
+    sessions: sessionmaker[Session], outcomes: list[JobOutcome], lease_s: float
+) -> tuple[list[bool | None], DispatcherStats]:
+    """Hand ``outcomes`` to worker "me"'s OutcomeWriter at the same moment; what each write
+    gave, and the counters."""
+    stats = DispatcherStats()
+    transactions = Transactions(sessions, stats)
+    writer = OutcomeWriter(transactions, worker_id="me", keep_images=False, lease_s=lease_s)
+
+    async def scenario() -> list[bool | None]:
+        writer.start()
+        try:
+            return await asyncio.gather(*(writer.write(outcome) for outcome in outcomes))
+        finally:
+            await writer.close()
+
+    return asyncio.run(scenario()), stats
+
+
 def test_a_lost_lease_in_a_batch_is_counted_and_its_outcome_not_written(
     sessions: sessionmaker[Session],
 ) -> None:
     ids = queue(sessions, [b"stolen", b"kept 1", b"kept 2"])
     with sessions.begin() as session:
-        claimed = job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
+        job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
     # Another server takes the first job over (its lease ran out, say) before we write.
     with sessions.begin() as session:
         session.execute(update(JobRow).where(JobRow.id == ids[0]).values(worker_id="thief"))
-    stats = DispatcherStats()
-    writer = OutcomeWriter(
-        Transactions(sessions, stats), worker_id="me", keep_images=False, lease_s=3
-    )
-
-    async def scenario() -> list[bool | None]:
-        writer.start()
-        try:
-            # Ready at the same moment: one transaction for the three.
-            return await asyncio.gather(
-                *(writer.write(JobOutcome(job.id, text=f"{job.id}\n")) for job in claimed)
-            )
-        finally:
-            await writer.close()
-
-    assert asyncio.run(scenario()) == [False, True, True]
+    # Ready at the same moment: one transaction for the three.
+    written, stats = write_together(sessions, [JobOutcome(i, text=f"{i}\n") for i in ids], 3)
+    assert written == [False, True, True]
     stolen, *kept = jobs(sessions, ids)
     assert (stolen.status, stolen.worker_id, stolen.text) == (JobStatus.RUNNING, "thief", None)
     assert all(job.status == JobStatus.SUCCEEDED for job in kept)
@@ -373,27 +366,12 @@ def test_an_outcome_that_cannot_be_written_does_not_hold_back_the_others(
 ) -> None:
     ids = queue(sessions, [b"first", b"unwritable", b"third"])
     with sessions.begin() as session:
-        claimed = job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
-    stats = DispatcherStats()
-    writer = OutcomeWriter(
-        Transactions(sessions, stats), worker_id="me", keep_images=False, lease_s=1.5
-    )
+        job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
     # A lone surrogate cannot be encoded for the database: its batch fails, whatever the others.
     texts = ["first\n", "\ud800", "third\n"]
-
-    async def scenario() -> list[bool | None]:
-        writer.start()
-        try:
-            return await asyncio.gather(
-                *(
-                    writer.write(JobOutcome(job.id, text=text))
-                    for job, text in zip(claimed, texts, strict=True)
-                )
-            )
-        finally:
-            await writer.close()
-
-    assert asyncio.run(scenario()) == [True, None, True]
+    outcomes = [JobOutcome(i, text=text) for i, text in zip(ids, texts, strict=True)]
+    written, stats = write_together(sessions, outcomes, 1.5)
+    assert written == [True, None, True]
     first, unwritable, third = jobs(sessions, ids)
     assert (first.text, third.text) == ("first\n", "third\n")
     assert (unwritable.status, unwritable.text) == (JobStatus.RUNNING, None)
@@ -406,7 +384,7 @@ def test_a_taken_over_job_is_counted_as_a_lost_lease_by_the_dispatcher(
     ids = queue(sessions, [b"stolen", b"kept"])
     gate = threading.Event()
     dispatcher = Dispatcher(
-        sessions, EnginePool([GatedEngine(gate), GatedEngine(gate)]), settings()
+        sessions, EnginePool([FakeEngine(gate=gate), FakeEngine(gate=gate)]), settings()
     )
 
     async def scenario() -> None:
@@ -431,21 +409,50 @@ def test_a_stop_writes_the_outcomes_that_are_ready_before_giving_jobs_back(
     sessions: sessionmaker[Session], db_engine: Engine
 ) -> None:
     ids = queue(sessions, [b"read in time"])
-    gate = threading.Event()
-    gate.set()
-    engine = GatedEngine(gate)
+    engine = FakeEngine()
     dispatcher = Dispatcher(sessions, EnginePool([engine]), settings())
 
     async def scenario() -> None:
         # The page is read at once, but its result write is slow: the grace ends meanwhile.
         with watched(db_engine, stall_first_finish_s=1.0):
             dispatcher.start()
-            await wait_until_async(lambda: engine.seen, 10, "the page to be read")
+            await wait_until_async(lambda: engine.returned, 10, "the page to be read")
             await dispatcher.stop(grace_s=0.1)
 
     asyncio.run(scenario())
     [job] = jobs(sessions, ids)
     assert (job.status, job.text, job.attempts) == (JobStatus.SUCCEEDED, "read in time\n", 1)
+
+
+def test_a_stop_during_a_claim_gives_back_what_the_claim_took(
+    sessions: sessionmaker[Session], db_engine: Engine
+) -> None:
+    ids = queue(sessions, [b"page"])
+    claiming = threading.Event()
+
+    def stall_claim(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE jobs SET") and "started_at" in statement:
+            claiming.set()
+            time.sleep(1.0)
+
+    engine = FakeEngine()
+    dispatcher = Dispatcher(sessions, EnginePool([engine]), settings())
+
+    async def scenario() -> None:
+        event.listen(db_engine, "before_cursor_execute", stall_claim)
+        try:
+            dispatcher.start()
+            await asyncio.to_thread(claiming.wait, 10)
+            # The claim commits after the stop began: the job must not stay running.
+            await dispatcher.stop(grace_s=5)
+        finally:
+            event.remove(db_engine, "before_cursor_execute", stall_claim)
+
+    asyncio.run(scenario())
+    [job] = jobs(sessions, ids)
+    assert claiming.is_set()
+    assert (job.status, job.attempts, job.worker_id) == (JobStatus.QUEUED, 0, None)
+    assert engine.seen == []
 
 
 def test_two_dispatchers_never_read_a_job_twice(sessions: sessionmaker[Session]) -> None:

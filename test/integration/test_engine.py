@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import io
-import multiprocessing
 import os
 import select
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -29,6 +30,7 @@ from ocr_server.engine import PageTask, TesseractEngine, probe
 from ocr_server.engine_process import EngineProcess
 from ocr_server.pool import EnginePool
 from ocr_testkit.pages import HELLO, HELLO_PNG, nested_forms_pdf, render_lines
+from ocr_testkit.scenarios import long_page
 
 
 def read(engine: TesseractEngine | EngineProcess, data: bytes) -> str:
@@ -65,30 +67,33 @@ def test_engine_refuses_a_bomb_before_decoding_it() -> None:
 DEFAULT_CEILING = Settings.model_fields["engine_max_memory_mb"].default * MIB
 
 
+@contextmanager
+def spawned(page_timeout_s: float = 30, **limits: Any) -> Iterator[EngineProcess]:
+    """An engine process with these limits (beside the page timeout), stopped at the end."""
+    process = EngineProcess(page_timeout_s=page_timeout_s, max_pixels=10**8, index=0, **limits)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
 @pytest.fixture
 def engine_process() -> Iterator[EngineProcess]:
-    ctx = multiprocessing.get_context("spawn")
-    process = EngineProcess(
-        ctx, page_timeout_s=30, max_pixels=10**8, index=0, max_memory_bytes=DEFAULT_CEILING
-    )
-    yield process
-    process.stop()
-
-
-def big_page() -> bytes:
-    # Many lines of text: a page that takes Tesseract a noticeable time.
-    lines = [f"Line {i} of a long page with many words to read" for i in range(60)]
-    return render_lines(lines, width=1800)
+    with spawned(max_memory_bytes=DEFAULT_CEILING) as process:
+        yield process
 
 
 def test_a_crashed_engine_is_replaced_and_keeps_serving(engine_process: EngineProcess) -> None:
     pid = engine_process.pid
     assert pid is not None
+    # Rendered before the timer starts: on a loaded machine rendering alone can take 0.3 s, and
+    # the kill would then find the engine idle (a replacement, not a crash).
+    page = long_page("A long page")
     killer = threading.Timer(0.3, os.kill, args=(pid, signal.SIGKILL))
     killer.start()
     # Killed far below its memory ceiling: a crash, not document_too_complex.
     with pytest.raises(EngineCrashed, match="crashed"):
-        read(engine_process, big_page())
+        read(engine_process, page)
     killer.join()
     assert engine_process.restarts == 1
     assert engine_process.pid != pid
@@ -111,19 +116,13 @@ def test_an_engine_killed_while_idle_is_replaced_before_its_next_page(
 
 
 def test_tesseract_timeout_is_an_engine_timeout() -> None:
-    ctx = multiprocessing.get_context("spawn")
-    process = EngineProcess(ctx, page_timeout_s=0.5, max_pixels=10**8, index=0)
-    try:
+    with spawned(page_timeout_s=0.5) as process:
         started = time.monotonic()
         with pytest.raises(EngineTimeout, match="OCR_PAGE_TIMEOUT_S"):
-            read(process, big_page())
+            read(process, long_page("A long page"))
         assert time.monotonic() - started < 15
         # The same engine reads the next page.
-        small = io.BytesIO()
-        Image.open(io.BytesIO(HELLO_PNG)).save(small, "PNG")
-        assert "Hello" in read(process, small.getvalue())
-    finally:
-        process.stop()
+        assert "Hello" in read(process, HELLO_PNG)
 
 
 def test_a_page_tesseract_refuses_at_once_is_not_called_a_timeout() -> None:
@@ -210,18 +209,12 @@ def test_the_largest_pdf_page_the_default_limits_allow_is_read_under_the_default
 
 
 def test_an_engine_over_its_memory_bound_is_replaced() -> None:
-    ctx = multiprocessing.get_context("spawn")
     # A bound below any real engine's size: every page ends with a fresh process.
-    process = EngineProcess(
-        ctx, page_timeout_s=30, max_pixels=10**8, index=0, max_rss_bytes=1024 * 1024
-    )
-    try:
+    with spawned(max_rss_bytes=1024 * 1024) as process:
         first = process.pid
         assert "Hello" in read(process, HELLO_PNG)
         assert process.restarts == 1 and process.pid != first
         assert "Hello" in read(process, HELLO_PNG)
-    finally:
-        process.stop()
 
 
 def bomb_task(levels: int = 8) -> PageTask:
@@ -229,12 +222,8 @@ def bomb_task(levels: int = 8) -> PageTask:
 
 
 def test_a_pdf_bomb_hits_the_memory_ceiling_and_the_engine_is_replaced() -> None:
-    ctx = multiprocessing.get_context("spawn")
     ceiling = 768 * MIB
-    process = EngineProcess(
-        ctx, page_timeout_s=30, max_pixels=10**8, index=0, max_memory_bytes=ceiling
-    )
-    try:
+    with spawned(max_memory_bytes=ceiling) as process:
         first = process.pid
         assert first is not None
         # The kernel holds the engine to its ceiling, set before Tesseract was loaded.
@@ -245,14 +234,10 @@ def test_a_pdf_bomb_hits_the_memory_ceiling_and_the_engine_is_replaced() -> None
         assert info.value.retryable and "page 1" in info.value.message
         assert process.restarts == 1 and process.pid != first
         assert "Hello" in read(process, HELLO_PNG)
-    finally:
-        process.stop()
 
 
 def test_a_page_that_renders_too_long_is_an_engine_timeout() -> None:
-    ctx = multiprocessing.get_context("spawn")
-    process = EngineProcess(ctx, page_timeout_s=30, max_pixels=10**8, index=0, render_timeout_s=1.0)
-    try:
+    with spawned(render_timeout_s=1.0) as process:
         first = process.pid
         # Six levels: 10**6 squares, about 15 s of pdfium and 1.6 GB, when left alone; the
         # render deadline (not the 30 s recognition one) stops it.
@@ -262,8 +247,6 @@ def test_a_page_that_renders_too_long_is_an_engine_timeout() -> None:
         # Rendering an ordinary page is well within the deadline; recognising has its own.
         page = process.recognize_page(PageTask(HELLO_PNG, 1, OcrOptions(), 300))
         assert "Hello" in page["text"]
-    finally:
-        process.stop()
 
 
 def _address_space_limit(pid: int) -> int:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
 from ocr_common.models import JobImageRow, JobOutcome, JobRow, JobStatus
+from ocr_testkit.database import statements_sent
 
 IMAGE = b"\x89PNG fake image bytes"
 
@@ -26,12 +28,17 @@ def queue(sessions: sessionmaker[Session], n: int, max_attempts: int = 3) -> lis
         ]
 
 
+def claim(sessions: sessionmaker[Session], worker_id: str = "w1", lease_s: float = 30) -> Any:
+    """The next job, claimed by ``worker_id`` in a transaction of its own (None: none)."""
+    with sessions.begin() as session:
+        return job_store.claim_next(session, worker_id=worker_id, lease_s=lease_s)
+
+
 def test_create_then_claim_gives_the_oldest_job_with_its_image(
     sessions: sessionmaker[Session],
 ) -> None:
     ids = queue(sessions, 3)
-    with sessions.begin() as session:
-        claimed = job_store.claim_next(session, worker_id="w1", lease_s=30)
+    claimed = claim(sessions)
     assert claimed is not None
     assert claimed.id == ids[0]
     assert claimed.image == IMAGE + b"\x00"
@@ -42,14 +49,12 @@ def test_create_then_claim_gives_the_oldest_job_with_its_image(
 
 
 def test_claim_on_an_empty_queue_is_none(sessions: sessionmaker[Session]) -> None:
-    with sessions.begin() as session:
-        assert job_store.claim_next(session, worker_id="w1", lease_s=30) is None
+    assert claim(sessions) is None
 
 
 def test_finish_writes_the_text_and_deletes_the_image(sessions: sessionmaker[Session]) -> None:
     [job_id] = queue(sessions, 1)
-    with sessions.begin() as session:
-        job_store.claim_next(session, worker_id="w1", lease_s=30)
+    claim(sessions)
     with sessions.begin() as session:
         assert job_store.finish(session, job_id=job_id, worker_id="w1", text="text\n")
     with sessions() as session:
@@ -75,8 +80,7 @@ def test_keep_images_keeps_the_image(sessions: sessionmaker[Session]) -> None:
 
 def test_only_the_lease_holder_can_write(sessions: sessionmaker[Session]) -> None:
     [job_id] = queue(sessions, 1)
-    with sessions.begin() as session:
-        job_store.claim_next(session, worker_id="w1", lease_s=30)
+    claim(sessions)
     with sessions.begin() as session:
         assert not job_store.finish(session, job_id=job_id, worker_id="intruder", text="x")
         assert not job_store.fail(
@@ -106,8 +110,7 @@ def test_reaper_requeues_expired_leases_then_fails_after_max_attempts(
 ) -> None:
     [job_id] = queue(sessions, 1, max_attempts=2)
     for attempt in (1, 2):
-        with sessions.begin() as session:
-            claimed = job_store.claim_next(session, worker_id=f"w{attempt}", lease_s=30)
+        claimed = claim(sessions, f"w{attempt}")
         assert claimed is not None and claimed.attempts == attempt
         expire_leases(sessions)
         with sessions.begin() as session:
@@ -126,9 +129,8 @@ def test_reaper_requeues_expired_leases_then_fails_after_max_attempts(
 
 def test_heartbeat_extends_only_the_holders_leases(sessions: sessionmaker[Session]) -> None:
     ids = queue(sessions, 2)
-    with sessions.begin() as session:
-        job_store.claim_next(session, worker_id="w1", lease_s=1)
-        job_store.claim_next(session, worker_id="w2", lease_s=1)
+    claim(sessions, "w1", lease_s=1)
+    claim(sessions, "w2", lease_s=1)
     with sessions.begin() as session:
         assert job_store.heartbeat(session, worker_id="w1", job_ids=ids, lease_s=60) == 1
     expire_check = job_store.utcnow() + timedelta(seconds=30)
@@ -157,45 +159,6 @@ def test_record_finished_stores_a_sync_job_without_image(sessions: sessionmaker[
         assert job_store.get_job(session, job.id) == job
         assert session.get(JobImageRow, job.id) is None
         assert job_store.count_by_status(session)["succeeded"] == 1
-
-
-def test_racing_claimers_never_get_the_same_job(sessions: sessionmaker[Session]) -> None:
-    total = 120
-    queue(sessions, total)
-    claimed: dict[str, list[str]] = {"a": [], "b": [], "c": []}
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(claimed))
-
-    def claimer(name: str) -> None:
-        try:
-            start.wait()
-            for _ in range(total):  # at most every job, by one claimer
-                with sessions.begin() as session:
-                    job = job_store.claim_next(session, worker_id=name, lease_s=30)
-                if job is None:
-                    return
-                claimed[name].append(job.id)
-                with sessions.begin() as session:
-                    assert job_store.finish(session, job_id=job.id, worker_id=name, text=name)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=claimer, args=(name,)) for name in claimed]
-    began = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors
-    assert time.monotonic() - began < 120
-    every = [job_id for ids in claimed.values() for job_id in ids]
-    assert len(every) == total
-    assert len(set(every)) == total
-    with sessions() as session:
-        texts = dict(session.execute(select(JobRow.id, JobRow.text)).all())
-    # Each job's result was written by the one claimer that got it.
-    for name, ids in claimed.items():
-        assert all(texts[job_id] == name for job_id in ids)
 
 
 def test_purge_deletes_only_jobs_finished_before_the_cut_off(
@@ -341,61 +304,68 @@ def test_claim_batch_fails_a_queued_job_whose_image_is_missing(
     assert job is not None and (job.status, job.error_code) == (JobStatus.FAILED, "image_missing")
 
 
-def test_racing_batch_and_single_claimers_never_get_the_same_job(
-    sessions: sessionmaker[Session],
+def claim_and_finish(sessions: sessionmaker[Session], name: str, limit: int) -> list[str]:
+    """Claim up to ``limit`` jobs as worker ``name`` (claim_next when 1, else claim_batch) and
+    finish them with the text ``name``; the ids claimed, none once the queue is empty."""
+    if limit == 1:
+        job = claim(sessions, name)
+        jobs = [job] if job else []
+    else:
+        with sessions.begin() as session:
+            jobs = job_store.claim_batch(session, worker_id=name, lease_s=30, limit=limit)
+    ids = [job.id for job in jobs]
+    with sessions.begin() as session:
+        if limit == 1:
+            assert all(job_store.finish(session, job_id=i, worker_id=name, text=name) for i in ids)
+        else:
+            outcomes = [JobOutcome(job_id, text=name) for job_id in ids]
+            assert job_store.finish_batch(session, worker_id=name, outcomes=outcomes) == ids
+    return ids
+
+
+@pytest.mark.parametrize(
+    ("total", "claimers"),
+    [
+        (120, {"a": 1, "b": 1, "c": 1}),
+        # Three claimers take batches of 7 and finish them together; one claims one at a time.
+        (300, {"a": 7, "b": 7, "c": 7, "single": 1}),
+    ],
+    ids=["single", "batch-and-single"],
+)
+def test_racing_claimers_never_get_the_same_job(
+    sessions: sessionmaker[Session], total: int, claimers: dict[str, int]
 ) -> None:
-    total = 300
     queue(sessions, total)
-    # Three claimers take batches of 7 and finish them together; one claims one at a time.
-    claimed: dict[str, list[str]] = {"a": [], "b": [], "c": [], "single": []}
+    claimed: dict[str, list[str]] = {name: [] for name in claimers}
     errors: list[BaseException] = []
     start = threading.Barrier(len(claimed))
 
-    def batch_claimer(name: str) -> None:
+    def claimer(name: str) -> None:
         try:
             start.wait()
             for _ in range(total):  # at most every job, by one claimer
-                with sessions.begin() as session:
-                    jobs = job_store.claim_batch(session, worker_id=name, lease_s=30, limit=7)
-                if not jobs:
+                ids = claim_and_finish(sessions, name, claimers[name])
+                if not ids:
                     return
-                claimed[name].extend(job.id for job in jobs)
-                outcomes = [JobOutcome(job.id, text=name) for job in jobs]
-                with sessions.begin() as session:
-                    written = job_store.finish_batch(session, worker_id=name, outcomes=outcomes)
-                assert written == [job.id for job in jobs]
+                claimed[name].extend(ids)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 
-    def single_claimer(name: str) -> None:
-        try:
-            start.wait()
-            for _ in range(total):  # at most every job, by one claimer
-                with sessions.begin() as session:
-                    job = job_store.claim_next(session, worker_id=name, lease_s=30)
-                if job is None:
-                    return
-                claimed[name].append(job.id)
-                with sessions.begin() as session:
-                    assert job_store.finish(session, job_id=job.id, worker_id=name, text=name)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors.append(exc)
-
-    threads = [
-        threading.Thread(target=single_claimer if name == "single" else batch_claimer, args=(name,))
-        for name in claimed
-    ]
+    threads = [threading.Thread(target=claimer, args=(name,)) for name in claimed]
+    began = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
     assert not errors, errors
+    assert time.monotonic() - began < 120
     every = [job_id for ids in claimed.values() for job_id in ids]
     assert len(every) == total
     assert len(set(every)) == total
     with sessions() as session:
         texts = dict(session.execute(select(JobRow.id, JobRow.text)).all())
         images = session.scalar(select(func.count()).select_from(JobImageRow))
+    # Each job's result was written by the one claimer that got it.
     for name, ids in claimed.items():
         assert all(texts[job_id] == name for job_id in ids)
     assert images == 0
@@ -410,20 +380,10 @@ def test_finish_batch_splits_large_results_into_several_statements(
     # Room for two texts a statement: 5 outcomes take 3 UPDATEs, each its own jobs.
     monkeypatch.setattr(job_store, "FINISH_STATEMENT_BYTES", 20)
     outcomes = [JobOutcome(job_id, text=f"text {i:04}\n") for i, job_id in enumerate(ids)]
-    statements: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        statements.append(statement)
-
-    with sessions.begin() as session:
-        engine = session.connection().engine
-        event.listen(engine, "before_cursor_execute", record)
-        try:
-            written = job_store.finish_batch(session, worker_id="w1", outcomes=outcomes)
-        finally:
-            event.remove(engine, "before_cursor_execute", record)
+    with sessions.begin() as session, statements_sent(session.connection().engine) as sent:
+        written = job_store.finish_batch(session, worker_id="w1", outcomes=outcomes)
     assert written == ids
-    assert sum(statement.startswith("UPDATE jobs") for statement in statements) == 3
+    assert sum(statement.startswith("UPDATE jobs") for statement, _ in sent) == 3
     with sessions() as session:
         texts = dict(session.execute(select(JobRow.id, JobRow.text)).all())
     assert texts == {outcome.job_id: outcome.text for outcome in outcomes}

@@ -5,33 +5,22 @@ many finished jobs the table holds."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
-from sqlalchemy import event, insert, text, update
+from sqlalchemy import insert, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
 from ocr_common.models import JobOutcome, JobRow, JobStatus
 from ocr_common.options import OcrOptions
+from ocr_testkit.database import explain, keda_query, statements_sent
 
 pytestmark = pytest.mark.mysql
-
-SCALED_OBJECT = (
-    Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "ocr-scaledobject.yaml"
-)
 
 
 @pytest.fixture
 def database_url(mysql_url: str) -> str:
     """KEDA's MySQL scaler only ever asks MySQL: this module runs on it alone."""
     return mysql_url
-
-
-def keda_query() -> str:
-    [trigger] = yaml.safe_load(SCALED_OBJECT.read_text())["spec"]["triggers"]
-    return str(trigger["metadata"]["query"])
 
 
 def pending_pages(sessions: sessionmaker[Session]) -> object:
@@ -90,16 +79,6 @@ def fill_finished(sessions: sessionmaker[Session], rows: int) -> None:
         session.execute(text("ANALYZE TABLE jobs"))
 
 
-def explain(sessions: sessionmaker[Session], statement: str, parameters: object) -> dict[str, str]:
-    with sessions() as session:
-        cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute("EXPLAIN " + statement, parameters)
-        columns = [d[0] for d in cursor.description]
-        [row] = cursor.fetchall()
-        cursor.close()
-    return {key: str(value) for key, value in zip(columns, row, strict=True)}
-
-
 def test_the_claim_and_the_trigger_stay_on_a_status_index(
     sessions: sessionmaker[Session],
 ) -> None:
@@ -108,24 +87,12 @@ def test_the_claim_and_the_trigger_stay_on_a_status_index(
         for _ in range(20):
             job_store.create_job(session, image=b"img", max_attempts=3)
     # The claim as claim_batch sends it, caught on its way to the server.
-    sent: list[tuple[str, object]] = []
-
-    def catch(
-        _conn: object, _cursor: object, statement: str, parameters: object, *_: object
-    ) -> None:
-        if "SKIP LOCKED" in statement:
-            sent.append((statement, parameters))
-
-    with sessions.begin() as session:
-        engine = session.connection().engine
-        event.listen(engine, "before_cursor_execute", catch)
-        try:
-            assert len(job_store.claim_batch(session, worker_id="w", lease_s=30, limit=8)) == 8
-        finally:
-            event.remove(engine, "before_cursor_execute", catch)
-    [(claim, parameters)] = sent
+    with sessions.begin() as session, statements_sent(session.connection().engine) as sent:
+        assert len(job_store.claim_batch(session, worker_id="w", lease_s=30, limit=8)) == 8
+    [(claim, parameters)] = [(sql, params) for sql, params in sent if "SKIP LOCKED" in sql]
     for statement, params in ((claim, parameters), (keda_query(), None)):
-        plan = explain(sessions, statement, params)
+        with sessions() as session:
+            [plan] = explain(session.connection(), statement, params)
         # An index that starts with the status: (status, created_at), or for the count also
         # (status, lease_until), which MariaDB picks for it on a table of a million rows.
         assert plan["key"] in ("ix_jobs_status_created", "ix_jobs_status_lease"), plan
@@ -152,26 +119,10 @@ def test_the_per_key_queue_count_reads_only_the_status_owner_index(
         assert job_store.count_queued(session, owner=None, up_to=10) == 1
         # Counted only up to the cap + 1, whatever the backlog.
         assert job_store.count_queued(session, owner="alice", up_to=1) == 2
-    sent: list[tuple[str, object]] = []
-
-    def catch(
-        _conn: object, _cursor: object, statement: str, parameters: object, *_: object
-    ) -> None:
-        sent.append((statement, parameters))
-
-    with sessions() as session:
-        engine = session.connection().engine
-        event.listen(engine, "before_cursor_execute", catch)
-        try:
-            job_store.count_queued(session, owner="alice", up_to=10_000)
-        finally:
-            event.remove(engine, "before_cursor_execute", catch)
+    with sessions() as session, statements_sent(session.connection().engine) as sent:
+        job_store.count_queued(session, owner="alice", up_to=10_000)
         [(statement, parameters)] = sent
-        cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute("EXPLAIN " + statement, parameters)
-        columns = [d[0] for d in cursor.description]
-        plans = [dict(zip(columns, map(str, row), strict=True)) for row in cursor.fetchall()]
-        cursor.close()
+        plans = explain(session.connection(), statement, parameters)
     [plan] = [plan for plan in plans if plan["table"] == "jobs"]
     # The key's queued rows, from the index alone: no table rows, no scan of finished jobs.
     assert plan["key"] == "ix_jobs_status_owner", plans

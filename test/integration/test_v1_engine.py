@@ -8,9 +8,9 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
@@ -30,13 +30,24 @@ from ocr_testkit.pages import (
     render_document,
     render_page_image,
 )
+from ocr_testkit.waits import wait_until_async
 
 BOX_TOLERANCE_PX = 4
 # Real pages with ground truth (the benchmarks' data), beside the project: ../shared/data.
 SHARED_DATA = Path(
     os.environ.get("OCR_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
 )
+
+
 THREE_PAGES = [[f"Page {n} says hello"] + ORIENTATION_LINES[:2] for n in (1, 2, 3)]
+DEFAULTS = OcrOptions()
+
+
+def read(
+    engine: TesseractEngine, data: bytes, options: OcrOptions = DEFAULTS, page: int = 1
+) -> dict[str, Any]:
+    """Page ``page`` of ``data``, read with ``options``."""
+    return engine.recognize_page(PageTask(data, page, options, 300))
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +64,7 @@ def test_every_page_of_a_pdf_and_a_tiff_is_read(engine: TesseractEngine, fmt: st
         data, wanted_pages=None, dpi=200, max_bytes=10**7, max_pixels=10**8, max_pages=10
     )
     assert (document.format, document.page_count, document.pages) == (fmt, 3, (1, 2, 3))
-    pages = [engine.recognize_page(PageTask(data, n, OcrOptions(dpi=200), 300)) for n in (1, 2, 3)]
+    pages = [read(engine, data, OcrOptions(dpi=200), n) for n in (1, 2, 3)]
     result = combine_pages(pages)
     assert [p["text"].split("\n")[0] for p in result["pages"]] == [
         "Page 1 says hello",
@@ -66,20 +77,29 @@ def test_every_page_of_a_pdf_and_a_tiff_is_read(engine: TesseractEngine, fmt: st
         assert result["pages"][0]["width"] == 1800 and result["pages"][0]["dpi"] == 200
 
 
+def words_where_drawn(
+    page: dict[str, Any], drawn: dict[str, tuple[int, int, int, int]], tolerance_px: int
+) -> dict[str, dict[str, Any]]:
+    """The words read, each drawn one among them with a box within ``tolerance_px`` of its ink."""
+    words = {w["text"]: w for line in page["lines"] for w in line["words"]}
+    assert set(drawn) <= set(words), words
+    for text, (left, top, right, bottom) in drawn.items():
+        box = words[text]["bbox"]
+        assert abs(box["left"] - left) <= tolerance_px, (text, box, drawn[text])
+        assert abs(box["top"] - top) <= tolerance_px, (text, box, drawn[text])
+        assert abs(box["left"] + box["width"] - right) <= tolerance_px, (text, box, drawn[text])
+        assert abs(box["top"] + box["height"] - bottom) <= tolerance_px, (text, box, drawn[text])
+    return words
+
+
 def test_words_come_with_boxes_where_they_were_drawn(engine: TesseractEngine) -> None:
     data, drawn = page_with_words_at(
         [("Alpha", 100, 100), ("Bravo", 600, 300), ("Charlie", 250, 550)]
     )
-    page = engine.recognize_page(PageTask(data, 1, OcrOptions(psm=11), 300))
-    words = {w["text"]: w for line in page["lines"] for w in line["words"]}
+    page = read(engine, data, OcrOptions(psm=11))
+    words = words_where_drawn(page, drawn, BOX_TOLERANCE_PX)
     assert set(words) == set(drawn)
-    for text, (left, top, right, bottom) in drawn.items():
-        box = words[text]["bbox"]
-        assert abs(box["left"] - left) <= BOX_TOLERANCE_PX, (text, box, drawn[text])
-        assert abs(box["top"] - top) <= BOX_TOLERANCE_PX
-        assert abs(box["left"] + box["width"] - right) <= BOX_TOLERANCE_PX
-        assert abs(box["top"] + box["height"] - bottom) <= BOX_TOLERANCE_PX
-        assert 80 <= words[text]["confidence"] <= 100
+    assert all(80 <= word["confidence"] <= 100 for word in words.values()), words
     assert (page["width"], page["height"], page["rotation"]) == (1000, 700, 0)
 
 
@@ -89,7 +109,7 @@ def test_auto_preprocess_turns_sideways_and_upside_down_pages_upright(
 ) -> None:
     upright = render_page_image(ORIENTATION_LINES, width=1300)
     data = encode(upright.rotate(turned_ccw, expand=True))
-    page = engine.recognize_page(PageTask(data, 1, OcrOptions(preprocess=Preprocess.AUTO), 300))
+    page = read(engine, data, OcrOptions(preprocess=Preprocess.AUTO))
     # Turned counter-clockwise by N is turned clockwise by 360 - N.
     assert page["rotation"] == (360 - turned_ccw) % 360
     assert page["rotation_confidence"] == "high"
@@ -103,7 +123,7 @@ def test_auto_leaves_an_upright_page_as_it_is_and_says_it_is_sure(
     engine: TesseractEngine,
 ) -> None:
     data = encode(render_page_image(ORIENTATION_LINES, width=1300))
-    page = engine.recognize_page(PageTask(data, 1, OcrOptions(preprocess=Preprocess.AUTO), 300))
+    page = read(engine, data, OcrOptions(preprocess=Preprocess.AUTO))
     assert (page["rotation"], page["rotation_confidence"], page["warnings"]) == (0, "high", [])
     assert page["text"].split("\n")[0] == ORIENTATION_LINES[0]
 
@@ -116,9 +136,7 @@ def test_auto_keeps_upright_a_real_receipt_the_orientation_model_calls_upside_do
     path = SHARED_DATA / "receipts" / "004.jpg"
     if not path.exists():
         pytest.skip(f"{path} is missing: set OCR_SHARED_DATA to the folder of real pages")
-    page = engine.recognize_page(
-        PageTask(path.read_bytes(), 1, OcrOptions(preprocess=Preprocess.AUTO), 300)
-    )
+    page = read(engine, path.read_bytes(), OcrOptions(preprocess=Preprocess.AUTO))
     assert (page["rotation"], page["rotation_confidence"]) == (0, "high")
     assert {"INVOICE", "CASH", "CHANGE"} <= set(page["text"].replace("-", " ").split())
 
@@ -129,30 +147,16 @@ def test_auto_enlarges_small_grey_text_and_gives_boxes_on_the_page_as_sent(
     # Small anti-aliased text, as a phone photo of a receipt has: read enlarged, the boxes and
     # the size are still those of the page sent.
     words_at = [("Total", 40, 40), ("Cash", 40, 80), ("Change", 40, 120), ("Receipt", 220, 40)]
-    font = ImageFont.load_default(size=16)
-    image = Image.new("L", (400, 170), 255)
-    draw = ImageDraw.Draw(image)
-    drawn = {}
-    for word, x, y in words_at:
-        draw.text((x, y), word, fill=0, font=font)
-        drawn[word] = draw.textbbox((x, y), word, font=font)
-    page = engine.recognize_page(
-        PageTask(encode(image), 1, OcrOptions(psm=11, preprocess=Preprocess.AUTO), 300)
-    )
-    words = {w["text"]: w["bbox"] for line in page["lines"] for w in line["words"]}
-    assert set(drawn) <= set(words)
+    data, drawn = page_with_words_at(words_at, size=(400, 170), font_px=16)
+    page = read(engine, data, OcrOptions(psm=11, preprocess=Preprocess.AUTO))
+    words_where_drawn(page, drawn, 3)
     assert (page["width"], page["height"]) == (400, 170)
-    for word, (left, top, right, bottom) in drawn.items():
-        box = words[word]
-        assert abs(box["left"] - left) <= 3 and abs(box["top"] - top) <= 3, (word, box)
-        assert abs(box["left"] + box["width"] - right) <= 3, (word, box)
-        assert abs(box["top"] + box["height"] - bottom) <= 3, (word, box)
     assert "bbox 0 0 400 170" in page["hocr"]
 
 
 def test_without_preprocess_a_turned_page_is_read_as_it_is(engine: TesseractEngine) -> None:
     data = encode(render_page_image(ORIENTATION_LINES, width=1300).rotate(180, expand=True))
-    page = engine.recognize_page(PageTask(data, 1, OcrOptions(), 300))
+    page = read(engine, data)
     assert page["rotation"] == 0
     assert ORIENTATION_LINES[0] not in page["text"]
 
@@ -167,34 +171,23 @@ def test_exif_orientation_is_applied_whatever_the_options(
     exif = upright.getexif()
     exif[0x0112] = 6  # stored turned a quarter counter-clockwise, shown upright
     data = encode(upright.rotate(90, expand=True), "JPEG", exif=exif, quality=95)
-    page = engine.recognize_page(PageTask(data, 1, options, 300))
+    page = read(engine, data, options)
     assert page["text"].split() == ["Hello", "OCR", "world", "42"]
     assert (page["width"], page["height"], page["rotation"]) == (*upright.size, 0)
 
 
 def test_psm_and_whitelist_reach_tesseract_and_are_reset(engine: TesseractEngine) -> None:
     data = encode(render_page_image(["Room 42 is on floor 7"]))
-    digits = engine.recognize_page(
-        PageTask(data, 1, OcrOptions(psm=7, char_whitelist="0123456789"), 300)
-    )
+    digits = read(engine, data, OcrOptions(psm=7, char_whitelist="0123456789"))
     assert set(digits["text"].strip()) <= set("0123456789 ")
-    again = engine.recognize_page(PageTask(data, 1, OcrOptions(), 300))
+    again = read(engine, data)
     assert again["text"].split() == ["Room", "42", "is", "on", "floor", "7"]
-    assert engine.recognize_page(PageTask(data, 1, ORIGINAL_API_OPTIONS, 300))["text"].split() == [
-        "Room",
-        "42",
-        "is",
-        "on",
-        "floor",
-        "7",
-    ]
+    assert read(engine, data, ORIGINAL_API_OPTIONS)["text"].split() == again["text"].split()
 
 
 def test_hocr_is_xhtml_and_tsv_has_every_word(engine: TesseractEngine) -> None:
     data = render_document(THREE_PAGES[:2], "TIFF")
-    result = combine_pages(
-        [engine.recognize_page(PageTask(data, n, OcrOptions(), 300)) for n in (1, 2)]
-    )
+    result = combine_pages([read(engine, data, DEFAULTS, n) for n in (1, 2)])
     root = ET.fromstring(to_hocr(result))
     ns = {"x": "http://www.w3.org/1999/xhtml"}
     assert len(root.findall(".//x:div[@class='ocr_page']", ns)) == 2
@@ -279,15 +272,15 @@ def test_the_dispatcher_reads_a_document_job_with_progress(
     settings = load_settings(lease_s=3, poll_interval_s=0.05)
     dispatcher = Dispatcher(sessions, two_engines, settings)
 
+    def ended() -> bool:
+        with sessions() as session:
+            current = job_store.get_job(session, job.id)
+        return current is not None and current.status.is_final
+
     async def run() -> None:
         dispatcher.start()
         try:
-            for _ in range(600):
-                with sessions() as session:
-                    current = job_store.get_job(session, job.id)
-                if current is not None and current.status.is_final:
-                    return
-                await asyncio.sleep(0.05)
+            await wait_until_async(ended, 30, "the document job to end", interval_s=0.05)
         finally:
             await dispatcher.stop(grace_s=5)
 
@@ -313,9 +306,7 @@ def test_a_blank_page_is_empty_text_and_its_neighbours_are_read(
 ) -> None:
     data = render_document([THREE_PAGES[0], BLANK, THREE_PAGES[2]], fmt)
     options = OcrOptions(preprocess=preprocess)
-    result = combine_pages(
-        [engine.recognize_page(PageTask(data, n, options, 300)) for n in (1, 2, 3)]
-    )
+    result = combine_pages([read(engine, data, options, n) for n in (1, 2, 3)])
     first, blank, third = result["pages"]
     assert first["text"].startswith("Page 1 says hello")
     assert third["text"].startswith("Page 3 says hello")
@@ -327,8 +318,8 @@ def test_a_blank_page_is_empty_text_and_its_neighbours_are_read(
 
 def test_a_blank_image_is_empty_text(engine: TesseractEngine) -> None:
     blank = encode(render_page_image(BLANK))
-    assert engine.recognize_page(PageTask(blank, 1, ORIGINAL_API_OPTIONS, 300))["text"] == ""
-    page = engine.recognize_page(PageTask(blank, 1, OcrOptions(), 300))
+    assert read(engine, blank, ORIGINAL_API_OPTIONS)["text"] == ""
+    page = read(engine, blank)
     assert (page["text"], page["lines"]) == ("", [])
 
 
@@ -344,6 +335,6 @@ def test_one_dpi_rule_whatever_the_colour_model(
     # of at least MIN_DPI is used, a lower one ("unknown", often 1 or 10) left to Tesseract.
     image = render_page_image(HELLO).convert(mode)
     data = encode(image, "PNG", dpi=(stated_dpi, stated_dpi))
-    page = engine.recognize_page(PageTask(data, 1, ORIGINAL_API_OPTIONS, 300))
+    page = read(engine, data, ORIGINAL_API_OPTIONS)
     assert page["dpi"] == used_dpi
     assert page["text"].split() == " ".join(HELLO).split()

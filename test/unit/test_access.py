@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
+from fake_ocr import api_client
 from sqlalchemy.orm import Session, sessionmaker
-from v1_fakes import fake_result
 
-from api_server import create_app
-from api_server.ocr_client import OcrRequest
-from api_server.services import Services
 from ocr_common.settings import SettingsError, hash_api_key, load_settings, parse_api_keys
 from ocr_testkit.pages import HELLO_PNG, b64
 
 ALICE, BOB = "alice-key-0123456789", "bob-key-9876543210"
 KEYS = f"alice={hash_api_key(ALICE)},{hash_api_key(BOB)}"
-
-
-class NullOcr:
-    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any]]:
-        return [fake_result((1,), "text\n") for _ in requests]
-
-    def notify(self) -> None:
-        pass
-
-
-def client_for(sessions: sessionmaker[Session], **settings: object) -> FlaskClient:
-    services = Services(settings=load_settings(**settings), sessions=sessions, ocr=NullOcr())
-    return create_app(services=services).test_client()
 
 
 BODY = json.dumps({"image_data": b64(HELLO_PNG)})
@@ -59,7 +41,7 @@ def test_the_secrets_never_show_in_the_settings_repr() -> None:
 
 
 def test_without_a_key_the_api_answers_401(sessions: sessionmaker[Session]) -> None:
-    client = client_for(sessions, api_keys=KEYS)
+    client = api_client(sessions, api_keys=KEYS)
     response = client.post("/image", data=BODY)
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "missing_api_key"
@@ -71,7 +53,7 @@ def test_without_a_key_the_api_answers_401(sessions: sessionmaker[Session]) -> N
 
 
 def test_each_key_sees_only_its_own_jobs(sessions: sessionmaker[Session]) -> None:
-    client = client_for(sessions, api_keys=KEYS)
+    client = api_client(sessions, api_keys=KEYS)
     alice = {"Authorization": f"Bearer {ALICE}"}
     bob = {"X-API-Key": BOB}
     alice_id = client.post("/image", data=BODY, headers=alice).get_json()["task_id"]
@@ -87,7 +69,7 @@ def test_each_key_sees_only_its_own_jobs(sessions: sessionmaker[Session]) -> Non
 def test_a_repeated_image_is_reused_only_within_one_owner(
     sessions: sessionmaker[Session],
 ) -> None:
-    client = client_for(sessions, api_keys=KEYS)
+    client = api_client(sessions, api_keys=KEYS)
     alice = {"Authorization": f"Bearer {ALICE}"}
     bob = {"X-API-Key": BOB}
     assert client.post("/image-sync", data=BODY, headers=alice).status_code == 200
@@ -99,7 +81,7 @@ def test_a_repeated_image_is_reused_only_within_one_owner(
 
 
 def test_rate_limit_answers_429_with_retry_after(sessions: sessionmaker[Session]) -> None:
-    client = client_for(sessions, api_keys=KEYS, rate_limit="3/minute")
+    client = api_client(sessions, api_keys=KEYS, rate_limit="3/minute")
     alice = {"Authorization": f"Bearer {ALICE}"}
     bob = {"X-API-Key": BOB}
     statuses = [client.get("/allimages", headers=alice).status_code for _ in range(4)]
@@ -113,23 +95,8 @@ def test_rate_limit_answers_429_with_retry_after(sessions: sessionmaker[Session]
     assert client.get("/healthz").status_code == 200
 
 
-def test_a_bad_rate_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OCR_RATE_LIMIT", "lots")
-    with pytest.raises(SettingsError, match="OCR_RATE_LIMIT"):
-        load_settings()
-
-
-def v1_client_for(sessions: sessionmaker[Session]) -> FlaskClient:
-    from v1_fakes import FakeOcr
-
-    services = Services(
-        settings=load_settings(api_keys=KEYS), sessions=sessions, ocr=FakeOcr(), languages=("eng",)
-    )
-    return create_app(services=services).test_client()
-
-
 def test_v1_jobs_belong_to_their_key(sessions: sessionmaker[Session]) -> None:
-    client = v1_client_for(sessions)
+    client = api_client(sessions, api_keys=KEYS)
     alice = {"Authorization": f"Bearer {ALICE}", "Content-Type": "image/png"}
     bob = {"X-API-Key": BOB}
     assert client.post("/v1/jobs", data=HELLO_PNG, content_type="image/png").status_code == 401
@@ -148,7 +115,7 @@ def test_v1_jobs_belong_to_their_key(sessions: sessionmaker[Session]) -> None:
 
 
 def test_v1_idempotency_keys_belong_to_their_caller(sessions: sessionmaker[Session]) -> None:
-    client = v1_client_for(sessions)
+    client = api_client(sessions, api_keys=KEYS)
     alice = {"Authorization": f"Bearer {ALICE}", "Idempotency-Key": "order-1"}
     bob = {"X-API-Key": BOB, "Idempotency-Key": "order-1"}
     first = client.post("/v1/jobs", data=HELLO_PNG, content_type="image/png", headers=alice)

@@ -4,63 +4,28 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from flask import Flask
+from fake_ocr import UNREADABLE, FakeOcr, api_client
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
-from v1_fakes import fake_result
 
-from api_server import create_app
-from api_server.ocr_client import OcrRequest
-from api_server.services import Services
 from ocr_common import job_store
-from ocr_common.errors import EngineError, OcrError, Unavailable
-from ocr_common.settings import load_settings
 from ocr_testkit.pages import HELLO_PNG, b64, render_lines
 
 SECOND_PNG = render_lines(["Second page"])
-
-
-class FakeOcr:
-    """Reads a fixed text per image; can be told to be down."""
-
-    def __init__(self) -> None:
-        self.notified = 0
-        self.down = False
-        self.texts = {HELLO_PNG: "Hello OCR\n", SECOND_PNG: "Second page\n"}
-
-    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]:
-        if self.down:
-            raise Unavailable("the OCR server is down", code="ocr_unavailable")
-        out: list[dict[str, Any] | OcrError] = []
-        for request in requests:
-            if request.document in self.texts:
-                out.append(fake_result((1,), self.texts[request.document]))
-            else:
-                out.append(EngineError("Tesseract could not read page 1"))
-        return out
-
-    def notify(self) -> None:
-        self.notified += 1
+UNREADABLE_PNG = HELLO_PNG + UNREADABLE
 
 
 @pytest.fixture
 def fake_ocr() -> FakeOcr:
-    return FakeOcr()
+    """Reads a fixed text per image."""
+    return FakeOcr({HELLO_PNG: "Hello OCR\n", SECOND_PNG: "Second page\n"})
 
 
 @pytest.fixture
-def app(sessions: sessionmaker[Session], fake_ocr: FakeOcr) -> Iterator[Flask]:
-    settings = load_settings(max_upload_bytes=200_000)
-    yield create_app(services=Services(settings=settings, sessions=sessions, ocr=fake_ocr))
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def client(sessions: sessionmaker[Session], fake_ocr: FakeOcr) -> FlaskClient:
+    return api_client(sessions, fake_ocr, max_upload_bytes=200_000)
 
 
 def body(image: bytes = HELLO_PNG) -> str:
@@ -104,7 +69,7 @@ def test_image_sync_is_503_with_retry_after_when_ocr_is_down(
 def test_image_sync_engine_failure_is_422_and_recorded(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
-    response = client.post("/image-sync", data=body(render_lines(["unknown"])))
+    response = client.post("/image-sync", data=body(UNREADABLE_PNG))
     assert response.status_code == 422
     with sessions() as session:
         [job] = job_store.list_recent(session, limit=10)
@@ -232,47 +197,39 @@ def test_healthz_and_readyz(client: FlaskClient) -> None:
     assert client.get("/readyz").get_json() == {"status": "ready"}
 
 
-class CountingOcr(FakeOcr):
-    def __init__(self) -> None:
-        super().__init__()
-        self.read = 0
-
-    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]:
-        self.read += len(requests)
-        return super().recognize(requests)
-
-
-def test_a_repeated_image_reuses_the_stored_result(sessions: sessionmaker[Session]) -> None:
-    ocr = CountingOcr()
-    app = create_app(services=Services(settings=load_settings(), sessions=sessions, ocr=ocr))
-    client = app.test_client()
+def test_a_repeated_image_reuses_the_stored_result(client: FlaskClient, fake_ocr: FakeOcr) -> None:
     assert client.post("/image-sync", data=body()).get_json() == {"text": "Hello OCR\n"}
     assert client.post("/image-sync", data=body()).get_json() == {"text": "Hello OCR\n"}
-    assert ocr.read == 1
+    assert len(fake_ocr.documents) == 1
     # Different bytes are read.
     client.post("/image-sync", data=body(SECOND_PNG))
-    assert ocr.read == 2
+    assert len(fake_ocr.documents) == 2
     assert len(client.get("/allimages").get_json()) == 3
 
 
-def test_reuse_can_be_switched_off(sessions: sessionmaker[Session]) -> None:
-    ocr = CountingOcr()
-    settings = load_settings(reuse_results=False)
-    app = create_app(services=Services(settings=settings, sessions=sessions, ocr=ocr))
-    client = app.test_client()
+def test_a_list_of_known_and_new_images_is_answered_in_its_order(
+    client: FlaskClient, fake_ocr: FakeOcr
+) -> None:
     client.post("/image-sync", data=body())
-    client.post("/image-sync", data=body())
-    assert ocr.read == 2
+    images = [b64(SECOND_PNG), b64(HELLO_PNG), b64(SECOND_PNG)]
+    answer = client.post("/image-sync", data=json.dumps({"image_data": images})).get_json()
+    assert answer == {"text": ["Second page\n", "Hello OCR\n", "Second page\n"]}
+    # Only the two images not read before went to the OCR server.
+    assert len(fake_ocr.documents) == 3
 
 
-def test_a_failed_result_is_not_reused(sessions: sessionmaker[Session]) -> None:
-    ocr = CountingOcr()
-    app = create_app(services=Services(settings=load_settings(), sessions=sessions, ocr=ocr))
-    client = app.test_client()
-    unreadable = body(render_lines(["unknown"]))
+def test_reuse_can_be_switched_off(sessions: sessionmaker[Session], fake_ocr: FakeOcr) -> None:
+    client = api_client(sessions, fake_ocr, reuse_results=False)
+    client.post("/image-sync", data=body())
+    client.post("/image-sync", data=body())
+    assert len(fake_ocr.documents) == 2
+
+
+def test_a_failed_result_is_not_reused(client: FlaskClient, fake_ocr: FakeOcr) -> None:
+    unreadable = body(UNREADABLE_PNG)
     assert client.post("/image-sync", data=unreadable).status_code == 422
     assert client.post("/image-sync", data=unreadable).status_code == 422
-    assert ocr.read == 2
+    assert len(fake_ocr.documents) == 2
 
 
 def test_allimages_lists_every_job_across_pages_in_order(

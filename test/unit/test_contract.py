@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
+from fake_ocr import api_client
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from pytest import fixture
 from schemathesis import GenerationMode, checks
 from schemathesis.specs.openapi import checks as openapi_checks
-from v1_fakes import FakeOcr
 
-from api_server import create_app
-from api_server.services import Services
 from ocr_common.db import make_engine, make_session_factory
-from ocr_common.settings import load_settings
 
 # Per operation and mode; enough to find the shapes a handler gets wrong, quick enough to run
 # with every test run.
@@ -31,14 +28,9 @@ CHECKS = [
 
 @fixture
 def contract_app(sqlite_url: str) -> Flask:
-    settings_ = load_settings(database_url=sqlite_url, max_upload_bytes=1_000_000, max_pages=5)
-    services = Services(
-        settings=settings_,
-        sessions=make_session_factory(make_engine(sqlite_url)),
-        ocr=FakeOcr(),
-        languages=("eng",),
-    )
-    return create_app(services=services)
+    sessions = make_session_factory(make_engine(sqlite_url))
+    client = api_client(sessions, database_url=sqlite_url, max_upload_bytes=1_000_000, max_pages=5)
+    return client.application
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from flask import Flask, jsonify, request
 
+from api_server import http_front
 from api_server.http_front import BufferedWsgi
 
 LIMIT = 1000
 
 
-def echo_app() -> Flask:
+def echo_app(limit: int) -> Flask:
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = LIMIT
+    app.config["MAX_CONTENT_LENGTH"] = limit
 
     @app.post("/echo")
     def echo() -> Any:
@@ -26,15 +30,20 @@ def echo_app() -> Flask:
     return app
 
 
-def call(chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> tuple[int, dict, bytes]:
-    """One request through the front, its body arriving in ``chunks``."""
+def call(
+    chunks: list[bytes],
+    headers: list[tuple[bytes, bytes]],
+    limit: int = LIMIT,
+    receive: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+) -> tuple[int, dict, bytes]:
+    """One request through the front, its body arriving in ``chunks`` (or from ``receive``)."""
     messages = [
         {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
         for index, chunk in enumerate(chunks)
     ]
     sent: list[dict[str, Any]] = []
 
-    async def receive() -> dict[str, Any]:
+    async def next_piece() -> dict[str, Any]:
         await asyncio.sleep(0)  # a slow client: every piece is a separate event
         return messages.pop(0) if messages else {"type": "http.disconnect"}
 
@@ -55,8 +64,8 @@ def call(chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> tuple[int, 
         "client": ("127.0.0.1", 1234),
         "server": ("127.0.0.1", 5000),
     }
-    front = BufferedWsgi(echo_app(), max_body_bytes=LIMIT, threads=2)
-    asyncio.run(front(scope, receive, send))
+    front = BufferedWsgi(echo_app(limit), max_body_bytes=limit, threads=2)
+    asyncio.run(front(scope, receive or next_piece, send))
     start = sent[0]
     body = b"".join(m.get("body", b"") for m in sent[1:])
     return start["status"], dict(start["headers"]), body
@@ -84,29 +93,19 @@ def test_a_declared_length_over_the_limit_is_refused_without_reading_the_body() 
 def test_a_body_larger_than_memory_buffering_is_replayed_from_disk() -> None:
     # Above BODY_IN_MEMORY_BYTES the body waits in a temporary file; the app gets every byte.
     big = 3 * 1024 * 1024
-    front_limit = big + 10
-    app = echo_app()
-    app.config["MAX_CONTENT_LENGTH"] = front_limit
-    sent: list[dict[str, Any]] = []
-    pieces = [{"type": "http.request", "body": b"x" * (1024 * 1024), "more_body": True}] * 3
-    pieces.append({"type": "http.request", "body": b"", "more_body": False})
+    status, _headers, body = call([b"x" * (1024 * 1024)] * 3 + [b""], [], limit=big + 10)
+    assert status == 200
+    assert b'"bytes":3145728' in body
 
-    async def receive() -> dict[str, Any]:
-        return pieces.pop(0)
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+def test_a_body_that_stalls_is_a_408_json_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_front, "BODY_IDLE_TIMEOUT_S", 0.05)
 
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/echo",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-    }
-    asyncio.run(BufferedWsgi(app, max_body_bytes=front_limit, threads=1)(scope, receive, send))
-    assert sent[0]["status"] == 200
-    assert b'"bytes":3145728' in b"".join(m.get("body", b"") for m in sent[1:])
+    async def never() -> dict[str, Any]:
+        await asyncio.sleep(10)  # the client never sends its body
+        raise AssertionError("not reached")
+
+    status, headers, body = call([], [], receive=never)
+    assert status == 408
+    assert {name.lower(): value for name, value in headers.items()}[b"connection"] == b"close"
+    assert json.loads(body)["error"]["code"] == "request_timeout"

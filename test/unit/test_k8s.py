@@ -81,8 +81,10 @@ def find(kind: str, name: str | None = None) -> dict[str, Any]:
     return found[0]
 
 
-def container(deployment: str) -> dict[str, Any]:
-    [only] = find("Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+def container(name: str) -> dict[str, Any]:
+    """The only container of the Deployment ``name`` (or of the Job ocr-migrate)."""
+    kind = "Job" if name == "ocr-migrate" else "Deployment"
+    [only] = find(kind, name)["spec"]["template"]["spec"]["containers"]
     return only
 
 
@@ -140,9 +142,9 @@ def check_trigger_authentication(doc: dict[str, Any]) -> None:
         assert ref["key"] in secret.get("stringData", {}) | secret.get("data", {})
 
 
-def env_of(deployment_or_job: dict[str, Any]) -> dict[str, str]:
-    """The environment the (only) container gets from its ConfigMap, Secret and literals."""
-    [spec] = deployment_or_job["spec"]["template"]["spec"]["containers"]
+def env_of(name: str) -> dict[str, str]:
+    """The environment the container gets from its ConfigMap, Secret and literals."""
+    spec = container(name)
     env: dict[str, str] = {}
     for source in spec.get("envFrom", []):
         env |= find("ConfigMap", source["configMapRef"]["name"])["data"]
@@ -158,8 +160,7 @@ def env_of(deployment_or_job: dict[str, Any]) -> dict[str, str]:
 def settings_of(name: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     for var in [var for var in Settings.model_fields]:
         monkeypatch.delenv(f"OCR_{var.upper()}", raising=False)
-    kind = "Job" if name == "ocr-migrate" else "Deployment"
-    for key, value in env_of(find(kind, name)).items():
+    for key, value in env_of(name).items():
         monkeypatch.setenv(key, value)
     return load_settings()
 
@@ -237,11 +238,7 @@ def test_the_validation_catches_a_misspelt_field(
 
 
 def test_the_images_come_from_the_overlay() -> None:
-    images = {name: container(name)["image"] for name in ("ocr-api", "ocr-server")} | {
-        "ocr-migrate": find("Job", "ocr-migrate")["spec"]["template"]["spec"]["containers"][0][
-            "image"
-        ]
-    }
+    images = {name: container(name)["image"] for name in ("ocr-api", "ocr-server", "ocr-migrate")}
     assert images == {
         "ocr-api": "registry.example.com/ocr/ocr-api:0.1.0",
         "ocr-server": "registry.example.com/ocr/ocr-server:0.1.0",
@@ -286,9 +283,8 @@ def test_the_grace_period_outlasts_the_page_timeout_and_the_shutdown_grace(
 def test_the_settings_each_container_gets_load(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_of(name, monkeypatch)
     assert settings.database_url.startswith("mysql+pymysql://")
-    kind = "Job" if name == "ocr-migrate" else "Deployment"
     names = {f"OCR_{field.upper()}" for field in Settings.model_fields}
-    unknown = {key for key in env_of(find(kind, name)) if key.startswith("OCR_")} - names
+    unknown = {key for key in env_of(name) if key.startswith("OCR_")} - names
     assert not unknown, f"{name}: settings the code does not read: {unknown}"
     if name != "ocr-migrate":
         assert settings.internal_token_value, "the API and the OCR server share the token"
@@ -386,8 +382,7 @@ def test_the_migration_job_runs_ocr_migrate_on_the_same_database(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     job = find("Job", "ocr-migrate")
-    [spec] = job["spec"]["template"]["spec"]["containers"]
-    assert spec["args"] == ["ocr-migrate"]
+    assert container("ocr-migrate")["args"] == ["ocr-migrate"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
     database = settings_of("ocr-migrate", monkeypatch).database_url
     assert database == settings_of("ocr-server", monkeypatch).database_url

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from flask import Flask
-from v1_fakes import FakeOcr
+from fake_ocr import api_client
 
-from api_server import create_app
-from api_server.services import Services
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.errors import BadRequest
 from ocr_common.options import OPTION_FIELDS, OcrOptions, Preprocess, parse_options
-from ocr_common.settings import MAX_DPI, MIN_DPI, load_settings
+from ocr_common.settings import MAX_DPI, MIN_DPI
 
 
 def parse(**values: object) -> OcrOptions:
@@ -24,7 +21,7 @@ def test_options_read_back_from_their_query_are_the_same() -> None:
         psm=6, pages=(1, 2, 3, 7), dpi=200, preprocess=Preprocess.AUTO, lang="eng+deu"
     )
     assert parse(**options.to_values()) == options
-    assert OcrOptions.from_dict(options.to_dict()) == options
+    assert OcrOptions.model_validate_json(options.to_json()) == options
 
 
 def test_pages_also_come_as_a_json_list() -> None:
@@ -34,19 +31,9 @@ def test_pages_also_come_as_a_json_list() -> None:
     assert info.value.field == "pages"
 
 
-@pytest.fixture
-def app(sqlite_url: str) -> Flask:
-    services = Services(
-        settings=load_settings(database_url=sqlite_url),
-        sessions=make_session_factory(make_engine(sqlite_url)),
-        ocr=FakeOcr(),
-        languages=("eng",),
-    )
-    return create_app(services=services)
-
-
-def test_the_openapi_parameters_and_bodies_come_from_the_model(app: Flask) -> None:
-    spec = app.test_client().get("/openapi.json").get_json()
+def test_the_openapi_parameters_and_bodies_come_from_the_model(sqlite_url: str) -> None:
+    client = api_client(make_session_factory(make_engine(sqlite_url)), database_url=sqlite_url)
+    spec = client.get("/openapi.json").get_json()
     params = {p["name"]: p["schema"] for p in spec["paths"]["/v1/ocr"]["post"]["parameters"]}
     assert set(OPTION_FIELDS) <= set(params)
     assert (params["dpi"]["minimum"], params["dpi"]["maximum"]) == (MIN_DPI, MAX_DPI)

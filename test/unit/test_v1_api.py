@@ -6,20 +6,15 @@ import base64
 import io
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask
+from fake_ocr import FakeOcr, api_client, fake_result
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
-from v1_fakes import FakeOcr, fake_result
 
-from api_server import create_app
 from api_server.schemas import Job, JobList, Problem
-from api_server.services import Services
 from ocr_common import job_store
-from ocr_common.settings import load_settings
 from ocr_testkit.pages import HELLO_PNG, encode, render_document, render_page_image
 
 PDF = render_document([["One"], ["Two"], ["Three"]], "PDF")
@@ -32,16 +27,9 @@ def fake_ocr() -> FakeOcr:
 
 
 @pytest.fixture
-def app(sessions: sessionmaker[Session], fake_ocr: FakeOcr) -> Iterator[Flask]:
-    settings = load_settings(max_upload_bytes=2_000_000, max_pages=5, max_pixels=20_000_000)
-    yield create_app(
-        services=Services(settings=settings, sessions=sessions, ocr=fake_ocr, languages=("eng",))
-    )
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def client(sessions: sessionmaker[Session], fake_ocr: FakeOcr) -> FlaskClient:
+    limits = {"max_upload_bytes": 2_000_000, "max_pages": 5, "max_pixels": 20_000_000}
+    return api_client(sessions, fake_ocr, **limits)
 
 
 def problem(response: Any, status: int, code: str) -> dict[str, Any]:
@@ -121,40 +109,23 @@ def test_too_many_pages_is_a_413_that_says_the_limit(client: FlaskClient) -> Non
 
 def test_formats_are_detected_from_bytes(client: FlaskClient) -> None:
     page = render_page_image(["Hello"])
-    for fmt, expected in [
-        ("PNG", "PNG"),
-        ("JPEG", "JPEG"),
-        ("BMP", "BMP"),
-        ("GIF", "GIF"),
-        ("WEBP", "WEBP"),
-    ]:
+    for fmt in ("PNG", "JPEG", "BMP", "GIF", "WEBP"):
         response = client.post(
             "/v1/jobs", data=encode(page, fmt), content_type="application/octet-stream"
         )
-        assert response.status_code == 202 and response.get_json()["format"] == expected
+        assert response.status_code == 202 and response.get_json()["format"] == fmt
     tiff = client.post("/v1/jobs", data=TIFF, content_type="image/png").get_json()
     assert tiff["format"] == "TIFF" and tiff["progress"]["pages_total"] == 2
 
 
 def test_bad_bodies_are_problems(client: FlaskClient) -> None:
-    problem(
-        client.post("/v1/ocr", data=b"hello", content_type="text/plain"),
-        415,
-        "unsupported_media_type",
-    )
-    problem(
-        client.post("/v1/ocr", data=b"not an image", content_type="image/png"), 400, "invalid_image"
-    )
-    problem(
-        client.post("/v1/ocr", data=b"%PDF-1.4 broken", content_type="application/pdf"),
-        400,
-        "invalid_pdf",
-    )
-    problem(
-        client.post("/v1/ocr", data={"psm": "3"}, content_type="multipart/form-data"),
-        400,
-        "missing_field",
-    )
+    for data, content_type, status, code in [
+        (b"hello", "text/plain", 415, "unsupported_media_type"),
+        (b"not an image", "image/png", 400, "invalid_image"),
+        (b"%PDF-1.4 broken", "application/pdf", 400, "invalid_pdf"),
+        ({"psm": "3"}, "multipart/form-data", 400, "missing_field"),
+    ]:
+        problem(client.post("/v1/ocr", data=data, content_type=content_type), status, code)
     problem(client.post("/v1/ocr", json={"document": "!!!"}), 400, "invalid_base64")
     problem(client.get("/v1/nowhere"), 404, "not_found")
     problem(client.put("/v1/jobs"), 405, "method_not_allowed")

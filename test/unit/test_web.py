@@ -6,24 +6,19 @@ from __future__ import annotations
 import re
 
 import pytest
+from fake_ocr import api_client
 from flask.testing import FlaskClient
-from sqlalchemy.orm import Session, sessionmaker
-from v1_fakes import FakeOcr
 
-from api_server import create_app
-from api_server.services import Services
 from ocr_common.db import make_engine, make_session_factory
-from ocr_common.settings import hash_api_key, load_settings
+from ocr_common.settings import hash_api_key
 
 KEY = "web-page-key-0123456789"
 
 
 @pytest.fixture
 def client(sqlite_url: str) -> FlaskClient:
-    sessions: sessionmaker[Session] = make_session_factory(make_engine(sqlite_url))
-    settings = load_settings(api_keys=f"page={hash_api_key(KEY)}", rate_limit="2/minute")
-    services = Services(settings=settings, sessions=sessions, ocr=FakeOcr(), languages=("eng",))
-    return create_app(services=services).test_client()
+    sessions = make_session_factory(make_engine(sqlite_url))
+    return api_client(sessions, api_keys=f"page={hash_api_key(KEY)}", rate_limit="2/minute")
 
 
 def asset_links(html: str) -> list[str]:

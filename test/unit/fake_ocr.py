@@ -1,12 +1,18 @@
-"""A fake OCR server for API tests: answers v1 documents with a made-up rich result."""
+"""A fake OCR server for API tests: answers every document with a made-up rich result."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from api_server import create_app
 from api_server.ocr_client import OcrRequest
+from api_server.services import Services
 from ocr_common.errors import EngineError, OcrError, Unavailable
 from ocr_common.options import OcrOptions
+from ocr_common.settings import load_settings
 
 UNREADABLE = b"unreadable"
 
@@ -51,12 +57,14 @@ def _box(left: int, top: int, width: int, height: int) -> dict[str, int]:
 
 
 class FakeOcr:
-    """Reads every page as "page<N>"; can be told to be down."""
+    """Reads every page as "page<N>", or a one-page image as ``texts`` says for its bytes; fails
+    on a document holding UNREADABLE; can be told to be down."""
 
-    def __init__(self) -> None:
+    def __init__(self, texts: dict[bytes, str] | None = None) -> None:
         self.notified = 0
         self.down = False
-        self.documents: list[tuple[bytes, OcrOptions]] = []
+        self.texts = texts or {}
+        self.documents: list[tuple[bytes, OcrOptions]] = []  # every document it was asked to read
 
     def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]:
         if self.down:
@@ -64,9 +72,11 @@ class FakeOcr:
         return [self._read(request) for request in requests]
 
     def _read(self, request: OcrRequest) -> dict[str, Any] | OcrError:
+        self.documents.append((request.document, request.options))
         if UNREADABLE in request.document:
             return EngineError("Tesseract could not read page 1")
-        self.documents.append((request.document, request.options))
+        if request.document in self.texts:
+            return fake_result((1,), self.texts[request.document])
         return fake_result(request.options.pages or tuple(range(1, request.pages + 1)))
 
     def notify(self) -> None:
@@ -74,3 +84,12 @@ class FakeOcr:
 
     def languages(self) -> tuple[str, ...]:
         return ("eng",)
+
+
+def api_client(
+    sessions: sessionmaker[Session], ocr: FakeOcr | None = None, **settings: object
+) -> FlaskClient:
+    """A test client of the API on ``sessions``, ``ocr`` (a new FakeOcr by default) its OCR
+    server, ``settings`` the values that differ from the defaults."""
+    services = Services(settings=load_settings(**settings), sessions=sessions, ocr=ocr or FakeOcr())
+    return create_app(services=services).test_client()
