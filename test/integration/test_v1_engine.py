@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
