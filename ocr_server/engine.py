@@ -386,7 +386,8 @@ def _read_out(
         return str(tesseract[0]), lines, str(tesseract[1]), str(tesseract[2])
     hocr.extend(reversed(_HOCR_END[:depth]))
     hocr.append("  </div>\n")
-    # A line's text ends a paragraph with a blank line; GetUTF8Text ends the page's last without.
+    # A paragraph's last line's text ends with an empty line, the page's last as well; where the
+    # page ends in a line of text (an hOCR line still open) GetUTF8Text leaves that one off.
     text = "".join(texts)[: -1 if depth else None]
     return text, lines, "".join(tsv), "".join(hocr)
 
