@@ -16,6 +16,7 @@ memory of every service process.
 
     python bench/throughput.py --database-url mysql+pymysql://ocr:ocr@127.0.0.1:3306/ocr_test
     python bench/throughput.py --limit 4
+    python bench/throughput.py --no-pytesseract   # service / raw engine only, in a minute
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from sqlalchemy.engine import make_url
 from ocr_testkit.stack import Stack
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "books"
+# The real pages beside the project (../shared/data), or where OCR_SHARED_DATA says.
+DEFAULT_DATA = Path(os.environ.get("OCR_SHARED_DATA", REPO.parent / "shared" / "data")) / "books"
 DEFAULT_DATABASE_URL = os.environ.get(
     "OCR_TEST_DATABASE_URL", "mysql+pymysql://ocr:ocr@127.0.0.1:3306/ocr_test"
 )
@@ -488,6 +490,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=None, help="engine processes (default: one per core)"
     )
+    parser.add_argument(
+        "--no-pytesseract",
+        action="store_true",
+        help="leave out the original approach (minutes long): the service runs right after the "
+        "raw engine, under the same load",
+    )
     args = parser.parse_args(argv)
 
     from ocr_common.settings import available_cores
@@ -507,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     raw = run_raw_engine(pages, workers)
-    original = run_pytesseract(pages)
+    original = None if args.no_pytesseract else run_pytesseract(pages)
     service = run_service(pages, workers, args.database_url)
     service_cpu = sum(use.cpu_s or 0.0 for use in service.processes)
 
@@ -549,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<52} | {seconds:7.2f} | {n / seconds:7.3f} | {cpu / n:10.2f} | "
             f"{cer * 100:7.2f}%"
         )
-    if original is None:
+    if original is None and not args.no_pytesseract:
         print(
             "pytesseract: skipped, the `tesseract` command is not installed "
             "(apt-get install -y tesseract-ocr)"
@@ -563,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"service / raw engine:  {rate / (n / raw.seconds):.3f} (pages/s ratio)")
     if original is not None:
         print(f"service / pytesseract: {rate / (n / original.seconds):.3f} (pages/s ratio)")
-    else:
+    elif not args.no_pytesseract:
         print("service / pytesseract: skipped (no `tesseract` command)")
     differing = [
         page.name

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -91,12 +92,10 @@ def release_memory() -> None:
 
 
 def _to_tesseract_mode(image: Image.Image) -> Image.Image:
-    # Tesseract gets 8-bit grey or RGB; bilevel, 16-bit, CMYK, palette and alpha images are
+    # Tesseract gets bilevel, 8-bit grey or RGB; 16-bit, CMYK, palette and alpha images are
     # converted (transparent pixels become white, as a reader would see them on paper).
-    if image.mode in ("L", "RGB"):
+    if image.mode in ("1", "L", "RGB"):
         return image
-    if image.mode == "1":
-        return image.convert("L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -226,7 +225,7 @@ class TesseractEngine:
         del image
         try:
             self._recognize(api, f"page {page}")
-            lines = _lines(api)
+            text, lines, tsv, hocr = _read_out(api, page, width, height, resolution)
             words = [word["confidence"] for line in lines for word in line["words"]]
             return {
                 "width": width,
@@ -235,11 +234,11 @@ class TesseractEngine:
                 "rotation": 0,
                 "rotation_confidence": None,
                 "warnings": [],
-                "text": str(api.GetUTF8Text()),
+                "text": text,
                 "confidence": round(sum(words) / len(words), 2) if words else None,
                 "lines": lines,
-                "hocr": str(api.GetHOCRText(page - 1)),
-                "tsv": str(api.GetTSVText(page - 1)),
+                "hocr": hocr,
+                "tsv": tsv,
             }
         finally:
             api.Clear()
@@ -251,10 +250,11 @@ class TesseractEngine:
         # (measured: 490 MB against 197 MB on a 40-megapixel grey page; the same text).
         if image.mode == "RGB" and image.width * image.height > LARGE_COLOR_PX:
             image = image.convert("L")
-        channels = 1 if image.mode == "L" else 3
-        api.SetImageBytes(
-            image.tobytes(), image.width, image.height, channels, channels * image.width
-        )
+        # A bilevel page goes as it is, 8 pixels a byte (0 bytes a pixel, to Tesseract), which
+        # Tesseract need not binarise: 2 % less CPU on the book scans than in grey, same text.
+        channels = {"1": 0, "L": 1, "RGB": 3}[image.mode]
+        row_bytes = channels * image.width or (image.width + 7) // 8
+        api.SetImageBytes(image.tobytes(), image.width, image.height, channels, row_bytes)
         # Files often say 1 or 72 dpi meaning "unknown": below MIN_DPI, let Tesseract estimate.
         if dpi and dpi[0] >= MIN_DPI:
             api.SetSourceResolution(round(dpi[0]))
@@ -271,23 +271,105 @@ def _box(box: tuple[int, int, int, int]) -> dict[str, int]:
     return {"left": left, "top": top, "width": right - left, "height": bottom - top}
 
 
-def _lines(api: Any) -> list[dict[str, Any]]:
-    """Lines and their words, in reading order, with pixel boxes and confidences (0-100)."""
-    from tesserocr import RIL, iterate_level
+# Tesseract's hOCR: the characters it escapes (HOcrEscape); the block types (tesserocr.PT) it
+# draws as an empty box, without their words (images, rules), and those whose lines have a
+# class of their own (heading, pull-out, caption); each level's end tag (block, paragraph, line).
+_HOCR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})
+_HOCR_DRAWN = dict.fromkeys((9, 10, 11), "ocr_photo") | dict.fromkeys((12, 13), "ocr_separator")
+_HOCR_LINE_CLASS = {2: "ocr_header", 3: "ocr_textfloat", 8: "ocr_caption"}
+_HOCR_END = ("   </div>\n", "\n    </p>\n", "\n     </span>")
+# The resolution Tesseract reads at, and says, when it is given none in this range.
+_MIN_CREDIBLE_DPI, _MAX_CREDIBLE_DPI = 70, 2400
 
-    iterator = api.GetIterator()
+
+def _read_out(
+    api: Any, page: int, width: int, height: int, dpi: int | None
+) -> tuple[str, list[dict[str, Any]], str, str]:
+    """The page ``api`` has read: its text, lines and words (pixel boxes, confidences 0-100,
+    reading order), and Tesseract's TSV and hOCR of it, from one walk of its words.
+
+    Tesseract's GetUTF8Text, GetTSVText and GetHOCRText walk the page once more each, the last
+    two symbol by symbol, asking at every word whether it ends its line, paragraph and block: on
+    the book pages they cost 43 ms a page, this walk 8 ms (``bench/extraction.py``). It
+    writes the bytes Tesseract 5 writes (baseapi.cpp, hocrrenderer.cpp), as that bench and
+    test_v1_engine check on real pages; a page with right-to-left text, which Tesseract
+    reorders as it writes, gets Tesseract's own.
+    """
+    from tesserocr import DIR, RIL, iterate_level
+
+    texts: list[str] = []
     lines: list[dict[str, Any]] = []
-    # A page without text (a blank page, a photo) still yields one position, at which every
-    # getter raises "No text returned": ask whether there is a word before reading one.
-    if iterator is None or iterator.Empty(RIL.WORD):
-        return lines
-    for word in iterate_level(iterator, RIL.WORD):
-        if word.Empty(RIL.WORD):
+    tsv = [f"1\t{page}\t0\t0\t0\t0\t0\t0\t{width}\t{height}\t-1\t\n"]
+    res = dpi if dpi and _MIN_CREDIBLE_DPI <= dpi <= _MAX_CREDIBLE_DPI else _MIN_CREDIBLE_DPI
+    hocr = [
+        f"  <div class='ocr_page' id='page_{page}' title='image \"unknown\"; bbox 0 0 {width} "
+        f"{height}; ppageno {page - 1}; scan_res {res} {res}'>\n"
+    ]
+    numbers = [0, 0, 0, 0]  # TSV: block, paragraph in it, line in that, word in that
+    ids = [0, 0, 0, 0]  # hOCR: blocks, paragraphs, lines, words so far
+    depth = 0  # hOCR elements open: the block, its paragraph, its line
+    kind, drawn, para_lang, right_to_left = 0, False, None, False
+    iterator = api.GetIterator()
+    for word in iterate_level(iterator, RIL.WORD) if iterator is not None else ():
+        if word.Empty(RIL.BLOCK):
+            break
+        # What this position begins: 3 a block (or no word: every element ends), 2 a
+        # paragraph, 1 a line, 0 nothing. Each implies the next: ask only as far as needed.
+        empty = word.Empty(RIL.WORD)
+        starts = 3 if empty else 0
+        if not empty and word.IsAtBeginningOf(RIL.TEXTLINE):
+            starts = 1 + (word.IsAtBeginningOf(RIL.PARA) and 1 + word.IsAtBeginningOf(RIL.BLOCK))
+        hocr.extend(reversed(_HOCR_END[3 - starts : depth]))
+        depth = min(depth, 3 - starts)
+        if starts == 3:
+            kind = word.BlockType()
+            drawn = kind in _HOCR_DRAWN
+            if drawn:
+                ids[0] += 1
+                left, top, right, bottom = word.BoundingBox(RIL.TEXTLINE)
+                hocr.append(
+                    f"   <div class='{_HOCR_DRAWN[kind]}' id='block_{page}_{ids[0]}' "
+                    f'title="bbox {left} {top} {right} {bottom}"></div>\n'
+                )
+        if empty:
             continue
-        text = word.GetUTF8Text(RIL.WORD)
-        if not text or not text.strip():
+        if starts and not drawn:
+            # The text leaves out what hOCR draws as boxes, as GetUTF8Text does.
+            texts.append(word.GetUTF8Text(RIL.TEXTLINE) or "")
+        for level in range(3 - starts, 3):
+            numbers[level] += 1
+            numbers[level + 1 :] = [0] * (3 - level)
+            box = word.BoundingBox((RIL.BLOCK, RIL.PARA, RIL.TEXTLINE)[level])
+            tsv.append(_tsv_row(level + 2, page, numbers, box, "-1", ""))
+            if level == 1:
+                right_to_left |= not word.ParagraphIsLtr()
+                para_lang = word.WordRecognitionLanguage()
+            if drawn:
+                continue
+            ids[level] += 1
+            title = f'title="bbox {box[0]} {box[1]} {box[2]} {box[3]}'
+            if level == 0:
+                hocr.append(f"   <div class='ocr_carea' id='block_{page}_{ids[0]}' {title}\">")
+            elif level == 1:
+                lang = f" lang='{para_lang}'" if para_lang else ""
+                hocr.append(f"\n    <p class='ocr_par' id='par_{page}_{ids[1]}'{lang} {title}\">")
+            else:
+                hocr.append(
+                    f"\n     <span class='{_HOCR_LINE_CLASS.get(kind, 'ocr_line')}' "
+                    f"id='line_{page}_{ids[2]}' {title}{_hocr_line_title(word, box)}\">"
+                )
+        text = word.GetUTF8Text(RIL.WORD) or ""
+        confidence = word.Confidence(RIL.WORD)
+        box = word.BoundingBox(RIL.WORD)
+        numbers[3] += 1
+        tsv.append(_tsv_row(5, page, numbers, box, f"{confidence:f}", text))
+        right_to_left |= word.WordDirection() in (DIR.RIGHT_TO_LEFT, DIR.MIX)
+        if not drawn:
+            depth, ids[3] = 3, ids[3] + 1
+            hocr.append(_hocr_word(word, f"word_{page}_{ids[3]}", box, confidence, text, para_lang))
+        if not text.strip():
             continue
-        if word.IsAtBeginningOf(RIL.TEXTLINE) or not lines:
+        if starts or not lines:
             lines.append(
                 {
                     "text": (word.GetUTF8Text(RIL.TEXTLINE) or "").strip(),
@@ -297,10 +379,78 @@ def _lines(api: Any) -> list[dict[str, Any]]:
                 }
             )
         lines[-1]["words"].append(
-            {
-                "text": text,
-                "confidence": round(word.Confidence(RIL.WORD), 2),
-                "bbox": _box(word.BoundingBox(RIL.WORD)),
-            }
+            {"text": text, "confidence": round(confidence, 2), "bbox": _box(box)}
         )
-    return lines
+    if right_to_left:
+        tesseract = (api.GetUTF8Text(), api.GetTSVText(page - 1), api.GetHOCRText(page - 1))
+        return str(tesseract[0]), lines, str(tesseract[1]), str(tesseract[2])
+    hocr.extend(reversed(_HOCR_END[:depth]))
+    hocr.append("  </div>\n")
+    # A paragraph's last line's text ends with an empty line, the page's last as well; where the
+    # page ends in a line of text (an hOCR line still open) GetUTF8Text leaves that one off.
+    text = "".join(texts)[: -1 if depth else None]
+    return text, lines, "".join(tsv), "".join(hocr)
+
+
+def _tsv_row(
+    level: int, page: int, numbers: list[int], box: tuple[int, int, int, int], conf: str, text: str
+) -> str:
+    left, top, right, bottom = box
+    where = "\t".join(map(str, numbers))
+    return (
+        f"{level}\t{page}\t{where}\t{left}\t{top}\t{right - left}\t{bottom - top}\t{conf}\t{text}\n"
+    )
+
+
+def _hocr_line_title(word: Any, box: tuple[int, int, int, int]) -> str:
+    """What hOCR says of a line after its box: its baseline (or how it is turned) and heights."""
+    from tesserocr import RIL
+
+    left, _, _, bottom = box
+    title = ""
+    orientation = word.Orientation()[0]
+    baseline = word.Baseline(RIL.TEXTLINE)
+    if orientation:
+        title = f"; textangle {360 - orientation * 90}"
+    elif baseline and baseline[0][0] != baseline[1][0]:
+        # y = slope x + offset, from the bottom left of the line's box, in thousandths.
+        (x1, y1), (x2, y2) = baseline
+        slope = (y2 - y1) / (x2 - x1)
+        offset = (y1 - bottom) - slope * (x1 - left)
+        title = (
+            f"; baseline {_c_round(slope * 1000) / 1000:.8g} {_c_round(offset * 1000) / 1000:.8g}"
+        )
+    row = word.RowAttributes()
+    return (
+        f"{title}; x_size {row['row_height']:.8g}; x_descenders {-row['descenders']:.8g}; "
+        f"x_ascenders {row['ascenders']:.8g}"
+    )
+
+
+def _hocr_word(
+    word: Any,
+    ident: str,
+    box: tuple[int, int, int, int],
+    confidence: float,
+    text: str,
+    para_lang: str | None,
+) -> str:
+    lang = word.WordRecognitionLanguage()
+    font = word.WordFontAttributes() or {}
+    body = text.translate(_HOCR_ESCAPES)
+    if font.get("italic"):
+        body = f"<em>{body}</em>"
+    if font.get("bold"):
+        body = f"<strong>{body}</strong>"
+    left, top, right, bottom = box
+    lang_attribute = f" lang='{lang}'" if lang and lang != para_lang else ""
+    return (
+        f"\n      <span class='ocrx_word' id='{ident}' title='bbox {left} {top} {right} {bottom}; "
+        f"x_wconf {int(confidence)}'{lang_attribute}>{body}</span>"
+    )
+
+
+def _c_round(value: float) -> float:
+    """C's round(): halves away from zero (Python's round() takes the even neighbour)."""
+    whole = math.floor(abs(value))
+    return math.copysign(whole + (abs(value) - whole >= 0.5), value)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
@@ -20,7 +21,7 @@ from ocr_common.options import ORIGINAL_API_OPTIONS, OcrOptions, Preprocess
 from ocr_common.results import combine_pages, to_hocr, to_tsv
 from ocr_common.settings import load_settings
 from ocr_server.dispatcher import Dispatcher
-from ocr_server.engine import TesseractEngine
+from ocr_server.engine import TesseractEngine, _read_out, tessdata_dir
 from ocr_server.pool import EnginePool, PageTask
 from ocr_testkit.pages import (
     HELLO,
@@ -197,6 +198,49 @@ def test_hocr_is_xhtml_and_tsv_has_every_word(engine: TesseractEngine) -> None:
     assert rows[0][0] == "level" and len(rows[0]) == 12
     assert {row[1] for row in rows[1:]} == {"1", "2"}
     assert [row[11] for row in rows[1:] if row[0] == "5"][:4] == ["Page", "1", "says", "hello"]
+
+
+def tesseract_and_ours(image: Image.Image, psm: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Tesseract's own text, TSV and hOCR of a reading, and those the engine writes from its
+    walk of the words."""
+    import tesserocr
+
+    api = tesserocr.PyTessBaseAPI(path=tessdata_dir(), psm=psm)
+    try:
+        dpi = TesseractEngine._set_pixels(api, image, image.info.get("dpi"))
+        assert api.Recognize()
+        text, _, tsv, hocr = _read_out(api, 1, image.width, image.height, dpi)
+        return (api.GetUTF8Text(), api.GetTSVText(0), api.GetHOCRText(0)), (text, tsv, hocr)
+    finally:
+        api.End()
+
+
+@pytest.mark.parametrize(
+    ("name", "psm"),
+    [
+        # Photos, rules, headings, captions, quotes and ampersands; a bilevel book page; a
+        # colour receipt, laid out automatically and as sparse text.
+        ("unlv/8087_054.3B.png", 3),
+        ("books/a022.png", 3),
+        ("receipts/004.jpg", 3),
+        ("receipts/004.jpg", 11),
+    ],
+)
+def test_text_tsv_and_hocr_are_the_bytes_tesseract_writes(name: str, psm: int) -> None:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is missing: set OCR_SHARED_DATA to the folder of real pages")
+    tesseract, ours = tesseract_and_ours(Image.open(path), psm)
+    assert ours == tesseract
+
+
+def test_text_tsv_and_hocr_of_a_turned_page_and_a_blank_one_are_tesseract_s() -> None:
+    # With orientation detection (psm 1) Tesseract says the lines are turned, and not where.
+    turned = render_page_image(ORIENTATION_LINES).rotate(90, expand=True)
+    tesseract, ours = tesseract_and_ours(turned, 1)
+    assert "textangle" in tesseract[2] and ours == tesseract
+    tesseract, ours = tesseract_and_ours(render_page_image(["", ""]), 3)
+    assert ours == tesseract
 
 
 @pytest.fixture(scope="module")
