@@ -309,6 +309,7 @@ def _read_out(
     ids = [0, 0, 0, 0]  # hOCR: blocks, paragraphs, lines, words so far
     depth = 0  # hOCR elements open: the block, its paragraph, its line
     kind, drawn, para_lang, right_to_left = 0, False, None, False
+    line_text = ""  # the text of the line the walk is in
     iterator = api.GetIterator()
     for word in iterate_level(iterator, RIL.WORD) if iterator is not None else ():
         if word.Empty(RIL.BLOCK):
@@ -333,9 +334,11 @@ def _read_out(
                 )
         if empty:
             continue
-        if starts and not drawn:
-            # The text leaves out what hOCR draws as boxes, as GetUTF8Text does.
-            texts.append(word.GetUTF8Text(RIL.TEXTLINE) or "")
+        if starts:
+            line_text = word.GetUTF8Text(RIL.TEXTLINE) or ""
+            if not drawn:
+                # The text leaves out what hOCR draws as boxes, as GetUTF8Text does.
+                texts.append(line_text)
         for level in range(3 - starts, 3):
             numbers[level] += 1
             numbers[level + 1 :] = [0] * (3 - level)
@@ -372,7 +375,7 @@ def _read_out(
         if starts or not lines:
             lines.append(
                 {
-                    "text": (word.GetUTF8Text(RIL.TEXTLINE) or "").strip(),
+                    "text": (line_text if starts else word.GetUTF8Text(RIL.TEXTLINE) or "").strip(),
                     "confidence": round(word.Confidence(RIL.TEXTLINE), 2),
                     "bbox": _box(word.BoundingBox(RIL.TEXTLINE)),
                     "words": [],
