@@ -28,9 +28,8 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 OVERLAY = K8S_DIR / "overlays" / "example"
 # The oldest Kubernetes the manifests claim to work on, and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
-# KEDA's CRD for ScaledObject, in the team's shared folder beside the repository (CI has a copy
-# of it next to its clone; a worktree finds it one level further up).
-KEDA_CRD = Path("shared") / "schemas" / "keda.sh_scaledobjects.yaml"
+# KEDA's CRD for ScaledObject, carried in the repository with its licence (deploy/k8s/schemas).
+KEDA_CRD = K8S_DIR / "schemas" / "keda.sh_scaledobjects.yaml"
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication"}
 # What KEDA's MySQL scaler reads from a trigger's metadata (keda.sh/docs/latest/scalers/mysql).
 KEDA_MYSQL_METADATA = {
@@ -90,12 +89,9 @@ def container(name: str) -> dict[str, Any]:
 
 @cache
 def keda_schema() -> dict[str, Any]:
-    for folder in (ROOT.parent, *ROOT.parent.parents):
-        if (folder / KEDA_CRD).is_file():
-            crd = yaml.safe_load((folder / KEDA_CRD).read_text())
-            [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
-            return closed(version["schema"]["openAPIV3Schema"])
-    pytest.fail(f"KEDA's CRD schema {KEDA_CRD} not found beside the repository or above it")
+    crd = yaml.safe_load(KEDA_CRD.read_text())
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    return closed(version["schema"]["openAPIV3Schema"])
 
 
 def closed(schema: dict[str, Any]) -> dict[str, Any]:
