@@ -3,7 +3,7 @@ against them) and the parameters and bodies the views document with ``openapi.Op
 
 Each model carries an example (``examples`` in its JSON schema, hence in /openapi.json and
 /docs): what the service answered for ``example.png``, a line of two words, so that trying the
-JSON request in /docs reads it. test_contract checks every example against its model.
+JSON request in /docs reads it. test_api_docs checks every example against its schema.
 """
 
 from __future__ import annotations
@@ -103,6 +103,10 @@ CANCELED_JOB_EXAMPLE = {
 }
 TSV_EXAMPLE = (
     "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext\n"
+    "1\t1\t0\t0\t0\t0\t0\t0\t300\t110\t-1\t\n"
+    "2\t1\t1\t0\t0\t0\t34\t29\t181\t31\t-1\t\n"
+    "3\t1\t1\t1\t0\t0\t34\t29\t181\t31\t-1\t\n"
+    "4\t1\t1\t1\t1\t0\t34\t29\t181\t31\t-1\t\n"
     "5\t1\t1\t1\t1\t1\t34\t29\t89\t31\t95.980865\tHello\n"
     "5\t1\t1\t1\t1\t2\t135\t30\t80\t30\t96.809288\tOCR\n"
 )
@@ -110,9 +114,31 @@ PSM_DETAIL = (
     '"psm": 2 is not a page segmentation mode that reads text; use one of 1, 3, 4, 5, 6, 7, 8, '
     "9, 10, 11, 12, 13"
 )
-HOCR_EXAMPLE = (
-    "<span class='ocrx_word' id='word_1_1' title='bbox 34 29 123 60; x_wconf 95'>Hello</span>"
-)
+HOCR_EXAMPLE = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN"
+    "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">
+<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">
+ <head>
+  <title></title>
+  <meta http-equiv="Content-Type" content="text/html;charset=utf-8"/>
+  <meta name="ocr-system" content="tesseract"/>
+  <meta name="ocr-capabilities" content="ocr_page ocr_carea ocr_par ocr_line ocrx_word ocrp_wconf"/>
+ </head>
+ <body>
+  <div class='ocr_page' id='page_1' title='image "unknown"; bbox 0 0 300 110; ppageno 0; scan_res 70 70'>
+   <div class='ocr_carea' id='block_1_1' title="bbox 34 29 215 60">
+    <p class='ocr_par' id='par_1_1' lang='eng' title="bbox 34 29 215 60">
+     <span class='ocr_line' id='line_1_1' title="bbox 34 29 215 60; baseline 0.006 -1; x_size 35.377777; x_descenders 5.3777776; x_ascenders 8">
+      <span class='ocrx_word' id='word_1_1' title='bbox 34 29 123 60; x_wconf 95'>Hello</span>
+      <span class='ocrx_word' id='word_1_2' title='bbox 135 30 215 60; x_wconf 96'>OCR</span>
+     </span>
+    </p>
+   </div>
+  </div>
+ </body>
+</html>
+"""  # noqa: E501 - Tesseract's own lines
 
 
 class BoundingBox(Schema):

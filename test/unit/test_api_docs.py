@@ -138,6 +138,24 @@ def test_every_v1_request_and_answer_has_an_example_valid_against_its_schema(
             validator(spec, entry["schema"]).validate(entry["example"])
 
 
+def test_every_json_example_in_the_document_is_valid_against_its_schema(
+    spec: dict[str, Any],
+) -> None:
+    checked = 0
+    for _path, _method, op in operations(spec):
+        bodies = [op.get("requestBody", {}), *op["responses"].values()]
+        for body in bodies:
+            for media, entry in body.get("content", {}).items():
+                if media in JSON_TYPES and "example" in entry:
+                    validator(spec, entry["schema"]).validate(entry["example"])
+                    checked += 1
+    for name, schema in spec["components"]["schemas"].items():
+        for value in schema.get("examples", []):
+            validator(spec, {"$ref": f"#/components/schemas/{name}"}).validate(value)
+            checked += 1
+    assert checked >= 50
+
+
 def test_the_json_request_example_is_a_document_the_api_takes(
     client: FlaskClient, spec: dict[str, Any]
 ) -> None:
