@@ -62,6 +62,10 @@ def test_docs_are_swagger_ui_served_by_this_server_alone(client: FlaskClient, pa
         asset = client.get(url)
         assert asset.status_code == 200, url
         assert asset.mimetype in ("text/javascript", "text/css", "image/png"), url
+        if asset.mimetype == "text/css":
+            # No font or image from another origin (a browser would fetch those itself).
+            css = asset.get_data(as_text=True)
+            assert "url(" not in css.replace("url(data:", "").replace('url("data:', ""), url
 
 
 def test_the_docs_may_load_and_call_nothing_but_this_server(client: FlaskClient) -> None:
