@@ -47,7 +47,11 @@ def route(path: str, **options: Any) -> Callable[[View], View]:
     responses={
         200: Body("the text (a list for a list)", {"application/json": schemas.CompatText}),
         **schemas.UPLOAD_ERRORS,
-        422: schemas.compat_error("Tesseract could not read the image"),
+        422: schemas.compat_error(
+            "Tesseract could not read the image",
+            "engine_timeout",
+            "Tesseract gave up on page 1 after 120 s (OCR_PAGE_TIMEOUT_S)",
+        ),
     },
 )
 def image_sync() -> Response:
@@ -104,15 +108,29 @@ def image_submit() -> Response:
     summary="The text of a task (original API)",
     description='The id comes as ?task_id=, ?id= or a JSON body {"task_id": "<id>"}.',
     params=(
-        Param("task_id", {"type": "string"}, "the task id"),
+        Param("task_id", {"type": "string"}, "the task id", example=schemas.EXAMPLE_JOB_ID),
         Param("id", {"type": "string"}, "the task id (another name)"),
     ),
     responses={
         200: Body("the text, or null while not done", {"application/json": schemas.CompatResult}),
-        400: schemas.compat_error("no task id, or one that is an object or a list"),
-        404: schemas.compat_error("no such task, whatever the id looks like"),
-        422: schemas.compat_error("the task failed"),
-        503: schemas.compat_error("the database is unavailable"),
+        400: schemas.compat_error(
+            "no task id, or one that is an object or a list",
+            "missing_field",
+            'say which task: send {"task_id": "<id>"} as the body, or ?task_id=<id>',
+        ),
+        **schemas.COMPAT_KEY_ERRORS,
+        404: schemas.compat_error(
+            "no such task, whatever the id looks like",
+            "task_not_found",
+            "no task with id 'unknown'",
+        ),
+        422: schemas.compat_error(
+            "the task failed",
+            "attempts_exhausted",
+            "gave up after the last allowed attempt (OCR_MAX_ATTEMPTS): the OCR worker stopped "
+            "answering every time it read this image",
+        ),
+        503: schemas.COMPAT_UNAVAILABLE,
     },
 )
 def image_result() -> Response:
@@ -140,7 +158,8 @@ def image_result() -> Response:
         200: Body(
             "task id -> text (null while not done)", {"application/json": schemas.CompatAllImages}
         ),
-        503: schemas.compat_error("the database is unavailable"),
+        **schemas.COMPAT_KEY_ERRORS,
+        503: schemas.COMPAT_UNAVAILABLE,
     },
 )
 def all_images() -> Response:

@@ -32,7 +32,12 @@ bp = Blueprint("v1", __name__, url_prefix="/v1")
     responses={
         200: Body("the finished job, or its text, hOCR or TSV (format=)", schemas.RESULT_CONTENT),
         **schemas.SUBMIT_ERRORS,
-        422: schemas.problem("Tesseract could not read the document"),
+        422: schemas.problem(
+            422,
+            "Tesseract could not read the document",
+            "engine_timeout",
+            "Tesseract gave up on page 1 after 120 s (OCR_PAGE_TIMEOUT_S)",
+        ),
     },
 )
 def ocr_now() -> Response:
@@ -67,9 +72,16 @@ def ocr_now() -> Response:
             "the queued job (or, for a repeated Idempotency-Key, the job it created)",
             {"application/json": schemas.Job},
             headers={"Location": "/v1/jobs/{id}"},
+            examples={"application/json": schemas.QUEUED_FULL_JOB_EXAMPLE},
         ),
         **schemas.SUBMIT_ERRORS,
-        409: schemas.problem("the Idempotency-Key was used for another request"),
+        409: schemas.problem(
+            409,
+            "the Idempotency-Key was used for another request",
+            "idempotency_key_reused",
+            f"the Idempotency-Key was already used for a different request (job "
+            f"{schemas.EXAMPLE_JOB_ID}); use a new key for a new document or options",
+        ),
     },
 )
 def submit_job() -> Response:
@@ -114,14 +126,30 @@ def load_job(value: str) -> Job:
 @bp.get("/jobs/<job_id>")
 @Operation(
     summary="A job: its status, progress, and result",
-    params=(schemas.FORMAT_PARAM,),
+    params=(schemas.JOB_ID_PARAM, schemas.FORMAT_PARAM),
     responses={
         200: Body("the job, or its text, hOCR or TSV (format=)", schemas.RESULT_CONTENT),
-        400: schemas.problem("bad format"),
-        404: schemas.problem("no such job"),
-        409: schemas.problem("format=text|hocr|tsv of a job not finished yet"),
-        422: schemas.problem("format=text|hocr|tsv of a failed or canceled job"),
-        503: schemas.problem("the database is unavailable"),
+        400: schemas.problem(
+            400,
+            "bad format",
+            "invalid_option",
+            "\"format\": 'pdf' is not one of json, text, hocr, tsv",
+        ),
+        **schemas.KEY_ERRORS,
+        404: schemas.NO_SUCH_JOB,
+        409: schemas.problem(
+            409,
+            "format=text|hocr|tsv of a job not finished yet",
+            "result_not_ready",
+            f"job {schemas.EXAMPLE_JOB_ID} is queued: its text is there once it has succeeded",
+        ),
+        422: schemas.problem(
+            422,
+            "format=text|hocr|tsv of a failed or canceled job",
+            "engine_timeout",
+            "Tesseract gave up on page 1 after 120 s (OCR_PAGE_TIMEOUT_S)",
+        ),
+        503: schemas.UNAVAILABLE,
     },
 )
 def get_job(job_id: str) -> Response:
@@ -139,11 +167,17 @@ def get_job(job_id: str) -> Response:
     summary="Cancel a job, or delete a finished one",
     description="A queued (or running) job is canceled: 200 with the canceled job; it will not "
     "run, or its result is discarded. A finished job is deleted with its result and image: 204.",
+    params=(schemas.JOB_ID_PARAM,),
     responses={
-        200: Body("the canceled job", {"application/json": schemas.Job}),
+        200: Body(
+            "the canceled job",
+            {"application/json": schemas.Job},
+            examples={"application/json": schemas.CANCELED_JOB_EXAMPLE},
+        ),
         204: Body("deleted"),
-        404: schemas.problem("no such job"),
-        503: schemas.problem("the database is unavailable"),
+        **schemas.KEY_ERRORS,
+        404: schemas.NO_SUCH_JOB,
+        503: schemas.UNAVAILABLE,
     },
 )
 def delete_job(job_id: str) -> Response:
@@ -164,8 +198,14 @@ def delete_job(job_id: str) -> Response:
     params=schemas.LIST_PARAMS,
     responses={
         200: Body("a page of jobs", {"application/json": schemas.JobList}),
-        400: schemas.problem("bad status, limit or cursor"),
-        503: schemas.problem("the database is unavailable"),
+        400: schemas.problem(
+            400,
+            "bad status, limit or cursor",
+            "invalid_option",
+            "\"status\": 'done' is not one of queued, running, succeeded, failed, canceled",
+        ),
+        **schemas.KEY_ERRORS,
+        503: schemas.UNAVAILABLE,
     },
 )
 def list_jobs() -> Response:

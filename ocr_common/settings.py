@@ -115,8 +115,10 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _api_keys(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_api_keys(value.get_secret_value())
+        # Empty is unset: compose passes OCR_API_KEYS through from a .env that may leave it out.
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parse_api_keys(value.get_secret_value())
         return value
 
     @field_validator("rate_limit", "auth_failure_limit")

@@ -15,7 +15,14 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from ocr_common.errors import BadRequest, OcrError, PayloadTooLarge, Unauthorized, Unavailable
+from ocr_common.errors import (
+    BadRequest,
+    NotFound,
+    OcrError,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+)
 from ocr_common.metrics import CONTENT_TYPE
 from ocr_common.observability import (
     REQUEST_ID_HEADER,
@@ -49,6 +56,11 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("ocr_server.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVICE_NAME = "ocr-server"
+NOT_THE_API = (
+    "no such path: this is the OCR server's internal API, not the OCR service's API; send "
+    "requests to the API server (port 5000 by default, OCR_API_BIND)"
+)
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 POOL_KEY = web.AppKey("pool", EnginePool)
@@ -75,6 +87,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
                 f"the image is larger than {settings.max_upload_bytes} bytes (OCR_MAX_UPLOAD_BYTES)"
             )
         )
+    except web.HTTPNotFound:
+        # Most likely a client of the public API sent to this port by mistake: say so.
+        return error_response(NotFound(NOT_THE_API, code="not_found"))
     except web.HTTPException as exc:
         return error_response(OcrError(exc.reason, code="http_error"), status=exc.status)
 
@@ -158,7 +173,8 @@ async def languages(_request: web.Request) -> web.Response:
 
 
 async def healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    # "service" tells ocr-client, pointed here by mistake, that this is not the public API.
+    return web.json_response({"status": "ok", "service": SERVICE_NAME})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -265,7 +265,7 @@ def test_an_idempotency_key_returns_the_same_job_for_the_same_request(
     assert fresh.status_code == 202 and fresh.get_json()["id"] != first.get_json()["id"]
 
 
-def test_openapi_lists_every_endpoint_and_docs_work_offline(client: FlaskClient) -> None:
+def test_openapi_lists_every_endpoint(client: FlaskClient) -> None:
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.1")
     paths = {(path, method) for path, methods in spec["paths"].items() for method in methods}
@@ -282,11 +282,6 @@ def test_openapi_lists_every_endpoint_and_docs_work_offline(client: FlaskClient)
     } <= paths
     for name in ("Job", "Page", "Line", "Word", "BoundingBox", "Problem", "CompatError"):
         assert name in spec["components"]["schemas"]
-    docs = client.get("/docs")
-    assert docs.status_code == 200 and docs.mimetype == "text/html"
-    page = docs.get_data(as_text=True)
-    assert "/openapi.json" in page and "http://" not in page.replace("http://www.w3.org", "")
-    assert "https://" not in page
     json.dumps(spec)
 
 
