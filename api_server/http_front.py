@@ -62,7 +62,8 @@ class BufferedWsgi:
     app on a thread with the whole body in hand."""
 
     def __init__(self, wsgi_app: Any, *, max_body_bytes: int, threads: int):
-        self._max_body_bytes = max_body_bytes
+        # Read by the protocol too: a chunk declared larger than this is refused at once.
+        self.max_body_bytes = max_body_bytes
         # Typed loosely: the scopes and messages here are plain dicts.
         self._wsgi: Any = WSGIMiddleware(_recording_header_names(wsgi_app), workers=threads)
 
@@ -70,8 +71,13 @@ class BufferedWsgi:
         if scope["type"] != "http":
             await self._wsgi(scope, receive, send)  # lifespan: a2wsgi acknowledges it
             return
+        if _framed_twice(scope):
+            # Content-Length and Transfer-Encoding both: the body is read as chunked, then the
+            # connection is closed (RFC 9112 section 6.1), so that what a front proxy took
+            # for the rest of the body is never read as a request of its own.
+            send = _closing(send)
         declared = _content_length(scope)
-        if declared is not None and declared > self._max_body_bytes:
+        if declared is not None and declared > self.max_body_bytes:
             # Flask refuses it by its Content-Length (413 in the API's error shape) without
             # reading; the protocol then discards the body while it closes.
             await self._run({**scope}, _empty_body, send)
@@ -98,7 +104,12 @@ class BufferedWsgi:
         async def send_as_spelled(message: ASGIMessage) -> None:
             if message["type"] == "http.response.start":
                 names: dict[bytes, bytes] = scope.get(HEADER_NAMES, {})
-                headers = [(names.get(name, name), value) for name, value in message["headers"]]
+                # The server dates every answer itself: a Date of the app's would be a second.
+                headers = [
+                    (names.get(name, name), value)
+                    for name, value in message["headers"]
+                    if name.lower() != b"date"
+                ]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -121,10 +132,10 @@ class BufferedWsgi:
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
-            room = self._max_body_bytes + 1 - size
+            room = self.max_body_bytes + 1 - size
             body.write(chunk[:room])
             size += min(len(chunk), room)
-            if size > self._max_body_bytes or not message.get("more_body", False):
+            if size > self.max_body_bytes or not message.get("more_body", False):
                 return size
 
 
@@ -157,7 +168,27 @@ def _replay(body: Any) -> Any:
     return receive
 
 
+def _framed_twice(scope: dict[str, Any]) -> bool:
+    names = {name for name, _value in scope["headers"]}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
+def _closing(send: Any) -> Any:
+    """``send``, its answer saying ``Connection: close`` (after which h11 closes)."""
+
+    async def send_then_close(message: ASGIMessage) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(n, v) for n, v in message["headers"] if n.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"Connection", b"close")]}
+        await send(message)
+
+    return send_then_close
+
+
 def _content_length(scope: dict[str, Any]) -> int | None:
+    """The declared length; None when there is none or a Transfer-Encoding overrides it."""
+    if _framed_twice(scope):
+        return None
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
@@ -254,6 +285,22 @@ class ApiH11Protocol(H11Protocol):
                 self._real_transport().close()
             return
         super().data_received(data)
+        self._refuse_chunk_over_limit()
+
+    def _refuse_chunk_over_limit(self) -> None:
+        """A chunk declared larger than the request limit is a 400 at once, rather than a wait
+        for bytes that would be refused anyway (h11 takes chunk sizes of up to 20 digits)."""
+        if self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing():
+            return
+        limit = getattr(self.config.app, "max_body_bytes", None)
+        # A debt: h11 tells a chunk's size to no public interface; its reader keeps the bytes
+        # of the chunk still to come. Read defensively, so an h11 without it checks nothing.
+        left = getattr(getattr(self.conn, "_reader", None), "_bytes_in_chunk", 0)
+        if isinstance(limit, int) and isinstance(left, int) and left > limit:
+            self._send_bad_request(
+                f"a chunk of the request body is declared larger than the {limit} bytes a "
+                "request may have; nothing was stored"
+            )
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
         if self._lingering:
@@ -280,11 +327,13 @@ class ApiH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         # A malformed request line, header or chunked body: the API's JSON, not plain text.
         self.logger.info("malformed request: %s", msg)
-        headers, body = json_error(
-            "bad_request",
+        self._send_bad_request(
             "the request is not valid HTTP/1.1 (its request line, headers or chunked body are "
             "malformed); nothing was stored",
         )
+
+    def _send_bad_request(self, message: str) -> None:
+        headers, body = json_error("bad_request", message)
         head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         self.transport.write(b"HTTP/1.1 400 Bad Request\r\n" + head + b"\r\n" + body)
         self.transport.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,16 +29,26 @@ class Source:
     output: str  # where its result goes, relative to the output folder
 
 
-def collect_sources(inputs: Iterable[Path], fmt: str, exclude: Path | None = None) -> list[Source]:
+def collect_sources(
+    inputs: Iterable[Path],
+    fmt: str,
+    exclude: Path | None = None,
+    on_skip: Callable[[Path, str], None] | None = None,
+) -> list[Source]:
     """The files named, and those under the folders named (hidden ones, and those under
     ``exclude``, the output folder, skipped), each with its result's path: ``a/b.png`` under
-    folder ``DIR`` gives ``a/b.png.txt`` for text."""
+    folder ``DIR`` gives ``a/b.png.txt`` for text.
+
+    A symbolic link inside a folder is not followed (it may lead out of the folder, to files
+    the user never meant to send): ``on_skip`` is told of it, with the reason. A file or
+    folder named in ``inputs`` is read wherever it is.
+    """
     suffix = RESULT_SUFFIXES[fmt]
     skip = exclude.resolve() if exclude is not None else None
     sources: list[Source] = []
     for given in inputs:
         if given.is_dir():
-            for path in sorted(_files_under(given, skip)):
+            for path in sorted(_files_under(given, skip, on_skip or (lambda _path, _why: None))):
                 sources.append(Source(path, path.relative_to(given).as_posix() + suffix))
         elif given.is_file():
             sources.append(Source(given, given.name + suffix))
@@ -55,15 +65,28 @@ def collect_sources(inputs: Iterable[Path], fmt: str, exclude: Path | None = Non
     return sources
 
 
-def _files_under(folder: Path, skip: Path | None) -> Iterator[Path]:
+LINK_SKIPPED = (
+    "a symbolic link (links inside a folder are not followed; name its target to read it)"
+)
+
+
+def _files_under(
+    folder: Path, skip: Path | None, on_skip: Callable[[Path, str], None]
+) -> Iterator[Path]:
+    def wanted(path: Path) -> bool:
+        if path.name.startswith(".") or (skip is not None and path.resolve() == skip):
+            return False
+        if path.is_symlink():
+            on_skip(path, LINK_SKIPPED)
+            return False
+        return True
+
+    # os.walk lists a link to a folder among the folders (and does not enter it), a link to a
+    # file among the files.
     for root, dirs, files in os.walk(folder):
-        dirs[:] = [
-            d
-            for d in dirs
-            if not d.startswith(".") and (skip is None or (Path(root) / d).resolve() != skip)
-        ]
+        dirs[:] = [name for name in dirs if wanted(Path(root) / name)]
         for name in files:
-            if not name.startswith("."):
+            if wanted(Path(root) / name):
                 yield Path(root) / name
 
 

@@ -91,7 +91,12 @@ def _client(args: argparse.Namespace) -> OcrClient:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    sources = collect_sources([Path(p) for p in args.inputs], args.format, exclude=Path(args.out))
+    def skipped(path: Path, why: str) -> None:
+        console.print(f"ocr-client: skipped {path}: {why}", markup=False, highlight=False)
+
+    sources = collect_sources(
+        [Path(p) for p in args.inputs], args.format, exclude=Path(args.out), on_skip=skipped
+    )
     client = _client(args)
     bar = ProgressBar(console, len(sources))
     batch = Batch(
