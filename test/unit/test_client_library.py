@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ocr_client import ApiError, ClientError, OcrClient, RetryPolicy, Stopped, Unreachable
+from ocr_client import ApiError, ClientError, OcrClient, RetryPolicy, Stopped, Unreachable, cli
 from ocr_client.batch import collect_sources
 from ocr_client.manifest import MANIFEST_NAME, Entry, Manifest
 
@@ -145,6 +145,50 @@ def test_sources_keep_the_folder_layout_and_skip_hidden_files(tmp_path: Path) ->
         [tmp_path / "scans", tmp_path / "d.tif"], "hocr", exclude=tmp_path / "scans" / "out"
     )
     assert [s.output for s in sources] == ["2024/b.pdf.hocr", "a.png.hocr", "d.tif.hocr"]
+
+
+def test_links_inside_a_folder_are_skipped_and_reported(tmp_path: Path) -> None:
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    (secret / "id_rsa").write_bytes(b"secret")
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "a.png").write_bytes(b"a")
+    (tmp_path / "scans" / "key.png").symlink_to(secret / "id_rsa")
+    (tmp_path / "scans" / "more").symlink_to(secret, target_is_directory=True)
+    (tmp_path / "scans" / "inside.png").symlink_to(tmp_path / "scans" / "a.png")
+    (tmp_path / "scans" / "broken.png").symlink_to(tmp_path / "nothing")
+    skipped: list[tuple[str, str]] = []
+    sources = collect_sources(
+        [tmp_path / "scans"], "text", on_skip=lambda path, why: skipped.append((path.name, why))
+    )
+    assert [s.path.name for s in sources] == ["a.png"]
+    assert sorted(name for name, _why in skipped) == ["broken.png", "inside.png", "key.png", "more"]
+    assert all("symbolic link" in why for _name, why in skipped)
+    # A link named on the command line is the user's choice: it is read.
+    named = collect_sources([tmp_path / "scans" / "key.png"], "text")
+    assert [s.path.name for s in named] == ["key.png"]
+
+
+def test_the_command_says_which_links_it_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "key.png").symlink_to(tmp_path / "outside.png")
+    (tmp_path / "outside.png").write_bytes(b"x")
+    # Nothing is left to read: the run ends without reaching the (absent) server.
+    code = cli.main(
+        [
+            "run",
+            str(tmp_path / "scans"),
+            "--out",
+            str(tmp_path / "out"),
+            "--url",
+            "http://127.0.0.1:9",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert "skipped" in err and "key.png" in err and "symbolic link" in err
+    assert code == 0
 
 
 def test_two_sources_writing_the_same_result_are_refused(tmp_path: Path) -> None:
