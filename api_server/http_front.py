@@ -284,19 +284,28 @@ class ApiH11Protocol(H11Protocol):
             if self._lingered_bytes > LINGER_MAX_BYTES:
                 self._real_transport().close()
             return
+        cycle = self.cycle
+        buffered = len(cycle.body) if cycle is not None else 0
         super().data_received(data)
-        self._refuse_chunk_over_limit()
+        if self.cycle is not None:
+            # Body bytes h11 took from these bytes (uvicorn keeps them until the app reads).
+            read = len(self.cycle.body) - (buffered if self.cycle is cycle else 0)
+            self._refuse_chunk_over_limit(read)
 
-    def _refuse_chunk_over_limit(self) -> None:
+    def _refuse_chunk_over_limit(self, read: int) -> None:
         """A chunk declared larger than the request limit is a 400 at once, rather than a wait
-        for bytes that would be refused anyway (h11 takes chunk sizes of up to 20 digits)."""
+        for bytes that would be refused anyway (h11 takes chunk sizes of up to 20 digits).
+
+        A chunk whose header came in these bytes is at most ``read`` plus what is left of it;
+        if that passes the limit, so does the body: no body within the limit is refused.
+        """
         if self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing():
             return
         limit = getattr(self.config.app, "max_body_bytes", None)
         # A debt: h11 tells a chunk's size to no public interface; its reader keeps the bytes
         # of the chunk still to come. Read defensively, so an h11 without it checks nothing.
         left = getattr(getattr(self.conn, "_reader", None), "_bytes_in_chunk", 0)
-        if isinstance(limit, int) and isinstance(left, int) and left > limit:
+        if isinstance(limit, int) and isinstance(left, int) and left and left + read > limit:
             self._send_bad_request(
                 f"a chunk of the request body is declared larger than the {limit} bytes a "
                 "request may have; nothing was stored"
