@@ -7,9 +7,11 @@ sends its request a few bytes at a time costs a socket and a little memory, not 
 is what a buffering reverse proxy (nginx) in front of a threaded server would give, in-process.
 
 It also answers what never reaches Flask as JSON (a malformed request line, header or chunked
-body), drops connections that do not finish their request head in time, and closes after an
-early answer the way nginx's lingering close does: a client that sends its whole body before it
-reads (Python's http.client, requests) still reads a 413 instead of a broken pipe.
+body, a chunk declared larger than a request may be), drops connections that do not finish
+their request head in time, closes a connection after a request framed both by its length and
+as chunked, and closes after an early answer the way nginx's lingering close does: a client
+that sends its whole body before it reads (Python's http.client, requests) still reads a 413
+instead of a broken pipe.
 """
 
 from __future__ import annotations
