@@ -51,7 +51,9 @@ def install_access_control(app: Flask, settings: Settings) -> Limiter | None:
     owners = settings.api_key_owners
     guard_keys = AuthFailureLimit(settings) if owners and settings.auth_failure_limit else None
     browsers = BrowserGuard.from_settings(settings)
-    metrics_port = settings.metrics_bind.rpartition(":")[2] if settings.metrics_bind else None
+    metrics_port = (
+        str(int(settings.metrics_bind.rpartition(":")[2])) if settings.metrics_bind else None
+    )
 
     @app.before_request
     def refuse_browser_tricks() -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common.metrics import KNOWN_METHODS, OTHER_METHOD, RequestMetrics
 from ocr_common.observability import RequestIdFilter, formatter, log_access
-from ocr_common.settings import hash_api_key
+from ocr_common.settings import SettingsError, hash_api_key, load_settings
 
 KEY = "metrics-key-5b1d9e"
 KEYS = f"ops={hash_api_key(KEY)}"
@@ -87,6 +87,12 @@ def test_with_a_metrics_bind_metrics_are_served_there_alone(
     for path in ("/allimages", "/v1/jobs", "/healthz", "/"):
         assert client.get(path, headers=key, environ_overrides=scrape).status_code == 404, path
     assert client.get("/v1/jobs", headers=key, environ_overrides=api).status_code == 200
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:5000", "0.0.0.0:5000", "metrics", "x:0"])
+def test_the_metrics_bind_needs_a_port_of_its_own(bind: str) -> None:
+    with pytest.raises(SettingsError, match="OCR_METRICS_BIND"):
+        load_settings(metrics_bind=bind, api_bind="127.0.0.1:5000")
 
 
 def record_for(message: str, *args: object) -> logging.LogRecord:
