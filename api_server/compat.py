@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from ocr_common import job_store
+from ocr_common.db import in_transaction
 from ocr_common.errors import NotFound, OcrError
 from ocr_common.models import JobStatus
 
@@ -71,9 +72,13 @@ def image_sync() -> Response:
     unknown = [upload for index, upload in enumerate(uploads) if index not in known]
     read = iter(jobs.read_now(unknown) if unknown else [])
     results = [known[index] if index in known else next(read) for index in range(len(uploads))]
-    with svc.sessions.begin() as session:
-        for upload, outcome in zip(uploads, results, strict=True):
+    in_transaction(
+        svc.sessions,
+        lambda session: [
             jobs.record_read(session, upload, started_at=started, outcome=outcome)
+            for upload, outcome in zip(uploads, results, strict=True)
+        ],
+    )
     for outcome in results:
         if isinstance(outcome, OcrError):
             raise outcome
@@ -97,8 +102,9 @@ def image_submit() -> Response:
     check_queue_room(len(uploads))
     # An image read before is answered from its stored result by the OCR server when it
     # claims the job (see Dispatcher), so intake stays one INSERT per table.
-    with svc.sessions.begin() as session:
-        ids = [jobs.queue_job(session, upload).id for upload in uploads]
+    ids = in_transaction(
+        svc.sessions, lambda session: [jobs.queue_job(session, upload).id for upload in uploads]
+    )
     svc.ocr.notify()
     return jsonify({"task_id": ids if many else ids[0]})
 

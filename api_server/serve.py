@@ -50,7 +50,8 @@ class GunicornApp(BaseApplication):
     def load_config(self) -> None:
         s = self._settings
         options: dict[str, Any] = {
-            "bind": s.api_bind,
+            # A second address serves /metrics alone, when one is set (see access.py).
+            "bind": [s.api_bind, *([s.metrics_bind] if s.metrics_bind else [])],
             "workers": s.api_processes,
             "worker_class": "api_server.http_front.ApiWorker",
             "timeout": WORKER_TIMEOUT_S,

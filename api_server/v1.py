@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ocr_common import job_store
+from ocr_common.db import in_transaction
 from ocr_common.errors import EngineError, NotFound, OcrError
 from ocr_common.models import Job, JobApi, JobStatus
 
@@ -50,10 +52,12 @@ def ocr_now() -> Response:
     # refuses (or cannot take) stores nothing.
     if isinstance(outcome, OcrError) and not isinstance(outcome, EngineError):
         raise outcome
-    with svc.sessions.begin() as session:
-        job = jobs.record_read(
+    job = in_transaction(
+        svc.sessions,
+        lambda session: jobs.record_read(
             session, submission, started_at=started, outcome=outcome, api=JobApi.V1
-        )
+        ),
+    )
     if isinstance(outcome, OcrError):
         raise outcome
     return render_job(job, outcome, fmt)
@@ -92,14 +96,16 @@ def submit_job() -> Response:
         return render_accepted(earlier, replayed=True)
     check_queue_room(1)
     try:
-        with svc.sessions.begin() as session:
-            job = jobs.queue_job(
+        job = in_transaction(
+            svc.sessions,
+            lambda session: jobs.queue_job(
                 session,
                 submission,
                 api=JobApi.V1,
                 idempotency_key=key,
                 request_digest=submission.digest,
-            )
+            ),
+        )
     except IntegrityError:
         # Another request with the same key won the race: answer what it created.
         if (earlier := idempotency.earlier_job(key, submission.digest)) is None:
@@ -182,13 +188,19 @@ def get_job(job_id: str) -> Response:
 )
 def delete_job(job_id: str) -> Response:
     job = load_job(job_id)
-    with current_services().sessions.begin() as session:
+
+    def cancel_or_delete(session: Session) -> Job | None:
+        """The job canceled, or None when it had finished and is deleted."""
         if job_store.cancel(session, job.id):
-            canceled = job_store.get_job(session, job.id)
-            assert canceled is not None
-            return jsonify(job_body(canceled, None))
+            return job_store.get_job(session, job.id)
         if not job_store.delete_finished(session, job.id):
             raise NotFound(f"no job with id {job_id}", code="job_not_found")
+        return None
+
+    # Deletes of one job at once lock its rows in opposite orders: a deadlock is run again.
+    canceled = in_transaction(current_services().sessions, cancel_or_delete)
+    if canceled is not None:
+        return jsonify(job_body(canceled, None))
     return Response(status=204)
 
 

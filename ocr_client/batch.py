@@ -12,7 +12,7 @@ import fnmatch
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,6 +69,7 @@ def collect_sources(
     fmt: str,
     exclude: Path | None = None,
     include: Sequence[str] = (),
+    on_skip: Callable[[Path, str], None] | None = None,
 ) -> tuple[list[Source], list[Path]]:
     """The documents to read, and the files left out because their first bytes are not an
     image's or a PDF's.
@@ -77,14 +78,19 @@ def collect_sources(
     ``exclude``, the output folder, skipped), each with its result's path: ``a/b.png`` under
     folder ``DIR`` gives ``a/b.png.txt`` for text. With ``include`` glob patterns, the files
     whose path (under its folder, or as named) matches one are read whatever their bytes, and
-    no other file is."""
+    no other file is.
+
+    A symbolic link inside a folder is not followed (it may lead out of the folder, to files
+    the user never meant to send): ``on_skip`` is told of it, with the reason. A file or
+    folder named in ``inputs`` is read wherever it is.
+    """
     suffix = RESULT_SUFFIXES[fmt]
     skip = exclude.resolve() if exclude is not None else None
     # Each file, the name patterns are matched against, and its result's path.
     found: list[tuple[Path, str, str]] = []
     for given in inputs:
         if given.is_dir():
-            for path in sorted(_files_under(given, skip)):
+            for path in sorted(_files_under(given, skip, on_skip or (lambda _path, _why: None))):
                 relative = path.relative_to(given).as_posix()
                 found.append((path, relative, relative + suffix))
         elif given.is_file():
@@ -112,15 +118,28 @@ def collect_sources(
     return sources, left_out
 
 
-def _files_under(folder: Path, skip: Path | None) -> Iterator[Path]:
+LINK_SKIPPED = (
+    "a symbolic link (links inside a folder are not followed; name its target to read it)"
+)
+
+
+def _files_under(
+    folder: Path, skip: Path | None, on_skip: Callable[[Path, str], None]
+) -> Iterator[Path]:
+    def wanted(path: Path) -> bool:
+        if path.name.startswith(".") or (skip is not None and path.resolve() == skip):
+            return False
+        if path.is_symlink():
+            on_skip(path, LINK_SKIPPED)
+            return False
+        return True
+
+    # os.walk lists a link to a folder among the folders (and does not enter it), a link to a
+    # file among the files.
     for root, dirs, files in os.walk(folder):
-        dirs[:] = [
-            d
-            for d in dirs
-            if not d.startswith(".") and (skip is None or (Path(root) / d).resolve() != skip)
-        ]
+        dirs[:] = [name for name in dirs if wanted(Path(root) / name)]
         for name in files:
-            if not name.startswith("."):
+            if wanted(Path(root) / name):
                 yield Path(root) / name
 
 

@@ -107,8 +107,15 @@ def left_out_line(left_out: list[Path]) -> str:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    def skipped(path: Path, why: str) -> None:
+        console.print(f"ocr-client: skipped {path}: {why}", markup=False, highlight=False)
+
     sources, left_out = collect_sources(
-        [Path(p) for p in args.inputs], args.format, exclude=Path(args.out), include=args.include
+        [Path(p) for p in args.inputs],
+        args.format,
+        exclude=Path(args.out),
+        include=args.include,
+        on_skip=skipped,
     )
     if left_out:
         console.print(left_out_line(left_out), markup=False, highlight=False)

@@ -11,10 +11,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from ocr_common.browsers import BrowserGuard
 from ocr_common.errors import (
     BadRequest,
     NotFound,
@@ -66,6 +67,7 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 POOL_KEY = web.AppKey("pool", EnginePool)
 DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 SESSIONS_KEY = web.AppKey("sessions", sessionmaker)
+BROWSERS_KEY = web.AppKey("browsers", BrowserGuard)
 
 
 def error_response(exc: OcrError, status: int | None = None) -> web.Response:
@@ -112,13 +114,32 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
 
 
 @web.middleware
+async def browsers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse what a web page made a browser send (a rebound Host, a cross-site request)."""
+    request.app[BROWSERS_KEY].check(
+        host=request.headers.get(hdrs.HOST),
+        origin=request.headers.get(hdrs.ORIGIN),
+        content_type=request.headers.get(hdrs.CONTENT_TYPE),
+    )
+    return await handler(request)
+
+
+@web.middleware
 async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SETTINGS_KEY].internal_token_value
-    if token and request.path not in UNGUARDED_PATHS:
-        given = request.headers.get(INTERNAL_TOKEN_HEADER, "")
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise Unauthorized(f"missing or wrong {INTERNAL_TOKEN_HEADER}")
+    # Compared as the bytes sent, in constant time: a header need not be UTF-8.
+    if (
+        token
+        and request.path not in UNGUARDED_PATHS
+        and not hmac.compare_digest(_presented_token(request), token.encode())
+    ):
+        raise Unauthorized(f"missing or wrong {INTERNAL_TOKEN_HEADER}")
     return await handler(request)
+
+
+def _presented_token(request: web.Request) -> bytes:
+    wanted = INTERNAL_TOKEN_HEADER.lower().encode()
+    return next((value for name, value in request.raw_headers if name.lower() == wanted), b"")
 
 
 async def ocr(request: web.Request) -> web.Response:
@@ -221,7 +242,12 @@ def create_app(
 ) -> web.Application:
     """The internal API; the caller starts and stops the dispatcher."""
     app = web.Application(
-        middlewares=[telemetry_middleware, errors_middleware, token_middleware],
+        middlewares=[
+            telemetry_middleware,
+            errors_middleware,
+            browsers_middleware,
+            token_middleware,
+        ],
         # An upload that passed the API's limit must pass here too, base64 in JSON included.
         client_max_size=max(settings.max_request_bytes, 1024) + 1024,
     )
@@ -229,6 +255,7 @@ def create_app(
     app[POOL_KEY] = pool
     app[DISPATCHER_KEY] = dispatcher
     app[SESSIONS_KEY] = session_factory
+    app[BROWSERS_KEY] = BrowserGuard.from_settings(settings)
     app.router.add_post(OCR_PATH, ocr)
     app.router.add_post(NOTIFY_PATH, notify)
     app.router.add_get(LANGUAGES_PATH, languages)

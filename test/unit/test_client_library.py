@@ -20,6 +20,7 @@ from ocr_client import (
     RetryPolicy,
     Stopped,
     Unreachable,
+    cli,
 )
 from ocr_client.batch import collect_sources, is_document
 from ocr_client.manifest import MANIFEST_NAME, Entry, Manifest
@@ -256,6 +257,51 @@ def test_files_that_are_not_documents_are_left_out_unless_included(tmp_path: Pat
     assert [s.output for s in sources] == ["a.png.txt", "notes.png.txt"] and left_out == []
     sources, _ = collect_sources(inputs, "text", include=["2024/*", "*.txt"])
     assert [s.output for s in sources] == ["2024/README.txt.txt", "2024/b.txt", "list.txt.txt"]
+
+
+def test_links_inside_a_folder_are_skipped_and_reported(tmp_path: Path) -> None:
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    (secret / "id_rsa").write_bytes(b"secret")
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "a.png").write_bytes(PNG)
+    (tmp_path / "scans" / "key.png").symlink_to(secret / "id_rsa")
+    (tmp_path / "scans" / "more").symlink_to(secret, target_is_directory=True)
+    (tmp_path / "scans" / "inside.png").symlink_to(tmp_path / "scans" / "a.png")
+    (tmp_path / "scans" / "broken.png").symlink_to(tmp_path / "nothing")
+    skipped: list[tuple[str, str]] = []
+    sources, _ = collect_sources(
+        [tmp_path / "scans"], "text", on_skip=lambda path, why: skipped.append((path.name, why))
+    )
+    assert [s.path.name for s in sources] == ["a.png"]
+    assert sorted(name for name, _why in skipped) == ["broken.png", "inside.png", "key.png", "more"]
+    assert all("symbolic link" in why for _name, why in skipped)
+    # A link named on the command line is the user's choice: it is read.
+    named, _ = collect_sources([tmp_path / "scans" / "key.png"], "text", include=["*.png"])
+    assert [s.path.name for s in named] == ["key.png"]
+
+
+def test_the_command_says_which_links_it_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "key.png").symlink_to(tmp_path / "outside.png")
+    (tmp_path / "outside.png").write_bytes(b"x")
+    # Nothing is left to read: the run says so and ends before reaching the (absent) server.
+    code = cli.main(
+        [
+            "run",
+            str(tmp_path / "scans"),
+            "--out",
+            str(tmp_path / "out"),
+            "--url",
+            "http://127.0.0.1:9",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert "skipped" in err and "key.png" in err and "symbolic link" in err
+    assert "nothing to read" in err
+    assert code == 1
 
 
 def test_two_sources_writing_the_same_result_are_refused(tmp_path: Path) -> None:

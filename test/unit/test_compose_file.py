@@ -13,11 +13,13 @@ import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-from ocr_common.settings import load_settings
+from ocr_common.browsers import BrowserGuard
+from ocr_common.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -100,15 +102,40 @@ def test_depends_on_waits_for_health_or_completion(name: str) -> None:
             assert "healthcheck" in service(dependency)
 
 
-@pytest.mark.parametrize("name", ["migrate", "ocr", "api"])
-def test_service_environment_is_valid_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A bad value (an empty OCR_WORKERS, say) would stop the container at start.
+def settings_of(name: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     for var in [var for var in os.environ if var.startswith("OCR_")]:
         monkeypatch.delenv(var)
     for var, value in environment(name).items():
         monkeypatch.setenv(var, value)
-    settings = load_settings()
-    assert not settings.database_url.startswith("sqlite")
+    return load_settings()
+
+
+@pytest.mark.parametrize("name", ["migrate", "ocr", "api"])
+def test_service_environment_is_valid_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A bad value (an empty OCR_WORKERS, say) would stop the container at start.
+    assert not settings_of(name, monkeypatch).database_url.startswith("sqlite")
+
+
+def test_each_service_answers_to_the_names_it_is_called_by(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Host the service does not answer to is a 421: the API calls the OCR server by
+    # OCR_SERVER_URL's name, other containers call the API by its service name, the
+    # healthchecks and the published port by address or localhost.
+    server_url = urlsplit(settings_of("api", monkeypatch).server_url)
+    ocr = BrowserGuard.from_settings(settings_of("ocr", monkeypatch))
+    api = BrowserGuard.from_settings(settings_of("api", monkeypatch))
+    assert ocr.allows_host(server_url.netloc), server_url.netloc
+    for host in ("api:5000", "localhost:5000", "127.0.0.1:5000"):
+        assert api.allows_host(host), host
+    assert not api.allows_host("rebind.evil.example:5000")
+    # The names the operator adds come on top.
+    result = docker_compose(
+        "config", "--format", "json", env={"OCR_ALLOWED_HOSTS": "ocr.lan"}, env_file=TRIAL_ENV
+    )
+    assert result.returncode == 0, result.stderr
+    allowed = json.loads(result.stdout)["services"]["api"]["environment"]["OCR_ALLOWED_HOSTS"]
+    assert "ocr.lan" in allowed.split(",")
 
 
 @pytest.mark.parametrize("name", ["ocr", "api"])
