@@ -14,7 +14,7 @@ import yaml
 from sqlalchemy import create_engine, delete, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from ocr_common.models import JobImageRow, JobRow
+from ocr_common.models import JobImageRow, JobRow, OcrServerRow
 
 SCALED_OBJECT = Path(__file__).resolve().parents[1] / "deploy/k8s/base/ocr-scaledobject.yaml"
 
@@ -47,6 +47,7 @@ def empty_tables(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(delete(JobImageRow))
         conn.execute(delete(JobRow))
+        conn.execute(delete(OcrServerRow))
 
 
 @contextlib.contextmanager
