@@ -31,6 +31,7 @@ from ocr_common.errors import (
 )
 from ocr_common.options import OPTION_FIELDS, ORIGINAL_API_OPTIONS, OcrOptions, check_submission
 
+from . import fleet
 from .services import current_services
 
 _DATA_URL = re.compile(r"^\s*data:[^,]{0,200}?;base64,", re.IGNORECASE)
@@ -271,5 +272,5 @@ def read_submission(extra: tuple[str, ...] = ()) -> tuple[Submission, dict[str, 
     """The document and options of a v1 POST, checked; and the other ``extra`` values sent."""
     svc = current_services()
     data, values = _read_document_and_values(extra)
-    options, document = check_submission(data, values, svc.settings, svc.ocr.languages)
+    options, document = check_submission(data, values, svc.settings, fleet.languages)
     return Submission(data, options, document), {k: values[k] for k in extra if k in values}

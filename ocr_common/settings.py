@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         canonical = backend if backend == "sqlite" and not driver else f"{backend}+{wanted}"
         return canonical + value[len(scheme) :]
 
+    @field_validator("tessdata_dir", mode="before")
+    @classmethod
+    def _tessdata_dir(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("server_url")
     @classmethod
     def _server_url(cls, value: str) -> str:

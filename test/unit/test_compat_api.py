@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
+from ocr_testkit.database import seen_ocr_server
 from ocr_testkit.pages import HELLO_PNG, b64, render_lines
 
 SECOND_PNG = render_lines(["Second page"])
@@ -192,9 +193,10 @@ def test_list_of_images_gives_a_list_of_task_ids(client: FlaskClient) -> None:
     assert list(client.get("/allimages/").get_json()) == ids
 
 
-def test_healthz_and_readyz(client: FlaskClient) -> None:
+def test_healthz_and_readyz(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
-    assert client.get("/readyz").get_json() == {"status": "ready"}
+    seen_ocr_server(sessions)
+    assert client.get("/readyz").get_json() == {"status": "ready", "ocr_servers_alive": 1}
 
 
 def test_a_repeated_image_reuses_the_stored_result(client: FlaskClient, fake_ocr: FakeOcr) -> None:
