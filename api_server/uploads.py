@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import hashlib
+import io
 import json
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, g, request
+from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ocr_common import job_store
-from ocr_common.documents import Document, check_image
+from ocr_common.documents import Document, check_image, is_pdf
 from ocr_common.errors import (
     BadRequest,
     InvalidImage,
@@ -40,6 +44,8 @@ _WHITESPACE = re.compile(rb"\s+")
 IMAGE_KEYS = ("image_data", "image_data_list")
 # Raw v1 bodies read as a document besides image/*; the format is found from the bytes.
 RAW_MEDIA_TYPES = ("application/pdf", "application/octet-stream")
+# The v1 endpoint that reads the file as it is, for each upload endpoint of the original API.
+V1_EQUIVALENT = {"/image-sync": "/v1/ocr", "/image": "/v1/jobs"}
 
 
 def read_body() -> bytes:
@@ -79,18 +85,52 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 def request_json() -> dict[str, Any]:
-    """The request body as a JSON object (``parse_json_object``), read and parsed once per
-    request: the rate limit counts the images in it before the view reads them."""
+    """The upload body of the original API as a JSON object (``parse_json_object``), read and
+    parsed once per request: the rate limit counts the images in it before the view reads
+    them."""
     cached = g.get("request_json")
     if cached is None:
         try:
-            cached = parse_json_object(read_body())
+            cached = _upload_json(read_body())
         except Exception as exc:  # noqa: BLE001 - kept to be raised again by the view
             cached = exc
         g.request_json = cached
     if isinstance(cached, Exception):
         raise cached
     return cached
+
+
+def _upload_json(body: bytes) -> dict[str, Any]:
+    """``parse_json_object``; a document sent as it is (a multipart upload, the raw image or
+    PDF) is told which v1 endpoint reads it so, and what this one reads."""
+    try:
+        return parse_json_object(body)
+    except BadRequest:
+        path = request.path.rstrip("/")
+        sent = _sent_as_file(body)
+        if sent is None or path not in V1_EQUIVALENT:
+            raise
+        v1 = V1_EQUIVALENT[path]
+        raise UnsupportedMediaType(
+            f'{path} reads a JSON body, {{"image_data": "<base64>"}}, not {sent}: send the '
+            f"file as it is to {v1} (a multipart file= part, or the raw bytes), or its base64 "
+            "in that JSON body here"
+        ) from None
+
+
+def _sent_as_file(body: bytes) -> str | None:
+    """What a body that is not JSON is, when it is a document sent as it is (or its base64 as
+    a form field); else None."""
+    if request.mimetype == "multipart/form-data":
+        return "a multipart upload"
+    if any(key in IMAGE_KEYS for key in urllib.parse.parse_qs(body[:64].decode("latin-1"))):
+        return "a form field (image_data=...)"
+    if is_pdf(body):
+        return "a PDF"
+    # Pillow reads the header only: which image format, no pixels.
+    with contextlib.suppress(Exception), Image.open(io.BytesIO(body)) as image:
+        return f"a raw {image.format} image"
+    return None
 
 
 def decode_base64(value: object, *, field: str, max_bytes: int) -> bytes:
