@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -88,9 +89,18 @@ def log_access(log: logging.Logger, method: str, path: str, status: int, seconds
     )
 
 
+class UtcJsonFormatter(JsonFormatter):
+    """JSON lines whose ``time`` is ISO 8601 in UTC to the millisecond, as log collectors
+    read it: ``2026-12-04T19:27:18.123Z`` (not the local, zone-less default)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        moment = datetime.fromtimestamp(record.created, UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
-        return JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp=False)
+        return UtcJsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp=False)
     return logging.Formatter(TEXT_FORMAT)
 
 
