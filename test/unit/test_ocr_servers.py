@@ -3,9 +3,12 @@ languages a job may ask for (Flask's test client, a fake OCR server, a real data
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fake_ocr import api_client
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
@@ -140,3 +143,31 @@ def test_languages_are_what_the_live_ocr_servers_read(
     seen_ocr_server(sessions, "b", languages=("deu", "eng"), seconds_ago=STALE_S + 2)
     assert languages(client)["languages"] == ["deu", "eng", "fra"]
     assert post_lang(client, "fra").status_code == 202
+
+
+def deployed_api_probes() -> list[str]:
+    """The paths Kubernetes and compose ask the API whether it is ready or healthy."""
+    paths = []
+    for document in yaml.safe_load_all((REPO / "deploy/k8s/base/api.yaml").read_text()):
+        if document and document["kind"] == "Deployment":
+            [spec] = document["spec"]["template"]["spec"]["containers"]
+            paths += [spec[probe]["httpGet"]["path"] for probe in PROBES]
+    api = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["api"]
+    paths += re.findall(r"http://127\.0\.0\.1:5000(/[^'\"]*)", " ".join(api["healthcheck"]["test"]))
+    return paths
+
+
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_deployed_probes_keep_the_api_in_service_with_no_ocr_server(
+    client: FlaskClient,
+) -> None:
+    # The OCR servers scaled to zero (or all restarting): the API still takes jobs, which wait.
+    paths = deployed_api_probes()
+    assert len(paths) == len(PROBES) + 1 and "/readyz?exclude=ocr_servers" in paths, paths
+    for path in paths:
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.get_data(as_text=True))
+    assert client.get("/readyz").status_code == 503
