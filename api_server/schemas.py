@@ -137,6 +137,10 @@ class Languages(Schema):
     )
     default: str = Field(description="the language read when lang= is not given")
     ocr_servers_alive: int = Field(ge=0, description="OCR servers seen within OCR_STALE_WORKERS_S")
+    stalled: str | None = Field(
+        description="why nothing reads the queue (no OCR server alive), for a person; null "
+        "while OCR servers are alive"
+    )
 
 
 class JobList(Schema):

@@ -165,6 +165,7 @@ def list_languages() -> Response:
             "languages": list(now.languages() or ()),
             "default": DEFAULT_LANG,
             "ocr_servers_alive": len(now.alive),
+            "stalled": now.stalled(),
         }
     )
 

@@ -37,7 +37,12 @@ def stack(
 def test_the_languages_are_those_of_the_ocr_server(stack: Stack) -> None:
     answer = requests.get(stack.url("/v1/languages"), timeout=30)
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"languages": ["deu", "eng"], "default": "eng", "ocr_servers_alive": 1}
+    assert answer.json() == {
+        "languages": ["deu", "eng"],
+        "default": "eng",
+        "ocr_servers_alive": 1,
+        "stalled": None,
+    }
     refused = requests.post(
         stack.url("/v1/jobs?lang=fra"), data=german_page(), headers=PNG, timeout=30
     )

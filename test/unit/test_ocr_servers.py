@@ -120,7 +120,12 @@ def post_lang(client: FlaskClient, lang: str) -> Any:
 def test_languages_are_what_the_live_ocr_servers_read(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
-    assert languages(client) == {"languages": [], "default": "eng", "ocr_servers_alive": 0}
+    assert languages(client) == {
+        "languages": [],
+        "default": "eng",
+        "ocr_servers_alive": 0,
+        "stalled": "no OCR server has been seen yet; jobs will wait until one starts",
+    }
     # Before any OCR server has said, only the default can be asked for.
     unknown = post_lang(client, "deu")
     assert unknown.status_code == 503
@@ -133,6 +138,7 @@ def test_languages_are_what_the_live_ocr_servers_read(
         "languages": ["deu", "eng"],
         "default": "eng",
         "ocr_servers_alive": 2,
+        "stalled": None,
     }
     assert post_lang(client, "deu+eng").status_code == 202
     refused = post_lang(client, "fra")
