@@ -120,6 +120,9 @@ class OcrServerRow(Base):
     last_seen_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
     stopped_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
+    # Who is alive, who was seen last, whose rows are old: each a range of this index.
+    __table_args__ = (Index("ix_ocr_servers_last_seen", "last_seen_at"),)
+
 
 @dataclass(frozen=True)
 class Job:

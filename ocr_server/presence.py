@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 BEATS_PER_STALE_TIME = 3
 # How long the rows of servers no longer seen are kept: they tell when the last one was seen.
 ROWS_KEPT_S = 24 * 3600.0
+# How often each server deletes the rows older than that.
+FORGET_EVERY_S = 3600.0
 
 
 class Presence:
@@ -49,11 +52,17 @@ class Presence:
 
     async def run(self) -> None:
         """Beat until ``stop``, then say the server stopped: the API need not wait for it."""
+        forget_at = 0.0
         while not self._stopping.is_set():
-            await self._write(self._beat, "alive")
+            await self._write(self._beat, "marking it alive")
+            if time.monotonic() >= forget_at:
+                # In a transaction of its own, and seldom: no lock on this server's row is
+                # held while it looks at the others'.
+                await self._write(self._forget_old, "deleting old rows")
+                forget_at = time.monotonic() + FORGET_EVERY_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._interval_s)
-        await self._write(self._stopped, "stopped")
+        await self._write(self._stopped, "marking it stopped")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -67,6 +76,8 @@ class Presence:
             languages=self._languages,
             started_at=self._started_at,
         )
+
+    def _forget_old(self, session: Session) -> None:
         cut_off = job_store.utcnow() - timedelta(seconds=ROWS_KEPT_S)
         server_store.forget_before(session, seen_before=cut_off)
 
@@ -78,4 +89,4 @@ class Presence:
             await self._db.run(work)
         except Exception as exc:  # noqa: BLE001 - the next beat tries again
             self._db.count_error(exc)
-            log.warning("could not record this OCR server as %s: %s", what, exc)
+            log.warning("OCR server row: %s failed: %s", what, exc)

@@ -34,7 +34,9 @@ def upgrade() -> None:
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
+    op.create_index("ix_ocr_servers_last_seen", "ocr_servers", ["last_seen_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_ocr_servers_last_seen", table_name="ocr_servers")
     op.drop_table("ocr_servers")
