@@ -76,46 +76,49 @@ async def serve(settings: Settings, pool: EnginePool, max_write_bytes: int | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    with contextlib.ExitStack() as cleanup:
-        try:
-            settings = load_settings()
-            # Until the server's own handlers are installed, a stop request just exits cleanly.
-            signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
-            configure_logging(settings.log_level, settings.log_format)
-            # Waits up to OCR_STARTUP_WAIT_S for a database that is down or still starting; the
-            # packet size it reads bounds the results the dispatcher writes.
-            engine = make_engine(settings.database_url)
-            max_write_bytes = check_database(engine, settings)
-            engine.dispose()
-            data_dir = cleanup.enter_context(models_folder(settings.tessdata_dir))
-            info = probe(data_dir)
-            pool = EnginePool.start(
-                settings.workers,
-                data_dir=data_dir,
-                page_timeout_s=settings.page_timeout_s,
-                max_pixels=settings.max_pixels,
-                max_rss_bytes=settings.engine_max_rss_mb * MIB,
-                render_timeout_s=settings.render_timeout_s,
-                max_memory_bytes=settings.engine_max_memory_mb * MIB,
-            )
-        except (SettingsError, OcrError) as exc:
-            print(f"ocr-server: {exc}", file=sys.stderr)
-            return 2
-        log.info(
-            "%s, languages %s (models in %s)", info.version, "+".join(pool.languages), data_dir
+    # Holds what lives as long as the server: the folder of models (OCR_TESSDATA_DIR).
+    with contextlib.ExitStack() as lifetime:
+        return run(lifetime)
+
+
+def run(lifetime: contextlib.ExitStack) -> int:
+    try:
+        settings = load_settings()
+        # Until the server's own handlers are installed, a stop request just exits cleanly.
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
+        configure_logging(settings.log_level, settings.log_format)
+        # Waits up to OCR_STARTUP_WAIT_S for a database that is down or still starting; the
+        # packet size it reads bounds the results the dispatcher writes.
+        engine = make_engine(settings.database_url)
+        max_write_bytes = check_database(engine, settings)
+        engine.dispose()
+        data_dir = lifetime.enter_context(models_folder(settings.tessdata_dir))
+        info = probe(data_dir)
+        pool = EnginePool.start(
+            settings.workers,
+            data_dir=data_dir,
+            page_timeout_s=settings.page_timeout_s,
+            max_pixels=settings.max_pixels,
+            max_rss_bytes=settings.engine_max_rss_mb * MIB,
+            render_timeout_s=settings.render_timeout_s,
+            max_memory_bytes=settings.engine_max_memory_mb * MIB,
         )
-        try:
-            asyncio.run(serve(settings, pool, max_write_bytes))
-        except OSError as exc:
-            print(
-                f"ocr-server: cannot serve on {settings.server_bind}: {exc}; "
-                "set OCR_SERVER_BIND to a free HOST:PORT",
-                file=sys.stderr,
-            )
-            return 1
-        finally:
-            # The grace is over: engines still reading a page hold jobs already given back.
-            pool.close(wait_s=ENGINE_STOP_WAIT_S)
+    except (SettingsError, OcrError) as exc:
+        print(f"ocr-server: {exc}", file=sys.stderr)
+        return 2
+    log.info("%s, languages %s (models in %s)", info.version, "+".join(pool.languages), data_dir)
+    try:
+        asyncio.run(serve(settings, pool, max_write_bytes))
+    except OSError as exc:
+        print(
+            f"ocr-server: cannot serve on {settings.server_bind}: {exc}; "
+            "set OCR_SERVER_BIND to a free HOST:PORT",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        # The grace is over: engines still reading a page hold jobs already given back.
+        pool.close(wait_s=ENGINE_STOP_WAIT_S)
     return 0
 
 
