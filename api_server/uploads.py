@@ -102,29 +102,35 @@ def request_json() -> dict[str, Any]:
 
 def _upload_json(body: bytes) -> dict[str, Any]:
     """``parse_json_object``; a document sent as it is (a multipart upload, the raw image or
-    PDF) is told which v1 endpoint reads it so, and what this one reads."""
+    PDF: 415) or its base64 as a form field (still a malformed body: 400) is told what this
+    endpoint reads, and which v1 endpoint reads the file as it is."""
     try:
         return parse_json_object(body)
-    except BadRequest:
+    except BadRequest as exc:
         path = request.path.rstrip("/")
-        sent = _sent_as_file(body)
+        sent = _sent_instead(body)
         if sent is None or path not in V1_EQUIVALENT:
             raise
-        v1 = V1_EQUIVALENT[path]
-        raise UnsupportedMediaType(
+        message = (
             f'{path} reads a JSON body, {{"image_data": "<base64>"}}, not {sent}: send the '
-            f"file as it is to {v1} (a multipart file= part, or the raw bytes), or its base64 "
-            "in that JSON body here"
-        ) from None
+            f"file as it is to {V1_EQUIVALENT[path]} (a multipart file= part, or the raw "
+            "bytes), or its base64 in that JSON body here"
+        )
+        if sent == FORM_FIELD:
+            raise BadRequest(message, code=exc.code) from None
+        raise UnsupportedMediaType(message) from None
 
 
-def _sent_as_file(body: bytes) -> str | None:
-    """What a body that is not JSON is, when it is a document sent as it is (or its base64 as
-    a form field); else None."""
+FORM_FIELD = "a form field (image_data=...)"
+
+
+def _sent_instead(body: bytes) -> str | None:
+    """What a body that is not JSON is, when it is a document sent as it is or its base64 as
+    a form field; else None."""
     if request.mimetype == "multipart/form-data":
         return "a multipart upload"
     if any(key in IMAGE_KEYS for key in urllib.parse.parse_qs(body[:64].decode("latin-1"))):
-        return "a form field (image_data=...)"
+        return FORM_FIELD
     if is_pdf(body):
         return "a PDF"
     # Pillow reads the header only: which image format, no pixels.

@@ -206,8 +206,6 @@ PDF_DOCUMENT = render_document([["One page"]])
             "a multipart upload",
             {"data": {"image_data": b64(HELLO_PNG)}, "content_type": "multipart/form-data"},
         ),
-        # curl -d image_data=...: a form, not JSON.
-        ("a form field", {"data": {"image_data": b64(HELLO_PNG)}}),
         ("a raw PNG image", {"data": HELLO_PNG, "content_type": "image/png"}),
         # curl --data-binary @page.png sends it as a form, with no image type.
         ("a raw PNG image", {"data": HELLO_PNG}),
@@ -230,6 +228,18 @@ def test_a_file_sent_as_it_is_is_told_where_that_is_read(
     assert '{"image_data": "<base64>"}' in message, message
     # Nothing was stored.
     assert client.get("/allimages").get_json() == {}
+
+
+@pytest.mark.parametrize("path", ["/image-sync", "/image"])
+def test_base64_as_a_form_field_is_a_400_that_shows_the_json_body(
+    client: FlaskClient, path: str
+) -> None:
+    # curl -d image_data=...: a form, not JSON; still a malformed body, told what to send.
+    response = client.post(path, data={"image_data": b64(HELLO_PNG)})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_json"
+    assert "a form field" in error["message"] and '{"image_data": "<base64>"}' in error["message"]
 
 
 def test_extra_keys_are_ignored(client: FlaskClient) -> None:
