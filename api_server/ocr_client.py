@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -27,7 +26,6 @@ from ocr_common.options import OcrOptions
 from ocr_common.settings import Settings
 from ocr_common.wire import (
     INTERNAL_TOKEN_HEADER,
-    LANGUAGES_PATH,
     NOTIFY_PATH,
     OCR_PATH,
     RETRY_AFTER_S,
@@ -39,10 +37,6 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 2.0
 NOTIFY_TIMEOUT_S = 2.0
-LANGUAGES_TIMEOUT_S = 2.0
-# How long the installed languages the OCR server named are trusted before asking again (a
-# new model is installed with a new OCR server image, so they change seldom).
-LANGUAGES_TTL_S = 60.0
 # Share of an API process's threads that may wait for the OCR server at once (/image-sync,
 # /v1/ocr): a stalled OCR server holds each for up to OCR_SYNC_TIMEOUT_S, and the other
 # threads must stay free for everything else.
@@ -64,8 +58,6 @@ class OcrBackend(Protocol):
 
     def notify(self) -> None: ...
 
-    def languages(self) -> tuple[str, ...]: ...
-
 
 class OcrServerClient:
     """HTTP client of the OCR server's internal API."""
@@ -86,8 +78,6 @@ class OcrServerClient:
         self._sync_waits = threading.BoundedSemaphore(
             max(1, int(settings.api_threads * SYNC_WAIT_SHARE))
         )
-        self._languages: tuple[str, ...] | None = None
-        self._languages_until = 0.0
 
     @contextlib.contextmanager
     def _sync_wait(self) -> Iterator[None]:
@@ -200,23 +190,6 @@ class OcrServerClient:
         if answer is None:
             answer = {"error": {"message": raw[:200].decode(errors="replace")}}
         raise error_from_wire(status, answer, retry_after)
-
-    def languages(self) -> tuple[str, ...]:
-        """The languages the OCR server's models read, as it last said (asked again after
-        LANGUAGES_TTL_S). A 503 only if it has never answered: the API has no models of its
-        own to look at."""
-        if self._languages is not None and time.monotonic() < self._languages_until:
-            return self._languages
-        try:
-            call = self._call("GET", LANGUAGES_PATH, LANGUAGES_TIMEOUT_S)
-            answer = _wait(self._submit(call), LANGUAGES_TIMEOUT_S)
-            self._languages = tuple(str(lang) for lang in answer["languages"])
-            self._languages_until = time.monotonic() + LANGUAGES_TTL_S
-        except Unavailable:
-            if self._languages is None:
-                raise
-            log.warning("the OCR server did not say its languages; using those it said before")
-        return self._languages
 
     def notify(self) -> None:
         """Wake the OCR server's dispatcher; never waits and never fails the caller.

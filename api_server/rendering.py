@@ -55,19 +55,25 @@ def job_summary(job: Job) -> dict[str, Any]:
     }
 
 
-def job_body(job: Job, result: dict[str, Any] | None) -> dict[str, Any]:
+def job_body(
+    job: Job, result: dict[str, Any] | None, queue: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON job; ``queue``: a queued job's place (``schemas.QueuePlace``)."""
     done = job.status == JobStatus.SUCCEEDED
     return {
         **job_summary(job),
         "text": job.text if done else None,
         "pages": public_result(result)["pages"] if done and result is not None else None,
+        "queue": queue,
     }
 
 
-def render_job(job: Job, result: dict[str, Any] | None, fmt: str) -> Response:
+def render_job(
+    job: Job, result: dict[str, Any] | None, fmt: str, queue: dict[str, Any] | None = None
+) -> Response:
     """The job in the asked ``format``: the JSON job, or its text, hOCR or TSV."""
     if fmt == "json":
-        return jsonify(job_body(job, result))
+        return jsonify(job_body(job, result, queue))
     if job.status != JobStatus.SUCCEEDED:
         if (failure := job.failure()) is not None:
             raise failure

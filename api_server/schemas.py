@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from ocr_common.job_store import MAX_COUNTED_AHEAD
 from ocr_common.models import JobStatus
 from ocr_common.options import OcrOptions
 
@@ -93,13 +94,19 @@ JOB_SUMMARY_EXAMPLE = {
     "attempts": 1,
     "progress": {"pages_done": 1, "pages_total": 1},
 }
-JOB_EXAMPLE = {**JOB_SUMMARY_EXAMPLE, "text": EXAMPLE_TEXT, "pages": [PAGE_EXAMPLE]}
-QUEUED_FULL_JOB_EXAMPLE = {**QUEUED_JOB_EXAMPLE, "text": None, "pages": None}
+JOB_EXAMPLE = {**JOB_SUMMARY_EXAMPLE, "text": EXAMPLE_TEXT, "pages": [PAGE_EXAMPLE], "queue": None}
+QUEUED_FULL_JOB_EXAMPLE = {
+    **QUEUED_JOB_EXAMPLE,
+    "text": None,
+    "pages": None,
+    "queue": {"jobs_ahead": 0, "ocr_servers_alive": 1, "stalled": None},
+}
 CANCELED_JOB_EXAMPLE = {
     **QUEUED_FULL_JOB_EXAMPLE,
     "status": "canceled",
     "finished_at": "2026-12-04T19:43:14.002417Z",
     "error": {"code": "canceled", "message": "canceled by its owner"},
+    "queue": None,
 }
 TSV_EXAMPLE = (
     "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext\n"
@@ -229,11 +236,52 @@ class JobSummary(Schema):
     error: ErrorDetail | None = Field(description="why the job failed or was canceled")
 
 
+class QueuePlace(Schema):
+    """Where a queued job stands, and whether anything reads the queue."""
+
+    jobs_ahead: int = Field(
+        ge=0,
+        description="queued jobs that will be read before this one (counted up to "
+        f"{MAX_COUNTED_AHEAD}: that many means at least that many)",
+    )
+    ocr_servers_alive: int = Field(
+        ge=0,
+        description="OCR servers seen within OCR_STALE_WORKERS_S; while 0, nothing reads the "
+        "queue and the job waits until one starts",
+    )
+    stalled: str | None = Field(
+        description="why the job waits for nothing (no OCR server alive), for a person; null "
+        "while OCR servers are alive"
+    )
+
+
 class Job(JobSummary):
     model_config = example(JOB_EXAMPLE)
 
     text: str | None = Field(description="the text of every page (pages end in a form feed)")
     pages: list[Page] | None = Field(description="when succeeded: pages, lines, words, boxes")
+    queue: QueuePlace | None = Field(
+        description="GET /v1/jobs/{id} of a queued job: its place in the queue and the OCR "
+        "servers alive; null otherwise"
+    )
+
+
+class Languages(Schema):
+    model_config = example(
+        {"languages": ["eng"], "default": "eng", "ocr_servers_alive": 1, "stalled": None}
+    )
+
+    languages: list[str] = Field(
+        description="what lang= may name (several joined with +): the languages the models of "
+        "every live OCR server read; with none alive, those of the last one seen; empty until "
+        "an OCR server has been seen"
+    )
+    default: str = Field(description="the language read when lang= is not given")
+    ocr_servers_alive: int = Field(ge=0, description="OCR servers seen within OCR_STALE_WORKERS_S")
+    stalled: str | None = Field(
+        description="why nothing reads the queue (no OCR server alive), for a person; null "
+        "while OCR servers are alive"
+    )
 
 
 class JobList(Schema):
@@ -342,6 +390,14 @@ class Status(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
 
     status: str
+
+
+class Readiness(Status):
+    ocr_servers_alive: int | None = Field(
+        default=None,
+        description="OCR servers seen within OCR_STALE_WORKERS_S (not counted with "
+        "?exclude=ocr_servers)",
+    )
 
 
 # -- what the v1 views document ---------------------------------------------------------------

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import hashlib
+import io
 import json
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, g, request
+from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ocr_common import job_store
-from ocr_common.documents import Document, check_image
+from ocr_common.documents import Document, check_image, is_pdf
 from ocr_common.errors import (
     BadRequest,
     InvalidImage,
@@ -31,6 +35,7 @@ from ocr_common.errors import (
 )
 from ocr_common.options import OPTION_FIELDS, ORIGINAL_API_OPTIONS, OcrOptions, check_submission
 
+from . import fleet
 from .services import current_services
 
 _DATA_URL = re.compile(r"^\s*data:[^,]{0,200}?;base64,", re.IGNORECASE)
@@ -39,6 +44,8 @@ _WHITESPACE = re.compile(rb"\s+")
 IMAGE_KEYS = ("image_data", "image_data_list")
 # Raw v1 bodies read as a document besides image/*; the format is found from the bytes.
 RAW_MEDIA_TYPES = ("application/pdf", "application/octet-stream")
+# The v1 endpoint that reads the file as it is, for each upload endpoint of the original API.
+V1_EQUIVALENT = {"/image-sync": "/v1/ocr", "/image": "/v1/jobs"}
 
 
 def read_body() -> bytes:
@@ -78,18 +85,58 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 def request_json() -> dict[str, Any]:
-    """The request body as a JSON object (``parse_json_object``), read and parsed once per
-    request: the rate limit counts the images in it before the view reads them."""
+    """The upload body of the original API as a JSON object (``parse_json_object``), read and
+    parsed once per request: the rate limit counts the images in it before the view reads
+    them."""
     cached = g.get("request_json")
     if cached is None:
         try:
-            cached = parse_json_object(read_body())
+            cached = _upload_json(read_body())
         except Exception as exc:  # noqa: BLE001 - kept to be raised again by the view
             cached = exc
         g.request_json = cached
     if isinstance(cached, Exception):
         raise cached
     return cached
+
+
+def _upload_json(body: bytes) -> dict[str, Any]:
+    """``parse_json_object``; a document sent as it is (a multipart upload, the raw image or
+    PDF: 415) or its base64 as a form field (still a malformed body: 400) is told what this
+    endpoint reads, and which v1 endpoint reads the file as it is."""
+    try:
+        return parse_json_object(body)
+    except BadRequest as exc:
+        path = request.path.rstrip("/")
+        sent = _sent_instead(body)
+        if sent is None or path not in V1_EQUIVALENT:
+            raise
+        message = (
+            f'{path} reads a JSON body, {{"image_data": "<base64>"}}, not {sent}: send the '
+            f"file as it is to {V1_EQUIVALENT[path]} (a multipart file= part, or the raw "
+            "bytes), or its base64 in that JSON body here"
+        )
+        if sent == FORM_FIELD:
+            raise BadRequest(message, code=exc.code) from None
+        raise UnsupportedMediaType(message) from None
+
+
+FORM_FIELD = "a form field (image_data=...)"
+
+
+def _sent_instead(body: bytes) -> str | None:
+    """What a body that is not JSON is, when it is a document sent as it is or its base64 as
+    a form field; else None."""
+    if request.mimetype == "multipart/form-data":
+        return "a multipart upload"
+    if any(key in IMAGE_KEYS for key in urllib.parse.parse_qs(body[:64].decode("latin-1"))):
+        return FORM_FIELD
+    if is_pdf(body):
+        return "a PDF"
+    # Pillow reads the header only: which image format, no pixels.
+    with contextlib.suppress(Exception), Image.open(io.BytesIO(body)) as image:
+        return f"a raw {image.format} image"
+    return None
 
 
 def decode_base64(value: object, *, field: str, max_bytes: int) -> bytes:
@@ -271,5 +318,5 @@ def read_submission(extra: tuple[str, ...] = ()) -> tuple[Submission, dict[str, 
     """The document and options of a v1 POST, checked; and the other ``extra`` values sent."""
     svc = current_services()
     data, values = _read_document_and_values(extra)
-    options, document = check_submission(data, values, svc.settings, svc.ocr.languages)
+    options, document = check_submission(data, values, svc.settings, fleet.languages)
     return Submission(data, options, document), {k: values[k] for k in extra if k in values}

@@ -4,6 +4,8 @@ jobs. Each view parses (``uploads``, ``pagination``, ``idempotency``), stores or
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -12,9 +14,11 @@ from ocr_common import job_store
 from ocr_common.db import in_transaction
 from ocr_common.errors import EngineError, NotFound, OcrError
 from ocr_common.models import Job, JobApi, JobStatus
+from ocr_common.options import DEFAULT_LANG
 
 from . import idempotency, jobs, schemas
 from .access import check_queue_room, current_owner
+from .fleet import current_fleet
 from .openapi import Body, Operation
 from .pagination import decode_cursor, next_cursor, page_size, status_filter
 from .rendering import job_body, job_summary, render_accepted, render_job, result_format
@@ -161,11 +165,49 @@ def load_job(value: str) -> Job:
 def get_job(job_id: str) -> Response:
     fmt = result_format(request.args)
     job = load_job(job_id)
-    result = None
+    result = queue = None
     if job.status == JobStatus.SUCCEEDED:
         with current_services().sessions() as session:
             result = job_store.get_result(session, job.id)
-    return render_job(job, result, fmt)
+    elif job.status == JobStatus.QUEUED and fmt == "json":
+        queue = queue_place(job)
+    return render_job(job, result, fmt, queue)
+
+
+def queue_place(job: Job) -> dict[str, Any]:
+    """A queued job's place (``schemas.QueuePlace``): the jobs ahead, the OCR servers alive."""
+    with current_services().sessions() as session:
+        ahead = job_store.jobs_ahead(session, job)
+    now = current_fleet()
+    return {"jobs_ahead": ahead, "ocr_servers_alive": len(now.alive), "stalled": now.stalled()}
+
+
+@bp.get("/languages")
+@Operation(
+    summary="The languages lang= may name",
+    description="What the OCR servers' models read, as each says in the database while it "
+    "runs: a language model is added to the OCR servers, never to the API.",
+    responses={
+        200: Body("the languages", {"application/json": schemas.Languages}),
+        **schemas.KEY_ERRORS,
+        503: schemas.problem(
+            503,
+            "the database is unavailable",
+            "database_unavailable",
+            "the database is unavailable; retry shortly",
+        ),
+    },
+)
+def list_languages() -> Response:
+    now = current_fleet()
+    return jsonify(
+        {
+            "languages": list(now.languages() or ()),
+            "default": DEFAULT_LANG,
+            "ocr_servers_alive": len(now.alive),
+            "stalled": now.stalled(),
+        }
+    )
 
 
 @bp.delete("/jobs/<job_id>")

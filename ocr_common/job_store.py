@@ -330,6 +330,20 @@ def count_queued(session: Session, *, owner: str | None, up_to: int) -> int:
     return int(session.execute(select(func.count()).select_from(queued)).scalar_one())
 
 
+# A queued job's place is counted up to this many jobs ahead: further back, it only says "far".
+MAX_COUNTED_AHEAD = 10_000
+
+
+def jobs_ahead(session: Session, job: Job, *, up_to: int = MAX_COUNTED_AHEAD) -> int:
+    """Queued jobs that will be claimed before ``job`` (oldest first, as ``claim_batch`` takes
+    them), counted up to ``up_to``. Reads the ``(status, created_at)`` index alone."""
+    ahead = select(JOBS.c.id).where(
+        JOBS.c.status == QUEUED, _beyond((job.created_at, job.id), operator.lt)
+    )
+    counted = ahead.limit(up_to).subquery()
+    return int(session.execute(select(func.count()).select_from(counted)).scalar_one())
+
+
 def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJob | None:
     """Take the oldest queued job for ``worker_id`` (``claim_batch`` of one)."""
     claimed = claim_batch(session, worker_id=worker_id, lease_s=lease_s, limit=1)

@@ -107,6 +107,23 @@ class JobImageRow(Base):
     data: Mapped[bytes] = mapped_column(LongBlob, nullable=False)
 
 
+class OcrServerRow(Base):
+    """One row per OCR server process, kept fresh while it runs (README "Database schema")."""
+
+    __tablename__ = "ocr_servers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), nullable=False)
+    engines: Mapped[int] = mapped_column(Integer, nullable=False)
+    languages: Mapped[str] = mapped_column(Text, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    last_seen_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    stopped_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+    # Who is alive, who was seen last, whose rows are old: each a range of this index.
+    __table_args__ = (Index("ix_ocr_servers_last_seen", "last_seen_at"),)
+
+
 @dataclass(frozen=True)
 class Job:
     """A read-only snapshot of one job row."""

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -115,10 +116,19 @@ class TextFormatter(logging.Formatter):
         return "\n".join(escape_unsafe(line) for line in lines)
 
 
+class UtcJsonFormatter(JsonFormatter):
+    """JSON lines whose ``time`` is ISO 8601 in UTC to the millisecond, as log collectors
+    read it: ``2026-12-04T19:27:18.123Z`` (not the local, zone-less default)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        moment = datetime.fromtimestamp(record.created, UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def formatter(log_format: str) -> logging.Formatter:
     # JSON lines escape every control character (json.dumps) and stay one line.
     if log_format == "json":
-        return JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp=False)
+        return UtcJsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp=False)
     return TextFormatter(TEXT_FORMAT)
 
 

@@ -285,10 +285,11 @@ def check_submission(
 
 
 def check_lang(value: object, languages: Callable[[], Collection[str]]) -> str:
-    """``eng`` or several installed languages joined by ``+`` (``eng+deu``), each once.
+    """``eng`` or several installed languages joined by ``+`` (``eng+deu``), each once. A
+    space joins them too: a query string's ``?lang=deu+eng`` arrives as "deu eng".
 
-    The bounds first: ``languages`` may ask the OCR server."""
-    wanted = value.strip().split("+") if isinstance(value, str) else []
+    The bounds first: ``languages`` may read the database."""
+    wanted = value.replace("+", " ").split() if isinstance(value, str) else []
     if wanted == [DEFAULT_LANG]:
         # Always there: the OCR server does not start without it.
         return DEFAULT_LANG

@@ -12,8 +12,17 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/ocr.db"
+# The databases the job queue runs on, and the driver each is reached through (the only one
+# installed): a URL that names none gets it.
+DATABASE_DRIVERS = {"sqlite": "pysqlite", "mysql": "pymysql", "mariadb": "pymysql"}
+SUPPORTED_DATABASES = (
+    "MySQL 8 / MariaDB >= 10.6 (mysql+pymysql://user:password@host:3306/ocr) "
+    "or SQLite (sqlite:///./data/ocr.db)"
+)
 MIB = 1024 * 1024
 # The ``dpi`` a request may ask for: below, text is unreadable; above, pages are huge.
 MIN_DPI = 50
@@ -100,6 +109,8 @@ class Settings(BaseSettings):
     poll_interval_s: PositiveFloat = 1.0
     shutdown_grace_s: PositiveFloat = 30.0
     sync_timeout_s: PositiveFloat = 150.0
+    stale_workers_s: float = Field(default=30.0, ge=1)
+    tessdata_dir: Path | None = None
     internal_token: SecretStr | None = None
     api_keys: SecretStr | None = None
     rate_limit: str | None = None
@@ -117,13 +128,29 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        scheme = value.split("://", 1)[0]
-        if "://" not in value or not scheme.startswith(("sqlite", "mysql", "mariadb")):
+        try:
+            scheme = make_url(value).drivername
+        except ArgumentError:
+            raise ValueError(f"must be a SQLAlchemy URL of {SUPPORTED_DATABASES}") from None
+        backend, _, driver = scheme.lower().partition("+")
+        if backend in ("postgresql", "postgres"):
+            raise ValueError(f"PostgreSQL is not supported; use {SUPPORTED_DATABASES}")
+        if backend not in DATABASE_DRIVERS:
+            raise ValueError(f"{backend!r} databases are not supported; use {SUPPORTED_DATABASES}")
+        wanted = DATABASE_DRIVERS[backend]
+        if driver and driver != wanted:
             raise ValueError(
-                "must be a SQLAlchemy URL such as sqlite:///./data/ocr.db "
-                "or mysql+pymysql://user:password@host:3306/ocr"
+                f"the driver {driver!r} is not installed; use {backend}+{wanted}:// "
+                f"({SUPPORTED_DATABASES})"
             )
-        return value
+        # mysql:// means MySQLdb to SQLAlchemy, which is not installed: PyMySQL is.
+        canonical = backend if backend == "sqlite" and not driver else f"{backend}+{wanted}"
+        return canonical + value[len(scheme) :]
+
+    @field_validator("tessdata_dir", mode="before")
+    @classmethod
+    def _tessdata_dir(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("server_url")
     @classmethod

@@ -16,8 +16,6 @@ INTERNAL_TOKEN_HEADER = "X-Internal-Token"
 OCR_PATH = "/ocr"
 # POST: a job was committed, claim now rather than at the next poll.
 NOTIFY_PATH = "/jobs/notify"
-# GET: the languages the installed models read, {"languages": [...]}.
-LANGUAGES_PATH = "/languages"
 HEALTHZ_PATH = "/healthz"
 READYZ_PATH = "/readyz"
 METRICS_PATH = "/metrics"

@@ -37,7 +37,6 @@ from ocr_common.settings import Settings
 from ocr_common.wire import (
     HEALTHZ_PATH,
     INTERNAL_TOKEN_HEADER,
-    LANGUAGES_PATH,
     METRICS_PATH,
     NOTIFY_PATH,
     OCR_PATH,
@@ -50,7 +49,7 @@ from ocr_common.wire import (
 
 from . import metrics as server_metrics
 from .dispatcher import Dispatcher
-from .engine import PageTask, installed_languages
+from .engine import PageTask
 from .pool import EnginePool
 
 log = logging.getLogger(__name__)
@@ -159,7 +158,7 @@ async def ocr(request: web.Request) -> web.Response:
     data, values = _read_document(await request.read())
     settings = request.app[SETTINGS_KEY]
     options, document = await asyncio.to_thread(
-        check_submission, data, values, settings, installed_languages
+        check_submission, data, values, settings, lambda: pool.languages
     )
     task = PageTask(data, 0, options, settings.default_dpi)
     pages = await pool.recognize_pages(task, document.pages, urgent=True)
@@ -186,11 +185,6 @@ def _read_document(body: bytes) -> tuple[bytes, dict[str, Any]]:
 async def notify(request: web.Request) -> web.Response:
     request.app[DISPATCHER_KEY].notify()
     return web.json_response({"ok": True}, status=202)
-
-
-async def languages(_request: web.Request) -> web.Response:
-    """The languages a v1 request may ask for: those the installed models read."""
-    return web.json_response({"languages": list(installed_languages())})
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -258,7 +252,6 @@ def create_app(
     app[BROWSERS_KEY] = BrowserGuard.from_settings(settings)
     app.router.add_post(OCR_PATH, ocr)
     app.router.add_post(NOTIFY_PATH, notify)
-    app.router.add_get(LANGUAGES_PATH, languages)
     app.router.add_get(HEALTHZ_PATH, healthz)
     app.router.add_get(READYZ_PATH, readyz)
     app.router.add_get(METRICS_PATH, metrics)

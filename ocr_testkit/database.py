@@ -7,14 +7,17 @@ import contextlib
 import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import create_engine, delete, event, text
+from sqlalchemy import create_engine, delete, event, text, update
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
 
-from ocr_common.models import JobImageRow, JobRow
+from ocr_common import job_store, server_store
+from ocr_common.models import JobImageRow, JobRow, OcrServerRow
 
 SCALED_OBJECT = Path(__file__).resolve().parents[1] / "deploy/k8s/base/ocr-scaledobject.yaml"
 
@@ -47,6 +50,30 @@ def empty_tables(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(delete(JobImageRow))
         conn.execute(delete(JobRow))
+        conn.execute(delete(OcrServerRow))
+
+
+def seen_ocr_server(
+    sessions: sessionmaker[Session],
+    server_id: str = "ocr-1",
+    *,
+    languages: tuple[str, ...] = ("eng",),
+    seconds_ago: float = 0.0,
+) -> None:
+    """The row of an OCR server last seen ``seconds_ago``, as a running one writes it."""
+    with sessions.begin() as session:
+        server_store.record_alive(
+            session,
+            server_id=server_id,
+            host="test-host",
+            engines=2,
+            languages=languages,
+            started_at=job_store.utcnow(),
+        )
+        when = job_store.utcnow() - timedelta(seconds=seconds_ago)
+        session.execute(
+            update(OcrServerRow).where(OcrServerRow.id == server_id).values(last_seen_at=when)
+        )
 
 
 @contextlib.contextmanager

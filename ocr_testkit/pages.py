@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 FONT_PX = 40
+# A font with umlauts, accents and ß (Pillow's own has none): Debian's fonts-dejavu-core.
+UNICODE_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 
 
-def render_lines(lines: list[str], *, width: int = 900, fmt: str = "PNG", mode: str = "L") -> bytes:
-    """A white page with each line in black, encoded as ``fmt``."""
-    font = ImageFont.load_default(size=FONT_PX)
+def render_lines(
+    lines: list[str],
+    *,
+    width: int = 900,
+    fmt: str = "PNG",
+    mode: str = "L",
+    font_file: Path | None = None,
+) -> bytes:
+    """A white page with each line in black, encoded as ``fmt``; in Pillow's own font (ASCII
+    only) unless ``font_file`` names another."""
+    if font_file is None:
+        font: ImageFont.FreeTypeFont | ImageFont.ImageFont = ImageFont.load_default(size=FONT_PX)
+    elif font_file.exists():
+        font = ImageFont.truetype(str(font_file), FONT_PX)
+    else:
+        raise FileNotFoundError(f"{font_file} is missing: apt-get install fonts-dejavu-core")
     line_h = FONT_PX + 30
     image = Image.new("L", (width, 40 + line_h * len(lines)), 255)
     draw = ImageDraw.Draw(image)

@@ -77,6 +77,13 @@ function clearError() {
   $("error").textContent = "";
 }
 
+// Shown while no OCR server is alive: jobs are taken but nothing reads them.
+function showStall(reason) {
+  const warning = $("warning");
+  warning.hidden = !reason;
+  warning.textContent = reason ? `Nothing reads the queue now: ${reason}.` : "";
+}
+
 // -- API key -------------------------------------------------------------------------------------
 
 function askForKey(error) {
@@ -97,7 +104,7 @@ $("key-form").addEventListener("submit", async (event) => {
   $("key").value = "";
   $("key-form").hidden = true;
   clearError();
-  await loadJobs();
+  await Promise.all([loadJobs(), loadLanguages()]);
 });
 
 // -- submitting ----------------------------------------------------------------------------------
@@ -114,6 +121,11 @@ function optionFields() {
 async function submit(file) {
   if (!file) return;
   clearError();
+  // The result on show is an earlier document's: gone, whether this one is taken or refused.
+  state.following++;
+  state.job = null;
+  $("result").hidden = true;
+  $("progress").hidden = true;
   setStatus(`Uploading ${file.name || "the pasted image"}…`);
   const form = new FormData();
   form.append("file", file, file.name || "pasted");
@@ -130,18 +142,26 @@ async function submit(file) {
   await follow(job);
 }
 
+// Queued: its place, and a warning while nothing reads the queue. Running: pages read so far.
 function showProgress(job) {
   const progress = $("progress");
   const pages = job.progress;
+  const name = `Job ${job.id.slice(0, 8)}`;
   progress.hidden = false;
-  if (pages && pages.pages_total) {
+  if (job.status === "queued") {
+    progress.removeAttribute("value");
+    const ahead = job.queue ? `, ${job.queue.jobs_ahead} job${job.queue.jobs_ahead === 1 ? "" : "s"} ahead` : "";
+    setStatus(`${name}: queued${ahead}`);
+    if (job.queue) showStall(job.queue.stalled);
+  } else if (pages && pages.pages_total) {
     progress.max = pages.pages_total;
     progress.value = pages.pages_done;
-    setStatus(`Job ${job.id.slice(0, 8)}: ${job.status}, ${pages.pages_done} of ${pages.pages_total} pages read`);
+    setStatus(`${name}: ${job.status}, ${pages.pages_done} of ${pages.pages_total} pages read`);
   } else {
     progress.removeAttribute("value");
-    setStatus(`Job ${job.id.slice(0, 8)}: ${job.status}`);
+    setStatus(`${name}: ${job.status}`);
   }
+  if (job.status === "running") showStall(null);
 }
 
 // Poll the job until it has finished, then show it. A job opened later takes over.
@@ -168,6 +188,7 @@ async function follow(job) {
   $("progress").hidden = true;
   setStatus(`Job ${job.id.slice(0, 8)}: ${job.status}`);
   if (job.status === "succeeded") {
+    showStall(null);
     await showJob(job);
   } else if (job.error) {
     showError(new ApiError(0, job.error.code, `The job ${job.status}: ${job.error.message} (${job.error.code})`));
@@ -426,6 +447,31 @@ async function openJob(id) {
 
 $("refresh").addEventListener("click", loadJobs);
 
+// -- languages -----------------------------------------------------------------------------------
+
+// The choice of languages is what the OCR servers read (GET /v1/languages); eng is always one.
+async function loadLanguages() {
+  let listing;
+  try {
+    listing = await (await api("/v1/languages")).json();
+  } catch (error) {
+    if (error.status !== 401) showError(error);
+    return;
+  }
+  const select = $("lang");
+  const chosen = select.value || listing.default;
+  const names = new Set([listing.default, ...listing.languages]);
+  select.replaceChildren(
+    ...[...names].sort().map((lang) => {
+      const option = document.createElement("option");
+      option.value = option.textContent = lang;
+      option.selected = lang === chosen;
+      return option;
+    }),
+  );
+  showStall(listing.stalled);
+}
+
 // -- drop, pick, paste ---------------------------------------------------------------------------
 
 const drop = $("drop");
@@ -459,3 +505,4 @@ document.addEventListener("paste", (event) => {
 });
 
 loadJobs();
+loadLanguages();

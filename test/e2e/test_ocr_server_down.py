@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 import uuid
+from typing import Any
 
 import pytest
 import requests
 from sqlalchemy.engine import Engine
 
+from api_server.schemas import Job
 from ocr_testkit.pages import HELLO_PNG, assert_reads, b64
 from ocr_testkit.scenarios import medium_page, rows
 from ocr_testkit.stack import Stack, group_members
@@ -18,6 +21,10 @@ from ocr_testkit.waits import wait_until
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
 
 HELLO_B64 = b64(HELLO_PNG)
+PNG = {"Content-Type": "image/png"}
+# An OCR server killed (not stopped) is waited for this long before /readyz gives up on it.
+STALE_S = 3
+STACK_SETTINGS = {"OCR_STALE_WORKERS_S": str(STALE_S)}
 
 
 def statuses(engine: Engine, ids: list[str]) -> dict[str, tuple[str, int]]:
@@ -106,3 +113,76 @@ def test_sigterm_finishes_running_jobs_and_leaves_the_rest_queued(
         assert f"Job {n}" in text, text
     # A graceful stop costs no attempt.
     assert statuses(db_engine_e2e, ids) == {i: ("succeeded", 1) for i in ids}
+
+
+def readyz(stack: Stack) -> tuple[int, dict[str, Any]]:
+    response = requests.get(stack.url("/readyz"), timeout=30)
+    return response.status_code, response.json()
+
+
+def v1_job(stack: Stack, job_id: str) -> dict[str, Any]:
+    response = requests.get(stack.url(f"/v1/jobs/{job_id}"), timeout=30)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_a_stalled_queue_says_why_and_recovers(stack: Stack) -> None:
+    ready = wait_until(lambda: readyz(stack)[0] == 200 and readyz(stack), 10, "/readyz ready")
+    assert ready[1] == {"status": "ready", "ocr_servers_alive": 1}
+
+    # Stopped on purpose: not waited for at all.
+    stop_ocr_server(stack)
+    try:
+        status, body = readyz(stack)
+        assert status == 503, body
+        assert body["error"]["code"] == "no_ocr_server"
+        message = body["error"]["message"]
+        assert re.fullmatch(
+            r"no OCR server has been seen for \d+ s \(the last one stopped\); jobs will wait",
+            message,
+        ), message
+        # The API itself is ready (what Kubernetes probes): it takes jobs, which wait.
+        own = requests.get(stack.url("/readyz?exclude=ocr_servers"), timeout=30)
+        assert own.status_code == 200 and own.json() == {"status": "ready"}
+        ids = []
+        for _ in range(3):
+            answer = requests.post(stack.url("/v1/jobs"), data=HELLO_PNG, headers=PNG, timeout=30)
+            assert answer.status_code == 202, answer.text
+            ids.append(answer.json()["id"])
+        last = v1_job(stack, ids[2])
+        assert last["status"] == "queued"
+        assert last["queue"] == {"jobs_ahead": 2, "ocr_servers_alive": 0, "stalled": message}
+        Job.model_validate(last)
+    finally:
+        stack.start_ocr()
+
+    assert wait_until(lambda: readyz(stack)[0] == 200, 10, "/readyz ready again")
+    for job_id in ids:
+        done = wait_until(
+            lambda job_id=job_id: (job := v1_job(stack, job_id))["status"] == "succeeded" and job,
+            60,
+            f"job {job_id} to be read",
+        )
+        assert done["queue"] is None and "Hello" in done["text"]
+
+    # Killed: nothing marks it stopped; it is waited for OCR_STALE_WORKERS_S, then not.
+    killed_at = time.monotonic()
+    stack.ocr.stop(signal.SIGKILL, group=True)
+    try:
+        wait_until(
+            lambda: readyz(stack)[0] == 503, STALE_S + 10, "/readyz to see the OCR server gone"
+        )
+        waited_s = time.monotonic() - killed_at
+        message = readyz(stack)[1]["error"]["message"]
+        assert re.fullmatch(r"no OCR server has been seen for \d+ s; jobs will wait", message)
+        assert STALE_S - 1 <= waited_s <= STALE_S + 10, waited_s
+        answer = requests.post(stack.url("/v1/jobs"), data=HELLO_PNG, headers=PNG, timeout=30)
+        queued = v1_job(stack, answer.json()["id"])
+        assert queued["queue"]["ocr_servers_alive"] == 0 and queued["queue"]["jobs_ahead"] == 0
+    finally:
+        stack.start_ocr()
+    assert wait_until(lambda: readyz(stack)[0] == 200, 10, "/readyz ready again")
+    assert wait_until(
+        lambda: v1_job(stack, queued["id"])["status"] == "succeeded", 60, "the job to be read"
+    )

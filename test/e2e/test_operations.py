@@ -8,6 +8,7 @@ import os
 import re
 import select
 import signal
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -170,3 +171,16 @@ def test_an_unusable_request_id_is_replaced(stack: Stack, given: str) -> None:
     response = requests.get(stack.url("/healthz"), headers={"X-Request-Id": given}, timeout=30)
     assert response.status_code == 200
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])
+
+
+def test_every_json_log_line_of_both_services_has_an_iso_8601_utc_time(stack: Stack) -> None:
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    stack.result(stack.submit(image_b64("F")))
+    for service in (stack.api, stack.ocr):
+        lines = json_lines(service.log_text())
+        assert len(lines) >= 3, service.log_text()
+        for line in lines:
+            # 2026-12-04T19:27:18.123Z: the zone said, milliseconds, what collectors parse.
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"]), line
+        newest = datetime.fromisoformat(lines[-1]["time"])
+        assert started <= newest <= datetime.now(UTC) + timedelta(seconds=1), (newest, started)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,6 +220,104 @@ def test_by_keyboard_on_a_phone_sized_screen(
     screenshot(page, tmp_path, "web_page_phone.png")
     assert console.errors == []
     context.close()
+
+
+def test_options_default_to_auto_and_offer_the_languages_the_ocr_servers_read(
+    stack: Stack, page: Page, tmp_path: Path
+) -> None:
+    console = Console(page)
+    page.goto(stack.url("/"))
+    page.click("#options summary")
+    # auto reads turned pages and receipts better (README "The web page": measured).
+    assert page.input_value("select[name=preprocess]") == "auto"
+    installed = requests.get(stack.url("/v1/languages"), timeout=30).json()["languages"]
+    page.wait_for_function(
+        "n => document.querySelectorAll('#lang option').length === n", arg=len(installed)
+    )
+    offered = page.eval_on_selector_all("#lang option", "options => options.map(o => o.value)")
+    assert offered == installed and page.input_value("#lang") == "eng"
+    assert page.locator("#warning").is_hidden()
+    document = tmp_path / "hello.png"
+    document.write_bytes(HELLO_PNG)
+    page.set_input_files("#file", str(document))
+    wait_for_boxes(page)
+    job_id = page.inner_text("#result-meta").split(" · ")[0].removeprefix("job ")
+    job = requests.get(stack.url(f"/v1/jobs/{job_id}"), timeout=30).json()
+    assert (job["options"]["preprocess"], job["options"]["lang"]) == ("auto", "eng")
+    assert console.errors == []
+
+
+def test_a_refused_upload_clears_the_result_before_it(
+    stack: Stack, page: Page, tmp_path: Path
+) -> None:
+    console = Console(page, expected_statuses=(400,))
+    good, bad = tmp_path / "hello.png", tmp_path / "notes.png"
+    good.write_bytes(HELLO_PNG)
+    bad.write_bytes(b"a shopping list, not an image\n")
+    page.goto(stack.url("/"))
+    page.set_input_files("#file", str(good))
+    wait_for_boxes(page)
+    assert page.locator("#result").is_visible()
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#error:not(:empty)", timeout=30_000)
+    # The text and boxes on show were the earlier document's: they must not pass for this one's.
+    assert page.locator("#result").is_hidden()
+    assert "invalid_image" in page.inner_text("#error")
+    assert console.errors == []
+
+
+def test_a_pdf_s_progress_moves_page_by_page(stack: Stack, page: Page, tmp_path: Path) -> None:
+    console = Console(page)
+    pages = 6
+    lines = [f"Line {n} of a page long enough to take Tesseract a while" for n in range(22)]
+    document = tmp_path / "six.pdf"
+    document.write_bytes(render_document([[f"Page {p}", *lines] for p in range(1, pages + 1)]))
+    page.goto(stack.url("/"))
+    # Every status the page shows, as it shows it.
+    page.evaluate(
+        """() => {
+          const status = document.getElementById("status");
+          window.seen = [];
+          new MutationObserver(() => window.seen.push(status.textContent))
+            .observe(status, {childList: true, characterData: true, subtree: true});
+        }"""
+    )
+    page.set_input_files("#file", str(document))
+    wait_for_boxes(page)
+    seen = page.evaluate("window.seen")
+    done = [
+        int(match.group(1))
+        for text in seen
+        if (match := re.search(rf"(\d+) of {pages} pages read", text))
+    ]
+    # Pages done while the job ran, never going back, some between none and all.
+    assert done == sorted(done), seen
+    assert any(0 < n < pages for n in done), seen
+    assert f"{pages} pages" in page.inner_text("#result-meta")
+    assert console.errors == []
+
+
+def test_the_page_warns_while_no_ocr_server_runs(stack: Stack, page: Page, tmp_path: Path) -> None:
+    console = Console(page)
+    document = tmp_path / "hello.png"
+    document.write_bytes(HELLO_PNG)
+    stack.ocr.stop(signal.SIGTERM)
+    try:
+        page.goto(stack.url("/"))
+        warning = page.locator("#warning")
+        warning.wait_for(state="visible")
+        assert "no OCR server has been seen" in warning.inner_text()
+        page.set_input_files("#file", str(document))
+        page.wait_for_selector("#status:has-text('queued, 0 jobs ahead')")
+        assert warning.is_visible()
+        screenshot(page, tmp_path, "web_page_stalled.png")
+    finally:
+        stack.start_ocr()
+    # Once an OCR server runs, the job is read and the warning goes.
+    wait_for_boxes(page)
+    assert warning.is_hidden()
+    assert "Hello" in page.input_value("#text")
+    assert console.errors == []
 
 
 @pytest.fixture(scope="module")

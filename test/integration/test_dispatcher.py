@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, event, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ocr_common import job_store
+from ocr_common import job_store, server_store
 from ocr_common.errors import EngineCrashed, EngineTimeout
 from ocr_common.models import Job, JobImageRow, JobOutcome, JobRow, JobStatus
 from ocr_common.settings import Settings, load_settings
@@ -474,3 +474,39 @@ def test_two_dispatchers_never_read_a_job_twice(sessions: sessionmaker[Session])
     read = [page for engine in engines for page in engine.seen]
     assert sorted(read) == sorted(pages)
     assert first.stats.claimed + second.stats.claimed == 24
+
+
+def test_a_running_server_keeps_its_row_fresh_and_marks_it_stopped(
+    sessions: sessionmaker[Session],
+) -> None:
+    """What the API's /readyz and a queued job's ``ocr_servers_alive`` read."""
+    stale_s = 1.5
+    pool = EnginePool([FakeEngine(), FakeEngine()], languages=("deu", "eng"))
+    dispatcher = Dispatcher(sessions, pool, settings(stale_workers_s=stale_s))
+
+    def now() -> server_store.Fleet:
+        with sessions() as session:
+            return server_store.fleet(session, stale_s=stale_s)
+
+    async def scenario() -> None:
+        dispatcher.start()
+        try:
+            await wait_until_async(lambda: now().alive, 10, "the server's row")
+            [alive] = now().alive
+            assert (alive.id, alive.engines, alive.languages) == (
+                dispatcher.worker_id,
+                2,
+                ("deu", "eng"),
+            )
+            # Beats come a third of the stale time apart: it stays alive past that time.
+            await asyncio.sleep(stale_s * 2)
+            [again] = now().alive
+            assert again.last_seen_at > alive.last_seen_at
+        finally:
+            await dispatcher.stop(grace_s=5)
+
+    asyncio.run(scenario())
+    stopped = now()
+    assert stopped.alive == () and stopped.last is not None
+    assert stopped.last.stopped_at is not None
+    assert stopped.stalled() is not None and "(the last one stopped)" in stopped.stalled()

@@ -25,8 +25,15 @@ from ocr_common.errors import (
     PayloadTooLarge,
 )
 from ocr_common.options import ORIGINAL_API_OPTIONS, OcrOptions, Preprocess
-from ocr_common.settings import MIB, Settings
-from ocr_server.engine import PageTask, TesseractEngine, probe
+from ocr_common.settings import MIB, Settings, SettingsError
+from ocr_server.engine import (
+    PageTask,
+    TesseractEngine,
+    installed_languages,
+    models_folder,
+    probe,
+    tessdata_dir,
+)
 from ocr_server.engine_process import EngineProcess
 from ocr_server.pool import EnginePool
 from ocr_testkit.pages import HELLO, HELLO_PNG, nested_forms_pdf, render_lines
@@ -42,6 +49,27 @@ def test_probe_finds_tesseract_and_the_english_model() -> None:
     info = probe()
     assert info.version.startswith("tesseract 5")
     assert "eng" in info.languages
+
+
+def test_models_of_another_folder_are_read_beside_the_wheels(tmp_path: Path) -> None:
+    # A model of its own name in OCR_TESSDATA_DIR (here English again, under another name).
+    (tmp_path / "xeng.traineddata").symlink_to(Path(tessdata_dir()) / "eng.traineddata")
+    (tmp_path / "notes.txt").write_text("not a model")
+    with models_folder(tmp_path) as folder:
+        assert folder != tessdata_dir()
+        assert installed_languages(folder) == ("eng", "xeng")
+        assert "osd" in probe(folder).languages
+        engine = TesseractEngine(page_timeout_s=30, max_pixels=10**8, data_dir=folder)
+        try:
+            task = PageTask(HELLO_PNG, 1, OcrOptions(lang="eng+xeng"), 300)
+            assert "quick brown fox" in engine.recognize_page(task)["text"]
+        finally:
+            engine.close()
+    assert not Path(folder).exists()
+    with models_folder(None) as folder:
+        assert folder == tessdata_dir()
+    with pytest.raises(SettingsError, match="OCR_TESSDATA_DIR"), models_folder(tmp_path / "no"):
+        pass
 
 
 def test_engine_reads_a_rendered_page_as_tesseract_gives_it() -> None:

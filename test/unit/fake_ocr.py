@@ -82,9 +82,6 @@ class FakeOcr:
     def notify(self) -> None:
         self.notified += 1
 
-    def languages(self) -> tuple[str, ...]:
-        return ("eng",)
-
 
 def api_client(
     sessions: sessionmaker[Session], ocr: FakeOcr | None = None, **settings: object

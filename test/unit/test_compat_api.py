@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
+from typing import Any
 
 import pytest
 from fake_ocr import UNREADABLE, FakeOcr, api_client
@@ -11,7 +13,16 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
-from ocr_testkit.pages import HELLO_PNG, b64, render_lines
+from ocr_testkit.database import seen_ocr_server
+from ocr_testkit.pages import (
+    HELLO,
+    HELLO_PNG,
+    b64,
+    encode,
+    render_document,
+    render_lines,
+    render_page_image,
+)
 
 SECOND_PNG = render_lines(["Second page"])
 UNREADABLE_PNG = HELLO_PNG + UNREADABLE
@@ -180,6 +191,57 @@ def test_bad_requests_get_a_json_error_with_a_code(
     assert error["message"]
 
 
+PDF_DOCUMENT = render_document([["One page"]])
+
+
+@pytest.mark.parametrize(
+    ("path", "v1"),
+    [("/image-sync", "/v1/ocr"), ("/image-sync/", "/v1/ocr"), ("/image", "/v1/jobs")],
+)
+@pytest.mark.parametrize(
+    ("kind", "send"),
+    [
+        ("a multipart upload", {"data": {"file": (HELLO_PNG, "page.png")}}),
+        (
+            "a multipart upload",
+            {"data": {"image_data": b64(HELLO_PNG)}, "content_type": "multipart/form-data"},
+        ),
+        ("a raw PNG image", {"data": HELLO_PNG, "content_type": "image/png"}),
+        # curl --data-binary @page.png sends it as a form, with no image type.
+        ("a raw PNG image", {"data": HELLO_PNG}),
+        ("a raw JPEG image", {"data": encode(render_page_image(HELLO), "JPEG")}),
+        ("a PDF", {"data": PDF_DOCUMENT, "content_type": "application/pdf"}),
+    ],
+)
+def test_a_file_sent_as_it_is_is_told_where_that_is_read(
+    client: FlaskClient, path: str, v1: str, kind: str, send: dict[str, Any]
+) -> None:
+    if isinstance(send["data"], dict) and "file" in send["data"]:
+        data, name = send["data"]["file"]
+        send = {"data": {"file": (io.BytesIO(data), name)}}
+    response = client.post(path, **send)
+    assert response.status_code == 415, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert error["code"] == "unsupported_media_type"
+    message = error["message"]
+    assert kind in message and v1 in message, message
+    assert '{"image_data": "<base64>"}' in message, message
+    # Nothing was stored.
+    assert client.get("/allimages").get_json() == {}
+
+
+@pytest.mark.parametrize("path", ["/image-sync", "/image"])
+def test_base64_as_a_form_field_is_a_400_that_shows_the_json_body(
+    client: FlaskClient, path: str
+) -> None:
+    # curl -d image_data=...: a form, not JSON; still a malformed body, told what to send.
+    response = client.post(path, data={"image_data": b64(HELLO_PNG)})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_json"
+    assert "a form field" in error["message"] and '{"image_data": "<base64>"}' in error["message"]
+
+
 def test_extra_keys_are_ignored(client: FlaskClient) -> None:
     data = json.dumps({"image_data": b64(HELLO_PNG), "lang": "eng", "whatever": [1, 2]})
     assert client.post("/image-sync", data=data).get_json() == {"text": "Hello OCR\n"}
@@ -192,9 +254,10 @@ def test_list_of_images_gives_a_list_of_task_ids(client: FlaskClient) -> None:
     assert list(client.get("/allimages/").get_json()) == ids
 
 
-def test_healthz_and_readyz(client: FlaskClient) -> None:
+def test_healthz_and_readyz(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
-    assert client.get("/readyz").get_json() == {"status": "ready"}
+    seen_ocr_server(sessions)
+    assert client.get("/readyz").get_json() == {"status": "ready", "ocr_servers_alive": 1}
 
 
 def test_a_repeated_image_reuses_the_stored_result(client: FlaskClient, fake_ocr: FakeOcr) -> None:

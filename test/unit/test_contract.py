@@ -14,6 +14,7 @@ from schemathesis import GenerationMode, checks
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from ocr_common.db import make_engine, make_session_factory
+from ocr_testkit.database import seen_ocr_server
 
 # Per operation and mode; enough to find the shapes a handler gets wrong, quick enough to run
 # with every test run.
@@ -29,7 +30,15 @@ CHECKS = [
 @fixture
 def contract_app(sqlite_url: str) -> Flask:
     sessions = make_session_factory(make_engine(sqlite_url))
-    client = api_client(sessions, database_url=sqlite_url, max_upload_bytes=1_000_000, max_pages=5)
+    # An OCR server alive throughout (else /readyz is a 503, which the checks count as a bug).
+    seen_ocr_server(sessions)
+    client = api_client(
+        sessions,
+        database_url=sqlite_url,
+        max_upload_bytes=1_000_000,
+        max_pages=5,
+        stale_workers_s=24 * 3600,
+    )
     return client.application
 
 

@@ -24,6 +24,12 @@ def test_options_read_back_from_their_query_are_the_same() -> None:
     assert OcrOptions.model_validate_json(options.to_json()) == options
 
 
+@pytest.mark.parametrize("given", ["deu+eng", "deu eng", " deu + eng ", "deu++eng"])
+def test_languages_are_joined_by_plus_or_by_a_space(given: str) -> None:
+    # ?lang=deu+eng in a query string arrives as "deu eng": + is a space there.
+    assert parse(lang=given).lang == "deu+eng"
+
+
 def test_pages_also_come_as_a_json_list() -> None:
     assert parse(pages=[3, 1]).pages == (1, 3)
     with pytest.raises(BadRequest) as info:

@@ -37,6 +37,7 @@ def test_values_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
         ("OCR_WORKERS", "many"),
         ("OCR_DATABASE_URL", "postgres://x"),
         ("OCR_DATABASE_URL", "ocr.db"),
+        ("OCR_STALE_WORKERS_S", "0"),
         ("OCR_SERVER_URL", "ocr:5001"),
         ("OCR_API_BIND", "5000"),
         ("OCR_SERVER_BIND", "127.0.0.1:99999"),
@@ -57,6 +58,46 @@ def test_a_bad_value_names_its_variable(
     monkeypatch.setenv(var, value)
     with pytest.raises(SettingsError, match=var):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://user:pw@db:5432/ocr", "PostgreSQL is not supported"),
+        ("postgresql+psycopg://user:pw@db/ocr", "PostgreSQL is not supported"),
+        ("postgres://db/ocr", "PostgreSQL is not supported"),
+        ("oracle://db/ocr", "'oracle' databases are not supported"),
+        ("mssql+pyodbc://db/ocr", "'mssql' databases are not supported"),
+        ("mysql+mysqldb://u:p@db/ocr", "the driver 'mysqldb' is not installed"),
+        ("sqlite+aiosqlite:///x.db", "the driver 'aiosqlite' is not installed"),
+        ("ocr.db", "must be a SQLAlchemy URL"),
+    ],
+)
+def test_an_unsupported_database_says_what_is_supported(
+    monkeypatch: pytest.MonkeyPatch, url: str, says: str
+) -> None:
+    monkeypatch.setenv("OCR_DATABASE_URL", url)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert "OCR_DATABASE_URL" in message and says in message, message
+    assert "mysql+pymysql://" in message and "sqlite:///" in message, message
+
+
+@pytest.mark.parametrize(
+    ("url", "used"),
+    [
+        ("mysql://u:p@db:3306/ocr", "mysql+pymysql://u:p@db:3306/ocr"),
+        ("MariaDB://u:p%40x@db/ocr", "mariadb+pymysql://u:p%40x@db/ocr"),
+        ("mysql+pymysql://u:p@db/ocr", "mysql+pymysql://u:p@db/ocr"),
+        ("sqlite:////tmp/ocr.db", "sqlite:////tmp/ocr.db"),
+    ],
+)
+def test_a_mysql_url_without_a_driver_gets_the_installed_one(
+    monkeypatch: pytest.MonkeyPatch, url: str, used: str
+) -> None:
+    monkeypatch.setenv("OCR_DATABASE_URL", url)
+    assert load_settings().database_url == used
 
 
 def test_sync_timeout_must_exceed_page_timeout(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api_server.schemas import Job, JobList, Problem
 from ocr_common import job_store
+from ocr_testkit.database import seen_ocr_server
 from ocr_testkit.pages import HELLO_PNG, encode, render_document, render_page_image
 
 PDF = render_document([["One"], ["Two"], ["Three"]], "PDF")
@@ -31,6 +32,8 @@ def fake_ocr() -> FakeOcr:
 @pytest.fixture
 def client(sessions: sessionmaker[Session], fake_ocr: FakeOcr) -> FlaskClient:
     limits = {"max_upload_bytes": 2_000_000, "max_pages": 5, "max_pixels": 20_000_000}
+    # The fake OCR server's row, as a real one keeps it: it reads English.
+    seen_ocr_server(sessions)
     return api_client(sessions, fake_ocr, **limits)
 
 
