@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from flask import Response, jsonify
 
 from ocr_common.errors import Conflict
+from ocr_common.job_summary import job_summary
 from ocr_common.models import Job, JobStatus
 from ocr_common.options import invalid_option
 from ocr_common.results import public_result, to_hocr, to_tsv
@@ -24,35 +24,6 @@ def result_format(values: Mapping[str, Any]) -> str:
     if value not in FORMATS:
         raise invalid_option("format", f"{value[:20]!r} is not one of " + ", ".join(FORMATS))
     return value
-
-
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat(timespec="microseconds") + "Z"
-
-
-def job_summary(job: Job) -> dict[str, Any]:
-    failure = job.failure()
-    error = None
-    if failure is not None:
-        error = {"code": failure.code, "message": job.error_message or failure.message}
-    progress = None
-    if job.pages_total is not None:
-        progress = {"pages_done": job.pages_done or 0, "pages_total": job.pages_total}
-    return {
-        "id": job.id,
-        "status": job.status.value,
-        "kind": job.kind,
-        "api": job.api.value,
-        "created_at": _time(job.created_at),
-        "started_at": _time(job.started_at),
-        "finished_at": _time(job.finished_at),
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "format": job.format,
-        "options": job.options.to_dict() if job.options is not None else None,
-        "progress": progress,
-        "error": error,
-    }
 
 
 def job_body(job: Job, result: dict[str, Any] | None) -> dict[str, Any]:

@@ -98,6 +98,9 @@ class JobSummary(Schema):
     )
     progress: Progress | None = Field(description="pages read so far")
     error: ErrorDetail | None = Field(description="why the job failed or was canceled")
+    webhook_url: str | None = Field(
+        description="where the job's end is POSTed (a password in it shown as ***)"
+    )
 
 
 class Job(JobSummary):

@@ -13,6 +13,15 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .errors import BadRequest
+from .webhooks import (
+    DEFAULT_RETRY_SCHEDULE,
+    AddressPolicy,
+    check_webhook_url,
+    parse_retry_schedule,
+    parse_secrets,
+)
+
 DEFAULT_DATABASE_URL = "sqlite:///./data/ocr.db"
 MIB = 1024 * 1024
 # The ``dpi`` a request may ask for: below, text is unreadable; above, pages are huge.
@@ -87,6 +96,11 @@ class Settings(BaseSettings):
     reuse_results: bool = True
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    webhook_secret: SecretStr | None = None
+    webhook_retry_schedule: str = DEFAULT_RETRY_SCHEDULE
+    webhook_allow: str | None = None
+    webhook_defaults: dict[str, str] = Field(default_factory=dict)
+    webhook_concurrency: int = Field(default=100, ge=1, le=10_000)
 
     @field_validator("database_url")
     @classmethod
@@ -129,6 +143,25 @@ class Settings(BaseSettings):
                 raise ValueError('must look like "60/minute" or "10/second;1000/hour"') from None
         return value or None
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_secrets(value.get_secret_value())
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _webhook_retry_schedule(cls, value: str) -> str:
+        parse_retry_schedule(value)
+        return value
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _webhook_allow(cls, value: str | None) -> str | None:
+        AddressPolicy.parse(value)
+        return value or None
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -148,6 +181,17 @@ class Settings(BaseSettings):
                 "OCR_ENGINE_MAX_RSS_MB (recycle an engine after a page) must be smaller than "
                 "OCR_ENGINE_MAX_MEMORY_MB (the hard ceiling during a page)"
             )
+        owners = set(self.api_key_owners.values())
+        for owner, url in self.webhook_defaults.items():
+            if owner not in owners:
+                raise ValueError(
+                    f"OCR_WEBHOOK_DEFAULTS names {owner[:64]!r}, which is no key's name in "
+                    "OCR_API_KEYS (a default is per API key)"
+                )
+            try:
+                check_webhook_url(url, self.webhook_policy)
+            except BadRequest as exc:
+                raise ValueError(f"OCR_WEBHOOK_DEFAULTS[{owner!r}]: {exc.message}") from None
         return self
 
     @property
@@ -163,6 +207,20 @@ class Settings(BaseSettings):
         if self.max_queued_per_key:
             bounds.append(self.max_queued_per_key)
         return min([self.max_batch, *bounds])
+
+    @property
+    def webhook_keys(self) -> tuple[bytes, ...]:
+        """The keys deliveries are signed with (none: webhooks are not sent)."""
+        secret = self.webhook_secret
+        return parse_secrets(secret.get_secret_value()) if secret else ()
+
+    @property
+    def webhook_retry_delays_s(self) -> tuple[float, ...]:
+        return parse_retry_schedule(self.webhook_retry_schedule)
+
+    @property
+    def webhook_policy(self) -> AddressPolicy:
+        return AddressPolicy.parse(self.webhook_allow)
 
     @property
     def internal_token_value(self) -> str | None:
@@ -183,7 +241,7 @@ def _limit_amounts(spec: str) -> list[int]:
 
 _KEY_HASH = re.compile(r"sha256:([0-9a-f]{64})")
 _OWNER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-SECRET_FIELDS = frozenset({"internal_token", "api_keys"})
+SECRET_FIELDS = frozenset({"internal_token", "api_keys", "webhook_secret", "webhook_defaults"})
 
 
 def _hide_password(url: str) -> str:

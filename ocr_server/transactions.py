@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import TypeVar
 
 from sqlalchemy.exc import OperationalError
@@ -34,9 +35,16 @@ def is_deadlock(exc: BaseException) -> bool:
 class Transactions:
     """Runs job-store work in one short transaction each, off the event loop."""
 
-    def __init__(self, sessions: sessionmaker[Session], stats: DispatcherStats):
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        stats: DispatcherStats,
+        executor: Executor | None = None,
+    ):
         self._sessions = sessions
         self._stats = stats
+        # Threads of its own (the webhook sender's): none of them is one the dispatcher waits for.
+        self._executor = executor
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one short transaction on a worker thread (again if it deadlocked)."""
@@ -50,7 +58,10 @@ class Transactions:
             stop=stop_after_attempt(DEADLOCK_TRIES),
             reraise=True,
         )
-        return await asyncio.to_thread(retrying, in_transaction)
+        if self._executor is None:
+            return await asyncio.to_thread(retrying, in_transaction)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, retrying, in_transaction)
 
     def count_error(self, exc: Exception) -> None:
         self._stats.db_errors += 1

@@ -14,7 +14,7 @@ import yaml
 from sqlalchemy import create_engine, delete, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from ocr_common.models import JobImageRow, JobRow
+from ocr_common.models import JobImageRow, JobRow, WebhookDeliveryRow
 
 SCALED_OBJECT = Path(__file__).resolve().parents[1] / "deploy/k8s/base/ocr-scaledobject.yaml"
 
@@ -45,6 +45,7 @@ def scratch_database(base_url: str, prefix: str) -> Iterator[str]:
 
 def empty_tables(engine: Engine) -> None:
     with engine.begin() as conn:
+        conn.execute(delete(WebhookDeliveryRow))
         conn.execute(delete(JobImageRow))
         conn.execute(delete(JobRow))
 
