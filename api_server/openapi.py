@@ -26,6 +26,9 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 # The tag of each blueprint's operations.
 TAGS = {"compat": "original", "v1": "v1", "ops": "operations"}
 _PATH_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+# The requests the service itself sends (OpenAPI 3.1 "webhooks"): name -> Operation, added to
+# app.extensions by the blueprint that sends them.
+WEBHOOKS_EXTENSION = "ocr_openapi_webhooks"
 
 bp = Blueprint("openapi", __name__)
 
@@ -99,10 +102,24 @@ def _body(body: Body) -> dict[str, Any]:
     return out
 
 
+def _params(op: Operation) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": p.name,
+            "in": p.where,
+            "required": False,
+            "description": p.description,
+            "schema": p.schema,
+        }
+        for p in op.params
+    ]
+
+
 def build_spec(app: Flask) -> dict[str, Any]:
-    """The OpenAPI document of every documented view of ``app``."""
+    """The OpenAPI document of every documented view of ``app``, and of its webhooks."""
     paths: dict[str, dict[str, Any]] = {}
-    operations: list[Operation] = []
+    webhooks: dict[str, Operation] = app.extensions.get(WEBHOOKS_EXTENSION, {})
+    operations: list[Operation] = list(webhooks.values())
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions.get(rule.endpoint)
         op: Operation | None = getattr(view, "__openapi__", None)
@@ -115,16 +132,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
             {"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
             for arg in sorted(rule.arguments)
         ]
-        params += [
-            {
-                "name": p.name,
-                "in": p.where,
-                "required": False,
-                "description": p.description,
-                "schema": p.schema,
-            }
-            for p in op.params
-        ]
+        params += _params(op)
         entry: dict[str, Any] = {
             "operationId": rule.endpoint.replace(".", "_"),
             "summary": op.summary,
@@ -151,6 +159,18 @@ def build_spec(app: Flask) -> dict[str, Any]:
             "and the original API (/image-sync, /image, /allimages).",
         },
         "paths": paths,
+        "webhooks": {
+            name: {
+                "post": {
+                    "summary": op.summary,
+                    "description": op.description,
+                    "parameters": _params(op),
+                    "requestBody": {"required": True, **_body(op.request)} if op.request else {},
+                    "responses": {str(code): _body(body) for code, body in op.responses.items()},
+                }
+            }
+            for name, op in webhooks.items()
+        },
         "components": {"schemas": components.get("$defs", {})},
     }
 

@@ -8,8 +8,8 @@ from typing import Any
 from flask import Response, jsonify
 
 from ocr_common.errors import Conflict
-from ocr_common.job_summary import job_summary
-from ocr_common.models import Job, JobStatus
+from ocr_common.job_summary import iso_time, job_summary
+from ocr_common.models import Job, JobStatus, WebhookDelivery
 from ocr_common.options import invalid_option
 from ocr_common.results import public_result, to_hocr, to_tsv
 
@@ -26,19 +26,45 @@ def result_format(values: Mapping[str, Any]) -> str:
     return value
 
 
-def job_body(job: Job, result: dict[str, Any] | None) -> dict[str, Any]:
+def job_body(
+    job: Job, result: dict[str, Any] | None, deliveries: list[WebhookDelivery] | None = None
+) -> dict[str, Any]:
     done = job.status == JobStatus.SUCCEEDED
     return {
         **job_summary(job),
         "text": job.text if done else None,
         "pages": public_result(result)["pages"] if done and result is not None else None,
+        "webhook_deliveries": (
+            None if job.webhook_url is None else [_delivery(d) for d in deliveries or []]
+        ),
     }
 
 
-def render_job(job: Job, result: dict[str, Any] | None, fmt: str) -> Response:
+def _delivery(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event": delivery.event,
+        "status": delivery.status.value,
+        "attempts": delivery.attempts,
+        "created_at": iso_time(delivery.created_at),
+        "last_attempt_at": iso_time(delivery.last_attempt_at),
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+        # While it is pending: when it is tried next (or, during an attempt, when a sender
+        # that vanished would lose it).
+        "next_attempt_at": iso_time(delivery.next_attempt_at),
+    }
+
+
+def render_job(
+    job: Job,
+    result: dict[str, Any] | None,
+    fmt: str,
+    deliveries: list[WebhookDelivery] | None = None,
+) -> Response:
     """The job in the asked ``format``: the JSON job, or its text, hOCR or TSV."""
     if fmt == "json":
-        return jsonify(job_body(job, result))
+        return jsonify(job_body(job, result, deliveries))
     if job.status != JobStatus.SUCCEEDED:
         if (failure := job.failure()) is not None:
             raise failure

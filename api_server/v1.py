@@ -4,22 +4,39 @@ jobs. Each view parses (``uploads``, ``pagination``, ``idempotency``), stores or
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
 from ocr_common import job_store
-from ocr_common.errors import EngineError, NotFound, OcrError
+from ocr_common.errors import BadRequest, EngineError, NotFound, OcrError
 from ocr_common.models import Job, JobApi, JobStatus
+from ocr_common.webhooks import WEBHOOK_URL_FIELD, check_webhook_url
 
 from . import idempotency, jobs, schemas
 from .access import check_queue_room, current_owner
-from .openapi import Body, Operation
+from .openapi import WEBHOOKS_EXTENSION, Body, Operation
 from .pagination import decode_cursor, next_cursor, page_size, status_filter
 from .rendering import job_body, job_summary, render_accepted, render_job, result_format
 from .services import current_services
 from .uploads import read_submission
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
+JOB_ENDED = Operation(
+    summary="A job ended",
+    description="POSTed to the job's webhook_url when it succeeds, fails or is canceled; "
+    "tried again on OCR_WEBHOOK_RETRY_SCHEDULE until the receiver answers 2xx. Verify the "
+    "signature (Standard Webhooks) before trusting it; the same webhook-id may come twice.",
+    params=schemas.WEBHOOK_HEADERS,
+    request=Body("the event", {"application/json": schemas.WebhookEvent}),
+    responses={200: Body("any 2xx: received")},
+)
+bp.record_once(
+    lambda state: state.app.extensions.setdefault(WEBHOOKS_EXTENSION, {}).update(jobEnded=JOB_ENDED)
+)
 
 
 @bp.post("/ocr")
@@ -60,8 +77,8 @@ def ocr_now() -> Response:
     description="Asynchronous: 202 once the job is stored, with Location: /v1/jobs/{id}. With "
     "an Idempotency-Key, the same key and document return the same job; the same key with "
     "another document is a 409.",
-    params=(*schemas.OPTION_PARAMS, schemas.IDEMPOTENCY_PARAM),
-    request=schemas.DOCUMENT_BODY,
+    params=(*schemas.JOB_PARAMS, schemas.IDEMPOTENCY_PARAM),
+    request=schemas.JOB_DOCUMENT_BODY,
     responses={
         202: Body(
             "the queued job (or, for a repeated Idempotency-Key, the job it created)",
@@ -75,8 +92,13 @@ def ocr_now() -> Response:
 def submit_job() -> Response:
     svc = current_services()
     key = idempotency.requested_key()
-    submission, _ = read_submission()
-    if (earlier := idempotency.earlier_job(key, submission.digest)) is not None:
+    submission, extra = read_submission(extra=(WEBHOOK_URL_FIELD,))
+    webhook_url = read_webhook_url(extra)
+    digest = submission.digest
+    if webhook_url is not None:
+        # Another receiver makes it another request.
+        digest = hashlib.sha256(f"{digest}\n{webhook_url}".encode()).hexdigest()
+    if (earlier := idempotency.earlier_job(key, digest)) is not None:
         return render_accepted(earlier, replayed=True)
     check_queue_room(1)
     try:
@@ -86,15 +108,34 @@ def submit_job() -> Response:
                 submission,
                 api=JobApi.V1,
                 idempotency_key=key,
-                request_digest=submission.digest,
+                request_digest=digest,
+                webhook_url=webhook_url,
             )
     except IntegrityError:
         # Another request with the same key won the race: answer what it created.
-        if (earlier := idempotency.earlier_job(key, submission.digest)) is None:
+        if (earlier := idempotency.earlier_job(key, digest)) is None:
             raise
         return render_accepted(earlier, replayed=True)
     svc.ocr.notify()
     return render_accepted(job)
+
+
+def read_webhook_url(values: Mapping[str, Any]) -> str | None:
+    """The job's ``webhook_url`` (checked: an http(s) URL, not at an address webhooks may not
+    reach), else the caller's key's default (OCR_WEBHOOK_DEFAULTS); None: no webhook."""
+    settings = current_services().settings
+    value = values.get(WEBHOOK_URL_FIELD)
+    if value in (None, ""):
+        owner = current_owner()
+        return None if owner is None else settings.webhook_defaults.get(owner)
+    if not settings.webhook_keys:
+        raise BadRequest(
+            "this server sends no webhooks (OCR_WEBHOOK_SECRET is not set): leave out "
+            f'"{WEBHOOK_URL_FIELD}" and poll the job',
+            code="webhooks_disabled",
+            field=WEBHOOK_URL_FIELD,
+        )
+    return check_webhook_url(value, settings.webhook_policy)
 
 
 def load_job(value: str) -> Job:
@@ -127,11 +168,13 @@ def load_job(value: str) -> Job:
 def get_job(job_id: str) -> Response:
     fmt = result_format(request.args)
     job = load_job(job_id)
-    result = None
-    if job.status == JobStatus.SUCCEEDED:
-        with current_services().sessions() as session:
+    result = deliveries = None
+    with current_services().sessions() as session:
+        if job.status == JobStatus.SUCCEEDED:
             result = job_store.get_result(session, job.id)
-    return render_job(job, result, fmt)
+        if job.webhook_url is not None and fmt == "json":
+            deliveries = job_store.job_deliveries(session, job.id)
+    return render_job(job, result, fmt, deliveries)
 
 
 @bp.delete("/jobs/<job_id>")
@@ -152,7 +195,7 @@ def delete_job(job_id: str) -> Response:
         if job_store.cancel(session, job.id):
             canceled = job_store.get_job(session, job.id)
             assert canceled is not None
-            return jsonify(job_body(canceled, None))
+            return jsonify(job_body(canceled, None, job_store.job_deliveries(session, job.id)))
         if not job_store.delete_finished(session, job.id):
             raise NotFound(f"no job with id {job_id}", code="job_not_found")
     return Response(status=204)
