@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -145,6 +146,7 @@ class WebhookSender:
         *,
         resolve: Resolve = system_resolve,
         timeout_s: float = ATTEMPT_TIMEOUT_S,
+        tls: ssl.SSLContext | None = None,
     ):
         self.sender_id = f"{socket.gethostname()[:40]}-webhooks-{uuid.uuid4().hex[:8]}"
         self._keys = settings.webhook_keys
@@ -156,6 +158,8 @@ class WebhookSender:
         # A sender that vanished mid-attempt loses the delivery this long after its claim.
         self._lease_s = settings.lease_s + timeout_s
         self._resolve = resolve
+        # None: the system's certificate authorities (tests pass their own).
+        self._tls = tls
         self._db_threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="webhook-db")
         self._dns_threads = ThreadPoolExecutor(DNS_THREADS, thread_name_prefix="webhook-dns")
         self._db = Transactions(sessions, stats, executor=self._db_threads)
@@ -180,6 +184,7 @@ class WebhookSender:
             resolver=GuardedResolver(self._policy, self._resolve, self._dns_threads),
             use_dns_cache=False,
             limit=self._cap,
+            ssl=self._tls if self._tls is not None else True,
         )
         self._http = aiohttp.ClientSession(
             connector=connector,

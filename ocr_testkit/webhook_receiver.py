@@ -4,6 +4,9 @@ request and answers as it is told (a status, a delay, a redirect, an answer held
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -37,8 +40,11 @@ class Received:
 class WebhookReceiver:
     """Records the webhooks sent to ``url``; answers with ``answers`` in turn, then ``default``."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1"):
+    def __init__(
+        self, port: int | None = None, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+    ):
         self.host = host
+        self.tls = tls
         self.port = port or free_port()
         self.received: list[Received] = []
         self.answers: list[Answer] = []
@@ -51,7 +57,7 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/hook"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/hook"
 
     def start(self) -> WebhookReceiver:
         receiver = self
@@ -85,6 +91,8 @@ class WebhookReceiver:
         self._stopped.clear()
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -118,9 +126,70 @@ class WebhookReceiver:
 
 
 @contextlib.contextmanager
-def receiving(port: int | None = None) -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver(port).start()
+def receiving(
+    port: int | None = None, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(port, host, tls).start()
     try:
         yield receiver
     finally:
         receiver.stop()
+
+
+def tls_contexts(names: list[str]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A receiver's TLS context with a certificate for ``names`` from a CA made for the test,
+    and a client context that trusts only that CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None,
+        issuer_key: ec.EllipticCurvePrivateKey | None, ca: bool,
+    ) -> x509.Certificate:  # fmt: skip
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer or name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+            )
+        return builder.sign(issuer_key or key, hashes.SHA256())
+
+    ca_key, leaf_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = certificate("webhook test CA", ca_key, None, None, ca=True)
+    leaf = certificate(names[0], leaf_key, ca.subject, ca_key, ca=False)
+    pem = serialization.Encoding.PEM
+    with tempfile.TemporaryDirectory() as folder:
+        cert_path, key_path = f"{folder}/cert.pem", f"{folder}/key.pem"
+        with open(cert_path, "wb") as out:
+            out.write(leaf.public_bytes(pem))
+        with open(key_path, "wb") as out:
+            out.write(
+                leaf_key.private_bytes(
+                    pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(cert_path, key_path)
+    client = ssl.create_default_context(cadata=ca.public_bytes(pem).decode())
+    return server, client

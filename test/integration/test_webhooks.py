@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
+import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +35,13 @@ from ocr_common.settings import Settings, load_settings
 from ocr_server.metrics import DispatcherStats
 from ocr_server.webhooks import WebhookSender, event_body
 from ocr_testkit.waits import wait_until_async
-from ocr_testkit.webhook_receiver import Answer, Received, WebhookReceiver, receiving
+from ocr_testkit.webhook_receiver import (
+    Answer,
+    Received,
+    WebhookReceiver,
+    receiving,
+    tls_contexts,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"the current webhook secret, 32 b").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"the secret before it, 32 bytes!!").decode()
@@ -442,3 +451,167 @@ def test_the_event_body_is_the_jobs_summary_without_its_text(
     assert body["data"]["id"] == job_id and body["data"]["status"] == "succeeded"
     assert body["data"]["webhook_url"] == "https://user:***@example.com/hook?token=t"
     assert "the text" not in json.dumps(body)
+
+
+# -- never aimed inward -------------------------------------------------------------------------
+
+
+def pointing(table: dict[str, list[str]], calls: list[str] | None = None) -> Any:
+    """A resolver the test points: host -> its addresses (one lookup each, recorded)."""
+
+    def resolve(host: str, _port: int, _family: int) -> list[tuple[int, str]]:
+        if calls is not None:
+            calls.append(host)
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in table[host]]
+
+    return resolve
+
+
+def refused_delivery(sessions: sessionmaker[Session], url: str, **sender_args: Any) -> str:
+    """End a job whose webhook is ``url`` (stored as is: the allow list may have changed since
+    it was accepted), send with no allow list; the delivery's error."""
+    job_id = end_job(sessions, url, "succeeded")
+    settings = webhook_settings(webhook_allow="", webhook_retry_schedule="0.1,0.1")
+    send_until(sessions, settings, delivered(sessions, job_id), **sender_args)
+    [delivery] = deliveries(sessions, job_id)
+    # Given up at once, without retrying: the address will not change by waiting.
+    assert (delivery.status, delivery.attempts, delivery.last_status) == (
+        DeliveryStatus.FAILED,
+        1,
+        None,
+    )
+    assert delivery.last_error is not None
+    return delivery.last_error
+
+
+def test_a_receiver_on_a_refused_address_gets_no_request(sessions: sessionmaker[Session]) -> None:
+    with receiving() as receiver:
+        error = refused_delivery(sessions, receiver.url)
+    assert error == "127.0.0.1 is a loopback address"
+    assert receiver.received == []
+
+
+def test_a_name_the_system_resolves_to_loopback_is_refused(
+    sessions: sessionmaker[Session],
+) -> None:
+    with receiving() as receiver:
+        error = refused_delivery(sessions, f"http://localhost:{receiver.port}/hook")
+    assert error.startswith("localhost resolves to ") and error.endswith("a loopback address")
+    assert receiver.received == []
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("10.0.0.7", "private"),
+        ("172.20.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("100.100.100.200", "shared (carrier-grade NAT)"),
+        ("169.254.169.254", "link-local"),
+        ("224.0.0.251", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("::1", "loopback"),
+        ("fe80::1", "link-local"),
+        ("fd00:ec2::254", "unique-local"),
+        ("ff02::1", "multicast"),
+        ("::", "unspecified"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::ffff:169.254.169.254", "link-local"),
+        ("::ffff:10.0.0.1", "private"),
+    ],
+)
+def test_a_name_that_resolves_to_a_refused_address_is_a_failed_delivery(
+    sessions: sessionmaker[Session], address: str, reason: str
+) -> None:
+    calls: list[str] = []
+    resolve = pointing({"hooks.test": [address]}, calls)
+    error = refused_delivery(sessions, "https://hooks.test/hook", resolve=resolve)
+    assert error.startswith(f"hooks.test resolves to {ipaddress.ip_address(address)}, a {reason}")
+    assert calls == ["hooks.test"]
+
+
+def test_a_name_with_one_refused_address_among_public_ones_is_refused(
+    sessions: sessionmaker[Session],
+) -> None:
+    resolve = pointing({"hooks.test": ["93.184.215.14", "127.0.0.1"]})
+    error = refused_delivery(sessions, "http://hooks.test/", resolve=resolve)
+    assert error == "hooks.test resolves to 127.0.0.1, a loopback address"
+
+
+def test_the_name_is_looked_up_once_and_that_address_connected_to(
+    sessions: sessionmaker[Session],
+) -> None:
+    # A rebinding name: an allowed address first, a refused one on every later lookup.
+    answers = iter([["127.0.0.2"]])
+    calls: list[str] = []
+
+    def rebinding(host: str, port: int, family: int) -> list[tuple[int, str]]:
+        calls.append(host)
+        return [(socket.AF_INET, address) for address in next(answers, ["127.0.0.1"])]
+
+    with receiving(host="127.0.0.2") as allowed, receiving(port=allowed.port) as inward:
+        job_id = end_job(sessions, f"http://rebind.test:{allowed.port}/hook", "succeeded")
+        settings = webhook_settings(webhook_allow="127.0.0.2")
+        send_until(sessions, settings, delivered(sessions, job_id), resolve=rebinding)
+    assert len(allowed.received) == 1 and inward.received == []
+    assert calls == ["rebind.test"]
+    assert deliveries(sessions, job_id)[0].status == DeliveryStatus.DELIVERED
+
+
+def test_a_redirect_to_a_refused_address_is_not_followed(sessions: sessionmaker[Session]) -> None:
+    with receiving(host="127.0.0.3") as inward, receiving() as receiver:
+        receiver.default = Answer(302, headers={"Location": inward.url})
+        job_id = end_job(sessions, receiver.url, "succeeded")
+        settings = webhook_settings(webhook_retry_schedule="")
+        send_until(sessions, settings, delivered(sessions, job_id))
+    assert len(receiver.received) == 1 and inward.received == []
+    [delivery] = deliveries(sessions, job_id)
+    assert (delivery.status, delivery.last_status) == (DeliveryStatus.FAILED, 302)
+
+
+def test_https_to_the_looked_up_address_still_checks_the_certificate_against_the_name(
+    sessions: sessionmaker[Session],
+) -> None:
+    server_tls, client_tls = tls_contexts(["hooks.test"])
+    with receiving(tls=server_tls) as receiver:
+        resolve = pointing({"hooks.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+        good = end_job(sessions, f"https://hooks.test:{receiver.port}/hook", "succeeded")
+        wrong = end_job(sessions, f"https://other.test:{receiver.port}/hook", "succeeded")
+        settings = webhook_settings(webhook_retry_schedule="")
+        both = lambda: delivered(sessions, good)() and delivered(sessions, wrong)()  # noqa: E731
+        send_until(sessions, settings, both, resolve=resolve, tls=client_tls)
+    assert deliveries(sessions, good)[0].status == DeliveryStatus.DELIVERED
+    [refused] = deliveries(sessions, wrong)
+    assert refused.status == DeliveryStatus.FAILED and refused.last_error is not None
+    assert "other.test" in refused.last_error and "certificate" in refused.last_error.lower()
+    assert [verified(r)["data"]["id"] for r in receiver.received] == [good]
+
+
+def test_credentials_in_the_url_are_sent_but_never_logged(
+    sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver = WebhookReceiver()
+    url = f"http://hook-user:s3cr3t-pw@127.0.0.1:{receiver.port}/hook?token=t0k3n"
+    job_id = end_job(sessions, url, "succeeded")
+
+    def down_then_up() -> bool:
+        if deliveries(sessions, job_id)[0].attempts >= 1 and receiver._server is None:
+            receiver.start()
+        return delivered(sessions, job_id)()
+
+    caplog.set_level(logging.DEBUG)
+    try:
+        send_until(sessions, webhook_settings(), down_then_up)
+    finally:
+        receiver.stop()
+    [request] = receiver.received
+    assert request.path == "/hook?token=t0k3n"
+    expected = base64.b64encode(b"hook-user:s3cr3t-pw").decode()
+    assert request.headers["Authorization"] == f"Basic {expected}"
+    logged = caplog.text
+    assert f"http://127.0.0.1:{receiver.port}" in logged
+    assert "s3cr3t-pw" not in logged and "t0k3n" not in logged
+    with sessions() as session:
+        errors = session.scalars(select(WebhookDeliveryRow.last_error)).all()
+    assert not any("s3cr3t" in (error or "") for error in errors)
