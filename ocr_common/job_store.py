@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from .models import (
     ClaimedDelivery,
     ClaimedJob,
+    DeliveryAttempt,
     DeliveryStatus,
     Job,
     JobApi,
@@ -710,39 +711,52 @@ def claim_deliveries(
     ]
 
 
-def record_attempt(
-    session: Session,
-    *,
-    delivery: ClaimedDelivery,
-    sender_id: str,
-    status: DeliveryStatus,
-    next_attempt_at: datetime | None,
-    http_status: int | None = None,
-    error: str | None = None,
-) -> bool:
-    """Write how ``delivery``'s attempt went, if ``sender_id`` still holds that attempt.
+def record_attempts(
+    session: Session, *, sender_id: str, attempts: Sequence[DeliveryAttempt]
+) -> list[str]:
+    """Write how each attempt went, for the attempts ``sender_id`` still holds; returns the
+    delivery ids written, in the order given.
 
-    False: its lease ran out and another sender took the delivery again; that later attempt's
-    outcome is the one recorded.
+    An attempt left out lost its lease: another sender took the delivery again, and that later
+    attempt's outcome is the one recorded. A SELECT and an UPDATE whatever the batch size.
     """
-    written = _rows(
-        session,
-        update(DELIVERIES)
+    if not attempts:
+        return []
+    by_id = {attempt.delivery_id: attempt for attempt in attempts}
+    rows = session.execute(
+        select(DELIVERIES.c.id, DELIVERIES.c.attempts)
         .where(
-            DELIVERIES.c.id == delivery.id,
+            DELIVERIES.c.id.in_(by_id),
             DELIVERIES.c.claimed_by == sender_id,
-            DELIVERIES.c.attempts == delivery.attempts,
             DELIVERIES.c.status == PENDING,
         )
+        .with_for_update()
+    )
+    held = [key for key, number in rows if by_id[key].attempt == number]
+    if not held:
+        return []
+
+    def per_delivery(values: dict[str, Any]) -> Any:
+        if len(set(values.values())) == 1:
+            return next(iter(values.values()))
+        return case(values, value=DELIVERIES.c.id)
+
+    chosen = [by_id[key] for key in held]
+    _rows(
+        session,
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id.in_(held))
         .values(
-            status=status.value,
-            next_attempt_at=next_attempt_at,
+            status=per_delivery({a.delivery_id: a.status.value for a in chosen}),
+            next_attempt_at=per_delivery({a.delivery_id: a.next_attempt_at for a in chosen}),
             last_attempt_at=utcnow(),
-            last_status=http_status,
-            last_error=None if error is None else error[:255],
+            last_status=per_delivery({a.delivery_id: a.http_status for a in chosen}),
+            last_error=per_delivery(
+                {a.delivery_id: None if a.error is None else a.error[:255] for a in chosen}
+            ),
         ),
     )
-    return bool(written)
+    return [attempt.delivery_id for attempt in attempts if attempt.delivery_id in set(held)]
 
 
 def job_deliveries(session: Session, job_id: str) -> list[WebhookDelivery]:

@@ -269,6 +269,20 @@ class JobOutcome:
 
 
 @dataclass(frozen=True)
+class DeliveryAttempt:
+    """How attempt number ``attempt`` of a delivery went, to be written by
+    ``job_store.record_attempts``: delivered, failed for good, or pending until
+    ``next_attempt_at``."""
+
+    delivery_id: str
+    attempt: int
+    status: DeliveryStatus
+    next_attempt_at: datetime | None
+    http_status: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class ClaimedDelivery:
     """A delivery a sender now holds a lease on: its attempt number and the job it tells of."""
 

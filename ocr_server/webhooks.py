@@ -18,6 +18,7 @@ import logging
 import random
 import socket
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
 from ocr_common.job_summary import iso_time, job_summary
-from ocr_common.models import ClaimedDelivery, DeliveryStatus, JobStatus
+from ocr_common.models import ClaimedDelivery, DeliveryAttempt, DeliveryStatus, JobStatus
 from ocr_common.settings import Settings
 from ocr_common.webhooks import AddressPolicy, logged_url, signature
 
@@ -51,6 +52,8 @@ MAX_RESPONSE_BYTES = 64 * 1024
 # deliveries that failed together (a receiver down) do not all come back at once.
 JITTER = 0.2
 DB_THREADS = 2
+# Attempt outcomes written in one statement, at most.
+MAX_RECORDS_PER_WRITE = 500
 DNS_THREADS = 8
 USER_AGENT = "ocr-service-webhooks/1"
 
@@ -136,7 +139,9 @@ def event_body(delivery: ClaimedDelivery) -> dict[str, Any]:
 
 
 class WebhookSender:
-    """Sends the deliveries it claims, up to ``OCR_WEBHOOK_CONCURRENCY`` at once."""
+    """Sends the deliveries it claims, up to ``OCR_WEBHOOK_CONCURRENCY`` at once, on an event
+    loop of its own in a thread of its own: a burst of work here (a thousand attempts timing
+    out together) never holds up the loop that serves the engines."""
 
     def __init__(
         self,
@@ -164,14 +169,13 @@ class WebhookSender:
         self._dns_threads = ThreadPoolExecutor(DNS_THREADS, thread_name_prefix="webhook-dns")
         self._db = Transactions(sessions, stats, executor=self._db_threads)
         self._http: aiohttp.ClientSession | None = None
+        self._records: _Records | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._grace_s = 0.0
 
     def start(self) -> None:
         if not self._keys:
@@ -180,6 +184,30 @@ class WebhookSender:
                 "that has it)"
             )
             return
+        self._thread = threading.Thread(target=self._serve, name="webhooks", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception:
+            log.exception("the webhook sender stopped")
+
+    async def stop(self, grace_s: float) -> None:
+        """Claim no more; let attempts in flight end within ``grace_s`` (what does not is
+        retaken by any server once its lease ends)."""
+        if self._thread is not None:
+            await asyncio.to_thread(self._running.wait, 10)
+            if self._loop is not None and self._stop is not None:
+                self._grace_s = grace_s
+                self._loop.call_soon_threadsafe(self._stop.set)
+            await asyncio.to_thread(self._thread.join, grace_s + 10)
+        self._db_threads.shutdown(wait=False, cancel_futures=True)
+        self._dns_threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
         connector = aiohttp.TCPConnector(
             resolver=GuardedResolver(self._policy, self._resolve, self._dns_threads),
             use_dns_cache=False,
@@ -193,36 +221,32 @@ class WebhookSender:
             auto_decompress=False,
             headers={"User-Agent": USER_AGENT},
         )
-        self._task = asyncio.create_task(self._run(), name="webhooks")
-
-    def notify(self) -> None:
-        """Deliveries may be due: look now rather than at the next poll."""
-        self._wake.set()
-
-    async def stop(self, grace_s: float) -> None:
-        """Claim no more; let attempts in flight end within ``grace_s`` (what does not is
-        retaken by any server once its lease ends)."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._in_flight:
-            _, pending = await asyncio.wait(set(self._in_flight), timeout=grace_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        if self._http is not None:
+        self._records = _Records(self._db, self.sender_id, within_s=self._lease_s)
+        recording = asyncio.create_task(self._records.run(), name="webhook-records")
+        self._running.set()
+        try:
+            await self._run()
+            if self._in_flight:
+                _, late = await asyncio.wait(set(self._in_flight), timeout=self._grace_s)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+        finally:
+            recording.cancel()
+            await asyncio.gather(recording, return_exceptions=True)
             await self._http.close()
-        self._db_threads.shutdown(wait=False, cancel_futures=True)
-        self._dns_threads.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
-        while not self._stopping:
+        assert self._stop is not None
+        while not self._stop.is_set():
             if len(self._in_flight) >= self._cap:
-                await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
+                stopping = asyncio.ensure_future(self._stop.wait())
+                await asyncio.wait(
+                    {*self._in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+                stopping.cancel()
                 continue
             limit = self._cap - len(self._in_flight)
-            self._wake.clear()
             claim = functools.partial(
                 job_store.claim_deliveries,
                 sender_id=self.sender_id,
@@ -244,25 +268,24 @@ class WebhookSender:
                 await self._sleep(self._poll_s)
 
     async def _sleep(self, seconds: float) -> None:
+        assert self._stop is not None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        assert self._records is not None
         attempt = await self._attempt(delivery)
         status, next_attempt_at = self._verdict(delivery, attempt)
-
-        def record(session: Session) -> bool:
-            return job_store.record_attempt(
-                session,
-                delivery=delivery,
-                sender_id=self.sender_id,
-                status=status,
-                next_attempt_at=next_attempt_at,
-                http_status=attempt.http_status,
-                error=attempt.error,
+        written = await self._records.write(
+            DeliveryAttempt(
+                delivery.id,
+                delivery.attempts,
+                status,
+                next_attempt_at,
+                attempt.http_status,
+                attempt.error,
             )
-
-        written = await self._db.run_until_done(record, within_s=self._lease_s)
+        )
         server_metrics.WEBHOOK_ATTEMPTS.labels(attempt.outcome).inc()
         if written and status != DeliveryStatus.PENDING:
             server_metrics.WEBHOOK_DELIVERIES.labels(status.value).inc()
@@ -324,6 +347,45 @@ class WebhookSender:
         if 200 <= status < 300:
             return Attempt("delivered", status)
         return Attempt("http_error", status, f"the receiver answered HTTP {status}")
+
+
+class _Records:
+    """Writes how attempts went, those that end together in one transaction: a thousand
+    attempts timing out at once cost the database a few transactions, not a thousand."""
+
+    def __init__(self, transactions: Transactions, sender_id: str, within_s: float):
+        self._db = transactions
+        self._sender_id = sender_id
+        # Past this, another sender may hold the deliveries: the write is given up.
+        self._within_s = within_s
+        self._pending: list[tuple[DeliveryAttempt, asyncio.Future[bool]]] = []
+        self._ready = asyncio.Event()
+
+    async def write(self, attempt: DeliveryAttempt) -> bool:
+        """True once written; False if the attempt's lease was lost, or the write never
+        went through (the delivery is then tried again once its lease ends)."""
+        written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((attempt, written))
+        self._ready.set()
+        return await written
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            batch = self._pending[:MAX_RECORDS_PER_WRITE]
+            del self._pending[: len(batch)]
+            if self._pending:
+                self._ready.set()
+            record = functools.partial(
+                job_store.record_attempts,
+                sender_id=self._sender_id,
+                attempts=[attempt for attempt, _ in batch],
+            )
+            written = set(await self._db.run_until_done(record, within_s=self._within_s) or ())
+            for attempt, future in batch:
+                if not future.done():
+                    future.set_result(attempt.delivery_id in written)
 
 
 async def _read_some(response: aiohttp.ClientResponse, limit: int) -> None:

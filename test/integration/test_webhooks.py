@@ -23,6 +23,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from ocr_common import job_store
 from ocr_common.models import (
+    DeliveryAttempt,
     DeliveryStatus,
     JobImageRow,
     JobOutcome,
@@ -34,6 +35,7 @@ from ocr_common.models import (
 from ocr_common.settings import Settings, load_settings
 from ocr_server.metrics import DispatcherStats
 from ocr_server.webhooks import WebhookSender, event_body
+from ocr_testkit.database import statements_sent
 from ocr_testkit.waits import wait_until_async
 from ocr_testkit.webhook_receiver import (
     Answer,
@@ -401,14 +403,8 @@ def test_a_sender_that_vanished_mid_attempt_loses_it_to_another(
     assert request.headers["webhook-id"] == gone.id == delivery.id
     # The vanished sender comes back: its attempt's outcome is refused.
     with sessions.begin() as session:
-        assert not job_store.record_attempt(
-            session,
-            delivery=gone,
-            sender_id="gone",
-            status=DeliveryStatus.FAILED,
-            next_attempt_at=None,
-            error="late",
-        )
+        late = DeliveryAttempt(gone.id, gone.attempts, DeliveryStatus.FAILED, None, error="late")
+        assert job_store.record_attempts(session, sender_id="gone", attempts=[late]) == []
     assert deliveries(sessions, job_id)[0].status == DeliveryStatus.DELIVERED
 
 
@@ -615,3 +611,38 @@ def test_credentials_in_the_url_are_sent_but_never_logged(
     with sessions() as session:
         errors = session.scalars(select(WebhookDeliveryRow.last_error)).all()
     assert not any("s3cr3t" in (error or "") for error in errors)
+
+
+def test_attempts_that_end_together_are_written_by_one_update(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = [end_job(sessions, "https://example.com/hook", "succeeded") for _ in range(4)]
+    with sessions.begin() as session:
+        claimed = job_store.claim_deliveries(session, sender_id="s", lease_s=30, limit=3)
+        [stale] = job_store.claim_deliveries(session, sender_id="s", lease_s=0.2, limit=1)
+    assert stale.job.id == ids[3]
+    time.sleep(0.3)
+    with sessions.begin() as session:
+        # The stale one's lease ran out and another sender took it: its next attempt.
+        [taken] = job_store.claim_deliveries(session, sender_id="t", lease_s=30, limit=1)
+    assert taken.id == stale.id and taken.attempts == 2
+    by_job = {d.job.id: d for d in claimed}
+    later = job_store.utcnow() + timedelta(minutes=5)
+    attempts = [
+        DeliveryAttempt(by_job[ids[0]].id, 1, DeliveryStatus.DELIVERED, None, 204),
+        DeliveryAttempt(by_job[ids[1]].id, 1, DeliveryStatus.PENDING, later, 503, "HTTP 503"),
+        DeliveryAttempt(by_job[ids[2]].id, 1, DeliveryStatus.FAILED, None, None, "refused"),
+        DeliveryAttempt(stale.id, 1, DeliveryStatus.FAILED, None, None, "late"),
+    ]
+    with sessions.begin() as session, statements_sent(session.connection().engine) as sent:
+        written = job_store.record_attempts(session, sender_id="s", attempts=attempts)
+    assert written == [a.delivery_id for a in attempts[:3]]
+    assert sum(statement.startswith("UPDATE") for statement, _ in sent) == 1
+    shown = [deliveries(sessions, job_id)[0] for job_id in ids]
+    assert [(d.status, d.attempts, d.last_status, d.last_error) for d in shown] == [
+        (DeliveryStatus.DELIVERED, 1, 204, None),
+        (DeliveryStatus.PENDING, 1, 503, "HTTP 503"),
+        (DeliveryStatus.FAILED, 1, None, "refused"),
+        (DeliveryStatus.PENDING, 2, None, None),
+    ]
+    assert shown[1].next_attempt_at == later and shown[0].next_attempt_at is None

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api_server.schemas import Job, Problem
 from ocr_common import job_store
-from ocr_common.models import DeliveryStatus
+from ocr_common.models import DeliveryAttempt, DeliveryStatus
 from ocr_common.settings import hash_api_key
 from ocr_testkit.pages import HELLO_PNG
 
@@ -176,15 +176,15 @@ def test_the_job_shows_its_deliveries(client: FlaskClient, sessions: sessionmake
         [claimed] = job_store.claim_deliveries(session, sender_id="s", lease_s=30, limit=1)
     with sessions.begin() as session:
         later = job_store.utcnow()
-        assert job_store.record_attempt(
-            session,
-            delivery=claimed,
-            sender_id="s",
-            status=DeliveryStatus.PENDING,
-            next_attempt_at=later,
+        attempt = DeliveryAttempt(
+            claimed.id,
+            claimed.attempts,
+            DeliveryStatus.PENDING,
+            later,
             http_status=503,
             error="the receiver answered HTTP 503",
         )
+        assert job_store.record_attempts(session, sender_id="s", attempts=[attempt]) == [claimed.id]
     shown = client.get(f"/v1/jobs/{job['id']}").get_json()
     Job.model_validate(shown)
     [delivery] = shown["webhook_deliveries"]
