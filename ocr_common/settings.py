@@ -146,8 +146,10 @@ class Settings(BaseSettings):
     @field_validator("webhook_secret")
     @classmethod
     def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_secrets(value.get_secret_value())
+        # Empty (compose passes ${OCR_WEBHOOK_SECRET:-}) is unset: no webhooks.
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parse_secrets(value.get_secret_value())
         return value
 
     @field_validator("webhook_retry_schedule")

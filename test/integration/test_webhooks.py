@@ -9,17 +9,22 @@ import base64
 import ipaddress
 import json
 import logging
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from werkzeug.serving import make_server
 
 from ocr_common import job_store
 from ocr_common.models import (
@@ -36,6 +41,7 @@ from ocr_common.settings import Settings, load_settings
 from ocr_server.metrics import DispatcherStats
 from ocr_server.webhooks import WebhookSender, event_body
 from ocr_testkit.database import statements_sent
+from ocr_testkit.stack import free_port
 from ocr_testkit.waits import wait_until_async
 from ocr_testkit.webhook_receiver import (
     Answer,
@@ -128,6 +134,12 @@ def delivered(sessions: sessionmaker[Session], job_id: str) -> Callable[[], bool
         return bool(found) and found[0].status != DeliveryStatus.PENDING
 
     return check
+
+
+def counted(outcome: str, what: str = "attempts") -> float:
+    """``ocr_webhook_{what}_total{outcome=...}`` as /metrics shows it now."""
+    value = REGISTRY.get_sample_value(f"ocr_webhook_{what}_total", {"outcome": outcome})
+    return value or 0.0
 
 
 def verified(request: Received, secret: str = SECRET) -> dict[str, Any]:
@@ -278,6 +290,7 @@ def test_a_receiver_down_then_up_gets_the_delivery_under_the_same_id(
     receiver = WebhookReceiver()  # not started: its port refuses connections
     job_id = end_job(sessions, receiver.url, "succeeded")
     settings = webhook_settings(webhook_retry_schedule="0.3,0.3,0.3,0.3,0.3,0.3")
+    before = counted("unreachable"), counted("delivered"), counted("delivered", "deliveries")
 
     def first_failure_then_up() -> bool:
         found = deliveries(sessions, job_id)[0]
@@ -295,6 +308,11 @@ def test_a_receiver_down_then_up_gets_the_delivery_under_the_same_id(
     assert request.headers["webhook-id"] == delivery.id
     assert delivery.attempts >= 3 and delivery.last_status == 200
     assert verified(request)["data"]["id"] == job_id
+    assert counted("unreachable") == before[0] + delivery.attempts - 1
+    assert (counted("delivered"), counted("delivered", "deliveries")) == (
+        before[1] + 1,
+        before[2] + 1,
+    )
 
 
 def test_errors_are_retried_on_the_schedule_then_given_up(
@@ -304,6 +322,7 @@ def test_errors_are_retried_on_the_schedule_then_given_up(
         receiver.default = Answer(500)
         job_id = end_job(sessions, receiver.url, "failed")
         settings = webhook_settings(webhook_retry_schedule="0.5,1")
+        before = counted("http_error"), counted("failed", "deliveries")
         started = time.monotonic()
         send_until(sessions, settings, delivered(sessions, job_id))
         time.sleep(0.5)  # nothing more comes
@@ -321,6 +340,8 @@ def test_errors_are_retried_on_the_schedule_then_given_up(
     )
     assert delivery.last_error == "the receiver answered HTTP 500"
     assert delivery.next_attempt_at is None
+    assert counted("http_error") == before[0] + 3
+    assert counted("failed", "deliveries") == before[1] + 1
     # Every attempt is signed afresh: its own timestamp, the same id, a valid signature.
     assert all(verified(request)["data"]["id"] == job_id for request in requests)
 
@@ -352,10 +373,12 @@ def test_the_timeout_is_an_attempt_that_failed(sessions: sessionmaker[Session]) 
         receiver.default = Answer(200, hold=hold)
         job_id = end_job(sessions, receiver.url, "succeeded")
         settings = webhook_settings(webhook_retry_schedule="")
+        timeouts = counted("timeout")
         try:
             send_until(sessions, settings, delivered(sessions, job_id), timeout_s=1)
         finally:
             hold.set()
+    assert counted("timeout") == timeouts + 1
     [delivery] = deliveries(sessions, job_id)
     assert delivery.status == DeliveryStatus.FAILED
     assert delivery.last_error == "no answer within 1 s" and delivery.last_status is None
@@ -468,7 +491,9 @@ def refused_delivery(sessions: sessionmaker[Session], url: str, **sender_args: A
     it was accepted), send with no allow list; the delivery's error."""
     job_id = end_job(sessions, url, "succeeded")
     settings = webhook_settings(webhook_allow="", webhook_retry_schedule="0.1,0.1")
+    before = counted("refused"), counted("failed", "deliveries")
     send_until(sessions, settings, delivered(sessions, job_id), **sender_args)
+    assert (counted("refused"), counted("failed", "deliveries")) == (before[0] + 1, before[1] + 1)
     [delivery] = deliveries(sessions, job_id)
     # Given up at once, without retrying: the address will not change by waiting.
     assert (delivery.status, delivery.attempts, delivery.last_status) == (
@@ -646,3 +671,36 @@ def test_attempts_that_end_together_are_written_by_one_update(
         (DeliveryStatus.PENDING, 2, None, None),
     ]
     assert shown[1].next_attempt_at == later and shown[0].next_attempt_at is None
+
+
+def test_the_receiver_in_the_readme_takes_a_real_delivery_and_refuses_a_forged_one(
+    sessions: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(r"```python\n(from flask import Flask, request\n.*?)```", readme, re.S)
+    assert found is not None
+    namespace: dict[str, Any] = {"__name__": __name__}
+    exec(found.group(1).replace('"whsec_..."', repr(SECRET)), namespace)  # noqa: S102
+    port = free_port()
+    server = make_server("127.0.0.1", port, namespace["app"], threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{port}/ocr-events"
+        job_id = end_job(sessions, url, "succeeded")
+        send_until(sessions, webhook_settings(), delivered(sessions, job_id))
+        forged = requests.post(
+            url,
+            data=b'{"type": "job.succeeded"}',
+            headers={
+                "webhook-id": "msg_x",
+                "webhook-timestamp": str(int(time.time())),
+                "webhook-signature": "v1,AAAA",
+            },  # fmt: skip
+            timeout=10,
+        )
+    finally:
+        server.shutdown()
+    [delivery] = deliveries(sessions, job_id)
+    assert (delivery.status, delivery.last_status) == (DeliveryStatus.DELIVERED, 204)
+    assert f"job.succeeded {job_id} succeeded" in capsys.readouterr().out
+    assert forged.status_code == 400

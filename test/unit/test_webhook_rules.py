@@ -266,3 +266,9 @@ def test_webhook_secrets_and_default_urls_are_never_shown(monkeypatch: pytest.Mo
         webhook_defaults={"alice": "https://user:pw@hooks.example/"},
     )
     assert SECRET not in repr(settings) and settings.webhook_keys == parse_secrets(SECRET)
+
+
+def test_an_empty_secret_is_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    # compose passes ${OCR_WEBHOOK_SECRET:-}: unset there, no webhooks, and the service starts.
+    monkeypatch.setenv("OCR_WEBHOOK_SECRET", "")
+    assert load_settings().webhook_keys == ()
