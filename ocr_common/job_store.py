@@ -461,7 +461,8 @@ def finish_batch(
     outcomes: Sequence[JobOutcome],
     keep_images: bool = False,
 ) -> list[str]:
-    """Write the outcomes of the jobs ``worker_id`` still holds and delete their images.
+    """Write the outcomes of the jobs ``worker_id`` still holds and delete their images; the
+    jobs with a ``webhook_url`` get their delivery in the same transaction.
 
     Returns the ids written, in the order given. A job left out was no longer ours (its lease
     expired and it went back to the queue, or it was canceled or finished) and is not touched,
