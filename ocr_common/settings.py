@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as EnvParsingError
 
 from .errors import BadRequest
 from .webhooks import (
@@ -283,6 +284,14 @@ def load_settings(**overrides: object) -> Settings:
     """Read the settings from the environment; raise SettingsError naming the bad variable."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except EnvParsingError as exc:
+        # A variable that holds JSON (OCR_WEBHOOK_DEFAULTS) and is not JSON, found before any
+        # validator runs; its value may hold credentials: not shown.
+        found = re.search(r'field "(\w+)"', str(exc))
+        var = f"OCR_{found.group(1).upper()}" if found else "settings"
+        raise SettingsError(
+            f'invalid settings:\n  {var}: must be a JSON object, e.g. {{"name": "https://..."}}'
+        ) from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -244,6 +244,8 @@ def test_the_retry_schedule_is_seconds_between_attempts() -> None:
         ("OCR_WEBHOOK_DEFAULTS", '{"alice": "ftp://example.com/"}'),
         ("OCR_WEBHOOK_DEFAULTS", '{"alice": "http://169.254.169.254/"}'),
         ("OCR_WEBHOOK_DEFAULTS", '{"nobody": "https://example.com/"}'),
+        ("OCR_WEBHOOK_DEFAULTS", "alice=https://example.com/"),
+        ("OCR_WEBHOOK_DEFAULTS", '["https://example.com/"]'),
     ],
 )
 def test_bad_webhook_settings_stop_start_up_naming_the_variable(
