@@ -47,6 +47,9 @@ SECURITY_SCHEMES = {
 }
 # Either scheme, or none: keys are on only where the operator set OCR_API_KEYS.
 KEY_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}, {}]
+# The requests the service itself sends (OpenAPI 3.1 "webhooks"): name -> Operation, added to
+# app.extensions by the blueprint that sends them.
+WEBHOOKS_EXTENSION = "ocr_openapi_webhooks"
 
 bp = Blueprint("openapi", __name__)
 
@@ -154,9 +157,10 @@ def _param(param: Param) -> dict[str, Any]:
 
 
 def build_spec(app: Flask) -> dict[str, Any]:
-    """The OpenAPI document of every documented view of ``app``."""
+    """The OpenAPI document of every documented view of ``app``, and of its webhooks."""
     paths: dict[str, dict[str, Any]] = {}
-    operations: list[Operation] = []
+    webhooks: dict[str, Operation] = app.extensions.get(WEBHOOKS_EXTENSION, {})
+    operations: list[Operation] = list(webhooks.values())
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions.get(rule.endpoint)
         op: Operation | None = getattr(view, "__openapi__", None)
@@ -203,6 +207,18 @@ def build_spec(app: Flask) -> dict[str, Any]:
         # The v1 API first: it is the one to use.
         "tags": [{"name": TAGS[name]} for name in ("v1", "compat", "ops")],
         "paths": paths,
+        "webhooks": {
+            name: {
+                "post": {
+                    "summary": op.summary,
+                    "description": op.description,
+                    "parameters": [_param(p) for p in op.params],
+                    "requestBody": {"required": True, **_body(op.request)} if op.request else {},
+                    "responses": {str(code): _body(body) for code, body in op.responses.items()},
+                }
+            }
+            for name, op in webhooks.items()
+        },
         "components": {
             "schemas": components.get("$defs", {}),
             "securitySchemes": SECURITY_SCHEMES,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from flask import Response, jsonify
 
 from ocr_common.errors import Conflict
-from ocr_common.models import Job, JobStatus
+from ocr_common.job_summary import iso_time, job_summary
+from ocr_common.models import Job, JobStatus, WebhookDelivery
 from ocr_common.options import invalid_option
 from ocr_common.results import public_result, to_hocr, to_tsv
 
@@ -26,37 +26,11 @@ def result_format(values: Mapping[str, Any]) -> str:
     return value
 
 
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat(timespec="microseconds") + "Z"
-
-
-def job_summary(job: Job) -> dict[str, Any]:
-    failure = job.failure()
-    error = None
-    if failure is not None:
-        error = {"code": failure.code, "message": job.error_message or failure.message}
-    progress = None
-    if job.pages_total is not None:
-        progress = {"pages_done": job.pages_done or 0, "pages_total": job.pages_total}
-    return {
-        "id": job.id,
-        "status": job.status.value,
-        "kind": job.kind,
-        "api": job.api.value,
-        "created_at": _time(job.created_at),
-        "started_at": _time(job.started_at),
-        "finished_at": _time(job.finished_at),
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "format": job.format,
-        "options": job.options.to_dict() if job.options is not None else None,
-        "progress": progress,
-        "error": error,
-    }
-
-
 def job_body(
-    job: Job, result: dict[str, Any] | None, queue: dict[str, Any] | None = None
+    job: Job,
+    result: dict[str, Any] | None,
+    deliveries: list[WebhookDelivery] | None = None,
+    queue: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON job; ``queue``: a queued job's place (``schemas.QueuePlace``)."""
     done = job.status == JobStatus.SUCCEEDED
@@ -65,15 +39,38 @@ def job_body(
         "text": job.text if done else None,
         "pages": public_result(result)["pages"] if done and result is not None else None,
         "queue": queue,
+        "webhook_deliveries": (
+            None if job.webhook_url is None else [_delivery(d) for d in deliveries or []]
+        ),
+    }
+
+
+def _delivery(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event": delivery.event,
+        "status": delivery.status.value,
+        "attempts": delivery.attempts,
+        "created_at": iso_time(delivery.created_at),
+        "last_attempt_at": iso_time(delivery.last_attempt_at),
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+        # While it is pending: when it is tried next (or, during an attempt, when a sender
+        # that vanished would lose it).
+        "next_attempt_at": iso_time(delivery.next_attempt_at),
     }
 
 
 def render_job(
-    job: Job, result: dict[str, Any] | None, fmt: str, queue: dict[str, Any] | None = None
+    job: Job,
+    result: dict[str, Any] | None,
+    fmt: str,
+    deliveries: list[WebhookDelivery] | None = None,
+    queue: dict[str, Any] | None = None,
 ) -> Response:
     """The job in the asked ``format``: the JSON job, or its text, hOCR or TSV."""
     if fmt == "json":
-        return jsonify(job_body(job, result, queue))
+        return jsonify(job_body(job, result, deliveries, queue))
     if job.status != JobStatus.SUCCEEDED:
         if (failure := job.failure()) is not None:
             raise failure

@@ -17,8 +17,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from ocr_common.job_store import MAX_COUNTED_AHEAD
-from ocr_common.models import JobStatus
+from ocr_common.models import DeliveryStatus, JobStatus
 from ocr_common.options import OcrOptions
+from ocr_common.webhooks import WEBHOOK_URL_FIELD, WEBHOOK_URL_MAX_CHARS
 
 from .errors import PROBLEM_JSON
 from .idempotency import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_CHARS
@@ -85,6 +86,7 @@ QUEUED_JOB_EXAMPLE = {
     "options": OPTIONS_EXAMPLE,
     "progress": {"pages_done": 0, "pages_total": 1},
     "error": None,
+    "webhook_url": None,
 }
 JOB_SUMMARY_EXAMPLE = {
     **QUEUED_JOB_EXAMPLE,
@@ -94,12 +96,19 @@ JOB_SUMMARY_EXAMPLE = {
     "attempts": 1,
     "progress": {"pages_done": 1, "pages_total": 1},
 }
-JOB_EXAMPLE = {**JOB_SUMMARY_EXAMPLE, "text": EXAMPLE_TEXT, "pages": [PAGE_EXAMPLE], "queue": None}
+JOB_EXAMPLE = {
+    **JOB_SUMMARY_EXAMPLE,
+    "text": EXAMPLE_TEXT,
+    "pages": [PAGE_EXAMPLE],
+    "queue": None,
+    "webhook_deliveries": None,
+}
 QUEUED_FULL_JOB_EXAMPLE = {
     **QUEUED_JOB_EXAMPLE,
     "text": None,
     "pages": None,
     "queue": {"jobs_ahead": 0, "ocr_servers_alive": 1, "stalled": None},
+    "webhook_deliveries": None,
 }
 CANCELED_JOB_EXAMPLE = {
     **QUEUED_FULL_JOB_EXAMPLE,
@@ -234,6 +243,23 @@ class JobSummary(Schema):
     )
     progress: Progress | None = Field(description="pages read so far")
     error: ErrorDetail | None = Field(description="why the job failed or was canceled")
+    webhook_url: str | None = Field(
+        description="where the job's end is POSTed (a password in it shown as ***)"
+    )
+
+
+class WebhookDelivery(Schema):
+    """One event POSTed to the job's webhook_url, and how its attempts went."""
+
+    id: str = Field(description="the webhook-id header, the same on every attempt")
+    event: Literal["job.succeeded", "job.failed", "job.canceled"]
+    status: DeliveryStatus
+    attempts: int = Field(ge=0)
+    created_at: datetime = Field(description="when the job ended")
+    last_attempt_at: datetime | None
+    last_status: int | None = Field(description="the HTTP status the receiver last answered")
+    last_error: str | None = Field(description="why the last attempt failed")
+    next_attempt_at: datetime | None = Field(description="when it is tried next, while pending")
 
 
 class QueuePlace(Schema):
@@ -264,6 +290,9 @@ class Job(JobSummary):
         description="GET /v1/jobs/{id} of a queued job: its place in the queue and the OCR "
         "servers alive; null otherwise"
     )
+    webhook_deliveries: list[WebhookDelivery] | None = Field(
+        description="with a webhook_url: the event sent when the job ended"
+    )
 
 
 class Languages(Schema):
@@ -282,6 +311,44 @@ class Languages(Schema):
         description="why nothing reads the queue (no OCR server alive), for a person; null "
         "while OCR servers are alive"
     )
+
+
+class JobLinks(Schema):
+    job: str = Field(description="the job, a path of this API")
+    text: str | None = Field(default=None, description="its text, when it succeeded")
+
+
+WEBHOOK_JOB_EXAMPLE = {
+    **JOB_SUMMARY_EXAMPLE,
+    "webhook_url": "https://hooks.example.com/ocr",
+    "links": {
+        "job": f"/v1/jobs/{EXAMPLE_JOB_ID}",
+        "text": f"/v1/jobs/{EXAMPLE_JOB_ID}?format=text",
+    },
+}
+
+
+class WebhookJob(JobSummary):
+    model_config = example(WEBHOOK_JOB_EXAMPLE)
+
+    links: JobLinks
+
+
+class WebhookEvent(Schema):
+    """What is POSTed to a job's webhook_url when it ends, signed as Standard Webhooks says
+    (headers webhook-id, webhook-timestamp, webhook-signature)."""
+
+    model_config = example(
+        {
+            "type": "job.succeeded",
+            "timestamp": JOB_SUMMARY_EXAMPLE["finished_at"],
+            "data": WEBHOOK_JOB_EXAMPLE,
+        }
+    )
+
+    type: Literal["job.succeeded", "job.failed", "job.canceled"]
+    timestamp: datetime = Field(description="when the job ended")
+    data: WebhookJob
 
 
 class JobList(Schema):
@@ -327,6 +394,20 @@ class JsonDocument(OcrOptions):
     )
 
     document: str = Field(description="the file's bytes, base64 (a data: URL prefix is fine)")
+
+
+WEBHOOK_URL_DESCRIPTION = (
+    "an http(s) URL POSTed to, signed, when the job ends (not at a loopback, private or "
+    "link-local address); default: the API key's from OCR_WEBHOOK_DEFAULTS"
+)
+
+
+class JsonJobDocument(JsonDocument):
+    """A document to queue, sent as JSON."""
+
+    webhook_url: str | None = Field(
+        default=None, max_length=WEBHOOK_URL_MAX_CHARS, description=WEBHOOK_URL_DESCRIPTION
+    )
 
 
 # -- the original API ---------------------------------------------------------------------
@@ -417,6 +498,21 @@ OPTION_PARAMS = tuple(
     _option_param(name, schema)
     for name, schema in OcrOptions.model_json_schema()["properties"].items()
 )
+WEBHOOK_URL_PARAM = Param(
+    WEBHOOK_URL_FIELD,
+    {"type": "string", "format": "uri", "maxLength": WEBHOOK_URL_MAX_CHARS},
+    WEBHOOK_URL_DESCRIPTION,
+)
+WEBHOOK_HEADERS = (
+    Param("webhook-id", {"type": "string"}, "the event's id (msg_...)", where="header"),
+    Param("webhook-timestamp", {"type": "string"}, "Unix seconds of the attempt", where="header"),
+    Param(
+        "webhook-signature",
+        {"type": "string"},
+        "v1,<base64 HMAC-SHA256 of {id}.{timestamp}.{body}>, one per OCR_WEBHOOK_SECRET",
+        where="header",
+    ),
+)
 FORMAT_PARAM = Param(
     "format", {"type": "string", "enum": list(FORMATS)}, "json (default), text, hocr or tsv"
 )
@@ -439,24 +535,32 @@ LIST_PARAMS = (
     Param("cursor", {"type": "string"}, "next_cursor of the page before"),
 )
 _BINARY = {"type": "string", "format": "binary"}
-DOCUMENT_BODY = Body(
-    "the document: PNG, JPEG, TIFF (every page), BMP, GIF (first frame), WebP or PDF; the "
-    "format is found from the bytes",
-    {
-        # First: what /docs shows and tries first (its example reads as "Hello OCR").
-        "application/json": JsonDocument,
-        "multipart/form-data": {
-            "type": "object",
-            "required": ["file"],
-            "properties": {"file": _BINARY, **{p.name: p.schema for p in OPTION_PARAMS}},
+
+
+def _document_body(params: tuple[Param, ...], json: type[BaseModel]) -> Body:
+    return Body(
+        "the document: PNG, JPEG, TIFF (every page), BMP, GIF (first frame), WebP or PDF; the "
+        "format is found from the bytes",
+        {
+            # First: what /docs shows and tries first (its example reads as "Hello OCR").
+            "application/json": json,
+            "multipart/form-data": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": _BINARY, **{p.name: p.schema for p in params}},
+            },
+            "application/pdf": _BINARY,
+            "image/png": _BINARY,
+            "image/jpeg": _BINARY,
+            "image/tiff": _BINARY,
+            "application/octet-stream": _BINARY,
         },
-        "application/pdf": _BINARY,
-        "image/png": _BINARY,
-        "image/jpeg": _BINARY,
-        "image/tiff": _BINARY,
-        "application/octet-stream": _BINARY,
-    },
-)
+    )
+
+
+DOCUMENT_BODY = _document_body(OPTION_PARAMS, JsonDocument)
+JOB_PARAMS = (*OPTION_PARAMS, WEBHOOK_URL_PARAM)
+JOB_DOCUMENT_BODY = _document_body(JOB_PARAMS, JsonJobDocument)
 
 
 def problem(status: int, description: str, code: str, detail: str) -> Body:

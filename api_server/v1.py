@@ -4,6 +4,8 @@ jobs. Each view parses (``uploads``, ``pagination``, ``idempotency``), stores or
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -12,20 +14,33 @@ from sqlalchemy.orm import Session
 
 from ocr_common import job_store
 from ocr_common.db import in_transaction
-from ocr_common.errors import EngineError, NotFound, OcrError
-from ocr_common.models import Job, JobApi, JobStatus
+from ocr_common.errors import BadRequest, EngineError, NotFound, OcrError
+from ocr_common.models import Job, JobApi, JobStatus, WebhookDelivery
 from ocr_common.options import DEFAULT_LANG
+from ocr_common.webhooks import WEBHOOK_URL_FIELD, check_webhook_url
 
 from . import idempotency, jobs, schemas
 from .access import check_queue_room, current_owner
 from .fleet import current_fleet
-from .openapi import Body, Operation
+from .openapi import WEBHOOKS_EXTENSION, Body, Operation
 from .pagination import decode_cursor, next_cursor, page_size, status_filter
 from .rendering import job_body, job_summary, render_accepted, render_job, result_format
 from .services import current_services
 from .uploads import read_submission
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
+JOB_ENDED = Operation(
+    summary="A job ended",
+    description="POSTed to the job's webhook_url when it succeeds, fails or is canceled; "
+    "tried again on OCR_WEBHOOK_RETRY_SCHEDULE until the receiver answers 2xx. Verify the "
+    "signature (Standard Webhooks) before trusting it; the same webhook-id may come twice.",
+    params=schemas.WEBHOOK_HEADERS,
+    request=Body("the event", {"application/json": schemas.WebhookEvent}),
+    responses={200: Body("any 2xx: received")},
+)
+bp.record_once(
+    lambda state: state.app.extensions.setdefault(WEBHOOKS_EXTENSION, {}).update(jobEnded=JOB_ENDED)
+)
 
 
 @bp.post("/ocr")
@@ -73,8 +88,8 @@ def ocr_now() -> Response:
     description="Asynchronous: 202 once the job is stored, with Location: /v1/jobs/{id}. With "
     "an Idempotency-Key, the same key and document return the same job; the same key with "
     "another document is a 409.",
-    params=(*schemas.OPTION_PARAMS, schemas.IDEMPOTENCY_PARAM),
-    request=schemas.DOCUMENT_BODY,
+    params=(*schemas.JOB_PARAMS, schemas.IDEMPOTENCY_PARAM),
+    request=schemas.JOB_DOCUMENT_BODY,
     responses={
         202: Body(
             "the queued job (or, for a repeated Idempotency-Key, the job it created)",
@@ -95,8 +110,13 @@ def ocr_now() -> Response:
 def submit_job() -> Response:
     svc = current_services()
     key = idempotency.requested_key()
-    submission, _ = read_submission()
-    if (earlier := idempotency.earlier_job(key, submission.digest)) is not None:
+    submission, extra = read_submission(extra=(WEBHOOK_URL_FIELD,))
+    webhook_url = read_webhook_url(extra)
+    digest = submission.digest
+    if webhook_url is not None:
+        # Another receiver makes it another request.
+        digest = hashlib.sha256(f"{digest}\n{webhook_url}".encode()).hexdigest()
+    if (earlier := idempotency.earlier_job(key, digest)) is not None:
         return render_accepted(earlier, replayed=True)
     check_queue_room(1)
     try:
@@ -107,16 +127,35 @@ def submit_job() -> Response:
                 submission,
                 api=JobApi.V1,
                 idempotency_key=key,
-                request_digest=submission.digest,
+                request_digest=digest,
+                webhook_url=webhook_url,
             ),
         )
     except IntegrityError:
         # Another request with the same key won the race: answer what it created.
-        if (earlier := idempotency.earlier_job(key, submission.digest)) is None:
+        if (earlier := idempotency.earlier_job(key, digest)) is None:
             raise
         return render_accepted(earlier, replayed=True)
     svc.ocr.notify()
     return render_accepted(job)
+
+
+def read_webhook_url(values: Mapping[str, Any]) -> str | None:
+    """The job's ``webhook_url`` (checked: an http(s) URL, not at an address webhooks may not
+    reach), else the caller's key's default (OCR_WEBHOOK_DEFAULTS); None: no webhook."""
+    settings = current_services().settings
+    value = values.get(WEBHOOK_URL_FIELD)
+    if value in (None, ""):
+        owner = current_owner()
+        return None if owner is None else settings.webhook_defaults.get(owner)
+    if not settings.webhook_keys:
+        raise BadRequest(
+            "this server sends no webhooks (OCR_WEBHOOK_SECRET is not set): leave out "
+            f'"{WEBHOOK_URL_FIELD}" and poll the job',
+            code="webhooks_disabled",
+            field=WEBHOOK_URL_FIELD,
+        )
+    return check_webhook_url(value, settings.webhook_policy)
 
 
 def load_job(value: str) -> Job:
@@ -165,13 +204,15 @@ def load_job(value: str) -> Job:
 def get_job(job_id: str) -> Response:
     fmt = result_format(request.args)
     job = load_job(job_id)
-    result = queue = None
-    if job.status == JobStatus.SUCCEEDED:
-        with current_services().sessions() as session:
+    result = deliveries = queue = None
+    with current_services().sessions() as session:
+        if job.status == JobStatus.SUCCEEDED:
             result = job_store.get_result(session, job.id)
-    elif job.status == JobStatus.QUEUED and fmt == "json":
+        if job.webhook_url is not None and fmt == "json":
+            deliveries = job_store.job_deliveries(session, job.id)
+    if job.status == JobStatus.QUEUED and fmt == "json":
         queue = queue_place(job)
-    return render_job(job, result, fmt, queue)
+    return render_job(job, result, fmt, deliveries, queue)
 
 
 def queue_place(job: Job) -> dict[str, Any]:
@@ -231,10 +272,12 @@ def list_languages() -> Response:
 def delete_job(job_id: str) -> Response:
     job = load_job(job_id)
 
-    def cancel_or_delete(session: Session) -> Job | None:
-        """The job canceled, or None when it had finished and is deleted."""
+    def cancel_or_delete(session: Session) -> tuple[Job, list[WebhookDelivery]] | None:
+        """The job canceled and its deliveries, or None when it had finished and is deleted."""
         if job_store.cancel(session, job.id):
-            return job_store.get_job(session, job.id)
+            canceled = job_store.get_job(session, job.id)
+            assert canceled is not None
+            return canceled, job_store.job_deliveries(session, job.id)
         if not job_store.delete_finished(session, job.id):
             raise NotFound(f"no job with id {job_id}", code="job_not_found")
         return None
@@ -242,7 +285,7 @@ def delete_job(job_id: str) -> Response:
     # Deletes of one job at once lock its rows in opposite orders: a deadlock is run again.
     canceled = in_transaction(current_services().sessions, cancel_or_delete)
     if canceled is not None:
-        return jsonify(job_body(canceled, None))
+        return jsonify(job_body(canceled[0], None, canceled[1]))
     return Response(status=204)
 
 

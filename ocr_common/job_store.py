@@ -35,13 +35,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from .models import (
+    ClaimedDelivery,
     ClaimedJob,
+    DeliveryAttempt,
+    DeliveryStatus,
     Job,
     JobApi,
     JobImageRow,
     JobOutcome,
     JobRow,
     JobStatus,
+    WebhookDelivery,
+    WebhookDeliveryRow,
 )
 from .options import ORIGINAL_API_OPTIONS, OcrOptions
 
@@ -49,6 +54,8 @@ RUNNING = JobStatus.RUNNING.value
 QUEUED = JobStatus.QUEUED.value
 JOBS = cast(Table, JobRow.__table__)
 IMAGES = cast(Table, JobImageRow.__table__)
+DELIVERIES = cast(Table, WebhookDeliveryRow.__table__)
+PENDING = DeliveryStatus.PENDING.value
 FINAL_STATUSES = tuple(status.value for status in JobStatus if status.is_final)
 
 
@@ -116,6 +123,7 @@ def create_job(
     idempotency_key: str | None = None,
     request_digest: str | None = None,
     request_id: str | None = None,
+    webhook_url: str | None = None,
 ) -> Job:
     """Queue a job with its document; it exists for workers once the caller commits.
 
@@ -145,6 +153,7 @@ def create_job(
         "request_sha256": request_digest,
         "api": api.value,
         "request_id": request_id,
+        "webhook_url": webhook_url,
     }
     # Core INSERTs: this is the intake hot path, and the ORM's unit of work costs more CPU than
     # the two round trips. The job row goes first: the image's foreign key points to it.
@@ -227,12 +236,14 @@ def find_result(session: Session, *, digest: str, owner: str | None = None) -> K
     return KnownResult(row.text, None if row.result is None else json.loads(row.result))
 
 
+def _job_columns() -> list[ColumnElement[Any]]:
+    """Every column of a job but the result JSON, which can be large and a Job never holds."""
+    return [column for column in JOBS.c if column.name != "result"]
+
+
 def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | None:
     """The job, or None if there is none with that id for that owner (None: any owner)."""
-    # Every column but the result JSON, which can be large and GET /image never needs.
-    query = select(*(column for column in JOBS.c if column.name != "result")).where(
-        JOBS.c.id == job_id
-    )
+    query = select(*_job_columns()).where(JOBS.c.id == job_id)
     if owner is not None:
         query = query.where(JOBS.c.owner == owner)
     row = session.execute(query).first()
@@ -271,18 +282,22 @@ def list_recent(
 
 def cancel(session: Session, job_id: str) -> bool:
     """Withdraw a job that has not finished: it will not run (or its result is discarded)."""
+    now = utcnow()
     done = _update(
         session,
         JOBS.c.id == job_id,
         JOBS.c.status.in_((QUEUED, RUNNING)),
         status=JobStatus.CANCELED.value,
-        finished_at=utcnow(),
+        finished_at=now,
         lease_until=None,
         error_code="canceled",
         error_message="canceled by its owner",
     )
     if done:
         session.execute(delete(IMAGES).where(IMAGES.c.job_id == job_id))
+        url = session.scalar(select(JOBS.c.webhook_url).where(JOBS.c.id == job_id))
+        if url is not None:
+            _queue_deliveries(session, {job_id: JobStatus.CANCELED}, now)
     return bool(done)
 
 
@@ -460,7 +475,8 @@ def finish_batch(
     outcomes: Sequence[JobOutcome],
     keep_images: bool = False,
 ) -> list[str]:
-    """Write the outcomes of the jobs ``worker_id`` still holds and delete their images.
+    """Write the outcomes of the jobs ``worker_id`` still holds and delete their images; the
+    jobs with a ``webhook_url`` get their delivery in the same transaction.
 
     Returns the ids written, in the order given. A job left out was no longer ours (its lease
     expired and it went back to the queue, or it was canceled or finished) and is not touched,
@@ -472,11 +488,13 @@ def finish_batch(
     ids = [outcome.job_id for outcome in outcomes]
     # Lock the rows that are still ours first: none can change hands between its UPDATE and
     # the DELETE of its image (SQLite: this transaction is the only writer anyway).
-    held = set(
-        session.scalars(
-            select(JOBS.c.id).where(JOBS.c.id.in_(ids), *_held_by(worker_id)).with_for_update()
-        ).all()
+    # With each job's webhook_url: the jobs that have one get their delivery in this transaction.
+    rows = session.execute(
+        select(JOBS.c.id, JOBS.c.webhook_url)
+        .where(JOBS.c.id.in_(ids), *_held_by(worker_id))
+        .with_for_update()
     )
+    held = {job_id: url for job_id, url in rows}
     if not held:
         return []
     now = utcnow()
@@ -491,6 +509,9 @@ def finish_batch(
         )
     if not keep_images:
         session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(held)))
+    _queue_deliveries(
+        session, {o.job_id: o.status for o in outcomes if held.get(o.job_id) is not None}, now
+    )
     return [job_id for job_id in ids if job_id in held]
 
 
@@ -590,10 +611,12 @@ def requeue_expired(
     """
     now = utcnow()
     expired = (JOBS.c.status == RUNNING, JOBS.c.lease_until < now)
-    candidates = select(JOBS.c.id, JOBS.c.attempts >= JOBS.c.max_attempts).where(*expired)
+    candidates = select(
+        JOBS.c.id, JOBS.c.attempts >= JOBS.c.max_attempts, JOBS.c.webhook_url
+    ).where(*expired)
     found = session.execute(_skip_locked(session, candidates.limit(batch))).all()
-    exhausted_ids = [job_id for job_id, exhausted in found if exhausted]
-    retry_ids = [job_id for job_id, exhausted in found if not exhausted]
+    exhausted_ids = [job_id for job_id, exhausted, _url in found if exhausted]
+    retry_ids = [job_id for job_id, exhausted, _url in found if not exhausted]
     failed = requeued = 0
     if exhausted_ids:
         failed = _update(
@@ -609,6 +632,9 @@ def requeue_expired(
         )
         if not keep_images:
             session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(exhausted_ids)))
+        # The rows were locked (or this is SQLite's only writer): every one was failed.
+        hooked = [job_id for job_id, exhausted, url in found if exhausted and url is not None]
+        _queue_deliveries(session, dict.fromkeys(hooked, JobStatus.FAILED), now)
     if retry_ids:
         requeued = _update(
             session,
@@ -621,3 +647,142 @@ def requeue_expired(
             error_message="the worker running this job stopped answering; retrying",
         )
     return requeued, failed
+
+
+# -- webhook deliveries: the outbox, written where jobs end, claimed like jobs ----------------
+
+
+def new_message_id() -> str:
+    """A delivery's ``webhook-id``: the same on every attempt, so receivers can drop repeats."""
+    return "msg_" + uuid.uuid4().hex
+
+
+def _queue_deliveries(
+    session: Session, ended: dict[str, JobStatus], now: datetime | None = None
+) -> None:
+    """A delivery, due now, of each ended job's event (``job.succeeded``, ...): written by the
+    transaction that ends the jobs, so an ended job is never without it."""
+    if not ended:
+        return
+    now = now or utcnow()
+    rows = [
+        {
+            "id": new_message_id(),
+            "job_id": job_id,
+            "event": f"job.{status.value}",
+            "status": PENDING,
+            "created_at": now,
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
+        for job_id, status in ended.items()
+    ]
+    session.execute(insert(DELIVERIES), rows)
+
+
+def claim_deliveries(
+    session: Session, *, sender_id: str, lease_s: float, limit: int
+) -> list[ClaimedDelivery]:
+    """Take up to ``limit`` due deliveries, the longest due first, for ``sender_id``.
+
+    Each claim is an attempt (``attempts + 1``) leased until ``lease_s`` from now: past it, a
+    sender that died or stalled has lost it and the next claim is the next attempt. As with
+    jobs, SKIP LOCKED on MySQL/MariaDB and a compare-and-set on the due time on SQLite, so
+    concurrent senders take disjoint deliveries.
+    """
+    if limit < 1:
+        return []
+    now = utcnow()
+    due = (DELIVERIES.c.status == PENDING, DELIVERIES.c.next_attempt_at <= now)
+    candidates = select(DELIVERIES.c.id).where(*due).order_by(DELIVERIES.c.next_attempt_at)
+    ids = list(session.scalars(_skip_locked(session, candidates.limit(limit))).all())
+    if not ids:
+        return []
+    _rows(
+        session,
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id.in_(ids), *due)
+        .values(
+            next_attempt_at=now + timedelta(seconds=lease_s),
+            claimed_by=sender_id,
+            attempts=DELIVERIES.c.attempts + 1,
+        ),
+    )
+    claimed = session.execute(
+        select(DELIVERIES).where(
+            DELIVERIES.c.id.in_(ids),
+            DELIVERIES.c.claimed_by == sender_id,
+            DELIVERIES.c.status == PENDING,
+        )
+    ).all()
+    job_ids = {row.job_id for row in claimed}
+    jobs = {
+        row.id: Job.from_row(row)
+        for row in session.execute(select(*_job_columns()).where(JOBS.c.id.in_(job_ids)))
+    }
+    return [
+        ClaimedDelivery(row.id, row.event, row.created_at, row.attempts, jobs[row.job_id])
+        for row in claimed
+    ]
+
+
+def record_attempts(
+    session: Session, *, sender_id: str, attempts: Sequence[DeliveryAttempt]
+) -> list[str]:
+    """Write how each attempt went, for the attempts ``sender_id`` still holds; returns the
+    delivery ids written, in the order given.
+
+    An attempt left out lost its lease: another sender took the delivery again, and that later
+    attempt's outcome is the one recorded. A SELECT and an UPDATE whatever the batch size.
+    """
+    if not attempts:
+        return []
+    by_id = {attempt.delivery_id: attempt for attempt in attempts}
+    rows = session.execute(
+        select(DELIVERIES.c.id, DELIVERIES.c.attempts)
+        .where(
+            DELIVERIES.c.id.in_(by_id),
+            DELIVERIES.c.claimed_by == sender_id,
+            DELIVERIES.c.status == PENDING,
+        )
+        .with_for_update()
+    )
+    held = [key for key, number in rows if by_id[key].attempt == number]
+    if not held:
+        return []
+
+    def per_delivery(values: dict[str, Any]) -> Any:
+        if len(set(values.values())) == 1:
+            return next(iter(values.values()))
+        return case(values, value=DELIVERIES.c.id)
+
+    chosen = [by_id[key] for key in held]
+    _rows(
+        session,
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id.in_(held))
+        .values(
+            status=per_delivery({a.delivery_id: a.status.value for a in chosen}),
+            next_attempt_at=per_delivery({a.delivery_id: a.next_attempt_at for a in chosen}),
+            last_attempt_at=utcnow(),
+            last_status=per_delivery({a.delivery_id: a.http_status for a in chosen}),
+            last_error=per_delivery(
+                {a.delivery_id: None if a.error is None else a.error[:255] for a in chosen}
+            ),
+        ),
+    )
+    return [attempt.delivery_id for attempt in attempts if attempt.delivery_id in set(held)]
+
+
+def job_deliveries(session: Session, job_id: str) -> list[WebhookDelivery]:
+    """The webhook deliveries of a job, oldest first."""
+    query = (
+        select(DELIVERIES).where(DELIVERIES.c.job_id == job_id).order_by(DELIVERIES.c.created_at)
+    )
+    return [WebhookDelivery.from_row(row) for row in session.execute(query)]
+
+
+def count_pending_deliveries(session: Session) -> int:
+    """Deliveries not yet delivered nor given up (read from the claim index)."""
+    query = select(func.count()).select_from(DELIVERIES).where(DELIVERIES.c.status == PENDING)
+    return int(session.execute(query).scalar_one())

@@ -59,6 +59,7 @@ class QueueCollector(Collector):
         try:
             with self._sessions() as session:
                 counts = job_store.count_by_status(session)
+                pending = job_store.count_pending_deliveries(session)
         except Exception:  # noqa: BLE001 - metrics still answer while the database is down
             up.add_metric([], 0)
             yield up
@@ -69,6 +70,11 @@ class QueueCollector(Collector):
         for status, n in counts.items():
             jobs.add_metric([status], n)
         yield jobs
+        yield GaugeMetricFamily(
+            "ocr_webhook_deliveries_pending",
+            "Webhook deliveries not yet delivered nor given up",
+            value=pending,
+        )
 
 
 def exposition(registries: Iterable[CollectorRegistry]) -> bytes:

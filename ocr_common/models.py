@@ -13,6 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .errors import JobFailed
 from .options import ORIGINAL_API_OPTIONS, OcrOptions
+from .webhooks import WEBHOOK_URL_MAX_CHARS
 
 # MySQL's plain DATETIME drops microseconds (jobs would tie in FIFO order), TEXT holds 64 KiB and
 # BLOB 64 KiB: use the wide variants there.
@@ -85,6 +86,8 @@ class JobRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(BinaryKey, nullable=True)
     request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Where to POST when the job ends (README "Webhooks"); null: nowhere.
+    webhook_url: Mapped[str | None] = mapped_column(String(WEBHOOK_URL_MAX_CHARS), nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_status_created", "status", "created_at"),
@@ -124,6 +127,63 @@ class OcrServerRow(Base):
     __table_args__ = (Index("ix_ocr_servers_last_seen", "last_seen_at"),)
 
 
+class DeliveryStatus(enum.StrEnum):
+    """Where a webhook delivery is; see README "Webhooks"."""
+
+    PENDING = "pending"  # to be sent (again) at next_attempt_at, or being sent until then
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # given up: the schedule ran out, or the address is refused
+
+
+class WebhookDeliveryRow(Base):
+    """The outbox: one row per event to POST to a job's ``webhook_url``, written in the
+    transaction that ends the job, and claimed by any OCR server's sender."""
+
+    __tablename__ = "webhook_deliveries"
+
+    # The webhook-id header, the same on every attempt.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    event: Mapped[str] = mapped_column(String(32), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # When it may be claimed: the next try, or while a sender holds it, the end of its lease.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    # The sender that made the last attempt (or is making it).
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_claim", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_job", "job_id"),
+    )
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """A read-only snapshot of one delivery, as the job shows it."""
+
+    id: str
+    event: str
+    status: DeliveryStatus
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> WebhookDelivery:
+        values = {field.name: getattr(row, field.name) for field in fields(cls)}
+        return cls(**{**values, "status": DeliveryStatus(row.status)})
+
+
 @dataclass(frozen=True)
 class Job:
     """A read-only snapshot of one job row."""
@@ -147,6 +207,7 @@ class Job:
     pages_done: int | None = None
     request_sha256: str | None = None
     api: JobApi = JobApi.V1
+    webhook_url: str | None = None
 
     def failure(self, noun: str = "job") -> JobFailed | None:
         """Why the job ended without a result (failed or canceled), as the error both APIs
@@ -222,3 +283,28 @@ class JobOutcome:
     @property
     def status(self) -> JobStatus:
         return JobStatus.SUCCEEDED if self.error_code is None else JobStatus.FAILED
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """How attempt number ``attempt`` of a delivery went, to be written by
+    ``job_store.record_attempts``: delivered, failed for good, or pending until
+    ``next_attempt_at``."""
+
+    delivery_id: str
+    attempt: int
+    status: DeliveryStatus
+    next_attempt_at: datetime | None
+    http_status: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A delivery a sender now holds a lease on: its attempt number and the job it tells of."""
+
+    id: str
+    event: str
+    created_at: datetime
+    attempts: int
+    job: Job

@@ -12,8 +12,18 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as EnvParsingError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from .errors import BadRequest
+from .webhooks import (
+    DEFAULT_RETRY_SCHEDULE,
+    AddressPolicy,
+    check_webhook_url,
+    parse_retry_schedule,
+    parse_secrets,
+)
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/ocr.db"
 # The databases the job queue runs on, and the driver each is reached through (the only one
@@ -124,6 +134,11 @@ class Settings(BaseSettings):
     reuse_results: bool = True
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    webhook_secret: SecretStr | None = None
+    webhook_retry_schedule: str = DEFAULT_RETRY_SCHEDULE
+    webhook_allow: str | None = None
+    webhook_defaults: dict[str, str] = Field(default_factory=dict)
+    webhook_concurrency: int = Field(default=100, ge=1, le=10_000)
 
     @field_validator("database_url")
     @classmethod
@@ -192,6 +207,27 @@ class Settings(BaseSettings):
                 raise ValueError('must look like "60/minute" or "10/second;1000/hour"') from None
         return value or None
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty (compose passes ${OCR_WEBHOOK_SECRET:-}) is unset: no webhooks.
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parse_secrets(value.get_secret_value())
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _webhook_retry_schedule(cls, value: str) -> str:
+        parse_retry_schedule(value)
+        return value
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _webhook_allow(cls, value: str | None) -> str | None:
+        AddressPolicy.parse(value)
+        return value or None
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -216,6 +252,17 @@ class Settings(BaseSettings):
                 "OCR_ENGINE_MAX_RSS_MB (recycle an engine after a page) must be smaller than "
                 "OCR_ENGINE_MAX_MEMORY_MB (the hard ceiling during a page)"
             )
+        owners = set(self.api_key_owners.values())
+        for owner, url in self.webhook_defaults.items():
+            if owner not in owners:
+                raise ValueError(
+                    f"OCR_WEBHOOK_DEFAULTS names {owner[:64]!r}, which is no key's name in "
+                    "OCR_API_KEYS (a default is per API key)"
+                )
+            try:
+                check_webhook_url(url, self.webhook_policy)
+            except BadRequest as exc:
+                raise ValueError(f"OCR_WEBHOOK_DEFAULTS[{owner!r}]: {exc.message}") from None
         return self
 
     @property
@@ -238,6 +285,20 @@ class Settings(BaseSettings):
         return min([self.max_batch, *bounds])
 
     @property
+    def webhook_keys(self) -> tuple[bytes, ...]:
+        """The keys deliveries are signed with (none: webhooks are not sent)."""
+        secret = self.webhook_secret
+        return parse_secrets(secret.get_secret_value()) if secret else ()
+
+    @property
+    def webhook_retry_delays_s(self) -> tuple[float, ...]:
+        return parse_retry_schedule(self.webhook_retry_schedule)
+
+    @property
+    def webhook_policy(self) -> AddressPolicy:
+        return AddressPolicy.parse(self.webhook_allow)
+
+    @property
     def internal_token_value(self) -> str | None:
         return self.internal_token.get_secret_value() if self.internal_token else None
 
@@ -256,7 +317,7 @@ def _limit_amounts(spec: str) -> list[int]:
 
 _KEY_HASH = re.compile(r"sha256:([0-9a-f]{64})")
 _OWNER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-SECRET_FIELDS = frozenset({"internal_token", "api_keys"})
+SECRET_FIELDS = frozenset({"internal_token", "api_keys", "webhook_secret", "webhook_defaults"})
 
 
 def _hide_password(url: str) -> str:
@@ -296,6 +357,14 @@ def load_settings(**overrides: object) -> Settings:
     """Read the settings from the environment; raise SettingsError naming the bad variable."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except EnvParsingError as exc:
+        # A variable that holds JSON (OCR_WEBHOOK_DEFAULTS) and is not JSON, found before any
+        # validator runs; its value may hold credentials: not shown.
+        found = re.search(r'field "(\w+)"', str(exc))
+        var = f"OCR_{found.group(1).upper()}" if found else "settings"
+        raise SettingsError(
+            f'invalid settings:\n  {var}: must be a JSON object, e.g. {{"name": "https://..."}}'
+        ) from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -29,6 +29,17 @@ RESTARTS = Counter(
     "page_timeout",
     ["cause"],
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "ocr_webhook_attempts",
+    "Webhook delivery attempts, by outcome: delivered, http_error (the receiver answered "
+    "other than 2xx), timeout, unreachable, refused (an address webhooks may not reach)",
+    ["outcome"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "ocr_webhook_deliveries",
+    "Webhook deliveries ended, by outcome: delivered, or failed (given up)",
+    ["outcome"],
+)
 JOB_SECONDS = Histogram(
     "ocr_job_duration_seconds",
     "Time from claiming a queued job to recording how its attempt ended",

@@ -23,6 +23,7 @@ from .app import create_app
 from .dispatcher import Dispatcher
 from .engine import models_folder, probe
 from .pool import EnginePool
+from .webhooks import WebhookSender
 
 log = logging.getLogger("ocr_server")
 # The Server header of every answer, aiohttp's own error pages included (aiohttp's default
@@ -37,6 +38,7 @@ async def serve(settings: Settings, pool: EnginePool, max_write_bytes: int | Non
     engine = make_engine(settings.database_url, session_timeout_s=settings.lease_s)
     sessions = make_session_factory(engine)
     dispatcher = Dispatcher(sessions, pool, settings, max_write_bytes=max_write_bytes)
+    webhooks = WebhookSender(sessions, settings, dispatcher.stats)
     app = create_app(settings, sessions, pool, dispatcher)
     web_response.SERVER_SOFTWARE = SERVER_HEADER
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -45,6 +47,7 @@ async def serve(settings: Settings, pool: EnginePool, max_write_bytes: int | Non
     site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
     await site.start()
     dispatcher.start()
+    webhooks.start()
     log.info(
         "OCR server %s on %s with %d engine(s), database %s",
         dispatcher.worker_id,
@@ -69,7 +72,8 @@ async def serve(settings: Settings, pool: EnginePool, max_write_bytes: int | Non
     await stop.wait()
     # Stop taking requests first, then drain: nothing new arrives while we finish.
     await site.stop()
-    await dispatcher.stop(settings.shutdown_grace_s)
+    grace_s = settings.shutdown_grace_s
+    await asyncio.gather(dispatcher.stop(grace_s), webhooks.stop(grace_s))
     await runner.cleanup()
     engine.dispose()
     log.info("OCR server stopped")

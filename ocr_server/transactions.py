@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,15 +25,25 @@ DB_RETRY_S = 1.0
 class Transactions:
     """Runs job-store work in one short transaction each, off the event loop."""
 
-    def __init__(self, sessions: sessionmaker[Session], stats: DispatcherStats):
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        stats: DispatcherStats,
+        executor: Executor | None = None,
+    ):
         self._sessions = sessions
         self._stats = stats
+        # Threads of its own (the webhook sender's): none of them is one the dispatcher waits for.
+        self._executor = executor
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one short transaction on a worker thread (again if it deadlocked:
         a heartbeat and a result write lock a job's row and its status index entry in
         opposite orders)."""
-        return await asyncio.to_thread(in_transaction, self._sessions, work)
+        if self._executor is None:
+            return await asyncio.to_thread(in_transaction, self._sessions, work)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, in_transaction, self._sessions, work)
 
     def count_error(self, exc: Exception) -> None:
         self._stats.db_errors += 1

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store, server_store
-from ocr_common.models import JobImageRow, JobRow, OcrServerRow
+from ocr_common.models import JobImageRow, JobRow, OcrServerRow, WebhookDeliveryRow
 
 SCALED_OBJECT = Path(__file__).resolve().parents[1] / "deploy/k8s/base/ocr-scaledobject.yaml"
 
@@ -48,6 +48,7 @@ def scratch_database(base_url: str, prefix: str) -> Iterator[str]:
 
 def empty_tables(engine: Engine) -> None:
     with engine.begin() as conn:
+        conn.execute(delete(WebhookDeliveryRow))
         conn.execute(delete(JobImageRow))
         conn.execute(delete(JobRow))
         conn.execute(delete(OcrServerRow))

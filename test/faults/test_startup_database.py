@@ -138,7 +138,13 @@ def test_migrate_creates_every_table_in_utf8mb4_on_a_latin1_server(
             (name,),
         )
         columns = cur.fetchall()
-    assert set(tables) == {"alembic_version", "jobs", "job_images", "ocr_servers"}, tables
+    assert set(tables) == {
+        "alembic_version",
+        "jobs",
+        "job_images",
+        "ocr_servers",
+        "webhook_deliveries",
+    }, tables
     assert all(collation.startswith("utf8mb4") for collation in tables.values()), tables
     assert columns and all(charset == "utf8mb4" for *_, charset in columns), columns
     # And the schema works.

@@ -5,12 +5,14 @@ many finished jobs the table holds."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from sqlalchemy import insert, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
-from ocr_common.models import JobOutcome, JobRow, JobStatus
+from ocr_common.models import JobOutcome, JobRow, JobStatus, WebhookDeliveryRow
 from ocr_common.options import OcrOptions
 from ocr_testkit.database import explain, keda_query, statements_sent
 
@@ -128,3 +130,41 @@ def test_the_per_key_queue_count_reads_only_the_status_owner_index(
     assert plan["key"] == "ix_jobs_status_owner", plans
     assert "Using index" in plan["Extra"], plans
     assert int(plan["rows"]) < 100, plans
+
+
+def test_the_webhook_claim_reads_only_due_deliveries_from_its_index(
+    sessions: sessionmaker[Session],
+) -> None:
+    # 3,000 deliveries done (delivered or given up), 20 due, 20 waiting for their next try.
+    fill_finished(sessions, 3040)
+    now = job_store.utcnow()
+    with sessions() as session:
+        ids = session.scalars(select(JobRow.id)).all()
+
+    def delivery(job_id: str, status: str, next_at: object) -> dict[str, object]:
+        return {
+            "id": job_store.new_message_id(),
+            "job_id": job_id,
+            "event": "job.succeeded",
+            "status": status,
+            "created_at": now,
+            "attempts": 1,
+            "next_attempt_at": next_at,
+        }
+
+    later = now + timedelta(hours=1)
+    rows = [delivery(i, "delivered", None) for i in ids[:3000]]
+    rows += [delivery(i, "pending", now) for i in ids[3000:3020]]
+    rows += [delivery(i, "pending", later) for i in ids[3020:3040]]
+    with sessions.begin() as session:
+        session.execute(insert(WebhookDeliveryRow), rows)
+        session.execute(text("ANALYZE TABLE webhook_deliveries"))
+    with sessions.begin() as session, statements_sent(session.connection().engine) as sent:
+        claimed = job_store.claim_deliveries(session, sender_id="s", lease_s=30, limit=8)
+    assert len(claimed) == 8
+    [(claim, parameters)] = [(sql, params) for sql, params in sent if "SKIP LOCKED" in sql]
+    with sessions() as session:
+        [plan] = explain(session.connection(), claim, parameters)
+    assert plan["key"] == "ix_webhook_deliveries_claim", plan
+    assert int(plan["rows"]) < 300, plan
+    assert "filesort" not in plan["Extra"], plan
