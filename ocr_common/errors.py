@@ -91,9 +91,8 @@ class EngineTimeout(EngineError, code="engine_timeout"):
 
 
 class DocumentTooComplex(EngineError, code="document_too_complex"):
-    """The page needs more memory than an engine may use (OCR_ENGINE_MAX_MEMORY_MB) to draw it."""
-
-    retryable = True
+    """The page needs more memory than an engine may use (OCR_ENGINE_MAX_MEMORY_MB) to draw it:
+    it would on any engine, every time, so it is not tried again."""
 
 
 class Conflict(OcrError, status=409, code="conflict"):

@@ -29,7 +29,8 @@ from ocr_common.settings import MIB, Settings
 from ocr_server.engine import PageTask, TesseractEngine, probe
 from ocr_server.engine_process import EngineProcess
 from ocr_server.pool import EnginePool
-from ocr_testkit.pages import HELLO, HELLO_PNG, nested_forms_pdf, render_lines
+from ocr_testkit.hostile_pdfs import nested_forms_pdf
+from ocr_testkit.pages import HELLO, HELLO_PNG, render_lines
 from ocr_testkit.scenarios import long_page
 
 

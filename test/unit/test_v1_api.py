@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api_server.schemas import Job, JobList, Problem
 from ocr_common import job_store
+from ocr_testkit.hostile_pdfs import broken_page_trees
 from ocr_testkit.pages import HELLO_PNG, encode, render_document, render_page_image
 
 PDF = render_document([["One"], ["Two"], ["Three"]], "PDF")
@@ -129,6 +130,17 @@ def test_bad_bodies_are_problems(client: FlaskClient) -> None:
     problem(client.post("/v1/ocr", json={"document": "!!!"}), 400, "invalid_base64")
     problem(client.get("/v1/nowhere"), 404, "not_found")
     problem(client.put("/v1/jobs"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize("tree", broken_page_trees().items(), ids=lambda item: item[0])
+@pytest.mark.parametrize("path", ["/v1/ocr", "/v1/jobs"])
+def test_a_malformed_page_tree_is_a_400_invalid_pdf_and_nothing_is_stored(
+    client: FlaskClient, fake_ocr: FakeOcr, tree: tuple[str, bytes], path: str
+) -> None:
+    _, data = tree
+    body = problem(client.post(path, data=data, content_type="application/pdf"), 400, "invalid_pdf")
+    assert "re-save it" in body["detail"]
+    assert client.get("/v1/jobs").get_json()["jobs"] == [] and fake_ocr.documents == []
 
 
 def test_the_original_api_keeps_its_error_shape(client: FlaskClient) -> None:
