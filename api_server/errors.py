@@ -27,11 +27,18 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_PATHS = ("/v1/", "/openapi.json", "/docs")
 
 
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # 499 (CallerGone): nginx's name, which HTTPStatus lacks
+        return "Client Closed Request"
+
+
 def error_response(exc: OcrError) -> Response:
     if request.path == "/v1" or request.path.startswith(PROBLEM_PATHS):
         problem: dict[str, object] = {
             "type": "about:blank",
-            "title": HTTPStatus(exc.status).phrase,
+            "title": _phrase(exc.status),
             "status": exc.status,
             "detail": exc.message,
             "code": exc.code,

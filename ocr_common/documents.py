@@ -100,6 +100,19 @@ def select_pages(
     return pages
 
 
+def check_sync_pages(pages: int, max_pages: int) -> None:
+    """Refuse a synchronous read of more than ``max_pages`` pages (OCR_SYNC_MAX_PAGES): such a
+    document is for the job queue, whose reads wait for no one."""
+    if pages > max_pages:
+        raise PayloadTooLarge(
+            f"the document has {pages} pages to read, more than the {max_pages} a synchronous "
+            "read takes (OCR_SYNC_MAX_PAGES): queue it with POST /v1/jobs and poll GET "
+            f"/v1/jobs/{{id}}, or select fewer with pages=, e.g. pages=1-{max_pages}",
+            code="too_many_pages_to_wait_for",
+            field="pages",
+        )
+
+
 def check_size(width: int, height: int, max_pixels: int, what: str, hint: str) -> None:
     """Refuse a page over OCR_MAX_PIXELS (from its header, before decoding), wider or taller than
     Tesseract reads, or too small to read; ``what`` names it in the message ("page 3")."""

@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     poll_interval_s: PositiveFloat = 1.0
     shutdown_grace_s: PositiveFloat = 30.0
     sync_timeout_s: PositiveFloat = 150.0
+    sync_max_pages: int = Field(default=10, ge=1, le=10_000)
     internal_token: SecretStr | None = None
     api_keys: SecretStr | None = None
     rate_limit: str | None = None

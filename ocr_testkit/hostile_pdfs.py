@@ -284,3 +284,19 @@ def miscounted_page_trees() -> dict[str, bytes]:
             b"<< /Type /Pages /Kids [3 0 R 4 0 R 5 0 R] /Count 1 >>", _PAGE, _PAGE, _PAGE
         ),
     }
+
+
+def slow_pages_pdf(pages: int = 1, fills: int = 2000) -> bytes:
+    """A PDF of about 600 bytes whose every page fills itself ``fills`` times: pdfium takes
+    about 10 ms a fill at 300 dpi (2000: half a minute a page), in little memory, and draws no
+    form: nothing refuses it before an engine renders it."""
+    content = zlib.compress(b"0 0 612 792 re f " * fills)
+    kids = b" ".join(b"%d 0 R" % (4 + n) for n in range(pages))
+    return pdf_file(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, pages),
+            pdf_stream(b"/Filter /FlateDecode", content),
+            *[b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R >>"] * pages,
+        ]
+    )
