@@ -23,6 +23,20 @@ def render_lines(lines: list[str], *, width: int = 900, fmt: str = "PNG", mode: 
     return out.getvalue()
 
 
+def text_wall(width: int, height: int, font_px: int = 20) -> bytes:
+    """A PNG page covered in lines of small text, edge to edge: slow to read (about 2 s of
+    Tesseract per megapixel on one core) and small to send."""
+    font = ImageFont.load_default(size=font_px)
+    image = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(image)
+    line = "the quick brown fox jumps over the lazy dog 0123456789 " * (width // (font_px * 8) + 1)
+    for top in range(0, height, font_px * 3 // 2):
+        draw.text((10, top), line, fill=0, font=font)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 

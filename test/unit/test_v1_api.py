@@ -108,6 +108,24 @@ def test_too_many_pages_is_a_413_that_says_the_limit(client: FlaskClient) -> Non
     assert client.post("/v1/jobs?pages=1-5", data=six, content_type="image/tiff").status_code == 202
 
 
+def test_more_pages_than_a_sync_read_takes_is_a_413_that_points_to_the_job_queue(
+    sessions: sessionmaker[Session], fake_ocr: FakeOcr
+) -> None:
+    client = api_client(sessions, fake_ocr, max_pages=5, sync_max_pages=2)
+    body = problem(
+        client.post("/v1/ocr", data=PDF, content_type="application/pdf"),
+        413,
+        "too_many_pages_to_wait_for",
+    )
+    assert "POST /v1/jobs" in body["detail"] and "OCR_SYNC_MAX_PAGES" in body["detail"]
+    assert body["field"] == "pages"
+    assert fake_ocr.documents == [] and client.get("/v1/jobs").get_json()["jobs"] == []
+    # Two of its pages now, or all three queued.
+    ok = client.post("/v1/ocr?pages=2-3", data=PDF, content_type="application/pdf")
+    assert ok.status_code == 200
+    assert client.post("/v1/jobs", data=PDF, content_type="application/pdf").status_code == 202
+
+
 def test_formats_are_detected_from_bytes(client: FlaskClient) -> None:
     page = render_page_image(["Hello"])
     for fmt in ("PNG", "JPEG", "BMP", "GIF", "WEBP"):
