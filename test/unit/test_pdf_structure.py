@@ -185,19 +185,23 @@ def test_content_past_the_tokenizing_bound_is_refused() -> None:
     assert error.code == "document_too_complex" and "too complex to check" in error.message
 
 
-def test_a_content_stream_that_decodes_past_the_bound_is_refused() -> None:
-    zeros = zlib.compress(b" " * (65 * 2**20))
-    document = pdf_file(
+def page_with_content(filter_name: bytes, content: bytes) -> bytes:
+    """A page whose content (so filtered) the check must read: it has a form to draw."""
+    return pdf_file(
         [
             b"<< /Type /Catalog /Pages 2 0 R >>",
             b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
             b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
             b"/Resources << /XObject << /X 5 0 R >> >> >>",
-            pdf_stream(b"/Filter /FlateDecode", zeros),
+            pdf_stream(b"/Filter /" + filter_name, content),
             pdf_stream(b"/Subtype /Form", b""),
         ]
     )
-    error = refused(document)
+
+
+def test_a_content_stream_that_decodes_past_the_bound_is_refused() -> None:
+    spaces = zlib.compress(b" " * (65 * 2**20))
+    error = refused(page_with_content(b"FlateDecode", spaces))
     assert error.code == "document_too_complex" and "too complex to check" in error.message
 
 
@@ -206,17 +210,7 @@ def test_a_content_stream_that_decodes_past_the_bound_is_refused() -> None:
 )
 def test_an_lzw_content_stream_is_read_only_when_small(size: int, is_refused: bool) -> None:
     # qpdf bounds no LZW decoding: the raw size bounds what it can grow to.
-    lzw = lzw_spaces(size)
-    document = pdf_file(
-        [
-            b"<< /Type /Catalog /Pages 2 0 R >>",
-            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-            b"/Resources << /XObject << /X 5 0 R >> >> >>",
-            pdf_stream(b"/Filter /LZWDecode", lzw),
-            pdf_stream(b"/Subtype /Form", b""),
-        ]
-    )
+    document = page_with_content(b"LZWDecode", lzw_spaces(size))
     if is_refused:
         assert "LZW" in refused(document).message
     else:
