@@ -56,5 +56,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.register_blueprint(v1.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(openapi.docs_blueprint())
     app.register_blueprint(web.bp)
     return app

@@ -14,14 +14,17 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from ocr_common import job_store
-from ocr_common.errors import OcrError, RateLimited, Unauthorized
+from ocr_common.browsers import BrowserGuard
+from ocr_common.errors import NotFound, OcrError, RateLimited, Unauthorized
 from ocr_common.settings import Settings
 
 from .services import current_services
 from .uploads import images_in_body, request_json
 
-# Blueprints whose routes need a key when keys are configured (ops endpoints never do).
+# Blueprints whose routes need a key when keys are configured (ops endpoints do not, but for
+# /metrics when it is served on the API's own address).
 PROTECTED_BLUEPRINTS = frozenset({"compat", "v1"})
+METRICS_ENDPOINT = "ops.metrics"
 
 
 # How soon a caller at the per-key queue cap should look again: a few pages' work.
@@ -43,14 +46,43 @@ def current_owner() -> str | None:
 
 
 def install_access_control(app: Flask, settings: Settings) -> Limiter | None:
-    """Check keys before every protected request, then apply the rate limit per caller."""
+    """Refuse what a browser was led to send, keep /metrics to its own address when it has
+    one, check keys before every protected request, then apply the rate limit per caller."""
     owners = settings.api_key_owners
     guard_keys = AuthFailureLimit(settings) if owners and settings.auth_failure_limit else None
+    browsers = BrowserGuard.from_settings(settings)
+    metrics_port = (
+        str(int(settings.metrics_bind.rpartition(":")[2])) if settings.metrics_bind else None
+    )
+
+    @app.before_request
+    def refuse_browser_tricks() -> None:
+        browsers.check(
+            host=request.headers.get("Host"),
+            origin=request.headers.get("Origin"),
+            content_type=request.headers.get("Content-Type"),
+        )
+
+    @app.before_request
+    def metrics_on_their_bind() -> None:
+        if metrics_port is None:
+            return
+        # Told apart by the port the connection came to (gunicorn listens on both binds).
+        on_metrics_bind = request.environ.get("SERVER_PORT") == metrics_port
+        if on_metrics_bind and request.endpoint != METRICS_ENDPOINT:
+            raise NotFound("this address serves only /metrics (OCR_METRICS_BIND)")
+        if not on_metrics_bind and request.endpoint == METRICS_ENDPOINT:
+            raise NotFound("/metrics is served on another address (OCR_METRICS_BIND)")
+
+    def needs_key() -> bool:
+        if request.endpoint == METRICS_ENDPOINT:
+            return metrics_port is None
+        return request.blueprint in PROTECTED_BLUEPRINTS
 
     @app.before_request
     def authenticate() -> None:
         g.owner = None
-        if not owners or request.blueprint not in PROTECTED_BLUEPRINTS:
+        if not owners or not needs_key():
             return
         key = presented_key()
         if key is None:

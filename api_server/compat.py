@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from ocr_common import job_store
+from ocr_common.db import in_transaction
 from ocr_common.errors import NotFound, OcrError
 from ocr_common.models import JobStatus
 
@@ -47,7 +48,11 @@ def route(path: str, **options: Any) -> Callable[[View], View]:
     responses={
         200: Body("the text (a list for a list)", {"application/json": schemas.CompatText}),
         **schemas.UPLOAD_ERRORS,
-        422: schemas.compat_error("Tesseract could not read the image"),
+        422: schemas.compat_error(
+            "Tesseract could not read the image",
+            "engine_timeout",
+            "Tesseract gave up on page 1 after 120 s (OCR_PAGE_TIMEOUT_S)",
+        ),
     },
 )
 def image_sync() -> Response:
@@ -67,9 +72,13 @@ def image_sync() -> Response:
     unknown = [upload for index, upload in enumerate(uploads) if index not in known]
     read = iter(jobs.read_now(unknown) if unknown else [])
     results = [known[index] if index in known else next(read) for index in range(len(uploads))]
-    with svc.sessions.begin() as session:
-        for upload, outcome in zip(uploads, results, strict=True):
+    in_transaction(
+        svc.sessions,
+        lambda session: [
             jobs.record_read(session, upload, started_at=started, outcome=outcome)
+            for upload, outcome in zip(uploads, results, strict=True)
+        ],
+    )
     for outcome in results:
         if isinstance(outcome, OcrError):
             raise outcome
@@ -93,8 +102,9 @@ def image_submit() -> Response:
     check_queue_room(len(uploads))
     # An image read before is answered from its stored result by the OCR server when it
     # claims the job (see Dispatcher), so intake stays one INSERT per table.
-    with svc.sessions.begin() as session:
-        ids = [jobs.queue_job(session, upload).id for upload in uploads]
+    ids = in_transaction(
+        svc.sessions, lambda session: [jobs.queue_job(session, upload).id for upload in uploads]
+    )
     svc.ocr.notify()
     return jsonify({"task_id": ids if many else ids[0]})
 
@@ -104,15 +114,29 @@ def image_submit() -> Response:
     summary="The text of a task (original API)",
     description='The id comes as ?task_id=, ?id= or a JSON body {"task_id": "<id>"}.',
     params=(
-        Param("task_id", {"type": "string"}, "the task id"),
+        Param("task_id", {"type": "string"}, "the task id", example=schemas.EXAMPLE_JOB_ID),
         Param("id", {"type": "string"}, "the task id (another name)"),
     ),
     responses={
         200: Body("the text, or null while not done", {"application/json": schemas.CompatResult}),
-        400: schemas.compat_error("no task id, or one that is an object or a list"),
-        404: schemas.compat_error("no such task, whatever the id looks like"),
-        422: schemas.compat_error("the task failed"),
-        503: schemas.compat_error("the database is unavailable"),
+        400: schemas.compat_error(
+            "no task id, or one that is an object or a list",
+            "missing_field",
+            'say which task: send {"task_id": "<id>"} as the body, or ?task_id=<id>',
+        ),
+        **schemas.COMPAT_KEY_ERRORS,
+        404: schemas.compat_error(
+            "no such task, whatever the id looks like",
+            "task_not_found",
+            "no task with id 'unknown'",
+        ),
+        422: schemas.compat_error(
+            "the task failed",
+            "attempts_exhausted",
+            "gave up after the last allowed attempt (OCR_MAX_ATTEMPTS): the OCR worker stopped "
+            "answering every time it read this image",
+        ),
+        503: schemas.COMPAT_UNAVAILABLE,
     },
 )
 def image_result() -> Response:
@@ -140,7 +164,8 @@ def image_result() -> Response:
         200: Body(
             "task id -> text (null while not done)", {"application/json": schemas.CompatAllImages}
         ),
-        503: schemas.compat_error("the database is unavailable"),
+        **schemas.COMPAT_KEY_ERRORS,
+        503: schemas.COMPAT_UNAVAILABLE,
     },
 )
 def all_images() -> Response:

@@ -7,9 +7,11 @@ sends its request a few bytes at a time costs a socket and a little memory, not 
 is what a buffering reverse proxy (nginx) in front of a threaded server would give, in-process.
 
 It also answers what never reaches Flask as JSON (a malformed request line, header or chunked
-body), drops connections that do not finish their request head in time, and closes after an
-early answer the way nginx's lingering close does: a client that sends its whole body before it
-reads (Python's http.client, requests) still reads a 413 instead of a broken pipe.
+body, a chunk declared larger than a request may be), drops connections that do not finish
+their request head in time, closes a connection after a request framed both by its length and
+as chunked, and closes after an early answer the way nginx's lingering close does: a client
+that sends its whole body before it reads (Python's http.client, requests) still reads a 413
+instead of a broken pipe.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ class BufferedWsgi:
     app on a thread with the whole body in hand."""
 
     def __init__(self, wsgi_app: Any, *, max_body_bytes: int, threads: int):
-        self._max_body_bytes = max_body_bytes
+        # Read by the protocol too: a chunk declared larger than this is refused at once.
+        self.max_body_bytes = max_body_bytes
         # Typed loosely: the scopes and messages here are plain dicts.
         self._wsgi: Any = WSGIMiddleware(_recording_header_names(wsgi_app), workers=threads)
 
@@ -73,8 +76,13 @@ class BufferedWsgi:
         if scope["type"] != "http":
             await self._wsgi(scope, receive, send)  # lifespan: a2wsgi acknowledges it
             return
+        if _framed_twice(scope):
+            # Content-Length and Transfer-Encoding both: the body is read as chunked, then the
+            # connection is closed (RFC 9112 section 6.1), so that what a front proxy took
+            # for the rest of the body is never read as a request of its own.
+            send = _closing(send)
         declared = _content_length(scope)
-        if declared is not None and declared > self._max_body_bytes:
+        if declared is not None and declared > self.max_body_bytes:
             # Flask refuses it by its Content-Length (413 in the API's error shape) without
             # reading; the protocol then discards the body while it closes.
             await self._run({**scope}, _empty_body, send)
@@ -110,7 +118,12 @@ class BufferedWsgi:
         async def send_as_spelled(message: ASGIMessage) -> None:
             if message["type"] == "http.response.start":
                 names: dict[bytes, bytes] = scope.get(HEADER_NAMES, {})
-                headers = [(names.get(name, name), value) for name, value in message["headers"]]
+                # The server dates every answer itself: a Date of the app's would be a second.
+                headers = [
+                    (names.get(name, name), value)
+                    for name, value in message["headers"]
+                    if name.lower() != b"date"
+                ]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -133,10 +146,10 @@ class BufferedWsgi:
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
-            room = self._max_body_bytes + 1 - size
+            room = self.max_body_bytes + 1 - size
             body.write(chunk[:room])
             size += min(len(chunk), room)
-            if size > self._max_body_bytes or not message.get("more_body", False):
+            if size > self.max_body_bytes or not message.get("more_body", False):
                 return size
 
 
@@ -183,7 +196,27 @@ def _replay(body: Any) -> Any:
     return receive
 
 
+def _framed_twice(scope: dict[str, Any]) -> bool:
+    names = {name for name, _value in scope["headers"]}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
+def _closing(send: Any) -> Any:
+    """``send``, its answer saying ``Connection: close`` (after which h11 closes)."""
+
+    async def send_then_close(message: ASGIMessage) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(n, v) for n, v in message["headers"] if n.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"Connection", b"close")]}
+        await send(message)
+
+    return send_then_close
+
+
 def _content_length(scope: dict[str, Any]) -> int | None:
+    """The declared length; None when there is none or a Transfer-Encoding overrides it."""
+    if _framed_twice(scope):
+        return None
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
@@ -279,7 +312,32 @@ class ApiH11Protocol(H11Protocol):
             if self._lingered_bytes > LINGER_MAX_BYTES:
                 self._real_transport().close()
             return
+        cycle = self.cycle
+        buffered = len(cycle.body) if cycle is not None else 0
         super().data_received(data)
+        if self.cycle is not None:
+            # Body bytes h11 took from these bytes (uvicorn keeps them until the app reads).
+            read = len(self.cycle.body) - (buffered if self.cycle is cycle else 0)
+            self._refuse_chunk_over_limit(read)
+
+    def _refuse_chunk_over_limit(self, read: int) -> None:
+        """A chunk declared larger than the request limit is a 400 at once, rather than a wait
+        for bytes that would be refused anyway (h11 takes chunk sizes of up to 20 digits).
+
+        A chunk whose header came in these bytes is at most ``read`` plus what is left of it;
+        if that passes the limit, so does the body: no body within the limit is refused.
+        """
+        if self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing():
+            return
+        limit = getattr(self.config.app, "max_body_bytes", None)
+        # A debt: h11 tells a chunk's size to no public interface; its reader keeps the bytes
+        # of the chunk still to come. Read defensively, so an h11 without it checks nothing.
+        left = getattr(getattr(self.conn, "_reader", None), "_bytes_in_chunk", 0)
+        if isinstance(limit, int) and isinstance(left, int) and left and left + read > limit:
+            self._send_bad_request(
+                f"a chunk of the request body is declared larger than the {limit} bytes a "
+                "request may have; nothing was stored"
+            )
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
         if self._lingering:
@@ -306,11 +364,13 @@ class ApiH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         # A malformed request line, header or chunked body: the API's JSON, not plain text.
         self.logger.info("malformed request: %s", msg)
-        headers, body = json_error(
-            "bad_request",
+        self._send_bad_request(
             "the request is not valid HTTP/1.1 (its request line, headers or chunked body are "
             "malformed); nothing was stored",
         )
+
+    def _send_bad_request(self, message: str) -> None:
+        headers, body = json_error("bad_request", message)
         head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         self.transport.write(b"HTTP/1.1 400 Bad Request\r\n" + head + b"\r\n" + body)
         self.transport.close()

@@ -1,8 +1,11 @@
-"""The OpenAPI 3.1 document, generated from the routes and the pydantic models in the code.
+"""The OpenAPI 3.1 document, generated from the routes and the pydantic models in the code,
+and Swagger UI at ``/docs`` to read and try it.
 
 A view says what it takes and answers with the ``Operation`` decorator; ``build_spec`` walks the
-app's URL map and puts every documented view in the document. ``/openapi.json`` serves it and
-``/docs`` a self-contained page that renders it (no CDN: it works offline).
+app's URL map and puts every documented view in the document, with an example of each request
+and answer (the models' own, or the ``Body``'s) and the API key where one is needed.
+``/openapi.json`` serves it; ``/docs`` is Swagger UI from the flask-swagger-ui package, served by
+this server (no CDN: it works offline).
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask_swagger_ui import get_swaggerui_blueprint
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+
+from .access import PROTECTED_BLUEPRINTS
 
 API_TITLE = "OCR service"
 API_VERSION = "1.0.0"
@@ -26,6 +31,22 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 # The tag of each blueprint's operations.
 TAGS = {"compat": "original", "v1": "v1", "ops": "operations"}
 _PATH_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+# How a key is sent (access.presented_key); Swagger UI's "Authorize" asks for either.
+SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API key, as Authorization: Bearer <key> (when OCR_API_KEYS is set)",
+    },
+    "apiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "an API key, as X-API-Key: <key> (when OCR_API_KEYS is set)",
+    },
+}
+# Either scheme, or none: keys are on only where the operator set OCR_API_KEYS.
+KEY_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}, {}]
 
 bp = Blueprint("openapi", __name__)
 
@@ -38,15 +59,21 @@ class Param:
     schema: dict[str, Any]
     description: str = ""
     where: str = "query"
+    example: Any = None
 
 
 @dataclass(frozen=True)
 class Body:
-    """A response or request body: a pydantic model per media type, or a raw JSON schema."""
+    """A response or request body: a pydantic model per media type, or a raw JSON schema.
+
+    Each media type's example is the model's own (the first of its ``examples``) or the raw
+    schema's, unless ``examples`` gives one for it (a queued job, an error of this status).
+    """
 
     description: str
     content: dict[str, type[BaseModel] | dict[str, Any]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    examples: dict[str, Any] = field(default_factory=dict)
 
 
 View = Callable[..., Any]
@@ -85,17 +112,44 @@ def _schema(value: type[BaseModel] | dict[str, Any]) -> dict[str, Any]:
     return {"$ref": REF_TEMPLATE.format(model=value.__name__)}
 
 
+@functools.cache
+def _model_example(model: type[BaseModel]) -> Any:
+    return model.model_json_schema().get("examples", [None])[0]
+
+
+def _example(value: type[BaseModel] | dict[str, Any]) -> Any:
+    if isinstance(value, dict):
+        return value.get("examples", [None])[0]
+    return _model_example(value)
+
+
 def _body(body: Body) -> dict[str, Any]:
     out: dict[str, Any] = {"description": body.description}
     if body.content:
-        out["content"] = {
-            media: {"schema": _schema(schema)} for media, schema in body.content.items()
-        }
+        out["content"] = {}
+        for media, schema in body.content.items():
+            entry = out["content"][media] = {"schema": _schema(schema)}
+            example = body.examples.get(media, _example(schema))
+            if example is not None:
+                entry["example"] = example
     if body.headers:
         out["headers"] = {
             name: {"description": text, "schema": {"type": "string"}}
             for name, text in body.headers.items()
         }
+    return out
+
+
+def _param(param: Param) -> dict[str, Any]:
+    out = {
+        "name": param.name,
+        "in": param.where,
+        "required": param.where == "path",
+        "description": param.description,
+        "schema": param.schema,
+    }
+    if param.example is not None:
+        out["example"] = param.example
     return out
 
 
@@ -111,26 +165,21 @@ def build_spec(app: Flask) -> dict[str, Any]:
             continue
         operations.append(op)
         path = _PATH_ARG.sub(r"{\1}", rule.rule)
+        declared = {p.name for p in op.params if p.where == "path"}
         params = [
             {"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
-            for arg in sorted(rule.arguments)
+            for arg in sorted(rule.arguments - declared)
         ]
-        params += [
-            {
-                "name": p.name,
-                "in": p.where,
-                "required": False,
-                "description": p.description,
-                "schema": p.schema,
-            }
-            for p in op.params
-        ]
+        params += [_param(p) for p in op.params]
+        blueprint = rule.endpoint.partition(".")[0]
         entry: dict[str, Any] = {
             "operationId": rule.endpoint.replace(".", "_"),
             "summary": op.summary,
-            "tags": [TAGS[rule.endpoint.partition(".")[0]]],
+            "tags": [TAGS[blueprint]],
             "responses": {str(status): _body(body) for status, body in op.responses.items()},
         }
+        if blueprint in PROTECTED_BLUEPRINTS:
+            entry["security"] = KEY_SECURITY
         if op.description:
             entry["description"] = op.description
         if params:
@@ -148,34 +197,17 @@ def build_spec(app: Flask) -> dict[str, Any]:
             "title": API_TITLE,
             "version": API_VERSION,
             "description": "Tesseract OCR over HTTP: the v1 API (documents, word boxes, jobs) "
-            "and the original API (/image-sync, /image, /allimages).",
+            "and the original API (/image-sync, /image, /allimages). With API keys on "
+            "(OCR_API_KEYS), the operations with a lock need one: Authorize, then try them.",
         },
+        # The v1 API first: it is the one to use.
+        "tags": [{"name": TAGS[name]} for name in ("v1", "compat", "ops")],
         "paths": paths,
-        "components": {"schemas": components.get("$defs", {})},
+        "components": {
+            "schemas": components.get("$defs", {}),
+            "securitySchemes": SECURITY_SCHEMES,
+        },
     }
-
-
-@functools.cache
-def _docs_page() -> str:
-    return resources.files("api_server").joinpath("docs.html").read_text(encoding="utf-8")
-
-
-def _inline_hashes(page: str, tag: str) -> str:
-    """CSP sources for each inline <tag> of the page: the SHA-256 of its exact text."""
-    found = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
-    digests = (base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() for text in found)
-    return " ".join(f"'sha256-{digest}'" for digest in digests)
-
-
-@functools.cache
-def docs_csp() -> str:
-    """The page may run only its own inline script and style, and fetch only from this server."""
-    page = _docs_page()
-    return (
-        f"default-src 'none'; script-src {_inline_hashes(page, 'script')}; "
-        f"style-src {_inline_hashes(page, 'style')}; connect-src 'self'; img-src 'self' data:; "
-        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
 
 
 @bp.get("/openapi.json")
@@ -187,9 +219,51 @@ def openapi_json() -> Response:
     return jsonify(spec)
 
 
-@bp.get("/docs")
-def docs() -> Response:
-    """Interactive documentation: reads /openapi.json, works offline."""
-    response = Response(_docs_page(), mimetype="text/html")
-    response.headers["Content-Security-Policy"] = docs_csp()
-    return response
+DOCS_PATH = "/docs"
+SWAGGER_UI_CONFIG = {
+    "app_name": f"{API_TITLE} API",
+    # Swagger UI would ask validator.swagger.io for a badge: nothing leaves this server.
+    "validatorUrl": None,
+    # Else built from the request's Host header, which would then be written into the page.
+    "oauth2RedirectUrl": f"{DOCS_PATH}/oauth2-redirect.html",
+    # No top bar: its field loads other documents, from elsewhere.
+    "layout": "BaseLayout",
+    "displayRequestDuration": True,
+}
+
+
+def _inline_hashes(page: str) -> list[str]:
+    """CSP sources for each inline <script> of the page: the SHA-256 of its exact text."""
+    found = re.findall(r"<script>(.*?)</script>", page, flags=re.DOTALL)
+    digests = (base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() for text in found)
+    return [f"'sha256-{digest}'" for digest in digests]
+
+
+@functools.cache
+def docs_csp(page: str) -> str:
+    """Swagger UI's files and its one inline script (its configuration) from this server, and
+    requests to this server only."""
+    scripts = " ".join(["'self'", *_inline_hashes(page)])
+    return (
+        f"default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+def docs_blueprint() -> Blueprint:
+    """Swagger UI at /docs (and /docs/), its files under /docs/, on /openapi.json."""
+    docs = get_swaggerui_blueprint(
+        DOCS_PATH, "/openapi.json", config=SWAGGER_UI_CONFIG, blueprint_name="docs"
+    )
+
+    @docs.after_request
+    def policy(response: Response) -> Response:
+        # The page (rendered) by the hashes of its inline script; its files (streamed) with none.
+        page = "" if response.direct_passthrough else response.get_data(as_text=True)
+        response.headers["Content-Security-Policy"] = docs_csp(page)
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    # The page itself at /docs too, without a redirect to /docs/.
+    docs.add_url_rule("", endpoint="show", strict_slashes=False)
+    return docs

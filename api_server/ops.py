@@ -34,7 +34,9 @@ def healthz() -> Response:
     summary="Readiness",
     responses={
         200: Body("the database answers, schema current", {"application/json": schemas.Status}),
-        503: Body("not ready", {"application/json": schemas.CompatError}),
+        503: schemas.compat_error(
+            "not ready", "database_unavailable", "the database is unavailable; retry shortly"
+        ),
     },
 )
 def readyz() -> Response:
@@ -52,7 +54,12 @@ def readyz() -> Response:
 @bp.get("/metrics")
 @Operation(
     summary="Metrics",
-    responses={200: Body("Prometheus text format", {"text/plain": {"type": "string"}})},
+    responses={
+        200: Body(
+            "Prometheus text format",
+            {"text/plain": {"type": "string", "examples": ['ocr_jobs{status="queued"} 3.0\n']}},
+        )
+    },
 )
 def metrics() -> Response:
     """Requests by route and status, latency histograms, and jobs by status (from the

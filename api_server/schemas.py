@@ -1,9 +1,17 @@
 """The shapes of what the API takes and answers: pydantic models (the tests check real answers
-against them) and the parameters and bodies the views document with ``openapi.Operation``."""
+against them) and the parameters and bodies the views document with ``openapi.Operation``.
+
+Each model carries an example (``examples`` in its JSON schema, hence in /openapi.json and
+/docs): what the service answered for ``example.png``, a line of two words, so that trying the
+JSON request in /docs reads it. test_api_docs checks every example against its schema.
+"""
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
+from http import HTTPStatus
+from importlib import resources
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
@@ -22,8 +30,121 @@ class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def example(value: Any) -> ConfigDict:
+    """A model's config with ``value`` as the example of its JSON schema."""
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": [value]})
+
+
+# -- examples: the service's answer for example.png (a line: "Hello OCR") ---------------------
+
+EXAMPLE_PNG_B64 = base64.b64encode(
+    resources.files("api_server").joinpath("example.png").read_bytes()
+).decode("ascii")
+EXAMPLE_JOB_ID = "0462584d-6010-4f0c-bb12-f0378205f66f"
+EXAMPLE_TEXT = "Hello OCR\n"
+BOX_EXAMPLE = {"left": 34, "top": 29, "width": 89, "height": 31}
+WORD_EXAMPLE = {"text": "Hello", "confidence": 95.98, "bbox": BOX_EXAMPLE}
+LINE_EXAMPLE = {
+    "text": "Hello OCR",
+    "confidence": 96.4,
+    "bbox": {"left": 34, "top": 29, "width": 181, "height": 31},
+    "words": [
+        WORD_EXAMPLE,
+        {
+            "text": "OCR",
+            "confidence": 96.81,
+            "bbox": {"left": 135, "top": 30, "width": 80, "height": 30},
+        },
+    ],
+}
+PAGE_EXAMPLE = {
+    "page": 1,
+    "width": 300,
+    "height": 110,
+    "dpi": None,
+    "rotation": 0,
+    "rotation_confidence": None,
+    "warnings": [],
+    "text": EXAMPLE_TEXT,
+    "confidence": 96.4,
+    "lines": [LINE_EXAMPLE],
+}
+OPTIONS_EXAMPLE = OcrOptions().model_dump(mode="json")
+QUEUED_JOB_EXAMPLE = {
+    "id": EXAMPLE_JOB_ID,
+    "status": "queued",
+    "kind": "async",
+    "api": "v1",
+    "created_at": "2026-12-04T19:43:13.081506Z",
+    "started_at": None,
+    "finished_at": None,
+    "attempts": 0,
+    "max_attempts": 3,
+    "format": "PNG",
+    "options": OPTIONS_EXAMPLE,
+    "progress": {"pages_done": 0, "pages_total": 1},
+    "error": None,
+}
+JOB_SUMMARY_EXAMPLE = {
+    **QUEUED_JOB_EXAMPLE,
+    "status": "succeeded",
+    "started_at": "2026-12-04T19:43:13.090211Z",
+    "finished_at": "2026-12-04T19:43:13.147127Z",
+    "attempts": 1,
+    "progress": {"pages_done": 1, "pages_total": 1},
+}
+JOB_EXAMPLE = {**JOB_SUMMARY_EXAMPLE, "text": EXAMPLE_TEXT, "pages": [PAGE_EXAMPLE]}
+QUEUED_FULL_JOB_EXAMPLE = {**QUEUED_JOB_EXAMPLE, "text": None, "pages": None}
+CANCELED_JOB_EXAMPLE = {
+    **QUEUED_FULL_JOB_EXAMPLE,
+    "status": "canceled",
+    "finished_at": "2026-12-04T19:43:14.002417Z",
+    "error": {"code": "canceled", "message": "canceled by its owner"},
+}
+TSV_EXAMPLE = (
+    "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext\n"
+    "1\t1\t0\t0\t0\t0\t0\t0\t300\t110\t-1\t\n"
+    "2\t1\t1\t0\t0\t0\t34\t29\t181\t31\t-1\t\n"
+    "3\t1\t1\t1\t0\t0\t34\t29\t181\t31\t-1\t\n"
+    "4\t1\t1\t1\t1\t0\t34\t29\t181\t31\t-1\t\n"
+    "5\t1\t1\t1\t1\t1\t34\t29\t89\t31\t95.980865\tHello\n"
+    "5\t1\t1\t1\t1\t2\t135\t30\t80\t30\t96.809288\tOCR\n"
+)
+PSM_DETAIL = (
+    '"psm": 2 is not a page segmentation mode that reads text; use one of 1, 3, 4, 5, 6, 7, 8, '
+    "9, 10, 11, 12, 13"
+)
+HOCR_EXAMPLE = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN"
+    "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">
+<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">
+ <head>
+  <title></title>
+  <meta http-equiv="Content-Type" content="text/html;charset=utf-8"/>
+  <meta name="ocr-system" content="tesseract"/>
+  <meta name="ocr-capabilities" content="ocr_page ocr_carea ocr_par ocr_line ocrx_word ocrp_wconf"/>
+ </head>
+ <body>
+  <div class='ocr_page' id='page_1' title='image "unknown"; bbox 0 0 300 110; ppageno 0; scan_res 70 70'>
+   <div class='ocr_carea' id='block_1_1' title="bbox 34 29 215 60">
+    <p class='ocr_par' id='par_1_1' lang='eng' title="bbox 34 29 215 60">
+     <span class='ocr_line' id='line_1_1' title="bbox 34 29 215 60; baseline 0.006 -1; x_size 35.377777; x_descenders 5.3777776; x_ascenders 8">
+      <span class='ocrx_word' id='word_1_1' title='bbox 34 29 123 60; x_wconf 95'>Hello</span>
+      <span class='ocrx_word' id='word_1_2' title='bbox 135 30 215 60; x_wconf 96'>OCR</span>
+     </span>
+    </p>
+   </div>
+  </div>
+ </body>
+</html>
+"""  # noqa: E501 - Tesseract's own lines
+
+
 class BoundingBox(Schema):
     """A rectangle in pixels of the (upright) page, from its top-left corner."""
+
+    model_config = example(BOX_EXAMPLE)
 
     left: int = Field(ge=0)
     top: int = Field(ge=0)
@@ -32,12 +153,16 @@ class BoundingBox(Schema):
 
 
 class Word(Schema):
+    model_config = example(WORD_EXAMPLE)
+
     text: str
     confidence: float = Field(ge=0, le=100, description="Tesseract's confidence, 0-100")
     bbox: BoundingBox
 
 
 class Line(Schema):
+    model_config = example(LINE_EXAMPLE)
+
     text: str
     confidence: float = Field(ge=0, le=100)
     bbox: BoundingBox
@@ -45,6 +170,8 @@ class Line(Schema):
 
 
 class Page(Schema):
+    model_config = example(PAGE_EXAMPLE)
+
     page: int = Field(ge=1, description="the page number in the document, from 1")
     width: int = Field(ge=1, description="pixels, after rendering and rotation")
     height: int = Field(ge=1)
@@ -79,6 +206,8 @@ class Progress(Schema):
 
 
 class JobSummary(Schema):
+    model_config = example(JOB_SUMMARY_EXAMPLE)
+
     id: str = Field(description="UUID")
     status: JobStatus
     kind: Literal["async", "sync"] = Field(
@@ -101,17 +230,37 @@ class JobSummary(Schema):
 
 
 class Job(JobSummary):
+    model_config = example(JOB_EXAMPLE)
+
     text: str | None = Field(description="the text of every page (pages end in a form feed)")
     pages: list[Page] | None = Field(description="when succeeded: pages, lines, words, boxes")
 
 
 class JobList(Schema):
+    model_config = example({"jobs": [JOB_SUMMARY_EXAMPLE], "next_cursor": None})
+
     jobs: list[JobSummary]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page")
 
 
 class Problem(BaseModel):
     """An error of the v1 API (RFC 9457 problem details)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "about:blank",
+                    "title": "Bad Request",
+                    "status": 400,
+                    "detail": PSM_DETAIL,
+                    "code": "invalid_option",
+                    "instance": "/v1/jobs",
+                    "field": "psm",
+                }
+            ]
+        }
+    )
 
     type: str = "about:blank"
     title: str
@@ -125,6 +274,10 @@ class Problem(BaseModel):
 class JsonDocument(OcrOptions):
     """A document sent as JSON: base64 bytes and the options beside them."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"document": EXAMPLE_PNG_B64, "lang": "eng"}]}
+    )
+
     document: str = Field(description="the file's bytes, base64 (a data: URL prefix is fine)")
 
 
@@ -134,10 +287,16 @@ class JsonDocument(OcrOptions):
 class CompatError(Schema):
     """An error of the original API."""
 
+    model_config = example(
+        {"error": {"code": "invalid_base64", "message": '"image_data" is not valid base64'}}
+    )
+
     error: ErrorDetail
 
 
 class CompatImage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"image_data": EXAMPLE_PNG_B64}]})
+
     image_data: str | list[str] | None = Field(
         default=None, description="base64 image, or a list of them"
     )
@@ -147,14 +306,20 @@ class CompatImage(BaseModel):
 
 
 class CompatText(Schema):
+    model_config = example({"text": EXAMPLE_TEXT})
+
     text: str | list[str]
 
 
 class CompatTaskId(Schema):
+    model_config = example({"task_id": EXAMPLE_JOB_ID})
+
     task_id: str | list[str]
 
 
 class CompatResult(Schema):
+    model_config = example({"task_id": EXAMPLE_TEXT})
+
     task_id: str | None = Field(description="the text, or null while the task is not done")
     text: str | None = Field(
         default=None, description="the same, when the id came in the query string"
@@ -164,8 +329,18 @@ class CompatResult(Schema):
 class CompatAllImages(RootModel[dict[str, str | None]]):
     """Every task id and its text (null while not done), oldest first."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {EXAMPLE_JOB_ID: EXAMPLE_TEXT, "9d0c3b7e-2f41-4e55-8a7c-5b1e2d3f4a60": None}
+            ]
+        }
+    )
+
 
 class Status(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
     status: str
 
 
@@ -189,6 +364,9 @@ OPTION_PARAMS = tuple(
 FORMAT_PARAM = Param(
     "format", {"type": "string", "enum": list(FORMATS)}, "json (default), text, hocr or tsv"
 )
+JOB_ID_PARAM = Param(
+    "job_id", {"type": "string"}, "the job's id (a UUID)", where="path", example=EXAMPLE_JOB_ID
+)
 IDEMPOTENCY_PARAM = Param(
     IDEMPOTENCY_HEADER,
     {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
@@ -209,12 +387,13 @@ DOCUMENT_BODY = Body(
     "the document: PNG, JPEG, TIFF (every page), BMP, GIF (first frame), WebP or PDF; the "
     "format is found from the bytes",
     {
+        # First: what /docs shows and tries first (its example reads as "Hello OCR").
+        "application/json": JsonDocument,
         "multipart/form-data": {
             "type": "object",
             "required": ["file"],
             "properties": {"file": _BINARY, **{p.name: p.schema for p in OPTION_PARAMS}},
         },
-        "application/json": JsonDocument,
         "application/pdf": _BINARY,
         "image/png": _BINARY,
         "image/jpeg": _BINARY,
@@ -224,36 +403,103 @@ DOCUMENT_BODY = Body(
 )
 
 
-def problem(description: str) -> Body:
-    return Body(description, {PROBLEM_JSON: Problem})
+def problem(status: int, description: str, code: str, detail: str) -> Body:
+    """A problem+json answer of ``status``, with an example of it."""
+    example = Problem(
+        title=HTTPStatus(status).phrase, status=status, detail=detail, code=code
+    ).model_dump(exclude_none=True)
+    return Body(description, {PROBLEM_JSON: Problem}, examples={PROBLEM_JSON: example})
 
 
+KEY_MISSING = "this service needs an API key: send Authorization: Bearer <key> or X-API-Key: <key>"
 RESULT_CONTENT: dict[str, type[BaseModel] | dict[str, Any]] = {
     "application/json": Job,
-    "text/plain": {"type": "string"},
-    HOCR_MEDIA_TYPE: {"type": "string"},
-    TSV_MEDIA_TYPE: {"type": "string"},
+    "text/plain": {"type": "string", "examples": [EXAMPLE_TEXT]},
+    HOCR_MEDIA_TYPE: {"type": "string", "examples": [HOCR_EXAMPLE]},
+    TSV_MEDIA_TYPE: {"type": "string", "examples": [TSV_EXAMPLE]},
+}
+UNAVAILABLE = problem(
+    503,
+    "the database is unavailable",
+    "database_unavailable",
+    "the database is unavailable; nothing was stored, retry shortly",
+)
+NO_SUCH_JOB = problem(404, "no such job", "job_not_found", f"no job with id {EXAMPLE_JOB_ID}")
+# Every v1 operation, when API keys are on.
+KEY_ERRORS = {
+    401: problem(
+        401, "API keys are on and the key is missing or wrong", "missing_api_key", KEY_MISSING
+    )
 }
 SUBMIT_ERRORS = {
-    400: problem("bad document or option (the problem's field names it)"),
-    413: problem("the document is over a limit: bytes, pixels or OCR_MAX_PAGES"),
-    415: problem("the body is not multipart, JSON or an image/PDF"),
-    503: problem("the database or the OCR server is unavailable; retry after Retry-After"),
+    400: problem(
+        400,
+        "bad document or option (the problem's field names it)",
+        "invalid_option",
+        PSM_DETAIL,
+    ),
+    **KEY_ERRORS,
+    413: problem(
+        413,
+        "the document is over a limit: bytes, pixels or OCR_MAX_PAGES",
+        "too_many_pages",
+        "the document has 140 pages to read, more than the 100 allowed per document "
+        "(OCR_MAX_PAGES); select fewer with pages=, e.g. pages=1-100",
+    ),
+    415: problem(
+        415,
+        "the body is not multipart, JSON or an image/PDF",
+        "unsupported_media_type",
+        "a body of type 'text/csv' is not read here: send multipart/form-data with a file part, "
+        'the raw document as image/* or application/pdf, or application/json with {"document": '
+        '"<base64>"}',
+    ),
+    503: problem(
+        503,
+        "the database or the OCR server is unavailable; retry after Retry-After",
+        "ocr_unavailable",
+        "the OCR server at http://ocr:5001 is not answering (ClientConnectorError); retry shortly",
+    ),
 }
 
 
 # -- what the original API's views document ---------------------------------------------------
 
 
-def compat_error(description: str) -> Body:
-    return Body(description, {"application/json": CompatError})
+def compat_error(description: str, code: str, message: str) -> Body:
+    """An error answer of the original API, with an example of it."""
+    example = {"error": {"code": code, "message": message}}
+    return Body(
+        description, {"application/json": CompatError}, examples={"application/json": example}
+    )
 
 
 IMAGE_BODY = Body("base64 image(s)", {"application/json": CompatImage})
+COMPAT_UNAVAILABLE = compat_error(
+    "the database is unavailable",
+    "database_unavailable",
+    "the database is unavailable; nothing was stored, retry shortly",
+)
+# Every operation of the original API, when API keys are on.
+COMPAT_KEY_ERRORS = {
+    401: compat_error(
+        "API keys are on and the key is missing or wrong", "missing_api_key", KEY_MISSING
+    )
+}
 UPLOAD_ERRORS = {
-    400: compat_error("malformed body, base64 or image"),
-    413: compat_error(
-        "an image is over OCR_MAX_UPLOAD_BYTES or OCR_MAX_PIXELS, or the list over OCR_MAX_BATCH"
+    400: compat_error(
+        "malformed body, base64 or image", "invalid_base64", '"image_data" is not valid base64'
     ),
-    503: compat_error("the database (or OCR server) is unavailable; nothing was stored"),
+    **COMPAT_KEY_ERRORS,
+    413: compat_error(
+        "an image is over OCR_MAX_UPLOAD_BYTES or OCR_MAX_PIXELS, or the list over OCR_MAX_BATCH",
+        "too_many_pixels",
+        "page 1 is 10000x6000 = 60000000 pixels, more than the 50000000 allowed "
+        "(OCR_MAX_PIXELS); scale it down",
+    ),
+    503: compat_error(
+        "the database (or OCR server) is unavailable; nothing was stored",
+        "ocr_unavailable",
+        "the OCR server at http://ocr:5001 is not answering (ClientConnectorError); retry shortly",
+    ),
 }

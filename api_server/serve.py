@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import shutil
 import sys
@@ -14,6 +16,8 @@ from gunicorn.app.base import BaseApplication
 from ocr_common.db import check_database, make_engine
 from ocr_common.observability import RequestIdFilter, configure_logging, formatter
 from ocr_common.settings import Settings, SettingsError, hash_api_key, load_settings
+
+log = logging.getLogger(__name__)
 
 # gunicorn's heartbeat: a worker's event loop that stops answering it this long is replaced.
 # Requests run on the worker's threads, so a long /image-sync does not delay the heartbeat.
@@ -46,7 +50,8 @@ class GunicornApp(BaseApplication):
     def load_config(self) -> None:
         s = self._settings
         options: dict[str, Any] = {
-            "bind": s.api_bind,
+            # A second address serves /metrics alone, when one is set (see access.py).
+            "bind": [s.api_bind, *([s.metrics_bind] if s.metrics_bind else [])],
             "workers": s.api_processes,
             "worker_class": "api_server.http_front.ApiWorker",
             "timeout": WORKER_TIMEOUT_S,
@@ -99,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ocr-api: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if (warning := exposure_warning(settings)) is not None:
+        log.warning(warning)
     sys.argv = sys.argv[:1]  # gunicorn must not read our arguments as its own
     metrics_dir = _metrics_dir()
     try:
@@ -107,6 +114,29 @@ def main(argv: list[str] | None = None) -> int:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def listens_on_loopback_only(bind: str) -> bool:
+    """Whether HOST:PORT (OCR_API_BIND) takes connections from this machine only."""
+    host = bind.rpartition(":")[0].strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: whatever interfaces it names
+
+
+def exposure_warning(settings: Settings) -> str | None:
+    """What to warn of at start: no API keys on an address other machines may reach."""
+    if settings.api_keys is not None or listens_on_loopback_only(settings.api_bind):
+        return None
+    return (
+        f"API keys are off (OCR_API_KEYS is unset) and the API listens on {settings.api_bind}, "
+        "beyond loopback: anyone who reaches this port can submit documents and read every "
+        "job's text. Set OCR_API_KEYS (`ocr-api hash-key KEY` prints an entry) unless a proxy in "
+        "front checks who calls."
+    )
 
 
 def _metrics_dir() -> str | None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ocr_common import job_store
+from ocr_common.db import in_transaction
 from ocr_common.errors import EngineError, NotFound, OcrError
 from ocr_common.models import Job, JobApi, JobStatus
 
@@ -32,7 +34,12 @@ bp = Blueprint("v1", __name__, url_prefix="/v1")
     responses={
         200: Body("the finished job, or its text, hOCR or TSV (format=)", schemas.RESULT_CONTENT),
         **schemas.SUBMIT_ERRORS,
-        422: schemas.problem("Tesseract could not read the document"),
+        422: schemas.problem(
+            422,
+            "Tesseract could not read the document",
+            "engine_timeout",
+            "Tesseract gave up on page 1 after 120 s (OCR_PAGE_TIMEOUT_S)",
+        ),
     },
 )
 def ocr_now() -> Response:
@@ -45,10 +52,12 @@ def ocr_now() -> Response:
     # refuses (or cannot take) stores nothing.
     if isinstance(outcome, OcrError) and not isinstance(outcome, EngineError):
         raise outcome
-    with svc.sessions.begin() as session:
-        job = jobs.record_read(
+    job = in_transaction(
+        svc.sessions,
+        lambda session: jobs.record_read(
             session, submission, started_at=started, outcome=outcome, api=JobApi.V1
-        )
+        ),
+    )
     if isinstance(outcome, OcrError):
         raise outcome
     return render_job(job, outcome, fmt)
@@ -67,9 +76,16 @@ def ocr_now() -> Response:
             "the queued job (or, for a repeated Idempotency-Key, the job it created)",
             {"application/json": schemas.Job},
             headers={"Location": "/v1/jobs/{id}"},
+            examples={"application/json": schemas.QUEUED_FULL_JOB_EXAMPLE},
         ),
         **schemas.SUBMIT_ERRORS,
-        409: schemas.problem("the Idempotency-Key was used for another request"),
+        409: schemas.problem(
+            409,
+            "the Idempotency-Key was used for another request",
+            "idempotency_key_reused",
+            f"the Idempotency-Key was already used for a different request (job "
+            f"{schemas.EXAMPLE_JOB_ID}); use a new key for a new document or options",
+        ),
     },
 )
 def submit_job() -> Response:
@@ -80,14 +96,16 @@ def submit_job() -> Response:
         return render_accepted(earlier, replayed=True)
     check_queue_room(1)
     try:
-        with svc.sessions.begin() as session:
-            job = jobs.queue_job(
+        job = in_transaction(
+            svc.sessions,
+            lambda session: jobs.queue_job(
                 session,
                 submission,
                 api=JobApi.V1,
                 idempotency_key=key,
                 request_digest=submission.digest,
-            )
+            ),
+        )
     except IntegrityError:
         # Another request with the same key won the race: answer what it created.
         if (earlier := idempotency.earlier_job(key, submission.digest)) is None:
@@ -114,14 +132,30 @@ def load_job(value: str) -> Job:
 @bp.get("/jobs/<job_id>")
 @Operation(
     summary="A job: its status, progress, and result",
-    params=(schemas.FORMAT_PARAM,),
+    params=(schemas.JOB_ID_PARAM, schemas.FORMAT_PARAM),
     responses={
         200: Body("the job, or its text, hOCR or TSV (format=)", schemas.RESULT_CONTENT),
-        400: schemas.problem("bad format"),
-        404: schemas.problem("no such job"),
-        409: schemas.problem("format=text|hocr|tsv of a job not finished yet"),
-        422: schemas.problem("format=text|hocr|tsv of a failed or canceled job"),
-        503: schemas.problem("the database is unavailable"),
+        400: schemas.problem(
+            400,
+            "bad format",
+            "invalid_option",
+            "\"format\": 'pdf' is not one of json, text, hocr, tsv",
+        ),
+        **schemas.KEY_ERRORS,
+        404: schemas.NO_SUCH_JOB,
+        409: schemas.problem(
+            409,
+            "format=text|hocr|tsv of a job not finished yet",
+            "result_not_ready",
+            f"job {schemas.EXAMPLE_JOB_ID} is queued: its text is there once it has succeeded",
+        ),
+        422: schemas.problem(
+            422,
+            "format=text|hocr|tsv of a failed or canceled job",
+            "engine_timeout",
+            "Tesseract gave up on page 1 after 120 s (OCR_PAGE_TIMEOUT_S)",
+        ),
+        503: schemas.UNAVAILABLE,
     },
 )
 def get_job(job_id: str) -> Response:
@@ -139,22 +173,34 @@ def get_job(job_id: str) -> Response:
     summary="Cancel a job, or delete a finished one",
     description="A queued (or running) job is canceled: 200 with the canceled job; it will not "
     "run, or its result is discarded. A finished job is deleted with its result and image: 204.",
+    params=(schemas.JOB_ID_PARAM,),
     responses={
-        200: Body("the canceled job", {"application/json": schemas.Job}),
+        200: Body(
+            "the canceled job",
+            {"application/json": schemas.Job},
+            examples={"application/json": schemas.CANCELED_JOB_EXAMPLE},
+        ),
         204: Body("deleted"),
-        404: schemas.problem("no such job"),
-        503: schemas.problem("the database is unavailable"),
+        **schemas.KEY_ERRORS,
+        404: schemas.NO_SUCH_JOB,
+        503: schemas.UNAVAILABLE,
     },
 )
 def delete_job(job_id: str) -> Response:
     job = load_job(job_id)
-    with current_services().sessions.begin() as session:
+
+    def cancel_or_delete(session: Session) -> Job | None:
+        """The job canceled, or None when it had finished and is deleted."""
         if job_store.cancel(session, job.id):
-            canceled = job_store.get_job(session, job.id)
-            assert canceled is not None
-            return jsonify(job_body(canceled, None))
+            return job_store.get_job(session, job.id)
         if not job_store.delete_finished(session, job.id):
             raise NotFound(f"no job with id {job_id}", code="job_not_found")
+        return None
+
+    # Deletes of one job at once lock its rows in opposite orders: a deadlock is run again.
+    canceled = in_transaction(current_services().sessions, cancel_or_delete)
+    if canceled is not None:
+        return jsonify(job_body(canceled, None))
     return Response(status=204)
 
 
@@ -164,8 +210,14 @@ def delete_job(job_id: str) -> Response:
     params=schemas.LIST_PARAMS,
     responses={
         200: Body("a page of jobs", {"application/json": schemas.JobList}),
-        400: schemas.problem("bad status, limit or cursor"),
-        503: schemas.problem("the database is unavailable"),
+        400: schemas.problem(
+            400,
+            "bad status, limit or cursor",
+            "invalid_option",
+            "\"status\": 'done' is not one of queued, running, succeeded, failed, canceled",
+        ),
+        **schemas.KEY_ERRORS,
+        503: schemas.UNAVAILABLE,
     },
 )
 def list_jobs() -> Response:

@@ -83,6 +83,8 @@ def hostile_runs() -> list[tuple[str, dict[str, str], HostileCase]]:
         ("blank-png", {}, lambda s, e: hostile_clients.blank_png_uploads(s, e, uploads=16)),
         ("batch-flood", {}, lambda s, e: hostile_clients.batch_flood(s, e, clients=8)),
         ("long-options", {}, hostile_clients.long_options),
+        ("made-up-methods", {}, hostile_clients.made_up_methods),
+        ("browser-tricks", {}, hostile_clients.browser_tricks),
     ]
 
 

@@ -8,10 +8,11 @@ a second run skips what is done and waits for what was submitted instead of send
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +22,40 @@ from .client import ApiError, ClientError, Job, OcrClient, Options, Stopped
 from .manifest import Entry, Manifest
 
 RESULT_SUFFIXES = {"text": ".txt", "json": ".json", "hocr": ".hocr", "tsv": ".tsv"}
+# The first bytes of the documents the service reads (it, too, tells them apart by their bytes,
+# never by a name): PNG, JPEG, TIFF (both byte orders), GIF, JPEG 2000 (file and codestream).
+# WebP, BMP, PPM and PDF are checked in ``is_document``.
+SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"II*\x00",
+    b"MM\x00*",
+    b"GIF87a",
+    b"GIF89a",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n",
+    b"\xff\x4f\xff\x51",
+)
+# The sizes a BMP's second header may have (BITMAPCOREHEADER to BITMAPV5HEADER).
+BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+# A PDF reader accepts junk before the header within the first kilobyte.
+HEAD_BYTES = 1024
+
+
+def is_document(head: bytes) -> bool:
+    """Whether a file that starts with ``head`` is an image or a PDF the service reads."""
+    if head.startswith(SIGNATURES) or b"%PDF-" in head:
+        return True
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    if head[:2] == b"BM" and len(head) >= 18:
+        return int.from_bytes(head[14:18], "little") in BMP_HEADER_SIZES
+    # PBM, PGM, PPM: "P1" to "P6" and a space.
+    return len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace()
+
+
+def _reads_as_document(path: Path) -> bool:
+    with open(path, "rb") as file:
+        return is_document(file.read(HEAD_BYTES))
 
 
 @dataclass(frozen=True)
@@ -29,21 +64,49 @@ class Source:
     output: str  # where its result goes, relative to the output folder
 
 
-def collect_sources(inputs: Iterable[Path], fmt: str, exclude: Path | None = None) -> list[Source]:
-    """The files named, and those under the folders named (hidden ones, and those under
+def collect_sources(
+    inputs: Iterable[Path],
+    fmt: str,
+    exclude: Path | None = None,
+    include: Sequence[str] = (),
+    on_skip: Callable[[Path, str], None] | None = None,
+) -> tuple[list[Source], list[Path]]:
+    """The documents to read, and the files left out because their first bytes are not an
+    image's or a PDF's.
+
+    The files named and those under the folders named (hidden ones, and those under
     ``exclude``, the output folder, skipped), each with its result's path: ``a/b.png`` under
-    folder ``DIR`` gives ``a/b.png.txt`` for text."""
+    folder ``DIR`` gives ``a/b.png.txt`` for text. With ``include`` glob patterns, the files
+    whose path (under its folder, or as named) matches one are read whatever their bytes, and
+    no other file is.
+
+    A symbolic link inside a folder is not followed (it may lead out of the folder, to files
+    the user never meant to send): ``on_skip`` is told of it, with the reason. A file or
+    folder named in ``inputs`` is read wherever it is.
+    """
     suffix = RESULT_SUFFIXES[fmt]
     skip = exclude.resolve() if exclude is not None else None
-    sources: list[Source] = []
+    # Each file, the name patterns are matched against, and its result's path.
+    found: list[tuple[Path, str, str]] = []
     for given in inputs:
         if given.is_dir():
-            for path in sorted(_files_under(given, skip)):
-                sources.append(Source(path, path.relative_to(given).as_posix() + suffix))
+            for path in sorted(_files_under(given, skip, on_skip or (lambda _path, _why: None))):
+                relative = path.relative_to(given).as_posix()
+                found.append((path, relative, relative + suffix))
         elif given.is_file():
-            sources.append(Source(given, given.name + suffix))
+            found.append((given, given.as_posix(), given.name + suffix))
         else:
             raise ClientError(f"{given}: no such file or folder")
+    sources: list[Source] = []
+    left_out: list[Path] = []
+    for path, name, output in found:
+        if include:
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
+                sources.append(Source(path, output))
+        elif _reads_as_document(path):
+            sources.append(Source(path, output))
+        else:
+            left_out.append(path)
     seen: dict[str, Path] = {}
     for source in sources:
         if source.output in seen:
@@ -52,18 +115,31 @@ def collect_sources(inputs: Iterable[Path], fmt: str, exclude: Path | None = Non
                 "run them into different --out folders"
             )
         seen[source.output] = source.path
-    return sources
+    return sources, left_out
 
 
-def _files_under(folder: Path, skip: Path | None) -> Iterator[Path]:
+LINK_SKIPPED = (
+    "a symbolic link (links inside a folder are not followed; name its target to read it)"
+)
+
+
+def _files_under(
+    folder: Path, skip: Path | None, on_skip: Callable[[Path, str], None]
+) -> Iterator[Path]:
+    def wanted(path: Path) -> bool:
+        if path.name.startswith(".") or (skip is not None and path.resolve() == skip):
+            return False
+        if path.is_symlink():
+            on_skip(path, LINK_SKIPPED)
+            return False
+        return True
+
+    # os.walk lists a link to a folder among the folders (and does not enter it), a link to a
+    # file among the files.
     for root, dirs, files in os.walk(folder):
-        dirs[:] = [
-            d
-            for d in dirs
-            if not d.startswith(".") and (skip is None or (Path(root) / d).resolve() != skip)
-        ]
+        dirs[:] = [name for name in dirs if wanted(Path(root) / name)]
         for name in files:
-            if not name.startswith("."):
+            if wanted(Path(root) / name):
                 yield Path(root) / name
 
 

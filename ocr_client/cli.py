@@ -1,11 +1,14 @@
 """``ocr-client``: read a folder of documents with a progress bar, or one document now.
 
     ocr-client run FILES_OR_DIRS... --out DIR [--format text|json|hocr|tsv] [--concurrency N]
+                   [--include GLOB ...]
     ocr-client sync FILE [--format text|json|hocr|tsv]
 
-``--url`` and ``--api-key`` default to ``OCR_URL`` and ``OCR_API_KEY``. ``run`` keeps a manifest
-in DIR: run it again and it skips what is done and waits for what it had submitted. It exits 1
-listing the documents that failed, 130 when interrupted.
+``--url`` and ``--api-key`` default to ``OCR_URL`` and ``OCR_API_KEY``; the URL is checked first
+(one line says what is wrong with it). ``run`` reads the files whose first bytes are an image's
+or a PDF's (``--include`` chooses by name instead) and keeps a manifest in DIR: run it again and
+it skips what is done and waits for what it had submitted. It exits 1 listing the documents
+that failed, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -90,9 +93,37 @@ def _client(args: argparse.Namespace) -> OcrClient:
     return OcrClient(args.url, api_key=args.api_key, retry=RetryPolicy.patient(args.retry_for))
 
 
+# Files left out named in the line that says so; more are counted.
+SHOWN_LEFT_OUT = 5
+
+
+def left_out_line(left_out: list[Path]) -> str:
+    names = ", ".join(str(path) for path in left_out[:SHOWN_LEFT_OUT])
+    more = f" and {len(left_out) - SHOWN_LEFT_OUT} more" if len(left_out) > SHOWN_LEFT_OUT else ""
+    return (
+        f"ocr-client: skipped {len(left_out)} file(s) whose first bytes are not an image's or a "
+        f"PDF's: {names}{more} (--include GLOB reads files by name instead)"
+    )
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
-    sources = collect_sources([Path(p) for p in args.inputs], args.format, exclude=Path(args.out))
+    def skipped(path: Path, why: str) -> None:
+        console.print(f"ocr-client: skipped {path}: {why}", markup=False, highlight=False)
+
+    sources, left_out = collect_sources(
+        [Path(p) for p in args.inputs],
+        args.format,
+        exclude=Path(args.out),
+        include=args.include,
+        on_skip=skipped,
+    )
+    if left_out:
+        console.print(left_out_line(left_out), markup=False, highlight=False)
+    if not sources:
+        what = "matches --include" if args.include else "is an image or a PDF"
+        raise ClientError(f"nothing to read: no file named {what}")
     client = _client(args)
+    client.check_service()
     bar = ProgressBar(console, len(sources))
     batch = Batch(
         client,
@@ -131,9 +162,10 @@ def summarize(report: BatchReport, console: Console) -> int:
 
 def sync(args: argparse.Namespace, console: Console) -> int:
     path = Path(args.file)
-    text = _client(args).ocr(
-        path.read_bytes(), filename=path.name, options=_options(args), fmt=args.format
-    )
+    document = path.read_bytes()
+    client = _client(args)
+    client.check_service()
+    text = client.ocr(document, filename=path.name, options=_options(args), fmt=args.format)
     sys.stdout.write(text)
     return 0
 
@@ -163,8 +195,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_RETRY_FOR_S,
         metavar="SECONDS",
-        help="how long to keep retrying a busy (429/503) or unreachable service "
-        f"(default {DEFAULT_RETRY_FOR_S:g})",
+        help="how long to keep retrying a busy (429/503) or unreachable service, the first "
+        f"call too (default {DEFAULT_RETRY_FOR_S:g})",
     )
     parser = argparse.ArgumentParser(prog="ocr-client", description="Client of the OCR service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +205,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     run_parser.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
     run_parser.add_argument("--out", required=True, metavar="DIR", help="where results go")
+    run_parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help='read the files whose path matches GLOB (e.g. "*.png"; again for more), whatever '
+        "their bytes; without it, the files whose first bytes are an image's or a PDF's",
+    )
     run_parser.add_argument(
         "--concurrency",
         type=int,
@@ -191,7 +231,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console(stderr=True)
+    # soft_wrap: a message is one line however narrow the terminal (or 80 columns when none).
+    console = Console(stderr=True, soft_wrap=True)
     try:
         return run(args, console) if args.command == "run" else sync(args, console)
     except (ClientError, OSError) as exc:

@@ -23,6 +23,8 @@ from tenacity import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:5000"
+# What the OCR server's internal API says it is at /healthz (the API server says no name).
+INTERNAL_SERVICE = "ocr-server"
 REQUEST_TIMEOUT_S = 180.0
 POLL_INTERVAL_S = 0.5
 # Answers that mean "not now": the service says when to come back in Retry-After.
@@ -86,11 +88,38 @@ class ApiError(ClientError):
 
 
 class Unreachable(ClientError):
-    """No answer: refused, reset, or timed out."""
+    """No answer: refused, reset, or timed out; ``reason`` says which, in a few words."""
+
+    def __init__(self, message: str, *, reason: str = "no answer"):
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotTheService(ClientError):
+    """Something answers at the URL, but not the OCR service's API."""
 
 
 class Stopped(ClientError):
     """The caller asked to stop (Ctrl-C) while waiting."""
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """Why a request got no answer, in a few words: the operating system's reason (connection
+    refused, name unknown, ...) found in the exceptions requests and urllib3 wrap it in."""
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    seen: list[BaseException] = []
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or current in seen:
+            continue
+        seen.append(current)
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror.lower()
+        pending += [*current.args, getattr(current, "reason", None)]
+        pending += [current.__cause__, current.__context__]
+    return type(exc).__name__
 
 
 def _retry_after_s(value: str | None) -> float | None:
@@ -205,6 +234,34 @@ class OcrClient:
         self._local = threading.local()
         # Set to stop every wait of this client (polls, retry back-offs) at once: Ctrl-C.
         self.stopping = threading.Event()
+
+    def check_service(self) -> None:
+        """Make sure the URL is the OCR service's API, retrying an unreachable one as the
+        policy says; each failure is a one-line ``ClientError`` that says what is wrong."""
+        try:
+            answer = self._call("GET", "/healthz")
+            body = answer.json()
+        except Unreachable as exc:
+            raise Unreachable(
+                f"no OCR service answers at {self.url} (tried for "
+                f"{self.retry.max_total_s:g} s: {exc.reason})"
+            ) from None
+        except (ApiError, ValueError) as exc:
+            what = f"HTTP {exc.status}" if isinstance(exc, ApiError) else "not JSON"
+            raise NotTheService(
+                f"{self.url} answers, but not as the OCR service's API (GET /healthz: {what}); "
+                "check --url"
+            ) from None
+        if isinstance(body, dict) and body.get("service") == INTERNAL_SERVICE:
+            raise NotTheService(
+                f"{self.url} is the OCR server's internal API, not the API: use the API "
+                "server's URL (port 5000 by default)"
+            )
+        if not (isinstance(body, dict) and body.get("status") == "ok"):
+            raise NotTheService(
+                f"{self.url} answers, but not as the OCR service's API (GET /healthz: "
+                f"{str(body)[:80]}); check --url"
+            )
 
     # -- the original API (its answers as they came) ---------------------------------------
 
@@ -335,7 +392,7 @@ class OcrClient:
         try:
             response = self._session().request(method, url, timeout=self.timeout_s, **kwargs)
         except requests.RequestException as exc:
-            raise Unreachable(f"cannot reach {url}: {exc}") from None
+            raise Unreachable(f"cannot reach {url}: {exc}", reason=_reason(exc)) from None
         if not response.ok:
             raise ApiError.from_response(response)
         return response

@@ -17,7 +17,13 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from .settings import Settings, SettingsError
 
@@ -53,6 +59,11 @@ MYSQL_TRANSIENT_ERRNOS = frozenset(
 )
 # SQLite: busy or locked by the other service, which a wait resolves.
 SQLITE_TRANSIENT_CODES = frozenset({5, 6})
+# MySQL/MariaDB rolled a transaction back to break a deadlock (two transactions locking rows
+# or index entries in opposite orders): it is run again at once, as the server's own message
+# says, up to this many times in all.
+DEADLOCK_ERRNO = 1213
+DEADLOCK_TRIES = 3
 
 
 def make_engine(
@@ -136,6 +147,25 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    orig = exc.orig if isinstance(exc, OperationalError) else None
+    return orig is not None and bool(orig.args) and orig.args[0] == DEADLOCK_ERRNO
+
+
+def in_transaction(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
+    """``work`` in one transaction, committed; run again when the database broke a deadlock
+    by rolling it back (``work`` must do nothing but database work)."""
+
+    def attempt() -> T:
+        with sessions.begin() as session:
+            return work(session)
+
+    retrying = Retrying(
+        retry=retry_if_exception(is_deadlock), stop=stop_after_attempt(DEADLOCK_TRIES), reraise=True
+    )
+    return retrying(attempt)
 
 
 def alembic_config(database_url: str) -> Config:

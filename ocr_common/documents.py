@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from .errors import InvalidImage, PayloadTooLarge
-from .image_structure import check_structure
+from .image_structure import check_structure, unopened_reason
 
 PDF = "PDF"
 # What Pillow decodes for us (the magic bytes decide, never a name or a Content-Type).
@@ -224,9 +224,8 @@ def _open_image(data: bytes, formats: frozenset[str] = DOCUMENT_FORMATS) -> tupl
         image = Image.open(io.BytesIO(data))
     except Exception:  # noqa: BLE001 - Pillow raises many kinds for non-images
         what = "neither an image nor a PDF" if PDF in formats else "not an image"
-        raise InvalidImage(
-            f"the data is {what} (it starts with {data[:8]!r}); send {describe_formats(formats)}"
-        ) from None
+        reason = unopened_reason(data) or f"the data is {what} (it starts with {data[:8]!r})"
+        raise InvalidImage(f"{reason}; send {describe_formats(formats)}") from None
     fmt = image.format or "unknown"
     fmt = FORMAT_ALIASES.get(fmt, fmt)
     if fmt not in formats:

@@ -55,6 +55,14 @@ class Unauthorized(OcrError, status=401, code="unauthorized"):
     """No credentials, or wrong ones (an API key, the OCR server's internal token)."""
 
 
+class Forbidden(OcrError, status=403, code="forbidden"):
+    """The caller may not make this request (a page of another site, through a browser)."""
+
+
+class MisdirectedRequest(OcrError, status=421, code="invalid_host"):
+    """The request names a host (its Host header) this service does not answer to."""
+
+
 class NotFound(OcrError, status=404, code="not_found"):
     """Nothing of that name, or nothing the caller may see (a job of another key)."""
 

@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Callable
 
+import imagesize
 from PIL import Image
 
 from .errors import PayloadTooLarge
@@ -33,6 +34,18 @@ _PPM_RAW_BITS = {"1;I": 1, "L": 8, "RGB": 24, "I;16B": 16, "I;32B": 32}
 _TIFF_EXTENTS = ((273, 279), (324, 325))
 
 
+# How the files of each format start: names a file that Pillow will not open.
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+
 class Truncated(Exception):
     """The structure stops before its end, or contradicts itself."""
 
@@ -48,6 +61,21 @@ def check_structure(image: Image.Image, data: bytes) -> None:
     check = _CHECKS.get(image.format or "")
     if check is not None:
         check(image, data)
+
+
+def unopened_reason(data: bytes) -> str | None:
+    """What is wrong with an image Pillow would not open, told from its header: it is 0 pixels
+    wide or tall (Pillow refuses those as not images at all), or it is of a known format whose
+    header could not be read; None when it does not start as an image."""
+    fmt = next((name for start, name in _SIGNATURES if data.startswith(start)), None)
+    if fmt is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        fmt = "WebP"
+    if fmt is None:
+        return None
+    width, height = imagesize.get(io.BytesIO(data))
+    if width == 0 or height == 0:
+        return f"the {fmt} image is {width}×{height} pixels: it has no pixels to read"
+    return f"the data starts as a {fmt} image, but its header cannot be read (cut short or corrupt)"
 
 
 def _png(_image: Image.Image, data: bytes) -> None:

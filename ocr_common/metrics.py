@@ -15,10 +15,19 @@ from . import job_store
 # Seconds: a health probe takes milliseconds, a 100-page synchronous PDF minutes.
 LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The methods a request is counted under; any other token a client sends is "other". Every
+# label value is a series of its own, kept until the process restarts: a label must never take
+# a value a client makes up (a method, a raw path).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_METHOD = "other"
 
 
 class RequestMetrics:
-    """Requests answered by one service, by route and status, and their latency by route."""
+    """Requests answered by one service, by route and status, and their latency by route.
+
+    ``route`` is the rule the request matched (``/v1/jobs/<job_id>``) or "unmatched", never the
+    path as sent; the method is one of KNOWN_METHODS or "other".
+    """
 
     def __init__(self, prefix: str, service: str):
         self.requests = Counter(
@@ -34,6 +43,7 @@ class RequestMetrics:
         )
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in KNOWN_METHODS else OTHER_METHOD
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -28,6 +29,15 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 # JSON lines: these fields, renamed to what log collectors look for, plus any ``extra``.
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
 JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
+
+# Characters a log line shows escaped: controls (a newline would start a forged line, ESC a
+# terminal's escape sequence), Unicode's line and paragraph separators and its invisible
+# format characters (bidirectional overrides reorder what a reader sees), and the surrogates
+# that stand for bytes of a header that are not UTF-8.
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\ufeff\ufff9-\ufffb\ud800-\udfff]"
+)
 
 # Probes and scrapes come every few seconds: their access lines are DEBUG, the rest INFO.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -88,10 +98,28 @@ def log_access(log: logging.Logger, method: str, path: str, status: int, seconds
     )
 
 
+def escape_unsafe(text: str) -> str:
+    """``text`` with each character of _UNSAFE as its Python escape (``\\n``, ``\\x1b``)."""
+    return _UNSAFE.sub(lambda found: found.group().encode("unicode_escape").decode(), text)
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record whatever a client sent: the message (a path, a method, a header a
+    client chose) is escaped; a traceback keeps its line breaks and escapes the rest."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_unsafe(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        lines = super().formatException(ei).split("\n")
+        return "\n".join(escape_unsafe(line) for line in lines)
+
+
 def formatter(log_format: str) -> logging.Formatter:
+    # JSON lines escape every control character (json.dumps) and stay one line.
     if log_format == "json":
         return JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp=False)
-    return logging.Formatter(TEXT_FORMAT)
+    return TextFormatter(TEXT_FORMAT)
 
 
 def configure_logging(level: str, log_format: str) -> None:

@@ -45,6 +45,30 @@ def _check_bind(value: str, name: str) -> str:
     return value
 
 
+def _port(bind: str) -> int:
+    return int(bind.rpartition(":")[2])
+
+
+# A name of OCR_ALLOWED_HOSTS: DNS labels (letters, digits, '-', '_'), dot-separated; a leading
+# dot stands for the name and every name below it.
+_HOST_NAME = re.compile(
+    r"\.?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?"
+)
+
+
+def parse_allowed_hosts(spec: str) -> frozenset[str]:
+    """The names of "name, .domain, *" (lower case, without a final dot)."""
+    names = set()
+    for entry in filter(None, (part.strip().lower() for part in spec.split(","))):
+        if entry != "*" and not _HOST_NAME.fullmatch(entry):
+            raise ValueError(
+                "must be comma-separated host names without ports or schemes (for example "
+                "ocr.example.com,ocr-api), .example.com for a domain and its subdomains, or *"
+            )
+        names.add(entry.rstrip("."))
+    return frozenset(names)
+
+
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
@@ -58,6 +82,8 @@ class Settings(BaseSettings):
     server_url: str = "http://127.0.0.1:5001"
     api_bind: str = "127.0.0.1:5000"
     server_bind: str = "127.0.0.1:5001"
+    allowed_hosts: str = ""
+    metrics_bind: str | None = None
     workers: int = Field(default_factory=available_cores, ge=1, le=256)
     api_processes: int = Field(default=2, ge=1, le=64)
     api_threads: int = Field(default=8, ge=1, le=256)
@@ -108,16 +134,26 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as http://127.0.0.1:5001")
         return value.rstrip("/")
 
-    @field_validator("api_bind", "server_bind")
+    @field_validator("api_bind", "server_bind", "metrics_bind")
     @classmethod
-    def _bind(cls, value: str, info: ValidationInfo) -> str:
-        return _check_bind(value, f"OCR_{str(info.field_name).upper()}")
+    def _bind(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value and info.field_name == "metrics_bind":
+            return None  # unset: /metrics is served on OCR_API_BIND
+        return _check_bind(value or "", f"OCR_{str(info.field_name).upper()}")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: str) -> str:
+        parse_allowed_hosts(value)
+        return value
 
     @field_validator("api_keys")
     @classmethod
     def _api_keys(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_api_keys(value.get_secret_value())
+        # Empty is unset: compose passes OCR_API_KEYS through from a .env that may leave it out.
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parse_api_keys(value.get_secret_value())
         return value
 
     @field_validator("rate_limit", "auth_failure_limit")
@@ -144,6 +180,11 @@ class Settings(BaseSettings):
                 "OCR_SYNC_TIMEOUT_S must be larger than OCR_PAGE_TIMEOUT_S, "
                 "or /image-sync gives up before the engine does"
             )
+        if self.metrics_bind and _port(self.metrics_bind) == _port(self.api_bind):
+            raise ValueError(
+                "OCR_METRICS_BIND must use another port than OCR_API_BIND: the API tells "
+                "a scrape from a request by the port it came to"
+            )
         if self.engine_max_rss_mb >= self.engine_max_memory_mb:
             raise ValueError(
                 "OCR_ENGINE_MAX_RSS_MB (recycle an engine after a page) must be smaller than "
@@ -155,6 +196,11 @@ class Settings(BaseSettings):
     def api_key_owners(self) -> dict[str, str]:
         """SHA-256 hex of each accepted key -> the owner name its jobs are filed under."""
         return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys else {}
+
+    @property
+    def allowed_host_names(self) -> frozenset[str]:
+        """OCR_ALLOWED_HOSTS as lower-case names ("*": any; ".example.com": it and below)."""
+        return parse_allowed_hosts(self.allowed_hosts)
 
     @property
     def max_images_per_request(self) -> int:

@@ -12,13 +12,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from ocr_common.browsers import BrowserGuard
 from ocr_common.documents import check_sync_pages
 from ocr_common.errors import (
     BadRequest,
+    NotFound,
     OcrError,
     PayloadTooLarge,
     SyncTimeout,
@@ -59,11 +61,17 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("ocr_server.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVICE_NAME = "ocr-server"
+NOT_THE_API = (
+    "no such path: this is the OCR server's internal API, not the OCR service's API; send "
+    "requests to the API server (port 5000 by default, OCR_API_BIND)"
+)
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 POOL_KEY = web.AppKey("pool", EnginePool)
 DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 SESSIONS_KEY = web.AppKey("sessions", sessionmaker)
+BROWSERS_KEY = web.AppKey("browsers", BrowserGuard)
 
 
 def error_response(exc: OcrError, status: int | None = None) -> web.Response:
@@ -85,6 +93,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
                 f"the image is larger than {settings.max_upload_bytes} bytes (OCR_MAX_UPLOAD_BYTES)"
             )
         )
+    except web.HTTPNotFound:
+        # Most likely a client of the public API sent to this port by mistake: say so.
+        return error_response(NotFound(NOT_THE_API, code="not_found"))
     except web.HTTPException as exc:
         return error_response(OcrError(exc.reason, code="http_error"), status=exc.status)
 
@@ -107,13 +118,32 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
 
 
 @web.middleware
+async def browsers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse what a web page made a browser send (a rebound Host, a cross-site request)."""
+    request.app[BROWSERS_KEY].check(
+        host=request.headers.get(hdrs.HOST),
+        origin=request.headers.get(hdrs.ORIGIN),
+        content_type=request.headers.get(hdrs.CONTENT_TYPE),
+    )
+    return await handler(request)
+
+
+@web.middleware
 async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SETTINGS_KEY].internal_token_value
-    if token and request.path not in UNGUARDED_PATHS:
-        given = request.headers.get(INTERNAL_TOKEN_HEADER, "")
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise Unauthorized(f"missing or wrong {INTERNAL_TOKEN_HEADER}")
+    # Compared as the bytes sent, in constant time: a header need not be UTF-8.
+    if (
+        token
+        and request.path not in UNGUARDED_PATHS
+        and not hmac.compare_digest(_presented_token(request), token.encode())
+    ):
+        raise Unauthorized(f"missing or wrong {INTERNAL_TOKEN_HEADER}")
     return await handler(request)
+
+
+def _presented_token(request: web.Request) -> bytes:
+    wanted = INTERNAL_TOKEN_HEADER.lower().encode()
+    return next((value for name, value in request.raw_headers if name.lower() == wanted), b"")
 
 
 async def ocr(request: web.Request) -> web.Response:
@@ -193,7 +223,8 @@ async def languages(_request: web.Request) -> web.Response:
 
 
 async def healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    # "service" tells ocr-client, pointed here by mistake, that this is not the public API.
+    return web.json_response({"status": "ok", "service": SERVICE_NAME})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -240,7 +271,12 @@ def create_app(
 ) -> web.Application:
     """The internal API; the caller starts and stops the dispatcher."""
     app = web.Application(
-        middlewares=[telemetry_middleware, errors_middleware, token_middleware],
+        middlewares=[
+            telemetry_middleware,
+            errors_middleware,
+            browsers_middleware,
+            token_middleware,
+        ],
         # An upload that passed the API's limit must pass here too, base64 in JSON included.
         client_max_size=max(settings.max_request_bytes, 1024) + 1024,
     )
@@ -248,6 +284,7 @@ def create_app(
     app[POOL_KEY] = pool
     app[DISPATCHER_KEY] = dispatcher
     app[SESSIONS_KEY] = session_factory
+    app[BROWSERS_KEY] = BrowserGuard.from_settings(settings)
     app.router.add_post(OCR_PATH, ocr)
     app.router.add_post(NOTIFY_PATH, notify)
     app.router.add_get(LANGUAGES_PATH, languages)

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
+from ocr_common.db import in_transaction
 
 from .metrics import DispatcherStats
 
@@ -19,16 +19,6 @@ T = TypeVar("T")
 
 # After a database error, wait this long before the next try.
 DB_RETRY_S = 1.0
-# MySQL/MariaDB rolled the transaction back to break a deadlock (a heartbeat and a result
-# write lock a job's row and its status index entry in opposite orders): run it again at once,
-# as the server's own message says, up to this many times in all.
-DEADLOCK_ERRNO = 1213
-DEADLOCK_TRIES = 3
-
-
-def is_deadlock(exc: BaseException) -> bool:
-    orig = exc.orig if isinstance(exc, OperationalError) else None
-    return orig is not None and bool(orig.args) and orig.args[0] == DEADLOCK_ERRNO
 
 
 class Transactions:
@@ -39,18 +29,10 @@ class Transactions:
         self._stats = stats
 
     async def run(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in one short transaction on a worker thread (again if it deadlocked)."""
-
-        def in_transaction() -> T:
-            with self._sessions.begin() as session:
-                return work(session)
-
-        retrying = Retrying(
-            retry=retry_if_exception(is_deadlock),
-            stop=stop_after_attempt(DEADLOCK_TRIES),
-            reraise=True,
-        )
-        return await asyncio.to_thread(retrying, in_transaction)
+        """Run ``work`` in one short transaction on a worker thread (again if it deadlocked:
+        a heartbeat and a result write lock a job's row and its status index entry in
+        opposite orders)."""
+        return await asyncio.to_thread(in_transaction, self._sessions, work)
 
     def count_error(self, exc: Exception) -> None:
         self._stats.db_errors += 1

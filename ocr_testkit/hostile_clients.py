@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
+import json
 import os
+import random
 import signal
 import socket
+import string
 import threading
 import time
 from collections.abc import Iterator
@@ -374,5 +378,206 @@ def long_options(stack: Stack, engine: Engine) -> HostileTally:
         if row.status != "succeeded":
             tally.problem(f"job {job_id} {row.status}: {row.error_code} {row.error_message}")
     ids = probe(stack, tally, 2.0, "after the options")
+    tally.others_kept_finishing = kept_finishing(engine, ids, tally)
+    return tally.done()
+
+
+# Methods the OCR server's parser (llhttp) knows beside the usual ones: they reach its app,
+# where any other token is refused before.
+EXTRA_METHODS = [
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "SEARCH",
+    "REPORT",
+    "MKACTIVITY",
+    "CHECKOUT",
+    "MERGE",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PURGE",
+    "MKCALENDAR",
+    "LINK",
+    "UNLINK",
+    "SOURCE",
+    "QUERY",
+]
+TOKEN_CHARS = string.ascii_uppercase + string.digits + "!#$%&'*+-.^_`|~"
+
+
+def _scrape(url: str, headers: dict[str, str] | None = None) -> tuple[int, int, float]:
+    """(series, bytes, seconds) of one scrape of ``url``'s /metrics."""
+    started = time.monotonic()
+    response = requests.get(f"{url}/metrics", headers=headers, timeout=120)
+    seconds = time.monotonic() - started
+    response.raise_for_status()
+    series = sum(1 for line in response.text.splitlines() if line and not line.startswith("#"))
+    return series, len(response.content), seconds
+
+
+def made_up_methods(
+    stack: Stack, engine: Engine, requests_count: int = 8_000, connections: int = 8
+) -> HostileTally:
+    """``requests_count`` requests with made-up methods and paths, on keep-alive connections,
+    to the API (and, with the methods its parser knows, the OCR server): each is answered
+    404 or 405, and neither /metrics grows with them (a label value a client chose would be
+    a series kept until a restart: 616 MB and a 453 MB scrape after 8,000 of them)."""
+    tally = HostileTally(f"{requests_count} requests with made-up methods and paths")
+    token = stack.env.get("OCR_INTERNAL_TOKEN")
+    ocr_headers = {"X-Internal-Token": token} if token else None
+
+    def send(service: str, count: int, seed: int) -> list[int | None]:
+        rng = random.Random(seed)
+        url = urlsplit(stack.api_url if service == "api" else stack.server_url)
+        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+        statuses: list[int | None] = []
+        for _ in range(count):
+            made_up = "".join(rng.choices(TOKEN_CHARS, k=rng.randint(3, 24)))
+            method = made_up if service == "api" else rng.choice(EXTRA_METHODS)
+            path = "/" + "".join(rng.choices(string.ascii_lowercase, k=12))
+            try:
+                conn.request(method, path, headers={"Host": "localhost"})
+                response = conn.getresponse()
+                response.read()
+                statuses.append(response.status)
+            except (OSError, http.client.HTTPException):
+                statuses.append(None)
+                conn.close()
+        conn.close()
+        return statuses
+
+    def flood(count: int) -> None:
+        per_connection = max(1, count // connections)
+        with ThreadPoolExecutor(connections) as pool:
+            api = pool.map(lambda n: send("api", per_connection, n), range(connections))
+            ocr = pool.map(lambda n: send("ocr", per_connection // 8, -n), range(connections))
+            for status in (s for statuses in api for s in statuses):
+                tally.expect(status in (404, 405), f"API: a made-up method answered {status}")
+            for status in (s for statuses in ocr for s in statuses):
+                tally.expect(
+                    status in (401, 404, 405), f"OCR server: an odd method answered {status}"
+                )
+
+    api_before = _scrape(stack.api_url)
+    ocr_before = _scrape(stack.server_url, ocr_headers)
+    with RssSampler(stack) as rss:
+        flood(requests_count // 4)  # every label value reachable is reached here...
+        api_early, ocr_early = _scrape(stack.api_url), _scrape(stack.server_url, ocr_headers)
+        flood(requests_count - requests_count // 4)  # ...and no more after it
+        api_after, ocr_after = _scrape(stack.api_url), _scrape(stack.server_url, ocr_headers)
+    rss.record(tally)
+    for name, before, early, after in (
+        ("API", api_before, api_early, api_after),
+        ("OCR server", ocr_before, ocr_early, ocr_after),
+    ):
+        tally.notes[f"{name} series before / after"] = f"{before[0]} / {after[0]}"
+        tally.notes[f"{name} /metrics KB before / after"] = (
+            f"{before[1] / 1000:.1f} / {after[1] / 1000:.1f}"
+        )
+        tally.notes[f"{name} scrape s after"] = round(after[2], 3)
+        if after[0] != early[0]:
+            tally.problem(f"{name}: /metrics grew from {early[0]} to {after[0]} series")
+    tally.others_kept_finishing = kept_finishing(
+        engine, probe(stack, tally, 2.0, "after the flood"), tally
+    )
+    return tally.done()
+
+
+EVIL_ORIGIN = "http://evil.example"
+REBOUND_HOST = "rebind.evil.example"
+
+
+def browser_tricks(stack: Stack, engine: Engine) -> HostileTally:
+    """What a web page can make a visitor's browser send to a service on their machine: with
+    its Host rebound to the service's address, read the jobs (421 invalid_host, on both
+    services); a cross-site simple POST (text/plain, a form, multipart, no type), queue a job
+    (403 cross_origin_request, nothing stored). The service's own page and clients that are
+    not browsers keep working."""
+    tally = HostileTally("browser tricks: DNS rebinding, cross-site simple requests")
+    session = requests.Session()
+    page = tiny_page(marker("Browser", 0))
+    task = call(session, "POST", stack.url("/image"), json={"image_data": b64(page)})
+    tally.expect(task.status == 200, f"POST /image answered {task.status} {task.body}")
+    task_id = str(task.body["task_id"]) if task.status == 200 else "none"
+    api_port = urlsplit(stack.api_url).port
+    rebound = {"Host": f"{REBOUND_HOST}:{api_port}"}
+    for path in ("/allimages", f"/image?task_id={task_id}", "/v1/jobs", f"/v1/jobs/{task_id}"):
+        answer = call(session, "GET", stack.url(path), headers=rebound)
+        tally.expect(
+            answer.status == 421
+            and (answer.code or answer.v1_code) == "invalid_host"
+            and (path.endswith(task_id) or task_id not in str(answer.body)),
+            f"GET {path} with Host {REBOUND_HOST} answered {answer.status} {answer.body}",
+        )
+    for method, path in (("GET", "/status"), ("GET", "/metrics"), ("POST", "/ocr")):
+        url = f"{stack.server_url}{path}"
+        answer = call(session, method, url, headers={"Host": REBOUND_HOST}, data=b"{}")
+        tally.expect(
+            answer.status == 421 and answer.code == "invalid_host",
+            f"OCR server {method} {path} with Host {REBOUND_HOST} answered {answer.status}",
+        )
+
+    jobs_before = sum(status_counts(engine).values())
+    image_json = json.dumps({"image_data": b64(page)})
+    document_json = json.dumps({"document": b64(page)})
+    for path, body in (
+        ("/image", image_json),
+        ("/image-sync", image_json),
+        ("/v1/jobs", document_json),
+        ("/v1/ocr", document_json),
+    ):
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = {"Origin": EVIL_ORIGIN}
+            if content_type:
+                headers["Content-Type"] = content_type
+            answer = call(session, "POST", stack.url(path), headers=headers, data=body)
+            tally.expect(
+                answer.status == 403 and (answer.code or answer.v1_code) == "cross_origin_request",
+                f"a cross-site {content_type} POST {path} answered {answer.status} {answer.body}",
+            )
+    forms = call(
+        session,
+        "POST",
+        stack.url("/v1/jobs"),
+        headers={"Origin": "null"},
+        files={"file": ("page.png", page, "image/png")},
+    )
+    tally.expect(forms.status == 403, f"a multipart POST from a sandbox answered {forms.status}")
+    ocr = call(
+        session,
+        "POST",
+        f"{stack.server_url}/ocr",
+        headers={"Origin": EVIL_ORIGIN, "Content-Type": "text/plain"},
+        data=document_json,
+    )
+    tally.expect(ocr.status == 403, f"a cross-site POST to the OCR server answered {ocr.status}")
+    stored = sum(status_counts(engine).values()) - jobs_before
+    tally.notes["jobs stored by cross-site requests"] = stored
+    if stored:
+        tally.problem(f"cross-site requests stored {stored} jobs")
+
+    # The service's own page (same origin, multipart) and the original API's clients.
+    ids = [task_id] if task.status == 200 else []
+    own = call(
+        session,
+        "POST",
+        stack.url("/v1/jobs"),
+        headers={"Origin": stack.api_url},
+        files={"file": ("page.png", page, "image/png")},
+    )
+    tally.expect(own.status == 202, f"the page's own upload answered {own.status} {own.body}")
+    if own.status == 202:
+        ids.append(str(own.body["id"]))
+    for content_type in (None, "application/x-www-form-urlencoded"):
+        headers = {"Content-Type": content_type} if content_type else {}
+        plain = call(session, "POST", stack.url("/image"), headers=headers, data=image_json)
+        tally.expect(plain.status == 200, f"a {content_type} client answered {plain.status}")
+        if plain.status == 200:
+            ids.append(str(plain.body["task_id"]))
     tally.others_kept_finishing = kept_finishing(engine, ids, tally)
     return tally.done()

@@ -56,3 +56,38 @@ def many_scan_jpeg(scans: int = 5_000, side: int = 1_024) -> bytes:
     image.save(out, "JPEG", progressive=True, quality=90)
     head, parts = jpeg_segments(out.getvalue())
     return head + b"".join(parts) + parts[-1] * scans + EOI
+
+
+def sized_header_image(fmt: str, width: int, height: int) -> bytes:
+    """A small real image of ``fmt`` (PNG, GIF, BMP, WEBP, TIFF, JPEG) whose header then says
+    it is ``width`` x ``height`` pixels (0 for none): what Pillow refuses to open at all."""
+    out = io.BytesIO()
+    Image.new("RGB", (3, 2), "white").save(out, fmt)
+    data = bytearray(out.getvalue())
+    if fmt == "PNG":
+        data[16:24] = struct.pack(">II", width, height)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # the IHDR's checksum
+    elif fmt == "GIF":  # the logical screen and the first image descriptor
+        data[6:10] = struct.pack("<HH", width, height)
+        descriptor = data.index(b"\x2c", 13)
+        data[descriptor + 5 : descriptor + 9] = struct.pack("<HH", width, height)
+    elif fmt == "BMP":
+        data[18:26] = struct.pack("<ii", width, height)
+    elif fmt == "WEBP":  # lossy: the VP8 frame header after its start code
+        data[26:30] = struct.pack("<HH", width, height)
+    elif fmt == "JPEG":
+        frame = data.index(b"\xff\xc0")
+        data[frame + 5 : frame + 9] = struct.pack(">HH", height, width)
+    elif fmt == "TIFF":  # little-endian, as Pillow writes it: tags 256 and 257 of the IFD
+        ifd = struct.unpack("<I", data[4:8])[0]
+        for entry in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+            at = ifd + 2 + 12 * entry
+            tag, kind = struct.unpack("<HH", data[at : at + 4])
+            if tag in (256, 257):
+                value = width if tag == 256 else height
+                # A LONG, or a SHORT left-aligned in the 4-byte value field.
+                packed = struct.pack("<I", value) if kind == 4 else struct.pack("<HH", value, 0)
+                data[at + 8 : at + 12] = packed
+    else:
+        raise ValueError(f"no header patch for {fmt}")
+    return bytes(data)

@@ -24,8 +24,9 @@ from ocr_testkit.stack import free_port
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 # Images the tests build once and every test project runs (a tag of their own, so that a
-# developer's `latest` is left alone).
-IMAGE_TAG = "test"
+# developer's `latest` is left alone; OCR_TEST_IMAGE_TAG keeps two checkouts on one engine
+# apart).
+IMAGE_TAG = os.environ.get("OCR_TEST_IMAGE_TAG", "test")
 BUILD_TIMEOUT_S = 1200
 UP_TIMEOUT_S = 300
 COMMAND_TIMEOUT_S = 120
@@ -64,7 +65,9 @@ def compose_env(**settings: str) -> dict[str, str]:
 def build_images() -> float:
     """Build both images (each once); returns the seconds it took."""
     started = time.monotonic()
-    build = ["docker", "compose", "-f", str(COMPOSE_FILE), "build"]
+    # A build needs no secrets, but compose.yaml refuses to load without them.
+    trial = ROOT / "compose.trial.env"
+    build = ["docker", "compose", "--env-file", str(trial), "-f", str(COMPOSE_FILE), "build"]
     result = run(build, env=compose_env(), timeout_s=BUILD_TIMEOUT_S)
     if result.returncode != 0:
         pytest.fail(f"docker compose build failed:\n{result.stdout[-4000:]}{result.stderr[-4000:]}")
@@ -78,10 +81,14 @@ class ComposeStack:
         self.project = f"{name}-{secrets.token_hex(3)}"
         self.port = free_port()
         self.token = secrets.token_hex(16)
+        self.mysql_password = secrets.token_hex(16)
         self.files = [COMPOSE_FILE, *(overrides or [])]
+        # compose.yaml refuses to start without the three secrets.
         self.env = compose_env(
             OCR_API_PUBLISH=f"127.0.0.1:{self.port}",
             OCR_INTERNAL_TOKEN=self.token,
+            MYSQL_PASSWORD=self.mysql_password,
+            MYSQL_ROOT_PASSWORD=secrets.token_hex(16),
             **settings,
         )
         self.api_url = f"http://127.0.0.1:{self.port}"
@@ -144,7 +151,8 @@ class ComposeStack:
         if self._mysql is None:
             [self._mysql] = self.containers("mysql")
         result = run(
-            ["docker", "exec", "-e", "MYSQL_PWD=ocr", self._mysql, "mysql", "-uocr", "ocr"]
+            ["docker", "exec", "-e", f"MYSQL_PWD={self.mysql_password}", self._mysql]
+            + ["mysql", "-uocr", "ocr"]
             + ["--batch", "--skip-column-names", "-e", query]
         )
         if result.returncode != 0:

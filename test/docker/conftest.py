@@ -16,14 +16,19 @@ from compose_stack import ComposeStack, build_images, docker_unavailable
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1500)]
 
 
-@pytest.fixture(scope="session")
-def images() -> float:
-    """Both images built from the working tree; the seconds the build took."""
+def require_docker() -> None:
+    """Skip, with the reason, where no engine runs; fail instead with OCR_REQUIRE_DOCKER=1."""
     reason = docker_unavailable()
     if reason is not None:
         if os.environ.get("OCR_REQUIRE_DOCKER") == "1":
             pytest.fail(f"a Docker engine is required (OCR_REQUIRE_DOCKER=1) but {reason}")
         pytest.skip(f"Docker tests skipped: {reason}")
+
+
+@pytest.fixture(scope="session")
+def images() -> float:
+    """Both images built from the working tree; the seconds the build took."""
+    require_docker()
     seconds = build_images()
     print(f"\ndocker compose build: {seconds:.1f} s")
     return seconds

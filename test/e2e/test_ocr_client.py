@@ -1,5 +1,6 @@
 """``ocr-client`` (the installed command) against the running services: a folder of 20 rendered
-pages and one bad file, with both servers restarted in the middle of the batch."""
+pages and one text file posing as an image, with both servers restarted in the middle of the
+batch; and what it says, in one line, when --url is wrong."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from ocr_testkit.pages import render_lines
-from ocr_testkit.stack import BIN_DIR, Stack
+from ocr_testkit.stack import BIN_DIR, Stack, free_port
 from ocr_testkit.waits import wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e]
@@ -119,29 +120,34 @@ def test_a_folder_through_a_restart_of_both_servers(
     log.seek(0)
     output = log.read()
 
-    assert status == 1, output
+    assert status == 0, output
     assert_pages_read(out)
-    assert "20 of 21 documents done" in output, output
-    assert "1 failed" in output
-    [failure] = [line for line in output.splitlines() if "FAILED" in line]
-    assert "notes.png" in failure and "HTTP 400" in failure, failure
-    # No progress bar when the output is not a terminal: only the summary and the failure.
+    # The text file is left out by its bytes, and said so in one line, before the batch.
+    [skipped] = [line for line in output.splitlines() if "skipped" in line]
+    assert skipped == (
+        f"ocr-client: skipped 1 file(s) whose first bytes are not an image's or a PDF's: "
+        f"{folder / 'notes.png'} (--include GLOB reads files by name instead)"
+    )
+    assert "20 of 20 documents done" in output and "0 failed" in output, output
+    # No progress bar when the output is not a terminal: only the summary.
     assert "pages/s" not in output
     entries = manifest(out)
     states = sorted(str(e["state"]) for e in entries.values())
-    assert states == ["done"] * 20 + ["failed"]
+    assert states == ["done"] * 20
     # Each page became exactly one job, whatever was retried across the restart.
     jobs = jobs_on_server(stack)
     assert len(jobs) == 20
     assert {j["id"] for j in jobs} == {e["job"] for e in entries.values() if e["state"] == "done"}
     assert all(j["status"] == "succeeded" for j in jobs)
 
-    # A second run resubmits nothing that is done; only the bad file is tried again.
+    # A second run resubmits nothing that is done. --include "*.png" sends the text file too,
+    # by its name: the API refuses it, and the run says so.
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.txt")}
-    again = run_client(stack, "run", str(folder), "--out", str(out))
+    again = run_client(stack, "run", str(folder), "--out", str(out), "--include", "*.png")
     assert again.returncode == 1, again.stderr
     assert "20 done before, 0 submitted now" in again.stderr, again.stderr
-    assert "notes.png" in again.stderr
+    [failure] = [line for line in again.stderr.splitlines() if "FAILED" in line]
+    assert "notes.png" in failure and "HTTP 400" in failure, failure
     assert len(jobs_on_server(stack)) == 20
     assert mtimes == {p: p.stat().st_mtime_ns for p in out.glob("*.txt")}
 
@@ -172,7 +178,7 @@ def test_an_interrupted_run_waits_for_its_jobs_instead_of_resubmitting(
 
     stack.start_ocr()
     again = run_client(stack, *args)
-    assert again.returncode == 1, again.stderr
+    assert again.returncode == 0, again.stderr
     assert "0 submitted now" in again.stderr, again.stderr
     entries = manifest(out)
     assert {k: e["job"] for k, e in entries.items() if e["state"] == "done"} == first
@@ -199,3 +205,55 @@ def test_sync_prints_the_text_with_the_url_from_the_environment(stack: Stack, fo
     bad = sync("notes.png")
     assert bad.returncode == 1
     assert "HTTP 400" in bad.stderr and "image" in bad.stderr
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The whole of what a failed run said: exactly one line."""
+    assert result.returncode == 1, result
+    [line] = result.stderr.splitlines()
+    return line
+
+
+def client_on(command: str, folder: Path, out: Path, *args: str) -> list[str]:
+    """``ocr-client run`` or ``sync`` of one page, with ``args``."""
+    target = [str(folder / "page01.png")] + (["--out", str(out)] if command == "run" else [])
+    return [str(BIN_DIR / "ocr-client"), command, *target, *args]
+
+
+@pytest.mark.parametrize("command", ["run", "sync"])
+def test_a_url_where_nothing_answers_is_said_after_retry_for(
+    folder: Path, tmp_path: Path, command: str
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = subprocess.run(
+        client_on(command, folder, tmp_path, "--url", url, "--retry-for", "3"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert one_line(result) == (
+        f"ocr-client: no OCR service answers at {url} (tried for 3 s: connection refused)"
+    )
+    assert 3 <= time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("command", ["run", "sync"])
+def test_the_ocr_server_s_port_is_told_apart_from_the_api(
+    stack: Stack, folder: Path, tmp_path: Path, command: str
+) -> None:
+    result = subprocess.run(
+        client_on(command, folder, tmp_path, "--url", stack.server_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert one_line(result) == (
+        f"ocr-client: {stack.server_url} is the OCR server's internal API, not the API: use the "
+        "API server's URL (port 5000 by default)"
+    )
+    # Nothing was sent as a job; and a request of the public API sent there is told the same.
+    assert not list(tmp_path.glob("*.txt"))
+    answer = requests.post(f"{stack.server_url}/v1/ocr", data=b"x", timeout=30)
+    assert answer.status_code == 404
+    assert "this is the OCR server's internal API" in answer.json()["error"]["message"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -29,6 +31,36 @@ def test_the_ocr_servers_probes_need_no_token(stack: Stack) -> None:
         answer = requests.get(f"{stack.server_url}{path}", timeout=30)
         assert answer.status_code == 200, (path, answer.text)
     assert requests.get(f"{stack.server_url}/status", timeout=30).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "token", [b"\xff\xfe", TOKEN.encode() + b"\xff", b"\xc3\xa9" + TOKEN.encode()[2:], b""]
+)
+def test_a_token_that_is_not_utf8_or_not_the_token_is_a_401(stack: Stack, token: bytes) -> None:
+    port = urlsplit(stack.server_url).port
+    request = (
+        b"GET /status HTTP/1.1\r\nHost: localhost\r\nX-Internal-Token: "
+        + token
+        + b"\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        reply = sock.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
+    good = requests.get(
+        f"{stack.server_url}/status", headers={"X-Internal-Token": TOKEN}, timeout=10
+    )
+    assert good.status_code == 200
+
+
+def test_with_keys_the_apis_metrics_need_a_key(stack: Stack) -> None:
+    assert requests.get(stack.url("/metrics"), timeout=10).status_code == 401
+    wrong = requests.get(stack.url("/metrics"), headers={"X-API-Key": "guess"}, timeout=10)
+    assert wrong.status_code == 401
+    scraped = requests.get(
+        stack.url("/metrics"), headers={"Authorization": f"Bearer {KEY}"}, timeout=10
+    )
+    assert scraped.status_code == 200 and "ocr_api_requests_total" in scraped.text
 
 
 def test_no_secret_appears_in_any_log(stack: Stack, mysql_url: str) -> None:

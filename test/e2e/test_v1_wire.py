@@ -77,7 +77,16 @@ def test_raw_and_base64_documents_are_read_now(stack: Stack) -> None:
 def test_the_contract_and_the_docs_are_served(stack: Stack) -> None:
     spec = requests.get(stack.url("/openapi.json"), timeout=30).json()
     assert "/v1/jobs/{job_id}" in spec["paths"] and "/image-sync" in spec["paths"]
-    assert "openapi.json" in requests.get(stack.url("/docs"), timeout=30).text
+    assert "/openapi.json" in requests.get(stack.url("/docs"), timeout=30).text
+    # The documented example request reads as the documented example answer says.
+    operation = spec["paths"]["/v1/ocr"]["post"]
+    example = operation["requestBody"]["content"]["application/json"]["example"]
+    answer = requests.post(stack.url("/v1/ocr"), json=example, timeout=60)
+    assert answer.status_code == 200, answer.text
+    documented = operation["responses"]["200"]["content"]["application/json"]["example"]
+    assert answer.json()["text"] == documented["text"] == "Hello OCR\n"
+    words = [w["text"] for w in answer.json()["pages"][0]["lines"][0]["words"]]
+    assert words == ["Hello", "OCR"]
 
 
 # -- options are bounded and travel in the body (issue 8) -------------------------------------

@@ -8,7 +8,9 @@ from sqlalchemy.engine import Engine
 from ocr_testkit.hostile_clients import (
     batch_flood,
     blank_png_uploads,
+    browser_tricks,
     long_options,
+    made_up_methods,
     many_scan_jpegs,
     slow_clients,
     stalled_ocr_server,
@@ -72,4 +74,22 @@ def test_options_at_and_past_their_bounds(stack: Stack, fault_db: Engine) -> Non
     tally = long_options(stack, fault_db)
     assert tally.problems == []
     assert tally.tried >= 8 and tally.as_expected == tally.tried
+    assert tally.others_kept_finishing
+
+
+def test_made_up_methods_and_paths_leave_metrics_bounded(stack: Stack, fault_db: Engine) -> None:
+    tally = made_up_methods(stack, fault_db, requests_count=3000)
+    assert tally.problems == []
+    assert tally.tried >= 3000 and tally.as_expected == tally.tried
+    assert tally.api_peak_rss_mb is not None and tally.api_peak_rss_mb < API_RSS_BOUND_MB
+    assert tally.others_kept_finishing
+
+
+def test_a_web_page_can_neither_read_nor_queue_through_the_browser(
+    stack: Stack, fault_db: Engine
+) -> None:
+    tally = browser_tricks(stack, fault_db)
+    assert tally.problems == []
+    assert tally.notes["jobs stored by cross-site requests"] == 0
+    assert tally.tried > 20 and tally.as_expected == tally.tried
     assert tally.others_kept_finishing

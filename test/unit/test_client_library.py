@@ -12,9 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from ocr_client import ApiError, ClientError, OcrClient, RetryPolicy, Stopped, Unreachable
-from ocr_client.batch import collect_sources
+from ocr_client import (
+    ApiError,
+    ClientError,
+    NotTheService,
+    OcrClient,
+    RetryPolicy,
+    Stopped,
+    Unreachable,
+    cli,
+)
+from ocr_client.batch import collect_sources, is_document
 from ocr_client.manifest import MANIFEST_NAME, Entry, Manifest
+from ocr_testkit.pages import render_document, render_lines
 
 PROBLEM = {"type": "about:blank", "status": 429, "code": "rate_limited", "detail": "slow down"}
 
@@ -99,9 +109,49 @@ def test_a_400_is_not_retried(server: tuple[str, Script]) -> None:
 def test_an_unreachable_server_is_retried_until_the_time_runs_out() -> None:
     started = time.monotonic()
     client = OcrClient("http://127.0.0.1:9", retry=RetryPolicy.patient(total_s=1.5))
-    with pytest.raises(Unreachable, match="cannot reach http://127.0.0.1:9/image"):
+    with pytest.raises(Unreachable, match="cannot reach http://127.0.0.1:9/image") as caught:
         client.get_image("x")
     assert time.monotonic() - started >= 1.5
+    assert caught.value.reason == "connection refused"
+
+
+def test_a_url_where_no_service_answers_is_said_in_one_line() -> None:
+    client = OcrClient("http://127.0.0.1:9", retry=RetryPolicy.patient(total_s=1))
+    with pytest.raises(Unreachable) as caught:
+        client.check_service()
+    assert str(caught.value) == (
+        "no OCR service answers at http://127.0.0.1:9 (tried for 1 s: connection refused)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "said"),
+    [
+        (
+            200,
+            {"status": "ok", "service": "ocr-server"},
+            "is the OCR server's internal API, not the API: use the API server's URL",
+        ),
+        (404, {"detail": "not here"}, "answers, but not as the OCR service's API (GET /healthz: "),
+        (200, {"hello": "world"}, "answers, but not as the OCR service's API (GET /healthz: "),
+    ],
+)
+def test_a_url_that_is_not_the_api_is_said_in_one_line(
+    server: tuple[str, Script], status: int, body: dict[str, object], said: str
+) -> None:
+    url, script = server
+    script.answers = [(status, {}, body)]
+    with pytest.raises(NotTheService) as caught:
+        OcrClient(url).check_service()
+    message = str(caught.value)
+    assert message.startswith(url) and said in message and "\n" not in message, message
+
+
+def test_the_api_passes_the_check(server: tuple[str, Script]) -> None:
+    url, script = server
+    script.answers = [(503, {"Retry-After": "0"}, PROBLEM), (200, {}, {"status": "ok"})]
+    OcrClient(url, retry=RetryPolicy.patient(total_s=10)).check_service()
+    assert len(script.times) == 2
 
 
 def test_stopping_ends_a_retry_back_off_at_once() -> None:
@@ -130,27 +180,134 @@ def test_the_manifest_survives_a_torn_last_line(tmp_path: Path) -> None:
     assert reread.get("a.png.txt") == done and reread.get("b.png.txt") == later
 
 
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 8
+
+
 def test_sources_keep_the_folder_layout_and_skip_hidden_files(tmp_path: Path) -> None:
     (tmp_path / "scans" / "2024").mkdir(parents=True)
-    (tmp_path / "scans" / "a.png").write_bytes(b"a")
-    (tmp_path / "scans" / "2024" / "b.pdf").write_bytes(b"b")
+    (tmp_path / "scans" / "a.png").write_bytes(PNG)
+    (tmp_path / "scans" / "2024" / "b.pdf").write_bytes(b"%PDF-1.7\n")
     (tmp_path / "scans" / ".DS_Store").write_bytes(b"")
     (tmp_path / "scans" / ".cache").mkdir()
-    (tmp_path / "scans" / ".cache" / "c.png").write_bytes(b"c")
-    (tmp_path / "d.tif").write_bytes(b"d")
+    (tmp_path / "scans" / ".cache" / "c.png").write_bytes(PNG)
+    (tmp_path / "d.tif").write_bytes(b"II*\x00")
     # The output folder inside an input folder: its results are not read again.
     (tmp_path / "scans" / "out").mkdir()
     (tmp_path / "scans" / "out" / "a.png.hocr").write_text("<html/>")
-    sources = collect_sources(
+    sources, left_out = collect_sources(
         [tmp_path / "scans", tmp_path / "d.tif"], "hocr", exclude=tmp_path / "scans" / "out"
     )
     assert [s.output for s in sources] == ["2024/b.pdf.hocr", "a.png.hocr", "d.tif.hocr"]
+    assert left_out == []
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        render_lines(["x"]),
+        render_lines(["x"], fmt="JPEG"),
+        render_lines(["x"], fmt="TIFF"),
+        render_document([["x"]], "TIFF")[:64],
+        render_lines(["x"], fmt="BMP"),
+        render_lines(["x"], fmt="GIF"),
+        render_lines(["x"], fmt="WEBP"),
+        render_lines(["x"], fmt="PPM"),
+        render_lines(["x"], fmt="JPEG2000"),
+        render_lines(["x"], mode="1", fmt="PPM"),
+        render_document([["x"]], "PDF"),
+        b"\xef\xbb\xbf junk a PDF reader skips %PDF-1.4\n",
+        b"\xff\x4f\xff\x51\x00\x2f",  # a bare JPEG 2000 codestream
+        b"MM\x00*\x00\x00\x00\x08",  # a big-endian TIFF
+    ],
+)
+def test_images_and_pdfs_are_known_by_their_first_bytes(head: bytes) -> None:
+    assert is_document(head[:1024])
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"",
+        b"a shopping list, not an image\n",
+        b"BMW service, 12 May\n",  # "BM", but no bitmap header after it
+        b"P6x",  # "P6" not followed by a space
+        b"PK\x03\x04",  # a zip (a .docx, say)
+        b"RIFF\x24\x00\x00\x00WAVEfmt ",  # a sound, not a WebP
+        b"\x00" * 2048 + b"%PDF-1.4",  # the PDF header past the first kilobyte
+    ],
+)
+def test_other_files_are_not_documents(head: bytes) -> None:
+    assert not is_document(head[:1024])
+
+
+def test_files_that_are_not_documents_are_left_out_unless_included(tmp_path: Path) -> None:
+    (tmp_path / "scans" / "2024").mkdir(parents=True)
+    (tmp_path / "scans" / "a.png").write_bytes(PNG)
+    (tmp_path / "scans" / "notes.png").write_text("a shopping list\n")
+    (tmp_path / "scans" / "2024" / "README.txt").write_text("scanned in May\n")
+    (tmp_path / "scans" / "2024" / "b").write_bytes(b"%PDF-1.7\n")  # no extension: read
+    named = tmp_path / "list.txt"
+    named.write_text("named, and still not a document\n")
+    inputs = [tmp_path / "scans", named]
+    sources, left_out = collect_sources(inputs, "text")
+    assert [s.output for s in sources] == ["2024/b.txt", "a.png.txt"]
+    assert sorted(p.name for p in left_out) == ["README.txt", "list.txt", "notes.png"]
+    # --include: by name, whatever the bytes; nothing else.
+    sources, left_out = collect_sources(inputs, "text", include=["*.png"])
+    assert [s.output for s in sources] == ["a.png.txt", "notes.png.txt"] and left_out == []
+    sources, _ = collect_sources(inputs, "text", include=["2024/*", "*.txt"])
+    assert [s.output for s in sources] == ["2024/README.txt.txt", "2024/b.txt", "list.txt.txt"]
+
+
+def test_links_inside_a_folder_are_skipped_and_reported(tmp_path: Path) -> None:
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    (secret / "id_rsa").write_bytes(b"secret")
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "a.png").write_bytes(PNG)
+    (tmp_path / "scans" / "key.png").symlink_to(secret / "id_rsa")
+    (tmp_path / "scans" / "more").symlink_to(secret, target_is_directory=True)
+    (tmp_path / "scans" / "inside.png").symlink_to(tmp_path / "scans" / "a.png")
+    (tmp_path / "scans" / "broken.png").symlink_to(tmp_path / "nothing")
+    skipped: list[tuple[str, str]] = []
+    sources, _ = collect_sources(
+        [tmp_path / "scans"], "text", on_skip=lambda path, why: skipped.append((path.name, why))
+    )
+    assert [s.path.name for s in sources] == ["a.png"]
+    assert sorted(name for name, _why in skipped) == ["broken.png", "inside.png", "key.png", "more"]
+    assert all("symbolic link" in why for _name, why in skipped)
+    # A link named on the command line is the user's choice: it is read.
+    named, _ = collect_sources([tmp_path / "scans" / "key.png"], "text", include=["*.png"])
+    assert [s.path.name for s in named] == ["key.png"]
+
+
+def test_the_command_says_which_links_it_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "key.png").symlink_to(tmp_path / "outside.png")
+    (tmp_path / "outside.png").write_bytes(b"x")
+    # Nothing is left to read: the run says so and ends before reaching the (absent) server.
+    code = cli.main(
+        [
+            "run",
+            str(tmp_path / "scans"),
+            "--out",
+            str(tmp_path / "out"),
+            "--url",
+            "http://127.0.0.1:9",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert "skipped" in err and "key.png" in err and "symbolic link" in err
+    assert "nothing to read" in err
+    assert code == 1
 
 
 def test_two_sources_writing_the_same_result_are_refused(tmp_path: Path) -> None:
     for folder in ("x", "y"):
         (tmp_path / folder).mkdir()
-        (tmp_path / folder / "a.png").write_bytes(b"a")
+        (tmp_path / folder / "a.png").write_bytes(PNG)
     with pytest.raises(ClientError, match="would both write a.png.txt"):
         collect_sources([tmp_path / "x", tmp_path / "y"], "text")
     with pytest.raises(ClientError, match="no such file or folder"):

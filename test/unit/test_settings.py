@@ -122,3 +122,35 @@ def test_a_request_never_carries_more_images_than_the_limits_allow(
     for var, value in env.items():
         monkeypatch.setenv(var, value)
     assert load_settings().max_images_per_request == expected
+
+
+@pytest.mark.parametrize(
+    ("bind", "loopback"),
+    [
+        ("127.0.0.1:5000", True),
+        ("127.0.0.53:5000", True),
+        ("localhost:5000", True),
+        ("[::1]:5000", True),
+        ("0.0.0.0:5000", False),
+        ("[::]:5000", False),
+        ("192.0.2.7:5000", False),
+        ("ocr.example:5000", False),
+    ],
+)
+def test_the_api_warns_when_it_listens_beyond_loopback_without_keys(
+    bind: str, loopback: bool
+) -> None:
+    from api_server.serve import exposure_warning
+
+    warning = exposure_warning(load_settings(api_bind=bind))
+    assert (warning is None) == loopback
+    if warning is not None:
+        assert bind in warning and "OCR_API_KEYS" in warning
+    keys = load_settings(api_bind=bind, api_keys=hash_api_key("k"))
+    assert exposure_warning(keys) is None
+
+
+def test_an_empty_api_keys_variable_means_no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    # compose.yaml passes OCR_API_KEYS through from .env, empty when it is left out there.
+    monkeypatch.setenv("OCR_API_KEYS", " ")
+    assert load_settings().api_keys is None

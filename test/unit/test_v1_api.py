@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -269,6 +271,32 @@ def test_delete_cancels_a_queued_job_and_deletes_a_finished_one(
     problem(client.get("/v1/jobs/not-a-uuid"), 404, "job_not_found")
 
 
+@pytest.mark.parametrize("kind", ["finished", "queued"])
+def test_concurrent_deletes_of_one_job_are_answered_without_a_503(
+    client: FlaskClient, kind: str
+) -> None:
+    # Three DELETEs of one job at once lock its rows in opposite orders on MySQL/MariaDB; the
+    # database breaks the deadlock by rolling one back, which must be run again, not be a 503.
+    path = "/v1/ocr" if kind == "finished" else "/v1/jobs"
+    ids = [
+        client.post(path, data=HELLO_PNG, content_type="image/png").get_json()["id"]
+        for _ in range(15)
+    ]
+    for job_id in ids:
+        start = threading.Barrier(3)
+
+        def delete(job_id: str = job_id, start: threading.Barrier = start) -> int:
+            start.wait()
+            return client.delete(f"/v1/jobs/{job_id}").status_code
+
+        with ThreadPoolExecutor(3) as pool:
+            statuses = sorted(pool.map(lambda _n: delete(), range(3)))
+        # A finished job is deleted once (204); a queued one is canceled once (200), then
+        # the canceled job may be deleted too (204): never a 5xx.
+        assert all(status in (200, 204, 404) for status in statuses), (job_id, statuses)
+        assert statuses.count(200 if kind == "queued" else 204) == 1, (job_id, statuses)
+
+
 def test_an_idempotency_key_returns_the_same_job_for_the_same_request(
     client: FlaskClient, fake_ocr: FakeOcr
 ) -> None:
@@ -295,7 +323,7 @@ def test_an_idempotency_key_returns_the_same_job_for_the_same_request(
     assert fresh.status_code == 202 and fresh.get_json()["id"] != first.get_json()["id"]
 
 
-def test_openapi_lists_every_endpoint_and_docs_work_offline(client: FlaskClient) -> None:
+def test_openapi_lists_every_endpoint(client: FlaskClient) -> None:
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.1")
     paths = {(path, method) for path, methods in spec["paths"].items() for method in methods}
@@ -312,11 +340,6 @@ def test_openapi_lists_every_endpoint_and_docs_work_offline(client: FlaskClient)
     } <= paths
     for name in ("Job", "Page", "Line", "Word", "BoundingBox", "Problem", "CompatError"):
         assert name in spec["components"]["schemas"]
-    docs = client.get("/docs")
-    assert docs.status_code == 200 and docs.mimetype == "text/html"
-    page = docs.get_data(as_text=True)
-    assert "/openapi.json" in page and "http://" not in page.replace("http://www.w3.org", "")
-    assert "https://" not in page
     json.dumps(spec)
 
 
