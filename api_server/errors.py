@@ -15,7 +15,7 @@ from flask_limiter.errors import RateLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from ocr_common.db import is_connection_error
+from ocr_common.db import is_connection_error, is_packet_too_large
 from ocr_common.errors import OcrError, PayloadTooLarge, RateLimited, Unavailable
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,18 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_PATHS = ("/v1/", "/openapi.json", "/docs")
 
 
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # 499 (CallerGone): nginx's name, which HTTPStatus lacks
+        return "Client Closed Request"
+
+
 def error_response(exc: OcrError) -> Response:
     if request.path == "/v1" or request.path.startswith(PROBLEM_PATHS):
         problem: dict[str, object] = {
             "type": "about:blank",
-            "title": HTTPStatus(exc.status).phrase,
+            "title": _phrase(exc.status),
             "status": exc.status,
             "detail": exc.message,
             "code": exc.code,
@@ -82,6 +89,16 @@ def register_error_handlers(app: Flask, max_request_bytes: int) -> None:
 
     @app.errorhandler(SQLAlchemyError)
     def on_database_error(exc: SQLAlchemyError) -> Response:
+        if is_packet_too_large(exc):
+            # Retrying cannot help: the same statement is as large the next time.
+            return error_response(
+                PayloadTooLarge(
+                    "the document is larger than the database takes in one statement "
+                    "(max_allowed_packet); send a smaller one, or ask the operator to raise "
+                    "max_allowed_packet",
+                    code="too_large_for_database",
+                )
+            )
         if is_connection_error(exc):
             log.warning("database unavailable: %s", exc)
             return error_response(

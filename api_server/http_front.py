@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+from concurrent.futures import Future
 from typing import Any
 
 import h11
@@ -44,6 +45,8 @@ STOP_IDLE_S = 1.0
 ASGIMessage = dict[str, Any]
 # Where a request's scope records the response header names as Flask spelled them.
 HEADER_NAMES = "ocr.header_names"
+# Where a request's scope holds a future done when its client hangs up (see caller_gone).
+CALLER_GONE = "ocr.caller_gone"
 
 
 def json_error(code: str, message: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -97,7 +100,16 @@ class BufferedWsgi:
                 if name not in (b"content-length", b"transfer-encoding")
             ]
             headers.append((b"content-length", str(size).encode()))
-            await self._run({**scope, "headers": headers}, _replay(body), send)
+            # The body is read: the connection says nothing more until the client hangs up,
+            # which a synchronous read listens for (it stops what no one waits for).
+            gone: Future[None] = Future()
+            watching = asyncio.create_task(_watch_disconnect(receive, gone))
+            try:
+                await self._run(
+                    {**scope, "headers": headers, CALLER_GONE: gone}, _replay(body), send
+                )
+            finally:
+                watching.cancel()
 
     async def _run(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Run the WSGI app; its response headers go out spelled as Flask spelled them (a2wsgi
@@ -139,6 +151,20 @@ class BufferedWsgi:
             size += min(len(chunk), room)
             if size > self.max_body_bytes or not message.get("more_body", False):
                 return size
+
+
+async def _watch_disconnect(receive: Any, gone: Future[None]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass  # the rest of a body over the limit, which Flask refuses
+    if not gone.done():
+        gone.set_result(None)
+
+
+def caller_gone(environ: dict[str, Any]) -> Future[None] | None:
+    """The future done when the client of this WSGI request hangs up (None outside this
+    front, e.g. Flask's test client)."""
+    scope = environ.get("asgi.scope")
+    return scope.get(CALLER_GONE) if isinstance(scope, dict) else None
 
 
 def _recording_header_names(app: Any) -> Any:

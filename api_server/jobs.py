@@ -3,18 +3,22 @@ outcome, or queue it; find a job by its id. The views only choose what to show o
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from typing import Any
 
+from flask import request
 from sqlalchemy.orm import Session
 
 from ocr_common import job_store
+from ocr_common.documents import check_sync_pages
 from ocr_common.errors import OcrError
 from ocr_common.models import Job
 from ocr_common.observability import current_request_id
 
 from .access import current_owner
+from .http_front import caller_gone
 from .ocr_client import OcrRequest
 from .services import current_services
 from .uploads import Submission
@@ -45,9 +49,19 @@ def stored_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def read_now(submissions: list[Submission]) -> list[dict[str, Any] | OcrError]:
-    """Each submission read by the OCR server now: its result, or the error it met."""
+    """Each submission read by the OCR server now: its result, or the error it met.
+
+    A synchronous read has a budget: OCR_SYNC_MAX_PAGES pages a document (more is a 413 that
+    points to the job queue), OCR_SYNC_TIMEOUT_S from now; and it stops when its caller hangs
+    up (see http_front.caller_gone).
+    """
+    settings = current_services().settings
+    for submission in submissions:
+        check_sync_pages(len(submission.document.pages), settings.sync_max_pages)
     requests = [OcrRequest(s.data, s.options, len(s.document.pages)) for s in submissions]
-    return current_services().ocr.recognize(requests)
+    deadline = time.monotonic() + settings.sync_timeout_s
+    gone = caller_gone(request.environ)
+    return current_services().ocr.recognize(requests, deadline=deadline, gone=gone)
 
 
 def record_read(

@@ -13,14 +13,14 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Coroutine, Iterator
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import aiohttp
 
-from ocr_common.errors import OcrError, Unavailable
+from ocr_common.errors import CallerGone, OcrError, SyncTimeout, Unavailable
 from ocr_common.observability import REQUEST_ID_HEADER, current_request_id
 from ocr_common.options import OcrOptions
 from ocr_common.settings import Settings
@@ -29,6 +29,7 @@ from ocr_common.wire import (
     NOTIFY_PATH,
     OCR_PATH,
     RETRY_AFTER_S,
+    TIME_LEFT_HEADER,
     error_from_wire,
 )
 
@@ -41,6 +42,13 @@ NOTIFY_TIMEOUT_S = 2.0
 # /v1/ocr): a stalled OCR server holds each for up to OCR_SYNC_TIMEOUT_S, and the other
 # threads must stay free for everything else.
 SYNC_WAIT_SHARE = 0.5
+# How much longer than the time left the API waits for the OCR server's answer, which says
+# sync_timeout when the time is up.
+ANSWER_GRACE_S = 2.0
+SYNC_TIMEOUT_MESSAGE = (
+    "the document was not read in the time a synchronous read may take (OCR_SYNC_TIMEOUT_S, "
+    "waiting for a free engine included): queue it with POST /v1/jobs (or POST /image) and poll"
+)
 
 
 class OcrRequest(NamedTuple):
@@ -54,7 +62,9 @@ class OcrRequest(NamedTuple):
 class OcrBackend(Protocol):
     """What the API needs of the OCR server (a fake in unit tests)."""
 
-    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]: ...
+    def recognize(
+        self, requests: list[OcrRequest], *, deadline: float, gone: Future[None] | None = None
+    ) -> list[dict[str, Any] | OcrError]: ...
 
     def notify(self) -> None: ...
 
@@ -67,7 +77,6 @@ class OcrServerClient:
         self._headers: dict[str, str] = {}
         if settings.internal_token_value:
             self._headers[INTERNAL_TOKEN_HEADER] = settings.internal_token_value
-        self._timeout_s = settings.sync_timeout_s
         self._parallel = settings.workers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -116,17 +125,19 @@ class OcrServerClient:
             )
         return self._session
 
-    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]:
+    def recognize(
+        self, requests: list[OcrRequest], *, deadline: float, gone: Future[None] | None = None
+    ) -> list[dict[str, Any] | OcrError]:
         """The result of each document from the OCR server's POST /ocr, in order:
         ``{"format", "page_count", "text", "pages"}``, or the error that document met.
 
         The documents go at once, so the OCR server spreads them over its engines (and the
-        pages of each). The OCR server being unreachable or saturated is raised.
+        pages of each). Each request says how long is left until ``deadline`` (a
+        ``time.monotonic()`` time), past which the OCR server stops reading and answers
+        ``sync_timeout``; when ``gone`` is done (the API's own caller hung up), the requests
+        are dropped, which stops the reads as well, and CallerGone is raised. The OCR server
+        being unreachable or saturated is raised.
         """
-
-        def timeout_s(pages: int) -> float:
-            # Pages go ``workers`` at a time, each within its own time limit.
-            return self._timeout_s * -(-pages // self._parallel)
 
         async def gather() -> list[dict[str, Any] | OcrError]:
             # One request's documents must not fill the OCR server's wait list by themselves:
@@ -141,8 +152,13 @@ class OcrServerClient:
                         "document": base64.b64encode(request.document).decode(),
                         "options": request.options.to_values(),
                     }
+                    left_s = deadline - time.monotonic()
+                    if left_s <= 0:
+                        raise SyncTimeout(SYNC_TIMEOUT_MESSAGE)
+                    # The OCR server stops at the time left; the grace lets its answer come.
+                    timed = {**headers, TIME_LEFT_HEADER: f"{left_s:.3f}"}
                     return await self._call(
-                        "POST", OCR_PATH, timeout_s(request.pages), json=body, headers=headers
+                        "POST", OCR_PATH, left_s + ANSWER_GRACE_S, json=body, headers=timed
                     )
 
             results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
@@ -159,8 +175,7 @@ class OcrServerClient:
         request_id = current_request_id()
         headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
         with self._sync_wait():
-            pages = sum(request.pages for request in requests)
-            return _wait(self._submit(gather()), timeout_s(pages))
+            return _wait(self._submit(gather()), deadline - time.monotonic(), gone)
 
     async def _call(self, method: str, path: str, timeout_s: float, **kwargs: Any) -> Any:
         """The OCR server's JSON answer to a request; any answer but a 200 with a JSON object
@@ -223,14 +238,22 @@ class OcrServerClient:
                 return
 
 
-def _wait(future: Future[T], timeout_s: float) -> T:
-    """The call's result; a 503 if the loop has not produced it a little after its own timeout
-    (that guards against a stuck loop, not a slow OCR server)."""
-    try:
-        return future.result(timeout=timeout_s + 5)
-    except FutureTimeout:
-        future.cancel()
-        raise _unavailable("the OCR server did not answer in time; retry shortly") from None
+def _wait(future: Future[T], timeout_s: float, gone: Future[None] | None = None) -> T:
+    """The call's result; CallerGone (the call dropped) as soon as ``gone`` is done; a 503 if
+    the loop has not produced it a little after its own timeout (that guards against a stuck
+    loop, not a slow OCR server)."""
+    waiting: list[Future[Any]] = [future] if gone is None else [future, gone]
+    done, _ = wait(
+        waiting, timeout=max(timeout_s, 0) + ANSWER_GRACE_S + 5, return_when=FIRST_COMPLETED
+    )
+    if future in done:
+        return future.result()
+    # Dropped on the client's loop: its connection to the OCR server closes, which stops the
+    # read there.
+    future.cancel()
+    if gone is not None and gone.done():
+        raise CallerGone("the client went away before its answer; its read was stopped")
+    raise _unavailable("the OCR server did not answer in time; retry shortly")
 
 
 def _unavailable(message: str, code: str = "ocr_unavailable") -> Unavailable:

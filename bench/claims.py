@@ -202,7 +202,9 @@ class NoOpEngine:
     def __init__(self, seen: list[bytes]):
         self.seen = seen
 
-    def recognize_page(self, task: PageTask) -> dict[str, Any]:
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> dict[str, Any]:
         self.seen.append(task.document)
         return {"page": task.page, "text": "some recognised text\n"}
 

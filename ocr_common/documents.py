@@ -16,7 +16,6 @@ from PIL import Image
 
 from .errors import InvalidImage, PayloadTooLarge
 from .image_structure import check_structure, unopened_reason
-from .pdf_structure import check_drawings
 
 PDF = "PDF"
 # What Pillow decodes for us (the magic bytes decide, never a name or a Content-Type).
@@ -101,6 +100,19 @@ def select_pages(
     return pages
 
 
+def check_sync_pages(pages: int, max_pages: int) -> None:
+    """Refuse a synchronous read of more than ``max_pages`` pages (OCR_SYNC_MAX_PAGES): such a
+    document is for the job queue, whose reads wait for no one."""
+    if pages > max_pages:
+        raise PayloadTooLarge(
+            f"the document has {pages} pages to read, more than the {max_pages} a synchronous "
+            "read takes (OCR_SYNC_MAX_PAGES): queue it with POST /v1/jobs and poll GET "
+            f"/v1/jobs/{{id}}, or select fewer with pages=, e.g. pages=1-{max_pages}",
+            code="too_many_pages_to_wait_for",
+            field="pages",
+        )
+
+
 def check_size(width: int, height: int, max_pixels: int, what: str, hint: str) -> None:
     """Refuse a page over OCR_MAX_PIXELS (from its header, before decoding), wider or taller than
     Tesseract reads, or too small to read; ``what`` names it in the message ("page 3")."""
@@ -171,6 +183,11 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Document:
 def _check_pdf(
     data: bytes, wanted: tuple[int, ...] | None, dpi: int, max_pixels: int, max_pages: int
 ) -> Document:
+    import pypdfium2
+
+    # Here, not at the top: the engine processes, which import this module, need no qpdf.
+    from .pdf_structure import check_drawings
+
     # Sizes from the page dictionaries: no page is loaded (that parses all its content).
     with _open_pdf(data) as pdf:
         page_count = len(pdf)  # type: ignore[arg-type]
@@ -178,9 +195,22 @@ def _check_pdf(
             raise InvalidImage("the PDF has no pages", code="invalid_pdf")
         pages = select_pages(wanted, page_count, max_pages)
         for page in pages:
-            _check_pdf_page(pdf.get_page_size(page - 1), dpi, max_pixels, page)  # type: ignore[attr-defined]
-    check_drawings(data, pages)
+            try:
+                size = pdf.get_page_size(page - 1)  # type: ignore[attr-defined]
+            except pypdfium2.PdfiumError:
+                raise _unreadable_page(page) from None
+            _check_pdf_page(size, dpi, max_pixels, page)
+    check_drawings(data)
     return Document(PDF, page_count, pages)
+
+
+def _unreadable_page(page: int) -> InvalidImage:
+    # pdfium finds no page there: the page tree loops, nests too deep, or counts wrong.
+    return InvalidImage(
+        f"page {page} of the PDF cannot be found: its page tree is malformed (a loop, too deep, "
+        "or a wrong page count); re-save it (print it to PDF) and send that",
+        code="invalid_pdf",
+    )
 
 
 def _check_pdf_page(size_pt: tuple[float, float], dpi: int, max_pixels: int, page: int) -> None:
@@ -238,8 +268,13 @@ def render_page(data: bytes, page: int, *, dpi: int, max_pixels: int) -> Image.I
     Its ``info["dpi"]`` says the resolution when known (Tesseract uses it to size text).
     """
     if is_pdf(data):
+        import pypdfium2
+
         with _open_pdf(data) as pdf:
-            pdf_page = pdf[page - 1]  # type: ignore[index]
+            try:
+                pdf_page = pdf[page - 1]  # type: ignore[index]
+            except pypdfium2.PdfiumError:
+                raise _unreadable_page(page) from None
             try:
                 _check_pdf_page(pdf_page.get_size(), dpi, max_pixels, page)
                 bitmap = pdf_page.render(scale=dpi / PDF_POINTS_PER_INCH)

@@ -98,10 +98,19 @@ class EngineTimeout(EngineError, code="engine_timeout"):
     retryable = True
 
 
-class DocumentTooComplex(EngineError, code="document_too_complex"):
-    """The page needs more memory than an engine may use (OCR_ENGINE_MAX_MEMORY_MB) to draw it."""
+class SyncTimeout(EngineError, code="sync_timeout"):
+    """A synchronous read did not end within its time (OCR_SYNC_TIMEOUT_S); its pages were
+    stopped. The same document queued (POST /v1/jobs) has no such limit."""
 
-    retryable = True
+
+class CallerGone(OcrError, status=499, code="client_closed_request"):
+    """The client of a synchronous read went away before its answer (nginx's 499): its pages
+    were stopped, nothing was stored, and no one reads this error but the access log."""
+
+
+class DocumentTooComplex(EngineError, code="document_too_complex"):
+    """The page needs more memory than an engine may use (OCR_ENGINE_MAX_MEMORY_MB) to draw it:
+    it would on any engine, every time, so it is not tried again."""
 
 
 class Conflict(OcrError, status=409, code="conflict"):

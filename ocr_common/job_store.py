@@ -8,6 +8,7 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import operator
@@ -34,6 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from .db import binary_literal, max_statement_bytes
+from .errors import PayloadTooLarge
 from .models import (
     ClaimedDelivery,
     ClaimedJob,
@@ -158,8 +161,35 @@ def create_job(
     # Core INSERTs: this is the intake hot path, and the ORM's unit of work costs more CPU than
     # the two round trips. The job row goes first: the image's foreign key points to it.
     session.execute(insert(JOBS).values(values))
-    session.execute(insert(IMAGES).values(job_id=values["id"], data=image))
+    _insert_image(session, values["id"], image)
     return Job.from_row(SimpleNamespace(**values))
+
+
+def _insert_image(session: Session, job_id: str, image: bytes) -> None:
+    """Store a job's document. On MySQL/MariaDB it goes as its own bytes (see binary_literal),
+    in a statement whose size is checked against the server's max_allowed_packet first: a
+    document that would not fit is a 413, not a connection the server drops."""
+    connection = session.connection()
+    literal = binary_literal(connection, image)
+    if literal is None:
+        session.execute(insert(IMAGES).values(job_id=job_id, data=image))
+        return
+    statement = b"INSERT INTO %s (job_id, data) VALUES ('%s', %s)" % (
+        IMAGES.name.encode(),
+        str(uuid.UUID(job_id)).encode(),  # our own id; checked, as it is written in place
+        literal,
+    )
+    packet = max_statement_bytes(connection)
+    if len(statement) + 1 > packet:  # the command byte, then the statement
+        raise PayloadTooLarge(
+            f"the document ({len(image)} bytes) takes {len(statement) + 1} bytes as the "
+            f"database receives it, more than its max_allowed_packet ({packet}); send a "
+            "smaller one, or ask the operator to raise max_allowed_packet",
+            code="too_large_for_database",
+        )
+    # A statement of bytes, without parameters: PyMySQL sends it as it is.
+    with contextlib.closing(connection.connection.cursor()) as cursor:
+        cursor.execute(statement)
 
 
 def record_finished(

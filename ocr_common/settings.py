@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     sync_timeout_s: PositiveFloat = 150.0
     stale_workers_s: float = Field(default=30.0, ge=1)
     tessdata_dir: Path | None = None
+    sync_max_pages: int = Field(default=10, ge=1, le=10_000)
     internal_token: SecretStr | None = None
     api_keys: SecretStr | None = None
     rate_limit: str | None = None

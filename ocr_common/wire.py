@@ -12,6 +12,10 @@ from typing import Any
 from .errors import BadRequest, EngineError, OcrError, PayloadTooLarge, Unavailable
 
 INTERNAL_TOKEN_HEADER = "X-Internal-Token"
+# On POST /ocr: the seconds the caller will still wait for the answer (its OCR_SYNC_TIMEOUT_S,
+# less what it has spent). The OCR server stops the read when they have passed, as it does when
+# the caller hangs up, and answers ``sync_timeout``.
+TIME_LEFT_HEADER = "X-OCR-Time-Left-S"
 # POST {"document": base64, "options": {...}}: the rich result of the selected pages.
 OCR_PATH = "/ocr"
 # POST: a job was committed, claim now rather than at the next poll.

@@ -7,6 +7,7 @@ import base64
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,11 +17,13 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common.browsers import BrowserGuard
+from ocr_common.documents import check_sync_pages
 from ocr_common.errors import (
     BadRequest,
     NotFound,
     OcrError,
     PayloadTooLarge,
+    SyncTimeout,
     Unauthorized,
     Unavailable,
 )
@@ -42,6 +45,7 @@ from ocr_common.wire import (
     OCR_PATH,
     READYZ_PATH,
     STATUS_PATH,
+    TIME_LEFT_HEADER,
     UNGUARDED_PATHS,
     error_body,
     error_headers,
@@ -146,7 +150,14 @@ async def ocr(request: web.Request) -> web.Response:
     {...}}``: the result ``{"format", "page_count", "text", "pages"}`` of every selected page,
     read in parallel on the engines (``POST /v1/ocr``; ``/image-sync`` asks for the first
     page). The options come in the body, never the query string, whose request line a long
-    ``char_whitelist`` would overflow."""
+    ``char_whitelist`` would overflow.
+
+    A read has OCR_SYNC_MAX_PAGES pages at most, and the time its caller says it will wait
+    (TIME_LEFT_HEADER, at most OCR_SYNC_TIMEOUT_S): when that has passed, or the caller hangs
+    up (aiohttp then cancels this handler), its pages are stopped and their engines freed.
+    """
+    settings = request.app[SETTINGS_KEY]
+    deadline = asyncio.get_running_loop().time() + _time_left_s(request, settings)
     pool = request.app[POOL_KEY]
     # Callers beyond a short wait list get 503 at once rather than a slow timeout.
     if not pool.try_acquire_urgent(max_waiting=2 * pool.size):
@@ -156,14 +167,32 @@ async def ocr(request: web.Request) -> web.Response:
             retry_after_s=2,
         )
     data, values = _read_document(await request.read())
-    settings = request.app[SETTINGS_KEY]
     options, document = await asyncio.to_thread(
         check_submission, data, values, settings, lambda: pool.languages
     )
+    check_sync_pages(len(document.pages), settings.sync_max_pages)
     task = PageTask(data, 0, options, settings.default_dpi)
-    pages = await pool.recognize_pages(task, document.pages, urgent=True)
+    try:
+        async with asyncio.timeout_at(deadline):
+            pages = await pool.recognize_pages(task, document.pages, urgent=True)
+    except TimeoutError:
+        raise SyncTimeout(
+            "the document was not read in the time a synchronous read may take "
+            f"(OCR_SYNC_TIMEOUT_S = {settings.sync_timeout_s:g} s, waiting for a free engine "
+            "included) and was stopped: queue it with POST /v1/jobs (or POST /image) and poll"
+        ) from None
     body = {"format": document.format, "page_count": document.page_count, **combine_pages(pages)}
     return web.json_response(body)
+
+
+def _time_left_s(request: web.Request, settings: Settings) -> float:
+    """How long the caller will wait: what it says, within OCR_SYNC_TIMEOUT_S."""
+    given = request.headers.get(TIME_LEFT_HEADER)
+    try:
+        seconds = float(given) if given is not None else settings.sync_timeout_s
+    except ValueError:
+        seconds = settings.sync_timeout_s
+    return min(max(seconds, 0.0), settings.sync_timeout_s) if math.isfinite(seconds) else 0.0
 
 
 def _read_document(body: bytes) -> tuple[bytes, dict[str, Any]]:

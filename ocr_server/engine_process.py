@@ -1,6 +1,7 @@
 """The parent's side of one engine process: a deadline to render a page, then one to recognise
 it. A process that dies, overruns a deadline or runs out of memory is killed and replaced; the
-page it held gets ``EngineCrashed``, ``EngineTimeout`` or ``DocumentTooComplex``."""
+page it held gets ``EngineCrashed``, ``EngineTimeout`` or ``DocumentTooComplex``. A page no one
+waits for any more (its caller went away or ran out of time) is stopped the same way."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 HARD_DEADLINE_GRACE_S = 10.0
 # How long an engine may take to render (or decode) a page when no one says otherwise.
 DEFAULT_RENDER_TIMEOUT_S = 30.0
-# How often the parent looks at a busy engine's address space (to tell why one died).
+# How often the parent looks at a busy engine's address space (to tell why one died), and
+# whether anyone still waits for its page.
 SAMPLE_MEMORY_S = 0.05
 # An engine killed by a signal after its address space reached this share of its ceiling died
 # of the ceiling: pdfium and Tesseract abort when an allocation fails. The margin covers the
@@ -131,17 +133,20 @@ class EngineProcess:
             # Left without a process: the next page tries to start one again.
             log.error("engine %d could not be restarted: %s", self.index, exc.message)
 
-    def recognize_page(self, task: PageTask) -> dict[str, Any]:
-        """One page on this engine, counted by outcome."""
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """One page on this engine, counted by outcome; stopped (the engine restarted) as soon
+        as ``abandoned`` is set."""
         try:
-            result = self._exchange(task)
+            result = self._exchange(task, abandoned)
         except OcrError as exc:
             server_metrics.PAGES.labels(exc.code).inc()
             raise
         server_metrics.PAGES.labels("ok").inc()
         return result
 
-    def _exchange(self, request: PageTask) -> dict[str, Any]:
+    def _exchange(self, request: PageTask, abandoned: threading.Event | None) -> dict[str, Any]:
         if self._conn is not None and self._died_idle():
             # Killed between pages (SIGKILL, the OOM killer): no page went with it, so this one
             # goes to a fresh engine rather than failing as the dead one's.
@@ -161,7 +166,7 @@ class EngineProcess:
         self._peak_vm_bytes = 0
         try:
             conn.send(request)
-            reply = self._receive(conn, what)
+            reply = self._receive(conn, what, abandoned)
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             self.kill()
             code = process.exitcode if process else None
@@ -197,13 +202,23 @@ class EngineProcess:
         except OSError:  # the pipe was closed meanwhile (a stop)
             return True
 
-    def _receive(self, conn: Connection, what: str) -> PageRead | Failed:
+    def _receive(
+        self, conn: Connection, what: str, abandoned: threading.Event | None
+    ) -> PageRead | Failed:
         """The engine's reply, within the render deadline and then the recognition deadline;
-        a late engine is killed and replaced."""
+        a late engine, or one whose page was abandoned, is killed and replaced."""
         rendering = True
         deadline = time.monotonic() + self._render_timeout_s
         while True:
-            if not self._wait(conn, deadline):
+            answered = self._wait(conn, deadline, abandoned)
+            if not answered and abandoned is not None and abandoned.is_set():
+                # The page is not needed any more: Tesseract and pdfium cannot be interrupted,
+                # so the engine is (this frees it now, not when the page would have ended).
+                self._replace("abandoned")
+                raise EngineError(
+                    f"{what} was abandoned: no one waits for it any more", code="abandoned"
+                )
+            if not answered:
                 self._replace("render_timeout" if rendering else "page_timeout")
                 if rendering:
                     raise EngineTimeout(
@@ -220,17 +235,19 @@ class EngineProcess:
             rendering = False
             deadline = time.monotonic() + self._page_timeout_s + HARD_DEADLINE_GRACE_S
 
-    def _wait(self, conn: Connection, deadline: float) -> bool:
-        """Whether the engine said something before ``deadline``; meanwhile its address space
-        is sampled, to tell afterwards whether a death was the memory ceiling's doing."""
+    def _wait(self, conn: Connection, deadline: float, abandoned: threading.Event | None) -> bool:
+        """Whether the engine said something before ``deadline`` (False as well once
+        ``abandoned`` is set); meanwhile its address space is sampled, to tell afterwards
+        whether a death was the memory ceiling's doing."""
         pid = self.pid
+        sampling = self._max_memory_bytes or abandoned is not None
         while True:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or (abandoned is not None and abandoned.is_set()):
                 return False
-            if conn.poll(min(left, SAMPLE_MEMORY_S) if self._max_memory_bytes else left):
+            if conn.poll(min(left, SAMPLE_MEMORY_S) if sampling else left):
                 return True
-            if pid is not None:
+            if pid is not None and self._max_memory_bytes:
                 self._peak_vm_bytes = max(self._peak_vm_bytes, peak_address_space(pid))
 
     def _died_of_ceiling(self, exit_code: int | None) -> bool:

@@ -26,7 +26,7 @@ PAGES = Counter(
 RESTARTS = Counter(
     "ocr_engine_restarts",
     "Engine processes replaced, by cause: crash, memory_ceiling, memory_held, render_timeout, "
-    "page_timeout",
+    "page_timeout, abandoned (a synchronous read whose caller went away or ran out of time)",
     ["cause"],
 )
 WEBHOOK_ATTEMPTS = Counter(

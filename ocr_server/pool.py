@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +21,12 @@ PRIORITIES = (URGENT, PAGES, BACKGROUND)
 
 
 class Engine(Protocol):
-    """What the pool needs of an engine slot (a fake in unit tests)."""
+    """What the pool needs of an engine slot (a fake in unit tests): a page read, stopped
+    as soon as ``abandoned`` is set."""
 
-    def recognize_page(self, task: PageTask) -> dict[str, Any]: ...
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> dict[str, Any]: ...
 
 
 class EnginePool:
@@ -119,10 +123,13 @@ class EnginePool:
 
         ``engine``, when given, is one the caller already holds: it reads the first page and
         is released here. ``on_page`` is awaited as each page is done (progress). The first
-        failing page fails the whole document; pages not started yet are not started.
+        failing page fails the whole document; pages not started yet are not started. If the
+        caller is cancelled (it went away, or ran out of time), the pages being read are
+        stopped too: their engines are restarted rather than left reading for no one.
         """
         loop = asyncio.get_running_loop()
         priority = URGENT if urgent else PAGES
+        abandoned = threading.Event()
 
         async def one(page: int, held: Engine | None) -> dict[str, Any]:
             current = held if held is not None else await self.acquire(priority=priority)
@@ -130,6 +137,7 @@ class EnginePool:
                 self._executor,
                 current.recognize_page,
                 PageTask(task.document, page, task.options, task.default_dpi),
+                abandoned,
             )
             # The engine goes back only when its page is really done, even if we are
             # cancelled meanwhile: its pipe is busy until then.
@@ -145,7 +153,9 @@ class EnginePool:
         ]
         try:
             return list(await asyncio.gather(*tasks))
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                abandoned.set()
             for pending in tasks:
                 pending.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -41,7 +41,9 @@ async def serve(settings: Settings, pool: EnginePool, max_write_bytes: int | Non
     webhooks = WebhookSender(sessions, settings, dispatcher.stats)
     app = create_app(settings, sessions, pool, dispatcher)
     web_response.SERVER_SOFTWARE = SERVER_HEADER
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # handler_cancellation: a caller that hangs up cancels its handler, so that a synchronous
+    # read no one waits for any more stops (see app.ocr).
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True)
     await runner.setup()
     host, _, port = settings.server_bind.rpartition(":")
     site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)

@@ -23,7 +23,8 @@ from sqlalchemy.orm import sessionmaker
 from ocr_common import job_store
 from ocr_common.options import OcrOptions
 from ocr_testkit.hostile import HostileTally, RssSampler
-from ocr_testkit.pages import b64, encode, nested_forms_pdf, render_document
+from ocr_testkit.hostile_pdfs import nested_forms_pdf
+from ocr_testkit.pages import b64, encode, render_document
 from ocr_testkit.scenarios import (
     ANSWER_DEADLINE_S,
     call,
@@ -48,6 +49,8 @@ LIMITS = {
     "document_too_complex": "OCR_ENGINE_MAX_MEMORY_MB",
     "engine_timeout": "OCR_RENDER_TIMEOUT_S",
 }
+# Over the memory ceiling is final; out of time may be the machine's load, and is tried again.
+RETRIED = {"engine_timeout"}
 
 
 class OrdinaryJobs:
@@ -159,9 +162,10 @@ def pdf_bomb(stack: Stack, db: Engine) -> HostileTally:
 
     The API refuses it at upload (413 document_too_complex, nothing stored). The same bomb
     already in the queue (as an API without that check stored it, or one that got past it)
-    fails after OCR_MAX_ATTEMPTS, each engine that tried it having hit OCR_ENGINE_MAX_MEMORY_MB
-    (document_too_complex) or, if that takes longer, OCR_RENDER_TIMEOUT_S (engine_timeout) and
-    been replaced; meanwhile ordinary jobs finish, and /metrics and /healthz answer.
+    fails as soon as an engine hits OCR_ENGINE_MAX_MEMORY_MB (document_too_complex, not tried
+    again), or after OCR_MAX_ATTEMPTS if OCR_RENDER_TIMEOUT_S comes first each time
+    (engine_timeout), each engine that tried it replaced; meanwhile ordinary jobs finish, and
+    /metrics and /healthz answer.
     """
     max_attempts = int(stack.env.get("OCR_MAX_ATTEMPTS", "3"))
     ceiling_mb = int(stack.env.get("OCR_ENGINE_MAX_MEMORY_MB", "1536"))
@@ -191,12 +195,16 @@ def pdf_bomb(stack: Stack, db: Engine) -> HostileTally:
     tally.expect(not stored, f"{len(stored)} refused upload(s) of the bomb were stored")
     row = rows(db, [job_id]).get(job_id)
     others.record(tally, busy_until=row.finished_at if row else None)
-    ended = row and (row.status, row.error_code, row.attempts)
-    tally.notes["bomb"] = ended
+    status, error_code, attempts = (
+        (row.status, row.error_code, int(row.attempts)) if row else (None, None, 0)
+    )
+    tally.notes["bomb"] = (status, error_code, attempts)
     tally.expect(
-        ended in [("failed", code, max_attempts) for code in LIMITS],
-        f"the queued bomb ended {ended}, not failed with one of {list(LIMITS)} after "
-        f"{max_attempts} attempts",
+        status == "failed"
+        and error_code in LIMITS
+        and (attempts == max_attempts if error_code in RETRIED else attempts >= 1),
+        f"the queued bomb ended {(status, error_code, attempts)}, not failed with one of "
+        f"{list(LIMITS)} (after {max_attempts} attempts for {sorted(RETRIED)})",
     )
     shown = call(session, "GET", stack.url(f"/v1/jobs/{job_id}"))
     error = shown.body.get("error") if isinstance(shown.body, dict) else None
@@ -207,10 +215,7 @@ def pdf_bomb(stack: Stack, db: Engine) -> HostileTally:
     )
     restarts = engine_restarts(stack) - restarts_before
     tally.notes["engine_restarts"] = restarts
-    tally.expect(
-        restarts >= max_attempts,
-        f"{restarts} engine restarts for {max_attempts} attempts at the bomb",
-    )
+    tally.expect(restarts >= attempts, f"{restarts} engine restarts for {attempts} attempts")
     tally.expect(reaped(stack) == reaped_before, "the reaper took jobs back: leases lapsed")
     if tally.engine_peak_rss_mb is not None and tally.engine_peak_rss_mb > ceiling_mb:
         tally.problem(f"an engine reached {tally.engine_peak_rss_mb} MB, over {ceiling_mb} MB")

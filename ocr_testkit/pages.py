@@ -39,6 +39,20 @@ def render_lines(
     return out.getvalue()
 
 
+def text_wall(width: int, height: int, font_px: int = 20) -> bytes:
+    """A PNG page covered in lines of small text, edge to edge: slow to read (about 2 s of
+    Tesseract per megapixel on one core) and small to send."""
+    font = ImageFont.load_default(size=font_px)
+    image = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(image)
+    line = "the quick brown fox jumps over the lazy dog 0123456789 " * (width // (font_px * 8) + 1)
+    for top in range(0, height, font_px * 3 // 2):
+        draw.text((10, top), line, fill=0, font=font)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -110,48 +124,3 @@ ORIENTATION_LINES = [
     "The five boxing wizards jump quickly here",
     "Jackdaws love my big sphinx of quartz too",
 ]
-
-
-def nested_forms_pdf(levels: int = 8, copies: int = 10) -> bytes:
-    """A one-page PDF of about 2 KB whose form XObjects each draw the one below them ``copies``
-    times, ``levels`` deep: copies**levels squares, which pdfium expands in memory (a "PDF
-    bomb": 8 levels of 10 would take it 160 GB and half an hour)."""
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /XObject << /X %d 0 R >> >> >>" % (5 + levels),
-        pdf_stream(b"", b"/X Do"),
-        # Object 5 draws a small square; each object after it draws the one before it.
-        pdf_stream(b"/Type /XObject /Subtype /Form /BBox [0 0 612 792]", b"0 0 1 1 re f"),
-    ]
-    for number in range(6, 6 + levels):
-        objects.append(
-            pdf_stream(
-                b"/Type /XObject /Subtype /Form /BBox [0 0 612 792] "
-                b"/Resources << /XObject << /X %d 0 R >> >>" % (number - 1),
-                b" ".join([b"/X Do"] * copies),
-            )
-        )
-    return pdf_file(objects)
-
-
-def pdf_stream(entries: bytes, content: bytes) -> bytes:
-    return b"<< %s /Length %d >>\nstream\n%s\nendstream" % (entries, len(content), content)
-
-
-def pdf_file(objects: list[bytes]) -> bytes:
-    """Objects 1, 2, ... (the first the catalog) with a correct cross-reference table."""
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)

@@ -50,6 +50,12 @@ def latin1_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private
 
 
 @pytest.fixture(scope="module")
+def default_packet_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateMariaDB]:
+    """A private server with MariaDB's default max_allowed_packet (16 MiB; ours have 64)."""
+    yield from _mariadb(tmp_path_factory.mktemp("mariadb-16m"), "--max-allowed-packet=16M")
+
+
+@pytest.fixture(scope="module")
 def fault_db_url(private_mariadb: PrivateMariaDB) -> str:
     """A fresh database for this module on the private server (migrated by the stack)."""
     if not private_mariadb.running:

@@ -24,7 +24,8 @@ def test_a_pdf_bomb_fails_as_too_complex_while_other_jobs_and_metrics_carry_on(
     tally = pdf_bomb(stack, fault_db)
     assert tally.problems == []
     assert tally.others_kept_finishing is True
-    assert tally.notes["bomb"] == ("failed", "document_too_complex", 2)
+    # Over the memory ceiling once is enough: it would be on every engine.
+    assert tally.notes["bomb"] == ("failed", "document_too_complex", 1)
     # No engine grew past its ceiling (it was 160 GB without one).
     assert tally.engine_peak_rss_mb is not None and tally.engine_peak_rss_mb < 512
 

@@ -40,7 +40,9 @@ class FakeEngine:
         self.returned = 0  # pages whose recognize_page has returned or raised
         self._lock = threading.Lock()
 
-    def recognize_page(self, task: PageTask) -> dict[str, object]:
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> dict[str, object]:
         image = task.document
         with self._lock:
             first_time = image not in self.seen

@@ -36,7 +36,8 @@ from ocr_server.engine import (
 )
 from ocr_server.engine_process import EngineProcess
 from ocr_server.pool import EnginePool
-from ocr_testkit.pages import HELLO, HELLO_PNG, nested_forms_pdf, render_lines
+from ocr_testkit.hostile_pdfs import nested_forms_pdf, slow_pages_pdf
+from ocr_testkit.pages import HELLO, HELLO_PNG, render_lines
 from ocr_testkit.scenarios import long_page
 
 
@@ -259,7 +260,8 @@ def test_a_pdf_bomb_hits_the_memory_ceiling_and_the_engine_is_replaced() -> None
         # It fails for its memory, not by a deadline (without the ceiling: 160 GB, 30 minutes).
         with pytest.raises(DocumentTooComplex, match="OCR_ENGINE_MAX_MEMORY_MB") as info:
             process.recognize_page(bomb_task())
-        assert info.value.retryable and "page 1" in info.value.message
+        # Not tried again: it would be over the ceiling on any engine.
+        assert not info.value.retryable and "page 1" in info.value.message
         assert process.restarts == 1 and process.pid != first
         assert "Hello" in read(process, HELLO_PNG)
 
@@ -275,6 +277,21 @@ def test_a_page_that_renders_too_long_is_an_engine_timeout() -> None:
         # Rendering an ordinary page is well within the deadline; recognising has its own.
         page = process.recognize_page(PageTask(HELLO_PNG, 1, OcrOptions(), 300))
         assert "Hello" in page["text"]
+
+
+def test_a_page_no_one_waits_for_any_more_is_stopped_and_its_engine_replaced() -> None:
+    with spawned() as process:
+        first = process.pid
+        abandoned = threading.Event()
+        threading.Timer(1.0, abandoned.set).start()
+        started = time.monotonic()
+        with pytest.raises(EngineError) as info:
+            # Half a minute of pdfium, left alone.
+            process.recognize_page(PageTask(slow_pages_pdf(), 1, OcrOptions(), 300), abandoned)
+        assert info.value.code == "abandoned"
+        assert time.monotonic() - started < 10
+        assert process.restarts == 1 and process.pid != first
+        assert "Hello" in read(process, HELLO_PNG)
 
 
 def _address_space_limit(pid: int) -> int:

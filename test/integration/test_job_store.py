@@ -8,12 +8,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
+from ocr_common.db import make_engine, make_session_factory
 from ocr_common.models import JobImageRow, JobOutcome, JobRow, JobStatus
-from ocr_testkit.database import statements_sent
+from ocr_testkit.database import empty_tables, statements_sent
 
 IMAGE = b"\x89PNG fake image bytes"
 
@@ -46,6 +47,27 @@ def test_create_then_claim_gives_the_oldest_job_with_its_image(
     with sessions() as session:
         job = job_store.get_job(session, ids[0])
     assert job is not None and job.status == JobStatus.RUNNING and job.worker_id == "w1"
+
+
+# Every byte, and the ones an SQL literal escapes, side by side and repeated.
+EVERY_BYTE = bytes(range(256)) * 3 + b"\\'\\\\''\x00\\0\\n\x00'\\"
+
+
+@pytest.mark.parametrize("sql_mode", ["", "NO_BACKSLASH_ESCAPES"])
+def test_every_byte_of_a_document_is_stored_as_it_came(database_url: str, sql_mode: str) -> None:
+    # On MySQL/MariaDB the document goes as a literal of its own bytes: whatever the server's
+    # way of escaping, it comes back the same (a pool of its own: the mode stays on the session).
+    engine = make_engine(database_url)
+    empty_tables(engine)
+    try:
+        with Session(engine) as session, session.begin():
+            if sql_mode and engine.dialect.name != "sqlite":
+                session.execute(text(f"SET SESSION sql_mode = CONCAT(@@sql_mode, ',{sql_mode}')"))
+            job = job_store.create_job(session, image=EVERY_BYTE, max_attempts=1)
+        claimed = claim(make_session_factory(engine))
+        assert claimed is not None and claimed.id == job.id and claimed.image == EVERY_BYTE
+    finally:
+        engine.dispose()
 
 
 def test_claim_on_an_empty_queue_is_none(sessions: sessionmaker[Session]) -> None:

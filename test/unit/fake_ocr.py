@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -66,7 +67,9 @@ class FakeOcr:
         self.texts = texts or {}
         self.documents: list[tuple[bytes, OcrOptions]] = []  # every document it was asked to read
 
-    def recognize(self, requests: list[OcrRequest]) -> list[dict[str, Any] | OcrError]:
+    def recognize(
+        self, requests: list[OcrRequest], *, deadline: float, gone: Future[None] | None = None
+    ) -> list[dict[str, Any] | OcrError]:
         if self.down:
             raise Unavailable("the OCR server is down", code="ocr_unavailable")
         return [self._read(request) for request in requests]

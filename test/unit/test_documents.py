@@ -7,9 +7,17 @@ import io
 import pytest
 from PIL import Image
 
-from ocr_common.documents import MAX_SIDE_PX, check_document, check_image
-from ocr_common.errors import PayloadTooLarge
-from ocr_testkit.pages import encode, nested_forms_pdf, pdf_file, pdf_stream
+from ocr_common.documents import MAX_SIDE_PX, check_document, check_image, render_page
+from ocr_common.errors import InvalidImage, PayloadTooLarge
+from ocr_common.pdf_structure import MAX_FORM_DRAWS
+from ocr_testkit.hostile_pdfs import (
+    broken_page_trees,
+    miscounted_page_trees,
+    nested_forms_pdf,
+    pdf_file,
+    pdf_stream,
+)
+from ocr_testkit.pages import encode
 
 MIB = 1024 * 1024
 
@@ -66,17 +74,17 @@ def test_a_pdf_page_too_wide_at_the_asked_dpi_is_a_413_that_suggests_a_lower_dpi
 
 
 def test_a_pdf_bomb_is_refused_before_it_is_stored_without_being_drawn() -> None:
-    # 10**8 nested drawings: pdfium would take 160 GB and half an hour to expand them; pypdf
+    # 10**8 nested drawings: pdfium would take 160 GB and half an hour to expand them; qpdf
     # counts them from the objects (nothing is drawn, no page is loaded).
     with pytest.raises(PayloadTooLarge) as info:
         check(nested_forms_pdf())
     assert (info.value.status, info.value.code) == (413, "document_too_complex")
-    assert "page 1" in info.value.message and "1,000,000" in info.value.message
+    assert "page 1" in info.value.message and f"{MAX_FORM_DRAWS:,}" in info.value.message
 
 
 @pytest.mark.parametrize(("levels", "refused"), [(5, False), (6, True)])
-def test_nested_forms_are_refused_past_a_million_drawings(levels: int, refused: bool) -> None:
-    # 5 levels of 10: 111,110 drawings (pdfium: 186 MB); 6 levels: 1,111,110 (1.6 GB).
+def test_nested_forms_are_refused_past_half_a_million_drawings(levels: int, refused: bool) -> None:
+    # 5 levels of 10: 111,111 drawings (pdfium: 186 MB); 6 levels: 1,111,111 (1.6 GB).
     document = nested_forms_pdf(levels)
     if refused:
         with pytest.raises(PayloadTooLarge, match="document_too_complex|form XObjects"):
@@ -106,3 +114,53 @@ def test_a_form_that_draws_itself_is_not_followed_round() -> None:
 
 def test_an_ordinary_pdf_with_forms_is_accepted() -> None:
     check(nested_forms_pdf(levels=2, copies=50))
+
+
+BROKEN_TREES = broken_page_trees()
+MISCOUNTED_TREES = miscounted_page_trees()
+
+
+@pytest.mark.parametrize("name", BROKEN_TREES)
+@pytest.mark.parametrize("pages", [None, (1,)], ids=["every page", "page 1"])
+def test_a_page_tree_no_reader_can_walk_is_a_400_invalid_pdf(
+    name: str, pages: tuple[int, ...] | None
+) -> None:
+    with pytest.raises(InvalidImage) as info:
+        check_document(
+            BROKEN_TREES[name],
+            wanted_pages=pages,
+            dpi=300,
+            max_bytes=10 * MIB,
+            max_pixels=50_000_000,
+            max_pages=10,
+        )
+    assert (info.value.status, info.value.code) == (400, "invalid_pdf")
+    assert "page tree" in info.value.message or "Pages" in info.value.message
+
+
+@pytest.mark.parametrize("name", MISCOUNTED_TREES)
+def test_a_page_tree_that_miscounts_is_read_as_far_as_it_goes_or_a_400(name: str) -> None:
+    # Readers count the pages that are there: what is accepted renders, the rest is a 400.
+    data = MISCOUNTED_TREES[name]
+    for pages in (None, (1,)):
+        try:
+            document = check_document(
+                data,
+                wanted_pages=pages,
+                dpi=300,
+                max_bytes=10 * MIB,
+                max_pixels=50_000_000,
+                max_pages=10,
+            )
+        except InvalidImage as exc:
+            assert exc.code == "invalid_pdf" and "page tree" in exc.message
+            continue
+        for page in document.pages:
+            assert render_page(data, page, dpi=20, max_pixels=50_000_000).size == (170, 220)
+
+
+def test_a_page_the_engine_cannot_find_is_invalid_pdf_there_too() -> None:
+    # Counted 5 pages, holding 1: the engine asked for page 2 says so rather than crash.
+    data = MISCOUNTED_TREES["a Count of 5 for 1 page"]
+    with pytest.raises(InvalidImage, match="page 2 of the PDF cannot be found"):
+        render_page(data, 2, dpi=20, max_pixels=50_000_000)

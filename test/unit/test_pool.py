@@ -18,7 +18,9 @@ class FakeEngine:
     def __init__(self, name: str):
         self.name = name
 
-    def recognize_page(self, task: PageTask) -> dict[str, object]:
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> dict[str, object]:
         return {"page": task.page, "text": f"{self.name}:{task.document.decode()}\n"}
 
 
@@ -105,7 +107,9 @@ class PageEngine:
         self.delay_s = delay_s
         self.fail_on = fail_on
 
-    def recognize_page(self, task: PageTask) -> dict[str, object]:
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> dict[str, object]:
         with PageEngine.lock:
             PageEngine.running += 1
             PageEngine.most = max(PageEngine.most, PageEngine.running)
@@ -153,3 +157,60 @@ def test_a_failing_page_fails_the_document_and_gives_every_engine_back() -> None
         return pool.busy
 
     assert asyncio.run(scenario()) == 0
+
+
+class WaitingEngine:
+    """Reads a page until it is abandoned (or ``read_s`` has passed); says which it was."""
+
+    def __init__(self, read_s: float = 5.0):
+        self.read_s = read_s
+        self.abandoned: list[int] = []
+
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> dict[str, object]:
+        assert abandoned is not None
+        if abandoned.wait(self.read_s):
+            self.abandoned.append(task.page)
+            raise EngineError(f"page {task.page} was abandoned", code="abandoned")
+        return {"page": task.page, "text": ""}
+
+
+def test_a_read_whose_caller_is_cancelled_stops_its_pages_and_frees_the_engines() -> None:
+    engines = [WaitingEngine(), WaitingEngine()]
+    pool = EnginePool(engines)
+    task = PageTask(b"doc", 0, OcrOptions(), 300)
+
+    async def scenario() -> float:
+        read = asyncio.create_task(pool.recognize_pages(task, (1, 2, 3, 4, 5), urgent=True))
+        await wait_until_async(lambda: pool.busy == 2, 5, "both engines reading")
+        started = time.perf_counter()
+        read.cancel()  # its caller hung up, or its time ran out
+        with pytest.raises(asyncio.CancelledError):
+            await read
+        # The engines come back now, not when their pages would have ended (5 s); the three
+        # pages still waiting for one are never started, and no one else waits behind them.
+        await wait_until_async(lambda: pool.busy == 0, 2, "every engine back")
+        return time.perf_counter() - started
+
+    assert asyncio.run(scenario()) < 1.0
+    assert sorted(page for engine in engines for page in engine.abandoned) == [1, 2]
+    assert pool.waiting(urgent=True) == 0
+    pool.close()
+
+
+def test_a_failing_page_does_not_abandon_the_pages_beside_it() -> None:
+    # Only a caller that goes away stops the pages being read: a page that fails leaves the
+    # others to end (their engines are not restarted for it).
+    reader = WaitingEngine(read_s=0.3)
+    pool = EnginePool([PageEngine(0.05, fail_on=1), reader])
+    task = PageTask(b"doc", 0, OcrOptions(), 300)
+
+    async def scenario() -> None:
+        with pytest.raises(EngineError, match="page 1"):
+            await pool.recognize_pages(task, (1, 2), urgent=True)
+        await wait_until_async(lambda: pool.busy == 0, 5, "every engine back")
+
+    asyncio.run(scenario())
+    assert reader.abandoned == []
+    pool.close()

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api_server.schemas import Job, JobList, Problem
 from ocr_common import job_store
 from ocr_testkit.database import seen_ocr_server
+from ocr_testkit.hostile_pdfs import broken_page_trees
 from ocr_testkit.pages import HELLO_PNG, encode, render_document, render_page_image
 
 PDF = render_document([["One"], ["Two"], ["Three"]], "PDF")
@@ -112,6 +113,24 @@ def test_too_many_pages_is_a_413_that_says_the_limit(client: FlaskClient) -> Non
     assert client.post("/v1/jobs?pages=1-5", data=six, content_type="image/tiff").status_code == 202
 
 
+def test_more_pages_than_a_sync_read_takes_is_a_413_that_points_to_the_job_queue(
+    sessions: sessionmaker[Session], fake_ocr: FakeOcr
+) -> None:
+    client = api_client(sessions, fake_ocr, max_pages=5, sync_max_pages=2)
+    body = problem(
+        client.post("/v1/ocr", data=PDF, content_type="application/pdf"),
+        413,
+        "too_many_pages_to_wait_for",
+    )
+    assert "POST /v1/jobs" in body["detail"] and "OCR_SYNC_MAX_PAGES" in body["detail"]
+    assert body["field"] == "pages"
+    assert fake_ocr.documents == [] and client.get("/v1/jobs").get_json()["jobs"] == []
+    # Two of its pages now, or all three queued.
+    ok = client.post("/v1/ocr?pages=2-3", data=PDF, content_type="application/pdf")
+    assert ok.status_code == 200
+    assert client.post("/v1/jobs", data=PDF, content_type="application/pdf").status_code == 202
+
+
 def test_formats_are_detected_from_bytes(client: FlaskClient) -> None:
     page = render_page_image(["Hello"])
     for fmt in ("PNG", "JPEG", "BMP", "GIF", "WEBP"):
@@ -134,6 +153,17 @@ def test_bad_bodies_are_problems(client: FlaskClient) -> None:
     problem(client.post("/v1/ocr", json={"document": "!!!"}), 400, "invalid_base64")
     problem(client.get("/v1/nowhere"), 404, "not_found")
     problem(client.put("/v1/jobs"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize("tree", broken_page_trees().items(), ids=lambda item: item[0])
+@pytest.mark.parametrize("path", ["/v1/ocr", "/v1/jobs"])
+def test_a_malformed_page_tree_is_a_400_invalid_pdf_and_nothing_is_stored(
+    client: FlaskClient, fake_ocr: FakeOcr, tree: tuple[str, bytes], path: str
+) -> None:
+    _, data = tree
+    body = problem(client.post(path, data=data, content_type="application/pdf"), 400, "invalid_pdf")
+    assert "re-save it" in body["detail"]
+    assert client.get("/v1/jobs").get_json()["jobs"] == [] and fake_ocr.documents == []
 
 
 def test_the_original_api_keeps_its_error_shape(client: FlaskClient) -> None:
