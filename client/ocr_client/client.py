@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 import requests
 from tenacity import (
@@ -31,7 +31,8 @@ POLL_INTERVAL_S = 0.5
 RETRY_STATUSES = frozenset({429, 503})
 FINISHED = frozenset({"succeeded", "failed", "canceled"})
 
-OptionValue = str | int
+# Union, not X | Y: a type alias is evaluated when the module loads, and the client runs on 3.9.
+OptionValue = Union[str, int]
 Options = Mapping[str, OptionValue]
 
 
