@@ -29,6 +29,7 @@ REQUEST_TIMEOUT_S = 180.0
 POLL_INTERVAL_S = 0.5
 # Answers that mean "not now": the service says when to come back in Retry-After.
 RETRY_STATUSES = frozenset({429, 503})
+# The job states after which nothing changes (the API's JobStatus, checked by a test).
 FINISHED = frozenset({"succeeded", "failed", "canceled"})
 
 # Union, not X | Y: a type alias is evaluated when the module loads, and the client runs on 3.9.
