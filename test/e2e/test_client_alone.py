@@ -1,8 +1,9 @@
 """The client installed alone, as its README says: ``pip install ./client`` in a fresh venv gives
 the ``ocr-client`` command and none of the servers' packages, and that command reads a page from
 the running service and retries one that does not answer (with the newest tenacity the venv's
-Python gets: 9.1 on 3.9, whose back-off took other arguments). The venv is made with this test's Python, or with the one
-OCR_CLIENT_TEST_PYTHON names (a python3.9: the oldest the client supports)."""
+Python gets: 9.1 on 3.9, whose back-off took other arguments). The venv is made with this
+test's Python, or with the one OCR_CLIENT_TEST_PYTHON names (a python3.9: the oldest the client
+supports)."""
 
 from __future__ import annotations
 
