@@ -9,18 +9,18 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 RUN python -m venv --without-pip /opt/venv
 WORKDIR /app
-# Everything both services need (and the client), exactly as locked.
+# Everything both services need, exactly as locked (lock/runtime.txt; the client, in client/,
+# is not installed: it is a distribution of its own).
 COPY lock/runtime.txt lock/
 RUN pip --python /opt/venv/bin/python install --require-hashes --no-deps -r lock/runtime.txt
 COPY pyproject.toml README.md ./
 COPY migrations ./migrations
 COPY ocr_common ./ocr_common
 COPY api_server ./api_server
-COPY ocr_client ./ocr_client
 COPY ocr_server ./ocr_server
 RUN pip --python /opt/venv/bin/python install --no-deps --no-build-isolation -e . \
     && pip --python /opt/venv/bin/python uninstall --yes setuptools \
-    && /opt/venv/bin/python -m compileall -q api_server ocr_client ocr_common ocr_server migrations \
+    && /opt/venv/bin/python -m compileall -q api_server ocr_common ocr_server migrations \
     && rm -rf lock *.egg-info
 
 FROM python:3.11-slim

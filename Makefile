@@ -12,11 +12,12 @@ export OCR_DATABASE_URL ?= sqlite:///./data/ocr.db
 # LOCK_INPUT_<name> is what lock/<name>.txt is compiled from. requirement.txt is what both
 # services need; the API image leaves Tesseract out, the OCR image the web stack; runtime (what
 # `make install` installs) is everything, the client library too.
-LOCKS             := dev runtime api ocr
+LOCKS             := dev runtime api ocr mypy39
 LOCK_INPUT_dev    := requirement-dev.txt
 LOCK_INPUT_runtime:= requirement-api.txt requirement-ocr.txt requirement-client.txt
 LOCK_INPUT_api    := requirement-api.txt
 LOCK_INPUT_ocr    := requirement-ocr.txt
+LOCK_INPUT_mypy39 := requirement-mypy39.txt
 # --universal: one lock for every platform (markers where they differ); --native-tls: the
 # system's CA store, as pip uses it. A lock rewritten keeps its other pins (uv prefers them).
 UV_COMPILE := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
@@ -28,9 +29,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Hashes on every line put pip in hash-checking mode; --no-deps: the lock is the whole set.
-$(VENV)/.installed: $(BIN)/python lock/runtime.txt pyproject.toml
+# The client (client/, a distribution of its own) is installed beside the services, after them:
+# an older install of this project that still held ocr-client removes its copy when replaced.
+$(VENV)/.installed: $(BIN)/python lock/runtime.txt pyproject.toml client/pyproject.toml
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r lock/runtime.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e ./client
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed lock/dev.txt
@@ -59,8 +63,19 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: install-dev
+# mypy 2 checks code for Python 3.10 and newer only: the client, for 3.9 and newer, is checked
+# by mypy 1.20 (lock/mypy39.txt) in a venv of its own, with .venv's packages (its dependencies'
+# types), as client/pyproject.toml says.
+MYPY39 := $(VENV)/mypy39/bin/mypy
+$(MYPY39): $(BIN)/python lock/mypy39.txt
+	$(PYTHON) -m venv --without-pip $(VENV)/mypy39
+	$(BIN)/pip --python $(VENV)/mypy39/bin/python install --quiet --require-hashes --no-deps \
+	    -r lock/mypy39.txt
+	@touch $@
+
+typecheck: install-dev $(MYPY39)
 	$(BIN)/mypy
+	cd client && $(abspath $(MYPY39)) --python-executable $(abspath $(BIN)/python)
 
 # The whole suite: lint, types, unit, integration (real database, real Tesseract), end to end.
 test: install-dev lint typecheck
@@ -77,6 +92,10 @@ $(BIN)/uv: | $(BIN)/python
 
 lock-dev: $(BIN)/uv
 	$(UV_COMPILE) -o lock/dev.txt $(LOCK_INPUT_dev)
+
+# Not constrained by the dev lock: it pins another mypy.
+lock-mypy39: $(BIN)/uv
+	$(UV_COMPILE) -o lock/mypy39.txt $(LOCK_INPUT_mypy39)
 
 lock-%: lock-dev
 	$(UV_COMPILE) -o lock/$*.txt $(LOCK_INPUT_$*) -c lock/dev.txt

@@ -1,5 +1,6 @@
 """The client library on its own: retries against a real little HTTP server, the manifest, the
-file list. (Against the real services: test/e2e/test_ocr_client.py.)"""
+file list; the API's names it copies. (Against the real services: test/e2e/test_ocr_client.py;
+installed alone: test/e2e/test_client_alone.py.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fake_ocr import api_client
 
 from ocr_client import (
     ApiError,
@@ -22,8 +24,10 @@ from ocr_client import (
     Unreachable,
     cli,
 )
-from ocr_client.batch import collect_sources, is_document
+from ocr_client.batch import RESULT_SUFFIXES, collect_sources, is_document
+from ocr_client.client import FINISHED
 from ocr_client.manifest import MANIFEST_NAME, Entry, Manifest
+from ocr_common.db import make_engine, make_session_factory
 from ocr_testkit.pages import render_document, render_lines
 
 PROBLEM = {"type": "about:blank", "status": 429, "code": "rate_limited", "detail": "slow down"}
@@ -312,3 +316,22 @@ def test_two_sources_writing_the_same_result_are_refused(tmp_path: Path) -> None
         collect_sources([tmp_path / "x", tmp_path / "y"], "text")
     with pytest.raises(ClientError, match="no such file or folder"):
         collect_sources([tmp_path / "missing"], "text")
+
+
+def test_the_names_the_client_copies_are_the_apis(sqlite_url: str) -> None:
+    """The client imports no server code: the option names and values it sends, the formats it
+    asks for and the states that end a wait are its own copies, equal to /openapi.json's."""
+    sessions = make_session_factory(make_engine(sqlite_url))
+    spec = api_client(sessions).get("/openapi.json").get_json()
+    for path in ("/v1/jobs", "/v1/ocr"):
+        operation = spec["paths"][path]["post"]
+        form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+        assert set(cli.OPTIONS) <= set(form) - {"file"}, path
+        assert list(cli.PREPROCESS) == form["preprocess"]["enum"], path
+    assert "Idempotency-Key" in {p["name"] for p in spec["paths"]["/v1/jobs"]["post"]["parameters"]}
+    for path, operation in (("/v1/ocr", "post"), ("/v1/jobs/{job_id}", "get")):
+        parameters = spec["paths"][path][operation]["parameters"]
+        (fmt,) = (p["schema"]["enum"] for p in parameters if p["name"] == "format")
+        assert set(RESULT_SUFFIXES) == set(fmt), path
+    states = spec["components"]["schemas"]["JobStatus"]["enum"]
+    assert set(states) - {"queued", "running"} == FINISHED

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 import requests
 from tenacity import (
@@ -19,7 +19,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 DEFAULT_URL = "http://127.0.0.1:5000"
@@ -29,9 +30,13 @@ REQUEST_TIMEOUT_S = 180.0
 POLL_INTERVAL_S = 0.5
 # Answers that mean "not now": the service says when to come back in Retry-After.
 RETRY_STATUSES = frozenset({429, 503})
+# Added at random to each back-off, so that clients that failed together do not retry together.
+BACKOFF_JITTER_S = 1.0
+# The job states after which nothing changes (the API's JobStatus, checked by a test).
 FINISHED = frozenset({"succeeded", "failed", "canceled"})
 
-OptionValue = str | int
+# Union, not X | Y: a type alias is evaluated when the module loads, and the client runs on 3.9.
+OptionValue = Union[str, int]
 Options = Mapping[str, OptionValue]
 
 
@@ -137,7 +142,8 @@ class RetryPolicy:
     """How long to keep trying when the service says "not now" (429, 503) or does not answer.
 
     Waits what ``Retry-After`` asks (up to ``max_retry_after_s``), else backs off exponentially
-    with jitter up to ``max_backoff_s``; gives up after ``max_attempts`` or ``max_total_s``.
+    up to ``max_backoff_s``, plus up to ``BACKOFF_JITTER_S`` at random; gives up after
+    ``max_attempts`` or ``max_total_s``.
     """
 
     max_attempts: int = 1
@@ -160,7 +166,11 @@ class RetryPolicy:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, ApiError) and exc.retry_after_s is not None:
             return min(exc.retry_after_s, self.max_retry_after_s)
-        backoff = wait_exponential_jitter(multiplier=self.initial_backoff_s, max=self.max_backoff_s)
+        # Not wait_exponential_jitter: tenacity 9.2 renamed its argument, and 9.1 is the newest
+        # that Python 3.9 gets.
+        backoff = wait_exponential(
+            multiplier=self.initial_backoff_s, max=self.max_backoff_s
+        ) + wait_random(0, BACKOFF_JITTER_S)
         return float(backoff(state))
 
     def retrying(self, sleep: Callable[[float], None] = time.sleep) -> Retrying:

@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 from .client import ApiError, ClientError, Job, OcrClient, Options, Stopped
 from .manifest import Entry, Manifest
 
+# The formats the API renders (checked against its /openapi.json) and their files' suffixes.
 RESULT_SUFFIXES = {"text": ".txt", "json": ".json", "hocr": ".hocr", "tsv": ".tsv"}
 # The first bytes of the documents the service reads (it, too, tells them apart by their bytes,
 # never by a name): PNG, JPEG, TIFF (both byte orders), GIF, JPEG 2000 (file and codestream).

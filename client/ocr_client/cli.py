@@ -38,6 +38,11 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 DEFAULT_CONCURRENCY = 4
 DEFAULT_RETRY_FOR_S = 120.0
+# The API's names the command sends (the client imports no server code; a test checks them
+# against the service's /openapi.json): the OCR options it offers, as form fields, and the
+# values of preprocess.
+OPTIONS = ("psm", "lang", "pages", "preprocess", "dpi")
+PREPROCESS = ("none", "auto")
 
 
 class RateColumn(ProgressColumn):
@@ -85,8 +90,7 @@ class ProgressBar:
 
 
 def _options(args: argparse.Namespace) -> dict[str, OptionValue]:
-    names = ("psm", "lang", "pages", "preprocess", "dpi")
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
 
 
 def _client(args: argparse.Namespace) -> OcrClient:
@@ -188,7 +192,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common.add_argument("--psm", type=int, help="page segmentation mode (3 automatic, 6 block)")
     common.add_argument("--lang", help="installed language(s), e.g. eng")
     common.add_argument("--pages", help='pages of a PDF or TIFF, e.g. "1-3,7"')
-    common.add_argument("--preprocess", choices=["none", "auto"], help="auto: turn pages upright")
+    common.add_argument("--preprocess", choices=PREPROCESS, help="auto: turn pages upright")
     common.add_argument("--dpi", type=int, help="resolution PDF pages are rendered at")
     common.add_argument(
         "--retry-for",
