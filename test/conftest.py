@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from ocr_common.blobs import FileStore, JobFiles
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
 from ocr_testkit.database import empty_tables, scratch_database
@@ -70,6 +72,12 @@ def db_engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def sessions(db_engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(db_engine)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> JobFiles:
+    """A blob store of the test's own: a folder (the S3 one is tested in test_blobs.py)."""
+    return JobFiles(FileStore(tmp_path / "blobs"))
 
 
 @pytest.hookimpl(wrapper=True)
