@@ -8,8 +8,8 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ocr_common import job_store
-from ocr_common.blobs import JobFiles, server_store
+from ocr_common import job_store, server_store
+from ocr_common.blobs import JobFiles
 from ocr_common.models import JobStatus, OcrServerRow
 
 STALE_S = 30.0
