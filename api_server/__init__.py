@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, jsonify
 
+from ocr_common.blobs import JobFiles, open_store
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.settings import Settings, load_settings
 
@@ -28,7 +29,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     if services is None:
         settings = settings or load_settings()
         sessions = make_session_factory(make_engine(settings.database_url))
-        services = Services(settings=settings, sessions=sessions, ocr=OcrServerClient(settings))
+        services = Services(
+            settings=settings,
+            sessions=sessions,
+            ocr=OcrServerClient(settings),
+            files=JobFiles(open_store(settings.blob_url)),
+        )
     settings = services.settings
     app = ApiFlask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes

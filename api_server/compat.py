@@ -101,10 +101,8 @@ def image_submit() -> Response:
     uploads, many = read_uploads()
     check_queue_room(len(uploads))
     # An image read before is answered from its stored result by the OCR server when it
-    # claims the job (see Dispatcher), so intake stays one INSERT per table.
-    ids = in_transaction(
-        svc.sessions, lambda session: [jobs.queue_job(session, upload).id for upload in uploads]
-    )
+    # claims the job (see Dispatcher), so intake stays one INSERT.
+    ids = [job.id for job in jobs.queue_jobs(uploads)]
     svc.ocr.notify()
     return jsonify({"task_id": ids if many else ids[0]})
 

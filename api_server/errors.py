@@ -93,9 +93,9 @@ def register_error_handlers(app: Flask, max_request_bytes: int) -> None:
             # Retrying cannot help: the same statement is as large the next time.
             return error_response(
                 PayloadTooLarge(
-                    "the document is larger than the database takes in one statement "
-                    "(max_allowed_packet); send a smaller one, or ask the operator to raise "
-                    "max_allowed_packet",
+                    "the result of this document is larger than the database takes in one "
+                    "statement (max_allowed_packet); read fewer pages at a time (pages=), or "
+                    "ask the operator to raise max_allowed_packet",
                     code="too_large_for_database",
                 )
             )

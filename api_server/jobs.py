@@ -3,8 +3,11 @@ outcome, or queue it; find a job by its id. The views only choose what to show o
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -12,8 +15,10 @@ from flask import request
 from sqlalchemy.orm import Session
 
 from ocr_common import job_store
+from ocr_common.blobs import BlobStoreError, JobFiles, StoredDocument
+from ocr_common.db import in_transaction
 from ocr_common.documents import check_sync_pages
-from ocr_common.errors import OcrError
+from ocr_common.errors import OcrError, Unavailable
 from ocr_common.models import Job
 from ocr_common.observability import current_request_id
 
@@ -23,8 +28,12 @@ from .ocr_client import OcrRequest
 from .services import current_services
 from .uploads import Submission
 
+log = logging.getLogger(__name__)
+
 # The most of an unknown job id echoed back in a message.
 SHOWN_ID_CHARS = 64
+# When to try again after the blob store did not answer.
+STORE_RETRY_AFTER_S = 2
 
 
 def canonical_job_id(value: str) -> str | None:
@@ -78,6 +87,8 @@ def record_read(
     return job_store.record_finished(
         session,
         **_columns(submission),
+        image=submission.data,
+        digest=submission.image_digest,
         started_at=started_at,
         text=str(result["text"]) if result else None,
         error_code=failed.code if failed else None,
@@ -87,22 +98,84 @@ def record_read(
     )
 
 
-def queue_job(session: Session, submission: Submission, **job: Any) -> Job:
-    """A queued job of the caller (the caller's transaction commits it, then notifies)."""
-    return job_store.create_job(
-        session,
-        **_columns(submission),
-        max_attempts=current_services().settings.max_attempts,
-        request_id=current_request_id(),
-        **job,
-    )
+def queue_jobs(submissions: list[Submission], **job: Any) -> list[Job]:
+    """Queued jobs of the caller, committed (the caller notifies).
+
+    Each document is stored in the blob store first, then the jobs are created in one
+    transaction: a job never exists without its document. If the transaction fails, the
+    documents are deleted again (or, if that fails too, swept later: no job holds them).
+    """
+    svc = current_services()
+    documents = _store_documents(svc.files, submissions)
+    columns = [
+        {**_columns(submission), "document": document}
+        for submission, document in zip(submissions, documents, strict=True)
+    ]
+
+    def create(session: Session) -> list[Job]:
+        return [
+            job_store.create_job(
+                session,
+                **values,
+                max_attempts=svc.settings.max_attempts,
+                request_id=current_request_id(),
+                **job,
+            )
+            for values in columns
+        ]
+
+    try:
+        return in_transaction(svc.sessions, create)
+    except BaseException:
+        with contextlib.suppress(BlobStoreError):
+            svc.files.remove_jobs([document.job_id for document in documents])
+        raise
+
+
+# Documents of one request stored at once (a list of images on the original API).
+STORE_THREADS = 8
+
+
+def _store_documents(files: JobFiles, submissions: list[Submission]) -> list[StoredDocument]:
+    """Each submission's document in the blob store, under a new job id; a 503 if the store
+    does not answer (nothing is queued then)."""
+
+    def store(submission: Submission) -> StoredDocument:
+        return files.store_document(submission.data, submission.image_digest)
+
+    try:
+        if len(submissions) == 1:
+            return [store(submissions[0])]
+        with ThreadPoolExecutor(min(STORE_THREADS, len(submissions))) as pool:
+            futures = [pool.submit(store, submission) for submission in submissions]
+        errors = [error for future in futures if (error := future.exception()) is not None]
+        if errors:
+            stored = [future.result().job_id for future in futures if not future.exception()]
+            with contextlib.suppress(BlobStoreError):
+                files.remove_jobs(stored)
+            raise errors[0]
+        return [future.result() for future in futures]
+    except BlobStoreError as exc:
+        log.warning("blob store unavailable: %s", exc)
+        raise Unavailable(
+            "the document store is unavailable; nothing was stored, retry shortly",
+            code="storage_unavailable",
+            retry_after_s=STORE_RETRY_AFTER_S,
+        ) from None
+
+
+def remove_files(job_id: str) -> None:
+    """Delete the files of a job just canceled or deleted; if the store does not answer, the
+    sweep deletes them later (no job holds them now)."""
+    try:
+        current_services().files.remove_jobs([job_id])
+    except BlobStoreError as exc:
+        log.warning("files of job %s not deleted (%s); the sweep will", job_id, exc)
 
 
 def _columns(submission: Submission) -> dict[str, Any]:
-    """What a job of the caller stores of its submission, read now or queued."""
+    """What a queued job of the caller stores of its submission."""
     return {
-        "image": submission.data,
-        "digest": submission.image_digest,
         "options": submission.options,
         "fmt": submission.document.format,
         "pages_total": len(submission.document.pages),

@@ -13,6 +13,7 @@ from typing import Any
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
+from ocr_common.blobs import open_job_files
 from ocr_common.db import check_database, make_engine
 from ocr_common.observability import RequestIdFilter, configure_logging, formatter
 from ocr_common.settings import Settings, SettingsError, hash_api_key, load_settings
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         engine = make_engine(settings.database_url)
         check_database(engine, settings)
         engine.dispose()
+        # The store answers and takes blobs (waiting as for the database).
+        open_job_files(settings)
     except SettingsError as exc:
         print(f"ocr-api: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 from sqlalchemy.orm import Session, sessionmaker
 
+from ocr_common.blobs import JobFiles
 from ocr_common.settings import Settings
 
 from .ocr_client import OcrBackend
@@ -17,6 +18,7 @@ class Services:
     settings: Settings
     sessions: sessionmaker[Session]
     ocr: OcrBackend
+    files: JobFiles  # where documents are stored (OCR_BLOB_URL)
 
 
 def current_services() -> Services:

@@ -120,16 +120,12 @@ def submit_job() -> Response:
         return render_accepted(earlier, replayed=True)
     check_queue_room(1)
     try:
-        job = in_transaction(
-            svc.sessions,
-            lambda session: jobs.queue_job(
-                session,
-                submission,
-                api=JobApi.V1,
-                idempotency_key=key,
-                request_digest=digest,
-                webhook_url=webhook_url,
-            ),
+        [job] = jobs.queue_jobs(
+            [submission],
+            api=JobApi.V1,
+            idempotency_key=key,
+            request_digest=digest,
+            webhook_url=webhook_url,
         )
     except IntegrityError:
         # Another request with the same key won the race: answer what it created.
@@ -284,6 +280,7 @@ def delete_job(job_id: str) -> Response:
 
     # Deletes of one job at once lock its rows in opposite orders: a deadlock is run again.
     canceled = in_transaction(current_services().sessions, cancel_or_delete)
+    jobs.remove_files(job.id)
     if canceled is not None:
         return jsonify(job_body(canceled[0], None, canceled[1]))
     return Response(status=204)

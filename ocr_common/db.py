@@ -31,15 +31,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-# Room for the SQL and the other columns around the image in one INSERT packet.
-PACKET_HEADROOM_BYTES = 64 * 1024
-# An upload goes to MySQL/MariaDB as its own bytes, each quote and backslash escaped: 2 in 256
-# bytes of compressed (random-looking) data, so one in 64 leaves room to spare. Data with more
-# is refused by its exact size (see binary_literal).
-BYTES_PER_ESCAPE = 64
-# Connection charsets in which any byte may stand in a string literal as itself: no multi-byte
-# character of theirs has a quote or a backslash in it.
-RAW_BYTES_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "latin1", "ascii", "binary"})
 # ER_NET_PACKET_TOO_LARGE: "Got a packet bigger than 'max_allowed_packet' bytes".
 MYSQL_PACKET_TOO_LARGE = 1153
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -199,67 +190,14 @@ def check_schema(bind: Engine | Connection) -> None:
         )
 
 
-def upload_statement_bytes(upload_bytes: int) -> int:
-    """The INSERT that stores an upload of ``upload_bytes``, as MySQL/MariaDB receives it: the
-    bytes themselves, their usual escapes, and the SQL around them (see binary_literal)."""
-    return upload_bytes + upload_bytes // BYTES_PER_ESCAPE + PACKET_HEADROOM_BYTES
-
-
-def largest_upload_bytes(packet: int) -> int:
-    """The largest OCR_MAX_UPLOAD_BYTES whose statement fits in a ``packet``-byte packet."""
-    largest = (packet - PACKET_HEADROOM_BYTES) * BYTES_PER_ESCAPE // (BYTES_PER_ESCAPE + 1)
-    while upload_statement_bytes(largest + 1) <= packet:
-        largest += 1
-    return largest
-
-
-def check_packet_size(engine: Engine, settings: Settings) -> int | None:
-    """Images travel as one BLOB: an upload at the limit must fit in one MySQL packet; returns
-    the largest statement the server takes (max_allowed_packet), None for SQLite (no limit)."""
+def max_packet_bytes(engine: Engine) -> int | None:
+    """The largest statement the database takes (MySQL/MariaDB's max_allowed_packet), which
+    bounds the results the OCR server writes; None for SQLite (no limit). Documents never go
+    to the database: they are in the blob store."""
     if engine.dialect.name not in ("mysql", "mariadb"):
         return None
     with engine.connect() as conn:
-        packet = int(conn.execute(text("SELECT @@max_allowed_packet")).scalar_one())
-    if upload_statement_bytes(settings.max_upload_bytes) > packet:
-        largest = largest_upload_bytes(packet)
-        raise SettingsError(
-            f"OCR_MAX_UPLOAD_BYTES={settings.max_upload_bytes} does not fit in the database's "
-            f"max_allowed_packet={packet} (an upload travels as its bytes, escapes and the SQL "
-            f"around them): lower OCR_MAX_UPLOAD_BYTES to at most {largest} or raise "
-            "max_allowed_packet on the server"
-        )
-    return packet
-
-
-def binary_literal(connection: Connection, data: bytes) -> bytes | None:
-    """``data`` as an SQL literal of its own bytes (``_binary'...'``, quotes and backslashes
-    escaped), for a statement sent as bytes on this MySQL/MariaDB connection through PyMySQL;
-    None where that is not safe (another driver, a charset whose characters can hold a quote).
-
-    PyMySQL sends bytes parameters as hex literals (X'...'), twice their size, and has no
-    prepared statements to send them as binary: an upload over half of max_allowed_packet was
-    refused by the server, which PyMySQL saw as a connection reset.
-    """
-    if connection.dialect.driver != "pymysql":
-        return None
-    from pymysql.constants import SERVER_STATUS
-
-    dbapi: Any = connection.connection.dbapi_connection
-    if getattr(dbapi, "charset", None) not in RAW_BYTES_CHARSETS:
-        return None
-    if dbapi.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES:
-        return b"_binary'" + data.replace(b"'", b"''") + b"'"
-    return b"_binary'" + data.replace(b"\\", b"\\\\").replace(b"'", b"\\'") + b"'"
-
-
-def max_statement_bytes(connection: Connection) -> int:
-    """The largest statement this MySQL/MariaDB session takes (its max_allowed_packet, fixed
-    for the session's life), asked once per connection."""
-    info = connection.connection.info
-    if "max_allowed_packet" not in info:
-        packet = connection.execute(text("SELECT @@max_allowed_packet")).scalar_one()
-        info["max_allowed_packet"] = int(packet)
-    return int(info["max_allowed_packet"])
+        return int(conn.execute(text("SELECT @@max_allowed_packet")).scalar_one())
 
 
 def is_packet_too_large(exc: BaseException) -> bool:
@@ -269,12 +207,12 @@ def is_packet_too_large(exc: BaseException) -> bool:
 
 
 def check_database(engine: Engine, settings: Settings) -> int | None:
-    """Start-up checks: the database answers, its schema is current, uploads fit a packet
-    (whose size is returned). Waits for the database as ``wait_for_database`` does."""
+    """Start-up checks: the database answers, its schema is current; returns its largest
+    statement (``max_packet_bytes``). Waits for the database as ``wait_for_database`` does."""
 
     def check() -> int | None:
         check_schema(engine)
-        return check_packet_size(engine, settings)
+        return max_packet_bytes(engine)
 
     try:
         return wait_for_database(settings, check)

@@ -2,13 +2,13 @@
 
 Typical use::
 
+    document = files.store_document(data)  # the blob store first: see create_job
     with session_factory.begin() as session:
-        job = create_job(session, image=data, max_attempts=3)
+        job = create_job(session, document=document, max_attempts=3)
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import operator
@@ -35,8 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from .db import binary_literal, max_statement_bytes
-from .errors import PayloadTooLarge
+from .blobs import StoredDocument
 from .models import (
     ClaimedDelivery,
     ClaimedJob,
@@ -60,6 +59,12 @@ IMAGES = cast(Table, JobImageRow.__table__)
 DELIVERIES = cast(Table, WebhookDeliveryRow.__table__)
 PENDING = DeliveryStatus.PENDING.value
 FINAL_STATUSES = tuple(status.value for status in JobStatus if status.is_final)
+# A job whose document is gone fails at once with this code: reading it again cannot help.
+DOCUMENT_MISSING = "document_missing"
+DOCUMENT_MISSING_MESSAGE = (
+    "the stored document of this job is missing from the blob store (OCR_BLOB_URL), so it "
+    "cannot be read: submit it again"
+)
 
 
 def utcnow() -> datetime:
@@ -115,10 +120,9 @@ def image_digest(image: bytes) -> str:
 def create_job(
     session: Session,
     *,
-    image: bytes,
+    document: StoredDocument,
     max_attempts: int,
     owner: str | None = None,
-    digest: str | None = None,
     api: JobApi = JobApi.ORIGINAL,
     options: OcrOptions = ORIGINAL_API_OPTIONS,
     fmt: str | None = None,
@@ -128,12 +132,13 @@ def create_job(
     request_id: str | None = None,
     webhook_url: str | None = None,
 ) -> Job:
-    """Queue a job with its document; it exists for workers once the caller commits.
+    """Queue a job for a document already in the blob store (``JobFiles.store_document``); it
+    exists for workers once the caller commits.
 
     Without ``api``/``options`` it is a job of the original API: the first page, defaults.
     """
     values: dict[str, Any] = {
-        "id": new_job_id(),
+        "id": document.job_id,
         "status": QUEUED,
         "kind": "async",
         "owner": owner,
@@ -143,8 +148,9 @@ def create_job(
         "attempts": 0,
         "max_attempts": max_attempts,
         "worker_id": None,
-        "image_bytes": len(image),
-        "image_sha256": digest or image_digest(image),
+        "image_bytes": document.size,
+        "image_sha256": document.digest,
+        "document_key": document.key,
         "text": None,
         "error_code": None,
         "error_message": None,
@@ -158,38 +164,9 @@ def create_job(
         "request_id": request_id,
         "webhook_url": webhook_url,
     }
-    # Core INSERTs: this is the intake hot path, and the ORM's unit of work costs more CPU than
-    # the two round trips. The job row goes first: the image's foreign key points to it.
+    # A Core INSERT: this is the intake hot path, and the ORM's unit of work costs more CPU.
     session.execute(insert(JOBS).values(values))
-    _insert_image(session, values["id"], image)
     return Job.from_row(SimpleNamespace(**values))
-
-
-def _insert_image(session: Session, job_id: str, image: bytes) -> None:
-    """Store a job's document. On MySQL/MariaDB it goes as its own bytes (see binary_literal),
-    in a statement whose size is checked against the server's max_allowed_packet first: a
-    document that would not fit is a 413, not a connection the server drops."""
-    connection = session.connection()
-    literal = binary_literal(connection, image)
-    if literal is None:
-        session.execute(insert(IMAGES).values(job_id=job_id, data=image))
-        return
-    statement = b"INSERT INTO %s (job_id, data) VALUES ('%s', %s)" % (
-        IMAGES.name.encode(),
-        str(uuid.UUID(job_id)).encode(),  # our own id; checked, as it is written in place
-        literal,
-    )
-    packet = max_statement_bytes(connection)
-    if len(statement) + 1 > packet:  # the command byte, then the statement
-        raise PayloadTooLarge(
-            f"the document ({len(image)} bytes) takes {len(statement) + 1} bytes as the "
-            f"database receives it, more than its max_allowed_packet ({packet}); send a "
-            "smaller one, or ask the operator to raise max_allowed_packet",
-            code="too_large_for_database",
-        )
-    # A statement of bytes, without parameters: PyMySQL sends it as it is.
-    with contextlib.closing(connection.connection.cursor()) as cursor:
-        cursor.execute(statement)
 
 
 def record_finished(
@@ -311,7 +288,8 @@ def list_recent(
 
 
 def cancel(session: Session, job_id: str) -> bool:
-    """Withdraw a job that has not finished: it will not run (or its result is discarded)."""
+    """Withdraw a job that has not finished: it will not run (or its result is discarded).
+    Once committed, the caller deletes its files (``JobFiles.remove_jobs``)."""
     now = utcnow()
     done = _update(
         session,
@@ -320,6 +298,7 @@ def cancel(session: Session, job_id: str) -> bool:
         status=JobStatus.CANCELED.value,
         finished_at=now,
         lease_until=None,
+        document_key=None,
         error_code="canceled",
         error_message="canceled by its owner",
     )
@@ -332,7 +311,8 @@ def cancel(session: Session, job_id: str) -> bool:
 
 
 def delete_finished(session: Session, job_id: str) -> bool:
-    """Delete a finished job, its result and its image (if one was kept)."""
+    """Delete a finished job, its result and its image (if one was kept); once committed, the
+    caller deletes its files (``JobFiles.remove_jobs``)."""
     finished = (JOBS.c.id == job_id, JOBS.c.status.in_(FINAL_STATUSES))
     session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(select(JOBS.c.id).where(*finished))))
     return bool(_rows(session, delete(JOBS).where(*finished)))
@@ -483,15 +463,15 @@ def claim_batch(
         row = by_id.get(job_id)
         if row is None:
             continue
-        if row.data is None:
-            # A queued job without its image cannot run; it never should exist, but if it
+        if row.data is None and row.document_key is None:
+            # A queued job without its document cannot run; it never should exist, but if it
             # does it must not be claimed again and again: fail it once.
             fail(
                 session,
                 job_id=job_id,
                 worker_id=worker_id,
-                error_code="image_missing",
-                error_message="the stored image is missing",
+                error_code=DOCUMENT_MISSING,
+                error_message=DOCUMENT_MISSING_MESSAGE,
             )
             continue
         claimed.append(ClaimedJob.from_row(row))
@@ -505,29 +485,34 @@ def finish_batch(
     outcomes: Sequence[JobOutcome],
     keep_images: bool = False,
 ) -> list[str]:
-    """Write the outcomes of the jobs ``worker_id`` still holds and delete their images; the
-    jobs with a ``webhook_url`` get their delivery in the same transaction.
+    """Write the outcomes of the jobs ``worker_id`` still holds, and let go of their documents
+    unless ``keep_images``; the jobs with a ``webhook_url`` get their delivery in the same
+    transaction.
 
-    Returns the ids written, in the order given. A job left out was no longer ours (its lease
-    expired and it went back to the queue, or it was canceled or finished) and is not touched,
-    as with ``finish``. A SELECT, an UPDATE and a DELETE for the whole batch (more UPDATEs only
-    when the results are large), and one commit by the caller.
+    Returns the ids written, in the order given: once committed, the caller deletes their
+    documents from the blob store (``JobFiles.release_documents``). A job left out was no
+    longer ours (its lease expired and it went back to the queue, or it was canceled or
+    finished) and is not touched, as with ``finish``. A SELECT and an UPDATE for the whole
+    batch (more UPDATEs only when the results are large), and one commit by the caller.
     """
     if not outcomes:
         return []
     ids = [outcome.job_id for outcome in outcomes]
     # Lock the rows that are still ours first: none can change hands between its UPDATE and
     # the DELETE of its image (SQLite: this transaction is the only writer anyway).
-    # With each job's webhook_url: the jobs that have one get their delivery in this transaction.
+    # With each job's webhook_url: the jobs that have one get their delivery in this
+    # transaction; and its document_key: a job queued before the blob store has its bytes in
+    # job_images.
     rows = session.execute(
-        select(JOBS.c.id, JOBS.c.webhook_url)
+        select(JOBS.c.id, JOBS.c.webhook_url, JOBS.c.document_key)
         .where(JOBS.c.id.in_(ids), *_held_by(worker_id))
         .with_for_update()
-    )
-    held = {job_id: url for job_id, url in rows}
+    ).all()
+    held = {row.id: row.webhook_url for row in rows}
     if not held:
         return []
     now = utcnow()
+    released = {} if keep_images else {"document_key": None}
     for chunk in _by_size([outcome for outcome in outcomes if outcome.job_id in held]):
         _update(
             session,
@@ -535,10 +520,12 @@ def finish_batch(
             *_held_by(worker_id),
             finished_at=now,
             lease_until=None,
+            **released,
             **_per_job_values(chunk),
         )
-    if not keep_images:
-        session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(held)))
+    legacy = [row.id for row in rows if row.document_key is None]
+    if legacy and not keep_images:
+        session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(legacy)))
     _queue_deliveries(
         session, {o.job_id: o.status for o in outcomes if held.get(o.job_id) is not None}, now
     )
@@ -620,14 +607,32 @@ def release(
     return bool(released)
 
 
-def purge_finished(session: Session, *, finished_before: datetime, batch: int = 1000) -> int:
-    """Delete up to ``batch`` jobs that finished before the cut-off, with any kept image."""
+def purge_finished(
+    session: Session, *, finished_before: datetime, batch: int = 1000
+) -> tuple[int, list[str]]:
+    """Delete up to ``batch`` jobs that finished before the cut-off, with any kept image.
+
+    Returns how many were deleted and the ids of those that kept files in the blob store,
+    which the caller deletes once this is committed (``JobFiles.remove_jobs``).
+    """
     finished = (JOBS.c.status.in_(FINAL_STATUSES), JOBS.c.finished_at < finished_before)
-    ids = session.scalars(select(JOBS.c.id).where(*finished).limit(batch)).all()
-    if not ids:
-        return 0
+    rows = session.execute(select(JOBS.c.id, JOBS.c.document_key).where(*finished).limit(batch))
+    found = rows.all()
+    if not found:
+        return 0, []
+    ids = [row.id for row in found]
     session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(ids)))
-    return _rows(session, delete(JOBS).where(JOBS.c.id.in_(ids)))
+    purged = _rows(session, delete(JOBS).where(JOBS.c.id.in_(ids)))
+    return purged, [row.id for row in found if row.document_key is not None]
+
+
+def document_keys(session: Session, job_ids: Sequence[str]) -> dict[str, str | None]:
+    """The jobs of ``job_ids`` that exist, each with its document's key (None once it was let
+    go of): what the blob store's sweep keeps."""
+    if not job_ids:
+        return {}
+    query = select(JOBS.c.id, JOBS.c.document_key).where(JOBS.c.id.in_(job_ids))
+    return {row.id: row.document_key for row in session.execute(query)}
 
 
 def requeue_expired(
@@ -659,6 +664,8 @@ def requeue_expired(
             error_code="attempts_exhausted",
             error_message="gave up after the last allowed attempt (OCR_MAX_ATTEMPTS): "
             "the OCR worker stopped answering every time it read this image",
+            # The sweep deletes the document (see blob_sweep), unless it is kept.
+            **({} if keep_images else {"document_key": None}),
         )
         if not keep_images:
             session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(exhausted_ids)))

@@ -88,6 +88,9 @@ class JobRow(Base):
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Where to POST when the job ends (README "Webhooks"); null: nowhere.
     webhook_url: Mapped[str | None] = mapped_column(String(WEBHOOK_URL_MAX_CHARS), nullable=True)
+    # The key of the job's document in the blob store (README "Blob store"); null once it is
+    # deleted, and for jobs queued before migration 0010b (whose bytes are in job_images).
+    document_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_status_created", "status", "created_at"),
@@ -100,7 +103,8 @@ class JobRow(Base):
 
 
 class JobImageRow(Base):
-    """The uploaded bytes, kept apart so that scans of ``jobs`` never drag blobs along."""
+    """The documents of jobs queued before migration 0010b: read and emptied as they finish.
+    Newer jobs keep theirs in the blob store."""
 
     __tablename__ = "job_images"
 
@@ -208,6 +212,7 @@ class Job:
     request_sha256: str | None = None
     api: JobApi = JobApi.V1
     webhook_url: str | None = None
+    document_key: str | None = None
 
     def failure(self, noun: str = "job") -> JobFailed | None:
         """Why the job ended without a result (failed or canceled), as the error both APIs
@@ -234,13 +239,15 @@ def parse_options_json(value: str | None) -> OcrOptions | None:
 
 @dataclass(frozen=True)
 class ClaimedJob:
-    """A job a worker now holds a lease on, with the document it must read, its options and
-    the pages to read."""
+    """A job a worker now holds a lease on, with where its document is (``document_key`` in
+    the blob store, or ``image``: the bytes of a job queued before the blob store), its
+    options and the pages to read."""
 
     id: str
     attempts: int
     max_attempts: int
-    image: bytes
+    image: bytes | None = None
+    document_key: str | None = None
     digest: str | None = None
     owner: str | None = None
     options: OcrOptions = ORIGINAL_API_OPTIONS
@@ -250,13 +257,15 @@ class ClaimedJob:
 
     @classmethod
     def from_row(cls, row: Any) -> ClaimedJob:
-        """From a row of the claim's SELECT (the job's columns and its image's ``data``)."""
+        """From a row of the claim's SELECT (the job's columns and ``data``, its bytes in
+        ``job_images`` if it has any)."""
         options = parse_options_json(row.options) or ORIGINAL_API_OPTIONS
         return cls(
             id=row.id,
             attempts=row.attempts,
             max_attempts=row.max_attempts,
             image=row.data,
+            document_key=row.document_key,
             digest=row.image_sha256,
             owner=row.owner,
             options=options,

@@ -26,6 +26,8 @@ from .webhooks import (
 )
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/ocr.db"
+# Beside the SQLite file: documents of `make run` stay on this machine, under ./data/blobs.
+DEFAULT_BLOB_URL = "file:./data/blobs"
 # The databases the job queue runs on, and the driver each is reached through (the only one
 # installed): a URL that names none gets it.
 DATABASE_DRIVERS = {"sqlite": "pysqlite", "mysql": "pymysql", "mariadb": "pymysql"}
@@ -132,6 +134,11 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "memory://"
     result_ttl_days: float = Field(default=0, ge=0)
     keep_images: bool = False
+    # Where documents live (README "Blob store"): file:PATH or s3://BUCKET/PREFIX.
+    blob_url: str = DEFAULT_BLOB_URL
+    # A stored document no job row claims is deleted once it is this old: the time an intake
+    # may take between storing a document and committing its job.
+    blob_grace_s: float = Field(default=3600.0, ge=1)
     reuse_results: bool = True
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -162,6 +169,14 @@ class Settings(BaseSettings):
         # mysql:// means MySQLdb to SQLAlchemy, which is not installed: PyMySQL is.
         canonical = backend if backend == "sqlite" and not driver else f"{backend}+{wanted}"
         return canonical + value[len(scheme) :]
+
+    @field_validator("blob_url")
+    @classmethod
+    def _blob_url(cls, value: str) -> str:
+        from .blobs import open_store
+
+        open_store(value)
+        return value
 
     @field_validator("tessdata_dir", mode="before")
     @classmethod

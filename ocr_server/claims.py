@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -15,11 +16,20 @@ from ocr_common import job_store
 from ocr_common.models import ClaimedJob, JobApi, JobOutcome
 from ocr_common.settings import Settings
 
+from .documents import Documents
 from .metrics import DispatcherStats
 from .pool import Engine, EnginePool
 from .transactions import DB_RETRY_S, Transactions
 
 log = logging.getLogger(__name__)
+
+
+class Claim(NamedTuple):
+    """What one claim transaction took."""
+
+    to_read: list[ClaimedJob]
+    taken: int  # from the queue: those to read, and those answered from a stored result
+    reused: list[str]  # the jobs answered from a stored result, finished by the claim
 
 
 class ClaimLoop:
@@ -32,6 +42,7 @@ class ClaimLoop:
         pool: EnginePool,
         settings: Settings,
         stats: DispatcherStats,
+        documents: Documents,
         *,
         worker_id: str,
         start_job: Callable[[Engine, ClaimedJob], None],
@@ -41,6 +52,7 @@ class ClaimLoop:
         self._pool = pool
         self._settings = settings
         self._stats = stats
+        self._documents = documents
         self._worker_id = worker_id
         self._start_job = start_job
         self._give_back = give_back
@@ -78,7 +90,7 @@ class ClaimLoop:
                 self._db.run(functools.partial(self._claim, limit=limit))
             )
             try:
-                jobs, taken = await asyncio.shield(claiming)
+                jobs, taken, reused = await asyncio.shield(claiming)
             except asyncio.CancelledError:
                 self._release(engines)
                 await self._give_back_claim(claiming)
@@ -94,19 +106,21 @@ class ClaimLoop:
             for job in jobs:
                 self._start_job(engines.pop(), job)
             self._release(engines)
+            if reused and not settings.keep_images:
+                await self._documents.release(reused)
             if taken < limit:
                 # The queue is empty: wait for a notify or the next poll.
                 await self._sleep(settings.poll_interval_s)
 
-    def _claim(self, session: Session, limit: int) -> tuple[list[ClaimedJob], int]:
-        """Up to ``limit`` jobs to read, and how many were taken from the queue (those to
-        read, and those answered at once from a stored result)."""
+    def _claim(self, session: Session, limit: int) -> Claim:
+        """Up to ``limit`` jobs to read; those answered at once from a stored result are
+        finished here."""
         settings = self._settings
         jobs = job_store.claim_batch(
             session, worker_id=self._worker_id, lease_s=settings.lease_s, limit=limit
         )
         if not settings.reuse_results:
-            return jobs, len(jobs)
+            return Claim(jobs, len(jobs), [])
         to_read: list[ClaimedJob] = []
         reused: list[JobOutcome] = []
         for job in jobs:
@@ -121,22 +135,20 @@ class ClaimLoop:
                 to_read.append(job)
             else:
                 reused.append(JobOutcome(job.id, text=known.text, result=known.result))
-        job_store.finish_batch(
+        finished = job_store.finish_batch(
             session, worker_id=self._worker_id, outcomes=reused, keep_images=settings.keep_images
         )
-        return to_read, len(jobs)
+        return Claim(to_read, len(jobs), finished)
 
     def _release(self, engines: list[Engine]) -> None:
         for engine in engines:
             self._pool.release(engine)
 
-    async def _give_back_claim(
-        self, claiming: asyncio.Future[tuple[list[ClaimedJob], int]]
-    ) -> None:
+    async def _give_back_claim(self, claiming: asyncio.Future[Claim]) -> None:
         """A stop cancelled the loop while a claim was in flight: let it finish and give back
         what it took, without charging the attempts."""
         try:
-            jobs, _taken = await claiming
+            jobs = (await claiming).to_read
         except Exception:  # noqa: BLE001 - nothing was claimed
             return
         await self._give_back([job.id for job in jobs])

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
+from ocr_common.blobs import BlobMissing, BlobStoreError, JobFiles
 from ocr_common.errors import EngineCrashed, EngineError, OcrError
 from ocr_common.models import ClaimedJob, JobOutcome
 from ocr_common.observability import request_id_scope
@@ -27,6 +28,7 @@ from ocr_common.settings import Settings
 
 from . import metrics as server_metrics
 from .claims import ClaimLoop
+from .documents import Documents
 from .engine import PageTask
 from .leases import Leases
 from .maintenance import maintain
@@ -35,7 +37,7 @@ from .outcomes import OutcomeWriter
 from .pool import Engine, EnginePool
 from .presence import Presence
 from .retry_policy import Verdict, decide
-from .transactions import Transactions
+from .transactions import DB_RETRY_S, Transactions
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +57,12 @@ class Dispatcher:
         session_factory: sessionmaker[Session],
         pool: EnginePool,
         settings: Settings,
+        files: JobFiles,
         max_write_bytes: int | None = None,
     ):
         self._pool = pool
         self._settings = settings
+        self._documents = Documents(files)
         # The largest write the database takes (max_allowed_packet); None: no limit.
         self._max_write_bytes = max_write_bytes
         # Unique per OCR server process, and readable in the jobs table.
@@ -68,6 +72,7 @@ class Dispatcher:
         self._leases = Leases(self._db, worker_id=self.worker_id, lease_s=settings.lease_s)
         self._outcomes = OutcomeWriter(
             self._db,
+            self._documents,
             worker_id=self.worker_id,
             keep_images=settings.keep_images,
             lease_s=settings.lease_s,
@@ -77,6 +82,7 @@ class Dispatcher:
             pool,
             settings,
             self.stats,
+            self._documents,
             worker_id=self.worker_id,
             start_job=self._start_job,
             give_back=self._leases.give_back,
@@ -100,7 +106,9 @@ class Dispatcher:
         self._loops = [
             asyncio.create_task(self._leases.keep_alive(), name="heartbeat"),
             asyncio.create_task(
-                maintain(self._db, self._settings, self.stats, self._claims.notify),
+                maintain(
+                    self._db, self._settings, self.stats, self._claims.notify, self._documents
+                ),
                 name="maintenance",
             ),
         ]
@@ -132,6 +140,7 @@ class Dispatcher:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        self._documents.close()
         # Last: the server is alive until its work is done or given back.
         self._presence.stop()
         if self._presence_loop is not None:
@@ -158,7 +167,14 @@ class Dispatcher:
     async def _execute(self, engine: Engine, job: ClaimedJob) -> None:
         """Read a job's pages, in parallel on as many engines as are free, and record how it
         ended."""
-        task = PageTask(job.image, 0, job.options, self._settings.default_dpi)
+        try:
+            document = await self._documents.read(job)
+        except (BlobMissing, BlobStoreError) as exc:
+            self._pool.release(engine)
+            self._claims.notify()
+            await self._unreadable(job, exc)
+            return
+        task = PageTask(document, 0, job.options, self._settings.default_dpi)
         done = 0
 
         async def on_page(_page: dict[str, Any]) -> None:
@@ -204,6 +220,36 @@ class Dispatcher:
         if await self._record(job, result, error) is False:
             self.stats.lost_leases += 1
             log.warning("job %s: canceled or lease lost; result discarded", job.id)
+
+    async def _unreadable(self, job: ClaimedJob, exc: BlobMissing | BlobStoreError) -> None:
+        """A claimed job whose document could not be read: gone for good (the job fails at
+        once, never retried), or the store did not answer (given back uncharged, after a
+        pause, as through a database outage)."""
+        if isinstance(exc, BlobMissing):
+            self.stats.failed += 1
+            log.error("job %s: its document %s is missing from the blob store", job.id, exc)
+            outcome = JobOutcome(
+                job.id,
+                error_code=job_store.DOCUMENT_MISSING,
+                error_message=job_store.DOCUMENT_MISSING_MESSAGE,
+            )
+            await self._outcomes.write(outcome)
+            return
+        log.warning("job %s: the blob store did not answer (%s); giving it back", job.id, exc)
+        await asyncio.sleep(DB_RETRY_S)
+
+        def give_back(session: Session) -> bool:
+            return job_store.release(
+                session,
+                job_id=job.id,
+                worker_id=self.worker_id,
+                error_code="document_unavailable",
+                error_message=f"the blob store did not answer: {exc}"[:1000],
+                count_attempt=False,
+            )
+
+        await self._db.run_until_done(give_back, within_s=self._settings.lease_s)
+        self._claims.notify()
 
     async def _record(
         self, job: ClaimedJob, result: dict[str, Any] | None, error: OcrError | None

@@ -1,9 +1,11 @@
-"""The maintenance loop: jobs whose lease expired go back to the queue, old results go."""
+"""The maintenance loop: jobs whose lease expired go back to the queue, old results go, and
+files no job holds are swept from the blob store."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -12,10 +14,15 @@ from sqlalchemy.orm import Session
 from ocr_common import job_store
 from ocr_common.settings import Settings
 
+from .documents import BlobSweep, Documents
 from .metrics import DispatcherStats
 from .transactions import Transactions
 
 log = logging.getLogger(__name__)
+
+
+# The blob store's sweep runs at most this often on each OCR server (one LIST call a round).
+SWEEP_INTERVAL_S = 60.0
 
 
 async def maintain(
@@ -23,16 +30,21 @@ async def maintain(
     settings: Settings,
     stats: DispatcherStats,
     on_requeued: Callable[[], None],
+    documents: Documents,
 ) -> None:
-    """Forever: re-queue (or fail, once out of attempts) jobs whose lease expired, and purge
-    finished jobs older than ``OCR_RESULT_TTL_DAYS``; ``on_requeued`` when jobs came back."""
+    """Forever: re-queue (or fail, once out of attempts) jobs whose lease expired, purge
+    finished jobs older than ``OCR_RESULT_TTL_DAYS`` with their files, and sweep files no job
+    holds (``BlobSweep``); ``on_requeued`` when jobs came back."""
     interval_s = max(settings.poll_interval_s, settings.lease_s / 2)
     ttl_days = settings.result_ttl_days
+    sweeper = BlobSweep(documents, transactions, settings.blob_grace_s)
+    sweep_every_s = min(SWEEP_INTERVAL_S, settings.blob_grace_s)
+    next_sweep = time.monotonic()
 
     def reap(session: Session) -> tuple[int, int]:
         return job_store.requeue_expired(session, keep_images=settings.keep_images)
 
-    def purge(session: Session) -> int:
+    def purge(session: Session) -> tuple[int, list[str]]:
         cut_off = job_store.utcnow() - timedelta(days=ttl_days)
         return job_store.purge_finished(session, finished_before=cut_off)
 
@@ -50,11 +62,18 @@ async def maintain(
                     on_requeued()
         if ttl_days:
             try:
-                purged = await transactions.run(purge)
+                purged, with_files = await transactions.run(purge)
             except Exception as exc:  # noqa: BLE001 - next round tries again
                 log.warning("purge failed: %s", exc)
             else:
+                await documents.remove(with_files)
                 if purged:
                     log.info("purged %d job(s) older than %g day(s)", purged, ttl_days)
                     stats.purged += purged
+        if time.monotonic() >= next_sweep:
+            next_sweep = time.monotonic() + sweep_every_s
+            try:
+                stats.swept_files += await sweeper.sweep()
+            except Exception as exc:  # noqa: BLE001 - next round tries again
+                log.warning("blob sweep failed: %s", exc)
         await asyncio.sleep(interval_s)

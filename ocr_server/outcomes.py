@@ -14,6 +14,7 @@ from ocr_common import job_store
 from ocr_common.db import is_connection_error
 from ocr_common.models import JobOutcome
 
+from .documents import Documents
 from .transactions import DB_RETRY_S, Transactions
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ class _Pending:
 
 
 class OutcomeWriter:
-    """Writes the outcomes of jobs (succeeded, or failed for good) with ``finish_batch``.
+    """Writes the outcomes of jobs (succeeded, or failed for good) with ``finish_batch``, then
+    deletes their documents from the blob store (unless OCR_KEEP_IMAGES).
 
     One task drains them: a lone outcome is written at once, and those that become ready while
     a write is in flight go together in the next transaction. Through a database outage each
@@ -36,9 +38,16 @@ class OutcomeWriter:
     """
 
     def __init__(
-        self, transactions: Transactions, *, worker_id: str, keep_images: bool, lease_s: float
+        self,
+        transactions: Transactions,
+        documents: Documents,
+        *,
+        worker_id: str,
+        keep_images: bool,
+        lease_s: float,
     ):
         self._db = transactions
+        self._documents = documents
         self._worker_id = worker_id
         self._keep_images = keep_images
         self._lease_s = lease_s
@@ -128,6 +137,9 @@ class OutcomeWriter:
             return batch
         for entry in batch:
             _settle(entry, entry.outcome.job_id in written)
+        if not self._keep_images:
+            # Committed: their documents are no job's now (the sweep deletes any left over).
+            await self._documents.release([o.job_id for o in outcomes if o.job_id in written])
         return []
 
 

@@ -14,6 +14,7 @@ import sys
 
 from aiohttp import web, web_response
 
+from ocr_common.blobs import JobFiles, open_job_files
 from ocr_common.db import check_database, make_engine, make_session_factory, safe_url
 from ocr_common.errors import OcrError
 from ocr_common.observability import configure_logging
@@ -33,11 +34,13 @@ SERVER_HEADER = "ocr-server"
 ENGINE_STOP_WAIT_S = 1.0
 
 
-async def serve(settings: Settings, pool: EnginePool, max_write_bytes: int | None) -> None:
+async def serve(
+    settings: Settings, pool: EnginePool, files: JobFiles, max_write_bytes: int | None
+) -> None:
     # The lease bounds how long the database keeps our locks if we vanish mid-transaction.
     engine = make_engine(settings.database_url, session_timeout_s=settings.lease_s)
     sessions = make_session_factory(engine)
-    dispatcher = Dispatcher(sessions, pool, settings, max_write_bytes=max_write_bytes)
+    dispatcher = Dispatcher(sessions, pool, settings, files, max_write_bytes=max_write_bytes)
     webhooks = WebhookSender(sessions, settings, dispatcher.stats)
     app = create_app(settings, sessions, pool, dispatcher)
     web_response.SERVER_SOFTWARE = SERVER_HEADER
@@ -98,6 +101,7 @@ def run(lifetime: contextlib.ExitStack) -> int:
         engine = make_engine(settings.database_url)
         max_write_bytes = check_database(engine, settings)
         engine.dispose()
+        files = open_job_files(settings)
         data_dir = lifetime.enter_context(models_folder(settings.tessdata_dir))
         info = probe(data_dir)
         pool = EnginePool.start(
@@ -114,7 +118,7 @@ def run(lifetime: contextlib.ExitStack) -> int:
         return 2
     log.info("%s, languages %s (models in %s)", info.version, "+".join(pool.languages), data_dir)
     try:
-        asyncio.run(serve(settings, pool, max_write_bytes))
+        asyncio.run(serve(settings, pool, files, max_write_bytes))
     except OSError as exc:
         print(
             f"ocr-server: cannot serve on {settings.server_bind}: {exc}; "

@@ -4,6 +4,7 @@ statements sent and their plans, and the query the deployment's autoscaler runs.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store, server_store
-from ocr_common.models import JobImageRow, JobRow, OcrServerRow, WebhookDeliveryRow
+from ocr_common.blobs import JobFiles, StoredDocument
+from ocr_common.models import Job, JobImageRow, JobRow, OcrServerRow, WebhookDeliveryRow
 
 SCALED_OBJECT = Path(__file__).resolve().parents[1] / "deploy/k8s/base/ocr-scaledobject.yaml"
 
@@ -44,6 +46,23 @@ def scratch_database(base_url: str, prefix: str) -> Iterator[str]:
         with server.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
+
+
+def queue_document(
+    sessions: sessionmaker[Session], files: JobFiles, image: bytes, **job: Any
+) -> Job:
+    """A queued job of ``image``, as the API queues one: the document stored, then the job
+    committed (``job``: create_job's other arguments; 3 attempts unless said)."""
+    document = files.store_document(image)
+    with sessions.begin() as session:
+        return job_store.create_job(session, document=document, **{"max_attempts": 3, **job})
+
+
+def filed_document(data: bytes) -> StoredDocument:
+    """A document as the blob store files it, for tests that never read its bytes."""
+    job_id = str(uuid.uuid4())
+    digest = hashlib.sha256(data).hexdigest()
+    return StoredDocument(job_id, JobFiles.document_key(job_id), len(data), digest)
 
 
 def empty_tables(engine: Engine) -> None:

@@ -20,8 +20,8 @@ from PIL import Image
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
-from ocr_common import job_store
 from ocr_common.options import OcrOptions
+from ocr_testkit.database import queue_document
 from ocr_testkit.hostile import HostileTally, RssSampler
 from ocr_testkit.hostile_pdfs import nested_forms_pdf
 from ocr_testkit.pages import b64, encode, render_document
@@ -185,7 +185,7 @@ def pdf_bomb(stack: Stack, db: Engine) -> HostileTally:
                 (answer.status, answer.v1_code) == (413, "document_too_complex"),
                 f"POST {path} of the bomb: {answer.status} {answer.v1_code}",
             )
-        job_id = queue_directly(db, bomb, max_attempts)
+        job_id = queue_directly(stack, db, bomb, max_attempts)
         if not wait_final(db, [job_id], 60 * max_attempts):
             tally.problem(f"the queued bomb did not end within {60 * max_attempts} s")
         # A few more ordinary jobs after the bomb, on the engines that replaced its own.
@@ -222,18 +222,17 @@ def pdf_bomb(stack: Stack, db: Engine) -> HostileTally:
     return tally
 
 
-def queue_directly(db: Engine, document: bytes, max_attempts: int) -> str:
+def queue_directly(stack: Stack, db: Engine, document: bytes, max_attempts: int) -> str:
     """Queue a one-page PDF job as the API stores one, without the API's checks."""
-    sessions = sessionmaker(db)
-    with sessions.begin() as session:
-        job = job_store.create_job(
-            session,
-            image=document,
-            max_attempts=max_attempts,
-            options=OcrOptions(),
-            fmt="PDF",
-            pages_total=1,
-        )
+    job = queue_document(
+        sessionmaker(db),
+        stack.files,
+        document,
+        max_attempts=max_attempts,
+        options=OcrOptions(),
+        fmt="PDF",
+        pages_total=1,
+    )
     return job.id
 
 

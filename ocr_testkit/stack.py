@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from ocr_common.blobs import JobFiles, open_store
 from ocr_testkit.waits import wait_until
 
 BIN_DIR = Path(sys.executable).parent
@@ -161,6 +162,8 @@ class Stack:
                 "OCR_POLL_INTERVAL_S": "0.2",
                 "OCR_LEASE_S": "3",
                 "OCR_SHUTDOWN_GRACE_S": "10",
+                # Both services' documents, in a folder of this stack's own.
+                "OCR_BLOB_URL": f"file:{log_dir / 'blobs'}",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -194,6 +197,12 @@ class Stack:
 
     def url(self, path: str) -> str:
         return self.api_url + path
+
+    @property
+    def files(self) -> JobFiles:
+        """The blob store both services keep documents in (an S3 one needs this process's
+        AWS_* variables to point at it, as the services' do)."""
+        return JobFiles(open_store(self.env["OCR_BLOB_URL"]))
 
     def submit(self, image_b64: str) -> str:
         response = requests.post(self.url("/image"), json={"image_data": image_b64}, timeout=30)

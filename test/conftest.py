@@ -6,16 +6,19 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from ocr_common.blobs import FileStore, JobFiles
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
 from ocr_testkit.database import empty_tables, scratch_database
 from ocr_testkit.mariadb_server import PrivateMariaDB
+from ocr_testkit.s3_server import S3Unavailable, SeaweedS3
 from ocr_testkit.stack import Stack
 
 MYSQL_URL_VAR = "OCR_TEST_DATABASE_URL"
@@ -72,6 +75,31 @@ def sessions(db_engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(db_engine)
 
 
+@pytest.fixture
+def files(tmp_path: Path) -> JobFiles:
+    """A blob store of the test's own: a folder (the S3 one is tested in test_blobs.py)."""
+    return JobFiles(FileStore(tmp_path / "blobs"))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS) for the session; boto3 in this process, and the services
+    the tests start, reach it through the AWS_* variables it sets."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server.start()
+    except S3Unavailable as exc:
+        # It is in the dev lock: missing, the S3 backend would go untested.
+        pytest.fail(f"no S3 server for the blob store's tests: {exc}")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in server.env.items():
+            patch.setenv(name, value)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -81,4 +109,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 report.sections.append(("service logs", value.logs()[-20000:]))
             if isinstance(value, PrivateMariaDB):
                 report.sections.append(("mariadbd log", value.log_text()[-5000:]))
+            if isinstance(value, SeaweedS3):
+                report.sections.append(("weed log", value.log_text()[-5000:]))
     return report

@@ -27,6 +27,7 @@ from sqlalchemy.pool import NullPool
 from ocr_common import job_store
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.models import JobStatus
+from ocr_testkit.database import filed_document
 
 IMAGE = b"\x89PNG fake image bytes"
 LEASE_S = 2.0
@@ -45,7 +46,7 @@ def database_url(mysql_url: str) -> str:
 
 def queue_one(sessions: sessionmaker[Session], image: bytes = IMAGE) -> str:
     with sessions.begin() as session:
-        return job_store.create_job(session, image=image, max_attempts=3).id
+        return job_store.create_job(session, document=filed_document(image), max_attempts=3).id
 
 
 def status_of(sessions: sessionmaker[Session], job_id: str) -> tuple[str, str | None]:

@@ -9,16 +9,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store, server_store
+from ocr_common.blobs import BlobStoreError, FileStore, JobFiles
 from ocr_common.errors import EngineCrashed, EngineTimeout
-from ocr_common.models import Job, JobImageRow, JobOutcome, JobRow, JobStatus
+from ocr_common.models import Job, JobOutcome, JobRow, JobStatus
 from ocr_common.settings import Settings, load_settings
 from ocr_server.dispatcher import Dispatcher
+from ocr_server.documents import Documents
 from ocr_server.engine import PageTask
 from ocr_server.metrics import DispatcherStats
 from ocr_server.outcomes import OutcomeWriter
@@ -66,11 +69,14 @@ def settings(**overrides: object) -> Settings:
     return load_settings(**values)
 
 
-def queue(sessions: sessionmaker[Session], images: list[bytes], max_attempts: int = 3) -> list[str]:
+def queue(
+    sessions: sessionmaker[Session], files: JobFiles, images: list[bytes], max_attempts: int = 3
+) -> list[str]:
+    documents = [files.store_document(image) for image in images]
     with sessions.begin() as session:
         return [
-            job_store.create_job(session, image=image, max_attempts=max_attempts).id
-            for image in images
+            job_store.create_job(session, document=document, max_attempts=max_attempts).id
+            for document in documents
         ]
 
 
@@ -98,10 +104,13 @@ async def run_until_final(
 
 
 def read_all(
-    sessions: sessionmaker[Session], ids: list[str], engines: list[FakeEngine] | None = None
+    sessions: sessionmaker[Session],
+    files: JobFiles,
+    ids: list[str],
+    engines: list[FakeEngine] | None = None,
 ) -> list[Job]:
     """A dispatcher on ``engines`` (one FakeEngine by default) until the jobs ``ids`` end."""
-    dispatcher = Dispatcher(sessions, EnginePool(engines or [FakeEngine()]), settings())
+    dispatcher = Dispatcher(sessions, EnginePool(engines or [FakeEngine()]), settings(), files)
     return asyncio.run(run_until_final(dispatcher, sessions, ids))
 
 
@@ -116,26 +125,79 @@ def start_then_stop(dispatcher: Dispatcher, grace_s: float) -> None:
     asyncio.run(scenario())
 
 
-def test_queued_jobs_are_read_and_their_images_deleted(sessions: sessionmaker[Session]) -> None:
-    ids = queue(sessions, [f"page {i}".encode() for i in range(10)])
-    done = read_all(sessions, ids, [FakeEngine(), FakeEngine()])
+def test_queued_jobs_are_read_and_their_documents_deleted(
+    sessions: sessionmaker[Session], files: JobFiles
+) -> None:
+    ids = queue(sessions, files, [f"page {i}".encode() for i in range(10)])
+    assert len(files.store.list("jobs/", limit=100)) == 10
+    done = read_all(sessions, files, ids, [FakeEngine(), FakeEngine()])
     assert [job.text for job in done] == [f"page {i}\n" for i in range(10)]
     assert all(job.status == JobStatus.SUCCEEDED and job.attempts == 1 for job in done)
-    with sessions() as session:
-        assert session.query(JobImageRow).count() == 0
+    assert files.store.list("jobs/", limit=100) == []
 
 
-def test_a_retryable_failure_is_retried(sessions: sessionmaker[Session]) -> None:
-    [job] = read_all(sessions, queue(sessions, [b"flaky page"]))
+def test_kept_documents_stay_in_the_store(sessions: sessionmaker[Session], files: JobFiles) -> None:
+    ids = queue(sessions, files, [b"page to keep"])
+    dispatcher = Dispatcher(sessions, EnginePool([FakeEngine()]), settings(keep_images=True), files)
+    [job] = asyncio.run(run_until_final(dispatcher, sessions, ids))
+    assert job.status == JobStatus.SUCCEEDED and job.document_key is not None
+    assert files.read_document(job.document_key) == b"page to keep"
+
+
+def test_a_job_whose_document_is_missing_fails_at_once_and_the_others_run(
+    sessions: sessionmaker[Session], files: JobFiles
+) -> None:
+    gone, fine = queue(sessions, files, [b"deleted behind our back", b"fine page"])
+    files.release_documents([gone])
+    engine = FakeEngine()
+    missing, read = read_all(sessions, files, [gone, fine], [engine])
+    assert (missing.status, missing.error_code, missing.attempts) == (
+        JobStatus.FAILED,
+        "document_missing",
+        1,
+    )
+    assert missing.error_message and "submit it again" in missing.error_message
+    assert read.status == JobStatus.SUCCEEDED and engine.seen == [b"fine page"]
+
+
+class StoreDownFor(FileStore):
+    """A folder whose reads fail as a store that does not answer would, ``times`` times."""
+
+    def __init__(self, root: Path, times: int):
+        super().__init__(root)
+        self.failures_left = times
+
+    def get(self, key: str) -> bytes:
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            raise BlobStoreError("connection refused")
+        return super().get(key)
+
+
+def test_a_store_that_does_not_answer_costs_no_attempt(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    store = StoreDownFor(tmp_path / "blobs", times=3)
+    files = JobFiles(store)
+    ids = queue(sessions, files, [b"page"], max_attempts=1)
+    [job] = read_all(sessions, files, ids)
+    # Three claims met the outage and gave the job back uncharged; the fourth read it.
+    assert store.failures_left == 0
+    assert (job.status, job.attempts, job.text) == (JobStatus.SUCCEEDED, 1, "page\n")
+
+
+def test_a_retryable_failure_is_retried(sessions: sessionmaker[Session], files: JobFiles) -> None:
+    [job] = read_all(sessions, files, queue(sessions, files, [b"flaky page"]))
     assert job.status == JobStatus.SUCCEEDED and job.attempts == 2 and job.text == "flaky page\n"
 
 
 def test_a_poison_image_fails_after_max_attempts_without_blocking_others(
     sessions: sessionmaker[Session],
+    files: JobFiles,
 ) -> None:
-    ids = queue(sessions, [POISON, b"after 1", b"after 2"], max_attempts=2)
+    ids = queue(sessions, files, [POISON, b"after 1", b"after 2"], max_attempts=2)
     engine = FakeEngine()
-    poison, *others = read_all(sessions, ids, [engine])
+    poison, *others = read_all(sessions, files, ids, [engine])
     assert poison.status == JobStatus.FAILED
     assert poison.attempts == 2
     assert poison.error_code == "engine_crashed"
@@ -144,25 +206,28 @@ def test_a_poison_image_fails_after_max_attempts_without_blocking_others(
     assert engine.seen.count(POISON) == 2
 
 
-def test_a_dead_workers_job_is_requeued_by_the_reaper(sessions: sessionmaker[Session]) -> None:
-    [job_id] = queue(sessions, [b"orphan"])
+def test_a_dead_workers_job_is_requeued_by_the_reaper(
+    sessions: sessionmaker[Session], files: JobFiles
+) -> None:
+    [job_id] = queue(sessions, files, [b"orphan"])
     with sessions.begin() as session:
         job_store.claim_next(session, worker_id="dead-worker", lease_s=30)
         session.execute(
             update(JobRow).values(lease_until=job_store.utcnow() - timedelta(seconds=1))
         )
-    [job] = read_all(sessions, [job_id])
+    [job] = read_all(sessions, files, [job_id])
     assert job.status == JobStatus.SUCCEEDED and job.attempts == 2
     assert job.worker_id != "dead-worker"
 
 
 def test_stop_gives_unfinished_jobs_back_without_charging_an_attempt(
     sessions: sessionmaker[Session],
+    files: JobFiles,
 ) -> None:
-    ids = queue(sessions, [b"slow page"])
+    ids = queue(sessions, files, [b"slow page"])
     engine = FakeEngine(delay_s=1.5)
     pool = EnginePool([engine])
-    start_then_stop(Dispatcher(sessions, pool, settings()), grace_s=0.1)
+    start_then_stop(Dispatcher(sessions, pool, settings(), files), grace_s=0.1)
     [job] = jobs(sessions, ids)
     assert job.status == JobStatus.QUEUED and job.attempts == 0 and job.worker_id is None
     # The engine thread finishes after the stop; its late result must not land.
@@ -172,41 +237,46 @@ def test_stop_gives_unfinished_jobs_back_without_charging_an_attempt(
     pool.close()
 
 
-def test_stop_waits_for_running_jobs_within_the_grace(sessions: sessionmaker[Session]) -> None:
-    ids = queue(sessions, [b"page"])
+def test_stop_waits_for_running_jobs_within_the_grace(
+    sessions: sessionmaker[Session], files: JobFiles
+) -> None:
+    ids = queue(sessions, files, [b"page"])
     pool = EnginePool([FakeEngine(delay_s=0.5)])
-    start_then_stop(Dispatcher(sessions, pool, settings()), grace_s=10)
+    start_then_stop(Dispatcher(sessions, pool, settings(), files), grace_s=10)
     [job] = jobs(sessions, ids)
     assert job.status == JobStatus.SUCCEEDED
 
 
 def test_an_image_read_before_is_answered_from_its_stored_result(
     sessions: sessionmaker[Session],
+    files: JobFiles,
 ) -> None:
     with sessions.begin() as session:
         job_store.record_finished(
             session, image=b"seen page", started_at=job_store.utcnow(), text="stored text\n"
         )
-    ids = queue(sessions, [b"seen page", b"new page"])
+    ids = queue(sessions, files, [b"seen page", b"new page"])
     engine = FakeEngine()
-    done = read_all(sessions, ids, [engine])
+    done = read_all(sessions, files, ids, [engine])
     assert [job.text for job in done] == ["stored text\n", "new page\n"]
     assert engine.seen == [b"new page"]
 
 
-def test_reuse_switched_off_reads_every_image(sessions: sessionmaker[Session]) -> None:
+def test_reuse_switched_off_reads_every_image(
+    sessions: sessionmaker[Session], files: JobFiles
+) -> None:
     with sessions.begin() as session:
         job_store.record_finished(
             session, image=b"seen page", started_at=job_store.utcnow(), text="stored text\n"
         )
-    ids = queue(sessions, [b"seen page"])
+    ids = queue(sessions, files, [b"seen page"])
     engine = FakeEngine()
-    dispatcher = Dispatcher(sessions, EnginePool([engine]), settings(reuse_results=False))
+    dispatcher = Dispatcher(sessions, EnginePool([engine]), settings(reuse_results=False), files)
     [job] = asyncio.run(run_until_final(dispatcher, sessions, ids))
     assert job.text == "seen page\n" and engine.seen == [b"seen page"]
 
 
-def test_reuse_never_crosses_owners(sessions: sessionmaker[Session]) -> None:
+def test_reuse_never_crosses_owners(sessions: sessionmaker[Session], files: JobFiles) -> None:
     with sessions.begin() as session:
         job_store.record_finished(
             session,
@@ -215,18 +285,25 @@ def test_reuse_never_crosses_owners(sessions: sessionmaker[Session]) -> None:
             text="alice's text\n",
             owner="alice",
         )
-        [job_id] = [job_store.create_job(session, image=b"page", max_attempts=3, owner="bob").id]
+        [job_id] = [
+            job_store.create_job(
+                session, document=files.store_document(b"page"), max_attempts=3, owner="bob"
+            ).id
+        ]
     engine = FakeEngine()
-    [job] = read_all(sessions, [job_id], [engine])
+    [job] = read_all(sessions, files, [job_id], [engine])
     assert job.text == "page\n" and engine.seen == [b"page"]
 
 
 def test_a_result_too_large_for_one_database_write_fails_at_once(
     sessions: sessionmaker[Session],
+    files: JobFiles,
 ) -> None:
-    ids = queue(sessions, [b"a page with a huge result"])
+    ids = queue(sessions, files, [b"a page with a huge result"])
     # A database taking writes of 1,000 bytes at most (MySQL's max_allowed_packet).
-    dispatcher = Dispatcher(sessions, EnginePool([FakeEngine()]), settings(), max_write_bytes=1000)
+    dispatcher = Dispatcher(
+        sessions, EnginePool([FakeEngine()]), settings(), files, max_write_bytes=1000
+    )
     [job] = asyncio.run(run_until_final(dispatcher, sessions, ids))
     assert job.status == JobStatus.FAILED and job.attempts == 1
     assert job.error_code == "result_too_large"
@@ -274,12 +351,12 @@ def _is_finish(statement: str) -> bool:
 
 
 def test_free_engines_are_filled_by_one_claim(
-    sessions: sessionmaker[Session], db_engine: Engine
+    sessions: sessionmaker[Session], files: JobFiles, db_engine: Engine
 ) -> None:
-    ids = queue(sessions, [f"page {i}".encode() for i in range(8)])
+    ids = queue(sessions, files, [f"page {i}".encode() for i in range(8)])
     gate = threading.Event()
     engines = [FakeEngine(gate=gate) for _ in range(4)]
-    dispatcher = Dispatcher(sessions, EnginePool(list(engines)), settings())
+    dispatcher = Dispatcher(sessions, EnginePool(list(engines)), settings(), files)
 
     async def scenario() -> list[Job]:
         with watched(db_engine) as seen:
@@ -302,12 +379,12 @@ def test_free_engines_are_filled_by_one_claim(
 
 
 def test_outcomes_that_are_ready_together_are_written_in_one_transaction(
-    sessions: sessionmaker[Session], db_engine: Engine
+    sessions: sessionmaker[Session], files: JobFiles, db_engine: Engine
 ) -> None:
-    ids = queue(sessions, [f"page {i}".encode() for i in range(4)])
+    ids = queue(sessions, files, [f"page {i}".encode() for i in range(4)])
     gate = threading.Event()
     dispatcher = Dispatcher(
-        sessions, EnginePool([FakeEngine(gate=gate) for _ in range(4)]), settings()
+        sessions, EnginePool([FakeEngine(gate=gate) for _ in range(4)]), settings(), files
     )
 
     async def scenario() -> list[Job]:
@@ -327,13 +404,15 @@ def test_outcomes_that_are_ready_together_are_written_in_one_transaction(
 
 
 def write_together(
-    sessions: sessionmaker[Session], outcomes: list[JobOutcome], lease_s: float
+    sessions: sessionmaker[Session], files: JobFiles, outcomes: list[JobOutcome], lease_s: float
 ) -> tuple[list[bool | None], DispatcherStats]:
     """Hand ``outcomes`` to worker "me"'s OutcomeWriter at the same moment; what each write
     gave, and the counters."""
     stats = DispatcherStats()
     transactions = Transactions(sessions, stats)
-    writer = OutcomeWriter(transactions, worker_id="me", keep_images=False, lease_s=lease_s)
+    writer = OutcomeWriter(
+        transactions, Documents(files), worker_id="me", keep_images=False, lease_s=lease_s
+    )
 
     async def scenario() -> list[bool | None]:
         writer.start()
@@ -347,15 +426,16 @@ def write_together(
 
 def test_a_lost_lease_in_a_batch_is_counted_and_its_outcome_not_written(
     sessions: sessionmaker[Session],
+    files: JobFiles,
 ) -> None:
-    ids = queue(sessions, [b"stolen", b"kept 1", b"kept 2"])
+    ids = queue(sessions, files, [b"stolen", b"kept 1", b"kept 2"])
     with sessions.begin() as session:
         job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
     # Another server takes the first job over (its lease ran out, say) before we write.
     with sessions.begin() as session:
         session.execute(update(JobRow).where(JobRow.id == ids[0]).values(worker_id="thief"))
     # Ready at the same moment: one transaction for the three.
-    written, stats = write_together(sessions, [JobOutcome(i, text=f"{i}\n") for i in ids], 3)
+    written, stats = write_together(sessions, files, [JobOutcome(i, text=f"{i}\n") for i in ids], 3)
     assert written == [False, True, True]
     stolen, *kept = jobs(sessions, ids)
     assert (stolen.status, stolen.worker_id, stolen.text) == (JobStatus.RUNNING, "thief", None)
@@ -365,14 +445,15 @@ def test_a_lost_lease_in_a_batch_is_counted_and_its_outcome_not_written(
 
 def test_an_outcome_that_cannot_be_written_does_not_hold_back_the_others(
     sessions: sessionmaker[Session],
+    files: JobFiles,
 ) -> None:
-    ids = queue(sessions, [b"first", b"unwritable", b"third"])
+    ids = queue(sessions, files, [b"first", b"unwritable", b"third"])
     with sessions.begin() as session:
         job_store.claim_batch(session, worker_id="me", lease_s=30, limit=3)
     # A lone surrogate cannot be encoded for the database: its batch fails, whatever the others.
     texts = ["first\n", "\ud800", "third\n"]
     outcomes = [JobOutcome(i, text=text) for i, text in zip(ids, texts, strict=True)]
-    written, stats = write_together(sessions, outcomes, 1.5)
+    written, stats = write_together(sessions, files, outcomes, 1.5)
     assert written == [True, None, True]
     first, unwritable, third = jobs(sessions, ids)
     assert (first.text, third.text) == ("first\n", "third\n")
@@ -382,11 +463,12 @@ def test_an_outcome_that_cannot_be_written_does_not_hold_back_the_others(
 
 def test_a_taken_over_job_is_counted_as_a_lost_lease_by_the_dispatcher(
     sessions: sessionmaker[Session],
+    files: JobFiles,
 ) -> None:
-    ids = queue(sessions, [b"stolen", b"kept"])
+    ids = queue(sessions, files, [b"stolen", b"kept"])
     gate = threading.Event()
     dispatcher = Dispatcher(
-        sessions, EnginePool([FakeEngine(gate=gate), FakeEngine(gate=gate)]), settings()
+        sessions, EnginePool([FakeEngine(gate=gate), FakeEngine(gate=gate)]), settings(), files
     )
 
     async def scenario() -> None:
@@ -408,11 +490,11 @@ def test_a_taken_over_job_is_counted_as_a_lost_lease_by_the_dispatcher(
 
 
 def test_a_stop_writes_the_outcomes_that_are_ready_before_giving_jobs_back(
-    sessions: sessionmaker[Session], db_engine: Engine
+    sessions: sessionmaker[Session], files: JobFiles, db_engine: Engine
 ) -> None:
-    ids = queue(sessions, [b"read in time"])
+    ids = queue(sessions, files, [b"read in time"])
     engine = FakeEngine()
-    dispatcher = Dispatcher(sessions, EnginePool([engine]), settings())
+    dispatcher = Dispatcher(sessions, EnginePool([engine]), settings(), files)
 
     async def scenario() -> None:
         # The page is read at once, but its result write is slow: the grace ends meanwhile.
@@ -427,9 +509,9 @@ def test_a_stop_writes_the_outcomes_that_are_ready_before_giving_jobs_back(
 
 
 def test_a_stop_during_a_claim_gives_back_what_the_claim_took(
-    sessions: sessionmaker[Session], db_engine: Engine
+    sessions: sessionmaker[Session], files: JobFiles, db_engine: Engine
 ) -> None:
-    ids = queue(sessions, [b"page"])
+    ids = queue(sessions, files, [b"page"])
     claiming = threading.Event()
 
     def stall_claim(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -438,7 +520,7 @@ def test_a_stop_during_a_claim_gives_back_what_the_claim_took(
             time.sleep(1.0)
 
     engine = FakeEngine()
-    dispatcher = Dispatcher(sessions, EnginePool([engine]), settings())
+    dispatcher = Dispatcher(sessions, EnginePool([engine]), settings(), files)
 
     async def scenario() -> None:
         event.listen(db_engine, "before_cursor_execute", stall_claim)
@@ -457,12 +539,14 @@ def test_a_stop_during_a_claim_gives_back_what_the_claim_took(
     assert engine.seen == []
 
 
-def test_two_dispatchers_never_read_a_job_twice(sessions: sessionmaker[Session]) -> None:
+def test_two_dispatchers_never_read_a_job_twice(
+    sessions: sessionmaker[Session], files: JobFiles
+) -> None:
     pages = [f"page {i}".encode() for i in range(24)]
-    ids = queue(sessions, pages)
+    ids = queue(sessions, files, pages)
     engines = [FakeEngine(delay_s=0.005) for _ in range(6)]
-    first = Dispatcher(sessions, EnginePool(engines[:3]), settings())
-    second = Dispatcher(sessions, EnginePool(engines[3:]), settings())
+    first = Dispatcher(sessions, EnginePool(engines[:3]), settings(), files)
+    second = Dispatcher(sessions, EnginePool(engines[3:]), settings(), files)
 
     async def scenario() -> list[Job]:
         second.start()
@@ -480,11 +564,12 @@ def test_two_dispatchers_never_read_a_job_twice(sessions: sessionmaker[Session])
 
 def test_a_running_server_keeps_its_row_fresh_and_marks_it_stopped(
     sessions: sessionmaker[Session],
+    files: JobFiles,
 ) -> None:
     """What the API's /readyz and a queued job's ``ocr_servers_alive`` read."""
     stale_s = 1.5
     pool = EnginePool([FakeEngine(), FakeEngine()], languages=("deu", "eng"))
-    dispatcher = Dispatcher(sessions, pool, settings(stale_workers_s=stale_s))
+    dispatcher = Dispatcher(sessions, pool, settings(stale_workers_s=stale_s), files)
 
     def now() -> server_store.Fleet:
         with sessions() as session:

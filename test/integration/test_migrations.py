@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from ocr_common.db import head_revision
+from ocr_common import job_store
+from ocr_common.blobs import FileStore, JobFiles
+from ocr_common.db import alembic_config, head_revision, make_engine, make_session_factory
+from ocr_common.migrate import upgrade
 from ocr_common.models import Base
+from ocr_common.settings import load_settings
+from ocr_server.dispatcher import Dispatcher
+from ocr_server.engine import PageTask
+from ocr_server.pool import EnginePool
+from ocr_testkit.database import scratch_database
+from ocr_testkit.waits import wait_until_async
 
 
 def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -19,3 +35,74 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema yet, on SQLite and on the real MySQL/MariaDB."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/old.db"
+        return
+    base = make_url(request.getfixturevalue("mysql_url"))
+    with scratch_database(base.render_as_string(hide_password=False), "ocr_test_old") as url:
+        yield url
+
+
+def test_a_job_queued_before_the_blob_store_is_read_after_the_upgrade(
+    empty_url: str, tmp_path: Path
+) -> None:
+    # The schema and the rows as the code before migration 0010b left them: the document in
+    # job_images.
+    command.upgrade(alembic_config(empty_url), "0009")
+    engine = create_engine(empty_url)
+    job_id = "0b7e54d8-4f59-4f4e-9d0a-3c4b0f6b5a11"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, status, kind, created_at, attempts, max_attempts, "
+                "image_bytes, api, options, pages_total, pages_done) VALUES (:id, 'queued', "
+                "'async', :now, 0, 3, 9, 'original', :options, 1, 0)"
+            ),
+            {"id": job_id, "now": job_store.utcnow(), "options": '{"pages": [1]}'},
+        )
+        conn.execute(
+            text("INSERT INTO job_images (job_id, data) VALUES (:id, :data)"),
+            {"id": job_id, "data": b"old bytes"},
+        )
+    engine.dispose()
+    upgrade(empty_url)
+    engine = make_engine(empty_url)
+    sessions = make_session_factory(engine)
+    seen: list[bytes] = []
+
+    class Recorder:
+        def recognize_page(self, task: PageTask, abandoned: object = None) -> dict[str, object]:
+            seen.append(task.document)
+            return {"page": task.page, "text": "read\n"}
+
+    settings = load_settings(lease_s=3, poll_interval_s=0.05)
+    files = JobFiles(FileStore(tmp_path / "blobs"))
+    dispatcher = Dispatcher(sessions, EnginePool([Recorder()]), settings, files)
+
+    def ended() -> bool:
+        with sessions() as session:
+            job = job_store.get_job(session, job_id)
+        return job is not None and job.status.is_final
+
+    async def run() -> None:
+        dispatcher.start()
+        try:
+            await wait_until_async(ended, 20, "the old job to end")
+        finally:
+            await dispatcher.stop(grace_s=5)
+
+    try:
+        asyncio.run(run())
+        with sessions() as session:
+            job = job_store.get_job(session, job_id)
+            left = session.execute(text("SELECT COUNT(*) FROM job_images")).scalar_one()
+    finally:
+        engine.dispose()
+    assert seen == [b"old bytes"]
+    assert job is not None and (job.status.value, job.text) == ("succeeded", "read\n")
+    assert left == 0

@@ -12,6 +12,7 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
+from ocr_common.blobs import JobFiles
 from ocr_common.models import JobOutcome, JobRow, JobStatus, WebhookDeliveryRow
 from ocr_common.options import OcrOptions
 from ocr_testkit.database import explain, keda_query, statements_sent
@@ -30,16 +31,29 @@ def pending_pages(sessions: sessionmaker[Session]) -> object:
         return session.execute(text(keda_query())).scalar_one()
 
 
-def test_the_trigger_counts_queued_and_running_pages(sessions: sessionmaker[Session]) -> None:
+def test_the_trigger_counts_queued_and_running_pages(
+    sessions: sessionmaker[Session], files: JobFiles
+) -> None:
     # An empty queue is 0, not NULL: KEDA needs a number.
     assert pending_pages(sessions) == 0
     with sessions.begin() as session:
-        images = [job_store.create_job(session, image=b"img", max_attempts=3).id for _ in range(3)]
+        images = [
+            job_store.create_job(session, document=files.store_document(b"img"), max_attempts=3).id
+            for _ in range(3)
+        ]
         document = job_store.create_job(
-            session, image=b"pdf", max_attempts=3, options=OcrOptions(), pages_total=10
+            session,
+            document=files.store_document(b"pdf"),
+            max_attempts=3,
+            options=OcrOptions(),
+            pages_total=10,
         ).id
         job_store.create_job(
-            session, image=b"pdf", max_attempts=3, options=OcrOptions(), pages_total=4
+            session,
+            document=files.store_document(b"pdf"),
+            max_attempts=3,
+            options=OcrOptions(),
+            pages_total=4,
         )
     # 3 one-page jobs + a 10-page and a 4-page document, all queued.
     assert pending_pages(sessions) == 17
@@ -83,11 +97,12 @@ def fill_finished(sessions: sessionmaker[Session], rows: int) -> None:
 
 def test_the_claim_and_the_trigger_stay_on_a_status_index(
     sessions: sessionmaker[Session],
+    files: JobFiles,
 ) -> None:
     fill_finished(sessions, 5000)
     with sessions.begin() as session:
         for _ in range(20):
-            job_store.create_job(session, image=b"img", max_attempts=3)
+            job_store.create_job(session, document=files.store_document(b"img"), max_attempts=3)
     # The claim as claim_batch sends it, caught on its way to the server.
     with sessions.begin() as session, statements_sent(session.connection().engine) as sent:
         assert len(job_store.claim_batch(session, worker_id="w", lease_s=30, limit=8)) == 8
@@ -110,11 +125,13 @@ def test_the_claim_and_the_trigger_stay_on_a_status_index(
 
 def test_the_per_key_queue_count_reads_only_the_status_owner_index(
     sessions: sessionmaker[Session],
+    files: JobFiles,
 ) -> None:
     fill_finished(sessions, 5000)
     with sessions.begin() as session:
         for owner in ("alice", "alice", "alice", "bob", None):
-            job_store.create_job(session, image=b"img", max_attempts=3, owner=owner)
+            stored = files.store_document(b"img")
+            job_store.create_job(session, document=stored, max_attempts=3, owner=owner)
     with sessions() as session:
         assert job_store.count_queued(session, owner="alice", up_to=10) == 3
         assert job_store.count_queued(session, owner="bob", up_to=10) == 1

@@ -9,6 +9,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store, server_store
+from ocr_common.blobs import JobFiles
 from ocr_common.models import JobStatus, OcrServerRow
 
 STALE_S = 30.0
@@ -123,9 +124,14 @@ def test_languages_are_those_every_live_server_reads(sessions: sessionmaker[Sess
     assert fleet(sessions).languages() == ("deu", "eng")
 
 
-def test_a_queued_job_counts_the_jobs_claimed_before_it(sessions: sessionmaker[Session]) -> None:
+def test_a_queued_job_counts_the_jobs_claimed_before_it(
+    sessions: sessionmaker[Session], files: JobFiles
+) -> None:
     with sessions.begin() as session:
-        jobs = [job_store.create_job(session, image=b"x%d" % n, max_attempts=3) for n in range(5)]
+        jobs = [
+            job_store.create_job(session, document=files.store_document(b"x"), max_attempts=3)
+            for _ in range(5)
+        ]
     # Two jobs made at the same moment go by id, as claim_batch takes them.
     tie = jobs[2].created_at
     with sessions.begin() as session:

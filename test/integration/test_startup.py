@@ -47,14 +47,29 @@ def test_refuses_an_unreachable_database() -> None:
     assert "x@" not in result.stderr  # the password is not printed
 
 
-@pytest.mark.mysql
-def test_refuses_an_upload_limit_over_the_packet_size(mysql_url: str) -> None:
-    result = run(
-        "ocr-api",
-        {"OCR_DATABASE_URL": mysql_url, "OCR_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024 * 1024)},
-    )
+@pytest.mark.parametrize("command", ["ocr-api", "ocr-server"])
+def test_refuses_a_blob_store_it_cannot_write_to(
+    command: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    # A folder that cannot be made: its parent is a file.
+    (tmp_path / "a-file").write_text("")
+    env = {
+        "OCR_DATABASE_URL": sqlite_url,
+        "OCR_BLOB_URL": f"file:{tmp_path / 'a-file' / 'blobs'}",
+        "OCR_STARTUP_WAIT_S": "1",
+    }
+    result = run(command, env)
     assert result.returncode == 2
-    assert "max_allowed_packet" in result.stderr
+    assert "OCR_BLOB_URL" in result.stderr and "cannot write" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://host/x", "file://host/x", "s3://UPPER/x", "s3://bucket/a/../b", "s3://b"]
+)
+def test_refuses_a_blob_url_naming_no_store(url: str) -> None:
+    result = run("ocr-api", {"OCR_BLOB_URL": url})
+    assert result.returncode == 2
+    assert "OCR_BLOB_URL" in result.stderr
 
 
 def test_migrate_then_schema_is_current(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
+from ocr_common.blobs import JobFiles
 from ocr_common.documents import check_document
 from ocr_common.models import JobStatus
 from ocr_common.options import ORIGINAL_API_OPTIONS, OcrOptions, Preprocess
@@ -23,6 +24,7 @@ from ocr_common.settings import load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import TesseractEngine, _read_out, tessdata_dir
 from ocr_server.pool import EnginePool, PageTask
+from ocr_testkit.database import queue_document
 from ocr_testkit.pages import (
     HELLO,
     ORIENTATION_LINES,
@@ -262,16 +264,15 @@ def test_real_engines_read_the_pages_of_one_document_in_order(two_engines: Engin
 
 
 def test_the_dispatcher_reads_a_document_job_with_progress(
-    sessions: sessionmaker[Session], two_engines: EnginePool
+    sessions: sessionmaker[Session], files: JobFiles, two_engines: EnginePool
 ) -> None:
     data = render_document(THREE_PAGES, "PDF")
     options = OcrOptions(pages=(1, 3), dpi=150)
-    with sessions.begin() as session:
-        job = job_store.create_job(
-            session, image=data, max_attempts=2, options=options, fmt="PDF", pages_total=2
-        )
+    job = queue_document(
+        sessions, files, data, max_attempts=2, options=options, fmt="PDF", pages_total=2
+    )
     settings = load_settings(lease_s=3, poll_interval_s=0.05)
-    dispatcher = Dispatcher(sessions, two_engines, settings)
+    dispatcher = Dispatcher(sessions, two_engines, settings, files)
 
     def ended() -> bool:
         with sessions() as session:

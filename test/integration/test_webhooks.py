@@ -30,7 +30,6 @@ from ocr_common import job_store
 from ocr_common.models import (
     DeliveryAttempt,
     DeliveryStatus,
-    JobImageRow,
     JobOutcome,
     JobRow,
     JobStatus,
@@ -40,7 +39,7 @@ from ocr_common.models import (
 from ocr_common.settings import Settings, load_settings
 from ocr_server.metrics import DispatcherStats
 from ocr_server.webhooks import WebhookSender, event_body
-from ocr_testkit.database import statements_sent
+from ocr_testkit.database import filed_document, statements_sent
 from ocr_testkit.stack import free_port
 from ocr_testkit.waits import wait_until_async
 from ocr_testkit.webhook_receiver import (
@@ -72,7 +71,10 @@ def queue(sessions: sessionmaker[Session], url: str | None, n: int = 1) -> list[
     with sessions.begin() as session:
         return [
             job_store.create_job(
-                session, image=IMAGE + bytes([i]), max_attempts=3, webhook_url=url
+                session,
+                document=filed_document(IMAGE + bytes([i])),
+                max_attempts=3,
+                webhook_url=url,
             ).id
             for i in range(n)
         ]
@@ -187,12 +189,12 @@ def test_the_reaper_failing_a_job_out_of_attempts_writes_its_delivery(
     assert deliveries(sessions, retried) == []
 
 
-def test_a_job_failed_for_its_missing_image_at_claim_writes_its_delivery(
+def test_a_job_failed_for_its_missing_document_at_claim_writes_its_delivery(
     sessions: sessionmaker[Session],
 ) -> None:
     [job_id] = queue(sessions, "https://example.com/hook")
     with sessions.begin() as session:
-        session.execute(JobImageRow.__table__.delete())
+        session.execute(update(JobRow).where(JobRow.id == job_id).values(document_key=None))
     with sessions.begin() as session:
         assert job_store.claim_batch(session, worker_id="w1", lease_s=30, limit=1) == []
     assert [d.event for d in deliveries(sessions, job_id)] == ["job.failed"]

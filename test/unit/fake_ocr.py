@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -11,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api_server import create_app
 from api_server.ocr_client import OcrRequest
 from api_server.services import Services
+from ocr_common.blobs import FileStore, JobFiles
 from ocr_common.errors import EngineError, OcrError, Unavailable
 from ocr_common.options import OcrOptions
 from ocr_common.settings import load_settings
@@ -87,9 +90,21 @@ class FakeOcr:
 
 
 def api_client(
-    sessions: sessionmaker[Session], ocr: FakeOcr | None = None, **settings: object
+    sessions: sessionmaker[Session],
+    ocr: FakeOcr | None = None,
+    files: JobFiles | None = None,
+    **settings: object,
 ) -> FlaskClient:
     """A test client of the API on ``sessions``, ``ocr`` (a new FakeOcr by default) its OCR
-    server, ``settings`` the values that differ from the defaults."""
-    services = Services(settings=load_settings(**settings), sessions=sessions, ocr=ocr or FakeOcr())
-    return create_app(services=services).test_client()
+    server, ``files`` its blob store (a temporary folder that lives as long as the client by
+    default), ``settings`` the values that differ from the defaults."""
+    folder = None
+    if files is None:
+        folder = tempfile.TemporaryDirectory(prefix="ocr-test-blobs-")
+        files = JobFiles(FileStore(Path(folder.name)))
+    services = Services(
+        settings=load_settings(**settings), sessions=sessions, ocr=ocr or FakeOcr(), files=files
+    )
+    client = create_app(services=services).test_client()
+    client.blob_folder = folder  # type: ignore[attr-defined]
+    return client

@@ -193,3 +193,27 @@ def test_the_env_example_leaves_every_secret_to_fill_in() -> None:
     lines = [line for line in ENV_EXAMPLE.read_text().splitlines() if not line.startswith("#")]
     assert {line.partition("=")[0] for line in lines if line.strip()} >= set(SECRETS)
     assert all(line.endswith("=") for line in lines if line.partition("=")[0] in SECRETS)
+
+
+def test_the_api_and_the_ocr_servers_share_the_blob_store_on_one_volume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The API writes documents where the OCR servers read them: the same named volume, on the
+    # folder OCR_BLOB_URL names, in both containers.
+    mounts = {}
+    for name in ("api", "ocr"):
+        url = settings_of(name, monkeypatch).blob_url
+        assert url.startswith("file:///"), url
+        folder = urlsplit(url).path
+        [volume] = [
+            mount for mount in resolved()["services"][name]["volumes"] if mount["target"] == folder
+        ]
+        assert volume["type"] == "volume"
+        mounts[name] = volume["source"]
+    assert mounts["api"] == mounts["ocr"] and mounts["api"] in resolved()["volumes"]
+    # Both images run as uid 10001, which owns that folder in each: a named volume starts with
+    # the owner of the folder it is mounted on.
+    for dockerfile in ("Dockerfile.api", "Dockerfile.ocr"):
+        text = (ROOT / "docker" / dockerfile).read_text()
+        assert f"mkdir -p {folder}" in text and "chown -R ocr:ocr /app/data" in text
+        assert "USER 10001:10001" in text and "--uid 10001" in text

@@ -22,6 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ocr_common.blobs import S3Store, open_store
 from ocr_common.browsers import BrowserGuard
 from ocr_common.settings import Settings, load_settings
 
@@ -405,3 +406,25 @@ def test_the_migration_job_runs_ocr_migrate_on_the_same_database(
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
     database = settings_of("ocr-migrate", monkeypatch).database_url
     assert database == settings_of("ocr-server", monkeypatch).database_url
+
+
+@pytest.mark.parametrize("name", ["ocr-api", "ocr-server"])
+def test_documents_are_in_an_s3_bucket_with_keys_from_the_secret(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pods share no disk: the API writes documents where every OCR server's pod reads them.
+    settings = settings_of(name, monkeypatch)
+    store = open_store(settings.blob_url)
+    assert isinstance(store, S3Store) and store.bucket == "ocr-example-documents"
+    env = env_of(name)
+    # The endpoint and region are settings (the ConfigMap), the keys secrets.
+    config = find("ConfigMap", container(name)["envFrom"][0]["configMapRef"]["name"])["data"]
+    assert config["AWS_ENDPOINT_URL"].startswith("http") and config["AWS_REGION"]
+    secret_refs = {
+        var["name"]: var["valueFrom"]["secretKeyRef"]
+        for var in container(name)["env"]
+        if "valueFrom" in var
+    }
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert secret_refs[key]["name"] == "ocr-secrets" and env[key]
+        assert key not in config

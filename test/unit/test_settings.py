@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ocr_common.blobs import open_store
 from ocr_common.settings import DEFAULT_DATABASE_URL, SettingsError, hash_api_key, load_settings
 
 
@@ -195,3 +196,46 @@ def test_an_empty_api_keys_variable_means_no_keys(monkeypatch: pytest.MonkeyPatc
     # compose.yaml passes OCR_API_KEYS through from .env, empty when it is left out there.
     monkeypatch.setenv("OCR_API_KEYS", " ")
     assert load_settings().api_keys is None
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("file:./data/blobs", "the directory data/blobs"),
+        ("file:data/blobs", "the directory data/blobs"),
+        ("file:///srv/ocr/blobs", "the directory /srv/ocr/blobs"),
+        ("file://localhost/srv/ocr/blobs", "the directory /srv/ocr/blobs"),
+        ("file:///srv/ocr%20blobs", "the directory /srv/ocr blobs"),
+        ("s3://ocr-documents", "s3://ocr-documents/"),
+        ("s3://ocr-documents/", "s3://ocr-documents/"),
+        ("s3://ocr.documents-1/a/b/", "s3://ocr.documents-1/a/b/"),
+        ("s3://ocr-documents/a%2Fb", "s3://ocr-documents/a/b/"),
+    ],
+)
+def test_the_blob_url_names_a_folder_or_a_bucket(url: str, where: str) -> None:
+    assert open_store(load_settings(blob_url=url).blob_url).describe() == where
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "data/blobs",
+        "ftp://host/x",
+        "file://host/x",
+        "file:",
+        "file:///x?y=1",
+        "s3://",
+        "s3://ab",
+        "s3://Upper-Case",
+        "s3://under_score",
+        "s3://-dash",
+        "s3://a..b",
+        "s3://bucket/a/../b",
+        "s3://bucket/a b",
+        "s3://bucket/x?endpoint=http://h",
+    ],
+)
+def test_a_blob_url_naming_no_store_is_refused_by_name(url: str) -> None:
+    with pytest.raises(SettingsError, match="OCR_BLOB_URL"):
+        load_settings(blob_url=url)
