@@ -89,7 +89,7 @@ class JobRow(Base):
     # Where to POST when the job ends (README "Webhooks"); null: nowhere.
     webhook_url: Mapped[str | None] = mapped_column(String(WEBHOOK_URL_MAX_CHARS), nullable=True)
     # The key of the job's document in the blob store (README "Blob store"); null once it is
-    # deleted, and for jobs queued before migration 0010b (whose bytes are in job_images).
+    # deleted, and for jobs queued before migration 0010 (whose bytes are in job_images).
     document_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     __table_args__ = (
@@ -103,7 +103,7 @@ class JobRow(Base):
 
 
 class JobImageRow(Base):
-    """The documents of jobs queued before migration 0010b: read and emptied as they finish.
+    """The documents of jobs queued before migration 0010: read and emptied as they finish.
     Newer jobs keep theirs in the blob store."""
 
     __tablename__ = "job_images"

@@ -350,7 +350,7 @@ def test_claim_batch_fails_a_queued_job_with_no_document_at_all(
     assert job.error_message and "submit it again" in job.error_message
 
 
-def queue_as_before_0010b(sessions: sessionmaker[Session], document: bytes) -> str:
+def queue_as_before_0010(sessions: sessionmaker[Session], document: bytes) -> str:
     """A job queued before the blob store: its bytes in job_images, no document_key."""
     with sessions.begin() as session:
         job_id = job_store.record_finished(
@@ -368,7 +368,7 @@ def queue_as_before_0010b(sessions: sessionmaker[Session], document: bytes) -> s
 def test_a_job_queued_before_the_blob_store_is_read_from_job_images_and_emptied(
     sessions: sessionmaker[Session], files: JobFiles
 ) -> None:
-    old = queue_as_before_0010b(sessions, b"old bytes")
+    old = queue_as_before_0010(sessions, b"old bytes")
     [new] = queue(sessions, files, 1)
     with sessions.begin() as session:
         first, second = job_store.claim_batch(session, worker_id="w1", lease_s=30, limit=2)

@@ -51,7 +51,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def test_a_job_queued_before_the_blob_store_is_read_after_the_upgrade(
     empty_url: str, tmp_path: Path
 ) -> None:
-    # The schema and the rows as the code before migration 0010b left them: the document in
+    # The schema and the rows as the code before migration 0010 left them: the document in
     # job_images.
     command.upgrade(alembic_config(empty_url), "0009")
     engine = create_engine(empty_url)

@@ -1,6 +1,6 @@
 """blob store: a job's document lives in the blob store, under the key the job row names
 
-Revision ID: 0010b
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-12
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010b"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
