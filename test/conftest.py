@@ -16,10 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from ocr_common.blobs import FileStore, JobFiles
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
+from ocr_testkit.ast_race import serialize_ast_parse
 from ocr_testkit.database import empty_tables, scratch_database
 from ocr_testkit.mariadb_server import PrivateMariaDB
 from ocr_testkit.s3_server import S3Unavailable, SeaweedS3
 from ocr_testkit.stack import Stack
+
+serialize_ast_parse()
 
 MYSQL_URL_VAR = "OCR_TEST_DATABASE_URL"
 

@@ -119,7 +119,9 @@ def test_a_read_that_runs_out_of_time_is_stopped_and_says_to_queue_it(
     # Its time, not its pages' (a minute and more); the engines stopped with it.
     assert SYNC_TIMEOUT_S <= waited < SYNC_TIMEOUT_S + 10
     assert read_now_and_later(stack, db_engine_e2e, 2) < FREED_WITHIN_S
-    assert abandoned(stack) >= restarted + 2
+    # The engines still reading when its time ran out were stopped: both, unless one had just
+    # ended a page (how long pdfium takes on a page varies with the machine's load).
+    assert abandoned(stack) >= restarted + 1
 
 
 def test_an_image_sync_whose_caller_hangs_up_frees_its_engine(
