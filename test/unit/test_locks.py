@@ -14,18 +14,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OWN = frozenset(
-    {"api_server", "ocr_server", "ocr_common", "ocr_client", "ocr_testkit", "migrations"}
-)
+OWN = frozenset({"api_server", "ocr_server", "ocr_common", "ocr_client", "ocr_testkit"})
 # What each image runs (docker/Dockerfile.api, docker/Dockerfile.ocr) and the lock it installs,
 # as folders of the repository; dev is the tests' and benchmarks' (`make install-dev`), the only
 # one with ocr_testkit. The client is a distribution of its own, in client/.
 CLIENT = "client/ocr_client"
 IMAGES = {
-    "api": ("api_server", "ocr_common", "migrations"),
-    "ocr": ("ocr_server", "ocr_common", "migrations"),
-    "runtime": ("api_server", "ocr_server", "ocr_common", CLIENT, "migrations"),
-    "dev": ("api_server", "ocr_server", "ocr_common", CLIENT, "ocr_testkit", "migrations"),
+    "api": ("api_server", "ocr_common"),
+    "ocr": ("ocr_server", "ocr_common"),
+    "runtime": ("api_server", "ocr_server", "ocr_common", CLIENT),
+    "dev": ("api_server", "ocr_server", "ocr_common", CLIENT, "ocr_testkit"),
 }
 
 
