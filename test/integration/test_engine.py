@@ -232,7 +232,7 @@ def test_the_largest_pdf_page_the_default_limits_allow_is_read_under_the_default
     pid = engine_process.pid
     options = OcrOptions(dpi=500, preprocess=Preprocess.AUTO)
     page = engine_process.recognize_page(PageTask(pdf.getvalue(), 1, options, 300))
-    assert page["width"] == 4500 and page["width"] * page["height"] > 48_000_000
+    assert page.width == 4500 and page.width * page.height > 48_000_000
     assert page.text.count("Hello") == 12
     assert engine_process.pid == pid and engine_process.restarts == 0
 
