@@ -34,11 +34,17 @@ def cpu_ms(call: Callable[[], Any]) -> tuple[Any, float]:
     return out, (time.process_time() - started) * 1000
 
 
+def renderings(page: Any) -> tuple[str, str, str]:
+    """The page's text, TSV and hOCR, rendered from its model as the API renders them."""
+    from ocr_common.render.hocr import page_hocr
+    from ocr_common.render.tsv import page_tsv
+
+    return page.text, page_tsv(page), page_hocr(page)
+
+
 def measure(folder: Path, limit: int | None, engine: Any) -> tuple[int, list[float], int]:
     """Pages read, mean CPU ms a page of each column, pages whose outputs are Tesseract's."""
     from ocr_common.documents import render_page
-    from ocr_common.render.hocr import page_hocr
-    from ocr_common.render.tsv import page_tsv
     from ocr_server.engine import _read_out, _to_tesseract_mode
 
     api = engine._api
@@ -58,7 +64,7 @@ def measure(folder: Path, limit: int | None, engine: Any) -> tuple[int, list[flo
             page, walk = cpu_ms(walk_out)
         finally:
             api.Clear()
-        ours, render_ms = cpu_ms(lambda: (page.text, page_tsv(page), page_hocr(page)))
+        ours, render_ms = cpu_ms(functools.partial(renderings, page))
         same += ours == (text, tsv, hocr)
         for i, ms in enumerate((recognize, text_ms, tsv_ms, hocr_ms, walk, render_ms)):
             totals[i] += ms
