@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify
 from ocr_common import job_store
 from ocr_common.db import in_transaction
 from ocr_common.errors import NotFound, OcrError
+from ocr_common.job_store import KnownResult
 from ocr_common.models import JobStatus
 
 from . import jobs, schemas
@@ -49,7 +50,7 @@ def image_sync() -> Response:
     svc = current_services()
     uploads, many = read_uploads()
     started = job_store.utcnow()
-    known: dict[int, dict[str, Any]] = {}
+    known: dict[int, KnownResult] = {}
     if svc.settings.reuse_results:
         with svc.sessions() as session:
             for index, upload in enumerate(uploads):
@@ -57,7 +58,7 @@ def image_sync() -> Response:
                     session, digest=upload.image_digest, owner=current_owner()
                 )
                 if found is not None:
-                    known[index] = {"text": found.text, "pages": (found.result or {}).get("pages")}
+                    known[index] = found
     unknown = [upload for index, upload in enumerate(uploads) if index not in known]
     read = iter(jobs.read_now(unknown) if unknown else [])
     results = [known[index] if index in known else next(read) for index in range(len(uploads))]
@@ -71,7 +72,7 @@ def image_sync() -> Response:
     for outcome in results:
         if isinstance(outcome, OcrError):
             raise outcome
-    texts = [str(outcome["text"]) for outcome in results if isinstance(outcome, dict)]
+    texts = [outcome.text for outcome in results if not isinstance(outcome, OcrError)]
     return jsonify({"text": texts if many else texts[0]})
 
 

@@ -11,11 +11,12 @@ from ocr_common.errors import Conflict
 from ocr_common.job_summary import iso_time, job_summary
 from ocr_common.models import Job, JobStatus, WebhookDelivery
 from ocr_common.options import invalid_option
-from ocr_common.results import public_result, to_hocr, to_tsv
+from ocr_common.render import hocr, tsv
+from ocr_common.result import Page
 
 FORMATS = ("json", "text", "hocr", "tsv")
-HOCR_MEDIA_TYPE = "application/xhtml+xml"
-TSV_MEDIA_TYPE = "text/tab-separated-values"
+HOCR_MEDIA_TYPE = hocr.MEDIA_TYPE
+TSV_MEDIA_TYPE = tsv.MEDIA_TYPE
 
 
 def result_format(values: Mapping[str, Any]) -> str:
@@ -28,7 +29,7 @@ def result_format(values: Mapping[str, Any]) -> str:
 
 def job_body(
     job: Job,
-    result: dict[str, Any] | None,
+    pages: list[Page] | None,
     deliveries: list[WebhookDelivery] | None = None,
     queue: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -37,7 +38,9 @@ def job_body(
     return {
         **job_summary(job),
         "text": job.text if done else None,
-        "pages": public_result(result)["pages"] if done and result is not None else None,
+        "pages": (
+            [page.model_dump(mode="json") for page in pages] if done and pages is not None else None
+        ),
         "queue": queue,
         "webhook_deliveries": (
             None if job.webhook_url is None else [_delivery(d) for d in deliveries or []]
@@ -63,14 +66,14 @@ def _delivery(delivery: WebhookDelivery) -> dict[str, Any]:
 
 def render_job(
     job: Job,
-    result: dict[str, Any] | None,
+    pages: list[Page] | None,
     fmt: str,
     deliveries: list[WebhookDelivery] | None = None,
     queue: dict[str, Any] | None = None,
 ) -> Response:
     """The job in the asked ``format``: the JSON job, or its text, hOCR or TSV."""
     if fmt == "json":
-        return jsonify(job_body(job, result, deliveries, queue))
+        return jsonify(job_body(job, pages, deliveries, queue))
     if job.status != JobStatus.SUCCEEDED:
         if (failure := job.failure()) is not None:
             raise failure
@@ -80,15 +83,15 @@ def render_job(
         )
     if fmt == "text":
         return Response(job.text or "", mimetype="text/plain")
-    if result is None:
+    if pages is None:
         raise Conflict(
             f"job {job.id} was read before its pages were kept (the original API kept only "
             "the text then): ask for format=text or json",
             code="format_unavailable",
         )
     if fmt == "hocr":
-        return Response(to_hocr(result), mimetype=HOCR_MEDIA_TYPE)
-    return Response(to_tsv(result), mimetype=TSV_MEDIA_TYPE)
+        return Response(hocr.render_hocr(pages), mimetype=HOCR_MEDIA_TYPE)
+    return Response(tsv.render_tsv(pages), mimetype=TSV_MEDIA_TYPE)
 
 
 def render_accepted(job: Job, replayed: bool = False) -> Response:

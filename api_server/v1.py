@@ -79,7 +79,7 @@ def ocr_now() -> Response:
     )
     if isinstance(outcome, OcrError):
         raise outcome
-    return render_job(job, outcome, fmt)
+    return render_job(job, outcome.pages, fmt)
 
 
 @bp.post("/jobs")
@@ -200,15 +200,15 @@ def load_job(value: str) -> Job:
 def get_job(job_id: str) -> Response:
     fmt = result_format(request.args)
     job = load_job(job_id)
-    result = deliveries = queue = None
+    pages = deliveries = queue = None
     with current_services().sessions() as session:
         if job.status == JobStatus.SUCCEEDED:
-            result = job_store.get_result(session, job.id)
+            pages = job_store.get_pages(session, job.id)
         if job.webhook_url is not None and fmt == "json":
             deliveries = job_store.job_deliveries(session, job.id)
     if job.status == JobStatus.QUEUED and fmt == "json":
         queue = queue_place(job)
-    return render_job(job, result, fmt, deliveries, queue)
+    return render_job(job, pages, fmt, deliveries, queue)
 
 
 def queue_place(job: Job) -> dict[str, Any]:
