@@ -1,0 +1,1 @@
+"""Renderings of a job's result, one module a format."""
