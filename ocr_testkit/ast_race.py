@@ -34,4 +34,4 @@ def _one_at_a_time(*args: Any, **kwargs: Any) -> Any:
 def serialize_ast_parse() -> None:
     """Make ``ast.parse`` (which pytest and ``traceback`` call through the module) serialized."""
     if ast.parse is not _one_at_a_time:
-        ast.parse = _one_at_a_time  # type: ignore[assignment]
+        ast.parse = _one_at_a_time
