@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from ocr_common.job_store import MAX_COUNTED_AHEAD
 from ocr_common.models import DeliveryStatus, JobStatus
 from ocr_common.options import OcrOptions
+from ocr_common.render.pdf import PDF_MEDIA_TYPE
 from ocr_common.webhooks import WEBHOOK_URL_FIELD, WEBHOOK_URL_MAX_CHARS
 
 from .errors import PROBLEM_JSON
@@ -514,7 +515,10 @@ WEBHOOK_HEADERS = (
     ),
 )
 FORMAT_PARAM = Param(
-    "format", {"type": "string", "enum": list(FORMATS)}, "json (default), text, hocr or tsv"
+    "format",
+    {"type": "string", "enum": list(FORMATS)},
+    "json (default), text, hocr, tsv or pdf (the document searchable: its pages with the text "
+    "under them; also Accept: application/pdf)",
 )
 JOB_ID_PARAM = Param(
     "job_id", {"type": "string"}, "the job's id (a UUID)", where="path", example=EXAMPLE_JOB_ID
@@ -577,6 +581,7 @@ RESULT_CONTENT: dict[str, type[BaseModel] | dict[str, Any]] = {
     "text/plain": {"type": "string", "examples": [EXAMPLE_TEXT]},
     HOCR_MEDIA_TYPE: {"type": "string", "examples": [HOCR_EXAMPLE]},
     TSV_MEDIA_TYPE: {"type": "string", "examples": [TSV_EXAMPLE]},
+    PDF_MEDIA_TYPE: {"type": "string", "format": "binary"},
 }
 UNAVAILABLE = problem(
     503,

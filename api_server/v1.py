@@ -51,7 +51,10 @@ bp.record_once(
     params=(*schemas.OPTION_PARAMS, schemas.FORMAT_PARAM),
     request=schemas.DOCUMENT_BODY,
     responses={
-        200: Body("the finished job, or its text, hOCR or TSV (format=)", schemas.RESULT_CONTENT),
+        200: Body(
+            "the finished job, or its text, hOCR, TSV or searchable PDF (format=)",
+            schemas.RESULT_CONTENT,
+        ),
         **schemas.SUBMIT_ERRORS,
         422: schemas.problem(
             422,
@@ -64,22 +67,34 @@ bp.record_once(
 def ocr_now() -> Response:
     svc = current_services()
     submission, extra = read_submission(extra=("format",))
-    fmt = result_format(extra)
+    fmt = result_format(extra, request.accept_mimetypes)
     started = job_store.utcnow()
     outcome = jobs.read_now([submission])[0]
     # An engine failure is recorded as a failed job, like any other; a request the OCR server
     # refuses (or cannot take) stores nothing.
     if isinstance(outcome, OcrError) and not isinstance(outcome, EngineError):
         raise outcome
-    job = in_transaction(
-        svc.sessions,
-        lambda session: jobs.record_read(
-            session, submission, started_at=started, outcome=outcome, api=JobApi.V1
-        ),
-    )
+    # A document read is kept with its job, as a queued one is (its PDF, later).
+    document = None if isinstance(outcome, OcrError) else jobs.keep_document(submission)
+    try:
+        job = in_transaction(
+            svc.sessions,
+            lambda session: jobs.record_read(
+                session,
+                submission,
+                started_at=started,
+                outcome=outcome,
+                api=JobApi.V1,
+                document=document,
+            ),
+        )
+    except BaseException:
+        if document is not None:
+            jobs.remove_files(document.job_id)
+        raise
     if isinstance(outcome, OcrError):
         raise outcome
-    return render_job(job, outcome, fmt)
+    return render_job(job, outcome, fmt, document=lambda: submission.data)
 
 
 @bp.post("/jobs")
@@ -173,18 +188,22 @@ def load_job(value: str) -> Job:
     summary="A job: its status, progress, and result",
     params=(schemas.JOB_ID_PARAM, schemas.FORMAT_PARAM),
     responses={
-        200: Body("the job, or its text, hOCR or TSV (format=)", schemas.RESULT_CONTENT),
+        200: Body(
+            "the job, or its text, hOCR, TSV or searchable PDF (format=)",
+            schemas.RESULT_CONTENT,
+        ),
         400: schemas.problem(
             400,
             "bad format",
             "invalid_option",
-            "\"format\": 'pdf' is not one of json, text, hocr, tsv",
+            "\"format\": 'docx' is not one of json, text, hocr, tsv, pdf",
         ),
         **schemas.KEY_ERRORS,
         404: schemas.NO_SUCH_JOB,
         409: schemas.problem(
             409,
-            "format=text|hocr|tsv of a job not finished yet",
+            "format=text|hocr|tsv|pdf of a job not finished yet (result_not_ready), or "
+            "format=pdf of a job whose document is no longer kept (format_unavailable)",
             "result_not_ready",
             f"job {schemas.EXAMPLE_JOB_ID} is queued: its text is there once it has succeeded",
         ),
@@ -198,7 +217,7 @@ def load_job(value: str) -> Job:
     },
 )
 def get_job(job_id: str) -> Response:
-    fmt = result_format(request.args)
+    fmt = result_format(request.args, request.accept_mimetypes)
     job = load_job(job_id)
     result = deliveries = queue = None
     with current_services().sessions() as session:
@@ -208,7 +227,7 @@ def get_job(job_id: str) -> Response:
             deliveries = job_store.job_deliveries(session, job.id)
     if job.status == JobStatus.QUEUED and fmt == "json":
         queue = queue_place(job)
-    return render_job(job, result, fmt, deliveries, queue)
+    return render_job(job, result, fmt, deliveries, queue, lambda: jobs.kept_document(job))
 
 
 def queue_place(job: Job) -> dict[str, Any]:

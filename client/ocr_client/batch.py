@@ -22,7 +22,7 @@ from .client import ApiError, ClientError, Job, OcrClient, Options, Stopped
 from .manifest import Entry, Manifest
 
 # The formats the API renders (checked against its /openapi.json) and their files' suffixes.
-RESULT_SUFFIXES = {"text": ".txt", "json": ".json", "hocr": ".hocr", "tsv": ".tsv"}
+RESULT_SUFFIXES = {"text": ".txt", "json": ".json", "hocr": ".hocr", "tsv": ".tsv", "pdf": ".pdf"}
 # The first bytes of the documents the service reads (it, too, tells them apart by their bytes,
 # never by a name): PNG, JPEG, TIFF (both byte orders), GIF, JPEG 2000 (file and codestream).
 # WebP, BMP, PPM and PDF are checked in ``is_document``.
@@ -345,15 +345,15 @@ class Batch:
                 return None
             raise
 
-    def _render(self, job: Job) -> str:
+    def _render(self, job: Job) -> bytes:
         if self.fmt == "json":
-            return json.dumps(job.body, indent=2, ensure_ascii=False) + "\n"
-        return self.client.result(job.id, self.fmt)
+            return (json.dumps(job.body, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        return self.client.download(job.id, self.fmt)
 
     @staticmethod
-    def _write(target: Path, content: str) -> None:
+    def _write(target: Path, content: bytes) -> None:
         """Whole or not at all: a result file that exists is complete."""
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".part")
-        partial.write_text(content, encoding="utf-8")
+        partial.write_bytes(content)
         os.replace(partial, target)

@@ -324,6 +324,10 @@ class OcrClient:
         """The finished job's text, JSON, hOCR or TSV as the API renders it."""
         return self._call("GET", f"/v1/jobs/{job_id}", params={"format": fmt}).text
 
+    def download(self, job_id: str, fmt: str = "pdf") -> bytes:
+        """The finished job in a format as the API renders it, as bytes (the searchable PDF)."""
+        return bytes(self._call("GET", f"/v1/jobs/{job_id}", params={"format": fmt}).content)
+
     def wait(
         self,
         job_id: str,

@@ -114,9 +114,10 @@ def searchable_pdf(document: bytes, pages: Sequence[PdfPage]) -> bytes:
                 pdf_page.obj.Rotate = turned % 360
         out = io.BytesIO()
         # What the document held is written back as it was: no stream decoded or recompressed,
-        # object streams kept, its metadata left alone.
+        # object streams kept, its metadata left alone; the same result, the same bytes.
         pdf.save(
             out,
+            deterministic_id=True,
             stream_decode_level=pikepdf.StreamDecodeLevel.none,
             recompress_flate=False,
             fix_metadata_version=False,

@@ -1,0 +1,117 @@
+"""format=pdf on the v1 API: a read made now and a queued job give the searchable PDF of their
+document, kept with the job; without the document, a 409 that says how to get one."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pikepdf
+import pypdfium2
+import pytest
+from fake_ocr import FakeOcr, api_client, fake_result
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from ocr_common import job_store
+from ocr_testkit.pages import HELLO_PNG, render_document
+
+PDF = render_document([["One"], ["Two"], ["Three"]], "PDF")
+
+
+@pytest.fixture
+def client(sessions: sessionmaker[Session]) -> FlaskClient:
+    return api_client(sessions, FakeOcr())
+
+
+def words_of(pdf: bytes) -> list[list[str]]:
+    """Each page's words, as pdfium extracts them."""
+    document = pypdfium2.PdfDocument(pdf)
+    try:
+        return [page.get_textpage().get_text_range().split() for page in document]
+    finally:
+        document.close()
+
+
+def is_pdf_answer(response: Any) -> bytes:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "application/pdf"
+    data: bytes = response.get_data()
+    assert data.startswith(b"%PDF-")
+    return data
+
+
+def test_a_read_made_now_is_a_pdf_now_and_later(client: FlaskClient) -> None:
+    now = is_pdf_answer(client.post("/v1/ocr?format=pdf", data=HELLO_PNG, content_type="image/png"))
+    assert words_of(now) == [["page1"]]
+    [job] = client.get("/v1/jobs").get_json()["jobs"]
+    # The document was kept with the job: the same PDF later, by format= or by Accept.
+    later = is_pdf_answer(client.get(f"/v1/jobs/{job['id']}?format=pdf"))
+    assert words_of(later) == [["page1"]]
+    accepted = client.get(f"/v1/jobs/{job['id']}", headers={"Accept": "application/pdf"})
+    assert words_of(is_pdf_answer(accepted)) == [["page1"]]
+    # A browser's Accept (anything, HTML first) still gets JSON.
+    browser = client.get(
+        f"/v1/jobs/{job['id']}", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    )
+    assert browser.mimetype == "application/json"
+    # Deleted with its job.
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert client.get(f"/v1/jobs/{job['id']}?format=pdf").status_code == 404
+
+
+def test_a_queued_pdf_gives_its_pages_read_with_their_words(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    job_id = client.post("/v1/jobs?pages=2-3", data=PDF, content_type="application/pdf").get_json()[
+        "id"
+    ]
+    with sessions.begin() as session:
+        claimed = job_store.claim_next(session, worker_id="w", lease_s=30)
+        assert claimed is not None
+    result = fake_result(claimed.pages)
+    with sessions.begin() as session:
+        job_store.finish(
+            session, job_id=job_id, worker_id="w", text=result["text"], result=result,
+            keep_image=True,
+        )  # fmt: skip
+    pdf = is_pdf_answer(client.get(f"/v1/jobs/{job_id}?format=pdf"))
+    assert words_of(pdf) == [["page2"], ["page3"]]
+    with pikepdf.open(io.BytesIO(pdf)) as document:
+        assert len(document.pages) == 2
+
+
+def test_without_the_document_format_pdf_is_a_409_that_says_how(
+    sessions: sessionmaker[Session],
+) -> None:
+    client = api_client(sessions, FakeOcr(), keep_images=False)
+    # Asked for at once, the PDF is made from the document sent.
+    assert words_of(
+        is_pdf_answer(client.post("/v1/ocr?format=pdf", data=HELLO_PNG, content_type="image/png"))
+    ) == [["page1"]]
+    [job] = client.get("/v1/jobs").get_json()["jobs"]
+    answer = client.get(f"/v1/jobs/{job['id']}?format=pdf")
+    assert answer.status_code == 409
+    problem = answer.get_json()
+    assert problem["code"] == "format_unavailable"
+    assert "POST /v1/ocr?format=pdf" in problem["detail"]
+    assert "OCR_KEEP_IMAGES" in problem["detail"]
+    # Other formats are there still.
+    assert client.get(f"/v1/jobs/{job['id']}?format=text").status_code == 200
+
+
+def test_a_job_not_finished_has_no_pdf_yet(client: FlaskClient) -> None:
+    job_id = client.post("/v1/jobs", data=HELLO_PNG, content_type="image/png").get_json()["id"]
+    answer = client.get(f"/v1/jobs/{job_id}?format=pdf")
+    assert answer.status_code == 409 and answer.get_json()["code"] == "result_not_ready"
+    assert client.get(f"/v1/jobs/{job_id}?format=docx").get_json()["code"] == "invalid_option"
+
+
+def test_the_openapi_document_lists_the_pdf(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").get_json()
+    get = spec["paths"]["/v1/jobs/{job_id}"]["get"]
+    assert "application/pdf" in get["responses"]["200"]["content"]
+    [fmt] = [p for p in get["parameters"] if p["name"] == "format"]
+    assert "pdf" in fmt["schema"]["enum"]
+    post = spec["paths"]["/v1/ocr"]["post"]
+    assert "application/pdf" in post["responses"]["200"]["content"]
