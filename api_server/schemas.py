@@ -523,6 +523,9 @@ FORMAT_PARAM = Param(
 JOB_ID_PARAM = Param(
     "job_id", {"type": "string"}, "the job's id (a UUID)", where="path", example=EXAMPLE_JOB_ID
 )
+PAGE_NUMBER_PARAM = Param(
+    "page", {"type": "integer", "minimum": 1}, "the page's number in the document", where="path"
+)
 IDEMPOTENCY_PARAM = Param(
     IDEMPOTENCY_HEADER,
     {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},

@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 
 from ocr_common import job_store
 from ocr_common.db import in_transaction
-from ocr_common.errors import BadRequest, EngineError, NotFound, OcrError
+from ocr_common.errors import BadRequest, Conflict, EngineError, NotFound, OcrError
 from ocr_common.models import Job, JobApi, JobStatus, WebhookDelivery
 from ocr_common.options import DEFAULT_LANG
+from ocr_common.render.page_image import MAX_SIDE_PX, PNG_MEDIA_TYPE, WEBP_MEDIA_TYPE, page_preview
 from ocr_common.webhooks import WEBHOOK_URL_FIELD, check_webhook_url
 
 from . import idempotency, jobs, schemas
@@ -228,6 +229,69 @@ def get_job(job_id: str) -> Response:
     if job.status == JobStatus.QUEUED and fmt == "json":
         queue = queue_place(job)
     return render_job(job, result, fmt, deliveries, queue, lambda: jobs.kept_document(job))
+
+
+@bp.get("/jobs/<job_id>/pages/<int:page>/image")
+@Operation(
+    summary="A preview of a page read",
+    description="The page as it was read (upright, after any turn preprocess=auto applied), at "
+    f"most {MAX_SIDE_PX} pixels on its long side: PNG for bilevel and grey pages, WebP for "
+    "colour. Word boxes, scaled by the preview's width over the page's, fall on their words. "
+    "There while the job's document is kept (OCR_KEEP_IMAGES).",
+    params=(schemas.JOB_ID_PARAM, schemas.PAGE_NUMBER_PARAM),
+    responses={
+        200: Body(
+            "the page",
+            {
+                PNG_MEDIA_TYPE: {"type": "string", "format": "binary"},
+                WEBP_MEDIA_TYPE: {"type": "string", "format": "binary"},
+            },
+        ),
+        **schemas.KEY_ERRORS,
+        404: schemas.problem(
+            404,
+            "no such job, or the job did not read that page",
+            "page_not_found",
+            f"job {schemas.EXAMPLE_JOB_ID} read pages 1-3, not page 7",
+        ),
+        409: schemas.problem(
+            409,
+            "the job has not succeeded (result_not_ready), or its document is no longer kept "
+            "(format_unavailable)",
+            "format_unavailable",
+            f"job {schemas.EXAMPLE_JOB_ID} no longer has its document, which a page image is "
+            "made from",
+        ),
+        503: schemas.UNAVAILABLE,
+    },
+)
+def page_image(job_id: str, page: int) -> Response:
+    job = load_job(job_id)
+    if job.status != JobStatus.SUCCEEDED:
+        if (failure := job.failure()) is not None:
+            raise failure
+        raise Conflict(
+            f"job {job.id} is {job.status.value}: its pages are shown once it has succeeded",
+            code="result_not_ready",
+        )
+    with current_services().sessions() as session:
+        result = job_store.get_result(session, job.id)
+    read = {int(p["page"]): p for p in (result or {}).get("pages") or []}
+    if page not in read:
+        shown = ", ".join(map(str, sorted(read))) or "none"
+        raise NotFound(f"job {job.id} read page(s) {shown}, not page {page}", code="page_not_found")
+    document = jobs.kept_document(job)
+    if document is None:
+        raise Conflict(
+            f"job {job.id} no longer has its document, which a page image is made from "
+            "(documents are kept with their jobs unless OCR_KEEP_IMAGES=false)",
+            code="format_unavailable",
+        )
+    data, media_type = page_preview(document, page, int(read[page].get("rotation") or 0))
+    response = Response(data, mimetype=media_type)
+    # What a finished job read never changes: the browser may keep it.
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 def queue_place(job: Job) -> dict[str, Any]:

@@ -11,10 +11,11 @@ import pypdfium2
 import pytest
 from fake_ocr import FakeOcr, api_client, fake_result
 from flask.testing import FlaskClient
+from PIL import Image, ImageDraw
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
-from ocr_testkit.pages import HELLO_PNG, render_document
+from ocr_testkit.pages import HELLO_PNG, encode, render_document
 
 PDF = render_document([["One"], ["Two"], ["Three"]], "PDF")
 
@@ -115,3 +116,48 @@ def test_the_openapi_document_lists_the_pdf(client: FlaskClient) -> None:
     assert "pdf" in fmt["schema"]["enum"]
     post = spec["paths"]["/v1/ocr"]["post"]
     assert "application/pdf" in post["responses"]["200"]["content"]
+
+
+def test_a_page_read_has_a_preview_at_most_2000_px_upright(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    big = Image.new("L", (3000, 1200), 255)
+    ImageDraw.Draw(big).rectangle((0, 0, 99, 99), fill=0)  # ink at the top left as sent
+    data = encode(big, "PNG")
+    job_id = client.post("/v1/jobs", data=data, content_type="image/png").get_json()["id"]
+    with sessions.begin() as session:
+        claimed = job_store.claim_next(session, worker_id="w", lease_s=30)
+        assert claimed is not None
+    result = fake_result((1,))
+    result["pages"][0] |= {"width": 1200, "height": 3000, "rotation": 90}
+    with sessions.begin() as session:
+        job_store.finish(
+            session, job_id=job_id, worker_id="w", text=result["text"], result=result,
+            keep_image=True,
+        )  # fmt: skip
+    answer = client.get(f"/v1/jobs/{job_id}/pages/1/image")
+    assert answer.status_code == 200 and answer.mimetype == "image/png"
+    preview = Image.open(io.BytesIO(answer.get_data()))
+    # Turned upright as it was read (90 clockwise as sent: turned back), 2000 px long.
+    assert preview.size == (800, 2000)
+    # The as-sent top left was the upright page's bottom left.
+    assert preview.convert("L").getpixel((10, 1990)) < 128
+    assert preview.convert("L").getpixel((10, 10)) > 128
+    problem = client.get(f"/v1/jobs/{job_id}/pages/2/image").get_json()
+    assert problem["code"] == "page_not_found"
+
+
+def test_a_pdf_page_preview_and_its_absence(sessions: sessionmaker[Session]) -> None:
+    client = api_client(sessions, FakeOcr())
+    client.post("/v1/ocr?pages=2", data=PDF, content_type="application/pdf")
+    [job] = client.get("/v1/jobs").get_json()["jobs"]
+    answer = client.get(f"/v1/jobs/{job['id']}/pages/2/image")
+    assert answer.status_code == 200 and answer.mimetype in ("image/png", "image/webp")
+    assert max(Image.open(io.BytesIO(answer.get_data())).size) <= 2000
+    without = api_client(sessions, FakeOcr(), keep_images=False)
+    without.post("/v1/ocr", data=HELLO_PNG, content_type="image/png")
+    newest = without.get("/v1/jobs?limit=1").get_json()["jobs"][0]
+    problem = without.get(f"/v1/jobs/{newest['id']}/pages/1/image").get_json()
+    assert problem["code"] == "format_unavailable"
+    queued = without.post("/v1/jobs", data=HELLO_PNG, content_type="image/png").get_json()["id"]
+    assert without.get(f"/v1/jobs/{queued}/pages/1/image").get_json()["code"] == "result_not_ready"
