@@ -361,6 +361,18 @@ class OcrClient:
             "/v1/ocr", document, filename, options, params={"format": fmt}
         ).text
 
+    def ocr_bytes(
+        self,
+        document: bytes,
+        *,
+        filename: str = "document",
+        options: Options | None = None,
+        fmt: str = "pdf",
+    ) -> bytes:
+        """``POST /v1/ocr``: read the document now; the answer's bytes (the searchable PDF)."""
+        answer = self._post_document("/v1/ocr", document, filename, options, params={"format": fmt})
+        return bytes(answer.content)
+
     # -- transport -------------------------------------------------------------------------
 
     def _post_document(
