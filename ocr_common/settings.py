@@ -94,8 +94,8 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class Settings(BaseSettings):
-    """Every knob of the service; each field is read from ``OCR_<FIELD NAME>``, and README's
-    "Settings" table says what it does."""
+    """Every knob of the service; each field is read from ``OCR_<FIELD NAME>``, and the table of
+    docs/settings.md says what it does."""
 
     model_config = SettingsConfigDict(env_prefix="OCR_", extra="ignore", frozen=True)
 
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     # Documents stay in the blob store with their finished job (until it is deleted or
     # expires): format=pdf and page images are made from them. Off: let go once read.
     keep_images: bool = True
-    # Where documents live (README "Blob store"): file:PATH or s3://BUCKET/PREFIX.
+    # Where documents live (docs/operations.md "Blob store"): file:PATH or s3://BUCKET/PREFIX.
     blob_url: str = DEFAULT_BLOB_URL
     # A stored document no job row claims is deleted once it is this old: the time an intake
     # may take between storing a document and committing its job.

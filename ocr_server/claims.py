@@ -124,7 +124,7 @@ class ClaimLoop:
         to_read: list[ClaimedJob] = []
         reused: list[JobOutcome] = []
         for job in jobs:
-            # A v1 job is read again whatever was read before (see README, Known limits).
+            # A v1 job is read again whatever was read before (see docs/known-limits.md).
             known = None
             if job.api == JobApi.ORIGINAL and job.digest is not None:
                 # The same bytes from the same owner were read before: reuse that result.

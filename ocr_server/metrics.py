@@ -59,7 +59,7 @@ class DispatcherStats:
     requeued_by_reaper: int = 0
     failed_by_reaper: int = 0
     purged: int = 0
-    # Files the blob store sweep deleted: documents no job holds (README "Blob store").
+    # Files the blob store sweep deleted: documents no job holds (docs/operations.md "Blob store").
     swept_files: int = 0
     reused: int = 0
     db_errors: int = 0
