@@ -524,7 +524,11 @@ JOB_ID_PARAM = Param(
     "job_id", {"type": "string"}, "the job's id (a UUID)", where="path", example=EXAMPLE_JOB_ID
 )
 PAGE_NUMBER_PARAM = Param(
-    "page", {"type": "integer", "minimum": 1}, "the page's number in the document", where="path"
+    "page",
+    {"type": "integer", "minimum": 1},
+    "the page's number in the document",
+    where="path",
+    example=1,
 )
 IDEMPOTENCY_PARAM = Param(
     IDEMPOTENCY_HEADER,
