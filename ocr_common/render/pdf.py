@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,8 @@ GLYPH_WIDTH = 500
 INVISIBLE = 3
 
 Matrix = tuple[float, float, float, float, float, float]
+# img2pdf says at WARNING how it stores an alpha channel (as a soft mask): nothing to act on.
+logging.getLogger("img2pdf").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
