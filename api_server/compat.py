@@ -8,20 +8,20 @@ a list of images, in "image_data" or "image_data_list".
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
 from ocr_common import job_store
 from ocr_common.db import in_transaction
 from ocr_common.errors import NotFound, OcrError
+from ocr_common.job_store import KnownResult
 from ocr_common.models import JobStatus
 
 from . import jobs, schemas
 from .access import check_queue_room, current_owner
-from .openapi import Body, Operation, Param, View
+from .openapi import Body, Operation, Param
 from .services import current_services
 from .uploads import read_task_id, read_uploads
 
@@ -30,18 +30,7 @@ bp = Blueprint("compat", __name__)
 LIST_PAGE = 1000
 
 
-def route(path: str, **options: Any) -> Callable[[View], View]:
-    """Register ``path`` with and without a trailing slash: no redirect, so bodies survive."""
-
-    def decorator(view: View) -> View:
-        bp.add_url_rule(path, view_func=view, **options)
-        bp.add_url_rule(path + "/", view_func=view, endpoint=view.__name__ + "_slash", **options)
-        return view
-
-    return decorator
-
-
-@route("/image-sync", methods=["POST"])
+@bp.route("/image-sync", methods=["POST"], strict_slashes=False)
 @Operation(
     summary="OCR an image now (original API)",
     request=schemas.IMAGE_BODY,
@@ -60,7 +49,7 @@ def image_sync() -> Response:
     svc = current_services()
     uploads, many = read_uploads()
     started = job_store.utcnow()
-    known: dict[int, dict[str, Any]] = {}
+    known: dict[int, KnownResult] = {}
     if svc.settings.reuse_results:
         with svc.sessions() as session:
             for index, upload in enumerate(uploads):
@@ -68,7 +57,7 @@ def image_sync() -> Response:
                     session, digest=upload.image_digest, owner=current_owner()
                 )
                 if found is not None:
-                    known[index] = {"text": found.text, "pages": (found.result or {}).get("pages")}
+                    known[index] = found
     unknown = [upload for index, upload in enumerate(uploads) if index not in known]
     read = iter(jobs.read_now(unknown) if unknown else [])
     results = [known[index] if index in known else next(read) for index in range(len(uploads))]
@@ -82,11 +71,11 @@ def image_sync() -> Response:
     for outcome in results:
         if isinstance(outcome, OcrError):
             raise outcome
-    texts = [str(outcome["text"]) for outcome in results if isinstance(outcome, dict)]
+    texts = [outcome.text for outcome in results if not isinstance(outcome, OcrError)]
     return jsonify({"text": texts if many else texts[0]})
 
 
-@route("/image", methods=["POST"])
+@bp.route("/image", methods=["POST"], strict_slashes=False)
 @Operation(
     summary="Queue an image (original API)",
     request=schemas.IMAGE_BODY,
@@ -107,7 +96,7 @@ def image_submit() -> Response:
     return jsonify({"task_id": ids if many else ids[0]})
 
 
-@route("/image", methods=["GET"])
+@bp.route("/image", methods=["GET"], strict_slashes=False)
 @Operation(
     summary="The text of a task (original API)",
     description='The id comes as ?task_id=, ?id= or a JSON body {"task_id": "<id>"}.',
@@ -155,7 +144,7 @@ def image_result() -> Response:
     return jsonify({"task_id": text, "text": text} if in_query else {"task_id": text})
 
 
-@route("/allimages", methods=["GET"])
+@bp.route("/allimages", methods=["GET"], strict_slashes=False)
 @Operation(
     summary="Every task and its text (original API)",
     responses={

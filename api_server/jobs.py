@@ -19,8 +19,10 @@ from ocr_common.blobs import BlobMissing, BlobStoreError, JobFiles, StoredDocume
 from ocr_common.db import in_transaction
 from ocr_common.documents import check_sync_pages
 from ocr_common.errors import OcrError, Unavailable
+from ocr_common.job_store import KnownResult
 from ocr_common.models import Job
 from ocr_common.observability import current_request_id
+from ocr_common.wire import Reading
 
 from .access import current_owner
 from .http_front import caller_gone
@@ -50,14 +52,7 @@ def find_job(job_id: str) -> Job | None:
         return job_store.get_job(session, job_id, owner=current_owner())
 
 
-def stored_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What a job keeps of a result: the text and the pages (None: none, or text only)."""
-    if result is None or result.get("pages") is None:
-        return None
-    return {"text": result["text"], "pages": result["pages"]}
-
-
-def read_now(submissions: list[Submission]) -> list[dict[str, Any] | OcrError]:
+def read_now(submissions: list[Submission]) -> list[Reading | OcrError]:
     """Each submission read by the OCR server now: its result, or the error it met.
 
     A synchronous read has a budget: OCR_SYNC_MAX_PAGES pages a document (more is a 413 that
@@ -78,22 +73,23 @@ def record_read(
     submission: Submission,
     *,
     started_at: datetime,
-    outcome: dict[str, Any] | OcrError,
+    outcome: Reading | KnownResult | OcrError,
     **job: Any,
 ) -> Job:
-    """A read made now (its result, or the error it met) as a finished job of the caller."""
+    """A read made now (its result, one reused, or the error it met) as a finished job of the
+    caller."""
     failed = outcome if isinstance(outcome, OcrError) else None
-    result = outcome if isinstance(outcome, dict) else None
+    result = None if isinstance(outcome, OcrError) else outcome
     return job_store.record_finished(
         session,
         **_columns(submission),
         image=submission.data,
         digest=submission.image_digest,
         started_at=started_at,
-        text=str(result["text"]) if result else None,
+        text=result.text if result else None,
         error_code=failed.code if failed else None,
         error_message=failed.message if failed else None,
-        result=stored_result(result),
+        pages=result.pages if result else None,
         **job,
     )
 

@@ -30,6 +30,7 @@ from ocr_common.wire import (
     OCR_PATH,
     RETRY_AFTER_S,
     TIME_LEFT_HEADER,
+    Reading,
     error_from_wire,
 )
 
@@ -64,7 +65,7 @@ class OcrBackend(Protocol):
 
     def recognize(
         self, requests: list[OcrRequest], *, deadline: float, gone: Future[None] | None = None
-    ) -> list[dict[str, Any] | OcrError]: ...
+    ) -> list[Reading | OcrError]: ...
 
     def notify(self) -> None: ...
 
@@ -127,9 +128,9 @@ class OcrServerClient:
 
     def recognize(
         self, requests: list[OcrRequest], *, deadline: float, gone: Future[None] | None = None
-    ) -> list[dict[str, Any] | OcrError]:
-        """The result of each document from the OCR server's POST /ocr, in order:
-        ``{"format", "page_count", "text", "pages"}``, or the error that document met.
+    ) -> list[Reading | OcrError]:
+        """The reading of each document from the OCR server's POST /ocr, in order, or the
+        error that document met.
 
         The documents go at once, so the OCR server spreads them over its engines (and the
         pages of each). Each request says how long is left until ``deadline`` (a
@@ -139,12 +140,12 @@ class OcrServerClient:
         being unreachable or saturated is raised.
         """
 
-        async def gather() -> list[dict[str, Any] | OcrError]:
+        async def gather() -> list[Reading | OcrError]:
             # One request's documents must not fill the OCR server's wait list by themselves:
             # send as many at a time as it has engines.
             slots = asyncio.Semaphore(self._parallel)
 
-            async def one(request: OcrRequest) -> dict[str, Any]:
+            async def one(request: OcrRequest) -> Reading:
                 async with slots:
                     # Options travel in the body: a long char_whitelist would not fit a
                     # request line.
@@ -157,12 +158,13 @@ class OcrServerClient:
                         raise SyncTimeout(SYNC_TIMEOUT_MESSAGE)
                     # The OCR server stops at the time left; the grace lets its answer come.
                     timed = {**headers, TIME_LEFT_HEADER: f"{left_s:.3f}"}
-                    return await self._call(
+                    answer = await self._call(
                         "POST", OCR_PATH, left_s + ANSWER_GRACE_S, json=body, headers=timed
                     )
+                    return Reading.from_wire(answer)
 
             results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
-            out: list[dict[str, Any] | OcrError] = []
+            out: list[Reading | OcrError] = []
             for result in results:
                 if isinstance(result, Unavailable) or (
                     isinstance(result, BaseException) and not isinstance(result, OcrError)

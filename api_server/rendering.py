@@ -1,4 +1,4 @@
-"""A v1 job as the client asked for it: the JSON job, or its text, hOCR, TSV or searchable PDF."""
+"""A v1 job as the client asked for it: the JSON job, or its text, hOCR, TSV, ALTO or PDF."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from ocr_common.errors import Conflict
 from ocr_common.job_summary import iso_time, job_summary
 from ocr_common.models import Job, JobStatus, WebhookDelivery
 from ocr_common.options import invalid_option
+from ocr_common.render import alto, hocr, tsv
 from ocr_common.render.pdf import PDF_MEDIA_TYPE, searchable_pdf, text_pages
-from ocr_common.results import public_result, to_hocr, to_tsv
+from ocr_common.result import Page
 
-FORMATS = ("json", "text", "hocr", "tsv", "pdf")
-HOCR_MEDIA_TYPE = "application/xhtml+xml"
-TSV_MEDIA_TYPE = "text/tab-separated-values"
+FORMATS = ("json", "text", "hocr", "tsv", "alto", "pdf")
+HOCR_MEDIA_TYPE = hocr.MEDIA_TYPE
+TSV_MEDIA_TYPE = tsv.MEDIA_TYPE
+ALTO_MEDIA_TYPE = alto.MEDIA_TYPE
 JSON_MEDIA_TYPE = "application/json"
 
 
@@ -36,7 +38,7 @@ def result_format(values: Mapping[str, Any], accept: MIMEAccept | None = None) -
 
 def job_body(
     job: Job,
-    result: dict[str, Any] | None,
+    pages: list[Page] | None,
     deliveries: list[WebhookDelivery] | None = None,
     queue: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -45,7 +47,9 @@ def job_body(
     return {
         **job_summary(job),
         "text": job.text if done else None,
-        "pages": public_result(result)["pages"] if done and result is not None else None,
+        "pages": (
+            [page.model_dump(mode="json") for page in pages] if done and pages is not None else None
+        ),
         "queue": queue,
         "webhook_deliveries": (
             None if job.webhook_url is None else [_delivery(d) for d in deliveries or []]
@@ -71,7 +75,7 @@ def _delivery(delivery: WebhookDelivery) -> dict[str, Any]:
 
 def render_job(
     job: Job,
-    result: dict[str, Any] | None,
+    pages: list[Page] | None,
     fmt: str,
     deliveries: list[WebhookDelivery] | None = None,
     queue: dict[str, Any] | None = None,
@@ -80,7 +84,7 @@ def render_job(
     """The job in the asked ``format``: the JSON job, or its text, hOCR, TSV or searchable PDF
     (``document`` gives the document it was read from, None when it is not kept)."""
     if fmt == "json":
-        return jsonify(job_body(job, result, deliveries, queue))
+        return jsonify(job_body(job, pages, deliveries, queue))
     if job.status != JobStatus.SUCCEEDED:
         if (failure := job.failure()) is not None:
             raise failure
@@ -90,21 +94,23 @@ def render_job(
         )
     if fmt == "text":
         return Response(job.text or "", mimetype="text/plain")
-    if result is None:
+    if pages is None:
         raise Conflict(
             f"job {job.id} was read before its pages were kept (the original API kept only "
             "the text then): ask for format=text or json",
             code="format_unavailable",
         )
     if fmt == "hocr":
-        return Response(to_hocr(result), mimetype=HOCR_MEDIA_TYPE)
+        return Response(hocr.render_hocr(pages), mimetype=HOCR_MEDIA_TYPE)
+    if fmt == "alto":
+        return Response(alto.render_alto(pages, file_name=job.id), mimetype=ALTO_MEDIA_TYPE)
     if fmt == "pdf":
-        return render_pdf(job, result, document)
-    return Response(to_tsv(result), mimetype=TSV_MEDIA_TYPE)
+        return render_pdf(job, pages, document)
+    return Response(tsv.render_tsv(pages), mimetype=TSV_MEDIA_TYPE)
 
 
 def render_pdf(
-    job: Job, result: dict[str, Any], document: Callable[[], bytes | None] | None
+    job: Job, pages: list[Page], document: Callable[[], bytes | None] | None
 ) -> Response:
     """The searchable PDF of a job whose document is kept; a 409 that says how to get one."""
     data = document() if document is not None else None
@@ -115,7 +121,7 @@ def render_pdf(
             "with POST /v1/ocr?format=pdf, or with POST /v1/jobs on a server that keeps them",
             code="format_unavailable",
         )
-    response = Response(searchable_pdf(data, text_pages(result)), mimetype=PDF_MEDIA_TYPE)
+    response = Response(searchable_pdf(data, text_pages(pages)), mimetype=PDF_MEDIA_TYPE)
     response.headers["Content-Disposition"] = f'inline; filename="{job.id}.pdf"'
     return response
 

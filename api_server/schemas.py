@@ -20,13 +20,14 @@ from ocr_common.job_store import MAX_COUNTED_AHEAD
 from ocr_common.models import DeliveryStatus, JobStatus
 from ocr_common.options import OcrOptions
 from ocr_common.render.pdf import PDF_MEDIA_TYPE
+from ocr_common.result import PAGE_EXAMPLE, Page
 from ocr_common.webhooks import WEBHOOK_URL_FIELD, WEBHOOK_URL_MAX_CHARS
 
 from .errors import PROBLEM_JSON
 from .idempotency import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_CHARS
 from .openapi import Body, Param
 from .pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from .rendering import FORMATS, HOCR_MEDIA_TYPE, TSV_MEDIA_TYPE
+from .rendering import ALTO_MEDIA_TYPE, FORMATS, HOCR_MEDIA_TYPE, TSV_MEDIA_TYPE
 
 
 class Schema(BaseModel):
@@ -45,33 +46,6 @@ EXAMPLE_PNG_B64 = base64.b64encode(
 ).decode("ascii")
 EXAMPLE_JOB_ID = "0462584d-6010-4f0c-bb12-f0378205f66f"
 EXAMPLE_TEXT = "Hello OCR\n"
-BOX_EXAMPLE = {"left": 34, "top": 29, "width": 89, "height": 31}
-WORD_EXAMPLE = {"text": "Hello", "confidence": 95.98, "bbox": BOX_EXAMPLE}
-LINE_EXAMPLE = {
-    "text": "Hello OCR",
-    "confidence": 96.4,
-    "bbox": {"left": 34, "top": 29, "width": 181, "height": 31},
-    "words": [
-        WORD_EXAMPLE,
-        {
-            "text": "OCR",
-            "confidence": 96.81,
-            "bbox": {"left": 135, "top": 30, "width": 80, "height": 30},
-        },
-    ],
-}
-PAGE_EXAMPLE = {
-    "page": 1,
-    "width": 300,
-    "height": 110,
-    "dpi": None,
-    "rotation": 0,
-    "rotation_confidence": None,
-    "warnings": [],
-    "text": EXAMPLE_TEXT,
-    "confidence": 96.4,
-    "lines": [LINE_EXAMPLE],
-}
 OPTIONS_EXAMPLE = OcrOptions().model_dump(mode="json")
 QUEUED_JOB_EXAMPLE = {
     "id": EXAMPLE_JOB_ID,
@@ -156,60 +130,6 @@ HOCR_EXAMPLE = """\
  </body>
 </html>
 """  # noqa: E501 - Tesseract's own lines
-
-
-class BoundingBox(Schema):
-    """A rectangle in pixels of the (upright) page, from its top-left corner."""
-
-    model_config = example(BOX_EXAMPLE)
-
-    left: int = Field(ge=0)
-    top: int = Field(ge=0)
-    width: int = Field(ge=0)
-    height: int = Field(ge=0)
-
-
-class Word(Schema):
-    model_config = example(WORD_EXAMPLE)
-
-    text: str
-    confidence: float = Field(ge=0, le=100, description="Tesseract's confidence, 0-100")
-    bbox: BoundingBox
-
-
-class Line(Schema):
-    model_config = example(LINE_EXAMPLE)
-
-    text: str
-    confidence: float = Field(ge=0, le=100)
-    bbox: BoundingBox
-    words: list[Word]
-
-
-class Page(Schema):
-    model_config = example(PAGE_EXAMPLE)
-
-    page: int = Field(ge=1, description="the page number in the document, from 1")
-    width: int = Field(ge=1, description="pixels, after rendering and rotation")
-    height: int = Field(ge=1)
-    dpi: int | None = Field(description="the resolution the page was read at, when known")
-    rotation: Literal[0, 90, 180, 270] = Field(
-        description="how far clockwise the page as sent was turned from upright (detected "
-        "with preprocess=auto, and undone before reading: boxes are on the upright page)"
-    )
-    rotation_confidence: Literal["high", "low"] | None = Field(
-        default=None,
-        description="preprocess=auto: high when reading confirmed which way up the page is, "
-        "low when no turn read clearly better and the page was read as sent (see warnings); "
-        "null without auto",
-    )
-    warnings: list[str] = Field(
-        default_factory=list,
-        description="what a reader of this page should know, e.g. a low confidence orientation",
-    )
-    text: str
-    confidence: float | None = Field(ge=0, le=100, description="mean word confidence")
-    lines: list[Line]
 
 
 class ErrorDetail(Schema):
@@ -517,8 +437,8 @@ WEBHOOK_HEADERS = (
 FORMAT_PARAM = Param(
     "format",
     {"type": "string", "enum": list(FORMATS)},
-    "json (default), text, hocr, tsv or pdf (the document searchable: its pages with the text "
-    "under them; also Accept: application/pdf)",
+    "json (default), text, hocr, tsv, alto (ALTO XML, as Tesseract writes it) or pdf (the "
+    "document searchable: its pages with the text under them; also Accept: application/pdf)",
 )
 JOB_ID_PARAM = Param(
     "job_id", {"type": "string"}, "the job's id (a UUID)", where="path", example=EXAMPLE_JOB_ID
@@ -583,11 +503,18 @@ def problem(status: int, description: str, code: str, detail: str) -> Body:
 
 
 KEY_MISSING = "this service needs an API key: send Authorization: Bearer <key> or X-API-Key: <key>"
+ALTO_EXAMPLE = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<alto xmlns="http://www.loc.gov/standards/alto/ns-v3#"'
+    ' ...>\n\t<Layout>\n\t\t<Page WIDTH="300" HEIGHT="110" PHYSICAL_IMG_NR="0" ID="page_0">\n'
+    '\t\t\t<PrintSpace HPOS="0" VPOS="0" WIDTH="300" HEIGHT="110">\n ... <String ID="string_0"'
+    ' HPOS="34" VPOS="29" WIDTH="89" HEIGHT="31" WC="0.95" CONTENT="Hello"/> ...'
+)
 RESULT_CONTENT: dict[str, type[BaseModel] | dict[str, Any]] = {
     "application/json": Job,
     "text/plain": {"type": "string", "examples": [EXAMPLE_TEXT]},
     HOCR_MEDIA_TYPE: {"type": "string", "examples": [HOCR_EXAMPLE]},
     TSV_MEDIA_TYPE: {"type": "string", "examples": [TSV_EXAMPLE]},
+    ALTO_MEDIA_TYPE: {"type": "string", "examples": [ALTO_EXAMPLE]},
     PDF_MEDIA_TYPE: {"type": "string", "format": "binary"},
 }
 UNAVAILABLE = problem(

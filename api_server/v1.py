@@ -95,7 +95,7 @@ def ocr_now() -> Response:
         raise
     if isinstance(outcome, OcrError):
         raise outcome
-    return render_job(job, outcome, fmt, document=lambda: submission.data)
+    return render_job(job, outcome.pages, fmt, document=lambda: submission.data)
 
 
 @bp.post("/jobs")
@@ -220,15 +220,15 @@ def load_job(value: str) -> Job:
 def get_job(job_id: str) -> Response:
     fmt = result_format(request.args, request.accept_mimetypes)
     job = load_job(job_id)
-    result = deliveries = queue = None
+    pages = deliveries = queue = None
     with current_services().sessions() as session:
         if job.status == JobStatus.SUCCEEDED:
-            result = job_store.get_result(session, job.id)
+            pages = job_store.get_pages(session, job.id)
         if job.webhook_url is not None and fmt == "json":
             deliveries = job_store.job_deliveries(session, job.id)
     if job.status == JobStatus.QUEUED and fmt == "json":
         queue = queue_place(job)
-    return render_job(job, result, fmt, deliveries, queue, lambda: jobs.kept_document(job))
+    return render_job(job, pages, fmt, deliveries, queue, lambda: jobs.kept_document(job))
 
 
 @bp.get("/jobs/<job_id>/pages/<int:page>/image")
@@ -275,8 +275,8 @@ def page_image(job_id: str, page: int) -> Response:
             code="result_not_ready",
         )
     with current_services().sessions() as session:
-        result = job_store.get_result(session, job.id)
-    read = {int(p["page"]): p for p in (result or {}).get("pages") or []}
+        pages = job_store.get_pages(session, job.id)
+    read = {p.page: p for p in pages or []}
     if page not in read:
         shown = ", ".join(map(str, sorted(read))) or "none"
         raise NotFound(f"job {job.id} read page(s) {shown}, not page {page}", code="page_not_found")
@@ -287,7 +287,7 @@ def page_image(job_id: str, page: int) -> Response:
             "(documents are kept with their jobs unless OCR_KEEP_IMAGES=false)",
             code="format_unavailable",
         )
-    data, media_type = page_preview(document, page, int(read[page].get("rotation") or 0))
+    data, media_type = page_preview(document, page, read[page].rotation)
     response = Response(data, mimetype=media_type)
     # What a finished job read never changes: the browser may keep it.
     response.headers["Cache-Control"] = "private, max-age=3600"

@@ -160,7 +160,7 @@ def service_reader(preprocess: str) -> tuple[Reader, Callable[[], None]]:
 
     def read(data: bytes) -> tuple[str, Any]:
         page = engine.recognize_page(PageTask(data, 1, options, 300))
-        return str(page["text"]), page
+        return page.text, page
 
     return read, engine.close
 
@@ -233,10 +233,10 @@ def run_set(
                 row.score.add_bag(text, page.truth)
             else:
                 row.score.add_text(text, page.truth)
-            if isinstance(result, dict):
-                rotation = int(result.get("rotation", 0))
+            if result is not None:
+                rotation = result.rotation
                 row.rotations[rotation] += 1
-                row.low_confidence += result.get("rotation_confidence") == "low"
+                row.low_confidence += result.rotation_confidence == "low"
                 if name == "auto" and rotation != expected_rotation:
                     row.wrong_turns.append(f"{page.name}:{rotation}")
         print(f"  {set_name}: {page.name} done", file=sys.stderr, flush=True)

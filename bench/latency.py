@@ -37,7 +37,7 @@ from throughput import (
     terminate_on_sigterm,
 )
 
-from ocr_common.wire import OCR_PATH
+from ocr_common.wire import OCR_PATH, Reading
 from ocr_testkit.pages import render_lines
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def measure(case: Case, engine: TesseractEngine, api_url: str, server_url: str) 
             response = session.post(f"{server_url}{OCR_PATH}", json=ocr_body, timeout=300)
             if response.status_code != 200:
                 raise RuntimeError(f"/ocr answered {response.status_code}: {response.text}")
-            return str(response.json()["text"])
+            return Reading.from_wire(response.json()).text
 
         def via_engine() -> str:
             return read_first_page(engine, case.image)

@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 from ocr_common.options import OcrOptions
 from ocr_common.render.pdf import PdfPage, searchable_pdf, text_pages
-from ocr_common.results import combine_pages
 from ocr_server.engine import TesseractEngine
 from ocr_server.pool import PageTask
 from ocr_testkit.searchable import compare
@@ -57,7 +56,7 @@ class Row:
             results = [
                 engine.recognize_page(PageTask(data, n, options, 300)) for n in range(1, pages + 1)
             ]
-            return text_pages(combine_pages(results))
+            return text_pages(results)
 
         read_pages, read_s = cpu_s(read)
         pdf, pdf_s = cpu_s(lambda: searchable_pdf(data, read_pages))

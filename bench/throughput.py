@@ -298,7 +298,7 @@ def read_first_page(engine: Any, data: bytes) -> str:
     from ocr_common.options import ORIGINAL_API_OPTIONS
     from ocr_server.engine import PageTask
 
-    return str(engine.recognize_page(PageTask(data, 1, ORIGINAL_API_OPTIONS, 300))["text"])
+    return engine.recognize_page(PageTask(data, 1, ORIGINAL_API_OPTIONS, 300)).text
 
 
 def _engine_init(barrier: Any) -> None:

@@ -10,7 +10,6 @@ Typical use::
 from __future__ import annotations
 
 import hashlib
-import json
 import operator
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +50,7 @@ from .models import (
     WebhookDeliveryRow,
 )
 from .options import ORIGINAL_API_OPTIONS, OcrOptions
+from .result import Page, legacy_pages, store_pages, stored_pages
 
 RUNNING = JobStatus.RUNNING.value
 QUEUED = JobStatus.QUEUED.value
@@ -183,7 +183,7 @@ def record_finished(
     options: OcrOptions = ORIGINAL_API_OPTIONS,
     fmt: str | None = None,
     pages_total: int = 1,
-    result: dict[str, Any] | None = None,
+    pages: Sequence[Page] | None = None,
     document: StoredDocument | None = None,
 ) -> Job:
     """Record an OCR whose outcome is already known (a synchronous read, or a reused result)
@@ -208,8 +208,8 @@ def record_finished(
         options=options.to_json(),
         format=fmt,
         pages_total=pages_total,
-        pages_done=pages_total if result is not None else 0,
-        result=_dump(result),
+        pages_done=pages_total if pages is not None else 0,
+        page_results=None if pages is None else store_pages(pages),
         api=api.value,
     )
     session.add(row)
@@ -217,23 +217,19 @@ def record_finished(
     return Job.from_row(row)
 
 
-def _dump(result: dict[str, Any] | None) -> str | None:
-    return None if result is None else json.dumps(result, ensure_ascii=False)
-
-
 class KnownResult(NamedTuple):
     """A result read before: the text, and the pages with boxes (None in jobs made before
     migration 0007, which kept the text only)."""
 
     text: str
-    result: dict[str, Any] | None
+    pages: list[Page] | None
 
 
 def find_result(session: Session, *, digest: str, owner: str | None = None) -> KnownResult | None:
     """The result of a succeeded job of the original API (read with its defaults) on the same
     image bytes and owner, if there is one."""
     query = (
-        select(JOBS.c.text, JOBS.c.result)
+        select(JOBS.c.text, JOBS.c.page_results, JOBS.c.result)
         .where(JOBS.c.image_sha256 == digest, JOBS.c.status == JobStatus.SUCCEEDED.value)
         .where(JOBS.c.api == JobApi.ORIGINAL.value)
         .where(_owned_by(owner))
@@ -242,12 +238,19 @@ def find_result(session: Session, *, digest: str, owner: str | None = None) -> K
     row = session.execute(query).first()
     if row is None or row.text is None:
         return None
-    return KnownResult(row.text, None if row.result is None else json.loads(row.result))
+    return KnownResult(row.text, _pages(row.page_results, row.result))
+
+
+def _pages(stored: bytes | None, legacy: str | None) -> list[Page] | None:
+    """The pages a job row keeps: packed, or in the shape results had before migration 0011."""
+    if stored is not None:
+        return stored_pages(stored)
+    return None if legacy is None else legacy_pages(legacy)
 
 
 def _job_columns() -> list[ColumnElement[Any]]:
-    """Every column of a job but the result JSON, which can be large and a Job never holds."""
-    return [column for column in JOBS.c if column.name != "result"]
+    """Every column of a job but its pages, which a Job never holds."""
+    return [column for column in JOBS.c if column.name not in ("result", "page_results")]
 
 
 def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | None:
@@ -259,10 +262,12 @@ def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | No
     return None if row is None else Job.from_row(row)
 
 
-def get_result(session: Session, job_id: str) -> dict[str, Any] | None:
-    """The stored result of a job (``{"text", "pages"}``), if it has one."""
-    value = session.scalars(select(JobRow.result).where(JobRow.id == job_id)).first()
-    return None if value is None else cast(dict[str, Any], json.loads(value))
+def get_pages(session: Session, job_id: str) -> list[Page] | None:
+    """The stored pages of a job, if it has them (a job of the original API made before
+    migration 0007 kept only its text)."""
+    query = select(JOBS.c.page_results, JOBS.c.result).where(JOBS.c.id == job_id)
+    row = session.execute(query).first()
+    return None if row is None else _pages(row.page_results, row.result)
 
 
 def find_by_idempotency_key(session: Session, key: str) -> Job | None:
@@ -398,10 +403,10 @@ def finish(
     worker_id: str,
     text: str,
     keep_image: bool = False,
-    result: dict[str, Any] | None = None,
+    pages: Sequence[Page] | None = None,
 ) -> bool:
     """Write the result if ``worker_id`` still holds the job; False means someone else took it."""
-    outcome = JobOutcome(job_id, text=text, result=result)
+    outcome = JobOutcome(job_id, text=text, pages=pages)
     return bool(
         finish_batch(session, worker_id=worker_id, outcomes=[outcome], keep_images=keep_image)
     )
@@ -545,7 +550,7 @@ def _by_size(outcomes: list[JobOutcome]) -> Iterator[list[JobOutcome]]:
     size = 0
     for outcome in outcomes:
         weight = len(outcome.text or "") + len(outcome.error_message or "")
-        weight += len(_dump(outcome.result) or "")
+        weight += len(outcome.stored_pages or b"")
         if chunk and size + weight > FINISH_STATEMENT_BYTES:
             yield chunk
             chunk, size = [], 0
@@ -570,13 +575,14 @@ def _per_job_values(outcomes: list[JobOutcome]) -> dict[str, Any]:
         "error_code": per_job({o.job_id: o.error_code for o in outcomes}),
         "error_message": per_job({o.job_id: o.error_message for o in outcomes}),
     }
-    documents = [o for o in outcomes if o.result is not None]
+    documents = [o for o in outcomes if o.pages is not None]
     if documents:
-        # Only outcomes with a result change it, as finish() leaves the others' alone.
-        values["result"] = per_job({o.job_id: _dump(o.result) for o in documents}, JOBS.c.result)
+        # Only outcomes with pages change them, as finish() leaves the others' alone.
+        values["page_results"] = per_job(
+            {o.job_id: o.stored_pages for o in documents}, JOBS.c.page_results
+        )
         values["pages_done"] = per_job(
-            {o.job_id: len((o.result or {}).get("pages", [])) for o in documents},
-            JOBS.c.pages_done,
+            {o.job_id: len(o.pages or ()) for o in documents}, JOBS.c.pages_done
         )
     return values
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -13,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .errors import JobFailed
 from .options import ORIGINAL_API_OPTIONS, OcrOptions
+from .result import Page, store_pages
 from .webhooks import WEBHOOK_URL_MAX_CHARS
 
 # MySQL's plain DATETIME drops microseconds (jobs would tie in FIFO order), TEXT holds 64 KiB and
@@ -83,7 +86,11 @@ class JobRow(Base):
     format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     pages_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pages_done: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Results stored before migration 0011, in the old shape (JSON text, pages with their
+    # hOCR and TSV): read by ``result.legacy_pages``. Newer jobs keep ``page_results``.
     result: Mapped[str | None] = mapped_column(LongText, nullable=True, deferred=True)
+    # The pages of a succeeded job, packed and compressed (``result.store_pages``).
+    page_results: Mapped[bytes | None] = mapped_column(LongBlob, nullable=True, deferred=True)
     idempotency_key: Mapped[str | None] = mapped_column(BinaryKey, nullable=True)
     request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -282,19 +289,24 @@ class ClaimedJob:
 class JobOutcome:
     """How a claimed job ended, to be written by ``job_store.finish_batch``.
 
-    Succeeded with ``text`` and ``result`` (its pages), or failed for good with ``error_code`` and
-    ``error_message``.
+    Succeeded with ``text`` and its ``pages`` (None for a text reused from a job that kept only
+    its text), or failed for good with ``error_code`` and ``error_message``.
     """
 
     job_id: str
     text: str | None = None
-    result: dict[str, Any] | None = None
+    pages: Sequence[Page] | None = None
     error_code: str | None = None
     error_message: str | None = None
 
     @property
     def status(self) -> JobStatus:
         return JobStatus.SUCCEEDED if self.error_code is None else JobStatus.FAILED
+
+    @functools.cached_property
+    def stored_pages(self) -> bytes | None:
+        """The pages as the job row keeps them (packed once, however often asked)."""
+        return None if self.pages is None else store_pages(self.pages)
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,18 @@ raises the same kind of error again from that answer (``error_from_wire``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadRequest, EngineError, OcrError, PayloadTooLarge, Unavailable
+from .result import Page, document_text, pack_page, unpack_page
 
 INTERNAL_TOKEN_HEADER = "X-Internal-Token"
 # On POST /ocr: the seconds the caller will still wait for the answer (its OCR_SYNC_TIMEOUT_S,
 # less what it has spent). The OCR server stops the read when they have passed, as it does when
 # the caller hangs up, and answers ``sync_timeout``.
 TIME_LEFT_HEADER = "X-OCR-Time-Left-S"
-# POST {"document": base64, "options": {...}}: the rich result of the selected pages.
+# POST {"document": base64, "options": {...}}: the ``Reading`` of the selected pages.
 OCR_PATH = "/ocr"
 # POST: a job was committed, claim now rather than at the next poll.
 NOTIFY_PATH = "/jobs/notify"
@@ -75,3 +77,32 @@ def error_from_wire(status: int, body: object, retry_after: str | None = None) -
         return OcrError(f"the OCR server refused the request ({status}): {message}")
     field = error.get("field")
     return kind(message, code=code, field=str(field) if field is not None else None)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What POST /ocr answers: the document's format and page count, and its selected pages
+    read (packed on the wire, as the job store keeps them)."""
+
+    format: str
+    page_count: int
+    pages: list[Page]
+
+    @property
+    def text(self) -> str:
+        return document_text(self.pages)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "page_count": self.page_count,
+            "pages": [pack_page(page) for page in self.pages],
+        }
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> Reading:
+        return cls(
+            format=str(body["format"]),
+            page_count=int(body["page_count"]),
+            pages=[unpack_page(page) for page in body["pages"]],
+        )

@@ -35,7 +35,6 @@ from ocr_common.observability import (
     set_request_id,
 )
 from ocr_common.options import check_submission
-from ocr_common.results import combine_pages
 from ocr_common.settings import Settings
 from ocr_common.wire import (
     HEALTHZ_PATH,
@@ -47,6 +46,7 @@ from ocr_common.wire import (
     STATUS_PATH,
     TIME_LEFT_HEADER,
     UNGUARDED_PATHS,
+    Reading,
     error_body,
     error_headers,
 )
@@ -147,7 +147,7 @@ def _presented_token(request: web.Request) -> bytes:
 
 async def ocr(request: web.Request) -> web.Response:
     """Synchronous OCR of a document, sent as JSON ``{"document": "<base64>", "options":
-    {...}}``: the result ``{"format", "page_count", "text", "pages"}`` of every selected page,
+    {...}}``: the ``Reading`` (``wire.Reading``) of every selected page,
     read in parallel on the engines (``POST /v1/ocr``; ``/image-sync`` asks for the first
     page). The options come in the body, never the query string, whose request line a long
     ``char_whitelist`` would overflow.
@@ -181,8 +181,8 @@ async def ocr(request: web.Request) -> web.Response:
             f"(OCR_SYNC_TIMEOUT_S = {settings.sync_timeout_s:g} s, waiting for a free engine "
             "included) and was stopped: queue it with POST /v1/jobs (or POST /image) and poll"
         ) from None
-    body = {"format": document.format, "page_count": document.page_count, **combine_pages(pages)}
-    return web.json_response(body)
+    reading = Reading(document.format, document.page_count, pages)
+    return web.json_response(reading.to_wire())
 
 
 def _time_left_s(request: web.Request, settings: Settings) -> float:

@@ -134,7 +134,7 @@ class ClaimLoop:
             if known is None:
                 to_read.append(job)
             else:
-                reused.append(JobOutcome(job.id, text=known.text, result=known.result))
+                reused.append(JobOutcome(job.id, text=known.text, pages=known.pages))
         finished = job_store.finish_batch(
             session, worker_id=self._worker_id, outcomes=reused, keep_images=settings.keep_images
         )

@@ -8,7 +8,6 @@ held and their heartbeat (``leases``), the outcome writer (``outcomes``), the re
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -23,7 +22,7 @@ from ocr_common.blobs import BlobMissing, BlobStoreError, JobFiles
 from ocr_common.errors import EngineCrashed, EngineError, OcrError
 from ocr_common.models import ClaimedJob, JobOutcome
 from ocr_common.observability import request_id_scope
-from ocr_common.results import combine_pages
+from ocr_common.result import Page, document_text
 from ocr_common.settings import Settings
 
 from . import metrics as server_metrics
@@ -177,7 +176,7 @@ class Dispatcher:
         task = PageTask(document, 0, job.options, self._settings.default_dpi)
         done = 0
 
-        async def on_page(_page: dict[str, Any]) -> None:
+        async def on_page(_page: Page) -> None:
             nonlocal done
             done += 1
             if done == len(job.pages):
@@ -198,13 +197,12 @@ class Dispatcher:
             if not still_ours:
                 raise JobWithdrawn(job.id)
 
-        result: dict[str, Any] | None = None
+        pages: list[Page] | None = None
         error: OcrError | None = None
         try:
             pages = await self._pool.recognize_pages(
                 task, job.pages, urgent=False, engine=engine, on_page=on_page
             )
-            result = combine_pages(pages)
         except OcrError as exc:
             error = exc
         except JobWithdrawn:
@@ -217,7 +215,7 @@ class Dispatcher:
             error = EngineCrashed(f"unexpected failure while reading this document: {exc}")
         finally:
             self._claims.notify()
-        if await self._record(job, result, error) is False:
+        if await self._record(job, pages, error) is False:
             self.stats.lost_leases += 1
             log.warning("job %s: canceled or lease lost; result discarded", job.id)
 
@@ -252,11 +250,12 @@ class Dispatcher:
         self._claims.notify()
 
     async def _record(
-        self, job: ClaimedJob, result: dict[str, Any] | None, error: OcrError | None
+        self, job: ClaimedJob, pages: list[Page] | None, error: OcrError | None
     ) -> bool | None:
         """Write how a job's attempt ended: True if written, False if the job was no longer
         ours, None if the write never went through."""
-        if error is None and self._too_large(result):
+        outcome = None if pages is None else JobOutcome(job.id, document_text(pages), pages)
+        if error is None and self._too_large(outcome):
             error = EngineError(
                 "the result is larger than the database takes in one write "
                 "(max_allowed_packet): read fewer pages at a time with pages=",
@@ -264,11 +263,9 @@ class Dispatcher:
             )
         decision = decide(job, error)
         if decision.verdict is Verdict.FINISH:
-            assert result is not None
+            assert outcome is not None
             self.stats.succeeded += 1
-            return await self._outcomes.write(
-                JobOutcome(job.id, text=result["text"], result=result)
-            )
+            return await self._outcomes.write(outcome)
         failed = decision.error
         assert failed is not None and decision.message is not None
         code, message = failed.code, decision.message
@@ -293,8 +290,8 @@ class Dispatcher:
         self._claims.notify()
         return held
 
-    def _too_large(self, result: dict[str, Any] | None) -> bool:
-        if self._max_write_bytes is None or result is None:
+    def _too_large(self, outcome: JobOutcome | None) -> bool:
+        if self._max_write_bytes is None or outcome is None:
             return False
-        size = len(result["text"].encode()) + len(json.dumps(result))
+        size = len((outcome.text or "").encode()) + len(outcome.stored_pages or b"")
         return size + WRITE_HEADROOM_BYTES > self._max_write_bytes

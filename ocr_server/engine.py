@@ -23,6 +23,16 @@ from PIL import Image, ImageOps
 from ocr_common.documents import MAX_SIDE_PX, render_page
 from ocr_common.errors import EngineError, EngineTimeout
 from ocr_common.options import NOT_LANGUAGES, OcrOptions, Preprocess
+from ocr_common.result import (
+    DRAWN_KINDS,
+    Block,
+    BoundingBox,
+    Line,
+    Page,
+    Paragraph,
+    TesseractOutput,
+    Word,
+)
 from ocr_common.settings import MIN_DPI, SettingsError
 from ocr_server import preprocess
 
@@ -197,11 +207,8 @@ class TesseractEngine:
             self._apis[lang] = api
         return self._apis[lang]
 
-    def recognize_page(
-        self, task: PageTask, on_rendered: Callable[[], None] | None = None
-    ) -> dict[str, Any]:
-        """The one entry point: a page of a document read with its options. Text, lines and
-        words with boxes and confidences, the page size and rotation, Tesseract's hOCR and TSV.
+    def recognize_page(self, task: PageTask, on_rendered: Callable[[], None] | None = None) -> Page:
+        """The one entry point: a page of a document read with its options.
 
         ``on_rendered`` is called once the page is rendered, before Tesseract reads it.
         """
@@ -236,7 +243,7 @@ class TesseractEngine:
                 )
             else:
                 result = self._read(api, _to_tesseract_mode(image), page, source_dpi)
-            return {"page": page, **result}
+            return result
         except RuntimeError as exc:
             raise EngineError(f"Tesseract could not read page {page}: {exc}") from None
         finally:
@@ -245,8 +252,8 @@ class TesseractEngine:
             api.SetVariable("tessedit_char_whitelist", "")
             api.SetVariable("tessedit_char_blacklist", "")
 
-    def _read(self, api: Any, image: Image.Image, page: int, source_dpi: Any) -> dict[str, Any]:
-        """``image`` read by ``api`` as it is: text, lines, words, hOCR, TSV, size and dpi.
+    def _read(self, api: Any, image: Image.Image, page: int, source_dpi: Any) -> Page:
+        """``image`` read by ``api`` as it is.
 
         Its resolution: what preprocessing says (an enlarged page's is scaled with it), else
         the page's own, taken before any conversion could drop it."""
@@ -255,21 +262,7 @@ class TesseractEngine:
         del image
         try:
             self._recognize(api, f"page {page}")
-            text, lines, tsv, hocr = _read_out(api, page, width, height, resolution)
-            words = [word["confidence"] for line in lines for word in line["words"]]
-            return {
-                "width": width,
-                "height": height,
-                "dpi": resolution,
-                "rotation": 0,
-                "rotation_confidence": None,
-                "warnings": [],
-                "text": text,
-                "confidence": round(sum(words) / len(words), 2) if words else None,
-                "lines": lines,
-                "hocr": hocr,
-                "tsv": tsv,
-            }
+            return _read_out(api, page, width, height, resolution)
         finally:
             api.Clear()
 
@@ -296,191 +289,129 @@ class TesseractEngine:
             api.End()
 
 
-def _box(box: tuple[int, int, int, int]) -> dict[str, int]:
-    left, top, right, bottom = box
-    return {"left": left, "top": top, "width": right - left, "height": bottom - top}
-
-
-# Tesseract's hOCR: the characters it escapes (HOcrEscape); the block types (tesserocr.PT) it
-# draws as an empty box, without their words (images, rules), and those whose lines have a
-# class of their own (heading, pull-out, caption); each level's end tag (block, paragraph, line).
-_HOCR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})
-_HOCR_DRAWN = dict.fromkeys((9, 10, 11), "ocr_photo") | dict.fromkeys((12, 13), "ocr_separator")
-_HOCR_LINE_CLASS = {2: "ocr_header", 3: "ocr_textfloat", 8: "ocr_caption"}
-_HOCR_END = ("   </div>\n", "\n    </p>\n", "\n     </span>")
-# The resolution Tesseract reads at, and says, when it is given none in this range.
-_MIN_CREDIBLE_DPI, _MAX_CREDIBLE_DPI = 70, 2400
-
-
-def _read_out(
-    api: Any, page: int, width: int, height: int, dpi: int | None
-) -> tuple[str, list[dict[str, Any]], str, str]:
-    """The page ``api`` has read: its text, lines and words (pixel boxes, confidences 0-100,
-    reading order), and Tesseract's TSV and hOCR of it, from one walk of its words.
+def _read_out(api: Any, page: int, width: int, height: int, dpi: int | None) -> Page:
+    """The page ``api`` has read: its blocks, paragraphs, lines and words (pixel boxes,
+    confidences 0-100, reading order) and what hOCR says of them, from one walk of its words.
 
     Tesseract's GetUTF8Text, GetTSVText and GetHOCRText walk the page once more each, the last
-    two symbol by symbol, asking at every word whether it ends its line, paragraph and block: on
-    the book pages they cost 43 ms a page, this walk 8 ms (``bench/extraction.py``). It
-    writes the bytes Tesseract 5 writes (baseapi.cpp, hocrrenderer.cpp), as that bench and
-    test_v1_engine check on real pages; a page with right-to-left text, which Tesseract
-    reorders as it writes, gets Tesseract's own.
+    two symbol by symbol, asking at every word whether it ends its line, paragraph and block;
+    this walk asks once, and the renderers (``ocr_common/render``) write the bytes Tesseract 5
+    writes (baseapi.cpp, hocrrenderer.cpp) from the model, as ``bench/extraction.py`` and
+    test_v1_engine check on real pages. A page with right-to-left text, which Tesseract
+    reorders as it writes, keeps Tesseract's own text, hOCR and TSV.
     """
     from tesserocr import DIR, RIL, iterate_level
 
-    texts: list[str] = []
-    lines: list[dict[str, Any]] = []
-    tsv = [f"1\t{page}\t0\t0\t0\t0\t0\t0\t{width}\t{height}\t-1\t\n"]
-    res = dpi if dpi and _MIN_CREDIBLE_DPI <= dpi <= _MAX_CREDIBLE_DPI else _MIN_CREDIBLE_DPI
-    hocr = [
-        f"  <div class='ocr_page' id='page_{page}' title='image \"unknown\"; bbox 0 0 {width} "
-        f"{height}; ppageno {page - 1}; scan_res {res} {res}'>\n"
-    ]
-    numbers = [0, 0, 0, 0]  # TSV: block, paragraph in it, line in that, word in that
-    ids = [0, 0, 0, 0]  # hOCR: blocks, paragraphs, lines, words so far
-    depth = 0  # hOCR elements open: the block, its paragraph, its line
-    kind, drawn, para_lang, right_to_left = 0, False, None, False
-    line_text = ""  # the text of the line the walk is in
+    # Each level as [box, ..., children]: built as lists, made models at the end.
+    blocks: list[list[Any]] = []
+    right_to_left, para_lang = False, None
     iterator = api.GetIterator()
     for word in iterate_level(iterator, RIL.WORD) if iterator is not None else ():
         if word.Empty(RIL.BLOCK):
             break
-        # What this position begins: 3 a block (or no word: every element ends), 2 a
-        # paragraph, 1 a line, 0 nothing. Each implies the next: ask only as far as needed.
+        # What this position begins: 3 a block (or no word), 2 a paragraph, 1 a line, 0
+        # nothing. Each implies the next: ask only as far as needed.
         empty = word.Empty(RIL.WORD)
         starts = 3 if empty else 0
         if not empty and word.IsAtBeginningOf(RIL.TEXTLINE):
             starts = 1 + (word.IsAtBeginningOf(RIL.PARA) and 1 + word.IsAtBeginningOf(RIL.BLOCK))
-        hocr.extend(reversed(_HOCR_END[3 - starts : depth]))
-        depth = min(depth, 3 - starts)
         if starts == 3:
+            # A block without words (an image, a rule) is drawn where its line would be.
             kind = word.BlockType()
-            drawn = kind in _HOCR_DRAWN
-            if drawn:
-                ids[0] += 1
-                left, top, right, bottom = word.BoundingBox(RIL.TEXTLINE)
-                hocr.append(
-                    f"   <div class='{_HOCR_DRAWN[kind]}' id='block_{page}_{ids[0]}' "
-                    f'title="bbox {left} {top} {right} {bottom}"></div>\n'
-                )
+            box = word.BoundingBox(RIL.TEXTLINE if empty else RIL.BLOCK)
+            blocks.append([kind, box, []])
         if empty:
             continue
-        if starts:
-            line_text = word.GetUTF8Text(RIL.TEXTLINE) or ""
-            if not drawn:
-                # The text leaves out what hOCR draws as boxes, as GetUTF8Text does.
-                texts.append(line_text)
-        for level in range(3 - starts, 3):
-            numbers[level] += 1
-            numbers[level + 1 :] = [0] * (3 - level)
-            box = word.BoundingBox((RIL.BLOCK, RIL.PARA, RIL.TEXTLINE)[level])
-            tsv.append(_tsv_row(level + 2, page, numbers, box, "-1", ""))
-            if level == 1:
-                right_to_left |= not word.ParagraphIsLtr()
-                para_lang = word.WordRecognitionLanguage()
-            if drawn:
-                continue
-            ids[level] += 1
-            title = f'title="bbox {box[0]} {box[1]} {box[2]} {box[3]}'
-            if level == 0:
-                hocr.append(f"   <div class='ocr_carea' id='block_{page}_{ids[0]}' {title}\">")
-            elif level == 1:
-                lang = f" lang='{para_lang}'" if para_lang else ""
-                hocr.append(f"\n    <p class='ocr_par' id='par_{page}_{ids[1]}'{lang} {title}\">")
-            else:
-                hocr.append(
-                    f"\n     <span class='{_HOCR_LINE_CLASS.get(kind, 'ocr_line')}' "
-                    f"id='line_{page}_{ids[2]}' {title}{_hocr_line_title(word, box)}\">"
-                )
-        text = word.GetUTF8Text(RIL.WORD) or ""
-        confidence = word.Confidence(RIL.WORD)
+        drawn = kind in DRAWN_KINDS
+        if starts >= 2:
+            right_to_left |= not word.ParagraphIsLtr()
+            para_lang = word.WordRecognitionLanguage()
+            blocks[-1][2].append([word.BoundingBox(RIL.PARA), para_lang, []])
+        if starts >= 1:
+            line_box = word.BoundingBox(RIL.TEXTLINE)
+            shape = (None, None, (0.0, 0.0, 0.0)) if drawn else _line_shape(word, line_box)
+            confidence = round(word.Confidence(RIL.TEXTLINE), 2)
+            blocks[-1][2][-1][2].append([line_box, confidence, *shape, []])
         box = word.BoundingBox(RIL.WORD)
-        numbers[3] += 1
-        tsv.append(_tsv_row(5, page, numbers, box, f"{confidence:f}", text))
         right_to_left |= word.WordDirection() in (DIR.RIGHT_TO_LEFT, DIR.MIX)
+        found: dict[str, Any] = {}
         if not drawn:
-            depth, ids[3] = 3, ids[3] + 1
-            hocr.append(_hocr_word(word, f"word_{page}_{ids[3]}", box, confidence, text, para_lang))
-        if not text.strip():
-            continue
-        if starts or not lines:
-            lines.append(
-                {
-                    "text": (line_text if starts else word.GetUTF8Text(RIL.TEXTLINE) or "").strip(),
-                    "confidence": round(word.Confidence(RIL.TEXTLINE), 2),
-                    "bbox": _box(word.BoundingBox(RIL.TEXTLINE)),
-                    "words": [],
-                }
+            lang = word.WordRecognitionLanguage()
+            font = word.WordFontAttributes() or {}
+            found = {
+                "bold": bool(font.get("bold")),
+                "italic": bool(font.get("italic")),
+                "lang": lang if lang and lang != para_lang else None,
+            }
+        blocks[-1][2][-1][2][-1][-1].append(
+            Word(
+                text=word.GetUTF8Text(RIL.WORD) or "",
+                confidence=round(word.Confidence(RIL.WORD), 6),
+                bbox=BoundingBox.of(box),
+                **found,
             )
-        lines[-1]["words"].append(
-            {"text": text, "confidence": round(confidence, 2), "bbox": _box(box)}
         )
+    tesseract = None
     if right_to_left:
-        tesseract = (api.GetUTF8Text(), api.GetTSVText(page - 1), api.GetHOCRText(page - 1))
-        return str(tesseract[0]), lines, str(tesseract[1]), str(tesseract[2])
-    hocr.extend(reversed(_HOCR_END[:depth]))
-    hocr.append("  </div>\n")
-    # A paragraph's last line's text ends with an empty line, the page's last as well; where the
-    # page ends in a line of text (an hOCR line still open) GetUTF8Text leaves that one off.
-    text = "".join(texts)[: -1 if depth else None]
-    return text, lines, "".join(tsv), "".join(hocr)
-
-
-def _tsv_row(
-    level: int, page: int, numbers: list[int], box: tuple[int, int, int, int], conf: str, text: str
-) -> str:
-    left, top, right, bottom = box
-    where = "\t".join(map(str, numbers))
-    return (
-        f"{level}\t{page}\t{where}\t{left}\t{top}\t{right - left}\t{bottom - top}\t{conf}\t{text}\n"
+        tesseract = TesseractOutput(
+            text=api.GetUTF8Text(), hocr=api.GetHOCRText(page - 1), tsv=api.GetTSVText(page - 1)
+        )
+    return Page(
+        page=page,
+        width=width,
+        height=height,
+        dpi=dpi,
+        blocks=[
+            Block(
+                kind=kind,
+                bbox=BoundingBox.of(box),
+                paragraphs=[
+                    Paragraph(
+                        bbox=BoundingBox.of(para_box),
+                        lang=lang,
+                        lines=[
+                            Line(
+                                bbox=BoundingBox.of(line[0]),
+                                confidence=line[1],
+                                baseline=line[2],
+                                textangle=line[3],
+                                heights=line[4],
+                                words=line[5],
+                            )
+                            for line in lines
+                        ],
+                    )
+                    for para_box, lang, lines in paragraphs
+                ],
+            )
+            for kind, box, paragraphs in blocks
+        ],
+        tesseract=tesseract,
     )
 
 
-def _hocr_line_title(word: Any, box: tuple[int, int, int, int]) -> str:
-    """What hOCR says of a line after its box: its baseline (or how it is turned) and heights."""
+def _line_shape(
+    word: Any, box: tuple[int, int, int, int]
+) -> tuple[tuple[float, float] | None, int | None, tuple[float, float, float]]:
+    """What hOCR says of a line after its box: its baseline (slope, offset) or how it is turned
+    (textangle), and the heights of its row, as hOCR writes them."""
     from tesserocr import RIL
 
     left, _, _, bottom = box
-    title = ""
+    baseline, textangle = None, None
     orientation = word.Orientation()[0]
-    baseline = word.Baseline(RIL.TEXTLINE)
+    ends = word.Baseline(RIL.TEXTLINE)
     if orientation:
-        title = f"; textangle {360 - orientation * 90}"
-    elif baseline and baseline[0][0] != baseline[1][0]:
+        textangle = 360 - orientation * 90
+    elif ends and ends[0][0] != ends[1][0]:
         # y = slope x + offset, from the bottom left of the line's box, in thousandths.
-        (x1, y1), (x2, y2) = baseline
+        (x1, y1), (x2, y2) = ends
         slope = (y2 - y1) / (x2 - x1)
         offset = (y1 - bottom) - slope * (x1 - left)
-        title = (
-            f"; baseline {_c_round(slope * 1000) / 1000:.8g} {_c_round(offset * 1000) / 1000:.8g}"
-        )
+        baseline = (_c_round(slope * 1000) / 1000, _c_round(offset * 1000) / 1000)
     row = word.RowAttributes()
-    return (
-        f"{title}; x_size {row['row_height']:.8g}; x_descenders {-row['descenders']:.8g}; "
-        f"x_ascenders {row['ascenders']:.8g}"
-    )
-
-
-def _hocr_word(
-    word: Any,
-    ident: str,
-    box: tuple[int, int, int, int],
-    confidence: float,
-    text: str,
-    para_lang: str | None,
-) -> str:
-    lang = word.WordRecognitionLanguage()
-    font = word.WordFontAttributes() or {}
-    body = text.translate(_HOCR_ESCAPES)
-    if font.get("italic"):
-        body = f"<em>{body}</em>"
-    if font.get("bold"):
-        body = f"<strong>{body}</strong>"
-    left, top, right, bottom = box
-    lang_attribute = f" lang='{lang}'" if lang and lang != para_lang else ""
-    return (
-        f"\n      <span class='ocrx_word' id='{ident}' title='bbox {left} {top} {right} {bottom}; "
-        f"x_wconf {int(confidence)}'{lang_attribute}>{body}</span>"
-    )
+    heights = (row["row_height"], -row["descenders"], row["ascenders"])
+    return baseline, textangle, tuple(float(f"{h:.8g}") for h in heights)  # type: ignore[return-value]
 
 
 def _c_round(value: float) -> float:

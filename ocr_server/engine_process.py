@@ -12,7 +12,6 @@ import threading
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
 
 from ocr_common.errors import (
     DocumentTooComplex,
@@ -21,6 +20,7 @@ from ocr_common.errors import (
     EngineTimeout,
     OcrError,
 )
+from ocr_common.result import Page
 from ocr_common.settings import MIB
 
 from . import metrics as server_metrics
@@ -133,9 +133,7 @@ class EngineProcess:
             # Left without a process: the next page tries to start one again.
             log.error("engine %d could not be restarted: %s", self.index, exc.message)
 
-    def recognize_page(
-        self, task: PageTask, abandoned: threading.Event | None = None
-    ) -> dict[str, Any]:
+    def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page:
         """One page on this engine, counted by outcome; stopped (the engine restarted) as soon
         as ``abandoned`` is set."""
         try:
@@ -146,7 +144,7 @@ class EngineProcess:
         server_metrics.PAGES.labels("ok").inc()
         return result
 
-    def _exchange(self, request: PageTask, abandoned: threading.Event | None) -> dict[str, Any]:
+    def _exchange(self, request: PageTask, abandoned: threading.Event | None) -> Page:
         if self._conn is not None and self._died_idle():
             # Killed between pages (SIGKILL, the OOM killer): no page went with it, so this one
             # goes to a fresh engine rather than failing as the dead one's.

@@ -6,9 +6,9 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
 
 from ocr_common.errors import DocumentTooComplex, EngineError, OcrError
+from ocr_common.result import PackedPage, Page, pack_page, unpack_page
 from ocr_common.settings import MIB
 
 # After a page that left the engine this much above its start size, return the heap to the OS.
@@ -35,10 +35,15 @@ class Rendered:
 
 @dataclass(frozen=True)
 class PageRead:
-    """The page's result, and the process's resident memory after it."""
+    """The page's result, packed (``result.pack_page``: lists pickle several times faster
+    than the models), and the process's resident memory after it."""
 
-    page: dict[str, Any]
+    packed: PackedPage
     rss_bytes: int
+
+    @property
+    def page(self) -> Page:
+        return unpack_page(self.packed)
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ def engine_main(
             break
         if request is None:
             break
-        page: dict[str, Any] | None = None
+        page: Page | None = None
         try:
             page = engine.recognize_page(request, on_rendered=lambda: conn.send(Rendered()))
         except OcrError as exc:
@@ -96,7 +101,7 @@ def engine_main(
         if resident_bytes() > baseline + TRIM_ABOVE_BASELINE_BYTES:
             release_memory()
         rss = resident_bytes()
-        conn.send(PageRead(page, rss) if page is not None else Failed(error, rss))
+        conn.send(PageRead(pack_page(page), rss) if page is not None else Failed(error, rss))
     engine.close()
 
 

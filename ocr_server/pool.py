@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+from ocr_common.result import Page
+
 from .engine import PageTask, installed_languages, tessdata_dir
 from .engine_process import EngineProcess
 
@@ -24,9 +26,7 @@ class Engine(Protocol):
     """What the pool needs of an engine slot (a fake in unit tests): a page read, stopped
     as soon as ``abandoned`` is set."""
 
-    def recognize_page(
-        self, task: PageTask, abandoned: threading.Event | None = None
-    ) -> dict[str, Any]: ...
+    def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page: ...
 
 
 class EnginePool:
@@ -117,8 +117,8 @@ class EnginePool:
         *,
         urgent: bool,
         engine: Engine | None = None,
-        on_page: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-    ) -> list[dict[str, Any]]:
+        on_page: Callable[[Page], Awaitable[None]] | None = None,
+    ) -> list[Page]:
         """Read ``pages`` of a document in parallel, one engine per page, in page order.
 
         ``engine``, when given, is one the caller already holds: it reads the first page and
@@ -131,7 +131,7 @@ class EnginePool:
         priority = URGENT if urgent else PAGES
         abandoned = threading.Event()
 
-        async def one(page: int, held: Engine | None) -> dict[str, Any]:
+        async def one(page: int, held: Engine | None) -> Page:
             current = held if held is not None else await self.acquire(priority=priority)
             future = loop.run_in_executor(
                 self._executor,

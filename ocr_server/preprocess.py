@@ -22,13 +22,14 @@ These functions take a PIL image and, where they must read, a tesserocr API obje
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, ImageOps
+
+from ocr_common.result import Page
 
 # How far clockwise a page was turned -> the transpose that makes it upright again.
 UPRIGHT = {
@@ -181,26 +182,26 @@ def densest_window(image: Image.Image, max_pixels: int = SAMPLE_PX) -> tuple[int
     return (left, top, min(image.width, left + width), min(image.height, top + height))
 
 
-def mean_word_confidence(lines: list[dict[str, Any]], box: tuple[int, int, int, int]) -> float:
+def mean_word_confidence(page: Page, box: tuple[int, int, int, int]) -> float:
     """Mean confidence of the words read wholly inside ``box`` (0 where there are none)."""
     left, top, right, bottom = box
     confidences = [
-        word["confidence"]
-        for line in lines
-        for word in line["words"]
-        if word["bbox"]["left"] >= left
-        and word["bbox"]["top"] >= top
-        and word["bbox"]["left"] + word["bbox"]["width"] <= right
-        and word["bbox"]["top"] + word["bbox"]["height"] <= bottom
+        word.confidence
+        for line in page.lines
+        for word in line.words
+        if word.bbox.left >= left
+        and word.bbox.top >= top
+        and word.bbox.right <= right
+        and word.bbox.bottom <= bottom
     ]
     return sum(confidences) / len(confidences) if confidences else 0.0
 
 
-def lines_run_down(lines: list[dict[str, Any]]) -> bool:
+def lines_run_down(page: Page) -> bool:
     """Whether most lines read are taller than wide: Tesseract found the text sideways (it turns
     a page whose lines run top to bottom by itself, and reports boxes on the page as sent)."""
-    boxes = [line["bbox"] for line in lines if len(line["words"]) > 1]
-    down = sum(1 for box in boxes if box["height"] > box["width"])
+    boxes = [line.bbox for line in page.lines if len(line.words) > 1]
+    down = sum(1 for box in boxes if box.height > box.width)
     return bool(boxes) and down * 2 > len(boxes)
 
 
@@ -230,22 +231,20 @@ def sample_confidence(api: Any, image: Image.Image) -> float:
     return sum(confidences) / len(confidences) if confidences else 0.0
 
 
-def check_orientation(
-    image: Image.Image, lines: list[dict[str, Any]], api: Any, osd: Any
-) -> Orientation:
-    """Which way up ``image`` is, given the ``lines`` Tesseract read from it as sent.
+def check_orientation(image: Image.Image, read: Page, api: Any, osd: Any) -> Orientation:
+    """Which way up ``image`` is, given the page Tesseract ``read`` from it as sent.
 
     ``api`` reads samples (its page is replaced), ``osd`` is an orientation-model API.
     """
     everything = (0, 0, image.width, image.height)
-    as_sent = mean_word_confidence(lines, everything)
+    as_sent = mean_word_confidence(read, everything)
     if as_sent >= CONFIDENT_READ:
         # Read well: upright, or turned clockwise with its lines running down, which Tesseract
         # turned back by itself (the other turns read as garbage).
-        return Orientation(90 if lines_run_down(lines) else 0, confident=True)
+        return Orientation(90 if lines_run_down(read) else 0, confident=True)
     box = densest_window(image)
     sample = image.crop(box)
-    sample_as_sent = mean_word_confidence(lines, box)
+    sample_as_sent = mean_word_confidence(read, box)
     osd_says = osd_rotation(osd, sample)
     proposed = osd_says[0] if osd_says and osd_says[1] >= OSD_MIN_CONFIDENCE else None
     if proposed is not None and proposed in UPRIGHT:
@@ -278,17 +277,15 @@ def check_orientation(
 # -- the whole of auto ---------------------------------------------------------------------------
 
 
-def read_auto(
-    image: Image.Image, read: Callable[[Image.Image], dict[str, Any]], api: Any, osd: Any
-) -> dict[str, Any]:
+def read_auto(image: Image.Image, read: Callable[[Image.Image], Page], api: Any, osd: Any) -> Page:
     """The page result of ``image`` (in grey: ``greyscale``) read with ``preprocess=auto``.
 
-    ``read`` reads an image with ``api`` and returns its page result (text, lines, hOCR, TSV,
-    size, dpi, confidence); ``api`` also reads orientation samples and ``osd`` is the
-    orientation model. Boxes, sizes, hOCR and TSV are in pixels of the upright page.
+    ``read`` reads an image with ``api`` and returns its page result; ``api`` also reads
+    orientation samples and ``osd`` is the orientation model. Boxes and sizes are in pixels of
+    the upright page.
     """
     result = read(image)
-    orientation = check_orientation(image, result["lines"], api, osd)
+    orientation = check_orientation(image, result, api, osd)
     if orientation.rotation:
         image = image.transpose(UPRIGHT[orientation.rotation])
         result = read(image)
@@ -297,84 +294,21 @@ def read_auto(
         # Kept only where Tesseract reads the enlarged page with more confidence.
         enlarged = enlarge(image, factor)
         asked = api.GetPageSegMode()
+        dpi = image.info.get("dpi")
         try:
             for psm in (asked, PSM_SINGLE_BLOCK) if asked == PSM_AUTO else (asked,):
                 api.SetPageSegMode(psm)
-                reading = unscale(read(enlarged), factor, image)
-                if (reading["confidence"] or 0) > (result["confidence"] or 0):
+                reading = read(enlarged).scaled(
+                    factor, image.width, image.height, round(dpi[0]) if dpi else None
+                )
+                if (reading.confidence or 0) > (result.confidence or 0):
                     result = reading
         finally:
             api.SetPageSegMode(asked)
-    result["rotation"] = orientation.rotation
-    result["rotation_confidence"] = "high" if orientation.confident else "low"
-    result["warnings"] = [orientation.warning] if orientation.warning else []
-    return result
-
-
-# -- back to the page's own pixels ---------------------------------------------------------------
-
-
-def _scaled_box(box: dict[str, int], factor: float) -> dict[str, int]:
-    left, top = round(box["left"] / factor), round(box["top"] / factor)
-    right = round((box["left"] + box["width"]) / factor)
-    bottom = round((box["top"] + box["height"]) / factor)
-    return {"left": left, "top": top, "width": right - left, "height": bottom - top}
-
-
-_HOCR_NUMBERS = re.compile(
-    r"\b(bbox|scan_res|x_size|x_descenders|x_ascenders) ([-\d. ]+?)(?=;|\"|')"
-)
-
-
-def _scale_hocr(hocr: str, factor: float) -> str:
-    def scaled(match: re.Match[str]) -> str:
-        numbers = [float(number) for number in match.group(2).split()]
-        if match.group(1) == "bbox":
-            return "bbox " + " ".join(str(round(number / factor)) for number in numbers)
-        return f"{match.group(1)} {' '.join(f'{number / factor:g}' for number in numbers)}"
-
-    hocr = _HOCR_NUMBERS.sub(scaled, hocr)
-    # baseline: slope (unchanged) and offset in pixels.
-    return re.sub(
-        r"baseline (-?[\d.]+) (-?[\d.]+)",
-        lambda m: f"baseline {m.group(1)} {round(float(m.group(2)) / factor)}",
-        hocr,
-    )
-
-
-def _scale_tsv(tsv: str, factor: float) -> str:
-    rows = []
-    for row in tsv.splitlines(keepends=True):
-        cells = row.split("\t")
-        if len(cells) >= 12 and cells[6].lstrip("-").isdigit():
-            left, top = int(cells[6]), int(cells[7])
-            right, bottom = left + int(cells[8]), top + int(cells[9])
-            box = [round(left / factor), round(top / factor)]
-            box += [round(right / factor) - box[0], round(bottom / factor) - box[1]]
-            cells[6:10] = [str(value) for value in box]
-        rows.append("\t".join(cells))
-    return "".join(rows)
-
-
-def unscale(result: dict[str, Any], factor: float, image: Image.Image) -> dict[str, Any]:
-    """``result``, read from ``image`` enlarged ``factor`` times, in ``image``'s own pixels."""
-    out = dict(result)
-    out["width"], out["height"] = image.width, image.height
-    dpi = image.info.get("dpi")
-    if out.get("dpi") and dpi:
-        out["dpi"] = round(dpi[0])
-    out["lines"] = [
-        {
-            **line,
-            "bbox": _scaled_box(line["bbox"], factor),
-            "words": [
-                {**word, "bbox": _scaled_box(word["bbox"], factor)} for word in line["words"]
-            ],
+    return result.model_copy(
+        update={
+            "rotation": orientation.rotation,
+            "rotation_confidence": "high" if orientation.confident else "low",
+            "warnings": [orientation.warning] if orientation.warning else [],
         }
-        for line in result["lines"]
-    ]
-    if "hocr" in out:
-        out["hocr"] = _scale_hocr(str(out["hocr"]), factor)
-    if "tsv" in out:
-        out["tsv"] = _scale_tsv(str(out["tsv"]), factor)
-    return out
+    )

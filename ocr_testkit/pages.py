@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ocr_common.result import Block, BoundingBox, Line, Page, Paragraph, Word
+
 FONT_PX = 40
 # A font with umlauts, accents and ß (Pillow's own has none): Debian's fonts-dejavu-core.
 UNICODE_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
@@ -124,3 +126,27 @@ ORIENTATION_LINES = [
     "The five boxing wizards jump quickly here",
     "Jackdaws love my big sphinx of quartz too",
 ]
+
+
+def page_reading(number: int, text: str | None = None) -> Page:
+    """What a fake engine reads on page ``number``: ``text`` (by default "page<N>"), a line of
+    the text a line of the page, each word 80 pixels wide and read at 95.5."""
+    lines = (text if text is not None else f"page{number}\n").splitlines()
+    box = _box(10, 20, 80, 30 * max(1, len(lines)))
+    paragraph = Paragraph(
+        bbox=box, lang="eng", lines=[_line(line, 20 + 30 * n) for n, line in enumerate(lines)]
+    )
+    blocks = [Block(kind=1, bbox=box, paragraphs=[paragraph])] if lines else []
+    return Page(page=number, width=200, height=100, dpi=300, blocks=blocks)
+
+
+def _line(text: str, top: int) -> Line:
+    words = [
+        Word(text=word, confidence=95.5, bbox=_box(10 + 90 * n, top, 80, 30))
+        for n, word in enumerate(text.split())
+    ]
+    return Line(confidence=95.5, bbox=_box(10, top, 80, 30), words=words)
+
+
+def _box(left: int, top: int, width: int, height: int) -> BoundingBox:
+    return BoundingBox(left=left, top=top, width=width, height=height)

@@ -10,9 +10,9 @@ const FINISHED = new Set(["succeeded", "failed", "canceled"]);
 // Formats a browser decodes itself; a PDF or TIFF page is drawn from the service's preview of
 // it (GET /v1/jobs/{id}/pages/{n}/image), or as its words where the service kept no document.
 const DRAWABLE = new Set(["PNG", "JPEG", "GIF", "WEBP", "BMP"]);
-const EXTENSIONS = { text: "txt", json: "json", hocr: "hocr", tsv: "tsv", pdf: "pdf" };
+const EXTENSIONS = { text: "txt", json: "json", hocr: "hocr", tsv: "tsv", alto: "alto.xml", pdf: "pdf" };
 // Formats made from the pages read (a job of the original API kept only its text).
-const PAGE_FORMATS = ["hocr", "tsv", "pdf"];
+const PAGE_FORMATS = ["hocr", "tsv", "alto", "pdf"];
 const SVG = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);

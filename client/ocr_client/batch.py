@@ -22,7 +22,14 @@ from .client import ApiError, ClientError, Job, OcrClient, Options, Stopped
 from .manifest import Entry, Manifest
 
 # The formats the API renders (checked against its /openapi.json) and their files' suffixes.
-RESULT_SUFFIXES = {"text": ".txt", "json": ".json", "hocr": ".hocr", "tsv": ".tsv", "pdf": ".pdf"}
+RESULT_SUFFIXES = {
+    "text": ".txt",
+    "json": ".json",
+    "hocr": ".hocr",
+    "tsv": ".tsv",
+    "alto": ".alto.xml",
+    "pdf": ".pdf",
+}
 
 
 def parse_formats(value: str) -> tuple[str, ...]:

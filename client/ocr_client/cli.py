@@ -1,8 +1,8 @@
 """``ocr-client``: read a folder of documents with a progress bar, or one document now.
 
-    ocr-client run FILES_OR_DIRS... --out DIR [--format text|json|hocr|tsv|pdf[,...]]
+    ocr-client run FILES_OR_DIRS... --out DIR [--format text|json|hocr|tsv|alto|pdf[,...]]
                    [--concurrency N] [--include GLOB ...]
-    ocr-client sync FILE [--format text|json|hocr|tsv|pdf]
+    ocr-client sync FILE [--format text|json|hocr|tsv|alto|pdf]
 
 ``--url`` and ``--api-key`` default to ``OCR_URL`` and ``OCR_API_KEY``; the URL is checked first
 (one line says what is wrong with it). ``run`` reads the files whose first bytes are an image's

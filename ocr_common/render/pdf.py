@@ -27,6 +27,7 @@ import pikepdf
 from PIL import Image, ImageOps
 
 from ..documents import MULTI_PAGE_FORMATS, PDF_POINTS_PER_INCH, is_pdf
+from ..result import Page
 
 PDF_MEDIA_TYPE = "application/pdf"
 # The resolution a page is sized at when neither the file nor Tesseract says one.
@@ -68,36 +69,27 @@ class PdfPage:
     lines: tuple[tuple[PdfWord, ...], ...]
 
 
-def text_pages(result: dict[str, Any]) -> list[PdfPage]:
-    """The one adapter from a job's stored result to what the PDF writer reads."""
-    pages = []
-    for page in result["pages"]:
-        lines = []
-        for line in page.get("lines") or []:
-            words = []
-            for word in line["words"]:
-                box = word["bbox"]
-                words.append(
+def text_pages(pages: Sequence[Page]) -> list[PdfPage]:
+    """The one adapter from the page model to what the PDF writer reads."""
+    return [
+        PdfPage(
+            number=page.page,
+            width=page.width,
+            height=page.height,
+            dpi=page.dpi,
+            rotation=page.rotation,
+            lines=tuple(
+                tuple(
                     PdfWord(
-                        str(word["text"]),
-                        int(box["left"]),
-                        int(box["top"]),
-                        int(box["left"]) + int(box["width"]),
-                        int(box["top"]) + int(box["height"]),
+                        word.text, word.bbox.left, word.bbox.top, word.bbox.right, word.bbox.bottom
                     )
+                    for word in line.words
                 )
-            lines.append(tuple(words))
-        pages.append(
-            PdfPage(
-                number=int(page["page"]),
-                width=int(page["width"]),
-                height=int(page["height"]),
-                dpi=float(page["dpi"]) if page.get("dpi") else None,
-                rotation=int(page.get("rotation") or 0) % 360,
-                lines=tuple(lines),
-            )
+                for line in page.lines
+            ),
         )
-    return pages
+        for page in pages
+    ]
 
 
 def searchable_pdf(document: bytes, pages: Sequence[PdfPage]) -> bytes:

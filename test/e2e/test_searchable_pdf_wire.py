@@ -16,6 +16,7 @@ import requests
 
 from ocr_common.blobs import JobFiles
 from ocr_common.render.pdf import text_pages
+from ocr_common.result import Page
 from ocr_testkit.searchable import compare
 from ocr_testkit.stack import JOB_TIMEOUT_S, Stack
 from ocr_testkit.waits import wait_until
@@ -43,7 +44,7 @@ def ended(stack: Stack, job_id: str) -> dict[str, Any]:
 
 
 def assert_searchable(pdf: bytes, job: dict[str, Any]) -> None:
-    pages = text_pages(job)
+    pages = text_pages([Page.model_validate(page) for page in job["pages"]])
     assert pages
     for index, page in enumerate(pages):
         found = compare(pdf, index, page)

@@ -43,7 +43,7 @@ from ocr_testkit.scenarios import long_page
 
 def read(engine: TesseractEngine | EngineProcess, data: bytes) -> str:
     """The text of an image's first page, read as the original API reads it."""
-    return str(engine.recognize_page(PageTask(data, 1, ORIGINAL_API_OPTIONS, 300))["text"])
+    return engine.recognize_page(PageTask(data, 1, ORIGINAL_API_OPTIONS, 300)).text
 
 
 def test_probe_finds_tesseract_and_the_english_model() -> None:
@@ -63,7 +63,7 @@ def test_models_of_another_folder_are_read_beside_the_wheels(tmp_path: Path) -> 
         engine = TesseractEngine(page_timeout_s=30, max_pixels=10**8, data_dir=folder)
         try:
             task = PageTask(HELLO_PNG, 1, OcrOptions(lang="eng+xeng"), 300)
-            assert "quick brown fox" in engine.recognize_page(task)["text"]
+            assert "quick brown fox" in engine.recognize_page(task).text
         finally:
             engine.close()
     assert not Path(folder).exists()
@@ -180,7 +180,7 @@ def test_pool_of_real_engines_reads_pages_in_parallel() -> None:
     async def read_all() -> list[str]:
         tasks = [PageTask(page, 0, ORIGINAL_API_OPTIONS, 300) for page in pages]
         read = await asyncio.gather(*(pool.recognize_pages(t, (1,), urgent=False) for t in tasks))
-        return [str(result[0]["text"]) for result in read]
+        return [result[0].text for result in read]
 
     try:
         texts = asyncio.run(read_all())
@@ -232,8 +232,8 @@ def test_the_largest_pdf_page_the_default_limits_allow_is_read_under_the_default
     pid = engine_process.pid
     options = OcrOptions(dpi=500, preprocess=Preprocess.AUTO)
     page = engine_process.recognize_page(PageTask(pdf.getvalue(), 1, options, 300))
-    assert page["width"] == 4500 and page["width"] * page["height"] > 48_000_000
-    assert page["text"].count("Hello") == 12
+    assert page.width == 4500 and page.width * page.height > 48_000_000
+    assert page.text.count("Hello") == 12
     assert engine_process.pid == pid and engine_process.restarts == 0
 
 
@@ -276,7 +276,7 @@ def test_a_page_that_renders_too_long_is_an_engine_timeout() -> None:
         assert process.restarts == 1 and process.pid != first
         # Rendering an ordinary page is well within the deadline; recognising has its own.
         page = process.recognize_page(PageTask(HELLO_PNG, 1, OcrOptions(), 300))
-        assert "Hello" in page["text"]
+        assert "Hello" in page.text
 
 
 def test_a_page_no_one_waits_for_any_more_is_stopped_and_its_engine_replaced() -> None:

@@ -16,6 +16,7 @@ from ocr_common import job_store
 from ocr_common.blobs import JobFiles
 from ocr_common.models import JobImageRow, JobOutcome, JobRow, JobStatus
 from ocr_testkit.database import statements_sent
+from ocr_testkit.pages import page_reading
 
 IMAGE = b"\x89PNG fake image bytes"
 
@@ -253,18 +254,18 @@ def test_finish_batch_writes_each_outcome_and_lets_go_of_the_documents(
     ids = queue(sessions, files, 3)
     with sessions.begin() as session:
         job_store.claim_batch(session, worker_id="w1", lease_s=30, limit=3)
-    result = {"text": "page one\n", "pages": [{"page": 1, "text": "page one\n"}]}
+    pages = [page_reading(1, "page one\n")]
     outcomes = [
         JobOutcome(ids[0], text="plain\n"),
         JobOutcome(ids[1], error_code="engine_timeout", error_message="too slow"),
-        JobOutcome(ids[2], text="page one\n", result=result),
+        JobOutcome(ids[2], text="page one\n", pages=pages),
     ]
     with sessions.begin() as session:
         written = job_store.finish_batch(session, worker_id="w1", outcomes=outcomes)
     assert written == ids
     with sessions() as session:
         jobs = {job_id: job_store.get_job(session, job_id) for job_id in ids}
-        stored = job_store.get_result(session, ids[2])
+        stored = job_store.get_pages(session, ids[2])
     done, failed, document = (jobs[job_id] for job_id in ids)
     assert done is not None and (done.status, done.text) == (JobStatus.SUCCEEDED, "plain\n")
     assert failed is not None and (failed.status, failed.error_code, failed.text) == (
@@ -273,7 +274,7 @@ def test_finish_batch_writes_each_outcome_and_lets_go_of_the_documents(
         None,
     )
     assert document is not None and document.status == JobStatus.SUCCEEDED
-    assert document.pages_done == 1 and stored == result
+    assert document.pages_done == 1 and stored == pages
     assert all(job is not None and job.finished_at is not None for job in jobs.values())
     assert document_keys(sessions) == dict.fromkeys(ids)
 

@@ -19,7 +19,6 @@ from ocr_common.documents import check_document
 from ocr_common.errors import InvalidImage
 from ocr_common.options import OcrOptions, Preprocess
 from ocr_common.render.pdf import FONT_RESOURCE, PdfPage, searchable_pdf, text_pages
-from ocr_common.results import combine_pages
 from ocr_server.engine import TesseractEngine
 from ocr_server.pool import PageTask
 from ocr_testkit.pages import ORIENTATION_LINES, encode, render_page_image
@@ -52,7 +51,7 @@ def read_document(
 ) -> list[PdfPage]:
     options = options or OcrOptions()
     read = [engine.recognize_page(PageTask(data, page, options, 300)) for page in pages]
-    return text_pages(combine_pages(read))
+    return text_pages(read)
 
 
 def book_pdf() -> bytes:

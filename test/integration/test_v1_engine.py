@@ -8,7 +8,6 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
@@ -19,7 +18,9 @@ from ocr_common.blobs import JobFiles
 from ocr_common.documents import check_document
 from ocr_common.models import JobStatus
 from ocr_common.options import ORIGINAL_API_OPTIONS, OcrOptions, Preprocess
-from ocr_common.results import combine_pages, to_hocr, to_tsv
+from ocr_common.render.hocr import page_hocr, render_hocr
+from ocr_common.render.tsv import page_tsv, render_tsv
+from ocr_common.result import Page, Word, document_text
 from ocr_common.settings import load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import TesseractEngine, _read_out, tessdata_dir
@@ -48,7 +49,7 @@ DEFAULTS = OcrOptions()
 
 def read(
     engine: TesseractEngine, data: bytes, options: OcrOptions = DEFAULTS, page: int = 1
-) -> dict[str, Any]:
+) -> Page:
     """Page ``page`` of ``data``, read with ``options``."""
     return engine.recognize_page(PageTask(data, page, options, 300))
 
@@ -68,30 +69,29 @@ def test_every_page_of_a_pdf_and_a_tiff_is_read(engine: TesseractEngine, fmt: st
     )
     assert (document.format, document.page_count, document.pages) == (fmt, 3, (1, 2, 3))
     pages = [read(engine, data, OcrOptions(dpi=200), n) for n in (1, 2, 3)]
-    result = combine_pages(pages)
-    assert [p["text"].split("\n")[0] for p in result["pages"]] == [
+    assert [p.text.split("\n")[0] for p in pages] == [
         "Page 1 says hello",
         "Page 2 says hello",
         "Page 3 says hello",
     ]
-    assert result["text"].count("\f") == 2
+    assert document_text(pages).count("\f") == 2
     if fmt == "PDF":
         # Rendered at the asked dpi: the page was drawn 900 px wide at 100 dpi.
-        assert result["pages"][0]["width"] == 1800 and result["pages"][0]["dpi"] == 200
+        assert pages[0].width == 1800 and pages[0].dpi == 200
 
 
 def words_where_drawn(
-    page: dict[str, Any], drawn: dict[str, tuple[int, int, int, int]], tolerance_px: int
-) -> dict[str, dict[str, Any]]:
+    page: Page, drawn: dict[str, tuple[int, int, int, int]], tolerance_px: int
+) -> dict[str, Word]:
     """The words read, each drawn one among them with a box within ``tolerance_px`` of its ink."""
-    words = {w["text"]: w for line in page["lines"] for w in line["words"]}
+    words = {w.text: w for line in page.lines for w in line.words}
     assert set(drawn) <= set(words), words
     for text, (left, top, right, bottom) in drawn.items():
-        box = words[text]["bbox"]
-        assert abs(box["left"] - left) <= tolerance_px, (text, box, drawn[text])
-        assert abs(box["top"] - top) <= tolerance_px, (text, box, drawn[text])
-        assert abs(box["left"] + box["width"] - right) <= tolerance_px, (text, box, drawn[text])
-        assert abs(box["top"] + box["height"] - bottom) <= tolerance_px, (text, box, drawn[text])
+        box = words[text].bbox
+        assert abs(box.left - left) <= tolerance_px, (text, box, drawn[text])
+        assert abs(box.top - top) <= tolerance_px, (text, box, drawn[text])
+        assert abs(box.right - right) <= tolerance_px, (text, box, drawn[text])
+        assert abs(box.bottom - bottom) <= tolerance_px, (text, box, drawn[text])
     return words
 
 
@@ -102,8 +102,8 @@ def test_words_come_with_boxes_where_they_were_drawn(engine: TesseractEngine) ->
     page = read(engine, data, OcrOptions(psm=11))
     words = words_where_drawn(page, drawn, BOX_TOLERANCE_PX)
     assert set(words) == set(drawn)
-    assert all(80 <= word["confidence"] <= 100 for word in words.values()), words
-    assert (page["width"], page["height"], page["rotation"]) == (1000, 700, 0)
+    assert all(80 <= word.confidence <= 100 for word in words.values()), words
+    assert (page.width, page.height, page.rotation) == (1000, 700, 0)
 
 
 @pytest.mark.parametrize("turned_ccw", [90, 180, 270])
@@ -114,12 +114,12 @@ def test_auto_preprocess_turns_sideways_and_upside_down_pages_upright(
     data = encode(upright.rotate(turned_ccw, expand=True))
     page = read(engine, data, OcrOptions(preprocess=Preprocess.AUTO))
     # Turned counter-clockwise by N is turned clockwise by 360 - N.
-    assert page["rotation"] == (360 - turned_ccw) % 360
-    assert page["rotation_confidence"] == "high"
-    assert (page["width"], page["height"]) == upright.size
-    assert page["text"].split("\n")[0] == ORIENTATION_LINES[0]
-    first = page["lines"][0]["bbox"]
-    assert first["top"] < upright.height / 4  # boxes are on the upright page
+    assert page.rotation == (360 - turned_ccw) % 360
+    assert page.rotation_confidence == "high"
+    assert (page.width, page.height) == upright.size
+    assert page.text.split("\n")[0] == ORIENTATION_LINES[0]
+    first = page.lines[0].bbox
+    assert first.top < upright.height / 4  # boxes are on the upright page
 
 
 def test_auto_leaves_an_upright_page_as_it_is_and_says_it_is_sure(
@@ -127,8 +127,8 @@ def test_auto_leaves_an_upright_page_as_it_is_and_says_it_is_sure(
 ) -> None:
     data = encode(render_page_image(ORIENTATION_LINES, width=1300))
     page = read(engine, data, OcrOptions(preprocess=Preprocess.AUTO))
-    assert (page["rotation"], page["rotation_confidence"], page["warnings"]) == (0, "high", [])
-    assert page["text"].split("\n")[0] == ORIENTATION_LINES[0]
+    assert (page.rotation, page.rotation_confidence, page.warnings) == (0, "high", [])
+    assert page.text.split("\n")[0] == ORIENTATION_LINES[0]
 
 
 def test_auto_keeps_upright_a_real_receipt_the_orientation_model_calls_upside_down(
@@ -140,8 +140,8 @@ def test_auto_keeps_upright_a_real_receipt_the_orientation_model_calls_upside_do
     if not path.exists():
         pytest.skip(f"{path} is missing: set OCR_SHARED_DATA to the folder of real pages")
     page = read(engine, path.read_bytes(), OcrOptions(preprocess=Preprocess.AUTO))
-    assert (page["rotation"], page["rotation_confidence"]) == (0, "high")
-    assert {"INVOICE", "CASH", "CHANGE"} <= set(page["text"].replace("-", " ").split())
+    assert (page.rotation, page.rotation_confidence) == (0, "high")
+    assert {"INVOICE", "CASH", "CHANGE"} <= set(page.text.replace("-", " ").split())
 
 
 def test_auto_enlarges_small_grey_text_and_gives_boxes_on_the_page_as_sent(
@@ -153,15 +153,15 @@ def test_auto_enlarges_small_grey_text_and_gives_boxes_on_the_page_as_sent(
     data, drawn = page_with_words_at(words_at, size=(400, 170), font_px=16)
     page = read(engine, data, OcrOptions(psm=11, preprocess=Preprocess.AUTO))
     words_where_drawn(page, drawn, 3)
-    assert (page["width"], page["height"]) == (400, 170)
-    assert "bbox 0 0 400 170" in page["hocr"]
+    assert (page.width, page.height) == (400, 170)
+    assert "bbox 0 0 400 170" in page_hocr(page)
 
 
 def test_without_preprocess_a_turned_page_is_read_as_it_is(engine: TesseractEngine) -> None:
     data = encode(render_page_image(ORIENTATION_LINES, width=1300).rotate(180, expand=True))
     page = read(engine, data)
-    assert page["rotation"] == 0
-    assert ORIENTATION_LINES[0] not in page["text"]
+    assert page.rotation == 0
+    assert ORIENTATION_LINES[0] not in page.text
 
 
 @pytest.mark.parametrize("options", [ORIGINAL_API_OPTIONS, OcrOptions(preprocess=Preprocess.AUTO)])
@@ -175,28 +175,28 @@ def test_exif_orientation_is_applied_whatever_the_options(
     exif[0x0112] = 6  # stored turned a quarter counter-clockwise, shown upright
     data = encode(upright.rotate(90, expand=True), "JPEG", exif=exif, quality=95)
     page = read(engine, data, options)
-    assert page["text"].split() == ["Hello", "OCR", "world", "42"]
-    assert (page["width"], page["height"], page["rotation"]) == (*upright.size, 0)
+    assert page.text.split() == ["Hello", "OCR", "world", "42"]
+    assert (page.width, page.height, page.rotation) == (*upright.size, 0)
 
 
 def test_psm_and_whitelist_reach_tesseract_and_are_reset(engine: TesseractEngine) -> None:
     data = encode(render_page_image(["Room 42 is on floor 7"]))
     digits = read(engine, data, OcrOptions(psm=7, char_whitelist="0123456789"))
-    assert set(digits["text"].strip()) <= set("0123456789 ")
+    assert set(digits.text.strip()) <= set("0123456789 ")
     again = read(engine, data)
-    assert again["text"].split() == ["Room", "42", "is", "on", "floor", "7"]
-    assert read(engine, data, ORIGINAL_API_OPTIONS)["text"].split() == again["text"].split()
+    assert again.text.split() == ["Room", "42", "is", "on", "floor", "7"]
+    assert read(engine, data, ORIGINAL_API_OPTIONS).text.split() == again.text.split()
 
 
 def test_hocr_is_xhtml_and_tsv_has_every_word(engine: TesseractEngine) -> None:
     data = render_document(THREE_PAGES[:2], "TIFF")
-    result = combine_pages([read(engine, data, DEFAULTS, n) for n in (1, 2)])
-    root = ET.fromstring(to_hocr(result))
+    pages = [read(engine, data, DEFAULTS, n) for n in (1, 2)]
+    root = ET.fromstring(render_hocr(pages))
     ns = {"x": "http://www.w3.org/1999/xhtml"}
     assert len(root.findall(".//x:div[@class='ocr_page']", ns)) == 2
     words = [w.text for w in root.findall(".//x:span[@class='ocrx_word']", ns)]
     assert words[:4] == ["Page", "1", "says", "hello"]
-    rows = [line.split("\t") for line in to_tsv(result).splitlines()]
+    rows = [line.split("\t") for line in render_tsv(pages).splitlines()]
     assert rows[0][0] == "level" and len(rows[0]) == 12
     assert {row[1] for row in rows[1:]} == {"1", "2"}
     assert [row[11] for row in rows[1:] if row[0] == "5"][:4] == ["Page", "1", "says", "hello"]
@@ -211,8 +211,9 @@ def tesseract_and_ours(image: Image.Image, psm: int) -> tuple[tuple[str, ...], t
     try:
         dpi = TesseractEngine._set_pixels(api, image, image.info.get("dpi"))
         assert api.Recognize()
-        text, _, tsv, hocr = _read_out(api, 1, image.width, image.height, dpi)
-        return (api.GetUTF8Text(), api.GetTSVText(0), api.GetHOCRText(0)), (text, tsv, hocr)
+        page = _read_out(api, 1, image.width, image.height, dpi)
+        ours = (page.text, page_tsv(page), page_hocr(page))
+        return (api.GetUTF8Text(), api.GetTSVText(0), api.GetHOCRText(0)), ours
     finally:
         api.End()
 
@@ -258,9 +259,7 @@ def test_real_engines_read_the_pages_of_one_document_in_order(two_engines: Engin
     pages = asyncio.run(two_engines.recognize_pages(task, (1, 2, 3, 4), urgent=True))
     # How much faster this is on free cores is bench/pages.py's business (timing here would
     # be flaky on a shared machine); test_pool shows the pages really run side by side.
-    assert [p["text"].split("\n")[0] for p in pages] == [
-        f"Page {n} says hello" for n in range(1, 5)
-    ]
+    assert [p.text.split("\n")[0] for p in pages] == [f"Page {n} says hello" for n in range(1, 5)]
 
 
 def test_the_dispatcher_reads_a_document_job_with_progress(
@@ -289,11 +288,11 @@ def test_the_dispatcher_reads_a_document_job_with_progress(
     asyncio.run(run())
     with sessions() as session:
         done = job_store.get_job(session, job.id)
-        result = job_store.get_result(session, job.id)
+        stored = job_store.get_pages(session, job.id)
     assert done is not None and done.status == JobStatus.SUCCEEDED
     assert (done.pages_done, done.pages_total) == (2, 2)
-    assert result is not None
-    assert [p["page"] for p in result["pages"]] == [1, 3]
+    assert stored is not None
+    assert [p.page for p in stored] == [1, 3]
     assert done.text is not None and done.text.split("\f")[1].startswith("Page 3 says hello")
 
 
@@ -308,21 +307,21 @@ def test_a_blank_page_is_empty_text_and_its_neighbours_are_read(
 ) -> None:
     data = render_document([THREE_PAGES[0], BLANK, THREE_PAGES[2]], fmt)
     options = OcrOptions(preprocess=preprocess)
-    result = combine_pages([read(engine, data, options, n) for n in (1, 2, 3)])
-    first, blank, third = result["pages"]
-    assert first["text"].startswith("Page 1 says hello")
-    assert third["text"].startswith("Page 3 says hello")
-    assert (blank["text"], blank["lines"], blank["confidence"]) == ("", [], None)
-    assert result["text"].split("\f")[1] == ""
-    pages = ET.fromstring(to_hocr(result)).findall(".//{http://www.w3.org/1999/xhtml}div")
-    assert [div.get("class") for div in pages].count("ocr_page") == 3
+    pages = [read(engine, data, options, n) for n in (1, 2, 3)]
+    first, blank, third = pages
+    assert first.text.startswith("Page 1 says hello")
+    assert third.text.startswith("Page 3 says hello")
+    assert (blank.text, blank.lines, blank.confidence) == ("", [], None)
+    assert document_text(pages).split("\f")[1] == ""
+    divs = ET.fromstring(render_hocr(pages)).findall(".//{http://www.w3.org/1999/xhtml}div")
+    assert [div.get("class") for div in divs].count("ocr_page") == 3
 
 
 def test_a_blank_image_is_empty_text(engine: TesseractEngine) -> None:
     blank = encode(render_page_image(BLANK))
-    assert read(engine, blank, ORIGINAL_API_OPTIONS)["text"] == ""
+    assert read(engine, blank, ORIGINAL_API_OPTIONS).text == ""
     page = read(engine, blank)
-    assert (page["text"], page["lines"]) == ("", [])
+    assert (page.text, page.lines) == ("", [])
 
 
 @pytest.mark.parametrize(
@@ -338,5 +337,5 @@ def test_one_dpi_rule_whatever_the_colour_model(
     image = render_page_image(HELLO).convert(mode)
     data = encode(image, "PNG", dpi=(stated_dpi, stated_dpi))
     page = read(engine, data, ORIGINAL_API_OPTIONS)
-    assert page["dpi"] == used_dpi
-    assert page["text"].split() == " ".join(HELLO).split()
+    assert page.dpi == used_dpi
+    assert page.text.split() == " ".join(HELLO).split()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,47 +16,15 @@ from ocr_common.blobs import FileStore, JobFiles
 from ocr_common.errors import EngineError, OcrError, Unavailable
 from ocr_common.options import OcrOptions
 from ocr_common.settings import load_settings
+from ocr_common.wire import Reading
+from ocr_testkit.pages import page_reading
 
 UNREADABLE = b"unreadable"
 
 
-def fake_page(number: int) -> dict[str, Any]:
-    word = {"text": f"page{number}", "confidence": 95.5, "bbox": _box(10, 20, 80, 30)}
-    return {
-        "page": number,
-        "width": 200,
-        "height": 100,
-        "dpi": 300,
-        "rotation": 0,
-        "text": f"page{number}\n",
-        "confidence": 95.5,
-        "lines": [
-            {
-                "text": f"page{number}",
-                "confidence": 95.5,
-                "bbox": _box(10, 20, 80, 30),
-                "words": [word],
-            }
-        ],
-        "hocr": f"<div class='ocr_page' id='page_{number}'>"
-        f"<span class='ocrx_word'>page{number}</span></div>\n",
-        "tsv": f"5\t{number}\t1\t1\t1\t1\t10\t20\t80\t30\t95.5\tpage{number}\n",
-    }
-
-
-def fake_result(numbers: tuple[int, ...], text: str | None = None) -> dict[str, Any]:
+def fake_result(numbers: tuple[int, ...], text: str | None = None) -> Reading:
     """What the OCR server answers for these pages (``text``: every page reads so)."""
-    pages = [fake_page(n) if text is None else {**fake_page(n), "text": text} for n in numbers]
-    return {
-        "format": "PNG",
-        "page_count": len(numbers),
-        "text": "\f".join(p["text"] for p in pages),
-        "pages": pages,
-    }
-
-
-def _box(left: int, top: int, width: int, height: int) -> dict[str, int]:
-    return {"left": left, "top": top, "width": width, "height": height}
+    return Reading("PNG", len(numbers), [page_reading(n, text) for n in numbers])
 
 
 class FakeOcr:
@@ -72,12 +39,12 @@ class FakeOcr:
 
     def recognize(
         self, requests: list[OcrRequest], *, deadline: float, gone: Future[None] | None = None
-    ) -> list[dict[str, Any] | OcrError]:
+    ) -> list[Reading | OcrError]:
         if self.down:
             raise Unavailable("the OCR server is down", code="ocr_unavailable")
         return [self._read(request) for request in requests]
 
-    def _read(self, request: OcrRequest) -> dict[str, Any] | OcrError:
+    def _read(self, request: OcrRequest) -> Reading | OcrError:
         self.documents.append((request.document, request.options))
         if UNREADABLE in request.document:
             return EngineError("Tesseract could not read page 1")

@@ -4,6 +4,7 @@ document, kept with the job; without the document, a 409 that says how to get on
 from __future__ import annotations
 
 import io
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pikepdf
@@ -15,6 +16,7 @@ from PIL import Image, ImageDraw
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
+from ocr_common.wire import Reading
 from ocr_testkit.pages import HELLO_PNG, encode, render_document
 
 PDF = render_document([["One"], ["Two"], ["Three"]], "PDF")
@@ -73,7 +75,7 @@ def test_a_queued_pdf_gives_its_pages_read_with_their_words(
     result = fake_result(claimed.pages)
     with sessions.begin() as session:
         job_store.finish(
-            session, job_id=job_id, worker_id="w", text=result["text"], result=result,
+            session, job_id=job_id, worker_id="w", text=result.text, pages=result.pages,
             keep_image=True,
         )  # fmt: skip
     pdf = is_pdf_answer(client.get(f"/v1/jobs/{job_id}?format=pdf"))
@@ -99,6 +101,18 @@ def test_without_the_document_format_pdf_is_a_409_that_says_how(
     assert "OCR_KEEP_IMAGES" in problem["detail"]
     # Other formats are there still.
     assert client.get(f"/v1/jobs/{job['id']}?format=text").status_code == 200
+
+
+def test_format_alto_is_alto_xml(client: FlaskClient) -> None:
+    client.post("/v1/ocr?pages=1-2", data=PDF, content_type="application/pdf")
+    [job] = client.get("/v1/jobs").get_json()["jobs"]
+    answer = client.get(f"/v1/jobs/{job['id']}?format=alto")
+    assert answer.status_code == 200 and answer.mimetype == "application/xml"
+    root = ET.fromstring(answer.get_data())
+    alto = "{http://www.loc.gov/standards/alto/ns-v3#}"
+    assert root.tag == f"{alto}alto"
+    assert [s.get("CONTENT") for s in root.iter(f"{alto}String")] == ["page1", "page2"]
+    assert [p.get("ID") for p in root.iter(f"{alto}Page")] == ["page_0", "page_1"]
 
 
 def test_a_job_not_finished_has_no_pdf_yet(client: FlaskClient) -> None:
@@ -129,10 +143,11 @@ def test_a_page_read_has_a_preview_at_most_2000_px_upright(
         claimed = job_store.claim_next(session, worker_id="w", lease_s=30)
         assert claimed is not None
     result = fake_result((1,))
-    result["pages"][0] |= {"width": 1200, "height": 3000, "rotation": 90}
+    turned = result.pages[0].model_copy(update={"width": 1200, "height": 3000, "rotation": 90})
+    result = Reading(result.format, result.page_count, [turned])
     with sessions.begin() as session:
         job_store.finish(
-            session, job_id=job_id, worker_id="w", text=result["text"], result=result,
+            session, job_id=job_id, worker_id="w", text=result.text, pages=result.pages,
             keep_image=True,
         )  # fmt: skip
     answer = client.get(f"/v1/jobs/{job_id}/pages/1/image")

@@ -10,7 +10,9 @@ import pytest
 
 from ocr_common.errors import EngineError
 from ocr_common.options import OcrOptions
+from ocr_common.result import Page
 from ocr_server.pool import EnginePool, PageTask
+from ocr_testkit.pages import page_reading
 from ocr_testkit.waits import wait_until_async
 
 
@@ -18,10 +20,8 @@ class FakeEngine:
     def __init__(self, name: str):
         self.name = name
 
-    def recognize_page(
-        self, task: PageTask, abandoned: threading.Event | None = None
-    ) -> dict[str, object]:
-        return {"page": task.page, "text": f"{self.name}:{task.document.decode()}\n"}
+    def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page:
+        return page_reading(task.page, f"{self.name}:{task.document.decode()}\n")
 
 
 def test_urgent_waiters_are_served_first() -> None:
@@ -56,7 +56,7 @@ def test_recognize_pages_runs_on_an_engine_and_gives_it_back() -> None:
         )
         busy = pool.busy
         pool.close()
-        return [str(pages[0]["text"]) for pages in results], busy
+        return [pages[0].text for pages in results], busy
 
     texts, busy = asyncio.run(scenario())
     assert [t.split(":")[1] for t in texts] == [f"{i}\n" for i in range(6)]
@@ -107,9 +107,7 @@ class PageEngine:
         self.delay_s = delay_s
         self.fail_on = fail_on
 
-    def recognize_page(
-        self, task: PageTask, abandoned: threading.Event | None = None
-    ) -> dict[str, object]:
+    def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page:
         with PageEngine.lock:
             PageEngine.running += 1
             PageEngine.most = max(PageEngine.most, PageEngine.running)
@@ -117,7 +115,7 @@ class PageEngine:
             time.sleep(self.delay_s)
             if task.page == self.fail_on:
                 raise EngineError(f"page {task.page} is unreadable")
-            return {"page": task.page, "text": f"page {task.page}\n"}
+            return page_reading(task.page, f"page {task.page}\n")
         finally:
             with PageEngine.lock:
                 PageEngine.running -= 1
@@ -129,8 +127,8 @@ def test_the_pages_of_one_document_run_side_by_side_on_every_engine() -> None:
     task = PageTask(b"doc", 0, OcrOptions(), 300)
     done: list[int] = []
 
-    async def on_page(page: dict[str, object]) -> None:
-        done.append(int(page["page"]))  # type: ignore[call-overload]
+    async def on_page(page: Page) -> None:
+        done.append(page.page)
 
     async def scenario() -> tuple[float, list[dict[str, object]]]:
         started = time.perf_counter()
@@ -138,7 +136,7 @@ def test_the_pages_of_one_document_run_side_by_side_on_every_engine() -> None:
         return time.perf_counter() - started, pages
 
     seconds, pages = asyncio.run(scenario())
-    assert [p["page"] for p in pages] == [1, 2, 3, 4, 5, 6]
+    assert [p.page for p in pages] == [1, 2, 3, 4, 5, 6]
     assert sorted(done) == [1, 2, 3, 4, 5, 6]
     assert PageEngine.most == 3  # six pages on three engines: two rounds, not six
     assert seconds < 0.2 * 6 * 0.75
@@ -166,14 +164,12 @@ class WaitingEngine:
         self.read_s = read_s
         self.abandoned: list[int] = []
 
-    def recognize_page(
-        self, task: PageTask, abandoned: threading.Event | None = None
-    ) -> dict[str, object]:
+    def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page:
         assert abandoned is not None
         if abandoned.wait(self.read_s):
             self.abandoned.append(task.page)
             raise EngineError(f"page {task.page} was abandoned", code="abandoned")
-        return {"page": task.page, "text": ""}
+        return page_reading(task.page, "")
 
 
 def test_a_read_whose_caller_is_cancelled_stops_its_pages_and_frees_the_engines() -> None:

@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from ocr_common.render.hocr import page_hocr
+from ocr_common.render.tsv import page_tsv
+from ocr_common.result import Block, BoundingBox, Line, Page, Paragraph, Word
 from ocr_server import preprocess
 from ocr_testkit.pages import ORIENTATION_LINES, render_page_image
 
@@ -77,37 +80,25 @@ def test_a_small_page_is_its_own_sample() -> None:
     assert preprocess.densest_window(Image.new("L", (400, 900), 255)) == (0, 0, 400, 900)
 
 
-def test_unscale_puts_boxes_hocr_and_tsv_back_in_the_page_pixels() -> None:
-    box = {"left": 200, "top": 100, "width": 60, "height": 40}
-    result = {
-        "width": 1800,
-        "height": 1000,
-        "dpi": 300,
-        "lines": [
-            {
-                "text": "hi",
-                "confidence": 90.0,
-                "bbox": box,
-                "words": [{"text": "hi", "confidence": 90.0, "bbox": box}],
-            }
-        ],
-        "hocr": "<span class='ocr_line' title=\"bbox 200 100 260 140; baseline 0.01 -8; "
-        "x_size 40; x_descenders 8; x_ascenders 10\"><span class='ocrx_word' "
-        "title='bbox 200 100 260 140; x_wconf 90'>hi</span></span>"
-        "<div class='ocr_page' title='image \"\"; bbox 0 0 1800 1000; ppageno 0; "
-        "scan_res 300 300'>",
-        "tsv": "5\t1\t1\t1\t1\t1\t200\t100\t60\t40\t90.0\thi\n",
-    }
-    page = Image.new("L", (900, 500), 255)
-    page.info["dpi"] = (150, 150)
-    out = preprocess.unscale(result, 2.0, page)
-    half = {"left": 100, "top": 50, "width": 30, "height": 20}
-    assert (out["width"], out["height"], out["dpi"]) == (900, 500, 150)
-    assert out["lines"][0]["bbox"] == half and out["lines"][0]["words"][0]["bbox"] == half
-    assert "bbox 100 50 130 70; baseline 0.01 -4; x_size 20;" in out["hocr"]
-    assert "x_descenders 4; x_ascenders 5" in out["hocr"]
-    assert "bbox 0 0 900 500; ppageno 0; scan_res 150 150" in out["hocr"]
-    assert out["tsv"] == "5\t1\t1\t1\t1\t1\t100\t50\t30\t20\t90.0\thi\n"
+def test_an_enlarged_reading_is_put_back_in_the_page_pixels() -> None:
+    box = BoundingBox(left=200, top=100, width=60, height=40)
+    line = Line(
+        confidence=90.0,
+        bbox=box,
+        words=[Word(text="hi", confidence=90.0, bbox=box)],
+        baseline=(0.01, -8),
+        heights=(40.0, 8.0, 10.0),
+    )
+    block = Block(kind=1, bbox=box, paragraphs=[Paragraph(bbox=box, lang="eng", lines=[line])])
+    read = Page(page=1, width=1800, height=1000, dpi=300, blocks=[block])
+    out = read.scaled(2.0, 900, 500, 150)
+    half = BoundingBox(left=100, top=50, width=30, height=20)
+    assert (out.width, out.height, out.dpi) == (900, 500, 150)
+    assert out.lines[0].bbox == half and out.lines[0].words[0].bbox == half
+    hocr = page_hocr(out)
+    assert "bbox 100 50 130 70; baseline 0.01 -4; x_size 20; x_descenders 4; x_ascenders 5" in hocr
+    assert "bbox 0 0 900 500; ppageno 0; scan_res 150 150" in hocr
+    assert "5\t1\t1\t1\t1\t1\t100\t50\t30\t20\t90.000000\thi\n" in page_tsv(out)
 
 
 # -- the orientation decision, on fakes ----------------------------------------------------------
@@ -177,8 +168,8 @@ class FakeOsd:
         pass
 
 
-def read_as_sent(image: Image.Image, confidence: float) -> list[dict[str, Any]]:
-    """The lines a first reading of the page as sent found: one line of words over the page."""
+def read_as_sent(image: Image.Image, confidence: float) -> Page:
+    """A first reading of the page as sent: one line of words over the page."""
     words = [
         {
             "text": "w",
@@ -188,7 +179,10 @@ def read_as_sent(image: Image.Image, confidence: float) -> list[dict[str, Any]]:
         for x in range(20, image.width - 100, 100)
     ]
     box = {"left": 20, "top": 40, "width": image.width - 40, "height": 30}
-    return [{"text": "", "confidence": confidence, "bbox": box, "words": words}]
+    line = {"text": "", "confidence": confidence, "bbox": box, "words": words}
+    return Page.model_validate(
+        {"page": 1, "width": image.width, "height": image.height, "dpi": None, "lines": [line]}
+    )
 
 
 def test_a_page_read_confidently_is_upright_without_asking_the_model() -> None:
@@ -256,12 +250,13 @@ class FakePsmApi:
 def fake_read(api: FakePsmApi, confidence: dict[tuple[int, int], float], log: list[Any]) -> Any:
     """A reading whose confidence depends on the image width and the mode it is read with."""
 
-    def read(image: Image.Image) -> dict[str, Any]:
+    def read(image: Image.Image) -> Page:
         log.append((image.width, api.psm))
         value = confidence[(image.width, api.psm)]
         box = {"left": 10, "top": 10, "width": 40, "height": 20}
         word = {"text": "w", "confidence": value, "bbox": box}
-        return {
+        shown = {
+            "page": 1,
             "width": image.width,
             "height": image.height,
             "dpi": None,
@@ -269,6 +264,7 @@ def fake_read(api: FakePsmApi, confidence: dict[tuple[int, int], float], log: li
             "text": f"read {image.width} psm {api.psm}",
             "lines": [{"text": "w", "confidence": value, "bbox": box, "words": [word]}],
         }
+        return Page.model_validate(shown)
 
     return read
 
@@ -279,10 +275,10 @@ def test_small_text_is_read_enlarged_each_way_and_the_most_confident_reading_kep
     confidence = {(900, 3): 85.0, (1800, 3): 88.0, (1800, 6): 91.0}
     result = preprocess.read_auto(page, fake_read(api, confidence, log), api, FakeOsd(None))
     assert log == [(900, 3), (1800, 3), (1800, 6)]
-    assert result["text"] == "read 1800 psm 6" and api.psm == 3
+    assert result.text == "read 1800 psm 6" and api.psm == 3
     # The kept reading is given in the page's own pixels.
-    assert (result["width"], result["lines"][0]["bbox"]["width"]) == (900, 20)
-    assert (result["rotation"], result["rotation_confidence"], result["warnings"]) == (
+    assert (result.width, result.lines[0].bbox.width) == (900, 20)
+    assert (result.rotation, result.rotation_confidence, result.warnings) == (
         0,
         "high",
         [],
@@ -296,4 +292,4 @@ def test_an_enlarged_reading_no_more_confident_is_dropped_and_an_asked_psm_is_ke
         page_of_text(20), fake_read(api, confidence, log), api, FakeOsd(None)
     )
     assert log == [(900, 11), (1800, 11)]
-    assert result["text"] == "read 900 psm 11" and api.psm == 11
+    assert result.text == "read 900 psm 11" and api.psm == 11

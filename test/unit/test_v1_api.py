@@ -216,7 +216,9 @@ def test_a_job_is_queued_then_read_in_every_format(
     }
     result = fake_result(claimed.pages)
     with sessions.begin() as session:
-        job_store.finish(session, job_id=job.id, worker_id="w", text=result["text"], result=result)
+        job_store.finish(
+            session, job_id=job.id, worker_id="w", text=result.text, pages=result.pages
+        )
     done = client.get(f"/v1/jobs/{job.id}")
     Job.model_validate(done.get_json())
     assert done.get_json()["text"] == "page2\n\fpage3\n"
@@ -225,9 +227,11 @@ def test_a_job_is_queued_then_read_in_every_format(
     assert text.mimetype == "text/plain" and text.get_data(as_text=True) == "page2\n\fpage3\n"
     hocr = client.get(f"/v1/jobs/{job.id}?format=hocr")
     assert hocr.mimetype == "application/xhtml+xml"
-    assert len(ET.fromstring(hocr.get_data()).findall(".//{http://www.w3.org/1999/xhtml}div")) == 2
+    divs = ET.fromstring(hocr.get_data()).findall(".//{http://www.w3.org/1999/xhtml}div")
+    assert [div.get("class") for div in divs].count("ocr_page") == 2
     tsv = client.get(f"/v1/jobs/{job.id}?format=tsv").get_data(as_text=True).splitlines()
-    assert tsv[0].startswith("level\tpage_num") and len(tsv) == 3
+    assert tsv[0].startswith("level\tpage_num")
+    assert [row.split("\t")[11] for row in tsv if row.startswith("5\t")] == ["page2", "page3"]
     # The original API sees the same job.
     assert client.get("/image", json={"task_id": job.id}).get_json() == {
         "task_id": "page2\n\fpage3\n"
