@@ -161,7 +161,14 @@ def test_an_interrupted_run_waits_for_its_jobs_instead_of_resubmitting(
     # The OCR server is stopped: the jobs stay queued, the client waits for them.
     stack.ocr.stop()
     args = ("run", str(folder), "--out", str(out), "--format", "json", "--concurrency", "20")
-    proc = subprocess.Popen(client_command(stack, *args), stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal, even where this suite runs in the background (a shell starts
+    # background jobs with SIGINT ignored, and a child inherits that).
+    proc = subprocess.Popen(
+        client_command(stack, *args),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
 
         def submitted() -> bool:
@@ -174,10 +181,10 @@ def test_an_interrupted_run_waits_for_its_jobs_instead_of_resubmitting(
     finally:
         if proc.poll() is None:
             proc.kill()
+        stack.start_ocr()  # the tests after this one need it, whatever happened here
     assert proc.returncode == 130, stderr
     assert "interrupted; run the same command again to resume" in stderr
 
-    stack.start_ocr()
     again = run_client(stack, *args)
     assert again.returncode == 0, again.stderr
     assert "0 submitted now" in again.stderr, again.stderr
