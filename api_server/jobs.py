@@ -15,7 +15,7 @@ from flask import request
 from sqlalchemy.orm import Session
 
 from ocr_common import job_store
-from ocr_common.blobs import BlobStoreError, JobFiles, StoredDocument
+from ocr_common.blobs import BlobMissing, BlobStoreError, JobFiles, StoredDocument
 from ocr_common.db import in_transaction
 from ocr_common.documents import check_sync_pages
 from ocr_common.errors import OcrError, Unavailable
@@ -92,6 +92,38 @@ def record_read(
         pages=result.pages if result else None,
         **job,
     )
+
+
+def keep_document(submission: Submission) -> StoredDocument | None:
+    """The document of a read made now, kept in the blob store for its job (OCR_KEEP_IMAGES)
+    so that its searchable PDF can be asked for later; None when it is not kept (the store
+    not answering only costs that)."""
+    svc = current_services()
+    if not svc.settings.keep_images:
+        return None
+    try:
+        return svc.files.store_document(submission.data, submission.image_digest)
+    except BlobStoreError as exc:
+        log.warning("document of a synchronous read not kept: %s", exc)
+        return None
+
+
+def kept_document(job: Job) -> bytes | None:
+    """The document a finished job was read from, while it is kept (None: let go, or gone);
+    a 503 when the blob store does not answer."""
+    if job.document_key is None:
+        return None
+    try:
+        return current_services().files.read_document(job.document_key)
+    except BlobMissing:
+        return None
+    except BlobStoreError as exc:
+        log.warning("blob store unavailable: %s", exc)
+        raise Unavailable(
+            "the document store is unavailable; retry shortly",
+            code="storage_unavailable",
+            retry_after_s=STORE_RETRY_AFTER_S,
+        ) from None
 
 
 def queue_jobs(submissions: list[Submission], **job: Any) -> list[Job]:
