@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common.db import in_transaction
 
-from .metrics import DispatcherStats
+from .metrics import DispatcherCounters
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,11 +28,11 @@ class Transactions:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        stats: DispatcherStats,
+        counters: DispatcherCounters,
         executor: Executor | None = None,
     ):
         self._sessions = sessions
-        self._stats = stats
+        self._counters = counters
         # Threads of its own (the webhook sender's): none of them is one the dispatcher waits for.
         self._executor = executor
 
@@ -45,9 +45,8 @@ class Transactions:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, in_transaction, self._sessions, work)
 
-    def count_error(self, exc: Exception) -> None:
-        self._stats.db_errors += 1
-        self._stats.last_error = str(exc)[:200]
+    def count_error(self) -> None:
+        self._counters.db_errors.inc()
 
     async def run_until_done(self, work: Callable[[Session], T], within_s: float) -> T | None:
         """Retry ``work`` through a database outage for up to ``within_s`` (a job's lease);
@@ -62,7 +61,7 @@ class Transactions:
             try:
                 return await self.run(work)
             except Exception as exc:  # noqa: BLE001 - outages are expected; retried below
-                self.count_error(exc)
+                self.count_error()
                 if time.monotonic() + DB_RETRY_S > deadline:
                     log.error("giving up a write after %.0f s: %s", within_s, exc)
                     return None

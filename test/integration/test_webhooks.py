@@ -37,7 +37,7 @@ from ocr_common.models import (
     WebhookDeliveryRow,
 )
 from ocr_common.settings import Settings, load_settings
-from ocr_server.metrics import DispatcherStats
+from ocr_server.metrics import DispatcherCounters
 from ocr_server.webhooks import WebhookSender, event_body
 from ocr_testkit.database import filed_document, statements_sent
 from ocr_testkit.stack import free_port
@@ -116,7 +116,7 @@ def send_until(
 
     async def scenario() -> list[WebhookSender]:
         running = [
-            WebhookSender(sessions, settings, DispatcherStats(), **sender_args)
+            WebhookSender(sessions, settings, DispatcherCounters(), **sender_args)
             for _ in range(senders)
         ]
         for sender in running:
