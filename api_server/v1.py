@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from ocr_common import job_store
 from ocr_common.db import in_transaction
-from ocr_common.errors import BadRequest, EngineError, NotFound, OcrError
+from ocr_common.errors import BadRequest, NotFound, OcrError
 from ocr_common.models import Job, JobApi, JobStatus, WebhookDelivery
 from ocr_common.options import DEFAULT_LANG
 from ocr_common.webhooks import WEBHOOK_URL_FIELD, check_webhook_url
@@ -62,23 +62,13 @@ bp.record_once(
     },
 )
 def ocr_now() -> Response:
-    svc = current_services()
     submission, extra = read_submission(extra=("format",))
     fmt = result_format(extra)
     started = job_store.utcnow()
-    outcome = jobs.read_now([submission])[0]
-    # An engine failure is recorded as a failed job, like any other; a request the OCR server
-    # refuses (or cannot take) stores nothing.
-    if isinstance(outcome, OcrError) and not isinstance(outcome, EngineError):
-        raise outcome
-    job = in_transaction(
-        svc.sessions,
-        lambda session: jobs.record_read(
-            session, submission, started_at=started, outcome=outcome, api=JobApi.V1
-        ),
-    )
-    if isinstance(outcome, OcrError):
-        raise outcome
+    [outcome] = jobs.reuse_or_read([submission])
+    # The job is recorded as on the original API: a result or an engine failure (raised).
+    [job] = jobs.record_reads([submission], [outcome], started_at=started, api=JobApi.V1)
+    assert not isinstance(outcome, OcrError)
     return render_job(job, outcome.pages, fmt)
 
 

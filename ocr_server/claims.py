@@ -13,7 +13,7 @@ from typing import NamedTuple
 from sqlalchemy.orm import Session
 
 from ocr_common import job_store
-from ocr_common.models import ClaimedJob, JobApi, JobOutcome
+from ocr_common.models import ClaimedJob, JobOutcome
 from ocr_common.settings import Settings
 
 from .documents import Documents
@@ -124,13 +124,13 @@ class ClaimLoop:
         to_read: list[ClaimedJob] = []
         reused: list[JobOutcome] = []
         for job in jobs:
-            # A v1 job is read again whatever was read before (see README, Known limits).
             known = None
-            if job.api == JobApi.ORIGINAL and job.digest is not None:
-                # The same bytes from the same owner were read before: reuse that result.
-                # Checked here rather than at intake, to keep POST /image at one round trip
-                # less.
-                known = job_store.find_result(session, digest=job.digest, owner=job.owner)
+            if job.digest is not None:
+                # The same bytes, owner and options were read before: reuse that result.
+                # Checked here rather than at intake, to keep a submit at one round trip less.
+                known = job_store.find_result(
+                    session, digest=job.digest, owner=job.owner, options=job.options
+                )
             if known is None:
                 to_read.append(job)
             else:

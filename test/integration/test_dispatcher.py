@@ -28,6 +28,7 @@ from ocr_server.metrics import DispatcherCounters
 from ocr_server.outcomes import OutcomeWriter
 from ocr_server.pool import EnginePool
 from ocr_server.transactions import Transactions
+from ocr_testkit.database import claim_next
 from ocr_testkit.pages import page_reading
 from ocr_testkit.waits import wait_until, wait_until_async
 
@@ -211,7 +212,7 @@ def test_a_dead_workers_job_is_requeued_by_the_reaper(
 ) -> None:
     [job_id] = queue(sessions, files, [b"orphan"])
     with sessions.begin() as session:
-        job_store.claim_next(session, worker_id="dead-worker", lease_s=30)
+        claim_next(session, worker_id="dead-worker", lease_s=30)
         session.execute(
             update(JobRow).values(lease_until=job_store.utcnow() - timedelta(seconds=1))
         )
