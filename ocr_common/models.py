@@ -32,7 +32,7 @@ BinaryKey = String(255).with_variant(
 
 
 class JobStatus(enum.StrEnum):
-    """Where a job is in its life; see README "Job lifecycle"."""
+    """Where a job is in its life; see docs/how-it-works.md "Job lifecycle"."""
 
     QUEUED = "queued"  # accepted and committed, waiting for an engine
     RUNNING = "running"  # claimed by a worker that holds a lease on it
@@ -58,7 +58,8 @@ class Base(DeclarativeBase):
 
 
 class JobRow(Base):
-    """One row per job; README "Database schema" says what each column and index is for."""
+    """One row per job; docs/how-it-works.md "Database schema" says what each column and index
+    is for."""
 
     __tablename__ = "jobs"
 
@@ -93,10 +94,11 @@ class JobRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(BinaryKey, nullable=True)
     request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    # Where to POST when the job ends (README "Webhooks"); null: nowhere.
+    # Where to POST when the job ends (docs/webhooks.md); null: nowhere.
     webhook_url: Mapped[str | None] = mapped_column(String(WEBHOOK_URL_MAX_CHARS), nullable=True)
-    # The key of the job's document in the blob store (README "Blob store"); null once it is
-    # deleted, and for jobs queued before migration 0010 (whose bytes are in job_images).
+    # The key of the job's document in the blob store (docs/operations.md "Blob store"); null
+    # once it is deleted, and for jobs queued before migration 0010 (whose bytes are in
+    # job_images).
     document_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     __table_args__ = (
@@ -122,7 +124,8 @@ class JobImageRow(Base):
 
 
 class OcrServerRow(Base):
-    """One row per OCR server process, kept fresh while it runs (README "Database schema")."""
+    """One row per OCR server process, kept fresh while it runs (docs/how-it-works.md
+    "Database schema")."""
 
     __tablename__ = "ocr_servers"
 
@@ -139,7 +142,7 @@ class OcrServerRow(Base):
 
 
 class DeliveryStatus(enum.StrEnum):
-    """Where a webhook delivery is; see README "Webhooks"."""
+    """Where a webhook delivery is; see docs/webhooks.md."""
 
     PENDING = "pending"  # to be sent (again) at next_attempt_at, or being sent until then
     DELIVERED = "delivered"  # the receiver answered 2xx

@@ -27,7 +27,7 @@ DEFAULT_PSM = 3
 # Tesseract's page segmentation modes that read text (`tesseract --help-psm`): not 0, which
 # only finds the orientation, nor 2, which Tesseract does not implement.
 PSM_MODES = (1, *range(3, 14))
-# Bounds on what a request may send (each fits its column; see README "Options").
+# Bounds on what a request may send (each fits its column; see docs/api.md "Options").
 MAX_CHARSET_CHARS = 1000
 # "eng+deu+...": Tesseract loads a model per part; names such as chi_sim_vert are 12 characters.
 MAX_LANG_PARTS = 8

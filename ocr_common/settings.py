@@ -94,8 +94,8 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class Settings(BaseSettings):
-    """Every knob of the service; each field is read from ``OCR_<FIELD NAME>``, and README's
-    "Settings" table says what it does."""
+    """Every knob of the service; each field is read from ``OCR_<FIELD NAME>``, and the table of
+    docs/settings.md says what it does."""
 
     model_config = SettingsConfigDict(env_prefix="OCR_", extra="ignore", frozen=True)
 
@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "memory://"
     result_ttl_days: float = Field(default=0, ge=0)
     keep_images: bool = False
-    # Where documents live (README "Blob store"): file:PATH or s3://BUCKET/PREFIX.
+    # Where documents live (docs/operations.md "Blob store"): file:PATH or s3://BUCKET/PREFIX.
     blob_url: str = DEFAULT_BLOB_URL
     # A stored document no job row claims is deleted once it is this old: the time an intake
     # may take between storing a document and committing its job.

@@ -66,7 +66,7 @@ class DispatcherCounters:
             "failed_by_reaper", "Jobs whose lease expired after their last attempt, failed"
         )
         self.purged = counter("purged", "Finished jobs deleted after OCR_RESULT_TTL_DAYS")
-        # Documents no job holds (README "Blob store").
+        # Documents no job holds (docs/operations.md "Blob store").
         self.swept_files = counter("swept_files", "Files the blob store sweep deleted")
         self.reused = counter("reused", "Jobs answered from a result read before")
         self.db_errors = counter("db_errors", "Database errors met (and retried)")

@@ -2,7 +2,7 @@
 
 Never `playwright install`: it downloads a browser of its own, which fails here; .ci/run
 installs Debian's chromium. Set OCR_SCREENSHOT_DIR to keep the screenshots (README_image/
-has the one the README shows).
+has the one README.md and docs/web-page.md show).
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ def test_options_default_to_auto_and_offer_the_languages_the_ocr_servers_read(
     console = Console(page)
     page.goto(stack.url("/"))
     page.click("#options summary")
-    # auto reads turned pages and receipts better (README "The web page": measured).
+    # auto reads turned pages and receipts better (docs/web-page.md: measured).
     assert page.input_value("select[name=preprocess]") == "auto"
     installed = requests.get(stack.url("/v1/languages"), timeout=30).json()["languages"]
     page.wait_for_function(

@@ -675,11 +675,11 @@ def test_attempts_that_end_together_are_written_by_one_update(
     assert shown[1].next_attempt_at == later and shown[0].next_attempt_at is None
 
 
-def test_the_receiver_in_the_readme_takes_a_real_delivery_and_refuses_a_forged_one(
+def test_the_receiver_in_the_docs_takes_a_real_delivery_and_refuses_a_forged_one(
     sessions: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    found = re.search(r"```python\n(from flask import Flask, request\n.*?)```", readme, re.S)
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    found = re.search(r"```python\n(from flask import Flask, request\n.*?)```", docs, re.S)
     assert found is not None
     namespace: dict[str, Any] = {"__name__": __name__}
     exec(found.group(1).replace('"whsec_..."', repr(SECRET)), namespace)  # noqa: S102
