@@ -8,9 +8,8 @@ a list of images, in "image_data" or "image_data_list".
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
@@ -20,7 +19,7 @@ from ocr_common.models import JobStatus
 
 from . import jobs, schemas
 from .access import check_queue_room, current_owner
-from .openapi import Body, Operation, Param, View
+from .openapi import Body, Operation, Param
 from .services import current_services
 from .uploads import read_task_id, read_uploads
 
@@ -29,18 +28,7 @@ bp = Blueprint("compat", __name__)
 LIST_PAGE = 1000
 
 
-def route(path: str, **options: Any) -> Callable[[View], View]:
-    """Register ``path`` with and without a trailing slash: no redirect, so bodies survive."""
-
-    def decorator(view: View) -> View:
-        bp.add_url_rule(path, view_func=view, **options)
-        bp.add_url_rule(path + "/", view_func=view, endpoint=view.__name__ + "_slash", **options)
-        return view
-
-    return decorator
-
-
-@route("/image-sync", methods=["POST"])
+@bp.route("/image-sync", methods=["POST"], strict_slashes=False)
 @Operation(
     summary="OCR an image now (original API)",
     request=schemas.IMAGE_BODY,
@@ -64,7 +52,7 @@ def image_sync() -> Response:
     return jsonify({"text": texts if many else texts[0]})
 
 
-@route("/image", methods=["POST"])
+@bp.route("/image", methods=["POST"], strict_slashes=False)
 @Operation(
     summary="Queue an image (original API)",
     request=schemas.IMAGE_BODY,
@@ -85,7 +73,7 @@ def image_submit() -> Response:
     return jsonify({"task_id": ids if many else ids[0]})
 
 
-@route("/image", methods=["GET"])
+@bp.route("/image", methods=["GET"], strict_slashes=False)
 @Operation(
     summary="The text of a task (original API)",
     description='The id comes as ?task_id=, ?id= or a JSON body {"task_id": "<id>"}.',
@@ -133,7 +121,7 @@ def image_result() -> Response:
     return jsonify({"task_id": text, "text": text} if in_query else {"task_id": text})
 
 
-@route("/allimages", methods=["GET"])
+@bp.route("/allimages", methods=["GET"], strict_slashes=False)
 @Operation(
     summary="Every task and its text (original API)",
     responses={

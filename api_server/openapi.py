@@ -164,8 +164,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions.get(rule.endpoint)
         op: Operation | None = getattr(view, "__openapi__", None)
-        # The original API answers with and without a trailing slash: document one of them.
-        if op is None or rule.endpoint.endswith("_slash"):
+        if op is None:
             continue
         operations.append(op)
         path = _PATH_ARG.sub(r"{\1}", rule.rule)

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
+from tenacity import AsyncRetrying, retry_if_result, wait_fixed
 
 from ocr_common import job_store
 from ocr_common.db import is_connection_error
@@ -87,24 +88,32 @@ class OutcomeWriter:
         self._pending = []
 
     async def _drain(self) -> None:
-        while True:
+        # What an outage kept out is tried again every DB_RETRY_S, with what became ready
+        # meanwhile, until each is written or given up; close() cuts the wait short.
+        retrying = AsyncRetrying(
+            retry=retry_if_result(bool), wait=wait_fixed(DB_RETRY_S), sleep=self._pause
+        )
+        while not (self._closing.is_set() and not self._pending):
             await self._ready.wait()
             self._ready.clear()
-            batch, self._pending = self._pending, []
-            failed = await self._write(batch)
-            closing = self._closing.is_set()
-            retry_before = time.monotonic() + DB_RETRY_S
-            for entry in failed:
-                if closing or entry.deadline < retry_before:
-                    log.error("job %s: giving up its result write", entry.outcome.job_id)
-                    _settle(entry, None)
-            self._pending[:0] = [entry for entry in failed if not entry.written.done()]
-            if closing and not self._pending:
-                return
-            if failed and self._pending:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), DB_RETRY_S)
-                self._ready.set()
+            await retrying(self._write_pending)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+
+    async def _write_pending(self) -> list[_Pending]:
+        """Write every pending outcome; returns those left for another try."""
+        batch, self._pending = self._pending, []
+        failed = await self._write(batch)
+        retry_before = time.monotonic() + DB_RETRY_S
+        for entry in failed:
+            if self._closing.is_set() or entry.deadline < retry_before:
+                log.error("job %s: giving up its result write", entry.outcome.job_id)
+                _settle(entry, None)
+        kept = [entry for entry in failed if not entry.written.done()]
+        self._pending[:0] = kept
+        return kept
 
     async def _write(self, batch: list[_Pending]) -> list[_Pending]:
         """Write ``batch`` in one transaction; returns the entries that did not go through."""

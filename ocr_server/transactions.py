@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_before_delay,
+    wait_fixed,
+)
 
 from ocr_common.db import in_transaction
 
@@ -56,16 +63,21 @@ class Transactions:
         not keep the job running forever. Giving up ends the job's task, so its heartbeat
         stops and the reaper re-queues it.
         """
-        deadline = time.monotonic() + within_s
-        while True:
-            try:
-                return await self.run(work)
-            except Exception as exc:  # noqa: BLE001 - outages are expected; retried below
-                self.count_error()
-                if time.monotonic() + DB_RETRY_S > deadline:
-                    log.error("giving up a write after %.0f s: %s", within_s, exc)
-                    return None
-                log.warning(
-                    "database error (%s); retrying in %.0f s", type(exc).__name__, DB_RETRY_S
-                )
-                await asyncio.sleep(DB_RETRY_S)
+
+        def give_up(state: RetryCallState) -> None:
+            log.error("giving up a write after %.0f s: %s", within_s, _error(state))
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Exception),  # outages are expected
+            stop=stop_before_delay(within_s),  # no try that would start past the deadline
+            wait=wait_fixed(DB_RETRY_S),
+            after=lambda _state: self.count_error(),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            retry_error_callback=give_up,
+        )
+        return await retrying(self.run, work)
+
+
+def _error(state: RetryCallState) -> BaseException | None:
+    """The error the last try of ``state`` raised."""
+    return state.outcome.exception() if state.outcome is not None else None
