@@ -15,7 +15,7 @@ from flask import request
 from sqlalchemy.orm import Session
 
 from ocr_common import job_store
-from ocr_common.blobs import BlobStoreError, JobFiles, StoredDocument
+from ocr_common.blobs import BlobMissing, BlobStoreError, JobFiles, StoredDocument
 from ocr_common.db import in_transaction
 from ocr_common.documents import check_sync_pages
 from ocr_common.errors import EngineError, OcrError, Unavailable
@@ -98,21 +98,44 @@ def record_reads(
     **job: Any,
 ) -> list[Job]:
     """The reads made now as finished jobs of the caller, in one transaction, whichever API
-    asked: each result (read or reused) and each engine failure. A request the OCR server
-    refused or could not take is no job. Then the first error met is raised."""
+    asked: each result (read or reused, its document kept with it as a queued job's is) and
+    each engine failure. A request the OCR server refused or could not take is no job. Then
+    the first error met is raised."""
+    recorded = [
+        (submission, outcome)
+        for submission, outcome in zip(submissions, outcomes, strict=True)
+        if not isinstance(outcome, OcrError) or isinstance(outcome, EngineError)
+    ]
+    # A document read is kept with its job, as a queued one is (its PDF, later).
+    documents = [
+        None if isinstance(outcome, OcrError) else keep_document(submission)
+        for submission, outcome in recorded
+    ]
 
     def record(session: Session) -> list[Job]:
         return [
-            _record_read(session, submission, started_at=started_at, outcome=outcome, **job)
-            for submission, outcome in zip(submissions, outcomes, strict=True)
-            if not isinstance(outcome, OcrError) or isinstance(outcome, EngineError)
+            _record_read(
+                session,
+                submission,
+                started_at=started_at,
+                outcome=outcome,
+                document=document,
+                **job,
+            )
+            for (submission, outcome), document in zip(recorded, documents, strict=True)
         ]
 
-    recorded = in_transaction(current_services().sessions, record)
+    try:
+        finished = in_transaction(current_services().sessions, record)
+    except BaseException:
+        for document in documents:
+            if document is not None:
+                remove_files(document.job_id)
+        raise
     for outcome in outcomes:
         if isinstance(outcome, OcrError):
             raise outcome
-    return recorded
+    return finished
 
 
 def _record_read(
@@ -139,6 +162,38 @@ def _record_read(
         pages=result.pages if result else None,
         **job,
     )
+
+
+def keep_document(submission: Submission) -> StoredDocument | None:
+    """The document of a read made now, kept in the blob store for its job (OCR_KEEP_IMAGES)
+    so that its searchable PDF can be asked for later; None when it is not kept (the store
+    not answering only costs that)."""
+    svc = current_services()
+    if not svc.settings.keep_images:
+        return None
+    try:
+        return svc.files.store_document(submission.data, submission.image_digest)
+    except BlobStoreError as exc:
+        log.warning("document of a synchronous read not kept: %s", exc)
+        return None
+
+
+def kept_document(job: Job) -> bytes | None:
+    """The document a finished job was read from, while it is kept (None: let go, or gone);
+    a 503 when the blob store does not answer."""
+    if job.document_key is None:
+        return None
+    try:
+        return current_services().files.read_document(job.document_key)
+    except BlobMissing:
+        return None
+    except BlobStoreError as exc:
+        log.warning("blob store unavailable: %s", exc)
+        raise Unavailable(
+            "the document store is unavailable; retry shortly",
+            code="storage_unavailable",
+            retry_after_s=STORE_RETRY_AFTER_S,
+        ) from None
 
 
 def queue_jobs(submissions: list[Submission], **job: Any) -> list[Job]:

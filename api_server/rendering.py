@@ -1,27 +1,36 @@
-"""A v1 job as the client asked for it: the JSON job, or its text, hOCR or TSV."""
+"""A v1 job as the client asked for it: the JSON job, or its text, hOCR, TSV, ALTO or PDF."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Response, jsonify
+from werkzeug.datastructures import MIMEAccept
 
 from ocr_common.errors import Conflict
 from ocr_common.job_summary import iso_time, job_summary
 from ocr_common.models import Job, JobStatus, WebhookDelivery
 from ocr_common.options import invalid_option
-from ocr_common.render import hocr, tsv
+from ocr_common.render import alto, hocr, tsv
+from ocr_common.render.pdf import PDF_MEDIA_TYPE, searchable_pdf, text_pages
 from ocr_common.result import Page
 
-FORMATS = ("json", "text", "hocr", "tsv")
+FORMATS = ("json", "text", "hocr", "tsv", "alto", "pdf")
 HOCR_MEDIA_TYPE = hocr.MEDIA_TYPE
 TSV_MEDIA_TYPE = tsv.MEDIA_TYPE
+ALTO_MEDIA_TYPE = alto.MEDIA_TYPE
+JSON_MEDIA_TYPE = "application/json"
 
 
-def result_format(values: Mapping[str, Any]) -> str:
-    """The ``format`` asked for (json by default); another value is a 400."""
-    value = str(values.get("format") or "json").lower()
+def result_format(values: Mapping[str, Any], accept: MIMEAccept | None = None) -> str:
+    """The ``format`` asked for: the parameter, else ``Accept: application/pdf`` (preferred to
+    JSON), else json; another value is a 400."""
+    value = str(values.get("format") or "").lower()
+    if not value and accept is not None:
+        preferred = accept.best_match([JSON_MEDIA_TYPE, PDF_MEDIA_TYPE])
+        value = "pdf" if preferred == PDF_MEDIA_TYPE else ""
+    value = value or "json"
     if value not in FORMATS:
         raise invalid_option("format", f"{value[:20]!r} is not one of " + ", ".join(FORMATS))
     return value
@@ -70,8 +79,10 @@ def render_job(
     fmt: str,
     deliveries: list[WebhookDelivery] | None = None,
     queue: dict[str, Any] | None = None,
+    document: Callable[[], bytes | None] | None = None,
 ) -> Response:
-    """The job in the asked ``format``: the JSON job, or its text, hOCR or TSV."""
+    """The job in the asked ``format``: the JSON job, or its text, hOCR, TSV or searchable PDF
+    (``document`` gives the document it was read from, None when it is not kept)."""
     if fmt == "json":
         return jsonify(job_body(job, pages, deliveries, queue))
     if job.status != JobStatus.SUCCEEDED:
@@ -91,7 +102,28 @@ def render_job(
         )
     if fmt == "hocr":
         return Response(hocr.render_hocr(pages), mimetype=HOCR_MEDIA_TYPE)
+    if fmt == "alto":
+        return Response(alto.render_alto(pages, file_name=job.id), mimetype=ALTO_MEDIA_TYPE)
+    if fmt == "pdf":
+        return render_pdf(job, pages, document)
     return Response(tsv.render_tsv(pages), mimetype=TSV_MEDIA_TYPE)
+
+
+def render_pdf(
+    job: Job, pages: list[Page], document: Callable[[], bytes | None] | None
+) -> Response:
+    """The searchable PDF of a job whose document is kept; a 409 that says how to get one."""
+    data = document() if document is not None else None
+    if data is None:
+        raise Conflict(
+            f"job {job.id} no longer has its document, which a searchable PDF is made from "
+            "(documents are kept with their jobs unless OCR_KEEP_IMAGES=false): send it again "
+            "with POST /v1/ocr?format=pdf, or with POST /v1/jobs on a server that keeps them",
+            code="format_unavailable",
+        )
+    response = Response(searchable_pdf(data, text_pages(pages)), mimetype=PDF_MEDIA_TYPE)
+    response.headers["Content-Disposition"] = f'inline; filename="{job.id}.pdf"'
+    return response
 
 
 def render_accepted(job: Job, replayed: bool = False) -> Response:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from ocr_common.job_store import MAX_COUNTED_AHEAD
 from ocr_common.models import DeliveryStatus, JobStatus
 from ocr_common.options import OcrOptions
+from ocr_common.render.pdf import PDF_MEDIA_TYPE
 from ocr_common.result import PAGE_EXAMPLE, Page
 from ocr_common.webhooks import WEBHOOK_URL_FIELD, WEBHOOK_URL_MAX_CHARS
 
@@ -26,7 +27,7 @@ from .errors import PROBLEM_JSON
 from .idempotency import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_CHARS
 from .openapi import Body, Param
 from .pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from .rendering import FORMATS, HOCR_MEDIA_TYPE, TSV_MEDIA_TYPE
+from .rendering import ALTO_MEDIA_TYPE, FORMATS, HOCR_MEDIA_TYPE, TSV_MEDIA_TYPE
 
 
 class Schema(BaseModel):
@@ -434,10 +435,20 @@ WEBHOOK_HEADERS = (
     ),
 )
 FORMAT_PARAM = Param(
-    "format", {"type": "string", "enum": list(FORMATS)}, "json (default), text, hocr or tsv"
+    "format",
+    {"type": "string", "enum": list(FORMATS)},
+    "json (default), text, hocr, tsv, alto (ALTO XML, as Tesseract writes it) or pdf (the "
+    "document searchable: its pages with the text under them; also Accept: application/pdf)",
 )
 JOB_ID_PARAM = Param(
     "job_id", {"type": "string"}, "the job's id (a UUID)", where="path", example=EXAMPLE_JOB_ID
+)
+PAGE_NUMBER_PARAM = Param(
+    "page",
+    {"type": "integer", "minimum": 1},
+    "the page's number in the document",
+    where="path",
+    example=1,
 )
 IDEMPOTENCY_PARAM = Param(
     IDEMPOTENCY_HEADER,
@@ -492,11 +503,19 @@ def problem(status: int, description: str, code: str, detail: str) -> Body:
 
 
 KEY_MISSING = "this service needs an API key: send Authorization: Bearer <key> or X-API-Key: <key>"
+ALTO_EXAMPLE = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<alto xmlns="http://www.loc.gov/standards/alto/ns-v3#"'
+    ' ...>\n\t<Layout>\n\t\t<Page WIDTH="300" HEIGHT="110" PHYSICAL_IMG_NR="0" ID="page_0">\n'
+    '\t\t\t<PrintSpace HPOS="0" VPOS="0" WIDTH="300" HEIGHT="110">\n ... <String ID="string_0"'
+    ' HPOS="34" VPOS="29" WIDTH="89" HEIGHT="31" WC="0.95" CONTENT="Hello"/> ...'
+)
 RESULT_CONTENT: dict[str, type[BaseModel] | dict[str, Any]] = {
     "application/json": Job,
     "text/plain": {"type": "string", "examples": [EXAMPLE_TEXT]},
     HOCR_MEDIA_TYPE: {"type": "string", "examples": [HOCR_EXAMPLE]},
     TSV_MEDIA_TYPE: {"type": "string", "examples": [TSV_EXAMPLE]},
+    ALTO_MEDIA_TYPE: {"type": "string", "examples": [ALTO_EXAMPLE]},
+    PDF_MEDIA_TYPE: {"type": "string", "format": "binary"},
 }
 UNAVAILABLE = problem(
     503,

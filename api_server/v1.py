@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 
 from ocr_common import job_store
 from ocr_common.db import in_transaction
-from ocr_common.errors import BadRequest, NotFound, OcrError
+from ocr_common.errors import BadRequest, Conflict, NotFound, OcrError
 from ocr_common.models import Job, JobApi, JobStatus, WebhookDelivery
 from ocr_common.options import DEFAULT_LANG
+from ocr_common.render.page_image import MAX_SIDE_PX, PNG_MEDIA_TYPE, WEBP_MEDIA_TYPE, page_preview
 from ocr_common.webhooks import WEBHOOK_URL_FIELD, check_webhook_url
 
 from . import idempotency, jobs, schemas
@@ -51,7 +52,10 @@ bp.record_once(
     params=(*schemas.OPTION_PARAMS, schemas.FORMAT_PARAM),
     request=schemas.DOCUMENT_BODY,
     responses={
-        200: Body("the finished job, or its text, hOCR or TSV (format=)", schemas.RESULT_CONTENT),
+        200: Body(
+            "the finished job, or its text, hOCR, TSV or searchable PDF (format=)",
+            schemas.RESULT_CONTENT,
+        ),
         **schemas.SUBMIT_ERRORS,
         422: schemas.problem(
             422,
@@ -63,13 +67,13 @@ bp.record_once(
 )
 def ocr_now() -> Response:
     submission, extra = read_submission(extra=("format",))
-    fmt = result_format(extra)
+    fmt = result_format(extra, request.accept_mimetypes)
     started = job_store.utcnow()
     [outcome] = jobs.reuse_or_read([submission])
     # The job is recorded as on the original API: a result or an engine failure (raised).
     [job] = jobs.record_reads([submission], [outcome], started_at=started, api=JobApi.V1)
     assert not isinstance(outcome, OcrError)
-    return render_job(job, outcome.pages, fmt)
+    return render_job(job, outcome.pages, fmt, document=lambda: submission.data)
 
 
 @bp.post("/jobs")
@@ -163,18 +167,22 @@ def load_job(value: str) -> Job:
     summary="A job: its status, progress, and result",
     params=(schemas.JOB_ID_PARAM, schemas.FORMAT_PARAM),
     responses={
-        200: Body("the job, or its text, hOCR or TSV (format=)", schemas.RESULT_CONTENT),
+        200: Body(
+            "the job, or its text, hOCR, TSV or searchable PDF (format=)",
+            schemas.RESULT_CONTENT,
+        ),
         400: schemas.problem(
             400,
             "bad format",
             "invalid_option",
-            "\"format\": 'pdf' is not one of json, text, hocr, tsv",
+            "\"format\": 'docx' is not one of json, text, hocr, tsv, pdf",
         ),
         **schemas.KEY_ERRORS,
         404: schemas.NO_SUCH_JOB,
         409: schemas.problem(
             409,
-            "format=text|hocr|tsv of a job not finished yet",
+            "format=text|hocr|tsv|pdf of a job not finished yet (result_not_ready), or "
+            "format=pdf of a job whose document is no longer kept (format_unavailable)",
             "result_not_ready",
             f"job {schemas.EXAMPLE_JOB_ID} is queued: its text is there once it has succeeded",
         ),
@@ -188,7 +196,7 @@ def load_job(value: str) -> Job:
     },
 )
 def get_job(job_id: str) -> Response:
-    fmt = result_format(request.args)
+    fmt = result_format(request.args, request.accept_mimetypes)
     job = load_job(job_id)
     pages = deliveries = queue = None
     with current_services().sessions() as session:
@@ -198,7 +206,70 @@ def get_job(job_id: str) -> Response:
             deliveries = job_store.job_deliveries(session, job.id)
     if job.status == JobStatus.QUEUED and fmt == "json":
         queue = queue_place(job)
-    return render_job(job, pages, fmt, deliveries, queue)
+    return render_job(job, pages, fmt, deliveries, queue, lambda: jobs.kept_document(job))
+
+
+@bp.get("/jobs/<job_id>/pages/<int:page>/image")
+@Operation(
+    summary="A preview of a page read",
+    description="The page as it was read (upright, after any turn preprocess=auto applied), at "
+    f"most {MAX_SIDE_PX} pixels on its long side: PNG for bilevel and grey pages, WebP for "
+    "colour. Word boxes, scaled by the preview's width over the page's, fall on their words. "
+    "There while the job's document is kept (OCR_KEEP_IMAGES).",
+    params=(schemas.JOB_ID_PARAM, schemas.PAGE_NUMBER_PARAM),
+    responses={
+        200: Body(
+            "the page",
+            {
+                PNG_MEDIA_TYPE: {"type": "string", "format": "binary"},
+                WEBP_MEDIA_TYPE: {"type": "string", "format": "binary"},
+            },
+        ),
+        **schemas.KEY_ERRORS,
+        404: schemas.problem(
+            404,
+            "no such job, or the job did not read that page",
+            "page_not_found",
+            f"job {schemas.EXAMPLE_JOB_ID} read pages 1-3, not page 7",
+        ),
+        409: schemas.problem(
+            409,
+            "the job has not succeeded (result_not_ready), or its document is no longer kept "
+            "(format_unavailable)",
+            "format_unavailable",
+            f"job {schemas.EXAMPLE_JOB_ID} no longer has its document, which a page image is "
+            "made from",
+        ),
+        503: schemas.UNAVAILABLE,
+    },
+)
+def page_image(job_id: str, page: int) -> Response:
+    job = load_job(job_id)
+    if job.status != JobStatus.SUCCEEDED:
+        if (failure := job.failure()) is not None:
+            raise failure
+        raise Conflict(
+            f"job {job.id} is {job.status.value}: its pages are shown once it has succeeded",
+            code="result_not_ready",
+        )
+    with current_services().sessions() as session:
+        pages = job_store.get_pages(session, job.id)
+    read = {p.page: p for p in pages or []}
+    if page not in read:
+        shown = ", ".join(map(str, sorted(read))) or "none"
+        raise NotFound(f"job {job.id} read page(s) {shown}, not page {page}", code="page_not_found")
+    document = jobs.kept_document(job)
+    if document is None:
+        raise Conflict(
+            f"job {job.id} no longer has its document, which a page image is made from "
+            "(documents are kept with their jobs unless OCR_KEEP_IMAGES=false)",
+            code="format_unavailable",
+        )
+    data, media_type = page_preview(document, page, read[page].rotation)
+    response = Response(data, mimetype=media_type)
+    # What a finished job read never changes: the browser may keep it.
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 def queue_place(job: Job) -> dict[str, Any]:

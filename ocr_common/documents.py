@@ -262,6 +262,18 @@ def _check_image(
     return Document(fmt, page_count, pages)
 
 
+def pdf_page_size(data: bytes, page: int) -> tuple[float, float]:
+    """The size (points, as shown: /Rotate applied) of page ``page`` (1-based) of a PDF."""
+    import pypdfium2
+
+    with _open_pdf(data) as pdf:
+        try:
+            width, height = pdf.get_page_size(page - 1)  # type: ignore[attr-defined]
+        except pypdfium2.PdfiumError:
+            raise _unreadable_page(page) from None
+    return float(width), float(height)
+
+
 def render_page(data: bytes, page: int, *, dpi: int, max_pixels: int) -> Image.Image:
     """Page ``page`` (1-based) as pixels: a PDF page rendered at ``dpi``, or an image frame.
 

@@ -202,11 +202,14 @@ def record_finished(
     fmt: str | None = None,
     pages_total: int = 1,
     pages: Sequence[Page] | None = None,
+    document: StoredDocument | None = None,
 ) -> Job:
     """Record an OCR whose outcome is already known (a synchronous read, or a reused result)
-    as a finished job without an image."""
+    as a finished job; ``document``: its document, kept in the blob store under the job's id."""
     return _insert_job(
         session,
+        id=document.job_id if document is not None else new_job_id(),
+        document_key=document.key if document is not None else None,
         status=JobStatus.SUCCEEDED.value if error_code is None else JobStatus.FAILED.value,
         kind="sync",
         owner=owner,

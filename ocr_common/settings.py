@@ -133,7 +133,9 @@ class Settings(BaseSettings):
     startup_wait_s: float = Field(default=60.0, ge=0)
     rate_limit_storage: str = "memory://"
     result_ttl_days: float = Field(default=0, ge=0)
-    keep_images: bool = False
+    # Documents stay in the blob store with their finished job (until it is deleted or
+    # expires): format=pdf and page images are made from them. Off: let go once read.
+    keep_images: bool = True
     # Where documents live (docs/operations.md "Blob store"): file:PATH or s3://BUCKET/PREFIX.
     blob_url: str = DEFAULT_BLOB_URL
     # A stored document no job row claims is deleted once it is this old: the time an intake

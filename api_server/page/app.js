@@ -7,9 +7,12 @@ const LOW_CONFIDENCE = 60;
 const POLL_MS = 500;
 const RECENT_JOBS = 15;
 const FINISHED = new Set(["succeeded", "failed", "canceled"]);
-// Formats a browser decodes itself; a PDF or TIFF page is drawn as its words instead.
+// Formats a browser decodes itself; a PDF or TIFF page is drawn from the service's preview of
+// it (GET /v1/jobs/{id}/pages/{n}/image), or as its words where the service kept no document.
 const DRAWABLE = new Set(["PNG", "JPEG", "GIF", "WEBP", "BMP"]);
-const EXTENSIONS = { text: "txt", json: "json", hocr: "hocr" };
+const EXTENSIONS = { text: "txt", json: "json", hocr: "hocr", tsv: "tsv", alto: "alto.xml", pdf: "pdf" };
+// Formats made from the pages read (a job of the original API kept only its text).
+const PAGE_FORMATS = ["hocr", "tsv", "alto", "pdf"];
 const SVG = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);
@@ -215,7 +218,9 @@ async function showJob(job) {
   if (job.format) parts.push(job.format);
   $("result-meta").textContent = parts.join(" · ");
   $("pager").hidden = pages.length < 2;
-  for (const button of document.querySelectorAll("[data-format=hocr]")) button.hidden = !job.pages;
+  for (const format of PAGE_FORMATS) {
+    for (const button of document.querySelectorAll(`[data-format=${format}]`)) button.hidden = !job.pages;
+  }
   await drawPage();
 }
 
@@ -225,22 +230,35 @@ function svgNode(tag, attributes = {}) {
   return node;
 }
 
+// The page's image: the file sent from this tab as it was sent, else the service's preview of
+// the page, already upright; null where neither is there (no document kept).
 async function pageBitmap(job, page) {
   const file = state.files.get(job.id);
-  if (!file || !DRAWABLE.has(job.format) || job.pages.length !== 1) return null;
+  if (file && DRAWABLE.has(job.format) && job.pages.length === 1) {
+    try {
+      return { bitmap: await createImageBitmap(file), upright: false };
+    } catch {
+      // a format this browser cannot decode: the service's preview instead
+    }
+  }
   try {
-    return await createImageBitmap(file);
+    const preview = await api(`/v1/jobs/${job.id}/pages/${page.page}/image`);
+    return { bitmap: await createImageBitmap(await preview.blob()), upright: true };
   } catch {
-    return null; // a format this browser cannot decode: draw the words instead
+    return null;
   }
 }
 
 // The page as sent, turned upright the way the OCR server turned it (boxes are upright).
-function uprightCanvas(bitmap, page) {
+function uprightCanvas(bitmap, page, upright) {
   const canvas = document.createElement("canvas");
   canvas.width = page.width;
   canvas.height = page.height;
   const context = canvas.getContext("2d");
+  if (upright) {
+    context.drawImage(bitmap, 0, 0, page.width, page.height);
+    return canvas;
+  }
   const turned = page.rotation === 90 || page.rotation === 270;
   const scale = page.width / (turned ? bitmap.height : bitmap.width);
   context.translate(page.width / 2, page.height / 2);
@@ -279,11 +297,12 @@ async function drawPage() {
     role: "group",
     "aria-label": `Page ${page.page}: ${words.length} words. Arrow keys go from word to word.`,
   });
-  const bitmap = await pageBitmap(job, page);
-  if (bitmap) {
-    stage.append(uprightCanvas(bitmap, page));
+  const image = await pageBitmap(job, page);
+  if (job !== state.job || page !== job.pages[state.page]) return; // another page asked for since
+  if (image) {
+    stage.append(uprightCanvas(image.bitmap, page, image.upright));
   } else {
-    // No image here (a PDF or TIFF, or a job from another visit): the words at their places.
+    // No image (the service kept no document): the words at their places.
     stage.classList.add("paper");
     svg.append(svgNode("rect", { width: page.width, height: page.height, fill: "#fff" }));
     for (const word of words) {

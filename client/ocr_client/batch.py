@@ -22,7 +22,27 @@ from .client import ApiError, ClientError, Job, OcrClient, Options, Stopped
 from .manifest import Entry, Manifest
 
 # The formats the API renders (checked against its /openapi.json) and their files' suffixes.
-RESULT_SUFFIXES = {"text": ".txt", "json": ".json", "hocr": ".hocr", "tsv": ".tsv"}
+RESULT_SUFFIXES = {
+    "text": ".txt",
+    "json": ".json",
+    "hocr": ".hocr",
+    "tsv": ".tsv",
+    "alto": ".alto.xml",
+    "pdf": ".pdf",
+}
+
+
+def parse_formats(value: str) -> tuple[str, ...]:
+    """The formats of ``--format``: one, or several with commas ("text,pdf"), each once."""
+    formats: list[str] = []
+    for name in (part.strip().lower() for part in value.split(",")):
+        if name not in RESULT_SUFFIXES:
+            raise ValueError(f"format {name!r} is not one of {', '.join(RESULT_SUFFIXES)}")
+        if name not in formats:
+            formats.append(name)
+    return tuple(formats)
+
+
 # The first bytes of the documents the service reads (it, too, tells them apart by their bytes,
 # never by a name): PNG, JPEG, TIFF (both byte orders), GIF, JPEG 2000 (file and codestream).
 # WebP, BMP, PPM and PDF are checked in ``is_document``.
@@ -62,7 +82,8 @@ def _reads_as_document(path: Path) -> bool:
 @dataclass(frozen=True)
 class Source:
     path: Path
-    output: str  # where its result goes, relative to the output folder
+    output: str  # where its result goes, relative to the output folder (the first format's)
+    more: tuple[str, ...] = ()  # where the other formats' results go, in their order
 
 
 def collect_sources(
@@ -85,7 +106,8 @@ def collect_sources(
     the user never meant to send): ``on_skip`` is told of it, with the reason. A file or
     folder named in ``inputs`` is read wherever it is.
     """
-    suffix = RESULT_SUFFIXES[fmt]
+    suffixes = [RESULT_SUFFIXES[name] for name in parse_formats(fmt)]
+    suffix = suffixes[0]
     skip = exclude.resolve() if exclude is not None else None
     # Each file, the name patterns are matched against, and its result's path.
     found: list[tuple[Path, str, str]] = []
@@ -101,11 +123,12 @@ def collect_sources(
     sources: list[Source] = []
     left_out: list[Path] = []
     for path, name, output in found:
+        source = Source(path, output, tuple(output[: -len(suffix)] + more for more in suffixes[1:]))
         if include:
             if any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
-                sources.append(Source(path, output))
+                sources.append(source)
         elif _reads_as_document(path):
-            sources.append(Source(path, output))
+            sources.append(source)
         else:
             left_out.append(path)
     seen: dict[str, Path] = {}
@@ -243,8 +266,7 @@ class Batch:
         reporter: Reporter | None = None,
         poll_interval_s: float = 0.5,
     ):
-        if fmt not in RESULT_SUFFIXES:
-            raise ValueError(f"format {fmt!r} is not one of {', '.join(RESULT_SUFFIXES)}")
+        self.formats = parse_formats(fmt)
         self.client = client
         self.out_dir = out_dir
         self.fmt = fmt
@@ -294,7 +316,8 @@ class Batch:
         if entry is not None and (entry.sha256, entry.request) != (sha256, self.request):
             entry = None  # another document or other options under that name: start afresh
         target = self.out_dir / source.output
-        if entry is not None and entry.state == "done" and target.exists():
+        targets = [target, *(self.out_dir / output for output in source.more)]
+        if entry is not None and entry.state == "done" and all(t.exists() for t in targets):
             count.set_total(entry.pages or 1)
             return FileResult(source, "skipped", pages=entry.pages or 1, job=entry.job)
 
@@ -332,7 +355,9 @@ class Batch:
             self.manifest.record(replace(entry, state="failed", error=error))
             return FileResult(source, "failed", job=job.id, error=error, submitted=submitted)
         pages = job.progress.pages_total if job.progress else 1
-        self._write(target, self._render(job))
+        # One read, one file a format.
+        for name, path in zip(self.formats, targets):
+            self._write(path, self._render(job, name))
         self.manifest.record(replace(entry, state="done", pages=pages))
         return FileResult(source, "done", pages=pages, job=job.id, submitted=submitted)
 
@@ -345,15 +370,15 @@ class Batch:
                 return None
             raise
 
-    def _render(self, job: Job) -> str:
-        if self.fmt == "json":
-            return json.dumps(job.body, indent=2, ensure_ascii=False) + "\n"
-        return self.client.result(job.id, self.fmt)
+    def _render(self, job: Job, fmt: str) -> bytes:
+        if fmt == "json":
+            return (json.dumps(job.body, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        return self.client.download(job.id, fmt)
 
     @staticmethod
-    def _write(target: Path, content: str) -> None:
+    def _write(target: Path, content: bytes) -> None:
         """Whole or not at all: a result file that exists is complete."""
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".part")
-        partial.write_text(content, encoding="utf-8")
+        partial.write_bytes(content)
         os.replace(partial, target)

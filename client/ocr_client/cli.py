@@ -1,8 +1,8 @@
 """``ocr-client``: read a folder of documents with a progress bar, or one document now.
 
-    ocr-client run FILES_OR_DIRS... --out DIR [--format text|json|hocr|tsv] [--concurrency N]
-                   [--include GLOB ...]
-    ocr-client sync FILE [--format text|json|hocr|tsv]
+    ocr-client run FILES_OR_DIRS... --out DIR [--format text|json|hocr|tsv|alto|pdf[,...]]
+                   [--concurrency N] [--include GLOB ...]
+    ocr-client sync FILE [--format text|json|hocr|tsv|alto|pdf]
 
 ``--url`` and ``--api-key`` default to ``OCR_URL`` and ``OCR_API_KEY``; the URL is checked first
 (one line says what is wrong with it). ``run`` reads the files whose first bytes are an image's
@@ -31,7 +31,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .batch import RESULT_SUFFIXES, Batch, BatchReport, FileResult, collect_sources
+from .batch import RESULT_SUFFIXES, Batch, BatchReport, FileResult, collect_sources, parse_formats
 from .client import DEFAULT_URL, ClientError, OcrClient, OptionValue, RetryPolicy, Stopped
 
 EXIT_FAILED = 1
@@ -169,9 +169,23 @@ def sync(args: argparse.Namespace, console: Console) -> int:
     document = path.read_bytes()
     client = _client(args)
     client.check_service()
+    if "," in args.format:
+        raise ClientError("sync writes one format to stdout: use run --out DIR for several")
+    if args.format == "pdf":
+        data = client.ocr_bytes(document, filename=path.name, options=_options(args), fmt="pdf")
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
     text = client.ocr(document, filename=path.name, options=_options(args), fmt=args.format)
     sys.stdout.write(text)
     return 0
+
+
+def _formats(value: str) -> str:
+    try:
+        return ",".join(parse_formats(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -187,7 +201,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the API key, when the service has keys on (OCR_API_KEY)",
     )
     common.add_argument(
-        "--format", choices=list(RESULT_SUFFIXES), default="text", help="what to write"
+        "--format",
+        type=_formats,
+        default="text",
+        help=f"what to write: {', '.join(RESULT_SUFFIXES)}; run takes several with commas "
+        "(text,pdf: one read, one file each)",
     )
     common.add_argument("--psm", type=int, help="page segmentation mode (3 automatic, 6 block)")
     common.add_argument("--lang", help="installed language(s), e.g. eng")

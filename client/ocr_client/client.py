@@ -324,6 +324,10 @@ class OcrClient:
         """The finished job's text, JSON, hOCR or TSV as the API renders it."""
         return self._call("GET", f"/v1/jobs/{job_id}", params={"format": fmt}).text
 
+    def download(self, job_id: str, fmt: str = "pdf") -> bytes:
+        """The finished job in a format as the API renders it, as bytes (the searchable PDF)."""
+        return bytes(self._call("GET", f"/v1/jobs/{job_id}", params={"format": fmt}).content)
+
     def wait(
         self,
         job_id: str,
@@ -356,6 +360,18 @@ class OcrClient:
         return self._post_document(
             "/v1/ocr", document, filename, options, params={"format": fmt}
         ).text
+
+    def ocr_bytes(
+        self,
+        document: bytes,
+        *,
+        filename: str = "document",
+        options: Options | None = None,
+        fmt: str = "pdf",
+    ) -> bytes:
+        """``POST /v1/ocr``: read the document now; the answer's bytes (the searchable PDF)."""
+        answer = self._post_document("/v1/ocr", document, filename, options, params={"format": fmt})
+        return bytes(answer.content)
 
     # -- transport -------------------------------------------------------------------------
 

@@ -33,9 +33,14 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """Both services on a bucket of the S3 server, under a prefix (the AWS_* variables that
-    point at it are in the environment the services start with)."""
+    point at it are in the environment the services start with), letting go of documents once
+    read (kept, they are deleted with their jobs: test_searchable_pdf_wire)."""
     bucket = s3_server.create_bucket()
-    settings = {"OCR_BLOB_URL": f"s3://{bucket}/ocr", "OCR_BLOB_GRACE_S": str(GRACE_S)}
+    settings = {
+        "OCR_BLOB_URL": f"s3://{bucket}/ocr",
+        "OCR_BLOB_GRACE_S": str(GRACE_S),
+        "OCR_KEEP_IMAGES": "false",
+    }
     with running_stack(mysql_url, tmp_path_factory.mktemp("e2e-s3"), **settings) as stack:
         yield stack
 

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pypdfium2
 import pytest
 import requests
 
@@ -160,7 +161,14 @@ def test_an_interrupted_run_waits_for_its_jobs_instead_of_resubmitting(
     # The OCR server is stopped: the jobs stay queued, the client waits for them.
     stack.ocr.stop()
     args = ("run", str(folder), "--out", str(out), "--format", "json", "--concurrency", "20")
-    proc = subprocess.Popen(client_command(stack, *args), stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal, even where this suite runs in the background (a shell starts
+    # background jobs with SIGINT ignored, and a child inherits that).
+    proc = subprocess.Popen(
+        client_command(stack, *args),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
 
         def submitted() -> bool:
@@ -173,10 +181,10 @@ def test_an_interrupted_run_waits_for_its_jobs_instead_of_resubmitting(
     finally:
         if proc.poll() is None:
             proc.kill()
+        stack.start_ocr()  # the tests after this one need it, whatever happened here
     assert proc.returncode == 130, stderr
     assert "interrupted; run the same command again to resume" in stderr
 
-    stack.start_ocr()
     again = run_client(stack, *args)
     assert again.returncode == 0, again.stderr
     assert "0 submitted now" in again.stderr, again.stderr
@@ -205,6 +213,35 @@ def test_sync_prints_the_text_with_the_url_from_the_environment(stack: Stack, fo
     bad = sync("notes.png")
     assert bad.returncode == 1
     assert "HTTP 400" in bad.stderr and "image" in bad.stderr
+
+
+def test_several_formats_in_one_pass_read_each_document_once(
+    stack: Stack, folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    before = len(jobs_on_server(stack))
+    result = run_client(stack, "run", str(folder), "--out", str(out), "--format", "text,pdf")
+    assert result.returncode == 0, result.stderr
+    assert_pages_read(out)
+    for index in range(1, len(NUMBERS) + 1):
+        pdf = (out / f"page{index:02d}.png.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF-")
+        assert f"Page {NUMBERS[index - 1]}" in " ".join(words_of(pdf))
+    # One job a document, not one a format.
+    assert len(jobs_on_server(stack)) - before == len(NUMBERS)
+    # Run again: nothing to do.
+    again = run_client(stack, "run", str(folder), "--out", str(out), "--format", "text,pdf")
+    assert again.returncode == 0 and len(jobs_on_server(stack)) - before == len(NUMBERS)
+    wrong = run_client(stack, "run", str(folder), "--out", str(out), "--format", "text,docx")
+    assert wrong.returncode == 2 and "'docx' is not one of" in wrong.stderr
+
+
+def words_of(pdf: bytes) -> list[str]:
+    document = pypdfium2.PdfDocument(pdf)
+    try:
+        return document[0].get_textpage().get_text_range().split()
+    finally:
+        document.close()
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:

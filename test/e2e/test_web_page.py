@@ -142,7 +142,9 @@ def test_an_image_is_read_and_its_word_boxes_drawn(
     assert console.errors == []
 
 
-def test_a_pdf_is_drawn_as_its_words_page_by_page(stack: Stack, page: Page, tmp_path: Path) -> None:
+def test_a_pdf_is_drawn_page_by_page_and_downloaded_searchable(
+    stack: Stack, page: Page, tmp_path: Path
+) -> None:
     console = Console(page)
     document = tmp_path / "two.pdf"
     document.write_bytes(render_document([["First page here"], ["Second page there"]]))
@@ -152,15 +154,22 @@ def test_a_pdf_is_drawn_as_its_words_page_by_page(stack: Stack, page: Page, tmp_
     page.set_input_files("#file", str(document))
     wait_for_boxes(page)
     assert "2 pages" in page.inner_text("#result-meta")
-    # The browser cannot draw a PDF: each word is written in its box instead.
-    assert page.locator("#stage canvas").count() == 0
+    # The browser cannot draw a PDF: the service's image of each page (the document is kept)
+    # is drawn under the boxes.
+    page.wait_for_selector("#stage canvas", timeout=30_000)
     assert page.inner_text("#page-label") == "Page 1 (1 of 2)"
-    assert page.locator("#stage svg text", has_text="First").count() == 1
+    assert page.locator("#stage svg text").count() == 0
     page.click("#next")
-    assert page.inner_text("#page-label") == "Page 2 (2 of 2)"
-    assert page.locator("#stage svg text", has_text="Second").count() == 1
+    page.wait_for_function("document.querySelector('#page-label').textContent.startsWith('Page 2')")
+    page.wait_for_selector("#stage canvas", timeout=30_000)
+    assert page.locator("#stage canvas").count() == 1
     assert page.locator("#stage svg rect.word").count() == 3
+    # The searchable PDF, downloaded.
+    with page.expect_download() as download:
+        page.click("button[data-format=pdf]")
+    assert Path(download.value.path()).read_bytes().startswith(b"%PDF-")
     job_id = page.inner_text("#result-meta").split(" · ")[0].removeprefix("job ")
+    assert download.value.suggested_filename == f"{job_id}.pdf"
     job = requests.get(stack.url(f"/v1/jobs/{job_id}"), timeout=30).json()
     assert job["options"]["psm"] == 6
     assert console.errors == []

@@ -109,9 +109,13 @@ def read_all(
     files: JobFiles,
     ids: list[str],
     engines: list[FakeEngine] | None = None,
+    **overrides: object,
 ) -> list[Job]:
-    """A dispatcher on ``engines`` (one FakeEngine by default) until the jobs ``ids`` end."""
-    dispatcher = Dispatcher(sessions, EnginePool(engines or [FakeEngine()]), settings(), files)
+    """A dispatcher on ``engines`` (one FakeEngine by default), with ``overrides`` of the test
+    settings, until the jobs ``ids`` end."""
+    dispatcher = Dispatcher(
+        sessions, EnginePool(engines or [FakeEngine()]), settings(**overrides), files
+    )
     return asyncio.run(run_until_final(dispatcher, sessions, ids))
 
 
@@ -126,12 +130,12 @@ def start_then_stop(dispatcher: Dispatcher, grace_s: float) -> None:
     asyncio.run(scenario())
 
 
-def test_queued_jobs_are_read_and_their_documents_deleted(
+def test_queued_jobs_are_read_and_their_documents_deleted_when_not_kept(
     sessions: sessionmaker[Session], files: JobFiles
 ) -> None:
     ids = queue(sessions, files, [f"page {i}".encode() for i in range(10)])
     assert len(files.store.list("jobs/", limit=100)) == 10
-    done = read_all(sessions, files, ids, [FakeEngine(), FakeEngine()])
+    done = read_all(sessions, files, ids, [FakeEngine(), FakeEngine()], keep_images=False)
     assert [job.text for job in done] == [f"page {i}\n" for i in range(10)]
     assert all(job.status == JobStatus.SUCCEEDED and job.attempts == 1 for job in done)
     assert files.store.list("jobs/", limit=100) == []

@@ -83,7 +83,7 @@ def test_a_raw_pdf_is_counted_and_its_pages_selected(
         ("pages=9", "pages"),
         ("preprocess=magic", "preprocess"),
         ("lang=klingon", "lang"),
-        ("format=pdf", "format"),
+        ("format=docx", "format"),
         ("colour=red", "colour"),
     ],
 )
