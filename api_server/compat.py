@@ -14,9 +14,7 @@ from datetime import datetime
 from flask import Blueprint, Response, jsonify
 
 from ocr_common import job_store
-from ocr_common.db import in_transaction
 from ocr_common.errors import NotFound, OcrError
-from ocr_common.job_store import KnownResult
 from ocr_common.models import JobStatus
 
 from . import jobs, schemas
@@ -46,32 +44,11 @@ LIST_PAGE = 1000
 )
 def image_sync() -> Response:
     """OCR now: {"image_data": b64} -> {"text": text}; a list in gives a list out."""
-    svc = current_services()
     uploads, many = read_uploads()
     started = job_store.utcnow()
-    known: dict[int, KnownResult] = {}
-    if svc.settings.reuse_results:
-        with svc.sessions() as session:
-            for index, upload in enumerate(uploads):
-                found = job_store.find_result(
-                    session, digest=upload.image_digest, owner=current_owner()
-                )
-                if found is not None:
-                    known[index] = found
-    unknown = [upload for index, upload in enumerate(uploads) if index not in known]
-    read = iter(jobs.read_now(unknown) if unknown else [])
-    results = [known[index] if index in known else next(read) for index in range(len(uploads))]
-    in_transaction(
-        svc.sessions,
-        lambda session: [
-            jobs.record_read(session, upload, started_at=started, outcome=outcome)
-            for upload, outcome in zip(uploads, results, strict=True)
-        ],
-    )
-    for outcome in results:
-        if isinstance(outcome, OcrError):
-            raise outcome
-    texts = [outcome.text for outcome in results if not isinstance(outcome, OcrError)]
+    outcomes = jobs.reuse_or_read(uploads)
+    jobs.record_reads(uploads, outcomes, started_at=started)
+    texts = [outcome.text for outcome in outcomes if not isinstance(outcome, OcrError)]
     return jsonify({"text": texts if many else texts[0]})
 
 

@@ -18,7 +18,7 @@ from ocr_common import job_store
 from ocr_common.blobs import BlobMissing, BlobStoreError, JobFiles, StoredDocument
 from ocr_common.db import in_transaction
 from ocr_common.documents import check_sync_pages
-from ocr_common.errors import OcrError, Unavailable
+from ocr_common.errors import EngineError, OcrError, Unavailable
 from ocr_common.job_store import KnownResult
 from ocr_common.models import Job
 from ocr_common.observability import current_request_id
@@ -52,6 +52,28 @@ def find_job(job_id: str) -> Job | None:
         return job_store.get_job(session, job_id, owner=current_owner())
 
 
+def reuse_or_read(submissions: list[Submission]) -> list[Reading | KnownResult | OcrError]:
+    """Each submission's result now: one stored for the same bytes, owner and options (with
+    OCR_REUSE_RESULTS: ``job_store.find_result``, the rule claims follow too), else read by the
+    OCR server, or the error it met."""
+    svc = current_services()
+    known: dict[int, KnownResult] = {}
+    if svc.settings.reuse_results:
+        with svc.sessions() as session:
+            for index, submission in enumerate(submissions):
+                found = job_store.find_result(
+                    session,
+                    digest=submission.image_digest,
+                    owner=current_owner(),
+                    options=submission.options,
+                )
+                if found is not None:
+                    known[index] = found
+    unknown = [submission for index, submission in enumerate(submissions) if index not in known]
+    read = iter(read_now(unknown) if unknown else [])
+    return [known[index] if index in known else next(read) for index in range(len(submissions))]
+
+
 def read_now(submissions: list[Submission]) -> list[Reading | OcrError]:
     """Each submission read by the OCR server now: its result, or the error it met.
 
@@ -68,7 +90,55 @@ def read_now(submissions: list[Submission]) -> list[Reading | OcrError]:
     return current_services().ocr.recognize(requests, deadline=deadline, gone=gone)
 
 
-def record_read(
+def record_reads(
+    submissions: list[Submission],
+    outcomes: list[Reading | KnownResult | OcrError],
+    *,
+    started_at: datetime,
+    **job: Any,
+) -> list[Job]:
+    """The reads made now as finished jobs of the caller, in one transaction, whichever API
+    asked: each result (read or reused, its document kept with it as a queued job's is) and
+    each engine failure. A request the OCR server refused or could not take is no job. Then
+    the first error met is raised."""
+    recorded = [
+        (submission, outcome)
+        for submission, outcome in zip(submissions, outcomes, strict=True)
+        if not isinstance(outcome, OcrError) or isinstance(outcome, EngineError)
+    ]
+    # A document read is kept with its job, as a queued one is (its PDF, later).
+    documents = [
+        None if isinstance(outcome, OcrError) else keep_document(submission)
+        for submission, outcome in recorded
+    ]
+
+    def record(session: Session) -> list[Job]:
+        return [
+            _record_read(
+                session,
+                submission,
+                started_at=started_at,
+                outcome=outcome,
+                document=document,
+                **job,
+            )
+            for (submission, outcome), document in zip(recorded, documents, strict=True)
+        ]
+
+    try:
+        finished = in_transaction(current_services().sessions, record)
+    except BaseException:
+        for document in documents:
+            if document is not None:
+                remove_files(document.job_id)
+        raise
+    for outcome in outcomes:
+        if isinstance(outcome, OcrError):
+            raise outcome
+    return finished
+
+
+def _record_read(
     session: Session,
     submission: Submission,
     *,

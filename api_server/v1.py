@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from ocr_common import job_store
 from ocr_common.db import in_transaction
-from ocr_common.errors import BadRequest, Conflict, EngineError, NotFound, OcrError
+from ocr_common.errors import BadRequest, Conflict, NotFound, OcrError
 from ocr_common.models import Job, JobApi, JobStatus, WebhookDelivery
 from ocr_common.options import DEFAULT_LANG
 from ocr_common.render.page_image import MAX_SIDE_PX, PNG_MEDIA_TYPE, WEBP_MEDIA_TYPE, page_preview
@@ -66,35 +66,13 @@ bp.record_once(
     },
 )
 def ocr_now() -> Response:
-    svc = current_services()
     submission, extra = read_submission(extra=("format",))
     fmt = result_format(extra, request.accept_mimetypes)
     started = job_store.utcnow()
-    outcome = jobs.read_now([submission])[0]
-    # An engine failure is recorded as a failed job, like any other; a request the OCR server
-    # refuses (or cannot take) stores nothing.
-    if isinstance(outcome, OcrError) and not isinstance(outcome, EngineError):
-        raise outcome
-    # A document read is kept with its job, as a queued one is (its PDF, later).
-    document = None if isinstance(outcome, OcrError) else jobs.keep_document(submission)
-    try:
-        job = in_transaction(
-            svc.sessions,
-            lambda session: jobs.record_read(
-                session,
-                submission,
-                started_at=started,
-                outcome=outcome,
-                api=JobApi.V1,
-                document=document,
-            ),
-        )
-    except BaseException:
-        if document is not None:
-            jobs.remove_files(document.job_id)
-        raise
-    if isinstance(outcome, OcrError):
-        raise outcome
+    [outcome] = jobs.reuse_or_read([submission])
+    # The job is recorded as on the original API: a result or an engine failure (raised).
+    [job] = jobs.record_reads([submission], [outcome], started_at=started, api=JobApi.V1)
+    assert not isinstance(outcome, OcrError)
     return render_job(job, outcome.pages, fmt, document=lambda: submission.data)
 
 

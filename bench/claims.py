@@ -68,8 +68,10 @@ from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import PageTask
 from ocr_server.pool import EnginePool
 from ocr_testkit.database import (
+    claim_next,
     explain,
     filed_document,
+    finish,
     keda_query,
     queue_document,
     scratch_database,
@@ -174,13 +176,11 @@ def run(
     def one_at_a_time(worker: str, ids: list[str]) -> None:
         while True:
             with sessions.begin() as session:
-                job = job_store.claim_next(session, worker_id=worker, lease_s=60)
+                job = claim_next(session, worker_id=worker, lease_s=60)
             if job is None:
                 return
             with sessions.begin() as session:
-                job_store.finish(
-                    session, job_id=job.id, worker_id=worker, text=f"the text of {job.id}\n"
-                )
+                finish(session, job_id=job.id, worker_id=worker, text=f"the text of {job.id}\n")
             ids.append(job.id)
 
     def in_batches(worker: str, ids: list[str]) -> None:

@@ -52,7 +52,7 @@ from ocr_common import job_store
 from ocr_common.blobs import JobFiles
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
-from ocr_testkit.database import scratch_database
+from ocr_testkit.database import claim_next, finish, scratch_database
 from ocr_testkit.pages import render_lines
 from ocr_testkit.stack import Stack, group_members
 
@@ -310,12 +310,10 @@ def mark_done(sessions: sessionmaker[Session], count: int) -> list[str]:
     ids = []
     for _ in range(count):
         with sessions.begin() as session:
-            job = job_store.claim_next(session, worker_id=BENCH_WORKER, lease_s=3600)
+            job = claim_next(session, worker_id=BENCH_WORKER, lease_s=3600)
             if job is None:
                 break
-            job_store.finish(
-                session, job_id=job.id, worker_id=BENCH_WORKER, text="Invoice paid in full\n"
-            )
+            finish(session, job_id=job.id, worker_id=BENCH_WORKER, text="Invoice paid in full\n")
         ids.append(job.id)
     return ids
 

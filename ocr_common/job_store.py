@@ -137,34 +137,52 @@ def create_job(
 
     Without ``api``/``options`` it is a job of the original API: the first page, defaults.
     """
-    values: dict[str, Any] = {
-        "id": document.job_id,
-        "status": QUEUED,
-        "kind": "async",
-        "owner": owner,
-        "created_at": utcnow(),
-        "started_at": None,
-        "finished_at": None,
-        "attempts": 0,
-        "max_attempts": max_attempts,
-        "worker_id": None,
-        "image_bytes": document.size,
-        "image_sha256": document.digest,
-        "document_key": document.key,
-        "text": None,
-        "error_code": None,
-        "error_message": None,
-        "options": options.to_json(),
-        "format": fmt,
-        "pages_total": pages_total,
-        "pages_done": 0,
-        "idempotency_key": idempotency_key,
-        "request_sha256": request_digest,
-        "api": api.value,
-        "request_id": request_id,
-        "webhook_url": webhook_url,
-    }
-    # A Core INSERT: this is the intake hot path, and the ORM's unit of work costs more CPU.
+    return _insert_job(
+        session,
+        id=document.job_id,
+        max_attempts=max_attempts,
+        owner=owner,
+        image_bytes=document.size,
+        image_sha256=document.digest,
+        document_key=document.key,
+        options=options.to_json(),
+        format=fmt,
+        pages_total=pages_total,
+        idempotency_key=idempotency_key,
+        request_sha256=request_digest,
+        api=api.value,
+        request_id=request_id,
+        webhook_url=webhook_url,
+    )
+
+
+# A new job row's columns, but those its maker gives.
+_NEW_JOB: dict[str, Any] = {
+    "status": QUEUED,
+    "kind": "async",
+    "owner": None,
+    "started_at": None,
+    "finished_at": None,
+    "attempts": 0,
+    "worker_id": None,
+    "document_key": None,
+    "text": None,
+    "error_code": None,
+    "error_message": None,
+    "format": None,
+    "pages_total": 1,
+    "pages_done": 0,
+    "idempotency_key": None,
+    "request_sha256": None,
+    "request_id": None,
+    "webhook_url": None,
+}
+
+
+def _insert_job(session: Session, **columns: Any) -> Job:
+    """The one way a job row is inserted: a Core INSERT (intake's hot path, where the ORM's
+    unit of work costs more CPU)."""
+    values = {**_NEW_JOB, "id": new_job_id(), "created_at": utcnow(), **columns}
     session.execute(insert(JOBS).values(values))
     return Job.from_row(SimpleNamespace(**values))
 
@@ -188,8 +206,8 @@ def record_finished(
 ) -> Job:
     """Record an OCR whose outcome is already known (a synchronous read, or a reused result)
     as a finished job; ``document``: its document, kept in the blob store under the job's id."""
-    now = utcnow()
-    row = JobRow(
+    return _insert_job(
+        session,
         id=document.job_id if document is not None else new_job_id(),
         document_key=document.key if document is not None else None,
         status=JobStatus.SUCCEEDED.value if error_code is None else JobStatus.FAILED.value,
@@ -197,7 +215,7 @@ def record_finished(
         owner=owner,
         created_at=started_at,
         started_at=started_at,
-        finished_at=now,
+        finished_at=utcnow(),
         attempts=1,
         max_attempts=1,
         image_bytes=len(image),
@@ -212,9 +230,6 @@ def record_finished(
         page_results=None if pages is None else store_pages(pages),
         api=api.value,
     )
-    session.add(row)
-    session.flush()
-    return Job.from_row(row)
 
 
 class KnownResult(NamedTuple):
@@ -225,14 +240,20 @@ class KnownResult(NamedTuple):
     pages: list[Page] | None
 
 
-def find_result(session: Session, *, digest: str, owner: str | None = None) -> KnownResult | None:
-    """The result of a succeeded job of the original API (read with its defaults) on the same
-    image bytes and owner, if there is one."""
+def find_result(
+    session: Session, *, digest: str, owner: str | None, options: OcrOptions
+) -> KnownResult | None:
+    """The result of a succeeded job on the same document bytes, of the same owner, read with
+    the same options (whichever API made it), if there is one: the one rule of result reuse
+    (``OCR_REUSE_RESULTS``), at claim time and for a synchronous read alike."""
+    same_options = JOBS.c.options == options.to_json()
+    if options == ORIGINAL_API_OPTIONS:
+        # Jobs of the original API made before migration 0007 kept no options.
+        same_options = or_(same_options, JOBS.c.options.is_(None))
     query = (
         select(JOBS.c.text, JOBS.c.page_results, JOBS.c.result)
         .where(JOBS.c.image_sha256 == digest, JOBS.c.status == JobStatus.SUCCEEDED.value)
-        .where(JOBS.c.api == JobApi.ORIGINAL.value)
-        .where(_owned_by(owner))
+        .where(_owned_by(owner), same_options)
         .limit(1)
     )
     row = session.execute(query).first()
@@ -376,12 +397,6 @@ def jobs_ahead(session: Session, job: Job, *, up_to: int = MAX_COUNTED_AHEAD) ->
     return int(session.execute(select(func.count()).select_from(counted)).scalar_one())
 
 
-def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJob | None:
-    """Take the oldest queued job for ``worker_id`` (``claim_batch`` of one)."""
-    claimed = claim_batch(session, worker_id=worker_id, lease_s=lease_s, limit=1)
-    return claimed[0] if claimed else None
-
-
 def heartbeat(session: Session, *, worker_id: str, job_ids: Sequence[str], lease_s: float) -> int:
     """Extend the leases ``worker_id`` holds on ``job_ids``; returns how many it still holds."""
     if not job_ids:
@@ -394,35 +409,6 @@ def progress(session: Session, *, job_id: str, worker_id: str, pages_done: int) 
     """Record how many pages of a running document are read; False: the job is no longer ours
     (canceled, or taken over), so its remaining pages need not be read."""
     return bool(_update(session, JOBS.c.id == job_id, *_held_by(worker_id), pages_done=pages_done))
-
-
-def finish(
-    session: Session,
-    *,
-    job_id: str,
-    worker_id: str,
-    text: str,
-    keep_image: bool = False,
-    pages: Sequence[Page] | None = None,
-) -> bool:
-    """Write the result if ``worker_id`` still holds the job; False means someone else took it."""
-    outcome = JobOutcome(job_id, text=text, pages=pages)
-    return bool(
-        finish_batch(session, worker_id=worker_id, outcomes=[outcome], keep_images=keep_image)
-    )
-
-
-def fail(
-    session: Session,
-    *,
-    job_id: str,
-    worker_id: str,
-    error_code: str,
-    error_message: str,
-) -> bool:
-    """Mark the job failed for good, if ``worker_id`` still holds it."""
-    outcome = JobOutcome(job_id, error_code=error_code, error_message=error_message)
-    return bool(finish_batch(session, worker_id=worker_id, outcomes=[outcome]))
 
 
 def claim_batch(
@@ -473,13 +459,10 @@ def claim_batch(
         if row.data is None and row.document_key is None:
             # A queued job without its document cannot run; it never should exist, but if it
             # does it must not be claimed again and again: fail it once.
-            fail(
-                session,
-                job_id=job_id,
-                worker_id=worker_id,
-                error_code=DOCUMENT_MISSING,
-                error_message=DOCUMENT_MISSING_MESSAGE,
+            missing = JobOutcome(
+                job_id, error_code=DOCUMENT_MISSING, error_message=DOCUMENT_MISSING_MESSAGE
             )
+            finish_batch(session, worker_id=worker_id, outcomes=[missing])
             continue
         claimed.append(ClaimedJob.from_row(row))
     return claimed
@@ -499,7 +482,7 @@ def finish_batch(
     Returns the ids written, in the order given: once committed, the caller deletes their
     documents from the blob store (``JobFiles.release_documents``). A job left out was no
     longer ours (its lease expired and it went back to the queue, or it was canceled or
-    finished) and is not touched, as with ``finish``. A SELECT and an UPDATE for the whole
+    finished) and is not touched. A SELECT and an UPDATE for the whole
     batch (more UPDATEs only when the results are large), and one commit by the caller.
     """
     if not outcomes:
@@ -577,7 +560,7 @@ def _per_job_values(outcomes: list[JobOutcome]) -> dict[str, Any]:
     }
     documents = [o for o in outcomes if o.pages is not None]
     if documents:
-        # Only outcomes with pages change them, as finish() leaves the others' alone.
+        # Only outcomes with pages change them, as a job without them keeps its own.
         values["page_results"] = per_job(
             {o.job_id: o.stored_pages for o in documents}, JOBS.c.page_results
         )

@@ -239,11 +239,18 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format: requests, engine use and restarts, pages, jobs, queue depth."""
+    pool, dispatcher = request.app[POOL_KEY], request.app[DISPATCHER_KEY]
+    gauges: dict[str, server_metrics.Gauge] = {
+        "ocr_engines": ("Engine processes in the pool", lambda: pool.size),
+        "ocr_engines_busy": ("Engine processes reading a page now", lambda: pool.busy),
+        "ocr_sync_waiting": (
+            "Synchronous requests waiting for an engine",
+            lambda: pool.waiting(True),
+        ),
+        "ocr_jobs_running": ("Jobs this server holds a lease on", lambda: dispatcher.running_jobs),
+    }
     body = await asyncio.to_thread(
-        server_metrics.render,
-        request.app[POOL_KEY],
-        request.app[DISPATCHER_KEY],
-        request.app[SESSIONS_KEY],
+        server_metrics.render, gauges, dispatcher.counters, request.app[SESSIONS_KEY]
     )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 

@@ -13,11 +13,11 @@ from typing import NamedTuple
 from sqlalchemy.orm import Session
 
 from ocr_common import job_store
-from ocr_common.models import ClaimedJob, JobApi, JobOutcome
+from ocr_common.models import ClaimedJob, JobOutcome
 from ocr_common.settings import Settings
 
 from .documents import Documents
-from .metrics import DispatcherStats
+from .metrics import DispatcherCounters
 from .pool import Engine, EnginePool
 from .transactions import DB_RETRY_S, Transactions
 
@@ -41,7 +41,7 @@ class ClaimLoop:
         transactions: Transactions,
         pool: EnginePool,
         settings: Settings,
-        stats: DispatcherStats,
+        counters: DispatcherCounters,
         documents: Documents,
         *,
         worker_id: str,
@@ -51,7 +51,7 @@ class ClaimLoop:
         self._db = transactions
         self._pool = pool
         self._settings = settings
-        self._stats = stats
+        self._counters = counters
         self._documents = documents
         self._worker_id = worker_id
         self._start_job = start_job
@@ -97,12 +97,12 @@ class ClaimLoop:
                 raise
             except Exception as exc:  # noqa: BLE001 - database down: wait and poll again
                 self._release(engines)
-                self._db.count_error(exc)
+                self._db.count_error()
                 log.warning("could not claim jobs (%s: %s)", type(exc).__name__, exc)
                 await self._sleep(max(DB_RETRY_S, settings.poll_interval_s))
                 continue
-            self._stats.claimed += len(jobs)
-            self._stats.reused += taken - len(jobs)
+            self._counters.claimed.inc(len(jobs))
+            self._counters.reused.inc(taken - len(jobs))
             for job in jobs:
                 self._start_job(engines.pop(), job)
             self._release(engines)
@@ -124,13 +124,13 @@ class ClaimLoop:
         to_read: list[ClaimedJob] = []
         reused: list[JobOutcome] = []
         for job in jobs:
-            # A v1 job is read again whatever was read before (see docs/known-limits.md).
             known = None
-            if job.api == JobApi.ORIGINAL and job.digest is not None:
-                # The same bytes from the same owner were read before: reuse that result.
-                # Checked here rather than at intake, to keep POST /image at one round trip
-                # less.
-                known = job_store.find_result(session, digest=job.digest, owner=job.owner)
+            if job.digest is not None:
+                # The same bytes, owner and options were read before: reuse that result.
+                # Checked here rather than at intake, to keep a submit at one round trip less.
+                known = job_store.find_result(
+                    session, digest=job.digest, owner=job.owner, options=job.options
+                )
             if known is None:
                 to_read.append(job)
             else:

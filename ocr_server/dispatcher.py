@@ -31,7 +31,7 @@ from .documents import Documents
 from .engine import PageTask
 from .leases import Leases
 from .maintenance import maintain
-from .metrics import DispatcherStats
+from .metrics import DispatcherCounters
 from .outcomes import OutcomeWriter
 from .pool import Engine, EnginePool
 from .presence import Presence
@@ -66,8 +66,8 @@ class Dispatcher:
         self._max_write_bytes = max_write_bytes
         # Unique per OCR server process, and readable in the jobs table.
         self.worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.stats = DispatcherStats()
-        self._db = Transactions(session_factory, self.stats)
+        self.counters = DispatcherCounters()
+        self._db = Transactions(session_factory, self.counters)
         self._leases = Leases(self._db, worker_id=self.worker_id, lease_s=settings.lease_s)
         self._outcomes = OutcomeWriter(
             self._db,
@@ -80,7 +80,7 @@ class Dispatcher:
             self._db,
             pool,
             settings,
-            self.stats,
+            self.counters,
             self._documents,
             worker_id=self.worker_id,
             start_job=self._start_job,
@@ -106,7 +106,7 @@ class Dispatcher:
             asyncio.create_task(self._leases.keep_alive(), name="heartbeat"),
             asyncio.create_task(
                 maintain(
-                    self._db, self._settings, self.stats, self._claims.notify, self._documents
+                    self._db, self._settings, self.counters, self._claims.notify, self._documents
                 ),
                 name="maintenance",
             ),
@@ -146,7 +146,7 @@ class Dispatcher:
             await self._presence_loop
 
     def describe(self) -> dict[str, Any]:
-        return {"worker_id": self.worker_id, "running": self.running_jobs, **vars(self.stats)}
+        return {"worker_id": self.worker_id, "running": self.running_jobs, **self.counters.values()}
 
     # -- one job -----------------------------------------------------------------------------
 
@@ -207,7 +207,7 @@ class Dispatcher:
             error = exc
         except JobWithdrawn:
             # A late write refused by the lease guard, as a refused result is below.
-            self.stats.lost_leases += 1
+            self.counters.lost_leases.inc()
             log.info("job %s was canceled or taken over; its other pages are not read", job.id)
             return
         except Exception as exc:  # noqa: BLE001 - a bug must cost an attempt, not the job
@@ -216,7 +216,7 @@ class Dispatcher:
         finally:
             self._claims.notify()
         if await self._record(job, pages, error) is False:
-            self.stats.lost_leases += 1
+            self.counters.lost_leases.inc()
             log.warning("job %s: canceled or lease lost; result discarded", job.id)
 
     async def _unreadable(self, job: ClaimedJob, exc: BlobMissing | BlobStoreError) -> None:
@@ -224,7 +224,7 @@ class Dispatcher:
         once, never retried), or the store did not answer (given back uncharged, after a
         pause, as through a database outage)."""
         if isinstance(exc, BlobMissing):
-            self.stats.failed += 1
+            self.counters.failed.inc()
             log.error("job %s: its document %s is missing from the blob store", job.id, exc)
             outcome = JobOutcome(
                 job.id,
@@ -264,17 +264,17 @@ class Dispatcher:
         decision = decide(job, error)
         if decision.verdict is Verdict.FINISH:
             assert outcome is not None
-            self.stats.succeeded += 1
+            self.counters.succeeded.inc()
             return await self._outcomes.write(outcome)
         failed = decision.error
         assert failed is not None and decision.message is not None
         code, message = failed.code, decision.message
         if decision.verdict is Verdict.FAIL:
-            self.stats.failed += 1
+            self.counters.failed.inc()
             return await self._outcomes.write(
                 JobOutcome(job.id, error_code=code, error_message=message)
             )
-        self.stats.retried += 1
+        self.counters.retried.inc()
         log.warning("job %s attempt %d failed (%s); retrying", job.id, job.attempts, code)
 
         def release(session: Session) -> bool:

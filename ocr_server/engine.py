@@ -144,6 +144,17 @@ def _to_tesseract_mode(image: Image.Image) -> Image.Image:
 
 
 @dataclass(frozen=True)
+class _PageRead:
+    """A page being read: the API reading it, its number and resolution, and the
+    ``time.monotonic()`` by which every Tesseract call on it ends."""
+
+    api: Any
+    page: int
+    source_dpi: Any
+    deadline: float
+
+
+@dataclass(frozen=True)
 class PageTask:
     """One page of a document for an engine: it renders the page from the document itself."""
 
@@ -175,24 +186,25 @@ class TesseractEngine:
         self._timeout_ms = int(page_timeout_s * 1000)
         self._max_pixels = max_pixels
 
-    def _recognize(self, api: Any, what: str) -> None:
-        """Run Tesseract on the image set; ``what`` names the page in errors."""
+    def _recognize(self, at: _PageRead, what: str) -> None:
+        """Run Tesseract on the image set, within what is left of the page's time; ``what``
+        names the reading in errors."""
         started = time.monotonic()
-        if api.Recognize(timeout=self._timeout_ms):
-            return
-        # False means a timeout only when the time was up: Tesseract also refuses at once a
-        # page it cannot lay out (wider or taller than 32,767 pixels, say).
-        elapsed_s = time.monotonic() - started
+        left_ms = int((at.deadline - started) * 1000)
         timeout_s = self._timeout_ms / 1000
-        if elapsed_s >= timeout_s:
-            raise EngineTimeout(
-                f"Tesseract gave up on {what} after {timeout_s:g} s (OCR_PAGE_TIMEOUT_S)"
+        if left_ms <= 0 or not at.api.Recognize(timeout=left_ms):
+            # False means a timeout only when the time was up: Tesseract also refuses at once a
+            # page it cannot lay out (wider or taller than 32,767 pixels, say).
+            elapsed_s = time.monotonic() - started
+            if elapsed_s >= left_ms / 1000:
+                raise EngineTimeout(
+                    f"Tesseract gave up on {what} after {timeout_s:g} s (OCR_PAGE_TIMEOUT_S)"
+                )
+            raise EngineError(
+                f"Tesseract refused {what} after {elapsed_s:.2f} s, well within its "
+                f"{timeout_s:g} s limit; it reads pages of at most {MAX_SIDE_PX} pixels a side",
+                code="recognition_failed",
             )
-        raise EngineError(
-            f"Tesseract refused {what} after {elapsed_s:.2f} s, well within its {timeout_s:g} s "
-            f"limit; it reads pages of at most {MAX_SIDE_PX} pixels a side",
-            code="recognition_failed",
-        )
 
     def _api_for(self, lang: str) -> Any:
         import tesserocr
@@ -226,6 +238,9 @@ class TesseractEngine:
         if source_dpi:
             image.info["dpi"] = source_dpi
         api = self._api_for(options.lang)
+        # Every call to Tesseract on this page, however many readings preprocessing asks
+        # for, ends by this time (the engine process's parent starts the same clock).
+        at = _PageRead(api, page, source_dpi, time.monotonic() + self._timeout_ms / 1000)
         import tesserocr
 
         api.SetPageSegMode(options.psm)
@@ -234,16 +249,8 @@ class TesseractEngine:
         try:
             if options.preprocess == Preprocess.AUTO:
                 # Grey here, so that the colour page is not held while Tesseract reads.
-                image = preprocess.greyscale(image)
-                result = preprocess.read_auto(
-                    image,
-                    lambda upright: self._read(api, upright, page, source_dpi),
-                    api,
-                    self._api_for("osd"),
-                )
-            else:
-                result = self._read(api, _to_tesseract_mode(image), page, source_dpi)
-            return result
+                return self._read_auto(at, preprocess.greyscale(image))
+            return self._read(at, _to_tesseract_mode(image))
         except RuntimeError as exc:
             raise EngineError(f"Tesseract could not read page {page}: {exc}") from None
         finally:
@@ -252,19 +259,99 @@ class TesseractEngine:
             api.SetVariable("tessedit_char_whitelist", "")
             api.SetVariable("tessedit_char_blacklist", "")
 
-    def _read(self, api: Any, image: Image.Image, page: int, source_dpi: Any) -> Page:
-        """``image`` read by ``api`` as it is.
+    def _read(self, at: _PageRead, image: Image.Image) -> Page:
+        """``image`` read as it is.
 
         Its resolution: what preprocessing says (an enlarged page's is scaled with it), else
         the page's own, taken before any conversion could drop it."""
         width, height = image.width, image.height
-        resolution = self._set_pixels(api, image, image.info.get("dpi") or source_dpi)
+        resolution = self._set_pixels(at.api, image, image.info.get("dpi") or at.source_dpi)
         del image
         try:
-            self._recognize(api, f"page {page}")
-            return _read_out(api, page, width, height, resolution)
+            self._recognize(at, f"page {at.page}")
+            return _read_out(at.api, at.page, width, height, resolution)
         finally:
-            api.Clear()
+            at.api.Clear()
+
+    def _read_auto(self, at: _PageRead, image: Image.Image) -> Page:
+        """``image`` (grey) read as ``preprocess=auto`` decides: turned upright, and enlarged
+        where its text is small. Boxes and sizes are in pixels of the upright page."""
+        read = self._read(at, image)
+        orientation = preprocess.orientation_as_read(read)
+        if orientation is None:
+            box = preprocess.densest_window(image)
+            sample = image.crop(box)
+            turns = preprocess.turns_to_try(read, self._orientation_model(at, sample))
+            scores = {
+                turn: self._sample_confidence(at, sample.transpose(preprocess.UPRIGHT[turn]))
+                for turn in turns
+            }
+            orientation = preprocess.choose_turn(read, box, scores)
+        upright = image
+        if orientation.rotation:
+            upright = image.transpose(preprocess.UPRIGHT[orientation.rotation])
+            read = self._read(at, upright)
+            further = preprocess.turned_further(orientation, read)
+            if further is not None:
+                # Reported as the turn that puts the boxes on the upright page.
+                orientation = further
+                upright = image
+                if further.rotation:
+                    upright = image.transpose(preprocess.UPRIGHT[further.rotation])
+                read = self._read(at, upright)
+        factor = preprocess.upscale_factor(upright)
+        if factor > 1:
+            # Kept only where Tesseract reads the enlarged page with more confidence.
+            enlarged = preprocess.enlarge(upright, factor)
+            dpi = upright.info.get("dpi")
+            asked = at.api.GetPageSegMode()
+            try:
+                for psm in preprocess.enlarged_modes(asked):
+                    at.api.SetPageSegMode(psm)
+                    reading = self._read(at, enlarged).scaled(
+                        factor, upright.width, upright.height, round(dpi[0]) if dpi else None
+                    )
+                    if preprocess.more_confident(reading, read):
+                        read = reading
+            finally:
+                at.api.SetPageSegMode(asked)
+        return read.model_copy(
+            update={
+                "rotation": orientation.rotation,
+                "rotation_confidence": "high" if orientation.confident else "low",
+                "warnings": [orientation.warning] if orientation.warning else [],
+            }
+        )
+
+    def _orientation_model(self, at: _PageRead, image: Image.Image) -> tuple[int, float] | None:
+        """Tesseract's orientation model on ``image`` (grey): (clockwise degrees, confidence), or
+        None when it finds too little text to tell."""
+        if time.monotonic() >= at.deadline:
+            raise EngineTimeout(
+                f"Tesseract gave up on page {at.page} after {self._timeout_ms / 1000:g} s "
+                "(OCR_PAGE_TIMEOUT_S)"
+            )
+        osd = self._api_for("osd")
+        osd.SetImageBytes(image.tobytes(), image.width, image.height, 1, image.width)
+        try:
+            found = osd.DetectOrientationScript()
+        except RuntimeError:
+            return None
+        finally:
+            osd.Clear()
+        if not found:
+            return None
+        return int(found["orient_deg"]) % 360, float(found.get("orient_conf", 0.0))
+
+    def _sample_confidence(self, at: _PageRead, image: Image.Image) -> float:
+        """Mean word confidence Tesseract reads ``image`` (grey) with (0: it reads no word)."""
+        at.api.SetImageBytes(image.tobytes(), image.width, image.height, 1, image.width)
+        try:
+            self._recognize(at, f"a sample of page {at.page}")
+            confidences = at.api.AllWordConfidences()
+        finally:
+            at.api.Clear()
+        return sum(confidences) / len(confidences) if confidences else 0.0
 
     @staticmethod
     def _set_pixels(api: Any, image: Image.Image, dpi: Any) -> int | None:

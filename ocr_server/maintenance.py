@@ -15,7 +15,7 @@ from ocr_common import job_store
 from ocr_common.settings import Settings
 
 from .documents import BlobSweep, Documents
-from .metrics import DispatcherStats
+from .metrics import DispatcherCounters
 from .transactions import Transactions
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ SWEEP_INTERVAL_S = 60.0
 async def maintain(
     transactions: Transactions,
     settings: Settings,
-    stats: DispatcherStats,
+    counters: DispatcherCounters,
     on_requeued: Callable[[], None],
     documents: Documents,
 ) -> None:
@@ -56,8 +56,8 @@ async def maintain(
         else:
             if requeued or failed:
                 log.info("reaper: %d job(s) re-queued, %d failed", requeued, failed)
-                stats.requeued_by_reaper += requeued
-                stats.failed_by_reaper += failed
+                counters.requeued_by_reaper.inc(requeued)
+                counters.failed_by_reaper.inc(failed)
                 if requeued:
                     on_requeued()
         if ttl_days:
@@ -69,11 +69,11 @@ async def maintain(
                 await documents.remove(with_files)
                 if purged:
                     log.info("purged %d job(s) older than %g day(s)", purged, ttl_days)
-                    stats.purged += purged
+                    counters.purged.inc(purged)
         if time.monotonic() >= next_sweep:
             next_sweep = time.monotonic() + sweep_every_s
             try:
-                stats.swept_files += await sweeper.sweep()
+                counters.swept_files.inc(await sweeper.sweep())
             except Exception as exc:  # noqa: BLE001 - next round tries again
                 log.warning("blob sweep failed: %s", exc)
         await asyncio.sleep(interval_s)

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common.metrics import LATENCY_BUCKETS, RequestMetrics, exposition, queue_registry
-
-if TYPE_CHECKING:
-    from .dispatcher import Dispatcher
-    from .pool import EnginePool
 
 REQUESTS = RequestMetrics("ocr_server", "the OCR server's internal API")
 PAGES = Counter(
@@ -47,53 +41,65 @@ JOB_SECONDS = Histogram(
 )
 
 
-@dataclass
-class DispatcherStats:
-    """The dispatcher's counters (each part counts its own), exported as ``ocr_dispatcher_*``."""
+class DispatcherCounters:
+    """The dispatcher's counters (each part counts its own), exported as
+    ``ocr_dispatcher_<name>_total``: Prometheus counters in a registry of the dispatcher's own,
+    so that two dispatchers in one process (the tests') count apart."""
 
-    claimed: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0
-    lost_leases: int = 0
-    requeued_by_reaper: int = 0
-    failed_by_reaper: int = 0
-    purged: int = 0
-    # Files the blob store sweep deleted: documents no job holds (docs/operations.md "Blob store").
-    swept_files: int = 0
-    reused: int = 0
-    db_errors: int = 0
-    last_error: str | None = None
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+
+        def counter(name: str, documentation: str) -> Counter:
+            return Counter(f"ocr_dispatcher_{name}", documentation, registry=self.registry)
+
+        self.claimed = counter("claimed", "Jobs claimed from the queue")
+        self.succeeded = counter("succeeded", "Jobs read and written as succeeded")
+        self.failed = counter("failed", "Jobs failed for good")
+        self.retried = counter("retried", "Attempts that failed and were given back to retry")
+        self.lost_leases = counter(
+            "lost_leases", "Jobs canceled or taken over while read: their result was not written"
+        )
+        self.requeued_by_reaper = counter(
+            "requeued_by_reaper", "Jobs whose lease expired, put back in the queue"
+        )
+        self.failed_by_reaper = counter(
+            "failed_by_reaper", "Jobs whose lease expired after their last attempt, failed"
+        )
+        self.purged = counter("purged", "Finished jobs deleted after OCR_RESULT_TTL_DAYS")
+        # Documents no job holds (docs/operations.md "Blob store").
+        self.swept_files = counter("swept_files", "Files the blob store sweep deleted")
+        self.reused = counter("reused", "Jobs answered from a result read before")
+        self.db_errors = counter("db_errors", "Database errors met (and retried)")
+
+    def values(self) -> dict[str, int]:
+        """Each counter's value, by its short name (``claimed``, ...)."""
+        prefix, suffix = "ocr_dispatcher_", "_total"
+        return {
+            sample.name[len(prefix) : -len(suffix)]: int(sample.value)
+            for metric in self.registry.collect()
+            for sample in metric.samples
+            if sample.name.endswith(suffix)
+        }
+
+
+# A gauge read when scraped: its help text, and what gives its value.
+Gauge = tuple[str, Callable[[], float]]
 
 
 class RuntimeCollector(Collector):
-    """Engine use and the dispatcher's counters, as they are when scraped."""
+    """Gauges as they are when scraped, each read from the function it was handed."""
 
-    def __init__(self, pool: EnginePool, dispatcher: Dispatcher):
-        self._pool, self._dispatcher = pool, dispatcher
+    def __init__(self, gauges: dict[str, Gauge]):
+        self._gauges = gauges
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        pool, dispatcher = self._pool, self._dispatcher
-        yield GaugeMetricFamily("ocr_engines", "Engine processes in the pool", value=pool.size)
-        yield GaugeMetricFamily(
-            "ocr_engines_busy", "Engine processes reading a page now", value=pool.busy
-        )
-        yield GaugeMetricFamily(
-            "ocr_sync_waiting",
-            "Synchronous requests waiting for an engine",
-            value=pool.waiting(True),
-        )
-        yield GaugeMetricFamily(
-            "ocr_jobs_running", "Jobs this server holds a lease on", value=dispatcher.running_jobs
-        )
-        for name, value in vars(dispatcher.stats).items():
-            if isinstance(value, int):
-                yield CounterMetricFamily(
-                    f"ocr_dispatcher_{name}", f"Dispatcher counter: {name}", value=value
-                )
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, (documentation, read) in self._gauges.items():
+            yield GaugeMetricFamily(name, documentation, value=read())
 
 
-def render(pool: EnginePool, dispatcher: Dispatcher, sessions: sessionmaker[Session]) -> bytes:
+def render(
+    gauges: dict[str, Gauge], counters: DispatcherCounters, sessions: sessionmaker[Session]
+) -> bytes:
     runtime = CollectorRegistry(auto_describe=False)
-    runtime.register(RuntimeCollector(pool, dispatcher))
-    return exposition([REGISTRY, runtime, queue_registry(sessions)])
+    runtime.register(RuntimeCollector(gauges))
+    return exposition([REGISTRY, counters.registry, runtime, queue_registry(sessions)])

@@ -129,7 +129,7 @@ class OutcomeWriter:
         try:
             written = set(await self._db.run(finish))
         except Exception as exc:  # noqa: BLE001 - outages are expected; the caller retries
-            self._db.count_error(exc)
+            self._db.count_error()
             if len(batch) > 1 and not is_connection_error(exc):
                 # Not an outage but something in one outcome: each alone, so that one cannot
                 # hold back the others.

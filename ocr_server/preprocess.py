@@ -15,17 +15,15 @@ Tried and left out, because the benchmark showed no gain on receipts: Tesseract'
 adaptive Otsu binarisation, contrast stretching, unsharp masking, the darkest colour channel as
 grey, a median filter. Bitonal pages are neither binarised nor enlarged.
 
-These functions take a PIL image and, where they must read, a tesserocr API object; the engine
-(``ocr_server/engine.py``) calls ``read_auto`` from one place.
+These functions decide; they never call Tesseract. The engine (``ocr_server/engine.py``,
+``TesseractEngine._read_auto``) makes every reading they ask for, under the page's deadline.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from PIL import Image, ImageOps
 
@@ -205,59 +203,38 @@ def lines_run_down(page: Page) -> bool:
     return bool(boxes) and down * 2 > len(boxes)
 
 
-def osd_rotation(osd: Any, image: Image.Image) -> tuple[int, float] | None:
-    """Tesseract's orientation model on ``image``: (clockwise degrees, confidence), or None when
-    it finds too little text to tell."""
-    osd.SetImageBytes(image.tobytes(), image.width, image.height, 1, image.width)
-    try:
-        found = osd.DetectOrientationScript()
-    except RuntimeError:
-        return None
-    finally:
-        osd.Clear()
-    if not found:
-        return None
-    return int(found["orient_deg"]) % 360, float(found.get("orient_conf", 0.0))
-
-
-def sample_confidence(api: Any, image: Image.Image) -> float:
-    """Mean word confidence Tesseract reads ``image`` with (0 when it reads no word)."""
-    api.SetImageBytes(image.tobytes(), image.width, image.height, 1, image.width)
-    try:
-        api.Recognize()
-        confidences = api.AllWordConfidences()
-    finally:
-        api.Clear()
-    return sum(confidences) / len(confidences) if confidences else 0.0
-
-
-def check_orientation(image: Image.Image, read: Page, api: Any, osd: Any) -> Orientation:
-    """Which way up ``image`` is, given the page Tesseract ``read`` from it as sent.
-
-    ``api`` reads samples (its page is replaced), ``osd`` is an orientation-model API.
-    """
-    everything = (0, 0, image.width, image.height)
-    as_sent = mean_word_confidence(read, everything)
-    if as_sent >= CONFIDENT_READ:
-        # Read well: upright, or turned clockwise with its lines running down, which Tesseract
-        # turned back by itself (the other turns read as garbage).
+def orientation_as_read(read: Page) -> Orientation | None:
+    """Which way up a page is, when Tesseract read it confidently as sent: upright, or turned
+    clockwise with its lines running down, which Tesseract turned back by itself (the other
+    turns read as garbage). None: ask the orientation model and read samples."""
+    everything = (0, 0, read.width, read.height)
+    if mean_word_confidence(read, everything) >= CONFIDENT_READ:
         return Orientation(90 if lines_run_down(read) else 0, confident=True)
-    box = densest_window(image)
-    sample = image.crop(box)
-    sample_as_sent = mean_word_confidence(read, box)
-    osd_says = osd_rotation(osd, sample)
+    return None
+
+
+def turns_to_try(read: Page, osd_says: tuple[int, float] | None) -> list[int]:
+    """The turns (clockwise degrees the page was turned) whose undoing a sample is read in,
+    given the reading as sent and the orientation model's answer (degrees, confidence); none
+    when the page is taken as upright without trying."""
     proposed = osd_says[0] if osd_says and osd_says[1] >= OSD_MIN_CONFIDENCE else None
     if proposed is not None and proposed in UPRIGHT:
-        candidates = [proposed]
-    elif as_sent >= POOR_READ:
+        return [proposed]
+    if mean_word_confidence(read, (0, 0, read.width, read.height)) >= POOR_READ:
         # Read fairly (turned text reads worse than this) and the model proposes no turn.
+        return []
+    return list(UPRIGHT)  # neither reading nor the model can tell: read every turn
+
+
+def choose_turn(
+    read: Page, sample_box: tuple[int, int, int, int], scores: dict[int, float]
+) -> Orientation:
+    """The turn to undo, given the reading as sent and the mean word confidence a sample (at
+    ``sample_box``) reads with in each turn tried."""
+    as_sent = mean_word_confidence(read, (0, 0, read.width, read.height))
+    sample_as_sent = mean_word_confidence(read, sample_box)
+    if not scores:
         return Orientation(0, confident=True)
-    else:
-        candidates = list(UPRIGHT)  # neither reading nor the model can tell: read every turn
-    scores = {
-        rotation: sample_confidence(api, sample.transpose(UPRIGHT[rotation]))
-        for rotation in candidates
-    }
     best = max(scores, key=lambda rotation: scores[rotation])
     if scores[best] >= sample_as_sent + TURN_MARGIN:
         return Orientation(best, confident=True)
@@ -274,41 +251,25 @@ def check_orientation(image: Image.Image, read: Page, api: Any, osd: Any) -> Ori
     )
 
 
-# -- the whole of auto ---------------------------------------------------------------------------
-
-
-def read_auto(image: Image.Image, read: Callable[[Image.Image], Page], api: Any, osd: Any) -> Page:
-    """The page result of ``image`` (in grey: ``greyscale``) read with ``preprocess=auto``.
-
-    ``read`` reads an image with ``api`` and returns its page result; ``api`` also reads
-    orientation samples and ``osd`` is the orientation model. Boxes and sizes are in pixels of
-    the upright page.
-    """
-    result = read(image)
-    orientation = check_orientation(image, result, api, osd)
-    if orientation.rotation:
-        image = image.transpose(UPRIGHT[orientation.rotation])
-        result = read(image)
-    factor = upscale_factor(image)
-    if factor > 1:
-        # Kept only where Tesseract reads the enlarged page with more confidence.
-        enlarged = enlarge(image, factor)
-        asked = api.GetPageSegMode()
-        dpi = image.info.get("dpi")
-        try:
-            for psm in (asked, PSM_SINGLE_BLOCK) if asked == PSM_AUTO else (asked,):
-                api.SetPageSegMode(psm)
-                reading = read(enlarged).scaled(
-                    factor, image.width, image.height, round(dpi[0]) if dpi else None
-                )
-                if (reading.confidence or 0) > (result.confidence or 0):
-                    result = reading
-        finally:
-            api.SetPageSegMode(asked)
-    return result.model_copy(
-        update={
-            "rotation": orientation.rotation,
-            "rotation_confidence": "high" if orientation.confident else "low",
-            "warnings": [orientation.warning] if orientation.warning else [],
-        }
+def turned_further(orientation: Orientation, read: Page) -> Orientation | None:
+    """The page read with ``orientation`` undone still has its lines running down: Tesseract
+    turned the last 90 degrees itself, and its boxes are not on the upright page. The whole
+    turn (to undo and read again), or None when the reading is upright."""
+    if not lines_run_down(read):
+        return None
+    return Orientation(
+        (orientation.rotation + 90) % 360, orientation.confident, orientation.warning
     )
+
+
+# -- enlarged readings ---------------------------------------------------------------------------
+
+
+def enlarged_modes(asked: int) -> tuple[int, ...]:
+    """The page segmentation modes an enlarged page is read in: the one asked, and with the
+    automatic one, also as one block of lines."""
+    return (asked, PSM_SINGLE_BLOCK) if asked == PSM_AUTO else (asked,)
+
+
+def more_confident(reading: Page, than: Page) -> bool:
+    return (reading.confidence or 0) > (than.confidence or 0)

@@ -88,5 +88,5 @@ class Presence:
         try:
             await self._db.run(work)
         except Exception as exc:  # noqa: BLE001 - the next beat tries again
-            self._db.count_error(exc)
+            self._db.count_error()
             log.warning("OCR server row: %s failed: %s", what, exc)

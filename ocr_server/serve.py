@@ -41,7 +41,7 @@ async def serve(
     engine = make_engine(settings.database_url, session_timeout_s=settings.lease_s)
     sessions = make_session_factory(engine)
     dispatcher = Dispatcher(sessions, pool, settings, files, max_write_bytes=max_write_bytes)
-    webhooks = WebhookSender(sessions, settings, dispatcher.stats)
+    webhooks = WebhookSender(sessions, settings, dispatcher.counters)
     app = create_app(settings, sessions, pool, dispatcher)
     web_response.SERVER_SOFTWARE = SERVER_HEADER
     # handler_cancellation: a caller that hangs up cancels its handler, so that a synchronous

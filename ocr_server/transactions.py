@@ -19,7 +19,7 @@ from tenacity import (
 
 from ocr_common.db import in_transaction
 
-from .metrics import DispatcherStats
+from .metrics import DispatcherCounters
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,11 +34,11 @@ class Transactions:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        stats: DispatcherStats,
+        counters: DispatcherCounters,
         executor: Executor | None = None,
     ):
         self._sessions = sessions
-        self._stats = stats
+        self._counters = counters
         # Threads of its own (the webhook sender's): none of them is one the dispatcher waits for.
         self._executor = executor
 
@@ -51,9 +51,8 @@ class Transactions:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, in_transaction, self._sessions, work)
 
-    def count_error(self, exc: BaseException | None) -> None:
-        self._stats.db_errors += 1
-        self._stats.last_error = str(exc)[:200]
+    def count_error(self) -> None:
+        self._counters.db_errors.inc()
 
     async def run_until_done(self, work: Callable[[Session], T], within_s: float) -> T | None:
         """Retry ``work`` through a database outage for up to ``within_s`` (a job's lease);
@@ -71,7 +70,7 @@ class Transactions:
         retrying = AsyncRetrying(
             stop=stop_before_delay(within_s),  # no try that would start past the deadline
             wait=wait_fixed(DB_RETRY_S),
-            after=lambda state: self.count_error(_error(state)),
+            after=lambda _state: self.count_error(),
             before_sleep=before_sleep_log(log, logging.WARNING),
             retry_error_callback=give_up,
         )

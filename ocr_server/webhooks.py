@@ -39,7 +39,7 @@ from ocr_common.settings import Settings
 from ocr_common.webhooks import AddressPolicy, logged_url, signature
 
 from . import metrics as server_metrics
-from .metrics import DispatcherStats
+from .metrics import DispatcherCounters
 from .transactions import DB_RETRY_S, Transactions
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class WebhookSender:
         self,
         sessions: sessionmaker[Session],
         settings: Settings,
-        stats: DispatcherStats,
+        counters: DispatcherCounters,
         *,
         resolve: Resolve = system_resolve,
         timeout_s: float = ATTEMPT_TIMEOUT_S,
@@ -167,7 +167,7 @@ class WebhookSender:
         self._tls = tls
         self._db_threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="webhook-db")
         self._dns_threads = ThreadPoolExecutor(DNS_THREADS, thread_name_prefix="webhook-dns")
-        self._db = Transactions(sessions, stats, executor=self._db_threads)
+        self._db = Transactions(sessions, counters, executor=self._db_threads)
         self._http: aiohttp.ClientSession | None = None
         self._records: _Records | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -256,7 +256,7 @@ class WebhookSender:
             try:
                 claimed = await self._db.run(claim)
             except Exception as exc:  # noqa: BLE001 - database down: wait and poll again
-                self._db.count_error(exc)
+                self._db.count_error()
                 log.warning("could not claim webhook deliveries (%s: %s)", type(exc).__name__, exc)
                 await self._sleep(max(DB_RETRY_S, self._poll_s))
                 continue

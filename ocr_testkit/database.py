@@ -19,7 +19,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store, server_store
 from ocr_common.blobs import JobFiles, StoredDocument
-from ocr_common.models import Job, JobImageRow, JobRow, OcrServerRow, WebhookDeliveryRow
+from ocr_common.models import (
+    ClaimedJob,
+    Job,
+    JobImageRow,
+    JobOutcome,
+    JobRow,
+    OcrServerRow,
+    WebhookDeliveryRow,
+)
+from ocr_common.result import Page
 
 SCALED_OBJECT = Path(__file__).resolve().parents[1] / "deploy/k8s/base/ocr-scaledobject.yaml"
 
@@ -126,3 +135,38 @@ def keda_query() -> str:
     """The query KEDA's MySQL trigger runs to scale the OCR servers, as the manifest has it."""
     [trigger] = yaml.safe_load(SCALED_OBJECT.read_text())["spec"]["triggers"]
     return str(trigger["metadata"]["query"])
+
+
+# -- the job store one job at a time, as tests and benches drive it -----------------------------
+
+
+def claim_next(session: Session, *, worker_id: str, lease_s: float) -> ClaimedJob | None:
+    """Take the oldest queued job for ``worker_id`` (``claim_batch`` of one)."""
+    claimed = job_store.claim_batch(session, worker_id=worker_id, lease_s=lease_s, limit=1)
+    return claimed[0] if claimed else None
+
+
+def finish(
+    session: Session,
+    *,
+    job_id: str,
+    worker_id: str,
+    text: str,
+    keep_image: bool = False,
+    pages: list[Page] | None = None,
+) -> bool:
+    """Write a result if ``worker_id`` still holds the job (``finish_batch`` of one)."""
+    outcome = JobOutcome(job_id, text=text, pages=pages)
+    return bool(
+        job_store.finish_batch(
+            session, worker_id=worker_id, outcomes=[outcome], keep_images=keep_image
+        )
+    )
+
+
+def fail(
+    session: Session, *, job_id: str, worker_id: str, error_code: str, error_message: str
+) -> bool:
+    """Fail the job for good, if ``worker_id`` still holds it (``finish_batch`` of one)."""
+    outcome = JobOutcome(job_id, error_code=error_code, error_message=error_message)
+    return bool(job_store.finish_batch(session, worker_id=worker_id, outcomes=[outcome]))

@@ -26,7 +26,7 @@ from ocr_common.blobs import (
 )
 from ocr_common.models import JobOutcome, JobRow
 from ocr_server.documents import SWEEP_PAGE, BlobSweep, Documents
-from ocr_server.metrics import DispatcherStats
+from ocr_server.metrics import DispatcherCounters
 from ocr_server.transactions import Transactions
 from ocr_testkit.s3_server import SeaweedS3
 
@@ -145,7 +145,7 @@ def test_a_folder_that_cannot_be_written_fails_the_check(tmp_path: Path) -> None
 
 @pytest.fixture
 def transactions(sessions: sessionmaker[Session]) -> Iterator[Transactions]:
-    yield Transactions(sessions, DispatcherStats())
+    yield Transactions(sessions, DispatcherCounters())
 
 
 def sweep(job_files: JobFiles, transactions: Transactions, grace_s: float, **later: float) -> int:

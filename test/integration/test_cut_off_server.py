@@ -27,7 +27,7 @@ from sqlalchemy.pool import NullPool
 from ocr_common import job_store
 from ocr_common.db import make_engine, make_session_factory
 from ocr_common.models import JobStatus
-from ocr_testkit.database import filed_document
+from ocr_testkit.database import claim_next, filed_document, finish
 
 IMAGE = b"\x89PNG fake image bytes"
 LEASE_S = 2.0
@@ -68,7 +68,7 @@ def claim_until(sessions: sessionmaker[Session], worker_id: str, timeout_s: floa
         with sessions.begin() as session:
             job_store.requeue_expired(session)
         with sessions.begin() as session:
-            job = job_store.claim_next(session, worker_id=worker_id, lease_s=30)
+            job = claim_next(session, worker_id=worker_id, lease_s=30)
         if job is not None:
             return job.id
         time.sleep(0.2)
@@ -80,12 +80,12 @@ def claim_until(sessions: sessionmaker[Session], worker_id: str, timeout_s: floa
 FROZEN_CLAIM = textwrap.dedent(
     """
     import os, signal, sys
-    from ocr_common import job_store
     from ocr_common.db import make_engine, make_session_factory
+    from ocr_testkit.database import claim_next
     engine = make_engine(sys.argv[1], session_timeout_s=float(sys.argv[2]) or None)
     session = make_session_factory(engine)()
     session.begin()
-    job = job_store.claim_next(session, worker_id="cut-off", lease_s=float(sys.argv[2]) or 2)
+    job = claim_next(session, worker_id="cut-off", lease_s=float(sys.argv[2]) or 2)
     print("claimed", job and job.id, flush=True)
     os.kill(os.getpid(), signal.SIGSTOP)
     try:
@@ -152,7 +152,7 @@ def test_a_frozen_claim_gives_its_job_up_within_a_lease_and_its_commit_is_refuse
     try:
         assert claim_until(sessions, "other", LEASE_S + MARGIN_S) == job_id
         with sessions.begin() as session:
-            assert job_store.finish(session, job_id=job_id, worker_id="other", text="done")
+            assert finish(session, job_id=job_id, worker_id="other", text="done")
         # The frozen server wakes up: its session is gone, so its claim never commits.
         assert "commit failed" in resume(proc)
     finally:
@@ -174,10 +174,10 @@ def hold_finish(url: str, sessions: sessionmaker[Session], bounded: bool) -> Ses
     finish: the result written, the COMMIT never sent (its connection just goes silent)."""
     job_id = queue_one(sessions)
     with sessions.begin() as session:
-        job_store.claim_next(session, worker_id="cut-off", lease_s=LEASE_S)
+        claim_next(session, worker_id="cut-off", lease_s=LEASE_S)
     session = make_session_factory(ocr_server_engine(url, bounded))()
     session.begin()
-    assert job_store.finish(session, job_id=job_id, worker_id="cut-off", text="late")
+    assert finish(session, job_id=job_id, worker_id="cut-off", text="late")
     session.info["job_id"] = job_id
     return session
 
@@ -203,7 +203,7 @@ def test_the_reaper_skips_a_locked_expired_job_instead_of_waiting(
     held_sessions.append(held)
     other = queue_one(sessions, IMAGE + b"2")
     with sessions.begin() as session:
-        job_store.claim_next(session, worker_id="dead", lease_s=LEASE_S)
+        claim_next(session, worker_id="dead", lease_s=LEASE_S)
     time.sleep(LEASE_S + 0.5)
     started = time.monotonic()
     with sessions.begin() as session:
@@ -223,14 +223,14 @@ def test_a_cut_off_finish_is_rolled_back_within_a_lease_and_never_lands(
     job_id = held.info["job_id"]
     assert claim_until(sessions, "other", LEASE_S + MARGIN_S) == job_id
     with sessions.begin() as session:
-        assert job_store.finish(session, job_id=job_id, worker_id="other", text="right")
+        assert finish(session, job_id=job_id, worker_id="other", text="right")
     # The cut-off server's connection comes back: the database dropped its session and rolled
     # its write back, and the retry of its finish is refused by the lease guard.
     with pytest.raises(DBAPIError):
         held.commit()
     held.rollback()
     with held.begin():
-        assert not job_store.finish(held, job_id=job_id, worker_id="cut-off", text="late")
+        assert not finish(held, job_id=job_id, worker_id="cut-off", text="late")
     with sessions() as session:
         job = job_store.get_job(session, job_id)
     assert job is not None

@@ -24,10 +24,11 @@ from ocr_common.settings import Settings, load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.documents import Documents
 from ocr_server.engine import PageTask
-from ocr_server.metrics import DispatcherStats
+from ocr_server.metrics import DispatcherCounters
 from ocr_server.outcomes import OutcomeWriter
 from ocr_server.pool import EnginePool
 from ocr_server.transactions import Transactions
+from ocr_testkit.database import claim_next
 from ocr_testkit.pages import page_reading
 from ocr_testkit.waits import wait_until, wait_until_async
 
@@ -215,7 +216,7 @@ def test_a_dead_workers_job_is_requeued_by_the_reaper(
 ) -> None:
     [job_id] = queue(sessions, files, [b"orphan"])
     with sessions.begin() as session:
-        job_store.claim_next(session, worker_id="dead-worker", lease_s=30)
+        claim_next(session, worker_id="dead-worker", lease_s=30)
         session.execute(
             update(JobRow).values(lease_until=job_store.utcnow() - timedelta(seconds=1))
         )
@@ -379,7 +380,7 @@ def test_free_engines_are_filled_by_one_claim(
     assert sorted(page for engine in engines for page in engine.seen) == sorted(
         f"page {i}".encode() for i in range(8)
     )
-    assert dispatcher.stats.claimed == 8
+    assert dispatcher.counters.values()["claimed"] == 8
 
 
 def test_outcomes_that_are_ready_together_are_written_in_one_transaction(
@@ -404,16 +405,19 @@ def test_outcomes_that_are_ready_together_are_written_in_one_transaction(
 
     done = asyncio.run(scenario())
     assert [job.text for job in done] == [f"page {i}\n" for i in range(4)]
-    assert dispatcher.stats.succeeded == 4 and dispatcher.stats.lost_leases == 0
+    assert (
+        dispatcher.counters.values()["succeeded"] == 4
+        and dispatcher.counters.values()["lost_leases"] == 0
+    )
 
 
 def write_together(
     sessions: sessionmaker[Session], files: JobFiles, outcomes: list[JobOutcome], lease_s: float
-) -> tuple[list[bool | None], DispatcherStats]:
+) -> tuple[list[bool | None], DispatcherCounters]:
     """Hand ``outcomes`` to worker "me"'s OutcomeWriter at the same moment; what each write
     gave, and the counters."""
-    stats = DispatcherStats()
-    transactions = Transactions(sessions, stats)
+    counters = DispatcherCounters()
+    transactions = Transactions(sessions, counters)
     writer = OutcomeWriter(
         transactions, Documents(files), worker_id="me", keep_images=False, lease_s=lease_s
     )
@@ -425,7 +429,7 @@ def write_together(
         finally:
             await writer.close()
 
-    return asyncio.run(scenario()), stats
+    return asyncio.run(scenario()), counters
 
 
 def test_a_lost_lease_in_a_batch_is_counted_and_its_outcome_not_written(
@@ -439,12 +443,14 @@ def test_a_lost_lease_in_a_batch_is_counted_and_its_outcome_not_written(
     with sessions.begin() as session:
         session.execute(update(JobRow).where(JobRow.id == ids[0]).values(worker_id="thief"))
     # Ready at the same moment: one transaction for the three.
-    written, stats = write_together(sessions, files, [JobOutcome(i, text=f"{i}\n") for i in ids], 3)
+    written, counters = write_together(
+        sessions, files, [JobOutcome(i, text=f"{i}\n") for i in ids], 3
+    )
     assert written == [False, True, True]
     stolen, *kept = jobs(sessions, ids)
     assert (stolen.status, stolen.worker_id, stolen.text) == (JobStatus.RUNNING, "thief", None)
     assert all(job.status == JobStatus.SUCCEEDED for job in kept)
-    assert stats.db_errors == 0
+    assert counters.values()["db_errors"] == 0
 
 
 def test_an_outcome_that_cannot_be_written_does_not_hold_back_the_others(
@@ -457,12 +463,12 @@ def test_an_outcome_that_cannot_be_written_does_not_hold_back_the_others(
     # A lone surrogate cannot be encoded for the database: its batch fails, whatever the others.
     texts = ["first\n", "\ud800", "third\n"]
     outcomes = [JobOutcome(i, text=text) for i, text in zip(ids, texts, strict=True)]
-    written, stats = write_together(sessions, files, outcomes, 1.5)
+    written, counters = write_together(sessions, files, outcomes, 1.5)
     assert written == [True, None, True]
     first, unwritable, third = jobs(sessions, ids)
     assert (first.text, third.text) == ("first\n", "third\n")
     assert (unwritable.status, unwritable.text) == (JobStatus.RUNNING, None)
-    assert stats.db_errors >= 2
+    assert counters.values()["db_errors"] >= 2
 
 
 def test_a_taken_over_job_is_counted_as_a_lost_lease_by_the_dispatcher(
@@ -490,7 +496,10 @@ def test_a_taken_over_job_is_counted_as_a_lost_lease_by_the_dispatcher(
     stolen, kept = jobs(sessions, ids)
     assert (stolen.status, stolen.text) == (JobStatus.RUNNING, None)
     assert (kept.status, kept.text) == (JobStatus.SUCCEEDED, "kept\n")
-    assert dispatcher.stats.lost_leases == 1 and dispatcher.stats.succeeded == 2
+    assert (
+        dispatcher.counters.values()["lost_leases"] == 1
+        and dispatcher.counters.values()["succeeded"] == 2
+    )
 
 
 def test_a_stop_writes_the_outcomes_that_are_ready_before_giving_jobs_back(
@@ -563,7 +572,7 @@ def test_two_dispatchers_never_read_a_job_twice(
     assert all(job.status == JobStatus.SUCCEEDED and job.attempts == 1 for job in done)
     read = [page for engine in engines for page in engine.seen]
     assert sorted(read) == sorted(pages)
-    assert first.stats.claimed + second.stats.claimed == 24
+    assert first.counters.values()["claimed"] + second.counters.values()["claimed"] == 24
 
 
 def test_a_running_server_keeps_its_row_fresh_and_marks_it_stopped(

@@ -29,6 +29,7 @@ from ocr_common.settings import MIB, Settings, SettingsError
 from ocr_server.engine import (
     PageTask,
     TesseractEngine,
+    _PageRead,
     installed_languages,
     models_folder,
     probe,
@@ -164,7 +165,7 @@ def test_a_page_tesseract_refuses_at_once_is_not_called_a_timeout() -> None:
     try:
         engine._set_pixels(api, Image.new("L", (40_000, 60), 255), None)
         with pytest.raises(EngineError) as info:
-            engine._recognize(api, "page 1")
+            engine._recognize(_PageRead(api, 1, None, time.monotonic() + 30), "page 1")
     finally:
         api.Clear()
         engine.close()

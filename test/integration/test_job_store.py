@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ocr_common import job_store
 from ocr_common.blobs import JobFiles
 from ocr_common.models import JobImageRow, JobOutcome, JobRow, JobStatus
-from ocr_testkit.database import statements_sent
+from ocr_testkit.database import claim_next, fail, finish, statements_sent
 from ocr_testkit.pages import page_reading
 
 IMAGE = b"\x89PNG fake image bytes"
@@ -40,7 +40,7 @@ def document_keys(sessions: sessionmaker[Session]) -> dict[str, str | None]:
 def claim(sessions: sessionmaker[Session], worker_id: str = "w1", lease_s: float = 30) -> Any:
     """The next job, claimed by ``worker_id`` in a transaction of its own (None: none)."""
     with sessions.begin() as session:
-        return job_store.claim_next(session, worker_id=worker_id, lease_s=lease_s)
+        return claim_next(session, worker_id=worker_id, lease_s=lease_s)
 
 
 def test_create_then_claim_gives_the_oldest_job_with_its_image(
@@ -90,7 +90,7 @@ def test_finish_writes_the_text_and_lets_go_of_the_document(
     [job_id] = queue(sessions, files, 1)
     claim(sessions)
     with sessions.begin() as session:
-        assert job_store.finish(session, job_id=job_id, worker_id="w1", text="text\n")
+        assert finish(session, job_id=job_id, worker_id="w1", text="text\n")
     with sessions() as session:
         job = job_store.get_job(session, job_id)
     assert job is not None
@@ -106,8 +106,8 @@ def test_finish_writes_the_text_and_lets_go_of_the_document(
 def test_keep_images_keeps_the_image(sessions: sessionmaker[Session], files: JobFiles) -> None:
     [job_id] = queue(sessions, files, 1)
     with sessions.begin() as session:
-        job_store.claim_next(session, worker_id="w1", lease_s=30)
-        job_store.finish(session, job_id=job_id, worker_id="w1", text="t", keep_image=True)
+        claim_next(session, worker_id="w1", lease_s=30)
+        finish(session, job_id=job_id, worker_id="w1", text="t", keep_image=True)
     assert document_keys(sessions) == {job_id: f"jobs/{job_id}/document"}
 
 
@@ -115,16 +115,16 @@ def test_only_the_lease_holder_can_write(sessions: sessionmaker[Session], files:
     [job_id] = queue(sessions, files, 1)
     claim(sessions)
     with sessions.begin() as session:
-        assert not job_store.finish(session, job_id=job_id, worker_id="intruder", text="x")
-        assert not job_store.fail(
+        assert not finish(session, job_id=job_id, worker_id="intruder", text="x")
+        assert not fail(
             session, job_id=job_id, worker_id="intruder", error_code="e", error_message="m"
         )
         assert not job_store.release(session, job_id=job_id, worker_id="intruder")
     with sessions.begin() as session:
-        assert job_store.finish(session, job_id=job_id, worker_id="w1", text="ok")
+        assert finish(session, job_id=job_id, worker_id="w1", text="ok")
     with sessions.begin() as session:
         # A finished job cannot be finished again, not even by its last holder.
-        assert not job_store.finish(session, job_id=job_id, worker_id="w1", text="twice")
+        assert not finish(session, job_id=job_id, worker_id="w1", text="twice")
         job = job_store.get_job(session, job_id)
     assert job is not None and job.text == "ok"
 
@@ -157,7 +157,7 @@ def test_reaper_requeues_expired_leases_then_fails_after_max_attempts(
     assert job.document_key is None  # for the sweep
     # The first worker comes back to life: its late result is refused.
     with sessions.begin() as session:
-        assert not job_store.finish(session, job_id=job_id, worker_id="w1", text="late")
+        assert not finish(session, job_id=job_id, worker_id="w1", text="late")
 
 
 def test_heartbeat_extends_only_the_holders_leases(
@@ -180,7 +180,7 @@ def test_release_without_counting_gives_the_attempt_back(
 ) -> None:
     [job_id] = queue(sessions, files, 1)
     with sessions.begin() as session:
-        job_store.claim_next(session, worker_id="w1", lease_s=30)
+        claim_next(session, worker_id="w1", lease_s=30)
         assert job_store.release(session, job_id=job_id, worker_id="w1", count_attempt=False)
     with sessions() as session:
         job = job_store.get_job(session, job_id)
@@ -205,9 +205,9 @@ def test_purge_deletes_only_jobs_finished_before_the_cut_off(
     old, recent, pending = queue(sessions, files, 3)
     for job_id in (old, recent):
         with sessions.begin() as session:
-            claimed = job_store.claim_next(session, worker_id="w", lease_s=30)
+            claimed = claim_next(session, worker_id="w", lease_s=30)
             assert claimed is not None and claimed.id == job_id
-            job_store.finish(session, job_id=job_id, worker_id="w", text="t", keep_image=True)
+            finish(session, job_id=job_id, worker_id="w", text="t", keep_image=True)
     with sessions.begin() as session:
         session.execute(
             update(JobRow)
@@ -394,7 +394,7 @@ def claim_and_finish(sessions: sessionmaker[Session], name: str, limit: int) -> 
     ids = [job.id for job in jobs]
     with sessions.begin() as session:
         if limit == 1:
-            assert all(job_store.finish(session, job_id=i, worker_id=name, text=name) for i in ids)
+            assert all(finish(session, job_id=i, worker_id=name, text=name) for i in ids)
         else:
             outcomes = [JobOutcome(job_id, text=name) for job_id in ids]
             assert job_store.finish_batch(session, worker_id=name, outcomes=outcomes) == ids

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ocr_common import job_store, server_store
 from ocr_common.blobs import JobFiles
 from ocr_common.models import JobStatus, OcrServerRow
+from ocr_testkit.database import claim_next
 
 STALE_S = 30.0
 
@@ -151,6 +152,6 @@ def test_a_queued_job_counts_the_jobs_claimed_before_it(
     assert ahead(4, up_to=2) == 2
     # A claimed job is not ahead any more: it is being read.
     with sessions.begin() as session:
-        claimed = job_store.claim_next(session, worker_id="w", lease_s=30)
+        claimed = claim_next(session, worker_id="w", lease_s=30)
     assert claimed is not None and claimed.id == jobs[0].id
     assert ahead(4) == 3

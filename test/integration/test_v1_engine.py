@@ -122,6 +122,33 @@ def test_auto_preprocess_turns_sideways_and_upside_down_pages_upright(
     assert first.top < upright.height / 4  # boxes are on the upright page
 
 
+@pytest.fixture(scope="module")
+def book_page(engine: TesseractEngine) -> tuple[Image.Image, Page]:
+    """A real book page, and its reading upright with preprocess=auto."""
+    path = SHARED_DATA / "books" / "a022.png"
+    if not path.exists():
+        pytest.skip(f"{path} is missing: set OCR_SHARED_DATA to the folder of real pages")
+    image = Image.open(path)
+    return image, read(engine, encode(image), OcrOptions(preprocess=Preprocess.AUTO))
+
+
+@pytest.mark.parametrize("turn", [90, 180, 270])
+def test_a_turned_real_page_says_its_turn_and_has_the_upright_reading_s_boxes(
+    engine: TesseractEngine, book_page: tuple[Image.Image, Page], turn: int
+) -> None:
+    # Issue 21: turned pages were read right but said 90 for 180 and 180 for 270 (Tesseract
+    # turned the last 90 degrees itself), so their boxes were not on the upright page.
+    image, upright = book_page
+    turned = read(
+        engine, encode(image.rotate(-turn, expand=True)), OcrOptions(preprocess=Preprocess.AUTO)
+    )
+    assert (turned.rotation, turned.rotation_confidence) == (turn, "high")
+    assert (turned.width, turned.height) == (upright.width, upright.height)
+    assert turned.text == upright.text
+    boxes = [(word.text, word.bbox) for line in turned.lines for word in line.words]
+    assert boxes == [(word.text, word.bbox) for line in upright.lines for word in line.words]
+
+
 def test_auto_leaves_an_upright_page_as_it_is_and_says_it_is_sure(
     engine: TesseractEngine,
 ) -> None:

@@ -37,9 +37,9 @@ from ocr_common.models import (
     WebhookDeliveryRow,
 )
 from ocr_common.settings import Settings, load_settings
-from ocr_server.metrics import DispatcherStats
+from ocr_server.metrics import DispatcherCounters
 from ocr_server.webhooks import WebhookSender, event_body
-from ocr_testkit.database import filed_document, statements_sent
+from ocr_testkit.database import claim_next, fail, filed_document, finish, statements_sent
 from ocr_testkit.stack import free_port
 from ocr_testkit.waits import wait_until_async
 from ocr_testkit.webhook_receiver import (
@@ -87,12 +87,12 @@ def end_job(sessions: sessionmaker[Session], url: str | None, how: str) -> str:
         if how == "canceled":
             assert job_store.cancel(session, job_id)
             return job_id
-        assert job_store.claim_next(session, worker_id="w1", lease_s=30) is not None
+        assert claim_next(session, worker_id="w1", lease_s=30) is not None
     with sessions.begin() as session:
         if how == "succeeded":
-            assert job_store.finish(session, job_id=job_id, worker_id="w1", text="the text\n")
+            assert finish(session, job_id=job_id, worker_id="w1", text="the text\n")
         else:
-            assert job_store.fail(
+            assert fail(
                 session, job_id=job_id, worker_id="w1", error_code="engine_crashed",
                 error_message="it crashed",
             )  # fmt: skip
@@ -116,7 +116,7 @@ def send_until(
 
     async def scenario() -> list[WebhookSender]:
         running = [
-            WebhookSender(sessions, settings, DispatcherStats(), **sender_args)
+            WebhookSender(sessions, settings, DispatcherCounters(), **sender_args)
             for _ in range(senders)
         ]
         for sender in running:

@@ -13,13 +13,14 @@ from api_server import create_app
 from api_server.ocr_client import OcrRequest
 from api_server.services import Services
 from ocr_common.blobs import FileStore, JobFiles
-from ocr_common.errors import EngineError, OcrError, Unavailable
+from ocr_common.errors import BadRequest, EngineError, OcrError, Unavailable
 from ocr_common.options import OcrOptions
 from ocr_common.settings import load_settings
 from ocr_common.wire import Reading
 from ocr_testkit.pages import page_reading
 
 UNREADABLE = b"unreadable"
+REFUSED = b"refused"
 
 
 def fake_result(numbers: tuple[int, ...], text: str | None = None) -> Reading:
@@ -29,7 +30,7 @@ def fake_result(numbers: tuple[int, ...], text: str | None = None) -> Reading:
 
 class FakeOcr:
     """Reads every page as "page<N>", or a one-page image as ``texts`` says for its bytes; fails
-    on a document holding UNREADABLE; can be told to be down."""
+    on a document holding UNREADABLE, refuses one holding REFUSED; can be told to be down."""
 
     def __init__(self, texts: dict[bytes, str] | None = None) -> None:
         self.notified = 0
@@ -48,6 +49,8 @@ class FakeOcr:
         self.documents.append((request.document, request.options))
         if UNREADABLE in request.document:
             return EngineError("Tesseract could not read page 1")
+        if REFUSED in request.document:
+            return BadRequest("the OCR server refuses this document", code="invalid_image")
         if request.document in self.texts:
             return fake_result((1,), self.texts[request.document])
         return fake_result(request.options.pages or tuple(range(1, request.pages + 1)))

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store
-from ocr_testkit.database import seen_ocr_server
+from ocr_testkit.database import claim_next, fail, finish, seen_ocr_server
 from ocr_testkit.pages import (
     HELLO,
     HELLO_PNG,
@@ -104,8 +104,8 @@ def test_post_image_commits_a_queued_job_and_notifies(
 
 def finish_all(sessions: sessionmaker[Session], text: str) -> None:
     with sessions.begin() as session:
-        while (claimed := job_store.claim_next(session, worker_id="w", lease_s=30)) is not None:
-            job_store.finish(session, job_id=claimed.id, worker_id="w", text=text)
+        while (claimed := claim_next(session, worker_id="w", lease_s=30)) is not None:
+            finish(session, job_id=claimed.id, worker_id="w", text=text)
 
 
 @pytest.mark.parametrize(
@@ -141,9 +141,9 @@ def test_failed_job_answers_422_with_the_reason(
 ) -> None:
     task_id = client.post("/image", data=body()).get_json()["task_id"]
     with sessions.begin() as session:
-        claimed = job_store.claim_next(session, worker_id="w", lease_s=30)
+        claimed = claim_next(session, worker_id="w", lease_s=30)
         assert claimed is not None
-        job_store.fail(
+        fail(
             session,
             job_id=claimed.id,
             worker_id="w",

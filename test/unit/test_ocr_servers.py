@@ -14,8 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from api_server.schemas import Job, Languages, Problem, Readiness
-from ocr_common import job_store
-from ocr_testkit.database import seen_ocr_server
+from ocr_testkit.database import claim_next, seen_ocr_server
 from ocr_testkit.pages import HELLO_PNG
 
 STALE_S = 30
@@ -97,7 +96,7 @@ def test_a_queued_job_says_its_place_and_the_ocr_servers_alive(
     }
     # Once claimed, a job is no longer in the queue.
     with sessions.begin() as session:
-        claimed = job_store.claim_next(session, worker_id="a", lease_s=30)
+        claimed = claim_next(session, worker_id="a", lease_s=30)
     assert claimed is not None and claimed.id == ids[0]
     assert job(client, ids[0])["queue"] is None
     assert job(client, ids[2])["queue"]["jobs_ahead"] == 1

@@ -15,8 +15,8 @@ from flask.testing import FlaskClient
 from PIL import Image, ImageDraw
 from sqlalchemy.orm import Session, sessionmaker
 
-from ocr_common import job_store
 from ocr_common.wire import Reading
+from ocr_testkit.database import claim_next, finish
 from ocr_testkit.pages import HELLO_PNG, encode, render_document
 
 PDF = render_document([["One"], ["Two"], ["Three"]], "PDF")
@@ -70,11 +70,11 @@ def test_a_queued_pdf_gives_its_pages_read_with_their_words(
         "id"
     ]
     with sessions.begin() as session:
-        claimed = job_store.claim_next(session, worker_id="w", lease_s=30)
+        claimed = claim_next(session, worker_id="w", lease_s=30)
         assert claimed is not None
     result = fake_result(claimed.pages)
     with sessions.begin() as session:
-        job_store.finish(
+        finish(
             session, job_id=job_id, worker_id="w", text=result.text, pages=result.pages,
             keep_image=True,
         )  # fmt: skip
@@ -140,13 +140,13 @@ def test_a_page_read_has_a_preview_at_most_2000_px_upright(
     data = encode(big, "PNG")
     job_id = client.post("/v1/jobs", data=data, content_type="image/png").get_json()["id"]
     with sessions.begin() as session:
-        claimed = job_store.claim_next(session, worker_id="w", lease_s=30)
+        claimed = claim_next(session, worker_id="w", lease_s=30)
         assert claimed is not None
     result = fake_result((1,))
     turned = result.pages[0].model_copy(update={"width": 1200, "height": 3000, "rotation": 90})
     result = Reading(result.format, result.page_count, [turned])
     with sessions.begin() as session:
-        job_store.finish(
+        finish(
             session, job_id=job_id, worker_id="w", text=result.text, pages=result.pages,
             keep_image=True,
         )  # fmt: skip

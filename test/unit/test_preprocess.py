@@ -4,8 +4,6 @@ Tesseract's reading and orientation model; real Tesseract is in test/integration
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
@@ -13,7 +11,6 @@ from ocr_common.render.hocr import page_hocr
 from ocr_common.render.tsv import page_tsv
 from ocr_common.result import Block, BoundingBox, Line, Page, Paragraph, Word
 from ocr_server import preprocess
-from ocr_testkit.pages import ORIENTATION_LINES, render_page_image
 
 
 def page_of_text(
@@ -101,195 +98,103 @@ def test_an_enlarged_reading_is_put_back_in_the_page_pixels() -> None:
     assert "5\t1\t1\t1\t1\t1\t100\t50\t30\t20\t90.000000\thi\n" in page_tsv(out)
 
 
-# -- the orientation decision, on fakes ----------------------------------------------------------
+# -- the orientation decision, on readings made up -------------------------------------------------
 
-MARK = (3, 3)  # a black dot near the upright page's top-left corner: the fakes see the turn by it
-
-
-def marked_page() -> Image.Image:
-    page = render_page_image(ORIENTATION_LINES, width=1300)
-    page.putpixel(MARK, 0)
-    return page
+PAGE = (1300, 900)  # width, height of the page as sent
+SAMPLE = (0, 0, *PAGE)  # a page this small is its own sample
 
 
-def turn_of(image: Image.Image) -> int:
-    """How far clockwise ``image`` is turned from the marked upright page, by where the dot is."""
-    right, bottom = image.width - 1 - MARK[0], image.height - 1 - MARK[1]
-    corners = {
-        0: (MARK[0], MARK[1]),
-        90: (image.width - 1 - MARK[1], MARK[0]),
-        180: (right, bottom),
-        270: (MARK[1], image.height - 1 - MARK[0]),
-    }
-    return next(turn for turn, at in corners.items() if image.getpixel(at) == 0)
+def reading(confidence: float, *, down: bool = False) -> Page:
+    """A reading of the page: one line of words across it (or, ``down``, lines running down
+    it, as Tesseract reports text it turned itself), each word read at ``confidence``."""
 
+    def box(left: int, top: int, width: int, height: int) -> dict[str, int]:
+        return {"left": left, "top": top, "width": width, "height": height}
 
-class FakeReader:
-    """Tesseract reading: the mean word confidence it gives each turn of the page."""
-
-    def __init__(self, confidence_by_turn: dict[int, float]) -> None:
-        self.confidence_by_turn = confidence_by_turn
-        self.reads: list[int] = []
-        self._image: Image.Image | None = None
-
-    def SetImageBytes(self, data: bytes, width: int, height: int, *_: Any) -> None:  # noqa: N802
-        self._image = Image.frombytes("L", (width, height), data)
-
-    def Recognize(self) -> bool:  # noqa: N802
-        return True
-
-    def AllWordConfidences(self) -> list[int]:  # noqa: N802
-        assert self._image is not None
-        turn = turn_of(self._image)
-        self.reads.append(turn)
-        return [round(self.confidence_by_turn[turn])] * 5
-
-    def Clear(self) -> None:  # noqa: N802
-        self._image = None
-
-
-class FakeOsd:
-    """Tesseract's orientation model: a fixed answer, or too little text (RuntimeError)."""
-
-    def __init__(self, answer: tuple[int, float] | None) -> None:
-        self.answer = answer
-        self.asked = 0
-
-    def SetImageBytes(self, *_: Any) -> None:  # noqa: N802
-        pass
-
-    def DetectOrientationScript(self) -> dict[str, Any]:  # noqa: N802
-        self.asked += 1
-        if self.answer is None:
-            raise RuntimeError("Too few characters")
-        return {"orient_deg": self.answer[0], "orient_conf": self.answer[1]}
-
-    def Clear(self) -> None:  # noqa: N802
-        pass
-
-
-def read_as_sent(image: Image.Image, confidence: float) -> Page:
-    """A first reading of the page as sent: one line of words over the page."""
-    words = [
-        {
-            "text": "w",
-            "confidence": confidence,
-            "bbox": {"left": x, "top": 40, "width": 80, "height": 30},
-        }
-        for x in range(20, image.width - 100, 100)
-    ]
-    box = {"left": 20, "top": 40, "width": image.width - 40, "height": 30}
-    line = {"text": "", "confidence": confidence, "bbox": box, "words": words}
+    if down:
+        lines = [
+            {
+                "text": "w w",
+                "confidence": confidence,
+                "bbox": box(x, 20, 30, 200),
+                "words": [
+                    {"text": "w", "confidence": confidence, "bbox": box(x, 20 + 100 * n, 30, 80)}
+                    for n in range(2)
+                ],
+            }
+            for x in (40, 100, 160)
+        ]
+    else:
+        words = [
+            {"text": "w", "confidence": confidence, "bbox": box(x, 40, 80, 30)}
+            for x in range(20, PAGE[0] - 100, 100)
+        ]
+        lines = [
+            {"text": "", "confidence": confidence, "bbox": box(20, 40, 1260, 30), "words": words}
+        ]
     return Page.model_validate(
-        {"page": 1, "width": image.width, "height": image.height, "dpi": None, "lines": [line]}
+        {"page": 1, "width": PAGE[0], "height": PAGE[1], "dpi": None, "lines": lines}
     )
 
 
 def test_a_page_read_confidently_is_upright_without_asking_the_model() -> None:
-    page, osd = marked_page(), FakeOsd((180, 9.0))
-    reader = FakeReader({0: 93, 90: 35, 180: 35, 270: 35})
-    found = preprocess.check_orientation(page, read_as_sent(page, 93), reader, osd)
-    assert found == preprocess.Orientation(0, confident=True)
-    assert osd.asked == 0 and reader.reads == []
+    assert preprocess.orientation_as_read(reading(93)) == preprocess.Orientation(0, confident=True)
+    # Read well with its lines running down: turned clockwise, Tesseract turned it back.
+    turned = preprocess.orientation_as_read(reading(93, down=True))
+    assert turned == preprocess.Orientation(90, confident=True)
+    assert preprocess.orientation_as_read(reading(68)) is None  # ask the model
 
 
 def test_a_turn_the_model_proposes_is_not_taken_when_reading_does_not_confirm_it() -> None:
     # receipts/004.jpg in small: upright, read fairly, the model sure it is upside down.
-    page, osd = marked_page(), FakeOsd((180, 5.1))
-    reader = FakeReader({0: 68, 90: 40, 180: 36, 270: 40})
-    found = preprocess.check_orientation(page, read_as_sent(page, 68), reader, osd)
-    assert found == preprocess.Orientation(0, confident=True)
-    assert reader.reads == [180]
+    read = reading(68)
+    assert preprocess.turns_to_try(read, (180, 5.1)) == [180]
+    assert preprocess.choose_turn(read, SAMPLE, {180: 36}) == preprocess.Orientation(0, True)
+
+
+def test_an_unsure_model_is_not_asked_to_try_and_a_fair_reading_stays_as_sent() -> None:
+    assert preprocess.turns_to_try(reading(68), (180, 1.0)) == []
+    assert preprocess.choose_turn(reading(68), SAMPLE, {}) == preprocess.Orientation(0, True)
 
 
 @pytest.mark.parametrize("turn", [90, 180, 270])
 def test_a_turn_the_model_proposes_is_taken_when_the_page_reads_clearly_better(turn: int) -> None:
-    turned = marked_page().rotate(-turn, expand=True)  # PIL turns counter-clockwise
-    assert turn_of(turned) == turn
-    # Each reading confidence is for the image the fake is shown: upright reads well.
-    osd = FakeOsd((turn, 12.0))
-    reader = FakeReader({0: 92, 90: 38, 180: 38, 270: 38})
-    found = preprocess.check_orientation(turned, read_as_sent(turned, 38), reader, osd)
-    assert found == preprocess.Orientation(turn, confident=True)
+    read = reading(38)
+    assert preprocess.turns_to_try(read, (turn, 12.0)) == [turn]
+    assert preprocess.choose_turn(read, SAMPLE, {turn: 92}) == preprocess.Orientation(turn, True)
 
 
 def test_where_the_model_says_nothing_every_turn_is_read() -> None:
-    turned = marked_page().rotate(-180, expand=True)
-    osd = FakeOsd(None)
-    reader = FakeReader({0: 90, 90: 30, 180: 30, 270: 30})
-    found = preprocess.check_orientation(turned, read_as_sent(turned, 30), reader, osd)
+    read = reading(30)
+    assert preprocess.turns_to_try(read, None) == [90, 180, 270]
+    found = preprocess.choose_turn(read, SAMPLE, {90: 30, 180: 90, 270: 30})
     assert found == preprocess.Orientation(180, confident=True)
-    assert sorted(reader.reads) == [0, 90, 270]  # each candidate turn, undone on the sample
 
 
 def test_an_undecidable_page_is_left_as_sent_and_says_so() -> None:
-    page, osd = marked_page(), FakeOsd(None)
-    reader = FakeReader({0: 40, 90: 45, 180: 42, 270: 38})
-    found = preprocess.check_orientation(page, read_as_sent(page, 40), reader, osd)
+    found = preprocess.choose_turn(reading(40), SAMPLE, {90: 45, 180: 42, 270: 38})
     assert found.rotation == 0 and not found.confident
     assert found.warning is not None and "which way up" in found.warning
-    assert "turned 270 degrees" in found.warning  # the best of the turns read
+    assert "turned 90 degrees" in found.warning  # the best of the turns read
 
 
-# -- the whole of auto, on a fake reading --------------------------------------------------------
+@pytest.mark.parametrize(("taken", "whole"), [(90, 180), (180, 270), (270, 0)])
+def test_a_turn_tesseract_finished_itself_is_counted_in_the_turn_reported(
+    taken: int, whole: int
+) -> None:
+    # Issue 21: a page turned 180 degrees, 90 undone, read well, its lines running down:
+    # Tesseract turned the last 90 itself, so the boxes are not on the upright page.
+    orientation = preprocess.Orientation(taken, confident=True)
+    further = preprocess.turned_further(orientation, reading(95, down=True))
+    assert further == preprocess.Orientation(whole, confident=True)
+    assert preprocess.turned_further(orientation, reading(95)) is None
 
 
-class FakePsmApi:
-    """The page segmentation mode of a tesserocr API, as read_auto sets and restores it."""
-
-    def __init__(self, psm: int) -> None:
-        self.psm = psm
-
-    def GetPageSegMode(self) -> int:  # noqa: N802
-        return self.psm
-
-    def SetPageSegMode(self, psm: int) -> None:  # noqa: N802
-        self.psm = psm
+# -- enlarged readings -------------------------------------------------------------------------
 
 
-def fake_read(api: FakePsmApi, confidence: dict[tuple[int, int], float], log: list[Any]) -> Any:
-    """A reading whose confidence depends on the image width and the mode it is read with."""
-
-    def read(image: Image.Image) -> Page:
-        log.append((image.width, api.psm))
-        value = confidence[(image.width, api.psm)]
-        box = {"left": 10, "top": 10, "width": 40, "height": 20}
-        word = {"text": "w", "confidence": value, "bbox": box}
-        shown = {
-            "page": 1,
-            "width": image.width,
-            "height": image.height,
-            "dpi": None,
-            "confidence": value,
-            "text": f"read {image.width} psm {api.psm}",
-            "lines": [{"text": "w", "confidence": value, "bbox": box, "words": [word]}],
-        }
-        return Page.model_validate(shown)
-
-    return read
-
-
-def test_small_text_is_read_enlarged_each_way_and_the_most_confident_reading_kept() -> None:
-    page = page_of_text(20)  # 900 px wide, enlarged twice: 1800
-    api, log = FakePsmApi(3), []
-    confidence = {(900, 3): 85.0, (1800, 3): 88.0, (1800, 6): 91.0}
-    result = preprocess.read_auto(page, fake_read(api, confidence, log), api, FakeOsd(None))
-    assert log == [(900, 3), (1800, 3), (1800, 6)]
-    assert result.text == "read 1800 psm 6" and api.psm == 3
-    # The kept reading is given in the page's own pixels.
-    assert (result.width, result.lines[0].bbox.width) == (900, 20)
-    assert (result.rotation, result.rotation_confidence, result.warnings) == (
-        0,
-        "high",
-        [],
-    )
-
-
-def test_an_enlarged_reading_no_more_confident_is_dropped_and_an_asked_psm_is_kept() -> None:
-    api, log = FakePsmApi(11), []
-    confidence = {(900, 11): 85.0, (1800, 11): 84.0}
-    result = preprocess.read_auto(
-        page_of_text(20), fake_read(api, confidence, log), api, FakeOsd(None)
-    )
-    assert log == [(900, 11), (1800, 11)]
-    assert result.text == "read 900 psm 11" and api.psm == 11
+def test_an_enlarged_page_is_read_as_asked_and_with_the_automatic_mode_as_one_block() -> None:
+    assert preprocess.enlarged_modes(preprocess.PSM_AUTO) == (3, 6)
+    assert preprocess.enlarged_modes(11) == (11,)
+    assert preprocess.more_confident(reading(91), reading(85))
+    assert not preprocess.more_confident(reading(84), reading(85))

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api_server.schemas import Job, JobList, Problem
 from ocr_common import job_store
-from ocr_testkit.database import seen_ocr_server
+from ocr_testkit.database import claim_next, finish, seen_ocr_server
 from ocr_testkit.hostile_pdfs import broken_page_trees
 from ocr_testkit.pages import HELLO_PNG, encode, render_document, render_page_image
 
@@ -206,7 +206,7 @@ def test_a_job_is_queued_then_read_in_every_format(
     problem(client.get(f"/v1/jobs/{job.id}?format=text"), 409, "result_not_ready")
     # What the OCR server would do: claim, read the pages, finish.
     with sessions.begin() as session:
-        claimed = job_store.claim_next(session, worker_id="w", lease_s=30)
+        claimed = claim_next(session, worker_id="w", lease_s=30)
         assert claimed is not None and claimed.pages == (2, 3)
         job_store.progress(session, job_id=job.id, worker_id="w", pages_done=1)
     running = client.get(f"/v1/jobs/{job.id}").get_json()
@@ -216,9 +216,7 @@ def test_a_job_is_queued_then_read_in_every_format(
     }
     result = fake_result(claimed.pages)
     with sessions.begin() as session:
-        job_store.finish(
-            session, job_id=job.id, worker_id="w", text=result.text, pages=result.pages
-        )
+        finish(session, job_id=job.id, worker_id="w", text=result.text, pages=result.pages)
     done = client.get(f"/v1/jobs/{job.id}")
     Job.model_validate(done.get_json())
     assert done.get_json()["text"] == "page2\n\fpage3\n"
@@ -269,7 +267,7 @@ def test_delete_cancels_a_queued_job_and_deletes_a_finished_one(
     canceled = client.delete(f"/v1/jobs/{queued}")
     assert canceled.status_code == 200 and canceled.get_json()["status"] == "canceled"
     with sessions.begin() as session:
-        assert job_store.claim_next(session, worker_id="w", lease_s=30) is None
+        assert claim_next(session, worker_id="w", lease_s=30) is None
     assert client.delete(f"/v1/jobs/{queued}").status_code == 204
     problem(client.get(f"/v1/jobs/{queued}"), 404, "job_not_found")
     finished = client.post("/v1/ocr", data=HELLO_PNG, content_type="image/png").get_json()["id"]

@@ -1,0 +1,48 @@
+"""Which API read a document now changes only what is shown: the same reuse rule, and the same
+jobs recorded (a result or an engine failure; nothing for a read the OCR server refused)."""
+
+from __future__ import annotations
+
+import json
+
+from fake_ocr import REFUSED, UNREADABLE, FakeOcr, api_client
+from sqlalchemy.orm import Session, sessionmaker
+
+from ocr_testkit.pages import HELLO_PNG, b64
+
+
+def original(image: bytes) -> str:
+    return json.dumps({"image_data": b64(image)})
+
+
+def test_a_refused_read_is_no_job_and_an_engine_failure_a_failed_one_on_both_apis(
+    sessions: sessionmaker[Session],
+) -> None:
+    client = api_client(sessions, FakeOcr())
+    refused, unreadable = HELLO_PNG + REFUSED, HELLO_PNG + UNREADABLE
+    assert client.post("/image-sync", data=original(refused)).status_code == 400
+    assert client.post("/v1/ocr", data=refused, content_type="image/png").status_code == 400
+    assert client.get("/v1/jobs").get_json()["jobs"] == []
+    assert client.post("/image-sync", data=original(unreadable)).status_code == 422
+    assert client.post("/v1/ocr", data=unreadable, content_type="image/png").status_code == 422
+    jobs = client.get("/v1/jobs").get_json()["jobs"]
+    assert sorted((job["api"], job["status"]) for job in jobs) == [
+        ("original", "failed"),
+        ("v1", "failed"),
+    ]
+
+
+def test_both_apis_reuse_a_result_read_with_the_same_options(
+    sessions: sessionmaker[Session],
+) -> None:
+    ocr = FakeOcr()
+    client = api_client(sessions, ocr)
+    for query in ("", "", "?psm=6", "?psm=6"):
+        answer = client.post(f"/v1/ocr{query}", data=HELLO_PNG, content_type="image/png")
+        assert answer.status_code == 200 and answer.get_json()["pages"][0]["lines"]
+    assert len(ocr.documents) == 2  # read once with each set of options
+    # The original API reads the first page with its own defaults: read once, then reused.
+    for _ in range(2):
+        assert client.post("/image-sync", data=original(HELLO_PNG)).status_code == 200
+    assert len(ocr.documents) == 3
+    assert len(client.get("/v1/jobs").get_json()["jobs"]) == 6
