@@ -8,20 +8,19 @@
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 RUN python -m venv --without-pip /opt/venv
-WORKDIR /app
+WORKDIR /src
 # Everything both services need, exactly as locked (lock/runtime.txt; the client, in client/,
 # is not installed: it is a distribution of its own).
 COPY lock/runtime.txt lock/
 RUN pip --python /opt/venv/bin/python install --require-hashes --no-deps -r lock/runtime.txt
+# The project as a normal package, only this service's code with the shared one (the
+# migrations are in ocr_common). setuptools (from the lock) builds it, then goes.
 COPY pyproject.toml README.md ./
-COPY migrations ./migrations
 COPY ocr_common ./ocr_common
 COPY api_server ./api_server
 COPY ocr_server ./ocr_server
-RUN pip --python /opt/venv/bin/python install --no-deps --no-build-isolation -e . \
-    && pip --python /opt/venv/bin/python uninstall --yes setuptools \
-    && /opt/venv/bin/python -m compileall -q api_server ocr_common ocr_server migrations \
-    && rm -rf lock *.egg-info
+RUN pip --python /opt/venv/bin/python install --no-deps --no-build-isolation . \
+    && pip --python /opt/venv/bin/python uninstall --yes setuptools
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -31,7 +30,6 @@ RUN useradd --uid 10001 --user-group --no-create-home --home-dir /app \
         --shell /usr/sbin/nologin ocr \
     && mkdir -p /app/data && chown ocr:ocr /app/data
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /app /app
 COPY docker/trial.sh /usr/local/bin/ocr-trial
 WORKDIR /app
 USER 10001:10001

@@ -8,15 +8,15 @@ export OCR_DATABASE_URL ?= sqlite:///./data/ocr.db
 .PHONY: run test install install-dev migrate lint typecheck check clean lock
 
 # The lock: every package, transitive ones too, pinned with hashes, compiled by `make lock`
-# from the human-edited requirement files. One lock per image and one per environment here:
-# LOCK_INPUT_<name> is what lock/<name>.txt is compiled from. requirement.txt is what both
-# services need; the API image leaves Tesseract out, the OCR image the web stack; runtime (what
-# `make install` installs) is everything, the client library too.
+# from pyproject.toml's dependencies and extras (the ranges people edit). One lock per image
+# and one per environment here: LOCK_INPUT_<name> is what lock/<name>.txt is compiled from.
+# The API image leaves Tesseract out, the OCR image the web stack; runtime (what `make install`
+# installs) is everything, the client library too. mypy39 is a tool of its own (see typecheck).
 LOCKS             := dev runtime api ocr mypy39
-LOCK_INPUT_dev    := requirement-dev.txt
-LOCK_INPUT_runtime:= requirement-api.txt requirement-ocr.txt requirement-client.txt
-LOCK_INPUT_api    := requirement-api.txt
-LOCK_INPUT_ocr    := requirement-ocr.txt
+LOCK_INPUT_dev    := pyproject.toml --extra dev
+LOCK_INPUT_runtime:= pyproject.toml --extra api --extra ocr --extra client --extra build
+LOCK_INPUT_api    := pyproject.toml --extra api --extra build
+LOCK_INPUT_ocr    := pyproject.toml --extra ocr --extra build
 LOCK_INPUT_mypy39 := requirement-mypy39.txt
 # --universal: one lock for every platform (markers where they differ); --native-tls: the
 # system's CA store, as pip uses it. A lock rewritten keeps its other pins (uv prefers them).
@@ -85,10 +85,10 @@ test: install-dev lint typecheck
 # its pins, so that every lock names the same version of a package.
 lock: $(addprefix lock-,$(LOCKS))
 
-# uv alone, at the version requirement-dev.txt pins: a lock can be made before anything else is
+# uv alone, at the version the dev extra pins: a lock can be made before anything else is
 # installed (a new requirement has no lock line yet).
 $(BIN)/uv: | $(BIN)/python
-	$(BIN)/pip install --quiet "$$(grep -E '^uv==' requirement-dev.txt)"
+	$(BIN)/pip install --quiet "$$(grep -oE '"uv==[^"]+' pyproject.toml | tr -d '"')"
 
 lock-dev: $(BIN)/uv
 	$(UV_COMPILE) -o lock/dev.txt $(LOCK_INPUT_dev)

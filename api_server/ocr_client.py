@@ -1,24 +1,25 @@
 """The API server's link to the OCR server: synchronous OCR and fire-and-forget notifies.
 
-Flask handlers are synchronous; the HTTP calls run on one asyncio loop in a background thread
-per process, sharing one aiohttp session (and its keep-alive connections).
+Flask handlers are synchronous, and so is the client (httpx, one per process): a document's
+calls go on threads of their own, in parallel, while the handler waits for them or for its
+caller to hang up.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any, NamedTuple, Protocol, TypeVar
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, NamedTuple, Protocol
 
-import aiohttp
+import httpx
 
 from ocr_common.errors import CallerGone, OcrError, SyncTimeout, Unavailable
 from ocr_common.observability import REQUEST_ID_HEADER, current_request_id
@@ -35,7 +36,6 @@ from ocr_common.wire import (
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 2.0
 NOTIFY_TIMEOUT_S = 2.0
@@ -79,12 +79,12 @@ class OcrServerClient:
         if settings.internal_token_value:
             self._headers[INTERNAL_TOKEN_HEADER] = settings.internal_token_value
         self._parallel = settings.workers
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._client: httpx.Client | None = None
+        self._notifier: ThreadPoolExecutor | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
-        self._notifying: asyncio.Future[None] | None = None
-        self._notify_again = False
+        # A notify waits to go (one thread sends them, one at a time).
+        self._notify_queued = False
         self._sync_waits = threading.BoundedSemaphore(
             max(1, int(settings.api_threads * SYNC_WAIT_SHARE))
         )
@@ -104,27 +104,20 @@ class OcrServerClient:
         finally:
             self._sync_waits.release()
 
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        # gunicorn forks workers after the app may have been built: a loop belongs to a process.
+    def _http(self) -> httpx.Client:
+        # gunicorn forks workers after the app may have been built: a client belongs to a process.
         with self._lock:
-            if self._loop is None or self._pid != os.getpid():
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="ocr-client", daemon=True)
-                thread.start()
-                self._loop, self._pid, self._session = loop, os.getpid(), None
-                self._notifying, self._notify_again = None, False
-            return self._loop
-
-    def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
-
-    async def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                headers=self._headers,
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-            )
-        return self._session
+            if self._client is None or self._pid != os.getpid():
+                # No keep-alive: each call has a connection of its own, which is cut when
+                # nobody waits for its answer any more (see _Connection).
+                self._client = httpx.Client(
+                    base_url=self._base,
+                    headers=self._headers,
+                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+                )
+                self._notifier = ThreadPoolExecutor(1, thread_name_prefix="ocr-notify")
+                self._pid, self._notify_queued = os.getpid(), False
+            return self._client
 
     def recognize(
         self, requests: list[OcrRequest], *, deadline: float, gone: Future[None] | None = None
@@ -139,74 +132,71 @@ class OcrServerClient:
         are dropped, which stops the reads as well, and CallerGone is raised. The OCR server
         being unreachable or saturated is raised.
         """
-
-        async def gather() -> list[Reading | OcrError]:
-            # One request's documents must not fill the OCR server's wait list by themselves:
-            # send as many at a time as it has engines.
-            slots = asyncio.Semaphore(self._parallel)
-
-            async def one(request: OcrRequest) -> Reading:
-                async with slots:
-                    # Options travel in the body: a long char_whitelist would not fit a
-                    # request line.
-                    body = {
-                        "document": base64.b64encode(request.document).decode(),
-                        "options": request.options.to_values(),
-                    }
-                    left_s = deadline - time.monotonic()
-                    if left_s <= 0:
-                        raise SyncTimeout(SYNC_TIMEOUT_MESSAGE)
-                    # The OCR server stops at the time left; the grace lets its answer come.
-                    timed = {**headers, TIME_LEFT_HEADER: f"{left_s:.3f}"}
-                    answer = await self._call(
-                        "POST", OCR_PATH, left_s + ANSWER_GRACE_S, json=body, headers=timed
-                    )
-                    return Reading.from_wire(answer)
-
-            results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
-            out: list[Reading | OcrError] = []
-            for result in results:
-                if isinstance(result, Unavailable) or (
-                    isinstance(result, BaseException) and not isinstance(result, OcrError)
-                ):
-                    raise result
-                out.append(result)
-            return out
-
-        # The id goes by hand: the coroutines run on the client's own loop thread.
+        # The id goes by hand: the calls run on threads of their own.
         request_id = current_request_id()
         headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
+        connections = [_Connection() for _ in requests]
+        # One request's documents must not fill the OCR server's wait list by themselves:
+        # as many at a time as it has engines.
+        calls = ThreadPoolExecutor(max(1, min(self._parallel, len(requests))), "ocr-call")
         with self._sync_wait():
-            return _wait(self._submit(gather()), deadline - time.monotonic(), gone)
+            try:
+                futures = [
+                    calls.submit(self._read, request, deadline, headers, connection)
+                    for request, connection in zip(requests, connections, strict=True)
+                ]
+                return _results(futures, deadline, gone)
+            finally:
+                # Whatever is still under way is dropped: its connection closes, which stops
+                # the read there.
+                calls.shutdown(wait=False, cancel_futures=True)
+                for connection in connections:
+                    connection.cut()
 
-    async def _call(self, method: str, path: str, timeout_s: float, **kwargs: Any) -> Any:
-        """The OCR server's JSON answer to a request; any answer but a 200 with a JSON object
-        is raised as the error it stands for."""
-        session = await self._get_session()
-        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
+    def _read(
+        self, request: OcrRequest, deadline: float, headers: dict[str, str], conn: _Connection
+    ) -> Reading:
+        left_s = deadline - time.monotonic()
+        if left_s <= 0:
+            raise SyncTimeout(SYNC_TIMEOUT_MESSAGE)
+        # Options travel in the body: a long char_whitelist would not fit a request line.
+        body = {
+            "document": base64.b64encode(request.document).decode(),
+            "options": request.options.to_values(),
+        }
+        # The OCR server stops at the time left; the grace lets its answer come.
+        answer = self._call(
+            OCR_PATH,
+            left_s + ANSWER_GRACE_S,
+            json=body,
+            headers={**headers, TIME_LEFT_HEADER: f"{left_s:.3f}"},
+            extensions={"trace": conn.trace},
+        )
+        return Reading.from_wire(answer)
+
+    def _call(self, path: str, timeout_s: float, **kwargs: Any) -> Any:
+        """The OCR server's JSON answer to a POST; any answer but a 200 with a JSON object is
+        raised as the error it stands for."""
+        timeout = httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S)
         try:
-            async with session.request(
-                method, f"{self._base}{path}", timeout=timeout, **kwargs
-            ) as response:
-                raw = await response.read()
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            response = self._http().post(path, timeout=timeout, **kwargs)
+        except httpx.TransportError as exc:
             raise _unavailable(
                 f"the OCR server at {self._base} is not answering ({type(exc).__name__}); "
                 "retry shortly"
             ) from None
+        raw = response.content
         try:
             answer = json.loads(raw)
         except ValueError:
-            # Not our answer (aiohttp's own, or something in between): its status still says
-            # whether retrying can help.
+            # Not our answer (something in between): its status still says whether retrying
+            # can help.
             answer = None
-        if status == 200 and isinstance(answer, dict):
+        if response.status_code == 200 and isinstance(answer, dict):
             return answer
         if answer is None:
             answer = {"error": {"message": raw[:200].decode(errors="replace")}}
-        raise error_from_wire(status, answer, retry_after)
+        raise error_from_wire(response.status_code, answer, response.headers.get("Retry-After"))
 
     def notify(self) -> None:
         """Wake the OCR server's dispatcher; never waits and never fails the caller.
@@ -214,48 +204,77 @@ class OcrServerClient:
         Notifies coalesce: while one is on its way, later ones become a single follow-up, so a
         burst of submits costs the OCR server a few wake-ups, not one per job.
         """
-        # RuntimeError: the loop closed during shutdown; the OCR server's poll finds the job.
-        with contextlib.suppress(RuntimeError):
-            self._ensure_loop().call_soon_threadsafe(self._request_notify)
-
-    def _request_notify(self) -> None:
-        # Runs on the loop thread only, so the two fields need no lock.
-        if self._notifying is not None and not self._notifying.done():
-            self._notify_again = True
-            return
-        self._notifying = asyncio.ensure_future(self._send_notifies())
-
-    async def _send_notifies(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT_S)
-        while True:
-            self._notify_again = False
-            session = await self._get_session()
-            try:
-                async with session.post(f"{self._base}{NOTIFY_PATH}", timeout=timeout):
-                    pass
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                # A lost notify costs at most one poll interval of the OCR server.
-                log.debug("notify failed: %s", exc)
-            if not self._notify_again:
+        self._http()
+        with self._lock:
+            if self._notify_queued:
                 return
+            self._notify_queued = True
+        assert self._notifier is not None
+        # RuntimeError: the process is shutting down; the OCR server's poll finds the job.
+        with contextlib.suppress(RuntimeError):
+            self._notifier.submit(self._send_notify)
+
+    def _send_notify(self) -> None:
+        with self._lock:
+            self._notify_queued = False
+        try:
+            self._http().post(NOTIFY_PATH, timeout=NOTIFY_TIMEOUT_S)
+        except httpx.TransportError as exc:
+            # A lost notify costs at most one poll interval of the OCR server.
+            log.debug("notify failed: %s", exc)
 
 
-def _wait(future: Future[T], timeout_s: float, gone: Future[None] | None = None) -> T:
-    """The call's result; CallerGone (the call dropped) as soon as ``gone`` is done; a 503 if
-    the loop has not produced it a little after its own timeout (that guards against a stuck
-    loop, not a slow OCR server)."""
-    waiting: list[Future[Any]] = [future] if gone is None else [future, gone]
-    done, _ = wait(
-        waiting, timeout=max(timeout_s, 0) + ANSWER_GRACE_S + 5, return_when=FIRST_COMPLETED
-    )
-    if future in done:
-        return future.result()
-    # Dropped on the client's loop: its connection to the OCR server closes, which stops the
-    # read there.
-    future.cancel()
-    if gone is not None and gone.done():
-        raise CallerGone("the client went away before its answer; its read was stopped")
-    raise _unavailable("the OCR server did not answer in time; retry shortly")
+class _Connection:
+    """The socket of one call, cut when nobody waits for its answer any more: shut down (not
+    only closed), it also ends a read blocked on it, and the OCR server sees it close."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._cut = False
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpx's trace extension: keeps the socket of the connection the call opens."""
+        if event == "connection.connect_tcp.complete":
+            with self._lock:
+                self._socket = info["return_value"].get_extra_info("socket")
+                cut = self._cut
+            if cut:
+                self.cut()
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            if self._socket is not None:
+                with contextlib.suppress(OSError):
+                    self._socket.shutdown(socket.SHUT_RDWR)
+
+
+def _results(
+    futures: list[Future[Reading]], deadline: float, gone: Future[None] | None
+) -> list[Reading | OcrError]:
+    """Each call's reading or OcrError, in order, once all are done; CallerGone as soon as
+    ``gone`` is done; the first error that is not a document's own (Unavailable, a bug) at
+    once; a 503 if the answers have not come a little after their own timeout."""
+    give_up = time.monotonic() + max(deadline - time.monotonic(), 0) + ANSWER_GRACE_S + 5
+    pending: set[Future[Any]] = set(futures)
+    while pending:
+        watched = pending | ({gone} if gone is not None else set())
+        done, _ = wait(watched, timeout=give_up - time.monotonic(), return_when=FIRST_COMPLETED)
+        if gone is not None and gone.done():
+            raise CallerGone("the client went away before its answer; its read was stopped")
+        if not done:
+            raise _unavailable("the OCR server did not answer in time; retry shortly")
+        for future in done:
+            error = future.exception()
+            if isinstance(error, Unavailable) or (error and not isinstance(error, OcrError)):
+                raise error
+        pending -= done
+    out: list[Reading | OcrError] = []
+    for future in futures:
+        error = future.exception()
+        out.append(error if isinstance(error, OcrError) else future.result())
+    return out
 
 
 def _unavailable(message: str, code: str = "ocr_unavailable") -> Unavailable:

@@ -557,7 +557,7 @@ SUBMIT_ERRORS = {
         503,
         "the database or the OCR server is unavailable; retry after Retry-After",
         "ocr_unavailable",
-        "the OCR server at http://ocr:5001 is not answering (ClientConnectorError); retry shortly",
+        "the OCR server at http://ocr:5001 is not answering (ConnectError); retry shortly",
     ),
 }
 
@@ -599,6 +599,6 @@ UPLOAD_ERRORS = {
     503: compat_error(
         "the database (or OCR server) is unavailable; nothing was stored",
         "ocr_unavailable",
-        "the OCR server at http://ocr:5001 is not answering (ClientConnectorError); retry shortly",
+        "the OCR server at http://ocr:5001 is not answering (ConnectError); retry shortly",
     ),
 }

