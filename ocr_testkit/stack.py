@@ -146,7 +146,9 @@ class Stack:
     """The API server and the OCR server of one test module, on one database."""
 
     def __init__(self, database_url: str, log_dir: Path, **settings: str):
-        api_port, server_port = free_port(), free_port()
+        api_port = free_port()
+        # The kernel may hand out the port just released again: two services, two ports.
+        server_port = next(port for port in iter(free_port, None) if port != api_port)
         self.database_url = database_url
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.server_url = f"http://127.0.0.1:{server_port}"
