@@ -114,11 +114,13 @@ def record_reads(
 
     def record(session: Session) -> list[Job]:
         return [
-            _record_read(
+            job_store.record_finished(
                 session,
-                submission,
+                **_columns(submission),
+                **_outcome_columns(outcome),
+                image=submission.data,
+                digest=submission.image_digest,
                 started_at=started_at,
-                outcome=outcome,
                 document=document,
                 **job,
             )
@@ -138,30 +140,11 @@ def record_reads(
     return finished
 
 
-def _record_read(
-    session: Session,
-    submission: Submission,
-    *,
-    started_at: datetime,
-    outcome: Reading | KnownResult | OcrError,
-    **job: Any,
-) -> Job:
-    """A read made now (its result, one reused, or the error it met) as a finished job of the
-    caller."""
-    failed = outcome if isinstance(outcome, OcrError) else None
-    result = None if isinstance(outcome, OcrError) else outcome
-    return job_store.record_finished(
-        session,
-        **_columns(submission),
-        image=submission.data,
-        digest=submission.image_digest,
-        started_at=started_at,
-        text=result.text if result else None,
-        error_code=failed.code if failed else None,
-        error_message=failed.message if failed else None,
-        pages=result.pages if result else None,
-        **job,
-    )
+def _outcome_columns(outcome: Reading | KnownResult | OcrError) -> dict[str, Any]:
+    """What a finished job stores of a read made now: its result (read or reused) or error."""
+    if isinstance(outcome, OcrError):
+        return {"text": None, "error_code": outcome.code, "error_message": outcome.message}
+    return {"text": outcome.text, "pages": outcome.pages}
 
 
 def keep_document(submission: Submission) -> StoredDocument | None:
@@ -188,12 +171,7 @@ def kept_document(job: Job) -> bytes | None:
     except BlobMissing:
         return None
     except BlobStoreError as exc:
-        log.warning("blob store unavailable: %s", exc)
-        raise Unavailable(
-            "the document store is unavailable; retry shortly",
-            code="storage_unavailable",
-            retry_after_s=STORE_RETRY_AFTER_S,
-        ) from None
+        raise _store_unavailable(exc, "retry shortly") from None
 
 
 def queue_jobs(submissions: list[Submission], **job: Any) -> list[Job]:
@@ -254,12 +232,16 @@ def _store_documents(files: JobFiles, submissions: list[Submission]) -> list[Sto
             raise errors[0]
         return [future.result() for future in futures]
     except BlobStoreError as exc:
-        log.warning("blob store unavailable: %s", exc)
-        raise Unavailable(
-            "the document store is unavailable; nothing was stored, retry shortly",
-            code="storage_unavailable",
-            retry_after_s=STORE_RETRY_AFTER_S,
-        ) from None
+        raise _store_unavailable(exc, "nothing was stored, retry shortly") from None
+
+
+def _store_unavailable(exc: BlobStoreError, advice: str) -> Unavailable:
+    log.warning("blob store unavailable: %s", exc)
+    return Unavailable(
+        f"the document store is unavailable; {advice}",
+        code="storage_unavailable",
+        retry_after_s=STORE_RETRY_AFTER_S,
+    )
 
 
 def remove_files(job_id: str) -> None:

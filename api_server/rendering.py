@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -58,18 +59,11 @@ def job_body(
 
 
 def _delivery(delivery: WebhookDelivery) -> dict[str, Any]:
+    """The delivery as the job shows it: its fields in order, times in ISO 8601."""
+    times = ("created_at", "last_attempt_at", "next_attempt_at")
     return {
-        "id": delivery.id,
-        "event": delivery.event,
-        "status": delivery.status.value,
-        "attempts": delivery.attempts,
-        "created_at": iso_time(delivery.created_at),
-        "last_attempt_at": iso_time(delivery.last_attempt_at),
-        "last_status": delivery.last_status,
-        "last_error": delivery.last_error,
-        # While it is pending: when it is tried next (or, during an attempt, when a sender
-        # that vanished would lose it).
-        "next_attempt_at": iso_time(delivery.next_attempt_at),
+        name: iso_time(value) if name in times else value
+        for name, value in dataclasses.asdict(delivery).items()
     }
 
 

@@ -9,6 +9,7 @@ Typical use::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import operator
 import uuid
@@ -156,33 +157,15 @@ def create_job(
     )
 
 
-# A new job row's columns, but those its maker gives.
-_NEW_JOB: dict[str, Any] = {
-    "status": QUEUED,
-    "kind": "async",
-    "owner": None,
-    "started_at": None,
-    "finished_at": None,
-    "attempts": 0,
-    "worker_id": None,
-    "document_key": None,
-    "text": None,
-    "error_code": None,
-    "error_message": None,
-    "format": None,
-    "pages_total": 1,
-    "pages_done": 0,
-    "idempotency_key": None,
-    "request_sha256": None,
-    "request_id": None,
-    "webhook_url": None,
-}
+# A new job row: every column NULL but these and those its maker gives.
+_NEW_JOB = {"status": QUEUED, "kind": "async", "attempts": 0, "pages_total": 1, "pages_done": 0}
 
 
 def _insert_job(session: Session, **columns: Any) -> Job:
     """The one way a job row is inserted: a Core INSERT (intake's hot path, where the ORM's
     unit of work costs more CPU)."""
-    values = {**_NEW_JOB, "id": new_job_id(), "created_at": utcnow(), **columns}
+    new = {**dict.fromkeys(JOBS.c.keys()), **_NEW_JOB, "id": new_job_id(), "created_at": utcnow()}
+    values = {**new, **columns}
     session.execute(insert(JOBS).values(values))
     return Job.from_row(SimpleNamespace(**values))
 
@@ -543,15 +526,17 @@ def _by_size(outcomes: list[JobOutcome]) -> Iterator[list[JobOutcome]]:
         yield chunk
 
 
+def _per_id(id_column: Any, values: dict[str, Any], kept: Any = None) -> Any:
+    """A SET value per row id: one value where they all agree (usually the status and the
+    error columns), else a CASE on the id; ``kept``: the column, for rows not in ``values``."""
+    if kept is None and len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return case(values, value=id_column, else_=kept)
+
+
 def _per_job_values(outcomes: list[JobOutcome]) -> dict[str, Any]:
-    """SET values for a batch of outcomes: one value where they all agree (usually the status
-    and the error columns), else a CASE on the id."""
-
-    def per_job(values: dict[str, Any], column: Any = None) -> Any:
-        if column is None and len(set(values.values())) == 1:
-            return next(iter(values.values()))
-        return case(values, value=JOBS.c.id, else_=column)
-
+    """SET values for a batch of outcomes (``_per_id``)."""
+    per_job = functools.partial(_per_id, JOBS.c.id)
     values = {
         "status": per_job({o.job_id: o.status.value for o in outcomes}),
         "text": per_job({o.job_id: o.text for o in outcomes}),
@@ -778,12 +763,7 @@ def record_attempts(
     held = [key for key, number in rows if by_id[key].attempt == number]
     if not held:
         return []
-
-    def per_delivery(values: dict[str, Any]) -> Any:
-        if len(set(values.values())) == 1:
-            return next(iter(values.values()))
-        return case(values, value=DELIVERIES.c.id)
-
+    per_delivery = functools.partial(_per_id, DELIVERIES.c.id)
     chosen = [by_id[key] for key in held]
     _rows(
         session,
