@@ -75,12 +75,8 @@ def reuse_or_read(submissions: list[Submission]) -> list[Reading | KnownResult |
 
 
 def read_now(submissions: list[Submission]) -> list[Reading | OcrError]:
-    """Each submission read by the OCR server now: its result, or the error it met.
-
-    A synchronous read has a budget: OCR_SYNC_MAX_PAGES pages a document (more is a 413 that
-    points to the job queue), OCR_SYNC_TIMEOUT_S from now; and it stops when its caller hangs
-    up (see http_front.caller_gone).
-    """
+    """Each submission read by the OCR server now, or the error it met: within
+    OCR_SYNC_MAX_PAGES pages a document and OCR_SYNC_TIMEOUT_S, and until its caller hangs up."""
     settings = current_services().settings
     for submission in submissions:
         check_sync_pages(len(submission.document.pages), settings.sync_max_pages)
@@ -175,12 +171,9 @@ def kept_document(job: Job) -> bytes | None:
 
 
 def queue_jobs(submissions: list[Submission], **job: Any) -> list[Job]:
-    """Queued jobs of the caller, committed (the caller notifies).
-
-    Each document is stored in the blob store first, then the jobs are created in one
-    transaction: a job never exists without its document. If the transaction fails, the
-    documents are deleted again (or, if that fails too, swept later: no job holds them).
-    """
+    """Queued jobs of the caller, committed (the caller notifies): each document in the blob
+    store first, then the jobs in one transaction, so a job never exists without its document;
+    if the transaction fails, the documents are deleted (or swept later: no job holds them)."""
     svc = current_services()
     documents = _store_documents(svc.files, submissions)
     columns = [

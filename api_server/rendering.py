@@ -79,13 +79,7 @@ def render_job(
     (``document`` gives the document it was read from, None when it is not kept)."""
     if fmt == "json":
         return jsonify(job_body(job, pages, deliveries, queue))
-    if job.status != JobStatus.SUCCEEDED:
-        if (failure := job.failure()) is not None:
-            raise failure
-        raise Conflict(
-            f"job {job.id} is {job.status.value}: its {fmt} is there once it has succeeded",
-            code="result_not_ready",
-        )
+    require_succeeded(job, f"its {fmt} is there")
     if fmt == "text":
         return Response(job.text or "", mimetype="text/plain")
     if pages is None:
@@ -101,6 +95,18 @@ def render_job(
     if fmt == "pdf":
         return render_pdf(job, pages, document)
     return Response(tsv.render_tsv(pages), mimetype=TSV_MEDIA_TYPE)
+
+
+def require_succeeded(job: Job, what: str) -> None:
+    """Why a job has no result yet: the error it failed with, else a 409 (``what``: once it
+    has succeeded)."""
+    if job.status != JobStatus.SUCCEEDED:
+        if (failure := job.failure()) is not None:
+            raise failure
+        raise Conflict(
+            f"job {job.id} is {job.status.value}: {what} once it has succeeded",
+            code="result_not_ready",
+        )
 
 
 def render_pdf(
