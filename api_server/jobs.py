@@ -75,12 +75,8 @@ def reuse_or_read(submissions: list[Submission]) -> list[Reading | KnownResult |
 
 
 def read_now(submissions: list[Submission]) -> list[Reading | OcrError]:
-    """Each submission read by the OCR server now: its result, or the error it met.
-
-    A synchronous read has a budget: OCR_SYNC_MAX_PAGES pages a document (more is a 413 that
-    points to the job queue), OCR_SYNC_TIMEOUT_S from now; and it stops when its caller hangs
-    up (see http_front.caller_gone).
-    """
+    """Each submission read by the OCR server now, or the error it met: within
+    OCR_SYNC_MAX_PAGES pages a document and OCR_SYNC_TIMEOUT_S, and until its caller hangs up."""
     settings = current_services().settings
     for submission in submissions:
         check_sync_pages(len(submission.document.pages), settings.sync_max_pages)
@@ -114,11 +110,13 @@ def record_reads(
 
     def record(session: Session) -> list[Job]:
         return [
-            _record_read(
+            job_store.record_finished(
                 session,
-                submission,
+                **_columns(submission),
+                **_outcome_columns(outcome),
+                image=submission.data,
+                digest=submission.image_digest,
                 started_at=started_at,
-                outcome=outcome,
                 document=document,
                 **job,
             )
@@ -138,30 +136,11 @@ def record_reads(
     return finished
 
 
-def _record_read(
-    session: Session,
-    submission: Submission,
-    *,
-    started_at: datetime,
-    outcome: Reading | KnownResult | OcrError,
-    **job: Any,
-) -> Job:
-    """A read made now (its result, one reused, or the error it met) as a finished job of the
-    caller."""
-    failed = outcome if isinstance(outcome, OcrError) else None
-    result = None if isinstance(outcome, OcrError) else outcome
-    return job_store.record_finished(
-        session,
-        **_columns(submission),
-        image=submission.data,
-        digest=submission.image_digest,
-        started_at=started_at,
-        text=result.text if result else None,
-        error_code=failed.code if failed else None,
-        error_message=failed.message if failed else None,
-        pages=result.pages if result else None,
-        **job,
-    )
+def _outcome_columns(outcome: Reading | KnownResult | OcrError) -> dict[str, Any]:
+    """What a finished job stores of a read made now: its result (read or reused) or error."""
+    if isinstance(outcome, OcrError):
+        return {"text": None, "error_code": outcome.code, "error_message": outcome.message}
+    return {"text": outcome.text, "pages": outcome.pages}
 
 
 def keep_document(submission: Submission) -> StoredDocument | None:
@@ -188,21 +167,13 @@ def kept_document(job: Job) -> bytes | None:
     except BlobMissing:
         return None
     except BlobStoreError as exc:
-        log.warning("blob store unavailable: %s", exc)
-        raise Unavailable(
-            "the document store is unavailable; retry shortly",
-            code="storage_unavailable",
-            retry_after_s=STORE_RETRY_AFTER_S,
-        ) from None
+        raise _store_unavailable(exc, "retry shortly") from None
 
 
 def queue_jobs(submissions: list[Submission], **job: Any) -> list[Job]:
-    """Queued jobs of the caller, committed (the caller notifies).
-
-    Each document is stored in the blob store first, then the jobs are created in one
-    transaction: a job never exists without its document. If the transaction fails, the
-    documents are deleted again (or, if that fails too, swept later: no job holds them).
-    """
+    """Queued jobs of the caller, committed (the caller notifies): each document in the blob
+    store first, then the jobs in one transaction, so a job never exists without its document;
+    if the transaction fails, the documents are deleted (or swept later: no job holds them)."""
     svc = current_services()
     documents = _store_documents(svc.files, submissions)
     columns = [
@@ -254,12 +225,16 @@ def _store_documents(files: JobFiles, submissions: list[Submission]) -> list[Sto
             raise errors[0]
         return [future.result() for future in futures]
     except BlobStoreError as exc:
-        log.warning("blob store unavailable: %s", exc)
-        raise Unavailable(
-            "the document store is unavailable; nothing was stored, retry shortly",
-            code="storage_unavailable",
-            retry_after_s=STORE_RETRY_AFTER_S,
-        ) from None
+        raise _store_unavailable(exc, "nothing was stored, retry shortly") from None
+
+
+def _store_unavailable(exc: BlobStoreError, advice: str) -> Unavailable:
+    log.warning("blob store unavailable: %s", exc)
+    return Unavailable(
+        f"the document store is unavailable; {advice}",
+        code="storage_unavailable",
+        retry_after_s=STORE_RETRY_AFTER_S,
+    )
 
 
 def remove_files(job_id: str) -> None:

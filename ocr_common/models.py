@@ -185,12 +185,14 @@ class WebhookDelivery:
     id: str
     event: str
     status: DeliveryStatus
-    created_at: datetime
     attempts: int
-    next_attempt_at: datetime | None
+    created_at: datetime
     last_attempt_at: datetime | None
     last_status: int | None
     last_error: str | None
+    # While it is pending: when it is tried next (or, during an attempt, when a sender that
+    # vanished would lose it).
+    next_attempt_at: datetime | None
 
     @classmethod
     def from_row(cls, row: Any) -> WebhookDelivery:

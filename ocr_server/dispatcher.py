@@ -8,6 +8,7 @@ held and their heartbeat (``leases``), the outcome writer (``outcomes``), the re
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -184,11 +185,9 @@ class Dispatcher:
                 # it (a one-page job, as every original-API job is, costs no extra write).
                 return
 
-            def record(session: Session, pages_done: int = done) -> bool:
-                return job_store.progress(
-                    session, job_id=job.id, worker_id=self.worker_id, pages_done=pages_done
-                )
-
+            record = functools.partial(
+                job_store.progress, job_id=job.id, worker_id=self.worker_id, pages_done=done
+            )
             try:
                 still_ours = await self._db.run(record)
             except Exception as exc:  # noqa: BLE001 - progress is a hint; the result is not
@@ -235,19 +234,8 @@ class Dispatcher:
             return
         log.warning("job %s: the blob store did not answer (%s); giving it back", job.id, exc)
         await asyncio.sleep(DB_RETRY_S)
-
-        def give_back(session: Session) -> bool:
-            return job_store.release(
-                session,
-                job_id=job.id,
-                worker_id=self.worker_id,
-                error_code="document_unavailable",
-                error_message=f"the blob store did not answer: {exc}"[:1000],
-                count_attempt=False,
-            )
-
-        await self._db.run_until_done(give_back, within_s=self._settings.lease_s)
-        self._claims.notify()
+        message = f"the blob store did not answer: {exc}"[:1000]
+        await self._release(job, "document_unavailable", message, count_attempt=False)
 
     async def _record(
         self, job: ClaimedJob, pages: list[Page] | None, error: OcrError | None
@@ -276,16 +264,20 @@ class Dispatcher:
             )
         self.counters.retried.inc()
         log.warning("job %s attempt %d failed (%s); retrying", job.id, job.attempts, code)
+        return await self._release(job, code, message)
 
-        def release(session: Session) -> bool:
-            return job_store.release(
-                session,
-                job_id=job.id,
-                worker_id=self.worker_id,
-                error_code=code,
-                error_message=message,
-            )
-
+    async def _release(
+        self, job: ClaimedJob, code: str, message: str, *, count_attempt: bool = True
+    ) -> bool | None:
+        """Put the job back in the queue (``job_store.release``), trying for up to a lease."""
+        release = functools.partial(
+            job_store.release,
+            job_id=job.id,
+            worker_id=self.worker_id,
+            error_code=code,
+            error_message=message,
+            count_attempt=count_attempt,
+        )
         held = await self._db.run_until_done(release, within_s=self._settings.lease_s)
         self._claims.notify()
         return held

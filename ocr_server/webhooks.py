@@ -72,13 +72,10 @@ class AddressRefused(Exception):
 
 
 class GuardedResolver(AbstractResolver):
-    """Looks a receiver's name up once and gives aiohttp only addresses the policy allows.
-
-    aiohttp connects to the very addresses this returns (TLS still checks the certificate
-    against the host's name), so no second lookup can send it elsewhere (DNS rebinding). A
-    name with any refused address is refused whole. aiohttp never asks about an IP literal:
-    the sender checks those itself.
-    """
+    """Looks a receiver's name up once and gives aiohttp only addresses the policy allows
+    (a name with any refused address is refused whole): aiohttp connects to these very
+    addresses, so no second lookup can send it elsewhere (DNS rebinding). IP literals are
+    checked by the sender."""
 
     def __init__(self, policy: AddressPolicy, resolve: Resolve, executor: ThreadPoolExecutor):
         self._policy = policy
