@@ -94,9 +94,8 @@ def record_reads(
     **job: Any,
 ) -> list[Job]:
     """The reads made now as finished jobs of the caller, in one transaction, whichever API
-    asked: each result (read or reused, its document kept with it as a queued job's is) and
-    each engine failure. A request the OCR server refused or could not take is no job. Then
-    the first error met is raised."""
+    asked: each result (with its document kept) and engine failure, but no refused request;
+    then the first error met is raised."""
     recorded = [
         (submission, outcome)
         for submission, outcome in zip(submissions, outcomes, strict=True)
@@ -144,9 +143,8 @@ def _outcome_columns(outcome: Reading | KnownResult | OcrError) -> dict[str, Any
 
 
 def keep_document(submission: Submission) -> StoredDocument | None:
-    """The document of a read made now, kept in the blob store for its job (OCR_KEEP_IMAGES)
-    so that its searchable PDF can be asked for later; None when it is not kept (the store
-    not answering only costs that)."""
+    """The document of a read made now, kept for its job (OCR_KEEP_IMAGES: its searchable PDF
+    later); None when it is not kept (the store not answering only costs that)."""
     svc = current_services()
     if not svc.settings.keep_images:
         return None
@@ -206,8 +204,7 @@ STORE_THREADS = 8
 
 
 def _store_documents(files: JobFiles, submissions: list[Submission]) -> list[StoredDocument]:
-    """Each submission's document in the blob store, under a new job id; a 503 if the store
-    does not answer (nothing is queued then)."""
+    """Each submission's document in the blob store, under a new job id; else a 503."""
 
     def store(submission: Submission) -> StoredDocument:
         return files.store_document(submission.data, submission.image_digest)
@@ -238,8 +235,7 @@ def _store_unavailable(exc: BlobStoreError, advice: str) -> Unavailable:
 
 
 def remove_files(job_id: str) -> None:
-    """Delete the files of a job just canceled or deleted; if the store does not answer, the
-    sweep deletes them later (no job holds them now)."""
+    """Delete the files of a job just canceled or deleted (or leave them to the sweep)."""
     try:
         current_services().files.remove_jobs([job_id])
     except BlobStoreError as exc:

@@ -1,9 +1,5 @@
-"""The API server's link to the OCR server: synchronous OCR and fire-and-forget notifies.
-
-Flask handlers are synchronous, and so is the client (httpx, one per process): a document's
-calls go on threads of their own, in parallel, while the handler waits for them or for its
-caller to hang up.
-"""
+"""The API server's link to the OCR server: synchronous OCR and fire-and-forget notifies (httpx,
+one client per process; a request's calls on threads of their own, in parallel)."""
 
 from __future__ import annotations
 
@@ -172,8 +168,7 @@ class OcrServerClient:
         return Reading.from_wire(answer)
 
     def _call(self, path: str, timeout_s: float, **kwargs: Any) -> Any:
-        """The OCR server's JSON answer to a POST; any answer but a 200 with a JSON object is
-        raised as the error it stands for."""
+        """The OCR server's JSON answer to a POST; any other answer is raised as its error."""
         timeout = httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S)
         try:
             response = self._http().post(path, timeout=timeout, **kwargs)

@@ -98,8 +98,7 @@ def render_job(
 
 
 def require_succeeded(job: Job, what: str) -> None:
-    """Why a job has no result yet: the error it failed with, else a 409 (``what``: once it
-    has succeeded)."""
+    """Raise why a job has no result: the error it failed with, else a 409 (not ready)."""
     if job.status != JobStatus.SUCCEEDED:
         if (failure := job.failure()) is not None:
             raise failure

@@ -1,9 +1,5 @@
-"""Reading what clients send: lenient JSON bodies, lenient base64, strict document checks.
-
-The original API's images and task ids (``read_uploads``, ``read_task_id``) and a v1 document
-with its options (``read_submission``). Everything here runs before anything is stored, so a bad
-upload never becomes a job.
-"""
+"""Reading what clients send: lenient JSON bodies, lenient base64, strict document checks,
+all before anything is stored, so a bad upload never becomes a job."""
 
 from __future__ import annotations
 

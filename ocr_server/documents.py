@@ -48,8 +48,7 @@ class Documents:
         return await self.io(self.files.read_document, job.document_key)
 
     async def release(self, job_ids: Sequence[str]) -> None:
-        """Delete the documents of jobs whose outcome is written; what fails is left to the
-        sweep."""
+        """Delete the documents of jobs whose outcome is written (or leave them to the sweep)."""
         if job_ids:
             await self._quietly(self.files.release_documents, job_ids)
 
@@ -69,13 +68,9 @@ class Documents:
 
 
 class BlobSweep:
-    """Deletes what no job claims: documents of jobs never committed (an intake that failed
-    after storing its document), of jobs deleted or finished whose delete did not go through.
-
-    Each round reads the next page of keys under ``jobs/`` and deletes the files of jobs that
-    do not exist or hold no ``document_key``, once their newest file is older than
-    ``grace_s``: an intake between storing a document and committing its job is never swept.
-    """
+    """Deletes the files of jobs that do not exist (an intake failed after storing) or hold no
+    ``document_key`` (a delete that did not go through), a page of keys a round, once their
+    newest file is older than ``grace_s``: an intake about to commit its job is never swept."""
 
     def __init__(self, documents: Documents, transactions: Transactions, grace_s: float):
         self._documents = documents

