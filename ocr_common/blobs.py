@@ -24,11 +24,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-if TYPE_CHECKING:
-    from .settings import Settings
+from .errors import SettingsError
 
 JOBS_PREFIX = "jobs/"
 DOCUMENT = "document"
@@ -430,22 +429,20 @@ class JobFiles:
                     break
 
 
-def open_job_files(settings: Settings) -> JobFiles:
+def open_job_files(blob_url: str, startup_wait_s: float) -> JobFiles:
     """The files of jobs in the store OCR_BLOB_URL names, once it takes blobs: tried again for
     up to OCR_STARTUP_WAIT_S (a store starting beside us), then SettingsError with the reason."""
     from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-    from .settings import SettingsError
-
-    store = open_store(settings.blob_url)
+    store = open_store(blob_url)
     retrying = Retrying(
         retry=retry_if_exception_type(BlobStoreError),
-        stop=stop_after_delay(settings.startup_wait_s),
+        stop=stop_after_delay(startup_wait_s),
         wait=wait_exponential(multiplier=0.1, max=2.0),
         reraise=True,
     )
     try:
         retrying(store.check)
     except BlobStoreError as exc:
-        raise SettingsError(f"OCR_BLOB_URL={settings.blob_url}: {exc}") from None
+        raise SettingsError(f"OCR_BLOB_URL={blob_url}: {exc}") from None
     return JobFiles(store)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the variable and the fix."""
+
+
 class OcrError(Exception):
     """Base of every error a client may see; ``code`` is stable, ``message`` is for a person. A
     kind of error declares its status and default code in its class header."""

@@ -101,7 +101,7 @@ def run(lifetime: contextlib.ExitStack) -> int:
         engine = make_engine(settings.database_url)
         max_write_bytes = check_database(engine, settings)
         engine.dispose()
-        files = open_job_files(settings)
+        files = open_job_files(settings.blob_url, settings.startup_wait_s)
         data_dir = lifetime.enter_context(models_folder(settings.tessdata_dir))
         info = probe(data_dir)
         pool = EnginePool.start(
