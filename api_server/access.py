@@ -165,8 +165,7 @@ class AuthFailureLimit:
 
 
 def check_queue_room(new_jobs: int) -> None:
-    """Refuse (429) new jobs that would take the caller's queued jobs past
-    OCR_MAX_QUEUED_PER_KEY; without API keys, every caller shares one queue."""
+    """Refuse (429) new jobs that would take the caller's queued jobs past the per-key cap."""
     svc = current_services()
     cap = svc.settings.max_queued_per_key
     if cap == 0:

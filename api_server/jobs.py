@@ -156,8 +156,7 @@ def keep_document(submission: Submission) -> StoredDocument | None:
 
 
 def kept_document(job: Job) -> bytes | None:
-    """The document a finished job was read from, while it is kept (None: let go, or gone);
-    a 503 when the blob store does not answer."""
+    """The document a finished job was read from, while it is kept; a 503 if the store is down."""
     if job.document_key is None:
         return None
     try:

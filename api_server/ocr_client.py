@@ -87,8 +87,7 @@ class OcrServerClient:
 
     @contextlib.contextmanager
     def _sync_wait(self) -> Iterator[None]:
-        """Hold one of the process's synchronous waits, or answer 503 at once when all are
-        taken (the OCR server is slow or stalled; waiting would tie up another thread)."""
+        """Hold one of the process's synchronous waits, or answer 503 at once when all are taken."""
         if not self._sync_waits.acquire(blocking=False):
             raise _unavailable(
                 "every synchronous OCR slot of this API process is waiting for the OCR server; "
@@ -118,13 +117,9 @@ class OcrServerClient:
     def recognize(
         self, requests: list[OcrRequest], *, deadline: float, gone: Future[None] | None = None
     ) -> list[Reading | OcrError]:
-        """The reading of each document from the OCR server's POST /ocr, in order, or the
-        error that document met; the OCR server unreachable or saturated is raised.
-
-        Each request says how long is left until ``deadline`` (``time.monotonic()``), when the
-        OCR server stops reading and answers ``sync_timeout``; when ``gone`` is done (the
-        caller hung up), the requests are dropped, which stops the reads, and CallerGone is
-        raised."""
+        """The reading of each document from the OCR server's POST /ocr, in order, or the error
+        it met (the OCR server down or saturated is raised), stopped at ``deadline``
+        (``time.monotonic()``), or when ``gone`` is done (the caller hung up: CallerGone)."""
         # The id goes by hand: the calls run on threads of their own.
         request_id = current_request_id()
         headers = {REQUEST_ID_HEADER: request_id} if request_id else {}

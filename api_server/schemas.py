@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from ocr_common.job_store import MAX_COUNTED_AHEAD
 from ocr_common.models import DeliveryStatus, JobStatus
 from ocr_common.options import OcrOptions
+from ocr_common.render import alto, hocr, tsv
 from ocr_common.render.pdf import PDF_MEDIA_TYPE
 from ocr_common.result import PAGE_EXAMPLE, Page
 from ocr_common.webhooks import WEBHOOK_URL_FIELD, WEBHOOK_URL_MAX_CHARS
@@ -23,7 +24,7 @@ from .errors import PROBLEM_JSON
 from .idempotency import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_CHARS
 from .openapi import Body, Param
 from .pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from .rendering import ALTO_MEDIA_TYPE, FORMATS, HOCR_MEDIA_TYPE, TSV_MEDIA_TYPE
+from .rendering import FORMATS
 
 
 class Schema(BaseModel):
@@ -508,9 +509,9 @@ ALTO_EXAMPLE = (
 RESULT_CONTENT: dict[str, type[BaseModel] | dict[str, Any]] = {
     "application/json": Job,
     "text/plain": {"type": "string", "examples": [EXAMPLE_TEXT]},
-    HOCR_MEDIA_TYPE: {"type": "string", "examples": [HOCR_EXAMPLE]},
-    TSV_MEDIA_TYPE: {"type": "string", "examples": [TSV_EXAMPLE]},
-    ALTO_MEDIA_TYPE: {"type": "string", "examples": [ALTO_EXAMPLE]},
+    hocr.MEDIA_TYPE: {"type": "string", "examples": [HOCR_EXAMPLE]},
+    tsv.MEDIA_TYPE: {"type": "string", "examples": [TSV_EXAMPLE]},
+    alto.MEDIA_TYPE: {"type": "string", "examples": [ALTO_EXAMPLE]},
     PDF_MEDIA_TYPE: {"type": "string", "format": "binary"},
 }
 # (description, code, example message) of answers both APIs give.

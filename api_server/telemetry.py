@@ -14,12 +14,7 @@ import time
 from flask import Flask, Response, g, request
 
 from ocr_common.metrics import RequestMetrics
-from ocr_common.observability import (
-    REQUEST_ID_HEADER,
-    log_access,
-    request_id_from,
-    set_request_id,
-)
+from ocr_common.observability import REQUEST_ID_HEADER, log_access, request_id_from, set_request_id
 
 log = logging.getLogger("api_server.access")
 

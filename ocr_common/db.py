@@ -62,11 +62,8 @@ def make_engine(
     database_url: str, *, session_timeout_s: float | None = None, **kwargs: Any
 ) -> Engine:
     """An engine with the connection habits the job queue needs on each backend.
-
-    ``session_timeout_s`` (the OCR server passes its lease) bounds how long MySQL/MariaDB keeps
-    the session of a client that went silent, and with it any row locks its open transaction
-    holds: a server cut off the network mid-transaction must not strand jobs for the hours of
-    the default ``wait_timeout``. Its sessions also wait at most ``LOCK_WAIT_S`` for a lock.
+    ``session_timeout_s`` (the OCR server's lease) bounds how long MySQL/MariaDB keeps a silent
+    client's session and its row locks (``session_bounds_sql``), not the hours of the default.
     """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
@@ -97,13 +94,9 @@ def make_engine(
 
 
 def session_bounds_sql(timeout_s: float) -> str:
-    """The session settings that bound a vanished client's locks to about ``timeout_s``.
-
-    The server drops a session idle for ``wait_timeout`` (a client frozen or cut off between
-    two statements of a transaction) or stuck mid-packet for ``net_read_timeout`` /
-    ``net_write_timeout``, and rolls its transaction back, which releases its row locks.
-    The same statement on MySQL 8 and MariaDB.
-    """
+    """The session settings (MySQL 8 and MariaDB) that bound a vanished client's locks to
+    about ``timeout_s``: the server drops a session idle or stuck mid-packet that long and
+    rolls its transaction back, which releases its row locks."""
     seconds = max(1, math.ceil(timeout_s))
     return (
         f"SET SESSION wait_timeout = {seconds}, net_read_timeout = {seconds}, "
@@ -192,9 +185,8 @@ def check_schema(bind: Engine | Connection) -> None:
 
 
 def max_packet_bytes(engine: Engine) -> int | None:
-    """The largest statement the database takes (MySQL/MariaDB's max_allowed_packet), which
-    bounds the results the OCR server writes; None for SQLite (no limit). Documents never go
-    to the database: they are in the blob store."""
+    """The largest statement the database takes (max_allowed_packet; None for SQLite), which
+    bounds the results the OCR server writes."""
     if engine.dialect.name not in ("mysql", "mariadb"):
         return None
     with engine.connect() as conn:
@@ -208,8 +200,8 @@ def is_packet_too_large(exc: BaseException) -> bool:
 
 
 def check_database(engine: Engine, settings: Settings) -> int | None:
-    """Start-up checks: the database answers, its schema is current; returns its largest
-    statement (``max_packet_bytes``). Waits for the database as ``wait_for_database`` does."""
+    """Start-up checks (the database answers, its schema is current), waiting for it as
+    ``wait_for_database`` does; returns ``max_packet_bytes``."""
 
     def check() -> int | None:
         check_schema(engine)

@@ -62,13 +62,9 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 one reaches: IPv4-mapped, 6to4 or NAT64 (None: none)."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
     if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
+    return address.ipv4_mapped or address.sixtofour
 
 
 def refusal_reason(address: IPAddress) -> str | None:

@@ -39,8 +39,7 @@ class Documents:
         return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
 
     async def read(self, job: ClaimedJob) -> bytes:
-        """The document a claimed job reads: ``BlobMissing`` if it is gone, ``BlobStoreError``
-        if the store does not answer."""
+        """The document a claimed job reads (``BlobMissing``, ``BlobStoreError``)."""
         if job.image is not None:  # queued before the blob store: its bytes came with the claim
             return job.image
         if job.document_key is None:

@@ -58,8 +58,7 @@ class OutcomeWriter:
         self._task.add_done_callback(self._ended)
 
     async def write(self, outcome: JobOutcome) -> bool | None:
-        """Record how a job ended: True once written, False if the job was no longer ours
-        (canceled, or its lease taken over), None if the write never went through."""
+        """Record how a job ended: True, False (no longer ours) or None (never written)."""
         if self._task is None or self._task.done() or self._closing.is_set():
             return None
         written: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()

@@ -23,8 +23,7 @@ PRIORITIES = (URGENT, PAGES, BACKGROUND)
 
 
 class Engine(Protocol):
-    """What the pool needs of an engine slot (a fake in unit tests): a page read, stopped
-    as soon as ``abandoned`` is set."""
+    """An engine slot (a fake in unit tests): a page read, stopped once ``abandoned`` is set."""
 
     def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page: ...
 
@@ -154,8 +153,7 @@ class EnginePool:
             raise
 
     def close(self, wait_s: float = 5.0) -> None:
-        """Stop every engine: an idle one exits at once, one still reading a page is killed
-        when ``wait_s`` (one deadline for all of them) has passed."""
+        """Stop every engine; one still reading a page is killed after ``wait_s`` (in all)."""
         processes = [engine for engine in self.engines if isinstance(engine, EngineProcess)]
         for process in processes:
             process.request_stop()

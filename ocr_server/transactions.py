@@ -9,13 +9,7 @@ from concurrent.futures import Executor
 from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    before_sleep_log,
-    stop_before_delay,
-    wait_fixed,
-)
+from tenacity import AsyncRetrying, RetryCallState, before_sleep_log, stop_before_delay, wait_fixed
 
 from ocr_common.db import in_transaction
 

@@ -117,8 +117,7 @@ class Attempt:
 
 
 def event_body(delivery: ClaimedDelivery) -> dict[str, Any]:
-    """The event as Standard Webhooks shapes it: the job's summary (never its text) and where
-    to read the rest, as paths of the API."""
+    """The event (Standard Webhooks): the job's summary, never its text, and links to the rest."""
     job = delivery.job
     links = {"job": f"/v1/jobs/{job.id}"}
     if job.status == JobStatus.SUCCEEDED:
@@ -352,8 +351,7 @@ class _Records:
         self._ready = asyncio.Event()
 
     async def write(self, attempt: DeliveryAttempt) -> bool:
-        """True once written; False if the attempt's lease was lost, or the write never
-        went through (the delivery is then tried again once its lease ends)."""
+        """True once written; False if the lease was lost or the write never went through."""
         written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((attempt, written))
         self._ready.set()
