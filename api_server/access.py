@@ -123,8 +123,7 @@ def install_access_control(app: Flask, settings: Settings) -> Limiter | None:
 
 
 def images_in_request() -> int:
-    """What a request costs under the rate limit: the images of an upload of the original
-    API, at most what one request may carry (more is refused anyway); 1 for the rest."""
+    """What a request costs under the rate limit: the images of an original-API upload, else 1."""
     if request.blueprint != "compat" or request.method != "POST":
         return 1
     try:

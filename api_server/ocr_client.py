@@ -71,9 +71,8 @@ class OcrServerClient:
 
     def __init__(self, settings: Settings):
         self._base = settings.server_url
-        self._headers: dict[str, str] = {}
-        if settings.internal_token_value:
-            self._headers[INTERNAL_TOKEN_HEADER] = settings.internal_token_value
+        token = settings.internal_token_value
+        self._headers = {INTERNAL_TOKEN_HEADER: token} if token else {}
         self._parallel = settings.workers
         self._client: httpx.Client | None = None
         self._notifier: ThreadPoolExecutor | None = None
@@ -237,9 +236,8 @@ class _Connection:
 def _results(
     futures: list[Future[Reading]], deadline: float, gone: Future[None] | None
 ) -> list[Reading | OcrError]:
-    """Each call's reading or OcrError, in order, once all are done; CallerGone as soon as
-    ``gone`` is done; the first error that is not a document's own (Unavailable, a bug) at
-    once; a 503 if the answers have not come a little after their own timeout."""
+    """Each call's reading or OcrError, in order; CallerGone once ``gone`` is done; an error
+    not a document's own at once; a 503 if the answers are late past their timeout."""
     give_up = time.monotonic() + max(deadline - time.monotonic(), 0) + ANSWER_GRACE_S + 5
     pending: set[Future[Any]] = set(futures)
     while pending:

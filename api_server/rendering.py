@@ -22,8 +22,7 @@ JSON_MEDIA_TYPE = "application/json"
 
 
 def result_format(values: Mapping[str, Any], accept: MIMEAccept | None = None) -> str:
-    """The ``format`` asked for: the parameter, else ``Accept: application/pdf`` (preferred to
-    JSON), else json; another value is a 400."""
+    """The ``format`` asked for: the parameter, else ``Accept: application/pdf``, else json."""
     value = str(values.get("format") or "").lower()
     if not value and accept is not None:
         preferred = accept.best_match([JSON_MEDIA_TYPE, PDF_MEDIA_TYPE])

@@ -1,9 +1,8 @@
 """The API's request id, access log and metrics, hooked into every request.
 
-Imported by the app factory, not at package import: under gunicorn, ``ocr-api`` first points
-``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory, so that every worker process writes its
-counts there and a scrape of any worker reports the sum of all (prometheus_client decides
-its storage when it is first imported).
+Imported by the app factory, not at package import: ``ocr-api`` first points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory (prometheus_client decides its storage when
+first imported), so that a scrape of any gunicorn worker reports the sum of all.
 """
 
 from __future__ import annotations

@@ -92,9 +92,8 @@ def request_json() -> dict[str, Any]:
 
 
 def _upload_json(body: bytes) -> dict[str, Any]:
-    """``parse_json_object``; a document sent as it is (a multipart upload, the raw image or
-    PDF: 415) or its base64 as a form field (still a malformed body: 400) is told what this
-    endpoint reads, and which v1 endpoint reads the file as it is."""
+    """``parse_json_object``; a document sent as it is (415) or as a form field (400) is told
+    what this endpoint reads, and which v1 endpoint reads the file as it is."""
     try:
         return parse_json_object(body)
     except BadRequest as exc:

@@ -61,10 +61,8 @@ DEADLOCK_TRIES = 3
 def make_engine(
     database_url: str, *, session_timeout_s: float | None = None, **kwargs: Any
 ) -> Engine:
-    """An engine with the connection habits the job queue needs on each backend.
-    ``session_timeout_s`` (the OCR server's lease) bounds how long MySQL/MariaDB keeps a silent
-    client's session and its row locks (``session_bounds_sql``), not the hours of the default.
-    """
+    """An engine with the connection habits the job queue needs on each backend;
+    ``session_timeout_s`` (the OCR server's lease): see ``session_bounds_sql``."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         database = url.database
@@ -94,9 +92,8 @@ def make_engine(
 
 
 def session_bounds_sql(timeout_s: float) -> str:
-    """The session settings (MySQL 8 and MariaDB) that bound a vanished client's locks to
-    about ``timeout_s``: the server drops a session idle or stuck mid-packet that long and
-    rolls its transaction back, which releases its row locks."""
+    """The session settings that bound a vanished client's locks to about ``timeout_s``: the
+    server drops a session idle or stuck mid-packet that long, rolling its transaction back."""
     seconds = max(1, math.ceil(timeout_s))
     return (
         f"SET SESSION wait_timeout = {seconds}, net_read_timeout = {seconds}, "
@@ -140,8 +137,7 @@ def is_deadlock(exc: BaseException) -> bool:
 
 
 def in_transaction(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
-    """``work`` in one transaction, committed; run again when the database broke a deadlock
-    by rolling it back (``work`` must do nothing but database work)."""
+    """``work`` in one transaction, committed; run again if the database broke a deadlock."""
 
     def attempt() -> T:
         with sessions.begin() as session:
@@ -217,9 +213,8 @@ def check_database(engine: Engine, settings: Settings) -> int | None:
 
 
 def wait_for_database(settings: Settings, action: Callable[[], T]) -> T:
-    """Run ``action``, again while the database is down, still starting or flapping, up to
-    OCR_STARTUP_WAIT_S (then SettingsError); an error that waiting cannot fix (a wrong
-    password, a missing database, an SQL error) is raised at once."""
+    """Run ``action``, again while the database is down or starting, up to OCR_STARTUP_WAIT_S
+    (then SettingsError); an error waiting cannot fix (a password, SQL) is raised at once."""
     where = safe_url(settings.database_url)
 
     def waiting(state: object) -> None:
@@ -253,8 +248,7 @@ def safe_url(database_url: str) -> str:
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    """True when a database error means the server is unreachable (or busy) and trying again
-    can help; False when the SQL, the schema or the credentials are at fault."""
+    """True when the database is unreachable or busy and trying again can help."""
     if not isinstance(exc, DBAPIError):
         return False
     if exc.connection_invalidated:

@@ -1,8 +1,5 @@
-"""Documents of the v1 API: images and PDFs, told apart by their bytes, counted and rendered.
-
-The API server checks a document here before storing it (format, pages, pixel limits); the
-engine processes render their page from the same bytes here, so both agree on what a page is.
-"""
+"""Documents: images and PDFs, told apart by their bytes, checked by the API server before
+it stores them and rendered by the engines here, so both agree on what a page is."""
 
 from __future__ import annotations
 
@@ -100,8 +97,7 @@ def select_pages(
 
 
 def check_sync_pages(pages: int, max_pages: int) -> None:
-    """Refuse a synchronous read of more than ``max_pages`` pages (OCR_SYNC_MAX_PAGES): such a
-    document is for the job queue, whose reads wait for no one."""
+    """Refuse a synchronous read of more than ``max_pages`` pages: that is for the job queue."""
     if pages > max_pages:
         raise PayloadTooLarge(
             f"the document has {pages} pages to read, more than the {max_pages} a synchronous "

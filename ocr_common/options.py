@@ -282,8 +282,7 @@ def check_submission(
 
 def check_lang(value: object, languages: Callable[[], Collection[str]]) -> str:
     """``eng`` or several installed languages joined by ``+`` or a space (a query string's
-    ``?lang=deu+eng`` arrives as "deu eng"), each once; bounds first: ``languages`` may read
-    the database."""
+    ``+``), each once; the bounds first, as ``languages`` may read the database."""
     wanted = value.replace("+", " ").split() if isinstance(value, str) else []
     if wanted == [DEFAULT_LANG]:
         # Always there: the OCR server does not start without it.

@@ -1,7 +1,5 @@
-"""Webhooks: what a job's ``webhook_url`` may be, which addresses a delivery may reach, and how
-it is signed (Standard Webhooks). The API checks a URL with these at submission; the OCR
-server's sender (``ocr_server.webhooks``) applies the same rules to the addresses it connects to.
-"""
+"""Webhooks: what a job's ``webhook_url`` may be, which addresses a delivery may reach (the
+API's check and the OCR server's sender apply the same rules), and the signature."""
 
 from __future__ import annotations
 
@@ -147,8 +145,7 @@ class AddressPolicy:
 
 def check_webhook_url(value: object, policy: AddressPolicy) -> str:
     """The URL as stored (normalised as browsers parse it: ``http://0x7f.1/`` is
-    ``http://127.0.0.1/``); a 400 naming ``webhook_url`` when it is not an http(s) URL of at
-    most 2,048 characters, or when its host is an IP address deliveries may not reach."""
+    ``http://127.0.0.1/``); a 400 unless it is an http(s) URL deliveries may reach."""
     if not isinstance(value, str):
         raise _invalid(f"must be an http or https URL, not {type(value).__name__}")
     if len(value) > WEBHOOK_URL_MAX_CHARS:

@@ -130,11 +130,8 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def ocr(request: web.Request) -> web.Response:
-    """Synchronous OCR of a document (``_read_document``): the ``wire.Reading`` of every
-    selected page, read in parallel on the engines. At most OCR_SYNC_MAX_PAGES pages, and the
-    time its caller says it will wait (TIME_LEFT_HEADER, at most OCR_SYNC_TIMEOUT_S): when that
-    has passed, or the caller hangs up (aiohttp cancels this handler), its pages are stopped.
-    """
+    """Synchronous OCR of a document: the ``wire.Reading`` of its pages, read in parallel, and
+    stopped when the time its caller waits (TIME_LEFT_HEADER) has passed or it hangs up."""
     settings = request.app[SETTINGS_KEY]
     deadline = asyncio.get_running_loop().time() + _time_left_s(request, settings)
     pool = request.app[POOL_KEY]

@@ -67,9 +67,8 @@ class Documents:
 
 
 class BlobSweep:
-    """Deletes the files of jobs that do not exist (an intake failed after storing) or hold no
-    ``document_key`` (a delete that did not go through), a page of keys a round, once their
-    newest file is older than ``grace_s``: an intake about to commit its job is never swept."""
+    """Deletes, a page of keys a round, the files of jobs that do not exist or hold no
+    ``document_key``, once older than ``grace_s`` (an intake about to commit is never swept)."""
 
     def __init__(self, documents: Documents, transactions: Transactions, grace_s: float):
         self._documents = documents

@@ -30,9 +30,8 @@ class _Pending:
 
 
 class OutcomeWriter:
-    """Writes the outcomes of jobs with ``finish_batch``, then deletes their documents (unless
-    OCR_KEEP_IMAGES): a lone outcome at once, those that become ready while a write is in flight
-    together in the next transaction; through an outage each is tried for up to a lease."""
+    """Writes the outcomes of jobs (``finish_batch``): a lone one at once, those ready while a
+    write is in flight together in the next; through an outage, each for up to a lease."""
 
     def __init__(
         self,

@@ -114,10 +114,8 @@ class EnginePool:
         engine: Engine | None = None,
         on_page: Callable[[Page], Awaitable[None]] | None = None,
     ) -> list[Page]:
-        """Read ``pages`` of a document in parallel, one engine per page, in page order;
-        ``engine``: one the caller holds, for the first page; ``on_page``: awaited as each
-        page is done. The first failing page fails the document. If the caller is cancelled,
-        the pages being read are stopped too (their engines restarted)."""
+        """Read ``pages`` in parallel, one engine each (``engine``: one the caller holds), in
+        order; the first failing page fails the document; a cancelled caller stops them all."""
         loop = asyncio.get_running_loop()
         priority = URGENT if urgent else PAGES
         abandoned = threading.Event()

@@ -67,10 +67,8 @@ class AddressRefused(Exception):
 
 
 class GuardedResolver(AbstractResolver):
-    """Looks a receiver's name up once and gives aiohttp only addresses the policy allows
-    (a name with any refused address is refused whole): aiohttp connects to these very
-    addresses, so no second lookup can send it elsewhere (DNS rebinding). IP literals are
-    checked by the sender."""
+    """Looks a receiver's name up once and gives aiohttp only addresses the policy allows, which
+    it connects to: no second lookup can send it elsewhere (DNS rebinding)."""
 
     def __init__(self, policy: AddressPolicy, resolve: Resolve, executor: ThreadPoolExecutor):
         self._policy = policy
@@ -131,8 +129,7 @@ def event_body(delivery: ClaimedDelivery) -> dict[str, Any]:
 
 class WebhookSender:
     """Sends the deliveries it claims, up to ``OCR_WEBHOOK_CONCURRENCY`` at once, on an event
-    loop of its own in a thread of its own: a burst of work here (a thousand attempts timing
-    out together) never holds up the loop that serves the engines."""
+    loop and thread of its own: a burst here never holds up the loop that serves the engines."""
 
     def __init__(
         self,
