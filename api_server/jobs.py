@@ -53,9 +53,8 @@ def find_job(job_id: str) -> Job | None:
 
 
 def reuse_or_read(submissions: list[Submission]) -> list[Reading | KnownResult | OcrError]:
-    """Each submission's result now: one stored for the same bytes, owner and options (with
-    OCR_REUSE_RESULTS: ``job_store.find_result``, the rule claims follow too), else read by the
-    OCR server, or the error it met."""
+    """Each submission's result now: one stored (``job_store.find_result``, with
+    OCR_REUSE_RESULTS), else read by the OCR server, or the error it met."""
     svc = current_services()
     known: dict[int, KnownResult] = {}
     if svc.settings.reuse_results:
@@ -94,9 +93,7 @@ def record_reads(
     **job: Any,
 ) -> list[Job]:
     """The reads made now as finished jobs of the caller, in one transaction, whichever API
-    asked: each result (read or reused, its document kept with it as a queued job's is) and
-    each engine failure. A request the OCR server refused or could not take is no job. Then
-    the first error met is raised."""
+    asked (results and engine failures, not refusals); then the first error met is raised."""
     recorded = [
         (submission, outcome)
         for submission, outcome in zip(submissions, outcomes, strict=True)
@@ -144,9 +141,8 @@ def _outcome_columns(outcome: Reading | KnownResult | OcrError) -> dict[str, Any
 
 
 def keep_document(submission: Submission) -> StoredDocument | None:
-    """The document of a read made now, kept in the blob store for its job (OCR_KEEP_IMAGES)
-    so that its searchable PDF can be asked for later; None when it is not kept (the store
-    not answering only costs that)."""
+    """The document of a read made now, kept for its job (OCR_KEEP_IMAGES: its searchable PDF
+    later); None when it is not kept (the store not answering only costs that)."""
     svc = current_services()
     if not svc.settings.keep_images:
         return None
@@ -158,8 +154,7 @@ def keep_document(submission: Submission) -> StoredDocument | None:
 
 
 def kept_document(job: Job) -> bytes | None:
-    """The document a finished job was read from, while it is kept (None: let go, or gone);
-    a 503 when the blob store does not answer."""
+    """The document a finished job was read from, while it is kept; a 503 if the store is down."""
     if job.document_key is None:
         return None
     try:
@@ -171,9 +166,8 @@ def kept_document(job: Job) -> bytes | None:
 
 
 def queue_jobs(submissions: list[Submission], **job: Any) -> list[Job]:
-    """Queued jobs of the caller, committed (the caller notifies): each document in the blob
-    store first, then the jobs in one transaction, so a job never exists without its document;
-    if the transaction fails, the documents are deleted (or swept later: no job holds them)."""
+    """Queued jobs of the caller, committed (the caller notifies): the documents first, then
+    the jobs in one transaction, so a job never exists without its document."""
     svc = current_services()
     documents = _store_documents(svc.files, submissions)
     columns = [
@@ -206,8 +200,7 @@ STORE_THREADS = 8
 
 
 def _store_documents(files: JobFiles, submissions: list[Submission]) -> list[StoredDocument]:
-    """Each submission's document in the blob store, under a new job id; a 503 if the store
-    does not answer (nothing is queued then)."""
+    """Each submission's document in the blob store, under a new job id; else a 503."""
 
     def store(submission: Submission) -> StoredDocument:
         return files.store_document(submission.data, submission.image_digest)
@@ -238,8 +231,7 @@ def _store_unavailable(exc: BlobStoreError, advice: str) -> Unavailable:
 
 
 def remove_files(job_id: str) -> None:
-    """Delete the files of a job just canceled or deleted; if the store does not answer, the
-    sweep deletes them later (no job holds them now)."""
+    """Delete the files of a job just canceled or deleted (or leave them to the sweep)."""
     try:
         current_services().files.remove_jobs([job_id])
     except BlobStoreError as exc:

@@ -1,10 +1,6 @@
 """The shapes of what the API takes and answers: pydantic models (the tests check real answers
 against them) and the parameters and bodies the views document with ``openapi.Operation``.
-
-Each model carries an example (``examples`` in its JSON schema, hence in /openapi.json and
-/docs): what the service answered for ``example.png``, a line of two words, so that trying the
-JSON request in /docs reads it. test_api_docs checks every example against its schema.
-"""
+Each model's example is what the service answered for ``example.png`` ("Hello OCR")."""
 
 from __future__ import annotations
 
@@ -19,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from ocr_common.job_store import MAX_COUNTED_AHEAD
 from ocr_common.models import DeliveryStatus, JobStatus
 from ocr_common.options import OcrOptions
+from ocr_common.render import alto, hocr, tsv
 from ocr_common.render.pdf import PDF_MEDIA_TYPE
 from ocr_common.result import PAGE_EXAMPLE, Page
 from ocr_common.webhooks import WEBHOOK_URL_FIELD, WEBHOOK_URL_MAX_CHARS
@@ -27,7 +24,7 @@ from .errors import PROBLEM_JSON
 from .idempotency import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_CHARS
 from .openapi import Body, Param
 from .pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from .rendering import ALTO_MEDIA_TYPE, FORMATS, HOCR_MEDIA_TYPE, TSV_MEDIA_TYPE
+from .rendering import FORMATS
 
 
 class Schema(BaseModel):
@@ -35,8 +32,9 @@ class Schema(BaseModel):
 
 
 def example(value: Any) -> ConfigDict:
-    """A model's config with ``value`` as the example of its JSON schema."""
-    return ConfigDict(extra="forbid", json_schema_extra={"examples": [value]})
+    """A model's config with ``value`` as the example of its JSON schema (pydantic merges it
+    with the config the model inherits)."""
+    return ConfigDict(json_schema_extra={"examples": [value]})
 
 
 # -- examples: the service's answer for example.png (a line: "Hello OCR") ---------------------
@@ -282,19 +280,15 @@ class JobList(Schema):
 class Problem(BaseModel):
     """An error of the v1 API (RFC 9457 problem details)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": "about:blank",
-                    "title": "Bad Request",
-                    "status": 400,
-                    "detail": PSM_DETAIL,
-                    "code": "invalid_option",
-                    "instance": "/v1/jobs",
-                    "field": "psm",
-                }
-            ]
+    model_config = example(
+        {
+            "type": "about:blank",
+            "title": "Bad Request",
+            "status": 400,
+            "detail": PSM_DETAIL,
+            "code": "invalid_option",
+            "instance": "/v1/jobs",
+            "field": "psm",
         }
     )
 
@@ -310,9 +304,7 @@ class Problem(BaseModel):
 class JsonDocument(OcrOptions):
     """A document sent as JSON: base64 bytes and the options beside them."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"document": EXAMPLE_PNG_B64, "lang": "eng"}]}
-    )
+    model_config = example({"document": EXAMPLE_PNG_B64, "lang": "eng"})
 
     document: str = Field(description="the file's bytes, base64 (a data: URL prefix is fine)")
 
@@ -345,7 +337,7 @@ class CompatError(Schema):
 
 
 class CompatImage(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"image_data": EXAMPLE_PNG_B64}]})
+    model_config = example({"image_data": EXAMPLE_PNG_B64})
 
     image_data: str | list[str] | None = Field(
         default=None, description="base64 image, or a list of them"
@@ -379,17 +371,13 @@ class CompatResult(Schema):
 class CompatAllImages(RootModel[dict[str, str | None]]):
     """Every task id and its text (null while not done), oldest first."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {EXAMPLE_JOB_ID: EXAMPLE_TEXT, "9d0c3b7e-2f41-4e55-8a7c-5b1e2d3f4a60": None}
-            ]
-        }
+    model_config = example(
+        {EXAMPLE_JOB_ID: EXAMPLE_TEXT, "9d0c3b7e-2f41-4e55-8a7c-5b1e2d3f4a60": None}
     )
 
 
 class Status(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+    model_config = example({"status": "ok"})
 
     status: str
 
@@ -512,24 +500,23 @@ ALTO_EXAMPLE = (
 RESULT_CONTENT: dict[str, type[BaseModel] | dict[str, Any]] = {
     "application/json": Job,
     "text/plain": {"type": "string", "examples": [EXAMPLE_TEXT]},
-    HOCR_MEDIA_TYPE: {"type": "string", "examples": [HOCR_EXAMPLE]},
-    TSV_MEDIA_TYPE: {"type": "string", "examples": [TSV_EXAMPLE]},
-    ALTO_MEDIA_TYPE: {"type": "string", "examples": [ALTO_EXAMPLE]},
+    hocr.MEDIA_TYPE: {"type": "string", "examples": [HOCR_EXAMPLE]},
+    tsv.MEDIA_TYPE: {"type": "string", "examples": [TSV_EXAMPLE]},
+    alto.MEDIA_TYPE: {"type": "string", "examples": [ALTO_EXAMPLE]},
     PDF_MEDIA_TYPE: {"type": "string", "format": "binary"},
 }
-UNAVAILABLE = problem(
-    503,
+# (description, code, example message) of answers both APIs give.
+DATABASE_DOWN = (
     "the database is unavailable",
     "database_unavailable",
     "the database is unavailable; nothing was stored, retry shortly",
 )
+KEY_REFUSED = ("API keys are on and the key is missing or wrong", "missing_api_key", KEY_MISSING)
+OCR_DOWN = "the OCR server at http://ocr:5001 is not answering (ConnectError); retry shortly"
+UNAVAILABLE = problem(503, *DATABASE_DOWN)
 NO_SUCH_JOB = problem(404, "no such job", "job_not_found", f"no job with id {EXAMPLE_JOB_ID}")
 # Every v1 operation, when API keys are on.
-KEY_ERRORS = {
-    401: problem(
-        401, "API keys are on and the key is missing or wrong", "missing_api_key", KEY_MISSING
-    )
-}
+KEY_ERRORS = {401: problem(401, *KEY_REFUSED)}
 SUBMIT_ERRORS = {
     400: problem(
         400,
@@ -557,7 +544,7 @@ SUBMIT_ERRORS = {
         503,
         "the database or the OCR server is unavailable; retry after Retry-After",
         "ocr_unavailable",
-        "the OCR server at http://ocr:5001 is not answering (ConnectError); retry shortly",
+        OCR_DOWN,
     ),
 }
 
@@ -574,17 +561,9 @@ def compat_error(description: str, code: str, message: str) -> Body:
 
 
 IMAGE_BODY = Body("base64 image(s)", {"application/json": CompatImage})
-COMPAT_UNAVAILABLE = compat_error(
-    "the database is unavailable",
-    "database_unavailable",
-    "the database is unavailable; nothing was stored, retry shortly",
-)
+COMPAT_UNAVAILABLE = compat_error(*DATABASE_DOWN)
 # Every operation of the original API, when API keys are on.
-COMPAT_KEY_ERRORS = {
-    401: compat_error(
-        "API keys are on and the key is missing or wrong", "missing_api_key", KEY_MISSING
-    )
-}
+COMPAT_KEY_ERRORS = {401: compat_error(*KEY_REFUSED)}
 UPLOAD_ERRORS = {
     400: compat_error(
         "malformed body, base64 or image", "invalid_base64", '"image_data" is not valid base64'
@@ -599,6 +578,6 @@ UPLOAD_ERRORS = {
     503: compat_error(
         "the database (or OCR server) is unavailable; nothing was stored",
         "ocr_unavailable",
-        "the OCR server at http://ocr:5001 is not answering (ConnectError); retry shortly",
+        OCR_DOWN,
     ),
 }

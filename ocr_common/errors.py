@@ -8,10 +8,8 @@ class SettingsError(Exception):
 
 
 class OcrError(Exception):
-    """Base of every error a client may see; ``code`` is stable, ``message`` is for a person.
-
-    A kind of error declares its status and default code in its header (``__init_subclass__``).
-    """
+    """Base of every error a client may see; ``code`` is stable, ``message`` is for a person. A
+    kind of error declares its status and default code in its class header."""
 
     status = 500
     code = "internal_error"

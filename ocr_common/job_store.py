@@ -66,14 +66,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _rows(session: Session, statement: Executable) -> int:
+def rows_matched(session: Session, statement: Executable) -> int:
     """Run an UPDATE or DELETE and say how many rows it matched."""
     result = session.execute(statement.execution_options(synchronize_session=False))
     return cast(CursorResult[Any], result).rowcount
 
 
 def _update(session: Session, *where: ColumnElement[bool], **values: Any) -> int:
-    return _rows(session, update(JOBS).where(*where).values(**values))
+    return rows_matched(session, update(JOBS).where(*where).values(**values))
 
 
 def _held_by(worker_id: str) -> tuple[ColumnElement[bool], ...]:
@@ -95,8 +95,7 @@ def _beyond(key: tuple[datetime, str], later: Callable[[Any, Any], Any]) -> Colu
 
 
 def _skip_locked(session: Session, query: Select[Any]) -> Select[Any]:
-    """``query`` skipping rows another transaction locks, on MySQL/MariaDB (SQLite has one
-    writer at a time)."""
+    """``query`` skipping rows another transaction locks (SQLite has one writer at a time)."""
     if session.get_bind().dialect.name in ("mysql", "mariadb"):
         return query.with_for_update(skip_locked=True)
     return query
@@ -151,8 +150,7 @@ _NEW_JOB = {"status": QUEUED, "kind": "async", "attempts": 0, "pages_total": 1, 
 
 
 def _insert_job(session: Session, **columns: Any) -> Job:
-    """The one way a job row is inserted: a Core INSERT (intake's hot path, where the ORM's
-    unit of work costs more CPU)."""
+    """The one way a job row is inserted: Core, as the ORM's unit of work costs intake CPU."""
     new = {**dict.fromkeys(JOBS.c.keys()), **_NEW_JOB, "id": new_job_id(), "created_at": utcnow()}
     values = {**new, **columns}
     session.execute(insert(JOBS).values(values))
@@ -215,9 +213,8 @@ class KnownResult(NamedTuple):
 def find_result(
     session: Session, *, digest: str, owner: str | None, options: OcrOptions
 ) -> KnownResult | None:
-    """The result of a succeeded job on the same document bytes, of the same owner, read with
-    the same options (whichever API made it), if there is one: the one rule of result reuse
-    (``OCR_REUSE_RESULTS``), at claim time and for a synchronous read alike."""
+    """A succeeded job's result on the same bytes, owner and options (whichever API made it):
+    the one rule of result reuse, at claim time and for a synchronous read alike."""
     same_options = JOBS.c.options == options.to_json()
     if options == ORIGINAL_API_OPTIONS:
         # Jobs of the original API made before migration 0007 kept no options.
@@ -256,8 +253,7 @@ def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | No
 
 
 def get_pages(session: Session, job_id: str) -> list[Page] | None:
-    """The stored pages of a job, if it has them (a job of the original API made before
-    migration 0007 kept only its text)."""
+    """The stored pages of a job (None: none, or a job from before migration 0007)."""
     query = select(JOBS.c.page_results, JOBS.c.result).where(JOBS.c.id == job_id)
     row = session.execute(query).first()
     return None if row is None else _pages(row.page_results, row.result)
@@ -288,8 +284,8 @@ def list_recent(
 
 
 def cancel(session: Session, job_id: str) -> bool:
-    """Withdraw a job that has not finished: it will not run (or its result is discarded).
-    Once committed, the caller deletes its files (``JobFiles.remove_jobs``)."""
+    """Withdraw a job not finished (it will not run, or its result is discarded); once
+    committed, the caller deletes its files (``JobFiles.remove_jobs``)."""
     now = utcnow()
     done = _update(
         session,
@@ -311,11 +307,10 @@ def cancel(session: Session, job_id: str) -> bool:
 
 
 def delete_finished(session: Session, job_id: str) -> bool:
-    """Delete a finished job, its result and its image (if one was kept); once committed, the
-    caller deletes its files (``JobFiles.remove_jobs``)."""
+    """Delete a finished job; once committed, the caller deletes its files (``remove_jobs``)."""
     finished = (JOBS.c.id == job_id, JOBS.c.status.in_(FINAL_STATUSES))
     session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(select(JOBS.c.id).where(*finished))))
-    return bool(_rows(session, delete(JOBS).where(*finished)))
+    return bool(rows_matched(session, delete(JOBS).where(*finished)))
 
 
 def results_page(
@@ -347,9 +342,8 @@ def count_by_status(session: Session) -> dict[str, int]:
 
 
 def count_queued(session: Session, *, owner: str | None, up_to: int) -> int:
-    """Queued jobs of ``owner`` (None: the jobs submitted without API keys), counted up to
-    ``up_to`` + 1 only: the per-key cap costs the same whatever the backlog. Reads the
-    ``(status, owner)`` index alone."""
+    """Queued jobs of ``owner`` (None: without API keys), counted up to ``up_to`` + 1 only (from
+    the ``(status, owner)`` index): the per-key cap costs the same whatever the backlog."""
     mine = select(JOBS.c.id).where(JOBS.c.status == QUEUED, _owned_by(owner))
     queued = mine.limit(up_to + 1).subquery()
     return int(session.execute(select(func.count()).select_from(queued)).scalar_one())
@@ -360,8 +354,7 @@ MAX_COUNTED_AHEAD = 10_000
 
 
 def jobs_ahead(session: Session, job: Job, *, up_to: int = MAX_COUNTED_AHEAD) -> int:
-    """Queued jobs that will be claimed before ``job`` (oldest first, as ``claim_batch`` takes
-    them), counted up to ``up_to``. Reads the ``(status, created_at)`` index alone."""
+    """Queued jobs claimed before ``job``, counted up to ``up_to`` (from an index alone)."""
     ahead = select(JOBS.c.id).where(
         JOBS.c.status == QUEUED, _beyond((job.created_at, job.id), operator.lt)
     )
@@ -387,9 +380,8 @@ def claim_batch(
     session: Session, *, worker_id: str, lease_s: float, limit: int
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` of the oldest queued jobs for ``worker_id``, each leased for
-    ``lease_s``: pick the ids (SKIP LOCKED on MySQL/MariaDB, so concurrent claimers take
-    disjoint batches), mark them running, read them back. The caller commits at once: no lock
-    is held while the engine works."""
+    ``lease_s`` (SKIP LOCKED: concurrent claimers take disjoint batches); the caller commits at
+    once, so no lock is held while the engine works."""
     if limit < 1:
         return []
     candidates = select(JOBS.c.id).where(JOBS.c.status == QUEUED)
@@ -443,12 +435,9 @@ def finish_batch(
     outcomes: Sequence[JobOutcome],
     keep_images: bool = False,
 ) -> list[str]:
-    """Write the outcomes of the jobs ``worker_id`` still holds, and let go of their documents
-    unless ``keep_images``; the jobs with a ``webhook_url`` get their delivery in the same
-    transaction. Returns the ids written, in the order given: once committed, the caller
-    deletes their documents (``JobFiles.release_documents``). A job left out was no longer
-    ours (its lease expired, or it was canceled or finished) and is not touched.
-    """
+    """Write the outcomes of the jobs ``worker_id`` still holds (the others are not touched),
+    with their webhook deliveries, and let go of their documents unless ``keep_images``; the
+    ids written, whose documents the caller deletes once committed (``release_documents``)."""
     if not outcomes:
         return []
     ids = [outcome.job_id for outcome in outcomes]
@@ -573,13 +562,12 @@ def purge_finished(
         return 0, []
     ids = [row.id for row in found]
     session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(ids)))
-    purged = _rows(session, delete(JOBS).where(JOBS.c.id.in_(ids)))
+    purged = rows_matched(session, delete(JOBS).where(JOBS.c.id.in_(ids)))
     return purged, [row.id for row in found if row.document_key is not None]
 
 
 def document_keys(session: Session, job_ids: Sequence[str]) -> dict[str, str | None]:
-    """The jobs of ``job_ids`` that exist, each with its document's key (None once it was let
-    go of): what the blob store's sweep keeps."""
+    """The jobs of ``job_ids`` that exist, with their document's key (None: let go of)."""
     if not job_ids:
         return {}
     query = select(JOBS.c.id, JOBS.c.document_key).where(JOBS.c.id.in_(job_ids))
@@ -590,9 +578,8 @@ def requeue_expired(
     session: Session, *, keep_images: bool = False, batch: int = 1000
 ) -> tuple[int, int]:
     """Return up to ``batch`` jobs whose lease ran out to the queue, or fail them once out of
-    attempts; (requeued, failed). Rows another transaction locks are skipped (a server cut off
-    mid-write holds its locks until the database drops its session): the next round takes them.
-    """
+    attempts; (requeued, failed). Locked rows (a server cut off mid-write holds its locks until
+    the database drops its session) are skipped: the next round takes them."""
     now = utcnow()
     expired = (JOBS.c.status == RUNNING, JOBS.c.lease_until < now)
     candidates = select(
@@ -669,9 +656,8 @@ def _queue_deliveries(
 def claim_deliveries(
     session: Session, *, sender_id: str, lease_s: float, limit: int
 ) -> list[ClaimedDelivery]:
-    """Take up to ``limit`` due deliveries, the longest due first, for ``sender_id``: each an
-    attempt (``attempts + 1``) leased for ``lease_s``, past which the next claim is the next
-    attempt. Claimed like jobs (SKIP LOCKED, or a compare-and-set on SQLite)."""
+    """Take up to ``limit`` due deliveries, the longest due first, each an attempt leased for
+    ``lease_s`` to ``sender_id`` (claimed like jobs: SKIP LOCKED, or a compare-and-set)."""
     if limit < 1:
         return []
     now = utcnow()
@@ -680,7 +666,7 @@ def claim_deliveries(
     ids = list(session.scalars(_skip_locked(session, candidates.limit(limit))).all())
     if not ids:
         return []
-    _rows(
+    rows_matched(
         session,
         update(DELIVERIES)
         .where(DELIVERIES.c.id.in_(ids), *due)
@@ -730,7 +716,7 @@ def record_attempts(
         return []
     per_delivery = functools.partial(_per_id, DELIVERIES.c.id)
     chosen = [by_id[key] for key in held]
-    _rows(
+    rows_matched(
         session,
         update(DELIVERIES)
         .where(DELIVERIES.c.id.in_(held))

@@ -46,8 +46,7 @@ class JobStatus(enum.StrEnum):
 
 
 class JobApi(enum.StrEnum):
-    """Which API made a job: both go the same way through the OCR server; the original API's
-    views show only the text."""
+    """Which API made a job: only what its views show differs (the original API's, the text)."""
 
     ORIGINAL = "original"  # /image, /image-sync: the first page with default options
     V1 = "v1"  # /v1/jobs, /v1/ocr
@@ -58,8 +57,7 @@ class Base(DeclarativeBase):
 
 
 class JobRow(Base):
-    """One row per job; docs/how-it-works.md "Database schema" says what each column and index
-    is for."""
+    """One row per job (docs/how-it-works.md "Database schema")."""
 
     __tablename__ = "jobs"
 
@@ -124,8 +122,7 @@ class JobImageRow(Base):
 
 
 class OcrServerRow(Base):
-    """One row per OCR server process, kept fresh while it runs (docs/how-it-works.md
-    "Database schema")."""
+    """One row per OCR server process, kept fresh while it runs."""
 
     __tablename__ = "ocr_servers"
 
@@ -251,9 +248,8 @@ def parse_options_json(value: str | None) -> OcrOptions | None:
 
 @dataclass(frozen=True)
 class ClaimedJob:
-    """A job a worker now holds a lease on, with where its document is (``document_key`` in
-    the blob store, or ``image``: the bytes of a job queued before the blob store), its
-    options and the pages to read."""
+    """A job a worker now holds a lease on: its document (``document_key``, or ``image``: the
+    bytes of a job queued before the blob store), options and pages to read."""
 
     id: str
     attempts: int
@@ -269,8 +265,7 @@ class ClaimedJob:
 
     @classmethod
     def from_row(cls, row: Any) -> ClaimedJob:
-        """From a row of the claim's SELECT (the job's columns and ``data``, its bytes in
-        ``job_images`` if it has any)."""
+        """From a row of the claim's SELECT (with ``data``: its bytes in ``job_images``)."""
         options = parse_options_json(row.options) or ORIGINAL_API_OPTIONS
         return cls(
             id=row.id,
@@ -289,11 +284,8 @@ class ClaimedJob:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How a claimed job ended, to be written by ``job_store.finish_batch``.
-
-    Succeeded with ``text`` and its ``pages`` (None for a text reused from a job that kept only
-    its text), or failed for good with ``error_code`` and ``error_message``.
-    """
+    """How a claimed job ended (``job_store.finish_batch``): ``text`` and ``pages`` (None: a
+    text reused from a job that kept only its text), or ``error_code`` and ``error_message``."""
 
     job_id: str
     text: str | None = None
@@ -313,9 +305,7 @@ class JobOutcome:
 
 @dataclass(frozen=True)
 class DeliveryAttempt:
-    """How attempt number ``attempt`` of a delivery went, to be written by
-    ``job_store.record_attempts``: delivered, failed for good, or pending until
-    ``next_attempt_at``."""
+    """How attempt number ``attempt`` of a delivery went (``job_store.record_attempts``)."""
 
     delivery_id: str
     attempt: int

@@ -1,9 +1,5 @@
-"""The dispatcher: reads the jobs the claim loop hands it and records how each ended.
-
-Its parts, each in a module of its own: the claim loop (``claims``), the leases of the jobs
-held and their heartbeat (``leases``), the outcome writer (``outcomes``), the reaper and purge
-(``maintenance``), and the retry policy (``retry_policy``).
-"""
+"""The dispatcher: reads the jobs the claim loop (``claims``) hands it and records how each
+ended, with ``leases``, ``outcomes``, ``maintenance`` and ``retry_policy``."""
 
 from __future__ import annotations
 
@@ -122,8 +118,7 @@ class Dispatcher:
         return len(self._leases)
 
     async def stop(self, grace_s: float) -> None:
-        """Stop claiming, let running jobs finish within ``grace_s``, write the outcomes that
-        are ready, give back the rest."""
+        """Stop claiming, let running jobs finish within ``grace_s``, give back the rest."""
         await self._claims.stop()
         running = self._leases.tasks()
         pending: set[asyncio.Task[None]] = set()
@@ -165,8 +160,7 @@ class Dispatcher:
         server_metrics.JOB_SECONDS.observe(seconds)
 
     async def _execute(self, engine: Engine, job: ClaimedJob) -> None:
-        """Read a job's pages, in parallel on as many engines as are free, and record how it
-        ended."""
+        """Read a job's pages, in parallel on the engines free, and record how it ended."""
         try:
             document = await self._documents.read(job)
         except (BlobMissing, BlobStoreError) as exc:
@@ -219,9 +213,8 @@ class Dispatcher:
             log.warning("job %s: canceled or lease lost; result discarded", job.id)
 
     async def _unreadable(self, job: ClaimedJob, exc: BlobMissing | BlobStoreError) -> None:
-        """A claimed job whose document could not be read: gone for good (the job fails at
-        once, never retried), or the store did not answer (given back uncharged, after a
-        pause, as through a database outage)."""
+        """A claimed job whose document is gone (it fails at once), or whose store did not
+        answer (given back uncharged, after a pause, as through a database outage)."""
         if isinstance(exc, BlobMissing):
             self.counters.failed.inc()
             log.error("job %s: its document %s is missing from the blob store", job.id, exc)
@@ -240,8 +233,7 @@ class Dispatcher:
     async def _record(
         self, job: ClaimedJob, pages: list[Page] | None, error: OcrError | None
     ) -> bool | None:
-        """Write how a job's attempt ended: True if written, False if the job was no longer
-        ours, None if the write never went through."""
+        """Write how a job's attempt ended: True, False (no longer ours) or None (not written)."""
         outcome = None if pages is None else JobOutcome(job.id, document_text(pages), pages)
         if error is None and self._too_large(outcome):
             error = EngineError(

@@ -39,8 +39,7 @@ class Documents:
         return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
 
     async def read(self, job: ClaimedJob) -> bytes:
-        """The document a claimed job reads: ``BlobMissing`` if it is gone, ``BlobStoreError``
-        if the store does not answer."""
+        """The document a claimed job reads (``BlobMissing``, ``BlobStoreError``)."""
         if job.image is not None:  # queued before the blob store: its bytes came with the claim
             return job.image
         if job.document_key is None:
@@ -48,8 +47,7 @@ class Documents:
         return await self.io(self.files.read_document, job.document_key)
 
     async def release(self, job_ids: Sequence[str]) -> None:
-        """Delete the documents of jobs whose outcome is written; what fails is left to the
-        sweep."""
+        """Delete the documents of jobs whose outcome is written (or leave them to the sweep)."""
         if job_ids:
             await self._quietly(self.files.release_documents, job_ids)
 
@@ -69,13 +67,8 @@ class Documents:
 
 
 class BlobSweep:
-    """Deletes what no job claims: documents of jobs never committed (an intake that failed
-    after storing its document), of jobs deleted or finished whose delete did not go through.
-
-    Each round reads the next page of keys under ``jobs/`` and deletes the files of jobs that
-    do not exist or hold no ``document_key``, once their newest file is older than
-    ``grace_s``: an intake between storing a document and committing its job is never swept.
-    """
+    """Deletes, a page of keys a round, the files of jobs that do not exist or hold no
+    ``document_key``, once older than ``grace_s`` (an intake about to commit is never swept)."""
 
     def __init__(self, documents: Documents, transactions: Transactions, grace_s: float):
         self._documents = documents

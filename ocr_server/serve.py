@@ -1,8 +1,5 @@
-"""``ocr-server``: run the OCR server (dispatcher, engine pool, internal API) in the foreground.
-
-SIGTERM or Ctrl-C stops claiming, lets running pages finish within OCR_SHUTDOWN_GRACE_S and
-gives back to the queue what could not finish; a second signal stops at once.
-"""
+"""``ocr-server``: run the OCR server (dispatcher, engine pool, internal API) in the foreground;
+SIGTERM or Ctrl-C stops it gracefully (OCR_SHUTDOWN_GRACE_S), a second signal at once."""
 
 from __future__ import annotations
 
