@@ -376,6 +376,8 @@ class HttpConnection(asyncio.Protocol):
     def _start(self, request: h11.Request) -> None:
         self._set_timer(None)
         self.head_request = request.method == b"HEAD"
+        self.body.clear()  # what the last app left unread (the rest of a body over the limit)
+        self.body_bytes = 0
         self.more_body = True
         headers = [(name.lower(), value) for name, value in request.headers]
         if (b"transfer-encoding", b"chunked") in headers:
