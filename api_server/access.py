@@ -138,11 +138,8 @@ def images_in_request() -> int:
 
 
 class AuthFailureLimit:
-    """Requests with a wrong API key, counted per client address (OCR_AUTH_FAILURE_LIMIT).
-
-    Over the limit, the address is refused before its key is even looked at, so guessing
-    keys gains nothing from the refusal; the window's end lifts it.
-    """
+    """Requests with a wrong API key, counted per client address (OCR_AUTH_FAILURE_LIMIT): over
+    the limit, the address is refused before its key is looked at, until the window ends."""
 
     def __init__(self, settings: Settings):
         assert settings.auth_failure_limit

@@ -104,11 +104,8 @@ def image_submit() -> Response:
     },
 )
 def image_result() -> Response:
-    """{"task_id": id} -> {"task_id": text}, or {"task_id": null} while it is not done yet.
-
-    With the id in the query string the answer also says ``text``: clients of that form read
-    it. The body form answers exactly ``{"task_id": ...}``: its clients compare the dict.
-    """
+    """{"task_id": id} -> {"task_id": text}, or {"task_id": null} while it is not done yet;
+    with the id in the query string also ``text`` (the body form's clients compare the dict)."""
     given, in_query = read_task_id()
     job_id = jobs.canonical_job_id(given)
     job = jobs.find_job(job_id) if job_id is not None else None
@@ -133,12 +130,8 @@ def image_result() -> Response:
     },
 )
 def all_images() -> Response:
-    """Every task and its text so far (null while not done), oldest first.
-
-    Streamed a page of jobs at a time, each read in a short transaction of its own: the API's
-    memory does not grow with the number of jobs, and no connection or lock is held while a
-    slow client reads.
-    """
+    """Every task and its text so far (null while not done), oldest first: streamed a page of
+    jobs at a time, each read in a short transaction, so no lock waits for a slow client."""
     owner = current_owner()
     sessions = current_services().sessions
 

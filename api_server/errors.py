@@ -1,8 +1,5 @@
-"""Every error the API server answers, turned into JSON in this one place.
-
-The original API keeps its shape, ``{"error": {"code", "message"}}``; the v1 API (and the
-OpenAPI document and docs) answer ``application/problem+json`` (RFC 9457) with the same code.
-"""
+"""Every error the API server answers, turned into JSON in this one place: the original API's
+``{"error": {"code", "message"}}``, or the v1 API's problem+json (RFC 9457), same code."""
 
 from __future__ import annotations
 

@@ -21,9 +21,8 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 def requested_key() -> str | None:
-    """The request's key as stored (None without one); a malformed key is a 400.
-
-    Keys belong to their caller: with API keys on, two owners may use the same one."""
+    """The request's key as stored, its owner's (two owners may use the same one); a malformed
+    key is a 400."""
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return None

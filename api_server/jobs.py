@@ -75,12 +75,8 @@ def reuse_or_read(submissions: list[Submission]) -> list[Reading | KnownResult |
 
 
 def read_now(submissions: list[Submission]) -> list[Reading | OcrError]:
-    """Each submission read by the OCR server now: its result, or the error it met.
-
-    A synchronous read has a budget: OCR_SYNC_MAX_PAGES pages a document (more is a 413 that
-    points to the job queue), OCR_SYNC_TIMEOUT_S from now; and it stops when its caller hangs
-    up (see http_front.caller_gone).
-    """
+    """Each submission read by the OCR server now, or the error it met: within
+    OCR_SYNC_MAX_PAGES pages a document and OCR_SYNC_TIMEOUT_S, and until its caller hangs up."""
     settings = current_services().settings
     for submission in submissions:
         check_sync_pages(len(submission.document.pages), settings.sync_max_pages)
@@ -98,9 +94,8 @@ def record_reads(
     **job: Any,
 ) -> list[Job]:
     """The reads made now as finished jobs of the caller, in one transaction, whichever API
-    asked: each result (read or reused, its document kept with it as a queued job's is) and
-    each engine failure. A request the OCR server refused or could not take is no job. Then
-    the first error met is raised."""
+    asked: each result (with its document kept) and engine failure, but no refused request;
+    then the first error met is raised."""
     recorded = [
         (submission, outcome)
         for submission, outcome in zip(submissions, outcomes, strict=True)
@@ -114,11 +109,13 @@ def record_reads(
 
     def record(session: Session) -> list[Job]:
         return [
-            _record_read(
+            job_store.record_finished(
                 session,
-                submission,
+                **_columns(submission),
+                **_outcome_columns(outcome),
+                image=submission.data,
+                digest=submission.image_digest,
                 started_at=started_at,
-                outcome=outcome,
                 document=document,
                 **job,
             )
@@ -138,36 +135,16 @@ def record_reads(
     return finished
 
 
-def _record_read(
-    session: Session,
-    submission: Submission,
-    *,
-    started_at: datetime,
-    outcome: Reading | KnownResult | OcrError,
-    **job: Any,
-) -> Job:
-    """A read made now (its result, one reused, or the error it met) as a finished job of the
-    caller."""
-    failed = outcome if isinstance(outcome, OcrError) else None
-    result = None if isinstance(outcome, OcrError) else outcome
-    return job_store.record_finished(
-        session,
-        **_columns(submission),
-        image=submission.data,
-        digest=submission.image_digest,
-        started_at=started_at,
-        text=result.text if result else None,
-        error_code=failed.code if failed else None,
-        error_message=failed.message if failed else None,
-        pages=result.pages if result else None,
-        **job,
-    )
+def _outcome_columns(outcome: Reading | KnownResult | OcrError) -> dict[str, Any]:
+    """What a finished job stores of a read made now: its result (read or reused) or error."""
+    if isinstance(outcome, OcrError):
+        return {"text": None, "error_code": outcome.code, "error_message": outcome.message}
+    return {"text": outcome.text, "pages": outcome.pages}
 
 
 def keep_document(submission: Submission) -> StoredDocument | None:
-    """The document of a read made now, kept in the blob store for its job (OCR_KEEP_IMAGES)
-    so that its searchable PDF can be asked for later; None when it is not kept (the store
-    not answering only costs that)."""
+    """The document of a read made now, kept for its job (OCR_KEEP_IMAGES: its searchable PDF
+    later); None when it is not kept (the store not answering only costs that)."""
     svc = current_services()
     if not svc.settings.keep_images:
         return None
@@ -188,21 +165,13 @@ def kept_document(job: Job) -> bytes | None:
     except BlobMissing:
         return None
     except BlobStoreError as exc:
-        log.warning("blob store unavailable: %s", exc)
-        raise Unavailable(
-            "the document store is unavailable; retry shortly",
-            code="storage_unavailable",
-            retry_after_s=STORE_RETRY_AFTER_S,
-        ) from None
+        raise _store_unavailable(exc, "retry shortly") from None
 
 
 def queue_jobs(submissions: list[Submission], **job: Any) -> list[Job]:
-    """Queued jobs of the caller, committed (the caller notifies).
-
-    Each document is stored in the blob store first, then the jobs are created in one
-    transaction: a job never exists without its document. If the transaction fails, the
-    documents are deleted again (or, if that fails too, swept later: no job holds them).
-    """
+    """Queued jobs of the caller, committed (the caller notifies): each document in the blob
+    store first, then the jobs in one transaction, so a job never exists without its document;
+    if the transaction fails, the documents are deleted (or swept later: no job holds them)."""
     svc = current_services()
     documents = _store_documents(svc.files, submissions)
     columns = [
@@ -235,8 +204,7 @@ STORE_THREADS = 8
 
 
 def _store_documents(files: JobFiles, submissions: list[Submission]) -> list[StoredDocument]:
-    """Each submission's document in the blob store, under a new job id; a 503 if the store
-    does not answer (nothing is queued then)."""
+    """Each submission's document in the blob store, under a new job id; else a 503."""
 
     def store(submission: Submission) -> StoredDocument:
         return files.store_document(submission.data, submission.image_digest)
@@ -254,17 +222,20 @@ def _store_documents(files: JobFiles, submissions: list[Submission]) -> list[Sto
             raise errors[0]
         return [future.result() for future in futures]
     except BlobStoreError as exc:
-        log.warning("blob store unavailable: %s", exc)
-        raise Unavailable(
-            "the document store is unavailable; nothing was stored, retry shortly",
-            code="storage_unavailable",
-            retry_after_s=STORE_RETRY_AFTER_S,
-        ) from None
+        raise _store_unavailable(exc, "nothing was stored, retry shortly") from None
+
+
+def _store_unavailable(exc: BlobStoreError, advice: str) -> Unavailable:
+    log.warning("blob store unavailable: %s", exc)
+    return Unavailable(
+        f"the document store is unavailable; {advice}",
+        code="storage_unavailable",
+        retry_after_s=STORE_RETRY_AFTER_S,
+    )
 
 
 def remove_files(job_id: str) -> None:
-    """Delete the files of a job just canceled or deleted; if the store does not answer, the
-    sweep deletes them later (no job holds them now)."""
+    """Delete the files of a job just canceled or deleted (or leave them to the sweep)."""
     try:
         current_services().files.remove_jobs([job_id])
     except BlobStoreError as exc:

@@ -1,9 +1,5 @@
-"""The API server's link to the OCR server: synchronous OCR and fire-and-forget notifies.
-
-Flask handlers are synchronous, and so is the client (httpx, one per process): a document's
-calls go on threads of their own, in parallel, while the handler waits for them or for its
-caller to hang up.
-"""
+"""The API server's link to the OCR server: synchronous OCR and fire-and-forget notifies (httpx,
+one client per process; a request's calls on threads of their own, in parallel)."""
 
 from __future__ import annotations
 
@@ -123,15 +119,12 @@ class OcrServerClient:
         self, requests: list[OcrRequest], *, deadline: float, gone: Future[None] | None = None
     ) -> list[Reading | OcrError]:
         """The reading of each document from the OCR server's POST /ocr, in order, or the
-        error that document met.
+        error that document met; the OCR server unreachable or saturated is raised.
 
-        The documents go at once, so the OCR server spreads them over its engines (and the
-        pages of each). Each request says how long is left until ``deadline`` (a
-        ``time.monotonic()`` time), past which the OCR server stops reading and answers
-        ``sync_timeout``; when ``gone`` is done (the API's own caller hung up), the requests
-        are dropped, which stops the reads as well, and CallerGone is raised. The OCR server
-        being unreachable or saturated is raised.
-        """
+        Each request says how long is left until ``deadline`` (``time.monotonic()``), when the
+        OCR server stops reading and answers ``sync_timeout``; when ``gone`` is done (the
+        caller hung up), the requests are dropped, which stops the reads, and CallerGone is
+        raised."""
         # The id goes by hand: the calls run on threads of their own.
         request_id = current_request_id()
         headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
@@ -175,8 +168,7 @@ class OcrServerClient:
         return Reading.from_wire(answer)
 
     def _call(self, path: str, timeout_s: float, **kwargs: Any) -> Any:
-        """The OCR server's JSON answer to a POST; any answer but a 200 with a JSON object is
-        raised as the error it stands for."""
+        """The OCR server's JSON answer to a POST; any other answer is raised as its error."""
         timeout = httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S)
         try:
             response = self._http().post(path, timeout=timeout, **kwargs)
@@ -199,11 +191,8 @@ class OcrServerClient:
         raise error_from_wire(response.status_code, answer, response.headers.get("Retry-After"))
 
     def notify(self) -> None:
-        """Wake the OCR server's dispatcher; never waits and never fails the caller.
-
-        Notifies coalesce: while one is on its way, later ones become a single follow-up, so a
-        burst of submits costs the OCR server a few wake-ups, not one per job.
-        """
+        """Wake the OCR server's dispatcher; never waits and never fails the caller. While one
+        is on its way, later ones become a single follow-up: a burst costs a few wake-ups."""
         self._http()
         with self._lock:
             if self._notify_queued:

@@ -1,12 +1,5 @@
-"""The OpenAPI 3.1 document, generated from the routes and the pydantic models in the code,
-and Swagger UI at ``/docs`` to read and try it.
-
-A view says what it takes and answers with the ``Operation`` decorator; ``build_spec`` walks the
-app's URL map and puts every documented view in the document, with an example of each request
-and answer (the models' own, or the ``Body``'s) and the API key where one is needed.
-``/openapi.json`` serves it; ``/docs`` is Swagger UI from the flask-swagger-ui package, served by
-this server (no CDN: it works offline).
-"""
+"""The OpenAPI 3.1 document at ``/openapi.json``, made from every view's ``Operation`` and the
+pydantic models, and Swagger UI at ``/docs`` (flask-swagger-ui, served here: no CDN)."""
 
 from __future__ import annotations
 
@@ -67,11 +60,8 @@ class Param:
 
 @dataclass(frozen=True)
 class Body:
-    """A response or request body: a pydantic model per media type, or a raw JSON schema.
-
-    Each media type's example is the model's own (the first of its ``examples``) or the raw
-    schema's, unless ``examples`` gives one for it (a queued job, an error of this status).
-    """
+    """A response or request body: a pydantic model or a raw JSON schema per media type, each
+    with its own example unless ``examples`` gives one for it."""
 
     description: str
     content: dict[str, type[BaseModel] | dict[str, Any]] = field(default_factory=dict)
@@ -84,8 +74,7 @@ View = Callable[..., Any]
 
 @dataclass(frozen=True)
 class Operation:
-    """What a view takes and answers; as a decorator, attached to the view (nothing else about
-    the view changes)."""
+    """What a view takes and answers; as a decorator, attached to the view."""
 
     summary: str
     responses: dict[int, Body]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -58,18 +59,11 @@ def job_body(
 
 
 def _delivery(delivery: WebhookDelivery) -> dict[str, Any]:
+    """The delivery as the job shows it: its fields in order, times in ISO 8601."""
+    times = ("created_at", "last_attempt_at", "next_attempt_at")
     return {
-        "id": delivery.id,
-        "event": delivery.event,
-        "status": delivery.status.value,
-        "attempts": delivery.attempts,
-        "created_at": iso_time(delivery.created_at),
-        "last_attempt_at": iso_time(delivery.last_attempt_at),
-        "last_status": delivery.last_status,
-        "last_error": delivery.last_error,
-        # While it is pending: when it is tried next (or, during an attempt, when a sender
-        # that vanished would lose it).
-        "next_attempt_at": iso_time(delivery.next_attempt_at),
+        name: iso_time(value) if name in times else value
+        for name, value in dataclasses.asdict(delivery).items()
     }
 
 
@@ -85,13 +79,7 @@ def render_job(
     (``document`` gives the document it was read from, None when it is not kept)."""
     if fmt == "json":
         return jsonify(job_body(job, pages, deliveries, queue))
-    if job.status != JobStatus.SUCCEEDED:
-        if (failure := job.failure()) is not None:
-            raise failure
-        raise Conflict(
-            f"job {job.id} is {job.status.value}: its {fmt} is there once it has succeeded",
-            code="result_not_ready",
-        )
+    require_succeeded(job, f"its {fmt} is there")
     if fmt == "text":
         return Response(job.text or "", mimetype="text/plain")
     if pages is None:
@@ -107,6 +95,17 @@ def render_job(
     if fmt == "pdf":
         return render_pdf(job, pages, document)
     return Response(tsv.render_tsv(pages), mimetype=TSV_MEDIA_TYPE)
+
+
+def require_succeeded(job: Job, what: str) -> None:
+    """Raise why a job has no result: the error it failed with, else a 409 (not ready)."""
+    if job.status != JobStatus.SUCCEEDED:
+        if (failure := job.failure()) is not None:
+            raise failure
+        raise Conflict(
+            f"job {job.id} is {job.status.value}: {what} once it has succeeded",
+            code="result_not_ready",
+        )
 
 
 def render_pdf(

@@ -1,10 +1,6 @@
 """The shapes of what the API takes and answers: pydantic models (the tests check real answers
 against them) and the parameters and bodies the views document with ``openapi.Operation``.
-
-Each model carries an example (``examples`` in its JSON schema, hence in /openapi.json and
-/docs): what the service answered for ``example.png``, a line of two words, so that trying the
-JSON request in /docs reads it. test_api_docs checks every example against its schema.
-"""
+Each model's example is what the service answered for ``example.png`` ("Hello OCR")."""
 
 from __future__ import annotations
 
@@ -517,19 +513,18 @@ RESULT_CONTENT: dict[str, type[BaseModel] | dict[str, Any]] = {
     ALTO_MEDIA_TYPE: {"type": "string", "examples": [ALTO_EXAMPLE]},
     PDF_MEDIA_TYPE: {"type": "string", "format": "binary"},
 }
-UNAVAILABLE = problem(
-    503,
+# (description, code, example message) of answers both APIs give.
+DATABASE_DOWN = (
     "the database is unavailable",
     "database_unavailable",
     "the database is unavailable; nothing was stored, retry shortly",
 )
+KEY_REFUSED = ("API keys are on and the key is missing or wrong", "missing_api_key", KEY_MISSING)
+OCR_DOWN = "the OCR server at http://ocr:5001 is not answering (ConnectError); retry shortly"
+UNAVAILABLE = problem(503, *DATABASE_DOWN)
 NO_SUCH_JOB = problem(404, "no such job", "job_not_found", f"no job with id {EXAMPLE_JOB_ID}")
 # Every v1 operation, when API keys are on.
-KEY_ERRORS = {
-    401: problem(
-        401, "API keys are on and the key is missing or wrong", "missing_api_key", KEY_MISSING
-    )
-}
+KEY_ERRORS = {401: problem(401, *KEY_REFUSED)}
 SUBMIT_ERRORS = {
     400: problem(
         400,
@@ -557,7 +552,7 @@ SUBMIT_ERRORS = {
         503,
         "the database or the OCR server is unavailable; retry after Retry-After",
         "ocr_unavailable",
-        "the OCR server at http://ocr:5001 is not answering (ConnectError); retry shortly",
+        OCR_DOWN,
     ),
 }
 
@@ -574,17 +569,9 @@ def compat_error(description: str, code: str, message: str) -> Body:
 
 
 IMAGE_BODY = Body("base64 image(s)", {"application/json": CompatImage})
-COMPAT_UNAVAILABLE = compat_error(
-    "the database is unavailable",
-    "database_unavailable",
-    "the database is unavailable; nothing was stored, retry shortly",
-)
+COMPAT_UNAVAILABLE = compat_error(*DATABASE_DOWN)
 # Every operation of the original API, when API keys are on.
-COMPAT_KEY_ERRORS = {
-    401: compat_error(
-        "API keys are on and the key is missing or wrong", "missing_api_key", KEY_MISSING
-    )
-}
+COMPAT_KEY_ERRORS = {401: compat_error(*KEY_REFUSED)}
 UPLOAD_ERRORS = {
     400: compat_error(
         "malformed body, base64 or image", "invalid_base64", '"image_data" is not valid base64'
@@ -599,6 +586,6 @@ UPLOAD_ERRORS = {
     503: compat_error(
         "the database (or OCR server) is unavailable; nothing was stored",
         "ocr_unavailable",
-        "the OCR server at http://ocr:5001 is not answering (ConnectError); retry shortly",
+        OCR_DOWN,
     ),
 }

@@ -1,9 +1,5 @@
-"""Reading what clients send: lenient JSON bodies, lenient base64, strict document checks.
-
-The original API's images and task ids (``read_uploads``, ``read_task_id``) and a v1 document
-with its options (``read_submission``). Everything here runs before anything is stored, so a bad
-upload never becomes a job.
-"""
+"""Reading what clients send: lenient JSON bodies, lenient base64, strict document checks,
+all before anything is stored, so a bad upload never becomes a job."""
 
 from __future__ import annotations
 
@@ -49,12 +45,8 @@ V1_EQUIVALENT = {"/image-sync": "/v1/ocr", "/image": "/v1/jobs"}
 
 
 def read_body() -> bytes:
-    """The request body, refusing one over the limit even when it comes without a length.
-
-    A Content-Length over MAX_CONTENT_LENGTH is refused by Werkzeug before anything is read; a
-    chunked body is only cut at the limit, which would make a too-large upload look like a
-    malformed one.
-    """
+    """The request body, refusing one over the limit even when it comes without a length
+    (Werkzeug only cuts a chunked body at the limit: a too-large upload would look malformed)."""
     body = request.get_data(cache=False)
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     if request.content_length is None and limit is not None and len(body) >= limit:
@@ -85,9 +77,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 def request_json() -> dict[str, Any]:
-    """The upload body of the original API as a JSON object (``parse_json_object``), read and
-    parsed once per request: the rate limit counts the images in it before the view reads
-    them."""
+    """The original API's upload body as a JSON object, read once per request: the rate limit
+    counts its images before the view reads them."""
     cached = g.get("request_json")
     if cached is None:
         try:

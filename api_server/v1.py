@@ -20,7 +20,7 @@ from ocr_common.options import DEFAULT_LANG
 from ocr_common.render.page_image import MAX_SIDE_PX, PNG_MEDIA_TYPE, WEBP_MEDIA_TYPE, page_preview
 from ocr_common.webhooks import WEBHOOK_URL_FIELD, check_webhook_url
 
-from . import idempotency, jobs, schemas
+from . import idempotency, jobs, rendering, schemas
 from .access import check_queue_room, current_owner
 from .fleet import current_fleet
 from .openapi import WEBHOOKS_EXTENSION, Body, Operation
@@ -245,13 +245,7 @@ def get_job(job_id: str) -> Response:
 )
 def page_image(job_id: str, page: int) -> Response:
     job = load_job(job_id)
-    if job.status != JobStatus.SUCCEEDED:
-        if (failure := job.failure()) is not None:
-            raise failure
-        raise Conflict(
-            f"job {job.id} is {job.status.value}: its pages are shown once it has succeeded",
-            code="result_not_ready",
-        )
+    rendering.require_succeeded(job, "its pages are shown")
     with current_services().sessions() as session:
         pages = job_store.get_pages(session, job.id)
     read = {p.page: p for p in pages or []}

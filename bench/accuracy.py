@@ -1,7 +1,7 @@
 """How well pages are read: an independent raw engine against the service, with and without auto.
 
-On the real pages of ``../shared/data`` (NAME.png|jpg beside NAME.gt.txt), one process, pages
-read one after another:
+On the real pages of ``OCR_SHARED_DATA`` (default ``../shared/data``; NAME.png|jpg beside
+NAME.gt.txt), one process, pages read one after another:
 
 - sets: ``books`` (300 dpi scans; flat CER and WER), ``receipts`` (photographed receipts;
   bag-of-words F1, case-insensitive), and ``books`` turned 90, 180 and 270 degrees clockwise in
@@ -41,11 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from throughput import Page, flat, levenshtein, load_pages
-
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+from throughput import SHARED_DATA, Page, flat, levenshtein, load_pages
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # one core per engine, as the service runs it
 
@@ -322,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data",
         type=Path,
-        default=DEFAULT_DATA,
-        help="folder holding books/ and receipts/ (default: ../shared/data)",
+        default=SHARED_DATA,
+        help="folder holding books/ and receipts/ (default: OCR_SHARED_DATA, else ../shared/data)",
     )
     parser.add_argument("--limit", type=int, default=None, help="at most N pages per set")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
@@ -332,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for folder in ("books", "receipts"):
         if not (args.data / folder).is_dir():
-            raise SystemExit(f"no folder {args.data / folder}: give the data folder with --data")
+            raise SystemExit(f"no folder {args.data / folder}: set --data or OCR_SHARED_DATA")
     import tesserocr
 
     print("$ python bench/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv))

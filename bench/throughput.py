@@ -47,7 +47,8 @@ from ocr_testkit.stack import Stack
 
 REPO = Path(__file__).resolve().parents[1]
 # The real pages beside the project (../shared/data), or where OCR_SHARED_DATA says.
-DEFAULT_DATA = Path(os.environ.get("OCR_SHARED_DATA", REPO.parent / "shared" / "data")) / "books"
+SHARED_DATA = Path(os.environ.get("OCR_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEFAULT_DATA = SHARED_DATA / "books"
 DEFAULT_DATABASE_URL = os.environ.get(
     "OCR_TEST_DATABASE_URL", "mysql+pymysql://ocr:ocr@127.0.0.1:3306/ocr_test"
 )

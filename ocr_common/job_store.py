@@ -1,14 +1,8 @@
-"""All SQL about jobs. These functions never commit: the caller owns the transaction.
-
-Typical use::
-
-    document = files.store_document(data)  # the blob store first: see create_job
-    with session_factory.begin() as session:
-        job = create_job(session, document=document, max_attempts=3)
-"""
+"""All SQL about jobs. These functions never commit: the caller owns the transaction."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import operator
 import uuid
@@ -72,15 +66,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _rows(session: Session, statement: Executable) -> int:
+def rows_matched(session: Session, statement: Executable) -> int:
     """Run an UPDATE or DELETE and say how many rows it matched."""
     result = session.execute(statement.execution_options(synchronize_session=False))
     return cast(CursorResult[Any], result).rowcount
 
 
 def _update(session: Session, *where: ColumnElement[bool], **values: Any) -> int:
-    """UPDATE the jobs ``where`` says; how many rows it matched."""
-    return _rows(session, update(JOBS).where(*where).values(**values))
+    return rows_matched(session, update(JOBS).where(*where).values(**values))
 
 
 def _held_by(worker_id: str) -> tuple[ColumnElement[bool], ...]:
@@ -102,8 +95,7 @@ def _beyond(key: tuple[datetime, str], later: Callable[[Any, Any], Any]) -> Colu
 
 
 def _skip_locked(session: Session, query: Select[Any]) -> Select[Any]:
-    """``query`` skipping rows another transaction locks, on MySQL/MariaDB (SQLite has one
-    writer at a time)."""
+    """``query`` skipping rows another transaction locks (SQLite has one writer at a time)."""
     if session.get_bind().dialect.name in ("mysql", "mariadb"):
         return query.with_for_update(skip_locked=True)
     return query
@@ -133,10 +125,7 @@ def create_job(
     webhook_url: str | None = None,
 ) -> Job:
     """Queue a job for a document already in the blob store (``JobFiles.store_document``); it
-    exists for workers once the caller commits.
-
-    Without ``api``/``options`` it is a job of the original API: the first page, defaults.
-    """
+    exists for workers once the caller commits. Without ``api``/``options``: the original API's."""
     return _insert_job(
         session,
         id=document.job_id,
@@ -156,33 +145,14 @@ def create_job(
     )
 
 
-# A new job row's columns, but those its maker gives.
-_NEW_JOB: dict[str, Any] = {
-    "status": QUEUED,
-    "kind": "async",
-    "owner": None,
-    "started_at": None,
-    "finished_at": None,
-    "attempts": 0,
-    "worker_id": None,
-    "document_key": None,
-    "text": None,
-    "error_code": None,
-    "error_message": None,
-    "format": None,
-    "pages_total": 1,
-    "pages_done": 0,
-    "idempotency_key": None,
-    "request_sha256": None,
-    "request_id": None,
-    "webhook_url": None,
-}
+# A new job row: every column NULL but these and those its maker gives.
+_NEW_JOB = {"status": QUEUED, "kind": "async", "attempts": 0, "pages_total": 1, "pages_done": 0}
 
 
 def _insert_job(session: Session, **columns: Any) -> Job:
-    """The one way a job row is inserted: a Core INSERT (intake's hot path, where the ORM's
-    unit of work costs more CPU)."""
-    values = {**_NEW_JOB, "id": new_job_id(), "created_at": utcnow(), **columns}
+    """The one way a job row is inserted: Core, as the ORM's unit of work costs intake CPU."""
+    new = {**dict.fromkeys(JOBS.c.keys()), **_NEW_JOB, "id": new_job_id(), "created_at": utcnow()}
+    values = {**new, **columns}
     session.execute(insert(JOBS).values(values))
     return Job.from_row(SimpleNamespace(**values))
 
@@ -284,8 +254,7 @@ def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | No
 
 
 def get_pages(session: Session, job_id: str) -> list[Page] | None:
-    """The stored pages of a job, if it has them (a job of the original API made before
-    migration 0007 kept only its text)."""
+    """The stored pages of a job (None: none, or a job from before migration 0007)."""
     query = select(JOBS.c.page_results, JOBS.c.result).where(JOBS.c.id == job_id)
     row = session.execute(query).first()
     return None if row is None else _pages(row.page_results, row.result)
@@ -316,8 +285,8 @@ def list_recent(
 
 
 def cancel(session: Session, job_id: str) -> bool:
-    """Withdraw a job that has not finished: it will not run (or its result is discarded).
-    Once committed, the caller deletes its files (``JobFiles.remove_jobs``)."""
+    """Withdraw a job not finished (it will not run, or its result is discarded); once
+    committed, the caller deletes its files (``JobFiles.remove_jobs``)."""
     now = utcnow()
     done = _update(
         session,
@@ -339,11 +308,10 @@ def cancel(session: Session, job_id: str) -> bool:
 
 
 def delete_finished(session: Session, job_id: str) -> bool:
-    """Delete a finished job, its result and its image (if one was kept); once committed, the
-    caller deletes its files (``JobFiles.remove_jobs``)."""
+    """Delete a finished job; once committed, the caller deletes its files (``remove_jobs``)."""
     finished = (JOBS.c.id == job_id, JOBS.c.status.in_(FINAL_STATUSES))
     session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(select(JOBS.c.id).where(*finished))))
-    return bool(_rows(session, delete(JOBS).where(*finished)))
+    return bool(rows_matched(session, delete(JOBS).where(*finished)))
 
 
 def results_page(
@@ -375,9 +343,8 @@ def count_by_status(session: Session) -> dict[str, int]:
 
 
 def count_queued(session: Session, *, owner: str | None, up_to: int) -> int:
-    """Queued jobs of ``owner`` (None: the jobs submitted without API keys), counted up to
-    ``up_to`` + 1 only: the per-key cap costs the same whatever the backlog. Reads the
-    ``(status, owner)`` index alone."""
+    """Queued jobs of ``owner`` (None: without API keys), counted up to ``up_to`` + 1 only (from
+    the ``(status, owner)`` index): the per-key cap costs the same whatever the backlog."""
     mine = select(JOBS.c.id).where(JOBS.c.status == QUEUED, _owned_by(owner))
     queued = mine.limit(up_to + 1).subquery()
     return int(session.execute(select(func.count()).select_from(queued)).scalar_one())
@@ -388,8 +355,7 @@ MAX_COUNTED_AHEAD = 10_000
 
 
 def jobs_ahead(session: Session, job: Job, *, up_to: int = MAX_COUNTED_AHEAD) -> int:
-    """Queued jobs that will be claimed before ``job`` (oldest first, as ``claim_batch`` takes
-    them), counted up to ``up_to``. Reads the ``(status, created_at)`` index alone."""
+    """Queued jobs claimed before ``job``, counted up to ``up_to`` (from an index alone)."""
     ahead = select(JOBS.c.id).where(
         JOBS.c.status == QUEUED, _beyond((job.created_at, job.id), operator.lt)
     )
@@ -415,13 +381,9 @@ def claim_batch(
     session: Session, *, worker_id: str, lease_s: float, limit: int
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` of the oldest queued jobs for ``worker_id``, each leased for
-    ``lease_s`` seconds, oldest first.
-
-    Three statements whatever the batch size: pick the ids (SKIP LOCKED on MySQL/MariaDB, so
-    concurrent claimers take disjoint batches; the claim index keeps this a short range scan
-    however many finished rows the table holds), mark them running, read them back with their
-    images. The caller commits at once: no lock is held while the engine works.
-    """
+    ``lease_s``: pick the ids (SKIP LOCKED on MySQL/MariaDB, so concurrent claimers take
+    disjoint batches), mark them running, read them back. The caller commits at once: no lock
+    is held while the engine works."""
     if limit < 1:
         return []
     candidates = select(JOBS.c.id).where(JOBS.c.status == QUEUED)
@@ -475,16 +437,9 @@ def finish_batch(
     outcomes: Sequence[JobOutcome],
     keep_images: bool = False,
 ) -> list[str]:
-    """Write the outcomes of the jobs ``worker_id`` still holds, and let go of their documents
-    unless ``keep_images``; the jobs with a ``webhook_url`` get their delivery in the same
-    transaction.
-
-    Returns the ids written, in the order given: once committed, the caller deletes their
-    documents from the blob store (``JobFiles.release_documents``). A job left out was no
-    longer ours (its lease expired and it went back to the queue, or it was canceled or
-    finished) and is not touched. A SELECT and an UPDATE for the whole
-    batch (more UPDATEs only when the results are large), and one commit by the caller.
-    """
+    """Write the outcomes of the jobs ``worker_id`` still holds (the others are not touched),
+    with their webhook deliveries, and let go of their documents unless ``keep_images``; the
+    ids written, whose documents the caller deletes once committed (``release_documents``)."""
     if not outcomes:
         return []
     ids = [outcome.job_id for outcome in outcomes]
@@ -543,15 +498,17 @@ def _by_size(outcomes: list[JobOutcome]) -> Iterator[list[JobOutcome]]:
         yield chunk
 
 
+def _per_id(id_column: Any, values: dict[str, Any], kept: Any = None) -> Any:
+    """A SET value per row id: one value where they all agree (usually the status and the
+    error columns), else a CASE on the id; ``kept``: the column, for rows not in ``values``."""
+    if kept is None and len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return case(values, value=id_column, else_=kept)
+
+
 def _per_job_values(outcomes: list[JobOutcome]) -> dict[str, Any]:
-    """SET values for a batch of outcomes: one value where they all agree (usually the status
-    and the error columns), else a CASE on the id."""
-
-    def per_job(values: dict[str, Any], column: Any = None) -> Any:
-        if column is None and len(set(values.values())) == 1:
-            return next(iter(values.values()))
-        return case(values, value=JOBS.c.id, else_=column)
-
+    """SET values for a batch of outcomes (``_per_id``)."""
+    per_job = functools.partial(_per_id, JOBS.c.id)
     values = {
         "status": per_job({o.job_id: o.status.value for o in outcomes}),
         "text": per_job({o.job_id: o.text for o in outcomes}),
@@ -579,11 +536,8 @@ def release(
     error_message: str | None = None,
     count_attempt: bool = True,
 ) -> bool:
-    """Put a job ``worker_id`` holds back in the queue (to retry, or because it is stopping).
-
-    ``count_attempt=False`` gives back the attempt the claim took, for work interrupted by a
-    shutdown rather than by the job itself.
-    """
+    """Put a job ``worker_id`` holds back in the queue (to retry, or because it is stopping);
+    ``count_attempt=False`` gives back the attempt the claim took (a shutdown, not the job)."""
     released = _update(
         session,
         JOBS.c.id == job_id,
@@ -601,11 +555,8 @@ def release(
 def purge_finished(
     session: Session, *, finished_before: datetime, batch: int = 1000
 ) -> tuple[int, list[str]]:
-    """Delete up to ``batch`` jobs that finished before the cut-off, with any kept image.
-
-    Returns how many were deleted and the ids of those that kept files in the blob store,
-    which the caller deletes once this is committed (``JobFiles.remove_jobs``).
-    """
+    """Delete up to ``batch`` jobs that finished before the cut-off; how many, and the ids of
+    those whose files the caller deletes once this is committed (``JobFiles.remove_jobs``)."""
     finished = (JOBS.c.status.in_(FINAL_STATUSES), JOBS.c.finished_at < finished_before)
     rows = session.execute(select(JOBS.c.id, JOBS.c.document_key).where(*finished).limit(batch))
     found = rows.all()
@@ -613,13 +564,12 @@ def purge_finished(
         return 0, []
     ids = [row.id for row in found]
     session.execute(delete(IMAGES).where(IMAGES.c.job_id.in_(ids)))
-    purged = _rows(session, delete(JOBS).where(JOBS.c.id.in_(ids)))
+    purged = rows_matched(session, delete(JOBS).where(JOBS.c.id.in_(ids)))
     return purged, [row.id for row in found if row.document_key is not None]
 
 
 def document_keys(session: Session, job_ids: Sequence[str]) -> dict[str, str | None]:
-    """The jobs of ``job_ids`` that exist, each with its document's key (None once it was let
-    go of): what the blob store's sweep keeps."""
+    """The jobs of ``job_ids`` that exist, with their document's key (None: let go of)."""
     if not job_ids:
         return {}
     query = select(JOBS.c.id, JOBS.c.document_key).where(JOBS.c.id.in_(job_ids))
@@ -629,12 +579,9 @@ def document_keys(session: Session, job_ids: Sequence[str]) -> dict[str, str | N
 def requeue_expired(
     session: Session, *, keep_images: bool = False, batch: int = 1000
 ) -> tuple[int, int]:
-    """Return jobs whose lease ran out to the queue, or fail them once out of attempts.
-
-    On MySQL/MariaDB rows another transaction still locks are skipped, not waited for (a
-    server cut off mid-write holds its locks until the database drops its session): the next
-    round takes them. At most ``batch`` jobs a call. Returns (requeued, failed).
-    """
+    """Return up to ``batch`` jobs whose lease ran out to the queue, or fail them once out of
+    attempts; (requeued, failed). Locked rows (a server cut off mid-write holds its locks until
+    the database drops its session) are skipped: the next round takes them."""
     now = utcnow()
     expired = (JOBS.c.status == RUNNING, JOBS.c.lease_until < now)
     candidates = select(
@@ -711,13 +658,9 @@ def _queue_deliveries(
 def claim_deliveries(
     session: Session, *, sender_id: str, lease_s: float, limit: int
 ) -> list[ClaimedDelivery]:
-    """Take up to ``limit`` due deliveries, the longest due first, for ``sender_id``.
-
-    Each claim is an attempt (``attempts + 1``) leased until ``lease_s`` from now: past it, a
-    sender that died or stalled has lost it and the next claim is the next attempt. As with
-    jobs, SKIP LOCKED on MySQL/MariaDB and a compare-and-set on the due time on SQLite, so
-    concurrent senders take disjoint deliveries.
-    """
+    """Take up to ``limit`` due deliveries, the longest due first, for ``sender_id``: each an
+    attempt (``attempts + 1``) leased for ``lease_s``, past which the next claim is the next
+    attempt. Claimed like jobs (SKIP LOCKED, or a compare-and-set on SQLite)."""
     if limit < 1:
         return []
     now = utcnow()
@@ -726,7 +669,7 @@ def claim_deliveries(
     ids = list(session.scalars(_skip_locked(session, candidates.limit(limit))).all())
     if not ids:
         return []
-    _rows(
+    rows_matched(
         session,
         update(DELIVERIES)
         .where(DELIVERIES.c.id.in_(ids), *due)
@@ -757,12 +700,8 @@ def claim_deliveries(
 def record_attempts(
     session: Session, *, sender_id: str, attempts: Sequence[DeliveryAttempt]
 ) -> list[str]:
-    """Write how each attempt went, for the attempts ``sender_id`` still holds; returns the
-    delivery ids written, in the order given.
-
-    An attempt left out lost its lease: another sender took the delivery again, and that later
-    attempt's outcome is the one recorded. A SELECT and an UPDATE whatever the batch size.
-    """
+    """Write how each attempt ``sender_id`` still holds went; the delivery ids written, in the
+    order given. One left out lost its lease: the later attempt's outcome is the one recorded."""
     if not attempts:
         return []
     by_id = {attempt.delivery_id: attempt for attempt in attempts}
@@ -778,14 +717,9 @@ def record_attempts(
     held = [key for key, number in rows if by_id[key].attempt == number]
     if not held:
         return []
-
-    def per_delivery(values: dict[str, Any]) -> Any:
-        if len(set(values.values())) == 1:
-            return next(iter(values.values()))
-        return case(values, value=DELIVERIES.c.id)
-
+    per_delivery = functools.partial(_per_id, DELIVERIES.c.id)
     chosen = [by_id[key] for key in held]
-    _rows(
+    rows_matched(
         session,
         update(DELIVERIES)
         .where(DELIVERIES.c.id.in_(held))

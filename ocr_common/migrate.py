@@ -1,9 +1,5 @@
-"""``ocr-migrate``: bring the database schema to the latest Alembic revision.
-
-One revision at a time, each in its own transaction and stamped when it is done: a failure
-names the revision that failed and the one the database is left at. A database that is down
-or still starting is waited for (OCR_STARTUP_WAIT_S); an SQL error stops at once.
-"""
+"""``ocr-migrate``: bring the database schema to the latest Alembic revision, one revision a
+transaction, so a failure names the revision that failed and the one the database is left at."""
 
 from __future__ import annotations
 

@@ -46,8 +46,7 @@ class JobStatus(enum.StrEnum):
 
 
 class JobApi(enum.StrEnum):
-    """Which API made a job: both go the same way through the OCR server; the original API's
-    views show only the text."""
+    """Which API made a job: only what its views show differs (the original API's, the text)."""
 
     ORIGINAL = "original"  # /image, /image-sync: the first page with default options
     V1 = "v1"  # /v1/jobs, /v1/ocr
@@ -58,8 +57,7 @@ class Base(DeclarativeBase):
 
 
 class JobRow(Base):
-    """One row per job; docs/how-it-works.md "Database schema" says what each column and index
-    is for."""
+    """One row per job (docs/how-it-works.md "Database schema")."""
 
     __tablename__ = "jobs"
 
@@ -124,8 +122,7 @@ class JobImageRow(Base):
 
 
 class OcrServerRow(Base):
-    """One row per OCR server process, kept fresh while it runs (docs/how-it-works.md
-    "Database schema")."""
+    """One row per OCR server process, kept fresh while it runs."""
 
     __tablename__ = "ocr_servers"
 
@@ -185,12 +182,14 @@ class WebhookDelivery:
     id: str
     event: str
     status: DeliveryStatus
-    created_at: datetime
     attempts: int
-    next_attempt_at: datetime | None
+    created_at: datetime
     last_attempt_at: datetime | None
     last_status: int | None
     last_error: str | None
+    # While it is pending: when it is tried next (or, during an attempt, when a sender that
+    # vanished would lose it).
+    next_attempt_at: datetime | None
 
     @classmethod
     def from_row(cls, row: Any) -> WebhookDelivery:
@@ -267,8 +266,7 @@ class ClaimedJob:
 
     @classmethod
     def from_row(cls, row: Any) -> ClaimedJob:
-        """From a row of the claim's SELECT (the job's columns and ``data``, its bytes in
-        ``job_images`` if it has any)."""
+        """From a row of the claim's SELECT (with ``data``: its bytes in ``job_images``)."""
         options = parse_options_json(row.options) or ORIGINAL_API_OPTIONS
         return cls(
             id=row.id,
@@ -287,11 +285,8 @@ class ClaimedJob:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How a claimed job ended, to be written by ``job_store.finish_batch``.
-
-    Succeeded with ``text`` and its ``pages`` (None for a text reused from a job that kept only
-    its text), or failed for good with ``error_code`` and ``error_message``.
-    """
+    """How a claimed job ended (``job_store.finish_batch``): ``text`` and ``pages`` (None: a
+    text reused from a job that kept only its text), or ``error_code`` and ``error_message``."""
 
     job_id: str
     text: str | None = None
@@ -311,9 +306,7 @@ class JobOutcome:
 
 @dataclass(frozen=True)
 class DeliveryAttempt:
-    """How attempt number ``attempt`` of a delivery went, to be written by
-    ``job_store.record_attempts``: delivered, failed for good, or pending until
-    ``next_attempt_at``."""
+    """How attempt number ``attempt`` of a delivery went (``job_store.record_attempts``)."""
 
     delivery_id: str
     attempt: int

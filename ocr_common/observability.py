@@ -1,12 +1,6 @@
-"""Logs and the request id, the same in both services.
-
-Every log line carries the id of the request it serves (``X-Request-Id``: taken from the
-client when it sends a sensible one, made up otherwise, and returned on the answer). The API
-passes it to the OCR server on its internal calls and stores it with each job, so the lines
-that the OCR server writes while reading a job carry the id of the request that made it.
-``OCR_LOG_FORMAT=json`` writes one JSON object per line for a log collector; plain text is
-the default.
-"""
+"""Logs and the request id, the same in both services: every log line carries the
+``X-Request-Id`` of the request it serves (the API passes it to the OCR server and stores it
+with each job); text lines, or JSON lines with ``OCR_LOG_FORMAT=json``."""
 
 from __future__ import annotations
 

@@ -250,12 +250,8 @@ def parse_options(
     languages: Callable[[], Collection[str]],
     max_pages: int,
 ) -> OcrOptions:
-    """Read the options out of query, form or JSON values; a 400 names the bad field.
-
-    Unknown keys are left alone (the caller's own fields travel in the same mapping); an empty
-    value is the default. ``languages`` is asked only when a request names another language
-    than ``eng``.
-    """
+    """Read the options out of query, form or JSON values (other keys are left alone; an empty
+    value is the default); a 400 names the bad field."""
     given = {key: values[key] for key in OPTION_FIELDS if values.get(key) not in (None, "")}
     context = {"languages": languages, "max_pages": max_pages}
     try:

@@ -1,26 +1,20 @@
-"""All SQL about the OCR servers' rows: each OCR server keeps its own fresh while it runs, and
-the API reads them to tell a stalled queue from a slow one. These functions never commit: the
-caller owns the transaction."""
+"""All SQL about the OCR servers' rows (each keeps its own fresh; the API reads them to tell a
+stalled queue from a slow one). These functions never commit: the caller does."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, Table, delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from .job_store import utcnow
+from .job_store import rows_matched, utcnow
 from .models import OcrServerRow
 
 SERVERS = cast(Table, OcrServerRow.__table__)
-
-
-def _rows(session: Session, statement: Executable) -> int:
-    """Run an UPDATE or DELETE and say how many rows it matched."""
-    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 @dataclass(frozen=True)
@@ -37,15 +31,8 @@ class OcrServer:
 
     @classmethod
     def from_row(cls, row: Any) -> OcrServer:
-        return cls(
-            id=row.id,
-            host=row.host,
-            engines=row.engines,
-            languages=tuple(json.loads(row.languages)),
-            started_at=row.started_at,
-            last_seen_at=row.last_seen_at,
-            stopped_at=row.stopped_at,
-        )
+        values = {field.name: getattr(row, field.name) for field in fields(cls)}
+        return cls(**{**values, "languages": tuple(json.loads(row.languages))})
 
 
 @dataclass(frozen=True)
@@ -94,7 +81,7 @@ def record_alive(
         "stopped_at": None,
     }
     # Only this server writes its row: no other writer can insert it between the two.
-    if not _rows(session, update(SERVERS).where(SERVERS.c.id == server_id).values(values)):
+    if not rows_matched(session, update(SERVERS).where(SERVERS.c.id == server_id).values(values)):
         session.execute(insert(SERVERS).values(id=server_id, started_at=started_at, **values))
 
 
@@ -108,7 +95,7 @@ def record_stopped(session: Session, *, server_id: str) -> None:
 
 def forget_before(session: Session, *, seen_before: datetime) -> int:
     """Delete the rows of servers not seen since ``seen_before``; how many went."""
-    return _rows(session, delete(SERVERS).where(SERVERS.c.last_seen_at < seen_before))
+    return rows_matched(session, delete(SERVERS).where(SERVERS.c.last_seen_at < seen_before))
 
 
 def fleet(session: Session, *, stale_s: float) -> Fleet:

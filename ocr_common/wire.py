@@ -1,9 +1,5 @@
-"""The contract between the API server and the OCR server's internal API, imported by both.
-
-Paths, the token header, and how an error crosses the wire: the OCR server answers an
-``OcrError`` as its status and ``{"error": {"code", "message", "field"?}}``; the API server
-raises the same kind of error again from that answer (``error_from_wire``).
-"""
+"""The contract between the API server and the OCR server's internal API, imported by both:
+paths, headers, and how an ``OcrError`` crosses the wire and is raised again."""
 
 from __future__ import annotations
 

@@ -146,15 +146,10 @@ def _presented_token(request: web.Request) -> bytes:
 
 
 async def ocr(request: web.Request) -> web.Response:
-    """Synchronous OCR of a document, sent as JSON ``{"document": "<base64>", "options":
-    {...}}``: the ``Reading`` (``wire.Reading``) of every selected page,
-    read in parallel on the engines (``POST /v1/ocr``; ``/image-sync`` asks for the first
-    page). The options come in the body, never the query string, whose request line a long
-    ``char_whitelist`` would overflow.
-
-    A read has OCR_SYNC_MAX_PAGES pages at most, and the time its caller says it will wait
-    (TIME_LEFT_HEADER, at most OCR_SYNC_TIMEOUT_S): when that has passed, or the caller hangs
-    up (aiohttp then cancels this handler), its pages are stopped and their engines freed.
+    """Synchronous OCR of a document (``_read_document``): the ``wire.Reading`` of every
+    selected page, read in parallel on the engines. At most OCR_SYNC_MAX_PAGES pages, and the
+    time its caller says it will wait (TIME_LEFT_HEADER, at most OCR_SYNC_TIMEOUT_S): when that
+    has passed, or the caller hangs up (aiohttp cancels this handler), its pages are stopped.
     """
     settings = request.app[SETTINGS_KEY]
     deadline = asyncio.get_running_loop().time() + _time_left_s(request, settings)
@@ -196,7 +191,8 @@ def _time_left_s(request: web.Request, settings: Settings) -> float:
 
 
 def _read_document(body: bytes) -> tuple[bytes, dict[str, Any]]:
-    """The document bytes and option values of a JSON request from the API server."""
+    """The document and options of ``{"document": "<base64>", "options": {...}}``: options in
+    the body, as a long ``char_whitelist`` would overflow a request line."""
     try:
         payload = json.loads(body)
         data = base64.b64decode(payload["document"], validate=True)

@@ -113,8 +113,7 @@ class ClaimLoop:
                 await self._sleep(settings.poll_interval_s)
 
     def _claim(self, session: Session, limit: int) -> Claim:
-        """Up to ``limit`` jobs to read; those answered at once from a stored result are
-        finished here."""
+        """Up to ``limit`` jobs to read; those answered from a stored result are finished here."""
         settings = self._settings
         jobs = job_store.claim_batch(
             session, worker_id=self._worker_id, lease_s=settings.lease_s, limit=limit
@@ -145,8 +144,7 @@ class ClaimLoop:
             self._pool.release(engine)
 
     async def _give_back_claim(self, claiming: asyncio.Future[Claim]) -> None:
-        """A stop cancelled the loop while a claim was in flight: let it finish and give back
-        what it took, without charging the attempts."""
+        """A stop cancelled a claim in flight: give back what it took, uncharged."""
         try:
             jobs = (await claiming).to_read
         except Exception:  # noqa: BLE001 - nothing was claimed

@@ -1,13 +1,10 @@
-"""The dispatcher: reads the jobs the claim loop hands it and records how each ended.
-
-Its parts, each in a module of its own: the claim loop (``claims``), the leases of the jobs
-held and their heartbeat (``leases``), the outcome writer (``outcomes``), the reaper and purge
-(``maintenance``), and the retry policy (``retry_policy``).
-"""
+"""The dispatcher: reads the jobs the claim loop (``claims``) hands it and records how each
+ended, with ``leases``, ``outcomes``, ``maintenance`` and ``retry_policy``."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -121,8 +118,7 @@ class Dispatcher:
         return len(self._leases)
 
     async def stop(self, grace_s: float) -> None:
-        """Stop claiming, let running jobs finish within ``grace_s``, write the outcomes that
-        are ready, give back the rest."""
+        """Stop claiming, let running jobs finish within ``grace_s``, give back the rest."""
         await self._claims.stop()
         running = self._leases.tasks()
         pending: set[asyncio.Task[None]] = set()
@@ -164,8 +160,7 @@ class Dispatcher:
         server_metrics.JOB_SECONDS.observe(seconds)
 
     async def _execute(self, engine: Engine, job: ClaimedJob) -> None:
-        """Read a job's pages, in parallel on as many engines as are free, and record how it
-        ended."""
+        """Read a job's pages, in parallel on the engines free, and record how it ended."""
         try:
             document = await self._documents.read(job)
         except (BlobMissing, BlobStoreError) as exc:
@@ -184,11 +179,9 @@ class Dispatcher:
                 # it (a one-page job, as every original-API job is, costs no extra write).
                 return
 
-            def record(session: Session, pages_done: int = done) -> bool:
-                return job_store.progress(
-                    session, job_id=job.id, worker_id=self.worker_id, pages_done=pages_done
-                )
-
+            record = functools.partial(
+                job_store.progress, job_id=job.id, worker_id=self.worker_id, pages_done=done
+            )
             try:
                 still_ours = await self._db.run(record)
             except Exception as exc:  # noqa: BLE001 - progress is a hint; the result is not
@@ -220,9 +213,8 @@ class Dispatcher:
             log.warning("job %s: canceled or lease lost; result discarded", job.id)
 
     async def _unreadable(self, job: ClaimedJob, exc: BlobMissing | BlobStoreError) -> None:
-        """A claimed job whose document could not be read: gone for good (the job fails at
-        once, never retried), or the store did not answer (given back uncharged, after a
-        pause, as through a database outage)."""
+        """A claimed job whose document is gone (it fails at once), or whose store did not
+        answer (given back uncharged, after a pause, as through a database outage)."""
         if isinstance(exc, BlobMissing):
             self.counters.failed.inc()
             log.error("job %s: its document %s is missing from the blob store", job.id, exc)
@@ -235,19 +227,8 @@ class Dispatcher:
             return
         log.warning("job %s: the blob store did not answer (%s); giving it back", job.id, exc)
         await asyncio.sleep(DB_RETRY_S)
-
-        def give_back(session: Session) -> bool:
-            return job_store.release(
-                session,
-                job_id=job.id,
-                worker_id=self.worker_id,
-                error_code="document_unavailable",
-                error_message=f"the blob store did not answer: {exc}"[:1000],
-                count_attempt=False,
-            )
-
-        await self._db.run_until_done(give_back, within_s=self._settings.lease_s)
-        self._claims.notify()
+        message = f"the blob store did not answer: {exc}"[:1000]
+        await self._release(job, "document_unavailable", message, count_attempt=False)
 
     async def _record(
         self, job: ClaimedJob, pages: list[Page] | None, error: OcrError | None
@@ -276,16 +257,20 @@ class Dispatcher:
             )
         self.counters.retried.inc()
         log.warning("job %s attempt %d failed (%s); retrying", job.id, job.attempts, code)
+        return await self._release(job, code, message)
 
-        def release(session: Session) -> bool:
-            return job_store.release(
-                session,
-                job_id=job.id,
-                worker_id=self.worker_id,
-                error_code=code,
-                error_message=message,
-            )
-
+    async def _release(
+        self, job: ClaimedJob, code: str, message: str, *, count_attempt: bool = True
+    ) -> bool | None:
+        """Put the job back in the queue (``job_store.release``), trying for up to a lease."""
+        release = functools.partial(
+            job_store.release,
+            job_id=job.id,
+            worker_id=self.worker_id,
+            error_code=code,
+            error_message=message,
+            count_attempt=count_attempt,
+        )
         held = await self._db.run_until_done(release, within_s=self._settings.lease_s)
         self._claims.notify()
         return held

@@ -4,13 +4,12 @@ outcome is written, and swept when no job claims them."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TypeVar
-
-from sqlalchemy.orm import Session
 
 from ocr_common import job_store
 from ocr_common.blobs import JOBS_PREFIX, BlobStoreError, JobFiles, job_id_of
@@ -49,8 +48,7 @@ class Documents:
         return await self.io(self.files.read_document, job.document_key)
 
     async def release(self, job_ids: Sequence[str]) -> None:
-        """Delete the documents of jobs whose outcome is written; what fails is left to the
-        sweep."""
+        """Delete the documents of jobs whose outcome is written (or leave them to the sweep)."""
         if job_ids:
             await self._quietly(self.files.release_documents, job_ids)
 
@@ -70,15 +68,9 @@ class Documents:
 
 
 class BlobSweep:
-    """Deletes what no job claims: documents of jobs never committed (an intake that failed
-    after storing its document), of jobs deleted or finished whose delete did not go through.
-
-    Each round reads one page of keys under ``jobs/``, in key order, from where the last round
-    stopped (then from the start again), and asks the database which of their jobs exist and
-    still hold their files (``document_key``). A job's files are deleted when it does not, and
-    its newest file is older than ``grace_s``: an intake between storing a document and
-    committing its job is never swept.
-    """
+    """Deletes the files of jobs that do not exist (an intake failed after storing) or hold no
+    ``document_key`` (a delete that did not go through), a page of keys a round, once their
+    newest file is older than ``grace_s``: an intake about to commit its job is never swept."""
 
     def __init__(self, documents: Documents, transactions: Transactions, grace_s: float):
         self._documents = documents
@@ -101,10 +93,7 @@ class BlobSweep:
         if not newest:
             return 0
 
-        def holding(session: Session) -> dict[str, str | None]:
-            return job_store.document_keys(session, list(newest))
-
-        live = await self._db.run(holding)
+        live = await self._db.run(functools.partial(job_store.document_keys, job_ids=list(newest)))
         cut_off = (now or job_store.utcnow()) - self._grace
         orphans = {
             job for job, modified in newest.items() if not live.get(job) and modified < cut_off

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from sqlalchemy.orm import Session
@@ -50,12 +51,12 @@ class Leases:
             job_ids = list(self._running)
             if not job_ids:
                 continue
-
-            def beat(session: Session, job_ids: list[str] = job_ids) -> int:
-                return job_store.heartbeat(
-                    session, worker_id=self._worker_id, job_ids=job_ids, lease_s=self._lease_s
-                )
-
+            beat = functools.partial(
+                job_store.heartbeat,
+                worker_id=self._worker_id,
+                job_ids=job_ids,
+                lease_s=self._lease_s,
+            )
             try:
                 await self._db.run(beat)
             except Exception as exc:  # noqa: BLE001 - next beat tries again

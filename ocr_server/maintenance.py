@@ -4,6 +4,7 @@ files no job holds are swept from the blob store."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -41,8 +42,7 @@ async def maintain(
     sweep_every_s = min(SWEEP_INTERVAL_S, settings.blob_grace_s)
     next_sweep = time.monotonic()
 
-    def reap(session: Session) -> tuple[int, int]:
-        return job_store.requeue_expired(session, keep_images=settings.keep_images)
+    reap = functools.partial(job_store.requeue_expired, keep_images=settings.keep_images)
 
     def purge(session: Session) -> tuple[int, list[str]]:
         cut_off = job_store.utcnow() - timedelta(days=ttl_days)

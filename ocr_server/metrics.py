@@ -42,9 +42,8 @@ JOB_SECONDS = Histogram(
 
 
 class DispatcherCounters:
-    """The dispatcher's counters (each part counts its own), exported as
-    ``ocr_dispatcher_<name>_total``: Prometheus counters in a registry of the dispatcher's own,
-    so that two dispatchers in one process (the tests') count apart."""
+    """``ocr_dispatcher_<name>_total``, in a registry of the dispatcher's own: two dispatchers
+    in one process (the tests') count apart."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
 from tenacity import AsyncRetrying, retry_if_result, wait_fixed
 
 from ocr_common import job_store
@@ -30,13 +30,9 @@ class _Pending:
 
 
 class OutcomeWriter:
-    """Writes the outcomes of jobs (succeeded, or failed for good) with ``finish_batch``, then
-    deletes their documents from the blob store (unless OCR_KEEP_IMAGES).
-
-    One task drains them: a lone outcome is written at once, and those that become ready while
-    a write is in flight go together in the next transaction. Through a database outage each
-    outcome is tried again for up to a lease, as a write of its own would be.
-    """
+    """Writes the outcomes of jobs with ``finish_batch``, then deletes their documents (unless
+    OCR_KEEP_IMAGES): a lone outcome at once, those that become ready while a write is in flight
+    together in the next transaction; through an outage each is tried for up to a lease."""
 
     def __init__(
         self,
@@ -120,12 +116,12 @@ class OutcomeWriter:
         if not batch:
             return []
         outcomes = [entry.outcome for entry in batch]
-
-        def finish(session: Session) -> list[str]:
-            return job_store.finish_batch(
-                session, worker_id=self._worker_id, outcomes=outcomes, keep_images=self._keep_images
-            )
-
+        finish = functools.partial(
+            job_store.finish_batch,
+            worker_id=self._worker_id,
+            outcomes=outcomes,
+            keep_images=self._keep_images,
+        )
         try:
             written = set(await self._db.run(finish))
         except Exception as exc:  # noqa: BLE001 - outages are expected; the caller retries

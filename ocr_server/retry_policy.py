@@ -1,8 +1,5 @@
-"""How an attempt at a job ends: finished, retried on a fresh engine, or failed for good.
-
-A pure decision on the job (its attempts so far and its limit) and the attempt's error, kept
-apart from the dispatcher that carries it out, so that it can be read and tested on its own.
-"""
+"""How an attempt at a job ends: finished, retried on a fresh engine, or failed for good; a
+pure function of the job and the attempt's error, tested on its own."""
 
 from __future__ import annotations
 

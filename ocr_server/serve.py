@@ -84,7 +84,7 @@ async def serve(
     log.info("OCR server stopped")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> int:
     # Holds what lives as long as the server: the folder of models (OCR_TESSDATA_DIR).
     with contextlib.ExitStack() as lifetime:
         return run(lifetime)

@@ -55,16 +55,13 @@ class Transactions:
         self._counters.db_errors.inc()
 
     async def run_until_done(self, work: Callable[[Session], T], within_s: float) -> T | None:
-        """Retry ``work`` through a database outage for up to ``within_s`` (a job's lease);
-        None if it never went through.
-
-        Past the lease, someone else may hold the job; and a write that fails every time must
-        not keep the job running forever. Giving up ends the job's task, so its heartbeat
-        stops and the reaper re-queues it.
-        """
+        """Retry ``work`` through a database outage for up to ``within_s`` (a job's lease: past
+        it, someone else may hold the job); None if it never went through, which ends the
+        job's task, so its heartbeat stops and the reaper re-queues it."""
 
         def give_up(state: RetryCallState) -> None:
-            log.error("giving up a write after %.0f s: %s", within_s, _error(state))
+            error = state.outcome.exception() if state.outcome is not None else None
+            log.error("giving up a write after %.0f s: %s", within_s, error)
 
         # Any error is tried again (tenacity's default): outages are expected.
         retrying = AsyncRetrying(
@@ -75,8 +72,3 @@ class Transactions:
             retry_error_callback=give_up,
         )
         return await retrying(self.run, work)
-
-
-def _error(state: RetryCallState) -> BaseException | None:
-    """The error the last try of ``state`` raised."""
-    return state.outcome.exception() if state.outcome is not None else None

@@ -1,11 +1,6 @@
-"""The webhook sender: claims due deliveries from the outbox (``job_store.claim_deliveries``),
-POSTs each job's event, signed, to its ``webhook_url``, and records how the attempt went; a
-failed attempt is tried again on ``OCR_WEBHOOK_RETRY_SCHEDULE``.
-
-It runs in the OCR server's event loop beside the dispatcher but off its path: at most
-``OCR_WEBHOOK_CONCURRENCY`` attempts at once, its database work and name lookups on threads of
-its own, so slow receivers cost sockets, never a thread or a moment the engines wait for.
-"""
+"""The webhook sender: claims due deliveries from the outbox, POSTs each job's event, signed,
+to its ``webhook_url``, and records how it went (retried on ``OCR_WEBHOOK_RETRY_SCHEDULE``).
+Slow receivers cost sockets, never a thread or a moment the engines wait for."""
 
 from __future__ import annotations
 
@@ -72,13 +67,10 @@ class AddressRefused(Exception):
 
 
 class GuardedResolver(AbstractResolver):
-    """Looks a receiver's name up once and gives aiohttp only addresses the policy allows.
-
-    aiohttp connects to the very addresses this returns (TLS still checks the certificate
-    against the host's name), so no second lookup can send it elsewhere (DNS rebinding). A
-    name with any refused address is refused whole. aiohttp never asks about an IP literal:
-    the sender checks those itself.
-    """
+    """Looks a receiver's name up once and gives aiohttp only addresses the policy allows
+    (a name with any refused address is refused whole): aiohttp connects to these very
+    addresses, so no second lookup can send it elsewhere (DNS rebinding). IP literals are
+    checked by the sender."""
 
     def __init__(self, policy: AddressPolicy, resolve: Resolve, executor: ThreadPoolExecutor):
         self._policy = policy
@@ -194,8 +186,7 @@ class WebhookSender:
             log.exception("the webhook sender stopped")
 
     async def stop(self, grace_s: float) -> None:
-        """Claim no more; let attempts in flight end within ``grace_s`` (what does not is
-        retaken by any server once its lease ends)."""
+        """Claim no more; let attempts in flight end within ``grace_s`` (or their lease)."""
         if self._thread is not None:
             await asyncio.to_thread(self._running.wait, 10)
             if self._loop is not None and self._stop is not None:
@@ -304,8 +295,7 @@ class WebhookSender:
     def _verdict(
         self, delivery: ClaimedDelivery, attempt: Attempt
     ) -> tuple[DeliveryStatus, datetime | None]:
-        """Delivered; failed for good (a refused address, or the schedule ran out); or tried
-        again after the schedule's wait for this attempt, with jitter."""
+        """Delivered, failed for good (refused, or out of retries), or retried after a wait."""
         if attempt.outcome == "delivered":
             return DeliveryStatus.DELIVERED, None
         retry = delivery.attempts - 1
@@ -343,7 +333,7 @@ class WebhookSender:
         except TimeoutError:
             return Attempt("timeout", error=f"no answer within {self._timeout_s:g} s")
         except (aiohttp.ClientError, OSError) as exc:
-            return Attempt("unreachable", error=_without_credentials(_describe(exc), url))
+            return Attempt("unreachable", error=_failure(exc, url))
         if 200 <= status < 300:
             return Attempt("delivered", status)
         return Attempt("http_error", status, f"the receiver answered HTTP {status}")
@@ -400,14 +390,10 @@ async def _read_some(response: aiohttp.ClientResponse, limit: int) -> None:
         response.close()
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientResponseError):
-        # Its str() carries the request's URL.
-        return f"{type(exc).__name__}: {exc.message}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _without_credentials(text: str, url: str) -> str:
+def _failure(exc: BaseException, url: str) -> str:
+    """Why a POST failed, without the URL's credentials (nor ClientResponseError's URL)."""
+    detail = exc.message if isinstance(exc, aiohttp.ClientResponseError) else exc
+    text = f"{type(exc).__name__}: {detail}"
     parts = urlsplit(url)
     for secret in (parts.password, parts.username):
         if secret:

@@ -12,16 +12,6 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def run_migrations_offline() -> None:
-    context.configure(
-        url=config.get_main_option("sqlalchemy.url"),
-        target_metadata=target_metadata,
-        literal_binds=True,
-    )
-    with context.begin_transaction():
-        context.run_migrations()
-
-
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url is not None
@@ -59,7 +49,5 @@ def create_version_table(connection: Connection) -> None:
     connection.commit()
 
 
-if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
+# Online only: ocr-migrate applies revisions to a live database (no --sql script mode).
+run_migrations_online()

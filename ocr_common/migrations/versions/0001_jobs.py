@@ -1,7 +1,5 @@
 """jobs and job_images
 
-Revision ID: 0001
-Revises:
 Create Date: 2026-11-29
 """
 from __future__ import annotations
@@ -12,8 +10,6 @@ from sqlalchemy.dialects import mysql
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")

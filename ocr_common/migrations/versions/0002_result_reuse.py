@@ -1,7 +1,5 @@
 """index jobs by image hash, to reuse the result of an image read before
 
-Revision ID: 0002
-Revises: 0001
 Create Date: 2026-11-29
 """
 from __future__ import annotations
@@ -10,8 +8,6 @@ from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,7 +1,5 @@
 """v1 API: options, format, page progress, result JSON, idempotency keys
 
-Revision ID: 0003
-Revises: 0002
 Create Date: 2026-11-29
 """
 from __future__ import annotations
@@ -12,8 +10,6 @@ from sqlalchemy.dialects import mysql
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 

@@ -1,7 +1,5 @@
 """compare Idempotency-Keys byte for byte on MySQL/MariaDB
 
-Revision ID: 0004
-Revises: 0003
 Create Date: 2026-11-29
 
 The table's default collation (utf8mb4_general_ci) compares without case, so "Key-1" and
@@ -15,8 +13,6 @@ from sqlalchemy.dialects import mysql
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

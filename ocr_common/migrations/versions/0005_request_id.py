@@ -1,7 +1,5 @@
 """the request id that made a job, for the OCR server's log lines about it
 
-Revision ID: 0005
-Revises: 0004
 Create Date: 2026-11-29
 """
 from __future__ import annotations
@@ -11,8 +9,6 @@ from alembic import op
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

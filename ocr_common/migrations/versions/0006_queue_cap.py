@@ -1,7 +1,5 @@
 """index jobs by (status, owner) for the per-key cap on queued jobs; wider options column
 
-Revision ID: 0006
-Revises: 0005
 Create Date: 2026-12-01
 
 OCR_MAX_QUEUED_PER_KEY counts a key's queued jobs on every submit: the index keeps that count
@@ -16,8 +14,6 @@ from sqlalchemy.dialects import mysql
 
 revision = "0006"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

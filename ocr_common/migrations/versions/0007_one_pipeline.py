@@ -1,7 +1,5 @@
 """which API made a job: the original API's jobs now go the v1 way too
 
-Revision ID: 0007
-Revises: 0006
 Create Date: 2026-11-29
 
 Before this, a job of the original API was told apart by having no options. From now on it
@@ -16,8 +14,6 @@ from alembic import op
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

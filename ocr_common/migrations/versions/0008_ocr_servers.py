@@ -1,7 +1,5 @@
 """ocr_servers: each OCR server says it is alive, what it reads, and when it stopped
 
-Revision ID: 0008
-Revises: 0007
 Create Date: 2026-12-04
 
 The API tells a stalled queue from a slow one by these rows: /readyz, a queued job's
@@ -15,8 +13,6 @@ from sqlalchemy.dialects import mysql
 
 revision = "0008"
 down_revision = "0007"
-branch_labels = None
-depends_on = None
 
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 

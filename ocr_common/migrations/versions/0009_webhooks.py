@@ -1,7 +1,5 @@
 """webhooks: a job's webhook_url, and the outbox of deliveries
 
-Revision ID: 0009
-Revises: 0008
 Create Date: 2026-12-10
 
 A delivery row is written in the transaction that ends its job and claimed by any OCR server's
@@ -16,8 +14,6 @@ from sqlalchemy.dialects import mysql
 
 revision = "0009"
 down_revision = "0008"
-branch_labels = None
-depends_on = None
 
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 

@@ -1,7 +1,5 @@
 """blob store: a job's document lives in the blob store, under the key the job row names
 
-Revision ID: 0010
-Revises: 0009
 Create Date: 2026-12-12
 
 New jobs keep their document in the blob store (OCR_BLOB_URL) under ``document_key``, null
@@ -17,8 +15,6 @@ from alembic import op
 
 revision = "0010"
 down_revision = "0009"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

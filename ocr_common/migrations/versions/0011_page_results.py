@@ -1,7 +1,5 @@
 """page results: a job's pages packed and compressed, read back into the page-result model
 
-Revision ID: 0011
-Revises: 0010
 Create Date: 2026-12-04
 
 New results go to ``page_results`` (``ocr_common.result.store_pages``: the pages' blocks,
@@ -18,8 +16,6 @@ from sqlalchemy.dialects import mysql
 
 revision = "0011"
 down_revision = "0010"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
