@@ -123,8 +123,7 @@ def install_access_control(app: Flask, settings: Settings) -> Limiter | None:
 
 
 def images_in_request() -> int:
-    """What a request costs under the rate limit: the images of an upload of the original
-    API, at most what one request may carry (more is refused anyway); 1 for the rest."""
+    """What a request costs under the rate limit: the images of an original-API upload, else 1."""
     if request.blueprint != "compat" or request.method != "POST":
         return 1
     try:
@@ -165,8 +164,7 @@ class AuthFailureLimit:
 
 
 def check_queue_room(new_jobs: int) -> None:
-    """Refuse (429) new jobs that would take the caller's queued jobs past
-    OCR_MAX_QUEUED_PER_KEY; without API keys, every caller shares one queue."""
+    """Refuse (429) new jobs that would take the caller's queued jobs past the per-key cap."""
     svc = current_services()
     cap = svc.settings.max_queued_per_key
     if cap == 0:

@@ -1,9 +1,6 @@
-"""The original API, exactly as its clients use it: /image-sync, /image, /allimages.
-
-Wire habits of real clients are accepted: JSON without (or with the wrong) Content-Type, on GET
-too; trailing slashes; the id in the query string; data: URL prefixes and line breaks in base64;
-a list of images, in "image_data" or "image_data_list".
-"""
+"""The original API, exactly as its clients use it: /image-sync, /image, /allimages, with
+their habits (JSON without a Content-Type, on GET too; trailing slashes; the id in the query
+string; data: URLs and line breaks in base64; a list of images)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""``Idempotency-Key``: a retried ``POST /v1/jobs`` returns the job the first one made.
-
-The same key with the same document and options is the same request; with another, a 409.
-"""
+"""``Idempotency-Key``: a retried ``POST /v1/jobs`` returns the job the first one made (the
+same key with another document or options is a 409)."""
 
 from __future__ import annotations
 
@@ -21,8 +19,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 def requested_key() -> str | None:
-    """The request's key as stored, its owner's (two owners may use the same one); a malformed
-    key is a 400."""
+    """The request's key as stored, per owner; a malformed key is a 400."""
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return None
@@ -40,8 +37,7 @@ def requested_key() -> str | None:
 
 
 def earlier_job(key: str | None, digest: str) -> Job | None:
-    """The job an earlier request with this key made, if any; a 409 if that request was
-    another (``digest``: see ``Submission.digest``)."""
+    """The job an earlier request with this key made; a 409 if it was another request."""
     if key is None:
         return None
     with current_services().sessions() as session:

@@ -53,9 +53,8 @@ def find_job(job_id: str) -> Job | None:
 
 
 def reuse_or_read(submissions: list[Submission]) -> list[Reading | KnownResult | OcrError]:
-    """Each submission's result now: one stored for the same bytes, owner and options (with
-    OCR_REUSE_RESULTS: ``job_store.find_result``, the rule claims follow too), else read by the
-    OCR server, or the error it met."""
+    """Each submission's result now: one stored (``job_store.find_result``, with
+    OCR_REUSE_RESULTS), else read by the OCR server, or the error it met."""
     svc = current_services()
     known: dict[int, KnownResult] = {}
     if svc.settings.reuse_results:
@@ -94,8 +93,7 @@ def record_reads(
     **job: Any,
 ) -> list[Job]:
     """The reads made now as finished jobs of the caller, in one transaction, whichever API
-    asked: each result (with its document kept) and engine failure, but no refused request;
-    then the first error met is raised."""
+    asked (results and engine failures, not refusals); then the first error met is raised."""
     recorded = [
         (submission, outcome)
         for submission, outcome in zip(submissions, outcomes, strict=True)
@@ -156,8 +154,7 @@ def keep_document(submission: Submission) -> StoredDocument | None:
 
 
 def kept_document(job: Job) -> bytes | None:
-    """The document a finished job was read from, while it is kept (None: let go, or gone);
-    a 503 when the blob store does not answer."""
+    """The document a finished job was read from, while it is kept; a 503 if the store is down."""
     if job.document_key is None:
         return None
     try:
@@ -169,9 +166,8 @@ def kept_document(job: Job) -> bytes | None:
 
 
 def queue_jobs(submissions: list[Submission], **job: Any) -> list[Job]:
-    """Queued jobs of the caller, committed (the caller notifies): each document in the blob
-    store first, then the jobs in one transaction, so a job never exists without its document;
-    if the transaction fails, the documents are deleted (or swept later: no job holds them)."""
+    """Queued jobs of the caller, committed (the caller notifies): the documents first, then
+    the jobs in one transaction, so a job never exists without its document."""
     svc = current_services()
     documents = _store_documents(svc.files, submissions)
     columns = [

@@ -71,9 +71,8 @@ class OcrServerClient:
 
     def __init__(self, settings: Settings):
         self._base = settings.server_url
-        self._headers: dict[str, str] = {}
-        if settings.internal_token_value:
-            self._headers[INTERNAL_TOKEN_HEADER] = settings.internal_token_value
+        token = settings.internal_token_value
+        self._headers = {INTERNAL_TOKEN_HEADER: token} if token else {}
         self._parallel = settings.workers
         self._client: httpx.Client | None = None
         self._notifier: ThreadPoolExecutor | None = None
@@ -87,8 +86,7 @@ class OcrServerClient:
 
     @contextlib.contextmanager
     def _sync_wait(self) -> Iterator[None]:
-        """Hold one of the process's synchronous waits, or answer 503 at once when all are
-        taken (the OCR server is slow or stalled; waiting would tie up another thread)."""
+        """Hold one of the process's synchronous waits, or answer 503 at once when all are taken."""
         if not self._sync_waits.acquire(blocking=False):
             raise _unavailable(
                 "every synchronous OCR slot of this API process is waiting for the OCR server; "
@@ -118,13 +116,9 @@ class OcrServerClient:
     def recognize(
         self, requests: list[OcrRequest], *, deadline: float, gone: Future[None] | None = None
     ) -> list[Reading | OcrError]:
-        """The reading of each document from the OCR server's POST /ocr, in order, or the
-        error that document met; the OCR server unreachable or saturated is raised.
-
-        Each request says how long is left until ``deadline`` (``time.monotonic()``), when the
-        OCR server stops reading and answers ``sync_timeout``; when ``gone`` is done (the
-        caller hung up), the requests are dropped, which stops the reads, and CallerGone is
-        raised."""
+        """The reading of each document from the OCR server's POST /ocr, in order, or the error
+        it met (the OCR server down or saturated is raised), stopped at ``deadline``
+        (``time.monotonic()``), or when ``gone`` is done (the caller hung up: CallerGone)."""
         # The id goes by hand: the calls run on threads of their own.
         request_id = current_request_id()
         headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
@@ -242,9 +236,8 @@ class _Connection:
 def _results(
     futures: list[Future[Reading]], deadline: float, gone: Future[None] | None
 ) -> list[Reading | OcrError]:
-    """Each call's reading or OcrError, in order, once all are done; CallerGone as soon as
-    ``gone`` is done; the first error that is not a document's own (Unavailable, a bug) at
-    once; a 503 if the answers have not come a little after their own timeout."""
+    """Each call's reading or OcrError, in order; CallerGone once ``gone`` is done; an error
+    not a document's own at once; a 503 if the answers are late past their timeout."""
     give_up = time.monotonic() + max(deadline - time.monotonic(), 0) + ANSWER_GRACE_S + 5
     pending: set[Future[Any]] = set(futures)
     while pending:

@@ -245,8 +245,7 @@ def _inline_hashes(page: str) -> list[str]:
 
 @functools.cache
 def docs_csp(page: str) -> str:
-    """Swagger UI's files and its one inline script (its configuration) from this server, and
-    requests to this server only."""
+    """Swagger UI's files and its one inline script from this server; requests to it only."""
     scripts = " ".join(["'self'", *_inline_hashes(page)])
     return (
         f"default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:; "

@@ -65,8 +65,7 @@ EXCLUDABLE_CHECKS = (OCR_SERVERS_CHECK,)
     },
 )
 def readyz() -> Response:
-    """Ready to take jobs (the database answers, its schema is current) and to read them (an
-    OCR server was seen lately), unless ``?exclude=ocr_servers``."""
+    """Ready to take jobs (database up, schema current) and read them (an OCR server alive)."""
     excluded = set(request.args.getlist("exclude"))
     if unknown := sorted(excluded - set(EXCLUDABLE_CHECKS)):
         raise BadRequest(
@@ -100,8 +99,7 @@ def readyz() -> Response:
     },
 )
 def metrics() -> Response:
-    """Requests by route and status, latency histograms, and jobs by status (from the
-    database; ``ocr_database_up 0`` while it does not answer)."""
+    """Requests and latency by route, and jobs by status from the database."""
     # This process's counts, or under gunicorn every worker's (see telemetry's docstring).
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

@@ -18,15 +18,11 @@ from ocr_common.render.pdf import PDF_MEDIA_TYPE, searchable_pdf, text_pages
 from ocr_common.result import Page
 
 FORMATS = ("json", "text", "hocr", "tsv", "alto", "pdf")
-HOCR_MEDIA_TYPE = hocr.MEDIA_TYPE
-TSV_MEDIA_TYPE = tsv.MEDIA_TYPE
-ALTO_MEDIA_TYPE = alto.MEDIA_TYPE
 JSON_MEDIA_TYPE = "application/json"
 
 
 def result_format(values: Mapping[str, Any], accept: MIMEAccept | None = None) -> str:
-    """The ``format`` asked for: the parameter, else ``Accept: application/pdf`` (preferred to
-    JSON), else json; another value is a 400."""
+    """The ``format`` asked for: the parameter, else ``Accept: application/pdf``, else json."""
     value = str(values.get("format") or "").lower()
     if not value and accept is not None:
         preferred = accept.best_match([JSON_MEDIA_TYPE, PDF_MEDIA_TYPE])
@@ -75,8 +71,7 @@ def render_job(
     queue: dict[str, Any] | None = None,
     document: Callable[[], bytes | None] | None = None,
 ) -> Response:
-    """The job in the asked ``format``: the JSON job, or its text, hOCR, TSV or searchable PDF
-    (``document`` gives the document it was read from, None when it is not kept)."""
+    """The job in the asked ``format`` (``document``: the one it was read from, if kept)."""
     if fmt == "json":
         return jsonify(job_body(job, pages, deliveries, queue))
     require_succeeded(job, f"its {fmt} is there")
@@ -89,12 +84,12 @@ def render_job(
             code="format_unavailable",
         )
     if fmt == "hocr":
-        return Response(hocr.render_hocr(pages), mimetype=HOCR_MEDIA_TYPE)
+        return Response(hocr.render_hocr(pages), mimetype=hocr.MEDIA_TYPE)
     if fmt == "alto":
-        return Response(alto.render_alto(pages, file_name=job.id), mimetype=ALTO_MEDIA_TYPE)
+        return Response(alto.render_alto(pages, file_name=job.id), mimetype=alto.MEDIA_TYPE)
     if fmt == "pdf":
         return render_pdf(job, pages, document)
-    return Response(tsv.render_tsv(pages), mimetype=TSV_MEDIA_TYPE)
+    return Response(tsv.render_tsv(pages), mimetype=tsv.MEDIA_TYPE)
 
 
 def require_succeeded(job: Job, what: str) -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from ocr_common.job_store import MAX_COUNTED_AHEAD
 from ocr_common.models import DeliveryStatus, JobStatus
 from ocr_common.options import OcrOptions
+from ocr_common.render import alto, hocr, tsv
 from ocr_common.render.pdf import PDF_MEDIA_TYPE
 from ocr_common.result import PAGE_EXAMPLE, Page
 from ocr_common.webhooks import WEBHOOK_URL_FIELD, WEBHOOK_URL_MAX_CHARS
@@ -23,7 +24,7 @@ from .errors import PROBLEM_JSON
 from .idempotency import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_CHARS
 from .openapi import Body, Param
 from .pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from .rendering import ALTO_MEDIA_TYPE, FORMATS, HOCR_MEDIA_TYPE, TSV_MEDIA_TYPE
+from .rendering import FORMATS
 
 
 class Schema(BaseModel):
@@ -31,8 +32,9 @@ class Schema(BaseModel):
 
 
 def example(value: Any) -> ConfigDict:
-    """A model's config with ``value`` as the example of its JSON schema."""
-    return ConfigDict(extra="forbid", json_schema_extra={"examples": [value]})
+    """A model's config with ``value`` as the example of its JSON schema (pydantic merges it
+    with the config the model inherits)."""
+    return ConfigDict(json_schema_extra={"examples": [value]})
 
 
 # -- examples: the service's answer for example.png (a line: "Hello OCR") ---------------------
@@ -278,19 +280,15 @@ class JobList(Schema):
 class Problem(BaseModel):
     """An error of the v1 API (RFC 9457 problem details)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": "about:blank",
-                    "title": "Bad Request",
-                    "status": 400,
-                    "detail": PSM_DETAIL,
-                    "code": "invalid_option",
-                    "instance": "/v1/jobs",
-                    "field": "psm",
-                }
-            ]
+    model_config = example(
+        {
+            "type": "about:blank",
+            "title": "Bad Request",
+            "status": 400,
+            "detail": PSM_DETAIL,
+            "code": "invalid_option",
+            "instance": "/v1/jobs",
+            "field": "psm",
         }
     )
 
@@ -306,9 +304,7 @@ class Problem(BaseModel):
 class JsonDocument(OcrOptions):
     """A document sent as JSON: base64 bytes and the options beside them."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"document": EXAMPLE_PNG_B64, "lang": "eng"}]}
-    )
+    model_config = example({"document": EXAMPLE_PNG_B64, "lang": "eng"})
 
     document: str = Field(description="the file's bytes, base64 (a data: URL prefix is fine)")
 
@@ -341,7 +337,7 @@ class CompatError(Schema):
 
 
 class CompatImage(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"image_data": EXAMPLE_PNG_B64}]})
+    model_config = example({"image_data": EXAMPLE_PNG_B64})
 
     image_data: str | list[str] | None = Field(
         default=None, description="base64 image, or a list of them"
@@ -375,17 +371,13 @@ class CompatResult(Schema):
 class CompatAllImages(RootModel[dict[str, str | None]]):
     """Every task id and its text (null while not done), oldest first."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {EXAMPLE_JOB_ID: EXAMPLE_TEXT, "9d0c3b7e-2f41-4e55-8a7c-5b1e2d3f4a60": None}
-            ]
-        }
+    model_config = example(
+        {EXAMPLE_JOB_ID: EXAMPLE_TEXT, "9d0c3b7e-2f41-4e55-8a7c-5b1e2d3f4a60": None}
     )
 
 
 class Status(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+    model_config = example({"status": "ok"})
 
     status: str
 
@@ -508,9 +500,9 @@ ALTO_EXAMPLE = (
 RESULT_CONTENT: dict[str, type[BaseModel] | dict[str, Any]] = {
     "application/json": Job,
     "text/plain": {"type": "string", "examples": [EXAMPLE_TEXT]},
-    HOCR_MEDIA_TYPE: {"type": "string", "examples": [HOCR_EXAMPLE]},
-    TSV_MEDIA_TYPE: {"type": "string", "examples": [TSV_EXAMPLE]},
-    ALTO_MEDIA_TYPE: {"type": "string", "examples": [ALTO_EXAMPLE]},
+    hocr.MEDIA_TYPE: {"type": "string", "examples": [HOCR_EXAMPLE]},
+    tsv.MEDIA_TYPE: {"type": "string", "examples": [TSV_EXAMPLE]},
+    alto.MEDIA_TYPE: {"type": "string", "examples": [ALTO_EXAMPLE]},
     PDF_MEDIA_TYPE: {"type": "string", "format": "binary"},
 }
 # (description, code, example message) of answers both APIs give.

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         check_database(engine, settings)
         engine.dispose()
         # The store answers and takes blobs (waiting as for the database).
-        open_job_files(settings)
+        open_job_files(settings.blob_url, settings.startup_wait_s)
     except SettingsError as exc:
         print(f"ocr-api: {exc}", file=sys.stderr)
         return 2

@@ -1,9 +1,8 @@
 """The API's request id, access log and metrics, hooked into every request.
 
-Imported by the app factory, not at package import: under gunicorn, ``ocr-api`` first points
-``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory, so that every worker process writes its
-counts there and a scrape of any worker reports the sum of all (prometheus_client decides
-its storage when it is first imported).
+Imported by the app factory, not at package import: ``ocr-api`` first points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory (prometheus_client decides its storage when
+first imported), so that a scrape of any gunicorn worker reports the sum of all.
 """
 
 from __future__ import annotations
@@ -14,12 +13,7 @@ import time
 from flask import Flask, Response, g, request
 
 from ocr_common.metrics import RequestMetrics
-from ocr_common.observability import (
-    REQUEST_ID_HEADER,
-    log_access,
-    request_id_from,
-    set_request_id,
-)
+from ocr_common.observability import REQUEST_ID_HEADER, log_access, request_id_from, set_request_id
 
 log = logging.getLogger("api_server.access")
 

@@ -92,9 +92,8 @@ def request_json() -> dict[str, Any]:
 
 
 def _upload_json(body: bytes) -> dict[str, Any]:
-    """``parse_json_object``; a document sent as it is (a multipart upload, the raw image or
-    PDF: 415) or its base64 as a form field (still a malformed body: 400) is told what this
-    endpoint reads, and which v1 endpoint reads the file as it is."""
+    """``parse_json_object``; a document sent as it is (415) or as a form field (400) is told
+    what this endpoint reads, and which v1 endpoint reads the file as it is."""
     try:
         return parse_json_object(body)
     except BadRequest as exc:
@@ -116,8 +115,7 @@ FORM_FIELD = "a form field (image_data=...)"
 
 
 def _sent_instead(body: bytes) -> str | None:
-    """What a body that is not JSON is, when it is a document sent as it is or its base64 as
-    a form field; else None."""
+    """What a body that is not JSON is: a document sent as it is, or a form field; else None."""
     if request.mimetype == "multipart/form-data":
         return "a multipart upload"
     if any(key in IMAGE_KEYS for key in urllib.parse.parse_qs(body[:64].decode("latin-1"))):
@@ -131,8 +129,7 @@ def _sent_instead(body: bytes) -> str | None:
 
 
 def decode_base64(value: object, *, field: str, max_bytes: int) -> bytes:
-    """Decode one base64 image: a data: URL prefix, line breaks, spaces and url-safe letters are
-    all accepted; missing padding is restored."""
+    """Decode one base64 image, leniently (data: URL prefix, white space, url-safe, no padding)."""
     if not isinstance(value, str):
         raise BadRequest(
             f'"{field}" must be a base64 string, not {type(value).__name__}', code="invalid_field"

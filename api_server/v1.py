@@ -131,8 +131,7 @@ def submit_job() -> Response:
 
 
 def read_webhook_url(values: Mapping[str, Any]) -> str | None:
-    """The job's ``webhook_url`` (checked: an http(s) URL, not at an address webhooks may not
-    reach), else the caller's key's default (OCR_WEBHOOK_DEFAULTS); None: no webhook."""
+    """The job's ``webhook_url``, checked, else its key's default (OCR_WEBHOOK_DEFAULTS)."""
     settings = current_services().settings
     value = values.get(WEBHOOK_URL_FIELD)
     if value in (None, ""):

@@ -1,9 +1,6 @@
 """The web page at ``/``: drop a document, watch the job, read the text over the page image.
-
-Plain HTML, CSS and JavaScript files in the package (no build step, no CDN: it works offline),
-built on the public v1 API only. Not under the API-key check: the page loads without a key and
-asks for one when the API answers 401, keeping it in the browser session only.
-"""
+Plain files in the package (no build step, no CDN), on the public v1 API only; the page loads
+without a key and asks for one when the API answers 401."""
 
 from __future__ import annotations
 

@@ -3,10 +3,11 @@ rendered from the page-result model are the bytes Tesseract writes.
 
 Each page of each folder is read once as the engine reads it (defaults, model loaded once,
 OMP_THREAD_LIMIT=1); then, on that one reading, timed apart: Tesseract's GetUTF8Text,
-GetTSVText and GetHOCRText; the engine's one walk of the words (``_read_out``: the page's
-model, all the engine does after recognising); and the renderings made from the model when a
-format is asked (text, TSV and hOCR, in the API server). It prints the mean CPU milliseconds a
-page of each, and on how many pages the rendered text, TSV and hOCR equal Tesseract's.
+GetTSVText and GetHOCRText; the engine's one walk of the words (``_read_out``: the page
+packed, all the engine does after recognising); and the renderings made when a format is
+asked (the page's model from its packed form, then text, TSV and hOCR, in the API server). It
+prints the mean CPU milliseconds a page of each, and on how many pages the rendered text, TSV
+and hOCR equal Tesseract's.
 
     python bench/extraction.py
     python bench/extraction.py ../shared/data/books --limit 5
@@ -34,11 +35,13 @@ def cpu_ms(call: Callable[[], Any]) -> tuple[Any, float]:
     return out, (time.process_time() - started) * 1000
 
 
-def renderings(page: Any) -> tuple[str, str, str]:
+def renderings(packed: Any) -> tuple[str, str, str]:
     """The page's text, TSV and hOCR, rendered from its model as the API renders them."""
     from ocr_common.render.hocr import page_hocr
     from ocr_common.render.tsv import page_tsv
+    from ocr_common.result import unpack_page
 
+    page = unpack_page(packed)
     return page.text, page_tsv(page), page_hocr(page)
 
 

@@ -24,11 +24,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-if TYPE_CHECKING:
-    from .settings import Settings
+from .errors import SettingsError
 
 JOBS_PREFIX = "jobs/"
 DOCUMENT = "document"
@@ -90,11 +89,8 @@ def _check_key(key: str) -> str:
 
 
 class FileStore:
-    """Blobs as files under one directory (a volume both services mount, on one host).
-
-    A blob is written to a temporary file beside it, flushed to disk, then renamed into place:
-    a reader sees the whole blob or none, and a blob reported stored survives a crash.
-    """
+    """Blobs as files under one directory (a volume both services mount, on one host),
+    written to a temporary file, flushed, then renamed: whole or none, and crash-safe."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -196,28 +192,18 @@ class FileStore:
 
 def _fsync_directory(path: Path) -> None:
     """Make a rename in ``path`` durable (a no-op where directories cannot be opened)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class S3Store:
     """Blobs as objects in an S3 bucket under a prefix (AWS S3, MinIO, Ceph RGW, SeaweedFS,
-    ...), through boto3.
-
-    The endpoint, region and credentials are boto3's own: ``AWS_ENDPOINT_URL`` (or
-    ``AWS_ENDPOINT_URL_S3``) for a store other than AWS, ``AWS_ACCESS_KEY_ID`` and
-    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, a profile, or a role (EKS IRSA, an instance
-    profile). With an endpoint set, buckets are addressed by path (``http://host/bucket/key``),
-    which every S3-compatible server answers; on AWS, as AWS says.
-    """
+    ...), through boto3, with boto3's own endpoint, region and credentials (``AWS_*``). With an
+    endpoint set, buckets are addressed by path, which every S3-compatible server answers."""
 
     def __init__(self, bucket: str, prefix: str = ""):
         self.bucket = bucket
@@ -430,22 +416,20 @@ class JobFiles:
                     break
 
 
-def open_job_files(settings: Settings) -> JobFiles:
+def open_job_files(blob_url: str, startup_wait_s: float) -> JobFiles:
     """The files of jobs in the store OCR_BLOB_URL names, once it takes blobs: tried again for
     up to OCR_STARTUP_WAIT_S (a store starting beside us), then SettingsError with the reason."""
     from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-    from .settings import SettingsError
-
-    store = open_store(settings.blob_url)
+    store = open_store(blob_url)
     retrying = Retrying(
         retry=retry_if_exception_type(BlobStoreError),
-        stop=stop_after_delay(settings.startup_wait_s),
+        stop=stop_after_delay(startup_wait_s),
         wait=wait_exponential(multiplier=0.1, max=2.0),
         reraise=True,
     )
     try:
         retrying(store.check)
     except BlobStoreError as exc:
-        raise SettingsError(f"OCR_BLOB_URL={settings.blob_url}: {exc}") from None
+        raise SettingsError(f"OCR_BLOB_URL={blob_url}: {exc}") from None
     return JobFiles(store)

@@ -1,18 +1,12 @@
-"""What a web browser may ask of a service it can reach: both services check every request.
+"""What a web browser may ask of a service it can reach: both services check every request,
+as a page on any site can make a visitor's browser call a service on the visitor's network.
 
-A page on any site can make a visitor's browser send requests to a service on the visitor's
-machine or network (``127.0.0.1:5000``), which no firewall stops. Two ways, two checks:
-
-- **DNS rebinding**: the page's own name is made to resolve to the service's address, so the
-  browser takes the service for the page's origin and lets the page read every answer. The
-  request then names the attacker's host in its ``Host`` header: a service answers only to the
-  names it is reached by (OCR_ALLOWED_HOSTS), to ``localhost`` and to any IP address (a
-  browser sends an address as ``Host`` only to that address, so it is never a rebinding).
-- **Cross-site requests** (CSRF): a form or ``fetch`` of another site may send a "simple"
-  request (plain text, a form, or no body type) without asking first; it carries that site's
-  ``Origin``. Such a request is refused unless its origin is the service's own (its web page).
-  Requests of any other type are preflighted by the browser, which this service never allows;
-  clients that are not browsers send no ``Origin``.
+- **DNS rebinding** (the page's name made to resolve to the service): the request names the
+  attacker's host in ``Host``; a service answers only to the names it is reached by
+  (OCR_ALLOWED_HOSTS), ``localhost`` and IP addresses (never a rebinding).
+- **Cross-site requests** (CSRF): a "simple" request (plain text, a form, no body type) from
+  another site carries its ``Origin`` and is refused unless that is the service's own; other
+  types are preflighted, which this service never allows.
 """
 
 from __future__ import annotations

@@ -61,13 +61,8 @@ DEADLOCK_TRIES = 3
 def make_engine(
     database_url: str, *, session_timeout_s: float | None = None, **kwargs: Any
 ) -> Engine:
-    """An engine with the connection habits the job queue needs on each backend.
-
-    ``session_timeout_s`` (the OCR server passes its lease) bounds how long MySQL/MariaDB keeps
-    the session of a client that went silent, and with it any row locks its open transaction
-    holds: a server cut off the network mid-transaction must not strand jobs for the hours of
-    the default ``wait_timeout``. Its sessions also wait at most ``LOCK_WAIT_S`` for a lock.
-    """
+    """An engine with the connection habits the job queue needs on each backend;
+    ``session_timeout_s`` (the OCR server's lease): see ``session_bounds_sql``."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         database = url.database
@@ -97,13 +92,8 @@ def make_engine(
 
 
 def session_bounds_sql(timeout_s: float) -> str:
-    """The session settings that bound a vanished client's locks to about ``timeout_s``.
-
-    The server drops a session idle for ``wait_timeout`` (a client frozen or cut off between
-    two statements of a transaction) or stuck mid-packet for ``net_read_timeout`` /
-    ``net_write_timeout``, and rolls its transaction back, which releases its row locks.
-    The same statement on MySQL 8 and MariaDB.
-    """
+    """The session settings that bound a vanished client's locks to about ``timeout_s``: the
+    server drops a session idle or stuck mid-packet that long, rolling its transaction back."""
     seconds = max(1, math.ceil(timeout_s))
     return (
         f"SET SESSION wait_timeout = {seconds}, net_read_timeout = {seconds}, "
@@ -147,8 +137,7 @@ def is_deadlock(exc: BaseException) -> bool:
 
 
 def in_transaction(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
-    """``work`` in one transaction, committed; run again when the database broke a deadlock
-    by rolling it back (``work`` must do nothing but database work)."""
+    """``work`` in one transaction, committed; run again if the database broke a deadlock."""
 
     def attempt() -> T:
         with sessions.begin() as session:
@@ -192,9 +181,8 @@ def check_schema(bind: Engine | Connection) -> None:
 
 
 def max_packet_bytes(engine: Engine) -> int | None:
-    """The largest statement the database takes (MySQL/MariaDB's max_allowed_packet), which
-    bounds the results the OCR server writes; None for SQLite (no limit). Documents never go
-    to the database: they are in the blob store."""
+    """The largest statement the database takes (max_allowed_packet; None for SQLite), which
+    bounds the results the OCR server writes."""
     if engine.dialect.name not in ("mysql", "mariadb"):
         return None
     with engine.connect() as conn:
@@ -208,8 +196,8 @@ def is_packet_too_large(exc: BaseException) -> bool:
 
 
 def check_database(engine: Engine, settings: Settings) -> int | None:
-    """Start-up checks: the database answers, its schema is current; returns its largest
-    statement (``max_packet_bytes``). Waits for the database as ``wait_for_database`` does."""
+    """Start-up checks (the database answers, its schema is current), waiting for it as
+    ``wait_for_database`` does; returns ``max_packet_bytes``."""
 
     def check() -> int | None:
         check_schema(engine)
@@ -225,9 +213,8 @@ def check_database(engine: Engine, settings: Settings) -> int | None:
 
 
 def wait_for_database(settings: Settings, action: Callable[[], T]) -> T:
-    """Run ``action``, again while the database is down, still starting or flapping, up to
-    OCR_STARTUP_WAIT_S (then SettingsError); an error that waiting cannot fix (a wrong
-    password, a missing database, an SQL error) is raised at once."""
+    """Run ``action``, again while the database is down or starting, up to OCR_STARTUP_WAIT_S
+    (then SettingsError); an error waiting cannot fix (a password, SQL) is raised at once."""
     where = safe_url(settings.database_url)
 
     def waiting(state: object) -> None:
@@ -261,8 +248,7 @@ def safe_url(database_url: str) -> str:
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    """True when a database error means the server is unreachable (or busy) and trying again
-    can help; False when the SQL, the schema or the credentials are at fault."""
+    """True when the database is unreachable or busy and trying again can help."""
     if not isinstance(exc, DBAPIError):
         return False
     if exc.connection_invalidated:

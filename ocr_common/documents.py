@@ -1,8 +1,5 @@
-"""Documents of the v1 API: images and PDFs, told apart by their bytes, counted and rendered.
-
-The API server checks a document here before storing it (format, pages, pixel limits); the
-engine processes render their page from the same bytes here, so both agree on what a page is.
-"""
+"""Documents: images and PDFs, told apart by their bytes, checked by the API server before
+it stores them and rendered by the engines here, so both agree on what a page is."""
 
 from __future__ import annotations
 
@@ -79,8 +76,7 @@ def _open_pdf(data: bytes) -> Iterator[object]:
 def select_pages(
     wanted: tuple[int, ...] | None, page_count: int, max_pages: int
 ) -> tuple[int, ...]:
-    """The 1-based pages to read: every page, or the wanted ones (which must exist); at most
-    ``max_pages`` of them."""
+    """The 1-based pages to read: every page, or the wanted ones; at most ``max_pages``."""
     pages = tuple(range(1, page_count + 1)) if wanted is None else wanted
     beyond = [page for page in pages if page > page_count]
     if beyond:
@@ -101,8 +97,7 @@ def select_pages(
 
 
 def check_sync_pages(pages: int, max_pages: int) -> None:
-    """Refuse a synchronous read of more than ``max_pages`` pages (OCR_SYNC_MAX_PAGES): such a
-    document is for the job queue, whose reads wait for no one."""
+    """Refuse a synchronous read of more than ``max_pages`` pages: that is for the job queue."""
     if pages > max_pages:
         raise PayloadTooLarge(
             f"the document has {pages} pages to read, more than the {max_pages} a synchronous "
@@ -145,11 +140,8 @@ def check_document(
     max_pages: int,
     formats: frozenset[str] = DOCUMENT_FORMATS,
 ) -> Document:
-    """Check a whole document before it is stored; sizes come from headers, not decoding.
-
-    The one upload check of both APIs (format from the bytes, aliases, pages, pixel limits,
-    structure); the original API passes ``IMAGE_FORMATS`` and asks for the first page.
-    """
+    """The one upload check of both APIs, before a document is stored: format from the bytes,
+    pages, pixel limits from headers (nothing decoded), structure."""
     if len(data) > max_bytes:
         raise PayloadTooLarge(
             f"the document is larger than {max_bytes} bytes (OCR_MAX_UPLOAD_BYTES)",
@@ -167,8 +159,7 @@ def check_document(
 
 
 def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Document:
-    """The original API's upload: ``check_document`` for an image's first page (PDFs and the
-    other pages of a TIFF are for /v1)."""
+    """The original API's upload: ``check_document`` for an image's first page."""
     return check_document(
         data,
         wanted_pages=(1,),
@@ -275,10 +266,8 @@ def pdf_page_size(data: bytes, page: int) -> tuple[float, float]:
 
 
 def render_page(data: bytes, page: int, *, dpi: int, max_pixels: int) -> Image.Image:
-    """Page ``page`` (1-based) as pixels: a PDF page rendered at ``dpi``, or an image frame.
-
-    Its ``info["dpi"]`` says the resolution when known (Tesseract uses it to size text).
-    """
+    """Page ``page`` (1-based) as pixels: a PDF page rendered at ``dpi`` (in ``info["dpi"]``,
+    which Tesseract sizes text by), or an image frame."""
     if is_pdf(data):
         import pypdfium2
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 
-class OcrError(Exception):
-    """Base of every error a client may see; ``code`` is stable, ``message`` is for a person.
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the variable and the fix."""
 
-    A kind of error declares its status and default code in its header (``__init_subclass__``).
-    """
+
+class OcrError(Exception):
+    """Base of every error a client may see; ``code`` is stable, ``message`` is for a person. A
+    kind of error declares its status and default code in its class header."""
 
     status = 500
     code = "internal_error"

@@ -51,13 +51,9 @@ class Truncated(Exception):
 
 
 def check_structure(image: Image.Image, data: bytes) -> None:
-    """Refuse ``data`` (opened as ``image``, at the frame to be read) when it is cut short or
-    its structure is broken; decodes no pixels.
-
-    Raises Truncated for a truncated or corrupt image (``documents`` answers it as a 400, as any
-    other error reading the image) and PayloadTooLarge (413) for a JPEG with more scans than any
-    encoder writes.
-    """
+    """Refuse ``data`` (opened as ``image``, at the frame to be read), decoding no pixels:
+    Truncated when it is cut short or its structure is broken (a 400), PayloadTooLarge for a
+    JPEG with more scans than any encoder writes."""
     check = _CHECKS.get(image.format or "")
     if check is not None:
         check(image, data)

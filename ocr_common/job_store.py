@@ -213,9 +213,8 @@ class KnownResult(NamedTuple):
 def find_result(
     session: Session, *, digest: str, owner: str | None, options: OcrOptions
 ) -> KnownResult | None:
-    """The result of a succeeded job on the same document bytes, of the same owner, read with
-    the same options (whichever API made it), if there is one: the one rule of result reuse
-    (``OCR_REUSE_RESULTS``), at claim time and for a synchronous read alike."""
+    """A succeeded job's result on the same bytes, owner and options (whichever API made it):
+    the one rule of result reuse, at claim time and for a synchronous read alike."""
     same_options = JOBS.c.options == options.to_json()
     if options == ORIGINAL_API_OPTIONS:
         # Jobs of the original API made before migration 0007 kept no options.
@@ -381,9 +380,8 @@ def claim_batch(
     session: Session, *, worker_id: str, lease_s: float, limit: int
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` of the oldest queued jobs for ``worker_id``, each leased for
-    ``lease_s``: pick the ids (SKIP LOCKED on MySQL/MariaDB, so concurrent claimers take
-    disjoint batches), mark them running, read them back. The caller commits at once: no lock
-    is held while the engine works."""
+    ``lease_s`` (SKIP LOCKED: concurrent claimers take disjoint batches); the caller commits at
+    once, so no lock is held while the engine works."""
     if limit < 1:
         return []
     candidates = select(JOBS.c.id).where(JOBS.c.status == QUEUED)
@@ -658,9 +656,8 @@ def _queue_deliveries(
 def claim_deliveries(
     session: Session, *, sender_id: str, lease_s: float, limit: int
 ) -> list[ClaimedDelivery]:
-    """Take up to ``limit`` due deliveries, the longest due first, for ``sender_id``: each an
-    attempt (``attempts + 1``) leased for ``lease_s``, past which the next claim is the next
-    attempt. Claimed like jobs (SKIP LOCKED, or a compare-and-set on SQLite)."""
+    """Take up to ``limit`` due deliveries, the longest due first, each an attempt leased for
+    ``lease_s`` to ``sender_id`` (claimed like jobs: SKIP LOCKED, or a compare-and-set)."""
     if limit < 1:
         return []
     now = utcnow()

@@ -23,11 +23,8 @@ OTHER_METHOD = "other"
 
 
 class RequestMetrics:
-    """Requests answered by one service, by route and status, and their latency by route.
-
-    ``route`` is the rule the request matched (``/v1/jobs/<job_id>``) or "unmatched", never the
-    path as sent; the method is one of KNOWN_METHODS or "other".
-    """
+    """Requests answered by one service, by route and status, and their latency by route:
+    ``route`` is the rule matched (``/v1/jobs/<job_id>``) or "unmatched", never the path sent."""
 
     def __init__(self, prefix: str, service: str):
         self.requests = Counter(

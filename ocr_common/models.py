@@ -248,9 +248,8 @@ def parse_options_json(value: str | None) -> OcrOptions | None:
 
 @dataclass(frozen=True)
 class ClaimedJob:
-    """A job a worker now holds a lease on, with where its document is (``document_key`` in
-    the blob store, or ``image``: the bytes of a job queued before the blob store), its
-    options and the pages to read."""
+    """A job a worker now holds a lease on: its document (``document_key``, or ``image``: the
+    bytes of a job queued before the blob store), options and pages to read."""
 
     id: str
     attempts: int

@@ -281,10 +281,8 @@ def check_submission(
 
 
 def check_lang(value: object, languages: Callable[[], Collection[str]]) -> str:
-    """``eng`` or several installed languages joined by ``+`` (``eng+deu``), each once. A
-    space joins them too: a query string's ``?lang=deu+eng`` arrives as "deu eng".
-
-    The bounds first: ``languages`` may read the database."""
+    """``eng`` or several installed languages joined by ``+`` or a space (a query string's
+    ``+``), each once; the bounds first, as ``languages`` may read the database."""
     wanted = value.replace("+", " ").split() if isinstance(value, str) else []
     if wanted == [DEFAULT_LANG]:
         # Always there: the OCR server does not start without it.

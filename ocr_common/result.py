@@ -4,7 +4,7 @@ A page holds blocks, a block paragraphs, a paragraph lines, a line words, each w
 pixels of the upright page) and Tesseract's confidence, and what the renderers need: block
 kinds, languages, baselines and heights, fonts, the turn applied, warnings. The engine builds
 it (``ocr_server/engine.py``), the OCR server's wire and the job store carry it packed
-(``pack_page``: arrays, not objects, a word's box from its line's corner), and every format is
+(``PackedPage``: tuples, not objects, a word's box from its line's corner), and every format is
 rendered from it when asked (``ocr_common/render``). Its JSON (``model_dump``) is the page as
 the v1 API answers it, whose OpenAPI schema this model is: the page's lines and words, with the
 rest (blocks, fonts, baselines) left to hOCR, TSV and the other renderings.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
 
 from pydantic import (
     BaseModel,
@@ -299,41 +299,95 @@ def document_text(pages: Sequence[Page]) -> str:
     return PAGE_SEPARATOR.join(page.text for page in pages)
 
 
-# -- packed: the form the wire carries and the job store keeps ------------------------------------
+# -- packed: the form the engine builds, the pipe, the wire and the job store carry -----------
 #
-# A page is a JSON object of its header and its blocks as arrays:
-#   block     [kind, left, top, width, height, paragraphs]
-#   paragraph [lang, left, top, width, height, lines]
-#   line      [left, top, width, height, confidence, baseline, textangle, heights, words]
-#   word      [text, left - line's left, top - line's top, width, height, confidence, (flags,
-#              (lang))] with flags 1 bold, 2 italic.
-# Stored, the pages' list is compressed (zlib): a 300 dpi book page's is about 5 KB.
+# Tuples, not models: the engine's walk of Tesseract's words builds them (a pydantic object a
+# word cost more than the walk's calls to Tesseract), they pickle several times faster, and
+# their JSON is arrays: a word's box from its line's corner. The page is a JSON object with a
+# version. Stored, the pages' list is compressed (zlib): a 300 dpi book page's is about 5 KB.
 
 PACKED_VERSION = 2
-# A page packed: what ``unpack_page`` takes back (JSON types only).
-PackedPage = dict[str, Any]
+
+
+class PackedWord(NamedTuple):
+    text: str
+    left: int  # from its line's left
+    top: int  # from its line's top
+    width: int
+    height: int
+    confidence: float
+    flags: int = 0  # 1 bold, 2 italic (stored before: left off when 0)
+    lang: str | None = None
+
+
+class PackedLine(NamedTuple):
+    left: int
+    top: int
+    width: int
+    height: int
+    confidence: float
+    baseline: tuple[float, float] | None
+    textangle: int | None
+    heights: tuple[float, float, float]
+    words: list[PackedWord]
+
+
+class PackedParagraph(NamedTuple):
+    lang: str | None
+    left: int
+    top: int
+    width: int
+    height: int
+    lines: list[PackedLine]
+
+
+class PackedBlock(NamedTuple):
+    kind: int
+    left: int
+    top: int
+    width: int
+    height: int
+    paragraphs: list[PackedParagraph]
+
+
+class PackedPage(TypedDict):
+    v: int  # PACKED_VERSION
+    page: int
+    size: tuple[int, int]
+    dpi: int | None
+    blocks: list[PackedBlock]
+    turn: NotRequired[tuple[Literal[0, 90, 180, 270], Literal["high", "low"] | None, list[str]]]
+    tesseract: NotRequired[tuple[str, str, str]]  # text, hOCR, TSV
 
 
 def pack_page(page: Page) -> PackedPage:
-    packed: dict[str, Any] = {
-        "v": PACKED_VERSION,
-        "page": page.page,
-        "size": [page.width, page.height],
-        "dpi": page.dpi,
-        "blocks": [_pack_block(block) for block in page.blocks],
-    }
+    packed = PackedPage(
+        v=PACKED_VERSION,
+        page=page.page,
+        size=(page.width, page.height),
+        dpi=page.dpi,
+        blocks=[
+            PackedBlock(
+                block.kind,
+                *_box(block.bbox),
+                [
+                    PackedParagraph(p.lang, *_box(p.bbox), list(map(_pack_line, p.lines)))
+                    for p in block.paragraphs
+                ],
+            )
+            for block in page.blocks
+        ],
+    )
     if page.rotation or page.rotation_confidence or page.warnings:
-        packed["turn"] = [page.rotation, page.rotation_confidence, page.warnings]
+        packed["turn"] = (page.rotation, page.rotation_confidence, page.warnings)
     if page.tesseract is not None:
-        packed["tesseract"] = [page.tesseract.text, page.tesseract.hocr, page.tesseract.tsv]
+        packed["tesseract"] = (page.tesseract.text, page.tesseract.hocr, page.tesseract.tsv)
     return packed
 
 
 def unpack_page(packed: PackedPage) -> Page:
-    if packed.get("v") != PACKED_VERSION:
-        return Page.model_validate(packed)  # a page in the old shape
-    turn: list[Any] = packed.get("turn") or [0, None, []]
-    rotation, rotation_confidence, warnings = turn
+    """The page ``pack_page`` packed, or its JSON."""
+    rotation, rotation_confidence, warnings = packed.get("turn") or (0, None, [])
     tesseract = packed.get("tesseract")
     return Page(
         page=packed["page"],
@@ -343,92 +397,80 @@ def unpack_page(packed: PackedPage) -> Page:
         rotation=rotation,
         rotation_confidence=rotation_confidence,
         warnings=warnings,
-        blocks=[_unpack_block(block) for block in packed["blocks"]],
+        blocks=[
+            Block(
+                kind=kind,
+                bbox=_unbox(left, top, width, height),
+                paragraphs=[
+                    Paragraph(lang=p[0], bbox=_unbox(*p[1:5]), lines=list(map(_unpack_line, p[5])))
+                    for p in paragraphs
+                ],
+            )
+            for kind, left, top, width, height, paragraphs in packed["blocks"]
+        ],
         tesseract=None
         if tesseract is None
         else TesseractOutput(text=tesseract[0], hocr=tesseract[1], tsv=tesseract[2]),
     )
 
 
-def _box(box: BoundingBox) -> list[int]:
-    return [box.left, box.top, box.width, box.height]
+def page_from_json(data: Any) -> Page:
+    """A page from its packed form's JSON, or from the JSON of a page in the old shape."""
+    return unpack_page(data) if data.get("v") == PACKED_VERSION else Page.model_validate(data)
 
 
-def _pack_block(block: Block) -> list[Any]:
-    return [block.kind, *_box(block.bbox), [_pack_paragraph(p) for p in block.paragraphs]]
+def _box(box: BoundingBox) -> tuple[int, int, int, int]:
+    return box.left, box.top, box.width, box.height
 
 
-def _pack_paragraph(paragraph: Paragraph) -> list[Any]:
-    return [paragraph.lang, *_box(paragraph.bbox), [_pack_line(line) for line in paragraph.lines]]
-
-
-def _pack_line(line: Line) -> list[Any]:
+def _pack_line(line: Line) -> PackedLine:
     left, top = line.bbox.left, line.bbox.top
-    return [
+    return PackedLine(
         *_box(line.bbox),
         line.confidence,
-        None if line.baseline is None else list(line.baseline),
+        line.baseline,
         line.textangle,
-        list(line.heights),
-        [_pack_word(word, left, top) for word in line.words],
-    ]
-
-
-def _pack_word(word: Word, left: int, top: int) -> list[Any]:
-    box = word.bbox
-    packed: list[Any] = [
-        word.text,
-        box.left - left,
-        box.top - top,
-        box.width,
-        box.height,
-        round(word.confidence, 6),
-    ]
-    flags = word.bold | word.italic << 1
-    if flags or word.lang:
-        packed.append(flags)
-    if word.lang:
-        packed.append(word.lang)
-    return packed
-
-
-def _unbox(values: Sequence[int]) -> BoundingBox:
-    return BoundingBox(left=values[0], top=values[1], width=values[2], height=values[3])
-
-
-def _unpack_block(packed: list[Any]) -> Block:
-    return Block(
-        kind=packed[0],
-        bbox=_unbox(packed[1:5]),
-        paragraphs=[
-            Paragraph(lang=p[0], bbox=_unbox(p[1:5]), lines=[_unpack_line(line) for line in p[5]])
-            for p in packed[5]
+        line.heights,
+        [
+            PackedWord(
+                w.text,
+                w.bbox.left - left,
+                w.bbox.top - top,
+                w.bbox.width,
+                w.bbox.height,
+                round(w.confidence, 6),
+                w.bold | w.italic << 1,
+                w.lang,
+            )
+            for w in line.words
         ],
     )
 
 
-def _unpack_line(packed: list[Any]) -> Line:
-    left, top = packed[0], packed[1]
-    words = []
-    for w in packed[8]:
-        flags = w[6] if len(w) > 6 else 0
-        words.append(
-            Word(
-                text=w[0],
-                bbox=BoundingBox(left=left + w[1], top=top + w[2], width=w[3], height=w[4]),
-                confidence=w[5],
-                bold=bool(flags & 1),
-                italic=bool(flags & 2),
-                lang=w[7] if len(w) > 7 else None,
-            )
-        )
+def _unbox(left: int, top: int, width: int, height: int) -> BoundingBox:
+    return BoundingBox(left=left, top=top, width=width, height=height)
+
+
+def _unpack_line(packed: PackedLine) -> Line:
+    left, top, width, height, confidence, baseline, textangle, heights, words = packed
     return Line(
-        bbox=_unbox(packed[0:4]),
-        confidence=packed[4],
-        baseline=None if packed[5] is None else tuple(packed[5]),
-        textangle=packed[6],
-        heights=tuple(packed[7]),
-        words=words,
+        bbox=_unbox(left, top, width, height),
+        confidence=confidence,
+        baseline=None if baseline is None else (baseline[0], baseline[1]),
+        textangle=textangle,
+        heights=(heights[0], heights[1], heights[2]),
+        words=[
+            Word(
+                text=w.text,
+                bbox=_unbox(left + w.left, top + w.top, w.width, w.height),
+                confidence=w.confidence,
+                bold=bool(w.flags & 1),
+                italic=bool(w.flags & 2),
+                lang=w.lang,
+            )
+            # A word's JSON is a list, and one stored before had no flags nor lang.
+            for w in (PackedWord(*word) for word in words)
+        ],
     )
 
 
@@ -442,7 +484,7 @@ def store_pages(pages: Sequence[Page]) -> bytes:
 
 def stored_pages(data: bytes) -> list[Page]:
     """The pages ``store_pages`` kept."""
-    return [unpack_page(page) for page in json.loads(zlib.decompress(data))]
+    return [page_from_json(page) for page in json.loads(zlib.decompress(data))]
 
 
 # -- the old shape: results stored before issue 21 ---------------------------------------------

@@ -44,9 +44,8 @@ class Fleet:
     now: datetime
 
     def languages(self) -> tuple[str, ...] | None:
-        """What a job may ask for: the languages every live OCR server reads (any of them
-        may claim it); with none alive, those of the one seen last; None if none was ever
-        seen."""
+        """What a job may ask for: the languages every live OCR server reads (any may claim it),
+        else those of the one seen last; None if none was ever seen."""
         if self.alive:
             common = set.intersection(*(set(server.languages) for server in self.alive))
             return tuple(sorted(common))

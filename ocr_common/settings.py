@@ -16,7 +16,7 @@ from pydantic_settings import SettingsError as EnvParsingError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from .errors import BadRequest
+from .errors import BadRequest, SettingsError
 from .webhooks import (
     DEFAULT_RETRY_SCHEDULE,
     AddressPolicy,
@@ -39,10 +39,6 @@ MIB = 1024 * 1024
 # The ``dpi`` a request may ask for: below, text is unreadable; above, pages are huge.
 MIN_DPI = 50
 MAX_DPI = 1200
-
-
-class SettingsError(Exception):
-    """A setting is missing or invalid; the message names the variable and the fix."""
 
 
 def available_cores(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:

@@ -1,7 +1,5 @@
-"""Webhooks: what a job's ``webhook_url`` may be, which addresses a delivery may reach, and how
-it is signed (Standard Webhooks). The API checks a URL with these at submission; the OCR
-server's sender (``ocr_server.webhooks``) applies the same rules to the addresses it connects to.
-"""
+"""Webhooks: what a job's ``webhook_url`` may be, which addresses a delivery may reach (the
+API's check and the OCR server's sender apply the same rules), and the signature."""
 
 from __future__ import annotations
 
@@ -62,13 +60,9 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 one reaches: IPv4-mapped, 6to4 or NAT64 (None: none)."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
     if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
+    return address.ipv4_mapped or address.sixtofour
 
 
 def refusal_reason(address: IPAddress) -> str | None:
@@ -151,8 +145,7 @@ class AddressPolicy:
 
 def check_webhook_url(value: object, policy: AddressPolicy) -> str:
     """The URL as stored (normalised as browsers parse it: ``http://0x7f.1/`` is
-    ``http://127.0.0.1/``); a 400 naming ``webhook_url`` when it is not an http(s) URL of at
-    most 2,048 characters, or when its host is an IP address deliveries may not reach."""
+    ``http://127.0.0.1/``); a 400 unless it is an http(s) URL deliveries may reach."""
     if not isinstance(value, str):
         raise _invalid(f"must be an http or https URL, not {type(value).__name__}")
     if len(value) > WEBHOOK_URL_MAX_CHARS:

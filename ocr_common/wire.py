@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadRequest, EngineError, OcrError, PayloadTooLarge, Unavailable
-from .result import Page, document_text, pack_page, unpack_page
+from .result import Page, document_text, pack_page, page_from_json
 
 INTERNAL_TOKEN_HEADER = "X-Internal-Token"
 # On POST /ocr: the seconds the caller will still wait for the answer (its OCR_SYNC_TIMEOUT_S,
@@ -100,5 +100,5 @@ class Reading:
         return cls(
             format=str(body["format"]),
             page_count=int(body["page_count"]),
-            pages=[unpack_page(page) for page in body["pages"]],
+            pages=[page_from_json(page) for page in body["pages"]],
         )

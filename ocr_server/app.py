@@ -28,12 +28,7 @@ from ocr_common.errors import (
     Unavailable,
 )
 from ocr_common.metrics import CONTENT_TYPE
-from ocr_common.observability import (
-    REQUEST_ID_HEADER,
-    log_access,
-    request_id_from,
-    set_request_id,
-)
+from ocr_common.observability import REQUEST_ID_HEADER, log_access, request_id_from, set_request_id
 from ocr_common.options import check_submission
 from ocr_common.settings import Settings
 from ocr_common.wire import (
@@ -101,8 +96,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def telemetry_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The caller's request id on every log line and on the answer; requests and latency by
-    route. Each request runs in a task of its own, so the id stays with it."""
+    """The caller's request id on every log line (a task's own) and on the answer; metrics."""
     request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
     set_request_id(request_id)
     started = time.perf_counter()
@@ -117,40 +111,27 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
 
 
 @web.middleware
-async def browsers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse what a web page made a browser send (a rebound Host, a cross-site request)."""
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse what a web page made a browser send (a rebound Host, a cross-site request), then
+    a request without the internal token (when one is set)."""
     request.app[BROWSERS_KEY].check(
         host=request.headers.get(hdrs.HOST),
         origin=request.headers.get(hdrs.ORIGIN),
         content_type=request.headers.get(hdrs.CONTENT_TYPE),
     )
-    return await handler(request)
-
-
-@web.middleware
-async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SETTINGS_KEY].internal_token_value
-    # Compared as the bytes sent, in constant time: a header need not be UTF-8.
-    if (
-        token
-        and request.path not in UNGUARDED_PATHS
-        and not hmac.compare_digest(_presented_token(request), token.encode())
-    ):
-        raise Unauthorized(f"missing or wrong {INTERNAL_TOKEN_HEADER}")
+    if token and request.path not in UNGUARDED_PATHS:
+        # Compared as the bytes sent, in constant time: a header need not be UTF-8.
+        wanted = INTERNAL_TOKEN_HEADER.lower().encode()
+        sent = next((value for name, value in request.raw_headers if name.lower() == wanted), b"")
+        if not hmac.compare_digest(sent, token.encode()):
+            raise Unauthorized(f"missing or wrong {INTERNAL_TOKEN_HEADER}")
     return await handler(request)
-
-
-def _presented_token(request: web.Request) -> bytes:
-    wanted = INTERNAL_TOKEN_HEADER.lower().encode()
-    return next((value for name, value in request.raw_headers if name.lower() == wanted), b"")
 
 
 async def ocr(request: web.Request) -> web.Response:
-    """Synchronous OCR of a document (``_read_document``): the ``wire.Reading`` of every
-    selected page, read in parallel on the engines. At most OCR_SYNC_MAX_PAGES pages, and the
-    time its caller says it will wait (TIME_LEFT_HEADER, at most OCR_SYNC_TIMEOUT_S): when that
-    has passed, or the caller hangs up (aiohttp cancels this handler), its pages are stopped.
-    """
+    """Synchronous OCR of a document: the ``wire.Reading`` of its pages, read in parallel, and
+    stopped when the time its caller waits (TIME_LEFT_HEADER) has passed or it hangs up."""
     settings = request.app[SETTINGS_KEY]
     deadline = asyncio.get_running_loop().time() + _time_left_s(request, settings)
     pool = request.app[POOL_KEY]
@@ -268,12 +249,7 @@ def create_app(
 ) -> web.Application:
     """The internal API; the caller starts and stops the dispatcher."""
     app = web.Application(
-        middlewares=[
-            telemetry_middleware,
-            errors_middleware,
-            browsers_middleware,
-            token_middleware,
-        ],
+        middlewares=[telemetry_middleware, errors_middleware, guard_middleware],
         # An upload that passed the API's limit must pass here too, base64 in JSON included.
         client_max_size=max(settings.max_request_bytes, 1024) + 1024,
     )

@@ -33,8 +33,7 @@ class Claim(NamedTuple):
 
 
 class ClaimLoop:
-    """Takes an engine (waiting for one), then every other free one, and claims a job for each;
-    ``start_job`` gets each claimed job with its engine."""
+    """Takes an engine (waiting for one) and every other free one, and claims a job for each."""
 
     def __init__(
         self,

@@ -233,8 +233,7 @@ class Dispatcher:
     async def _record(
         self, job: ClaimedJob, pages: list[Page] | None, error: OcrError | None
     ) -> bool | None:
-        """Write how a job's attempt ended: True if written, False if the job was no longer
-        ours, None if the write never went through."""
+        """Write how a job's attempt ended: True, False (no longer ours) or None (not written)."""
         outcome = None if pages is None else JobOutcome(job.id, document_text(pages), pages)
         if error is None and self._too_large(outcome):
             error = EngineError(

@@ -39,8 +39,7 @@ class Documents:
         return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
 
     async def read(self, job: ClaimedJob) -> bytes:
-        """The document a claimed job reads: ``BlobMissing`` if it is gone, ``BlobStoreError``
-        if the store does not answer."""
+        """The document a claimed job reads (``BlobMissing``, ``BlobStoreError``)."""
         if job.image is not None:  # queued before the blob store: its bytes came with the claim
             return job.image
         if job.document_key is None:
@@ -68,9 +67,8 @@ class Documents:
 
 
 class BlobSweep:
-    """Deletes the files of jobs that do not exist (an intake failed after storing) or hold no
-    ``document_key`` (a delete that did not go through), a page of keys a round, once their
-    newest file is older than ``grace_s``: an intake about to commit its job is never swept."""
+    """Deletes, a page of keys a round, the files of jobs that do not exist or hold no
+    ``document_key``, once older than ``grace_s`` (an intake about to commit is never swept)."""
 
     def __init__(self, documents: Documents, transactions: Transactions, grace_s: float):
         self._documents = documents

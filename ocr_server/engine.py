@@ -25,13 +25,15 @@ from ocr_common.errors import EngineError, EngineTimeout
 from ocr_common.options import NOT_LANGUAGES, OcrOptions, Preprocess
 from ocr_common.result import (
     DRAWN_KINDS,
-    Block,
-    BoundingBox,
-    Line,
+    PACKED_VERSION,
+    PackedBlock,
+    PackedLine,
+    PackedPage,
+    PackedParagraph,
+    PackedWord,
     Page,
-    Paragraph,
-    TesseractOutput,
-    Word,
+    pack_page,
+    unpack_page,
 )
 from ocr_common.settings import MIN_DPI, SettingsError
 from ocr_server import preprocess
@@ -219,8 +221,14 @@ class TesseractEngine:
             self._apis[lang] = api
         return self._apis[lang]
 
-    def recognize_page(self, task: PageTask, on_rendered: Callable[[], None] | None = None) -> Page:
-        """The one entry point: a page of a document read with its options.
+    def recognize_page(self, task: PageTask) -> Page:
+        """A page of a document read with its options (``read_page``'s, as a model)."""
+        return unpack_page(self.read_page(task))
+
+    def read_page(
+        self, task: PageTask, on_rendered: Callable[[], None] | None = None
+    ) -> PackedPage:
+        """The one entry point: a page of a document read with its options, packed.
 
         ``on_rendered`` is called once the page is rendered, before Tesseract reads it.
         """
@@ -259,7 +267,7 @@ class TesseractEngine:
             api.SetVariable("tessedit_char_whitelist", "")
             api.SetVariable("tessedit_char_blacklist", "")
 
-    def _read(self, at: _PageRead, image: Image.Image) -> Page:
+    def _read(self, at: _PageRead, image: Image.Image) -> PackedPage:
         """``image`` read as it is.
 
         Its resolution: what preprocessing says (an enlarged page's is scaled with it), else
@@ -273,10 +281,10 @@ class TesseractEngine:
         finally:
             at.api.Clear()
 
-    def _read_auto(self, at: _PageRead, image: Image.Image) -> Page:
+    def _read_auto(self, at: _PageRead, image: Image.Image) -> PackedPage:
         """``image`` (grey) read as ``preprocess=auto`` decides: turned upright, and enlarged
         where its text is small. Boxes and sizes are in pixels of the upright page."""
-        read = self._read(at, image)
+        read = unpack_page(self._read(at, image))
         orientation = preprocess.orientation_as_read(read)
         if orientation is None:
             box = preprocess.densest_window(image)
@@ -290,7 +298,7 @@ class TesseractEngine:
         upright = image
         if orientation.rotation:
             upright = image.transpose(preprocess.UPRIGHT[orientation.rotation])
-            read = self._read(at, upright)
+            read = unpack_page(self._read(at, upright))
             further = preprocess.turned_further(orientation, read)
             if further is not None:
                 # Reported as the turn that puts the boxes on the upright page.
@@ -298,7 +306,7 @@ class TesseractEngine:
                 upright = image
                 if further.rotation:
                     upright = image.transpose(preprocess.UPRIGHT[further.rotation])
-                read = self._read(at, upright)
+                read = unpack_page(self._read(at, upright))
         factor = preprocess.upscale_factor(upright)
         if factor > 1:
             # Kept only where Tesseract reads the enlarged page with more confidence.
@@ -308,19 +316,21 @@ class TesseractEngine:
             try:
                 for psm in preprocess.enlarged_modes(asked):
                     at.api.SetPageSegMode(psm)
-                    reading = self._read(at, enlarged).scaled(
+                    reading = unpack_page(self._read(at, enlarged)).scaled(
                         factor, upright.width, upright.height, round(dpi[0]) if dpi else None
                     )
                     if preprocess.more_confident(reading, read):
                         read = reading
             finally:
                 at.api.SetPageSegMode(asked)
-        return read.model_copy(
-            update={
-                "rotation": orientation.rotation,
-                "rotation_confidence": "high" if orientation.confident else "low",
-                "warnings": [orientation.warning] if orientation.warning else [],
-            }
+        return pack_page(
+            read.model_copy(
+                update={
+                    "rotation": orientation.rotation,
+                    "rotation_confidence": "high" if orientation.confident else "low",
+                    "warnings": [orientation.warning] if orientation.warning else [],
+                }
+            )
         )
 
     def _orientation_model(self, at: _PageRead, image: Image.Image) -> tuple[int, float] | None:
@@ -376,26 +386,29 @@ class TesseractEngine:
             api.End()
 
 
-def _read_out(api: Any, page: int, width: int, height: int, dpi: int | None) -> Page:
-    """The page ``api`` has read: its blocks, paragraphs, lines and words (pixel boxes,
+def _read_out(api: Any, page: int, width: int, height: int, dpi: int | None) -> PackedPage:
+    """The page ``api`` has read, packed: its blocks, paragraphs, lines and words (pixel boxes,
     confidences 0-100, reading order) and what hOCR says of them, from one walk of its words.
 
     Tesseract's GetUTF8Text, GetTSVText and GetHOCRText walk the page once more each, the last
     two symbol by symbol, asking at every word whether it ends its line, paragraph and block;
-    this walk asks once, and the renderers (``ocr_common/render``) write the bytes Tesseract 5
-    writes (baseapi.cpp, hocrrenderer.cpp) from the model, as ``bench/extraction.py`` and
+    this walk asks once and builds tuples (a model a word cost more than the walk's calls to
+    Tesseract), and the renderers (``ocr_common/render``) write the bytes Tesseract 5 writes
+    (baseapi.cpp, hocrrenderer.cpp) from the model, as ``bench/extraction.py`` and
     test_v1_engine check on real pages. A page with right-to-left text, which Tesseract
     reorders as it writes, keeps Tesseract's own text, hOCR and TSV.
     """
     from tesserocr import DIR, RIL, iterate_level
 
-    # Each level as [box, ..., children]: built as lists, made models at the end.
-    blocks: list[list[Any]] = []
-    right_to_left, para_lang = False, None
+    blocks: list[PackedBlock] = []
+    paragraphs: list[PackedParagraph] = []
+    lines: list[PackedLine] = []
+    words: list[PackedWord] = []
+    right_to_left, para_lang, line_left, line_top = False, None, 0, 0
     iterator = api.GetIterator()
-    for word in iterate_level(iterator, RIL.WORD) if iterator is not None else ():
-        if word.Empty(RIL.BLOCK):
-            break
+    # Past the first position the walk is never at the end: Next says so instead.
+    empty_page = iterator is None or iterator.Empty(RIL.BLOCK)
+    for word in () if empty_page else iterate_level(iterator, RIL.WORD):
         # What this position begins: 3 a block (or no word), 2 a paragraph, 1 a line, 0
         # nothing. Each implies the next: ask only as far as needed.
         empty = word.Empty(RIL.WORD)
@@ -405,76 +418,63 @@ def _read_out(api: Any, page: int, width: int, height: int, dpi: int | None) -> 
         if starts == 3:
             # A block without words (an image, a rule) is drawn where its line would be.
             kind = word.BlockType()
-            box = word.BoundingBox(RIL.TEXTLINE if empty else RIL.BLOCK)
-            blocks.append([kind, box, []])
+            left, top, right, bottom = word.BoundingBox(RIL.TEXTLINE if empty else RIL.BLOCK)
+            paragraphs = []
+            blocks.append(PackedBlock(kind, left, top, right - left, bottom - top, paragraphs))
         if empty:
             continue
         drawn = kind in DRAWN_KINDS
         if starts >= 2:
             right_to_left |= not word.ParagraphIsLtr()
             para_lang = word.WordRecognitionLanguage()
-            blocks[-1][2].append([word.BoundingBox(RIL.PARA), para_lang, []])
+            left, top, right, bottom = word.BoundingBox(RIL.PARA)
+            lines = []
+            paragraphs.append(
+                PackedParagraph(para_lang, left, top, right - left, bottom - top, lines)
+            )
         if starts >= 1:
-            line_box = word.BoundingBox(RIL.TEXTLINE)
-            shape = (None, None, (0.0, 0.0, 0.0)) if drawn else _line_shape(word, line_box)
+            line_box = line_left, line_top, right, bottom = word.BoundingBox(RIL.TEXTLINE)
+            baseline, textangle, heights = (
+                (None, None, (0.0, 0.0, 0.0)) if drawn else _line_shape(word, line_box)
+            )
             confidence = round(word.Confidence(RIL.TEXTLINE), 2)
-            blocks[-1][2][-1][2].append([line_box, confidence, *shape, []])
-        box = word.BoundingBox(RIL.WORD)
+            words = []
+            size = (right - line_left, bottom - line_top)
+            lines.append(
+                PackedLine(
+                    line_left, line_top, *size, confidence, baseline, textangle, heights, words
+                )
+            )
+        left, top, right, bottom = word.BoundingBox(RIL.WORD)
         right_to_left |= word.WordDirection() in (DIR.RIGHT_TO_LEFT, DIR.MIX)
-        found: dict[str, Any] = {}
+        flags, lang = 0, None
         if not drawn:
             lang = word.WordRecognitionLanguage()
-            font = word.WordFontAttributes() or {}
-            found = {
-                "bold": bool(font.get("bold")),
-                "italic": bool(font.get("italic")),
-                "lang": lang if lang and lang != para_lang else None,
-            }
-        blocks[-1][2][-1][2][-1][-1].append(
-            Word(
-                text=word.GetUTF8Text(RIL.WORD) or "",
-                confidence=round(word.Confidence(RIL.WORD), 6),
-                bbox=BoundingBox.of(box),
-                **found,
+            if lang == para_lang:
+                lang = None
+            font = word.WordFontAttributes()
+            if font:
+                flags = bool(font.get("bold")) | bool(font.get("italic")) << 1
+        words.append(
+            PackedWord(
+                word.GetUTF8Text(RIL.WORD) or "",
+                left - line_left,
+                top - line_top,
+                right - left,
+                bottom - top,
+                round(word.Confidence(RIL.WORD), 6),
+                flags,
+                lang or None,
             )
         )
-    tesseract = None
+    packed = PackedPage(v=PACKED_VERSION, page=page, size=(width, height), dpi=dpi, blocks=blocks)
     if right_to_left:
-        tesseract = TesseractOutput(
-            text=api.GetUTF8Text(), hocr=api.GetHOCRText(page - 1), tsv=api.GetTSVText(page - 1)
+        packed["tesseract"] = (
+            api.GetUTF8Text(),
+            api.GetHOCRText(page - 1),
+            api.GetTSVText(page - 1),
         )
-    return Page(
-        page=page,
-        width=width,
-        height=height,
-        dpi=dpi,
-        blocks=[
-            Block(
-                kind=kind,
-                bbox=BoundingBox.of(box),
-                paragraphs=[
-                    Paragraph(
-                        bbox=BoundingBox.of(para_box),
-                        lang=lang,
-                        lines=[
-                            Line(
-                                bbox=BoundingBox.of(line[0]),
-                                confidence=line[1],
-                                baseline=line[2],
-                                textangle=line[3],
-                                heights=line[4],
-                                words=line[5],
-                            )
-                            for line in lines
-                        ],
-                    )
-                    for para_box, lang, lines in paragraphs
-                ],
-            )
-            for kind, box, paragraphs in blocks
-        ],
-        tesseract=tesseract,
-    )
+    return packed
 
 
 def _line_shape(

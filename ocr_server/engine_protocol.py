@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from ocr_common.errors import DocumentTooComplex, EngineError, OcrError
-from ocr_common.result import PackedPage, Page, pack_page, unpack_page
+from ocr_common.result import PackedPage, Page, unpack_page
 from ocr_common.settings import MIB
 
 # After a page that left the engine this much above its start size, return the heap to the OS.
@@ -35,8 +35,8 @@ class Rendered:
 
 @dataclass(frozen=True)
 class PageRead:
-    """The page's result, packed (``result.pack_page``: lists pickle several times faster
-    than the models), and the process's resident memory after it."""
+    """The page's result, packed as the engine's walk built it (tuples pickle several times
+    faster than the models), and the process's resident memory after it."""
 
     packed: PackedPage
     rss_bytes: int
@@ -88,9 +88,9 @@ def engine_main(
             break
         if request is None:
             break
-        page: Page | None = None
+        page: PackedPage | None = None
         try:
-            page = engine.recognize_page(request, on_rendered=lambda: conn.send(Rendered()))
+            page = engine.read_page(request, on_rendered=lambda: conn.send(Rendered()))
         except OcrError as exc:
             error: OcrError = exc
         except MemoryError:
@@ -101,7 +101,7 @@ def engine_main(
         if resident_bytes() > baseline + TRIM_ABOVE_BASELINE_BYTES:
             release_memory()
         rss = resident_bytes()
-        conn.send(PageRead(pack_page(page), rss) if page is not None else Failed(error, rss))
+        conn.send(PageRead(page, rss) if page is not None else Failed(error, rss))
     engine.close()
 
 

@@ -33,9 +33,8 @@ async def maintain(
     on_requeued: Callable[[], None],
     documents: Documents,
 ) -> None:
-    """Forever: re-queue (or fail, once out of attempts) jobs whose lease expired, purge
-    finished jobs older than ``OCR_RESULT_TTL_DAYS`` with their files, and sweep files no job
-    holds (``BlobSweep``); ``on_requeued`` when jobs came back."""
+    """Forever: re-queue (or fail) jobs whose lease expired, purge jobs older than
+    ``OCR_RESULT_TTL_DAYS``, sweep files no job holds; ``on_requeued`` when jobs came back."""
     interval_s = max(settings.poll_interval_s, settings.lease_s / 2)
     ttl_days = settings.result_ttl_days
     sweeper = BlobSweep(documents, transactions, settings.blob_grace_s)

@@ -30,9 +30,8 @@ class _Pending:
 
 
 class OutcomeWriter:
-    """Writes the outcomes of jobs with ``finish_batch``, then deletes their documents (unless
-    OCR_KEEP_IMAGES): a lone outcome at once, those that become ready while a write is in flight
-    together in the next transaction; through an outage each is tried for up to a lease."""
+    """Writes the outcomes of jobs (``finish_batch``): a lone one at once, those ready while a
+    write is in flight together in the next; through an outage, each for up to a lease."""
 
     def __init__(
         self,
@@ -58,8 +57,7 @@ class OutcomeWriter:
         self._task.add_done_callback(self._ended)
 
     async def write(self, outcome: JobOutcome) -> bool | None:
-        """Record how a job ended: True once written, False if the job was no longer ours
-        (canceled, or its lease taken over), None if the write never went through."""
+        """Record how a job ended: True, False (no longer ours) or None (never written)."""
         if self._task is None or self._task.done() or self._closing.is_set():
             return None
         written: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()

@@ -23,8 +23,7 @@ PRIORITIES = (URGENT, PAGES, BACKGROUND)
 
 
 class Engine(Protocol):
-    """What the pool needs of an engine slot (a fake in unit tests): a page read, stopped
-    as soon as ``abandoned`` is set."""
+    """An engine slot (a fake in unit tests): a page read, stopped once ``abandoned`` is set."""
 
     def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page: ...
 
@@ -115,10 +114,8 @@ class EnginePool:
         engine: Engine | None = None,
         on_page: Callable[[Page], Awaitable[None]] | None = None,
     ) -> list[Page]:
-        """Read ``pages`` of a document in parallel, one engine per page, in page order;
-        ``engine``: one the caller holds, for the first page; ``on_page``: awaited as each
-        page is done. The first failing page fails the document. If the caller is cancelled,
-        the pages being read are stopped too (their engines restarted)."""
+        """Read ``pages`` in parallel, one engine each (``engine``: one the caller holds), in
+        order; the first failing page fails the document; a cancelled caller stops them all."""
         loop = asyncio.get_running_loop()
         priority = URGENT if urgent else PAGES
         abandoned = threading.Event()
@@ -154,8 +151,7 @@ class EnginePool:
             raise
 
     def close(self, wait_s: float = 5.0) -> None:
-        """Stop every engine: an idle one exits at once, one still reading a page is killed
-        when ``wait_s`` (one deadline for all of them) has passed."""
+        """Stop every engine; one still reading a page is killed after ``wait_s`` (in all)."""
         processes = [engine for engine in self.engines if isinstance(engine, EngineProcess)]
         for process in processes:
             process.request_stop()

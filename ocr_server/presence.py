@@ -1,11 +1,11 @@
 """This OCR server's row in ``ocr_servers``: kept fresh while it runs, marked stopped when it
-stops. The API reads the rows to say why jobs wait (``/readyz``, a queued job's
-``ocr_servers_alive``) and which languages a job may ask for."""
+stops (the API reads the rows: why jobs wait, which languages a job may ask for)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -42,13 +42,17 @@ class Presence:
         stale_s: float,
     ):
         self._db = transactions
-        self._server_id = server_id
-        self._engines = engines
-        self._languages = languages
         self._interval_s = stale_s / BEATS_PER_STALE_TIME
-        self._started_at = job_store.utcnow()
-        self._host = socket.gethostname()
         self._stopping = asyncio.Event()
+        self._beat = functools.partial(
+            server_store.record_alive,
+            server_id=server_id,
+            host=socket.gethostname(),
+            engines=engines,
+            languages=languages,
+            started_at=job_store.utcnow(),
+        )
+        self._stopped = functools.partial(server_store.record_stopped, server_id=server_id)
 
     async def run(self) -> None:
         """Beat until ``stop``, then say the server stopped: the API need not wait for it."""
@@ -67,22 +71,9 @@ class Presence:
     def stop(self) -> None:
         self._stopping.set()
 
-    def _beat(self, session: Session) -> None:
-        server_store.record_alive(
-            session,
-            server_id=self._server_id,
-            host=self._host,
-            engines=self._engines,
-            languages=self._languages,
-            started_at=self._started_at,
-        )
-
     def _forget_old(self, session: Session) -> None:
         cut_off = job_store.utcnow() - timedelta(seconds=ROWS_KEPT_S)
         server_store.forget_before(session, seen_before=cut_off)
-
-    def _stopped(self, session: Session) -> None:
-        server_store.record_stopped(session, server_id=self._server_id)
 
     async def _write(self, work: Callable[[Session], None], what: str) -> None:
         try:

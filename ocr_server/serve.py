@@ -1,8 +1,5 @@
-"""``ocr-server``: run the OCR server (dispatcher, engine pool, internal API) in the foreground.
-
-SIGTERM or Ctrl-C stops claiming, lets running pages finish within OCR_SHUTDOWN_GRACE_S and
-gives back to the queue what could not finish; a second signal stops at once.
-"""
+"""``ocr-server``: run the OCR server (dispatcher, engine pool, internal API) in the foreground;
+SIGTERM or Ctrl-C stops it gracefully (OCR_SHUTDOWN_GRACE_S), a second signal at once."""
 
 from __future__ import annotations
 
@@ -101,7 +98,7 @@ def run(lifetime: contextlib.ExitStack) -> int:
         engine = make_engine(settings.database_url)
         max_write_bytes = check_database(engine, settings)
         engine.dispose()
-        files = open_job_files(settings)
+        files = open_job_files(settings.blob_url, settings.startup_wait_s)
         data_dir = lifetime.enter_context(models_folder(settings.tessdata_dir))
         info = probe(data_dir)
         pool = EnginePool.start(

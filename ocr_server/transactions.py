@@ -9,13 +9,7 @@ from concurrent.futures import Executor
 from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    before_sleep_log,
-    stop_before_delay,
-    wait_fixed,
-)
+from tenacity import AsyncRetrying, RetryCallState, before_sleep_log, stop_before_delay, wait_fixed
 
 from ocr_common.db import in_transaction
 
@@ -43,9 +37,7 @@ class Transactions:
         self._executor = executor
 
     async def run(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in one short transaction on a worker thread (again if it deadlocked:
-        a heartbeat and a result write lock a job's row and its status index entry in
-        opposite orders)."""
+        """Run ``work`` in one short transaction on a worker thread (``in_transaction``)."""
         if self._executor is None:
             return await asyncio.to_thread(in_transaction, self._sessions, work)
         loop = asyncio.get_running_loop()
@@ -56,8 +48,7 @@ class Transactions:
 
     async def run_until_done(self, work: Callable[[Session], T], within_s: float) -> T | None:
         """Retry ``work`` through a database outage for up to ``within_s`` (a job's lease: past
-        it, someone else may hold the job); None if it never went through, which ends the
-        job's task, so its heartbeat stops and the reaper re-queues it."""
+        it, someone else may hold the job); None if it never went through."""
 
         def give_up(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome is not None else None

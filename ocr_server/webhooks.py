@@ -67,10 +67,8 @@ class AddressRefused(Exception):
 
 
 class GuardedResolver(AbstractResolver):
-    """Looks a receiver's name up once and gives aiohttp only addresses the policy allows
-    (a name with any refused address is refused whole): aiohttp connects to these very
-    addresses, so no second lookup can send it elsewhere (DNS rebinding). IP literals are
-    checked by the sender."""
+    """Looks a receiver's name up once and gives aiohttp only addresses the policy allows, which
+    it connects to: no second lookup can send it elsewhere (DNS rebinding)."""
 
     def __init__(self, policy: AddressPolicy, resolve: Resolve, executor: ThreadPoolExecutor):
         self._policy = policy
@@ -117,8 +115,7 @@ class Attempt:
 
 
 def event_body(delivery: ClaimedDelivery) -> dict[str, Any]:
-    """The event as Standard Webhooks shapes it: the job's summary (never its text) and where
-    to read the rest, as paths of the API."""
+    """The event (Standard Webhooks): the job's summary, never its text, and links to the rest."""
     job = delivery.job
     links = {"job": f"/v1/jobs/{job.id}"}
     if job.status == JobStatus.SUCCEEDED:
@@ -132,8 +129,7 @@ def event_body(delivery: ClaimedDelivery) -> dict[str, Any]:
 
 class WebhookSender:
     """Sends the deliveries it claims, up to ``OCR_WEBHOOK_CONCURRENCY`` at once, on an event
-    loop of its own in a thread of its own: a burst of work here (a thousand attempts timing
-    out together) never holds up the loop that serves the engines."""
+    loop and thread of its own: a burst here never holds up the loop that serves the engines."""
 
     def __init__(
         self,
@@ -352,8 +348,7 @@ class _Records:
         self._ready = asyncio.Event()
 
     async def write(self, attempt: DeliveryAttempt) -> bool:
-        """True once written; False if the attempt's lease was lost, or the write never
-        went through (the delivery is then tried again once its lease ends)."""
+        """True once written; False if the lease was lost or the write never went through."""
         written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((attempt, written))
         self._ready.set()

@@ -20,7 +20,7 @@ from ocr_common.models import JobStatus
 from ocr_common.options import ORIGINAL_API_OPTIONS, OcrOptions, Preprocess
 from ocr_common.render.hocr import page_hocr, render_hocr
 from ocr_common.render.tsv import page_tsv, render_tsv
-from ocr_common.result import Page, Word, document_text
+from ocr_common.result import Page, Word, document_text, unpack_page
 from ocr_common.settings import load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import TesseractEngine, _read_out, tessdata_dir
@@ -238,7 +238,7 @@ def tesseract_and_ours(image: Image.Image, psm: int) -> tuple[tuple[str, ...], t
     try:
         dpi = TesseractEngine._set_pixels(api, image, image.info.get("dpi"))
         assert api.Recognize()
-        page = _read_out(api, 1, image.width, image.height, dpi)
+        page = unpack_page(_read_out(api, 1, image.width, image.height, dpi))
         ours = (page.text, page_tsv(page), page_hocr(page))
         return (api.GetUTF8Text(), api.GetTSVText(0), api.GetHOCRText(0)), ours
     finally:

@@ -46,8 +46,7 @@ def circle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-# ocr_common's settings and blobs import each other (OCR_BLOB_URL's check): not yet untangled.
-@pytest.mark.parametrize("package", ["ocr_server", "api_server"])
+@pytest.mark.parametrize("package", ["ocr_server", "api_server", "ocr_common"])
 def test_no_module_imports_one_that_imports_it_back(package: str) -> None:
     graph = imports_within(package)
     assert len(graph) > 5

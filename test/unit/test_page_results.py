@@ -76,6 +76,23 @@ def test_a_page_comes_back_from_its_stored_form_whole() -> None:
     assert stored_pages(store_pages([page, right_to_left])) == [page, right_to_left]
 
 
+def test_a_page_stored_with_words_without_their_empty_slots_reads_the_same() -> None:
+    # Before the engine built the packed form, a word's flags and language were left off
+    # where they were 0 and None.
+    page = a_page().model_copy(update={"rotation": 0, "rotation_confidence": None, "warnings": []})
+    stored = json.loads(json.dumps(pack_page(page)))
+    trimmed = 0
+    for block in stored["blocks"]:
+        for paragraph in block[5]:
+            for line in paragraph[5]:
+                for word in line[8]:
+                    while len(word) > 6 and word[-1] in (0, None):
+                        word.pop()
+                        trimmed += 1
+    assert trimmed and "turn" not in stored
+    assert unpack_page(stored) == page
+
+
 def test_the_json_of_a_page_is_its_lines_and_words() -> None:
     shown = a_page().model_dump(mode="json")
     # A line a line (the turned one has no words), an empty line after the paragraph; the page
