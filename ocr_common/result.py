@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
 
 from pydantic import (
@@ -84,12 +84,6 @@ class BoundingBox(BaseModel):
     @property
     def bottom(self) -> int:
         return self.top + self.height
-
-    @classmethod
-    def of(cls, corners: tuple[int, int, int, int]) -> BoundingBox:
-        """The box of Tesseract's (left, top, right, bottom)."""
-        left, top, right, bottom = corners
-        return cls(left=left, top=top, width=right - left, height=bottom - top)
 
     def scaled(self, factor: float) -> BoundingBox:
         """This box on the page ``factor`` times smaller (corners rounded)."""
@@ -252,18 +246,11 @@ class Page(BaseModel):
     def lines(self) -> list[Line]:
         return [
             line.model_copy(update={"words": words})
-            for line in self.all_lines()
+            for block in self.blocks
+            for paragraph in block.paragraphs
+            for line in paragraph.lines
             if (words := [word for word in line.words if word.text.strip()])
         ]
-
-    def all_lines(self) -> Iterator[Line]:
-        for block in self.blocks:
-            for paragraph in block.paragraphs:
-                yield from paragraph.lines
-
-    def words(self) -> Iterator[Word]:
-        for line in self.all_lines():
-            yield from line.words
 
     def scaled(self, factor: float, width: int, height: int, dpi: int | None) -> Page:
         """This page read ``factor`` times larger, on the page of ``width`` x ``height``."""

@@ -433,18 +433,9 @@ def _read_out(api: Any, page: int, width: int, height: int, dpi: int | None) -> 
                 PackedParagraph(para_lang, left, top, right - left, bottom - top, lines)
             )
         if starts >= 1:
-            line_box = line_left, line_top, right, bottom = word.BoundingBox(RIL.TEXTLINE)
-            baseline, textangle, heights = (
-                (None, None, (0.0, 0.0, 0.0)) if drawn else _line_shape(word, line_box)
-            )
-            confidence = round(word.Confidence(RIL.TEXTLINE), 2)
             words = []
-            size = (right - line_left, bottom - line_top)
-            lines.append(
-                PackedLine(
-                    line_left, line_top, *size, confidence, baseline, textangle, heights, words
-                )
-            )
+            lines.append(_line(word, drawn, words))
+            line_left, line_top = lines[-1].left, lines[-1].top
         left, top, right, bottom = word.BoundingBox(RIL.WORD)
         right_to_left |= word.WordDirection() in (DIR.RIGHT_TO_LEFT, DIR.MIX)
         flags, lang = 0, None
@@ -455,18 +446,9 @@ def _read_out(api: Any, page: int, width: int, height: int, dpi: int | None) -> 
             font = word.WordFontAttributes()
             if font:
                 flags = bool(font.get("bold")) | bool(font.get("italic")) << 1
-        words.append(
-            PackedWord(
-                word.GetUTF8Text(RIL.WORD) or "",
-                left - line_left,
-                top - line_top,
-                right - left,
-                bottom - top,
-                round(word.Confidence(RIL.WORD), 6),
-                flags,
-                lang or None,
-            )
-        )
+        text, confidence = word.GetUTF8Text(RIL.WORD) or "", round(word.Confidence(RIL.WORD), 6)
+        box = (left - line_left, top - line_top, right - left, bottom - top)
+        words.append(PackedWord(text, *box, confidence, flags, lang or None))
     packed = PackedPage(v=PACKED_VERSION, page=page, size=(width, height), dpi=dpi, blocks=blocks)
     if right_to_left:
         packed["tesseract"] = (
@@ -477,28 +459,31 @@ def _read_out(api: Any, page: int, width: int, height: int, dpi: int | None) -> 
     return packed
 
 
-def _line_shape(
-    word: Any, box: tuple[int, int, int, int]
-) -> tuple[tuple[float, float] | None, int | None, tuple[float, float, float]]:
-    """What hOCR says of a line after its box: its baseline (slope, offset) or how it is turned
+def _line(word: Any, drawn: bool, words: list[PackedWord]) -> PackedLine:
+    """The line ``word`` begins, of ``words``: its box and confidence, and what hOCR says of it
+    unless it is in a drawn block: its baseline (slope, offset) or how it is turned
     (textangle), and the heights of its row, as hOCR writes them."""
     from tesserocr import RIL
 
-    left, _, _, bottom = box
-    baseline, textangle = None, None
-    orientation = word.Orientation()[0]
-    ends = word.Baseline(RIL.TEXTLINE)
-    if orientation:
-        textangle = 360 - orientation * 90
-    elif ends and ends[0][0] != ends[1][0]:
-        # y = slope x + offset, from the bottom left of the line's box, in thousandths.
-        (x1, y1), (x2, y2) = ends
-        slope = (y2 - y1) / (x2 - x1)
-        offset = (y1 - bottom) - slope * (x1 - left)
-        baseline = (_c_round(slope * 1000) / 1000, _c_round(offset * 1000) / 1000)
-    row = word.RowAttributes()
-    heights = (row["row_height"], -row["descenders"], row["ascenders"])
-    return baseline, textangle, tuple(float(f"{h:.8g}") for h in heights)  # type: ignore[return-value]
+    left, top, right, bottom = word.BoundingBox(RIL.TEXTLINE)
+    confidence = round(word.Confidence(RIL.TEXTLINE), 2)
+    baseline, textangle, heights = None, None, (0.0, 0.0, 0.0)
+    if not drawn:
+        orientation = word.Orientation()[0]
+        ends = word.Baseline(RIL.TEXTLINE)
+        if orientation:
+            textangle = 360 - orientation * 90
+        elif ends and ends[0][0] != ends[1][0]:
+            # y = slope x + offset, from the bottom left of the line's box, in thousandths.
+            (x1, y1), (x2, y2) = ends
+            slope = (y2 - y1) / (x2 - x1)
+            offset = (y1 - bottom) - slope * (x1 - left)
+            baseline = (_c_round(slope * 1000) / 1000, _c_round(offset * 1000) / 1000)
+        row = word.RowAttributes()
+        x_sizes = (row["row_height"], -row["descenders"], row["ascenders"])
+        heights = tuple(float(f"{h:.8g}") for h in x_sizes)  # type: ignore[assignment]
+    size = (right - left, bottom - top)
+    return PackedLine(left, top, *size, confidence, baseline, textangle, heights, words)
 
 
 def _c_round(value: float) -> float:
