@@ -174,8 +174,7 @@ def record_finished(
     pages: Sequence[Page] | None = None,
     document: StoredDocument | None = None,
 ) -> Job:
-    """Record an OCR whose outcome is already known (a synchronous read, or a reused result)
-    as a finished job; ``document``: its document, kept in the blob store under the job's id."""
+    """Record a read whose outcome is known (a synchronous read, a reused result) as a job."""
     return _insert_job(
         session,
         id=document.job_id if document is not None else new_job_id(),
@@ -203,8 +202,7 @@ def record_finished(
 
 
 class KnownResult(NamedTuple):
-    """A result read before: the text, and the pages with boxes (None in jobs made before
-    migration 0007, which kept the text only)."""
+    """A result read before: its text, and its pages (None in jobs from before migration 0007)."""
 
     text: str
     pages: list[Page] | None
@@ -633,8 +631,7 @@ def new_message_id() -> str:
 def _queue_deliveries(
     session: Session, ended: dict[str, JobStatus], now: datetime | None = None
 ) -> None:
-    """A delivery, due now, of each ended job's event (``job.succeeded``, ...): written by the
-    transaction that ends the jobs, so an ended job is never without it."""
+    """A delivery, due now, of each ended job's event, in the transaction that ends the jobs."""
     if not ended:
         return
     now = now or utcnow()

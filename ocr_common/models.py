@@ -110,8 +110,7 @@ class JobRow(Base):
 
 
 class JobImageRow(Base):
-    """The documents of jobs queued before migration 0010: read and emptied as they finish.
-    Newer jobs keep theirs in the blob store."""
+    """The documents of jobs queued before migration 0010 (newer ones are in the blob store)."""
 
     __tablename__ = "job_images"
 

@@ -91,8 +91,7 @@ def literal_address(host: str) -> IPAddress | None:
 
 @dataclass(frozen=True)
 class AddressPolicy:
-    """Where deliveries may go: anywhere on the internet, and the hosts and networks
-    ``OCR_WEBHOOK_ALLOW`` lists (a receiver on the service's own network, say)."""
+    """Where deliveries may go: anywhere on the internet, and what ``OCR_WEBHOOK_ALLOW`` lists."""
 
     networks: tuple[IPNetwork, ...] = ()
     hosts: frozenset[str] = frozenset()
@@ -184,8 +183,7 @@ def shown_url(url: str) -> str:
 
 
 def logged_url(url: str) -> str:
-    """What a log line may say of a URL: its scheme, host and port, never credentials, path or
-    query (where receivers often put a token)."""
+    """A URL as a log line may show it: scheme, host and port (a token may hide in the rest)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
