@@ -171,7 +171,11 @@ def _image_pdf(document: bytes, pages: list[PdfPage]) -> pikepdf.Pdf:
         rotation=img2pdf.Rotation.ifvalid,
         nodate=True,
     )
-    return pikepdf.open(io.BytesIO(data))
+    pdf = pikepdf.open(io.BytesIO(data))
+    # qpdf keeps a document's first /ID when it saves; img2pdf's is not made from the content
+    # alone, so without this the same result would not be the same bytes twice.
+    del pdf.trailer.ID
+    return pdf
 
 
 def _upright_frames(document: bytes, frames: int) -> Iterator[bytes]:

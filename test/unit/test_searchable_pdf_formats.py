@@ -5,6 +5,7 @@ its bytes and is shown turned, as the engine read it."""
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 import pikepdf
@@ -78,3 +79,14 @@ def test_a_jpeg_turned_by_its_exif_keeps_its_bytes_and_is_shown_turned() -> None
     text, size = extracted(pdf)
     assert text.split() == ["Hello"]
     assert size == pytest.approx((200 * 72 / 300, 400 * 72 / 300))  # 300 dpi when none is known
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF"])
+def test_the_same_result_is_the_same_bytes_a_second_later(fmt: str) -> None:
+    # A PDF made when the job is read and again later must not differ (clients compare and
+    # cache them): img2pdf's own document ID changes with the clock, qpdf would keep it.
+    document = encoded(drawing("RGB"), fmt)
+    page = PdfPage(1, 400, 200, 100.0, 0, ((WORD,),))
+    first = searchable_pdf(document, [page])
+    time.sleep(1.1)
+    assert searchable_pdf(document, [page]) == first
