@@ -62,7 +62,7 @@ from ocr_common.db import make_engine, make_session_factory
 from ocr_common.migrate import upgrade
 from ocr_common.models import JobImageRow, JobOutcome, JobRow
 from ocr_common.options import ORIGINAL_API_OPTIONS
-from ocr_common.result import Page, document_text, store_pages
+from ocr_common.result import PackedPage, document_text, store_pages
 from ocr_common.settings import load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import PageTask
@@ -78,7 +78,7 @@ from ocr_testkit.database import (
     statements_sent,
 )
 from ocr_testkit.mariadb_server import PrivateMariaDB
-from ocr_testkit.pages import page_reading
+from ocr_testkit.pages import packed_reading
 from ocr_testkit.s3_server import running_s3
 
 IMAGE = b"\x89PNG" + bytes(2000)  # a small image's worth of bytes
@@ -240,14 +240,16 @@ class NoOpEngine:
     """Reads nothing: at once the result ``results`` has for the document (a tiny one if
     none); keeps every document it was given."""
 
-    def __init__(self, seen: list[bytes], results: dict[bytes, Page] | None = None):
+    def __init__(self, seen: list[bytes], results: dict[bytes, PackedPage] | None = None):
         self.seen = seen
         self.results = results or {}
 
-    def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page:
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> PackedPage:
         self.seen.append(task.document)
         found = self.results.get(task.document)
-        return found or page_reading(task.page, "some recognised text\n")
+        return found or packed_reading(task.page, "some recognised text\n")
 
 
 class DispatcherRun:
@@ -340,11 +342,11 @@ def real_pages() -> list[bytes]:
     return [path.read_bytes() for path in found]
 
 
-def read_once(pages: list[bytes]) -> dict[bytes, Page]:
+def read_once(pages: list[bytes]) -> dict[bytes, PackedPage]:
     """Each page's result as Tesseract gives it (the first page, the original API's options)."""
     pool = EnginePool.start(2, page_timeout_s=120, max_pixels=10**8)
 
-    async def read_all() -> list[Page]:
+    async def read_all() -> list[PackedPage]:
         return [
             (
                 await pool.recognize_pages(
@@ -400,7 +402,7 @@ def documents_table(engines: int, jobs: int, backends: list[str]) -> None:
     pages = real_pages()
     print(f"reading the {len(pages)} pages once with Tesseract ...", flush=True)
     results = read_once(pages)
-    empty = {data: page_reading(1, "") for data in pages}
+    empty = {data: packed_reading(1, "") for data in pages}
     stored = [[results[pages[n % len(pages)]]] for n in range(jobs)]
     result_kb = (
         sum(len(document_text(r).encode()) + len(store_pages(r)) for r in stored) / jobs / 1024

@@ -44,7 +44,7 @@ from .models import (
     WebhookDeliveryRow,
 )
 from .options import ORIGINAL_API_OPTIONS, OcrOptions
-from .result import Page, legacy_pages, store_pages, stored_pages
+from .result import Page, legacy_pages, pack_page, store_pages, stored_pages
 
 RUNNING = JobStatus.RUNNING.value
 QUEUED = JobStatus.QUEUED.value
@@ -196,7 +196,7 @@ def record_finished(
         format=fmt,
         pages_total=pages_total,
         pages_done=pages_total if pages is not None else 0,
-        page_results=None if pages is None else store_pages(pages),
+        page_results=None if pages is None else store_pages(list(map(pack_page, pages))),
         api=api.value,
     )
 

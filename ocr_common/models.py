@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .errors import JobFailed
 from .options import ORIGINAL_API_OPTIONS, OcrOptions
-from .result import Page, store_pages
+from .result import PackedPage, store_pages
 from .webhooks import WEBHOOK_URL_MAX_CHARS
 
 # MySQL's plain DATETIME drops microseconds (jobs would tie in FIFO order), TEXT holds 64 KiB and
@@ -288,7 +288,7 @@ class JobOutcome:
 
     job_id: str
     text: str | None = None
-    pages: Sequence[Page] | None = None
+    pages: Sequence[PackedPage] | None = None
     error_code: str | None = None
     error_message: str | None = None
 

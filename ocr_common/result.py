@@ -221,18 +221,7 @@ class Page(BaseModel):
         """The text as Tesseract's GetUTF8Text writes it: a line a line, an empty line after
         each paragraph, without images and rules; the last newline left off where the page ends
         in a line of text."""
-        if self.tesseract is not None:
-            return self.tesseract.text
-        out = [
-            "".join(" ".join(word.text for word in line.words) + "\n" for line in paragraph.lines)
-            + "\n"
-            for block in self.blocks
-            if not block.drawn
-            for paragraph in block.paragraphs
-        ]
-        text = "".join(out)
-        ends_in_text = bool(self.blocks) and not self.blocks[-1].drawn
-        return text[:-1] if ends_in_text and self.blocks[-1].paragraphs else text
+        return self.tesseract.text if self.tesseract is not None else _text(self.blocks)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -281,9 +270,22 @@ class Page(BaseModel):
         )
 
 
-def document_text(pages: Sequence[Page]) -> str:
+def document_text(pages: Sequence[Page | PackedPage]) -> str:
     """The text of a document: its pages' in order, each ended by a form feed but the last."""
-    return PAGE_SEPARATOR.join(page.text for page in pages)
+    return PAGE_SEPARATOR.join(p.text if isinstance(p, Page) else packed_text(p) for p in pages)
+
+
+def _text(blocks: Sequence[Block] | Sequence[PackedBlock]) -> str:
+    out = [
+        "".join(" ".join(word.text for word in line.words) + "\n" for line in paragraph.lines)
+        + "\n"
+        for block in blocks
+        if block.kind not in DRAWN_KINDS
+        for paragraph in block.paragraphs
+    ]
+    text = "".join(out)
+    ends_in_text = bool(blocks) and blocks[-1].kind not in DRAWN_KINDS
+    return text[:-1] if ends_in_text and blocks[-1].paragraphs else text
 
 
 # -- packed: the form the engine builds, the pipe, the wire and the job store carry -----------
@@ -401,6 +403,11 @@ def unpack_page(packed: PackedPage) -> Page:
     )
 
 
+def packed_text(packed: PackedPage) -> str:
+    """``Page.text`` of the page as the engine packed it (its tuples, not their JSON)."""
+    return packed["tesseract"][0] if "tesseract" in packed else _text(packed["blocks"])
+
+
 def page_from_json(data: Any) -> Page:
     """A page from its packed form's JSON, or from the JSON of a page in the old shape."""
     return unpack_page(data) if data.get("v") == PACKED_VERSION else Page.model_validate(data)
@@ -461,11 +468,9 @@ def _unpack_line(packed: PackedLine) -> Line:
     )
 
 
-def store_pages(pages: Sequence[Page]) -> bytes:
-    """What the job store keeps of a document's pages."""
-    packed = json.dumps(
-        [pack_page(page) for page in pages], ensure_ascii=False, separators=(",", ":")
-    )
+def store_pages(pages: Sequence[PackedPage]) -> bytes:
+    """What the job store keeps of a document's pages (packed as the engine built them)."""
+    packed = json.dumps(pages, ensure_ascii=False, separators=(",", ":"))
     return zlib.compress(packed.encode(), 6)
 
 

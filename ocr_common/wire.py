@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadRequest, EngineError, OcrError, PayloadTooLarge, Unavailable
-from .result import Page, document_text, pack_page, page_from_json
+from .result import PackedPage, Page, document_text, page_from_json
 
 INTERNAL_TOKEN_HEADER = "X-Internal-Token"
 # On POST /ocr: the seconds the caller will still wait for the answer (its OCR_SYNC_TIMEOUT_S,
@@ -88,12 +88,10 @@ class Reading:
     def text(self) -> str:
         return document_text(self.pages)
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "format": self.format,
-            "page_count": self.page_count,
-            "pages": [pack_page(page) for page in self.pages],
-        }
+    @staticmethod
+    def to_wire(format: str, page_count: int, pages: list[PackedPage]) -> dict[str, Any]:
+        """The OCR server's answer: the pages as its engines packed them, not made models."""
+        return {"format": format, "page_count": page_count, "pages": pages}
 
     @classmethod
     def from_wire(cls, body: dict[str, Any]) -> Reading:

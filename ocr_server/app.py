@@ -157,8 +157,7 @@ async def ocr(request: web.Request) -> web.Response:
             f"(OCR_SYNC_TIMEOUT_S = {settings.sync_timeout_s:g} s, waiting for a free engine "
             "included) and was stopped: queue it with POST /v1/jobs (or POST /image) and poll"
         ) from None
-    reading = Reading(document.format, document.page_count, pages)
-    return web.json_response(reading.to_wire())
+    return web.json_response(Reading.to_wire(document.format, document.page_count, pages))
 
 
 def _time_left_s(request: web.Request, settings: Settings) -> float:

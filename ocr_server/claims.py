@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from ocr_common import job_store
 from ocr_common.models import ClaimedJob, JobOutcome
+from ocr_common.result import pack_page
 from ocr_common.settings import Settings
 
 from .documents import Documents
@@ -132,7 +133,8 @@ class ClaimLoop:
             if known is None:
                 to_read.append(job)
             else:
-                reused.append(JobOutcome(job.id, text=known.text, pages=known.pages))
+                pages = None if known.pages is None else list(map(pack_page, known.pages))
+                reused.append(JobOutcome(job.id, text=known.text, pages=pages))
         finished = job_store.finish_batch(
             session, worker_id=self._worker_id, outcomes=reused, keep_images=settings.keep_images
         )

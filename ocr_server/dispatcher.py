@@ -19,7 +19,7 @@ from ocr_common.blobs import BlobMissing, BlobStoreError, JobFiles
 from ocr_common.errors import EngineCrashed, EngineError, OcrError
 from ocr_common.models import ClaimedJob, JobOutcome
 from ocr_common.observability import request_id_scope
-from ocr_common.result import Page, document_text
+from ocr_common.result import PackedPage, document_text
 from ocr_common.settings import Settings
 
 from . import metrics as server_metrics
@@ -171,7 +171,7 @@ class Dispatcher:
         task = PageTask(document, 0, job.options, self._settings.default_dpi)
         done = 0
 
-        async def on_page(_page: Page) -> None:
+        async def on_page(_page: PackedPage) -> None:
             nonlocal done
             done += 1
             if done == len(job.pages):
@@ -190,7 +190,7 @@ class Dispatcher:
             if not still_ours:
                 raise JobWithdrawn(job.id)
 
-        pages: list[Page] | None = None
+        pages: list[PackedPage] | None = None
         error: OcrError | None = None
         try:
             pages = await self._pool.recognize_pages(
@@ -231,7 +231,7 @@ class Dispatcher:
         await self._release(job, "document_unavailable", message, count_attempt=False)
 
     async def _record(
-        self, job: ClaimedJob, pages: list[Page] | None, error: OcrError | None
+        self, job: ClaimedJob, pages: list[PackedPage] | None, error: OcrError | None
     ) -> bool | None:
         """Write how a job's attempt ended: True, False (no longer ours) or None (not written)."""
         outcome = None if pages is None else JobOutcome(job.id, document_text(pages), pages)

@@ -20,7 +20,7 @@ from ocr_common.errors import (
     EngineTimeout,
     OcrError,
 )
-from ocr_common.result import Page
+from ocr_common.result import PackedPage
 from ocr_common.settings import MIB
 
 from . import metrics as server_metrics
@@ -133,7 +133,9 @@ class EngineProcess:
             # Left without a process: the next page tries to start one again.
             log.error("engine %d could not be restarted: %s", self.index, exc.message)
 
-    def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page:
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> PackedPage:
         """One page on this engine, counted by outcome; stopped (the engine restarted) as soon
         as ``abandoned`` is set."""
         try:
@@ -144,7 +146,7 @@ class EngineProcess:
         server_metrics.PAGES.labels("ok").inc()
         return result
 
-    def _exchange(self, request: PageTask, abandoned: threading.Event | None) -> Page:
+    def _exchange(self, request: PageTask, abandoned: threading.Event | None) -> PackedPage:
         if self._conn is not None and self._died_idle():
             # Killed between pages (SIGKILL, the OOM killer): no page went with it, so this one
             # goes to a fresh engine rather than failing as the dead one's.
@@ -189,7 +191,7 @@ class EngineProcess:
             self._replace("memory_held")
         if isinstance(reply, Failed):
             raise reply.error
-        return reply.page
+        return reply.packed
 
     def _died_idle(self) -> bool:
         """Whether the idle process is gone: it says nothing between pages, so anything to read

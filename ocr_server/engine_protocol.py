@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from ocr_common.errors import DocumentTooComplex, EngineError, OcrError
-from ocr_common.result import PackedPage, Page, unpack_page
+from ocr_common.result import PackedPage
 from ocr_common.settings import MIB
 
 # After a page that left the engine this much above its start size, return the heap to the OS.
@@ -40,10 +40,6 @@ class PageRead:
 
     packed: PackedPage
     rss_bytes: int
-
-    @property
-    def page(self) -> Page:
-        return unpack_page(self.packed)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from ocr_common.result import Page
+from ocr_common.result import PackedPage
 
 from .engine import PageTask, installed_languages, tessdata_dir
 from .engine_process import EngineProcess
@@ -25,7 +25,9 @@ PRIORITIES = (URGENT, PAGES, BACKGROUND)
 class Engine(Protocol):
     """An engine slot (a fake in unit tests): a page read, stopped once ``abandoned`` is set."""
 
-    def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page: ...
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> PackedPage: ...
 
 
 class EnginePool:
@@ -112,15 +114,15 @@ class EnginePool:
         *,
         urgent: bool,
         engine: Engine | None = None,
-        on_page: Callable[[Page], Awaitable[None]] | None = None,
-    ) -> list[Page]:
+        on_page: Callable[[PackedPage], Awaitable[None]] | None = None,
+    ) -> list[PackedPage]:
         """Read ``pages`` in parallel, one engine each (``engine``: one the caller holds), in
         order; the first failing page fails the document; a cancelled caller stops them all."""
         loop = asyncio.get_running_loop()
         priority = URGENT if urgent else PAGES
         abandoned = threading.Event()
 
-        async def one(page: int, held: Engine | None) -> Page:
+        async def one(page: int, held: Engine | None) -> PackedPage:
             current = held if held is not None else await self.acquire(priority=priority)
             future = loop.run_in_executor(
                 self._executor,

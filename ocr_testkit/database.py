@@ -28,7 +28,7 @@ from ocr_common.models import (
     OcrServerRow,
     WebhookDeliveryRow,
 )
-from ocr_common.result import Page
+from ocr_common.result import Page, pack_page
 
 SCALED_OBJECT = Path(__file__).resolve().parents[1] / "deploy/k8s/base/ocr-scaledobject.yaml"
 
@@ -156,7 +156,8 @@ def finish(
     pages: list[Page] | None = None,
 ) -> bool:
     """Write a result if ``worker_id`` still holds the job (``finish_batch`` of one)."""
-    outcome = JobOutcome(job_id, text=text, pages=pages)
+    packed = None if pages is None else list(map(pack_page, pages))
+    outcome = JobOutcome(job_id, text=text, pages=packed)
     return bool(
         job_store.finish_batch(
             session, worker_id=worker_id, outcomes=[outcome], keep_images=keep_image

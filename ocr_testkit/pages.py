@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ocr_common.result import Block, BoundingBox, Line, Page, Paragraph, Word
+from ocr_common.result import Block, BoundingBox, Line, PackedPage, Page, Paragraph, Word, pack_page
 
 FONT_PX = 40
 # A font with umlauts, accents and ß (Pillow's own has none): Debian's fonts-dejavu-core.
@@ -138,6 +138,11 @@ def page_reading(number: int, text: str | None = None) -> Page:
     )
     blocks = [Block(kind=1, bbox=box, paragraphs=[paragraph])] if lines else []
     return Page(page=number, width=200, height=100, dpi=300, blocks=blocks)
+
+
+def packed_reading(number: int, text: str | None = None) -> PackedPage:
+    """``page_reading`` packed, as an engine answers."""
+    return pack_page(page_reading(number, text))
 
 
 def _line(text: str, top: int) -> Line:

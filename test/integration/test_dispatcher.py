@@ -19,7 +19,7 @@ from ocr_common import job_store, server_store
 from ocr_common.blobs import BlobStoreError, FileStore, JobFiles
 from ocr_common.errors import EngineCrashed, EngineTimeout
 from ocr_common.models import Job, JobOutcome, JobRow, JobStatus
-from ocr_common.result import Page
+from ocr_common.result import PackedPage
 from ocr_common.settings import Settings, load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.documents import Documents
@@ -29,7 +29,7 @@ from ocr_server.outcomes import OutcomeWriter
 from ocr_server.pool import EnginePool
 from ocr_server.transactions import Transactions
 from ocr_testkit.database import claim_next
-from ocr_testkit.pages import page_reading
+from ocr_testkit.pages import packed_reading
 from ocr_testkit.waits import wait_until, wait_until_async
 
 POISON = b"poison"
@@ -46,7 +46,9 @@ class FakeEngine:
         self.returned = 0  # pages whose recognize_page has returned or raised
         self._lock = threading.Lock()
 
-    def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page:
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> PackedPage:
         image = task.document
         with self._lock:
             first_time = image not in self.seen
@@ -59,7 +61,7 @@ class FakeEngine:
                 raise EngineCrashed("the engine crashed on this page")
             if image.startswith(b"flaky") and first_time:
                 raise EngineTimeout("took too long")
-            return page_reading(task.page, image.decode() + "\n")
+            return packed_reading(task.page, image.decode() + "\n")
         finally:
             self.returned += 1
 

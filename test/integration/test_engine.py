@@ -25,6 +25,7 @@ from ocr_common.errors import (
     PayloadTooLarge,
 )
 from ocr_common.options import ORIGINAL_API_OPTIONS, OcrOptions, Preprocess
+from ocr_common.result import document_text, unpack_page
 from ocr_common.settings import MIB, Settings, SettingsError
 from ocr_server.engine import (
     PageTask,
@@ -44,7 +45,7 @@ from ocr_testkit.scenarios import long_page
 
 def read(engine: TesseractEngine | EngineProcess, data: bytes) -> str:
     """The text of an image's first page, read as the original API reads it."""
-    return engine.recognize_page(PageTask(data, 1, ORIGINAL_API_OPTIONS, 300)).text
+    return document_text([engine.recognize_page(PageTask(data, 1, ORIGINAL_API_OPTIONS, 300))])
 
 
 def test_probe_finds_tesseract_and_the_english_model() -> None:
@@ -181,7 +182,7 @@ def test_pool_of_real_engines_reads_pages_in_parallel() -> None:
     async def read_all() -> list[str]:
         tasks = [PageTask(page, 0, ORIGINAL_API_OPTIONS, 300) for page in pages]
         read = await asyncio.gather(*(pool.recognize_pages(t, (1,), urgent=False) for t in tasks))
-        return [result[0].text for result in read]
+        return [document_text(result) for result in read]
 
     try:
         texts = asyncio.run(read_all())
@@ -232,7 +233,7 @@ def test_the_largest_pdf_page_the_default_limits_allow_is_read_under_the_default
     sheet.save(pdf, "PDF", resolution=100)
     pid = engine_process.pid
     options = OcrOptions(dpi=500, preprocess=Preprocess.AUTO)
-    page = engine_process.recognize_page(PageTask(pdf.getvalue(), 1, options, 300))
+    page = unpack_page(engine_process.recognize_page(PageTask(pdf.getvalue(), 1, options, 300)))
     assert page.width == 4500 and page.width * page.height > 48_000_000
     assert page.text.count("Hello") == 12
     assert engine_process.pid == pid and engine_process.restarts == 0
@@ -276,7 +277,7 @@ def test_a_page_that_renders_too_long_is_an_engine_timeout() -> None:
             process.recognize_page(bomb_task(levels=6))
         assert process.restarts == 1 and process.pid != first
         # Rendering an ordinary page is well within the deadline; recognising has its own.
-        page = process.recognize_page(PageTask(HELLO_PNG, 1, OcrOptions(), 300))
+        page = unpack_page(process.recognize_page(PageTask(HELLO_PNG, 1, OcrOptions(), 300)))
         assert "Hello" in page.text
 
 

@@ -16,7 +16,7 @@ from ocr_common import job_store
 from ocr_common.blobs import JobFiles
 from ocr_common.models import JobImageRow, JobOutcome, JobRow, JobStatus
 from ocr_testkit.database import claim_next, fail, finish, statements_sent
-from ocr_testkit.pages import page_reading
+from ocr_testkit.pages import packed_reading, page_reading
 
 IMAGE = b"\x89PNG fake image bytes"
 
@@ -258,7 +258,7 @@ def test_finish_batch_writes_each_outcome_and_lets_go_of_the_documents(
     outcomes = [
         JobOutcome(ids[0], text="plain\n"),
         JobOutcome(ids[1], error_code="engine_timeout", error_message="too slow"),
-        JobOutcome(ids[2], text="page one\n", pages=pages),
+        JobOutcome(ids[2], text="page one\n", pages=[packed_reading(1, "page one\n")]),
     ]
     with sessions.begin() as session:
         written = job_store.finish_batch(session, worker_id="w1", outcomes=outcomes)

@@ -18,13 +18,13 @@ from ocr_common.blobs import FileStore, JobFiles
 from ocr_common.db import alembic_config, head_revision, make_engine, make_session_factory
 from ocr_common.migrate import upgrade
 from ocr_common.models import Base
-from ocr_common.result import Page
+from ocr_common.result import PackedPage
 from ocr_common.settings import load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import PageTask
 from ocr_server.pool import EnginePool
 from ocr_testkit.database import scratch_database
-from ocr_testkit.pages import page_reading
+from ocr_testkit.pages import packed_reading
 from ocr_testkit.waits import wait_until_async
 
 
@@ -78,9 +78,9 @@ def test_a_job_queued_before_the_blob_store_is_read_after_the_upgrade(
     seen: list[bytes] = []
 
     class Recorder:
-        def recognize_page(self, task: PageTask, abandoned: object = None) -> Page:
+        def recognize_page(self, task: PageTask, abandoned: object = None) -> PackedPage:
             seen.append(task.document)
-            return page_reading(task.page, "read\n")
+            return packed_reading(task.page, "read\n")
 
     # Documents not kept: the old row goes once the job is read.
     settings = load_settings(lease_s=3, poll_interval_s=0.05, keep_images=False)

@@ -20,7 +20,7 @@ from ocr_common.models import JobStatus
 from ocr_common.options import ORIGINAL_API_OPTIONS, OcrOptions, Preprocess
 from ocr_common.render.hocr import page_hocr, render_hocr
 from ocr_common.render.tsv import page_tsv, render_tsv
-from ocr_common.result import Page, Word, document_text, unpack_page
+from ocr_common.result import Page, Word, document_text, packed_text, unpack_page
 from ocr_common.settings import load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import TesseractEngine, _read_out, tessdata_dir
@@ -286,7 +286,9 @@ def test_real_engines_read_the_pages_of_one_document_in_order(two_engines: Engin
     pages = asyncio.run(two_engines.recognize_pages(task, (1, 2, 3, 4), urgent=True))
     # How much faster this is on free cores is bench/pages.py's business (timing here would
     # be flaky on a shared machine); test_pool shows the pages really run side by side.
-    assert [p.text.split("\n")[0] for p in pages] == [f"Page {n} says hello" for n in range(1, 5)]
+    assert [packed_text(p).split("\n")[0] for p in pages] == [
+        f"Page {n} says hello" for n in range(1, 5)
+    ]
 
 
 def test_the_dispatcher_reads_a_document_job_with_progress(

@@ -22,6 +22,7 @@ from ocr_common.result import (
     TesseractOutput,
     Word,
     pack_page,
+    packed_text,
     store_pages,
     stored_pages,
     unpack_page,
@@ -73,7 +74,13 @@ def test_a_page_comes_back_from_its_stored_form_whole() -> None:
     right_to_left = page.model_copy(
         update={"tesseract": TesseractOutput(text="a", hocr="b", tsv="c")}
     )
-    assert stored_pages(store_pages([page, right_to_left])) == [page, right_to_left]
+    assert stored_pages(store_pages([pack_page(page), pack_page(right_to_left)])) == [
+        page,
+        right_to_left,
+    ]
+    # The OCR server takes a page's text from its packed form, as the model gives it.
+    for whole in (page, right_to_left, page.model_copy(update={"blocks": []})):
+        assert packed_text(pack_page(whole)) == whole.text
 
 
 def test_a_page_stored_with_words_without_their_empty_slots_reads_the_same() -> None:

@@ -10,9 +10,9 @@ import pytest
 
 from ocr_common.errors import EngineError
 from ocr_common.options import OcrOptions
-from ocr_common.result import Page
+from ocr_common.result import PackedPage, document_text
 from ocr_server.pool import EnginePool, PageTask
-from ocr_testkit.pages import page_reading
+from ocr_testkit.pages import packed_reading
 from ocr_testkit.waits import wait_until_async
 
 
@@ -20,8 +20,10 @@ class FakeEngine:
     def __init__(self, name: str):
         self.name = name
 
-    def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page:
-        return page_reading(task.page, f"{self.name}:{task.document.decode()}\n")
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> PackedPage:
+        return packed_reading(task.page, f"{self.name}:{task.document.decode()}\n")
 
 
 def test_urgent_waiters_are_served_first() -> None:
@@ -56,7 +58,7 @@ def test_recognize_pages_runs_on_an_engine_and_gives_it_back() -> None:
         )
         busy = pool.busy
         pool.close()
-        return [pages[0].text for pages in results], busy
+        return [document_text(pages) for pages in results], busy
 
     texts, busy = asyncio.run(scenario())
     assert [t.split(":")[1] for t in texts] == [f"{i}\n" for i in range(6)]
@@ -107,7 +109,9 @@ class PageEngine:
         self.delay_s = delay_s
         self.fail_on = fail_on
 
-    def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page:
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> PackedPage:
         with PageEngine.lock:
             PageEngine.running += 1
             PageEngine.most = max(PageEngine.most, PageEngine.running)
@@ -115,7 +119,7 @@ class PageEngine:
             time.sleep(self.delay_s)
             if task.page == self.fail_on:
                 raise EngineError(f"page {task.page} is unreadable")
-            return page_reading(task.page, f"page {task.page}\n")
+            return packed_reading(task.page, f"page {task.page}\n")
         finally:
             with PageEngine.lock:
                 PageEngine.running -= 1
@@ -127,8 +131,8 @@ def test_the_pages_of_one_document_run_side_by_side_on_every_engine() -> None:
     task = PageTask(b"doc", 0, OcrOptions(), 300)
     done: list[int] = []
 
-    async def on_page(page: Page) -> None:
-        done.append(page.page)
+    async def on_page(page: PackedPage) -> None:
+        done.append(page["page"])
 
     async def scenario() -> tuple[float, list[dict[str, object]]]:
         started = time.perf_counter()
@@ -136,7 +140,7 @@ def test_the_pages_of_one_document_run_side_by_side_on_every_engine() -> None:
         return time.perf_counter() - started, pages
 
     seconds, pages = asyncio.run(scenario())
-    assert [p.page for p in pages] == [1, 2, 3, 4, 5, 6]
+    assert [p["page"] for p in pages] == [1, 2, 3, 4, 5, 6]
     assert sorted(done) == [1, 2, 3, 4, 5, 6]
     assert PageEngine.most == 3  # six pages on three engines: two rounds, not six
     assert seconds < 0.2 * 6 * 0.75
@@ -164,12 +168,14 @@ class WaitingEngine:
         self.read_s = read_s
         self.abandoned: list[int] = []
 
-    def recognize_page(self, task: PageTask, abandoned: threading.Event | None = None) -> Page:
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> PackedPage:
         assert abandoned is not None
         if abandoned.wait(self.read_s):
             self.abandoned.append(task.page)
             raise EngineError(f"page {task.page} was abandoned", code="abandoned")
-        return page_reading(task.page, "")
+        return packed_reading(task.page, "")
 
 
 def test_a_read_whose_caller_is_cancelled_stops_its_pages_and_frees_the_engines() -> None:
