@@ -64,6 +64,18 @@ def test_a_malformed_chunked_body_is_a_400_json_error(stack: Stack, request_byte
     assert requests.get(stack.url("/healthz"), timeout=5).status_code == 200
 
 
+@pytest.mark.parametrize("spelling", [b"Chunked", b"CHUNKED", b" chunked "])
+def test_a_chunk_over_the_limit_is_refused_at_once_however_chunked_is_spelled(
+    stack: Stack, spelling: bytes
+) -> None:
+    # HTTP compares transfer codings case-insensitively (h11 gives the value lower-cased).
+    head = b"POST /image HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: %s\r\n\r\n" % spelling
+    started = time.monotonic()
+    status, headers, body = split(exchange(stack.api_url, head + b"1" * 18 + b"\r\nabc"))
+    assert time.monotonic() - started < 5
+    assert (status, json.loads(body)["error"]["code"]) == (400, "bad_request")
+
+
 def test_a_request_framed_both_ways_is_answered_then_the_connection_closed(stack: Stack) -> None:
     # Content-Length and Transfer-Encoding: a proxy in front may read the body by its length,
     # this server reads it chunked; what follows the last chunk must not run as a request.
