@@ -299,6 +299,7 @@ class HttpConnection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.keeping_alive = False  # idle between two requests, on the keep-alive deadline
         self.chunks: ChunkSizes | None = None
+        self.task: asyncio.Task[None] | None = None  # the request being answered
         self.body: deque[bytes] = deque()  # what the app has yet to receive
         self.body_bytes = 0
         self.more_body = False
@@ -376,6 +377,8 @@ class HttpConnection(asyncio.Protocol):
     def _start(self, request: h11.Request) -> None:
         self._set_timer(None)
         self.head_request = request.method == b"HEAD"
+        self.body.clear()  # what the last app left unread (the rest of a body over the limit)
+        self.body_bytes = 0
         self.more_body = True
         headers = [(name.lower(), value) for name, value in request.headers]
         if (b"transfer-encoding", b"chunked") in headers:
@@ -384,7 +387,6 @@ class HttpConnection(asyncio.Protocol):
                 self._refuse_chunk()
                 return
         raw_path, _, query = request.target.partition(b"?")
-        transport = self.transport
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -396,10 +398,14 @@ class HttpConnection(asyncio.Protocol):
             "query_string": query,
             "root_path": "",
             "headers": headers,
-            "client": transport.get_extra_info("peername"),
-            "server": transport.get_extra_info("sockname"),
+            "client": self._address("peername"),
+            "server": self._address("sockname"),
         }
-        self.loop.create_task(self._run(scope))
+        self.task = self.loop.create_task(self._run(scope))  # held: the loop holds tasks weakly
+
+    def _address(self, name: str) -> tuple[str, int] | None:
+        address = self.transport.get_extra_info(name)  # (host, port, ...) for IPv6
+        return (address[0], address[1]) if isinstance(address, tuple) else None
 
     async def _run(self, scope: dict[str, Any]) -> None:
         try:
