@@ -109,3 +109,22 @@ def test_a_body_that_stalls_is_a_408_json_error(monkeypatch: pytest.MonkeyPatch)
     assert status == 408
     assert {name.lower(): value for name, value in headers.items()}[b"connection"] == b"close"
     assert json.loads(body)["error"]["code"] == "request_timeout"
+
+
+def test_chunk_sizes_are_followed_across_reads_and_extensions() -> None:
+    sizes = http_front.ChunkSizes(limit=100)
+    # Two chunks within the limit, the second's size line split between two reads.
+    assert not sizes.too_large(b"10;name=value\r\n" + b"a" * 16 + b"\r\n4")
+    assert not sizes.too_large(b"0\r\n" + b"b" * 64 + b"\r\n")
+    assert sizes.too_large(b"65\r\n")  # 101 bytes declared
+    assert http_front.ChunkSizes(limit=100).too_large(b"1" * 18 + b"\r\nabc")
+
+
+def test_chunk_sizes_stop_at_the_last_chunk_and_at_what_h11_refuses() -> None:
+    done = http_front.ChunkSizes(limit=100)
+    assert not done.too_large(b"0\r\n\r\nffffff\r\n")  # trailers and what follows: not sizes
+    assert done.done
+    for malformed in (b"zz\r\n", b"-5\r\n", b"1" * 40 + b"\r\n"):
+        follower = http_front.ChunkSizes(limit=100)
+        assert not follower.too_large(malformed + b"ffffff\r\n")
+        assert follower.done
