@@ -14,12 +14,15 @@ that do not finish their request head in time, closes a connection after a reque
 by its length and as chunked, and closes after an early answer the way nginx's lingering close
 does: a client that sends its whole body before it reads (Python's http.client, requests) still
 reads a 413 instead of a broken pipe. Answers carry one Date and no Server header; a graceful
-stop answers the requests already sent, then closes.
+stop answers the requests already sent, then closes. A connection from an address in gunicorn's
+``forwarded_allow_ips`` (``Proxies``) has its client and scheme taken from X-Forwarded-For and
+X-Forwarded-Proto, as uvicorn's worker did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -285,12 +288,61 @@ class ChunkSizes:
         return False
 
 
+class Proxies:
+    """The addresses trusted to say whom and how they forward (gunicorn's forwarded_allow_ips,
+    ``*`` for any), applied as uvicorn's ProxyHeadersMiddleware did: the client is the first
+    X-Forwarded-For entry from the right that is not trusted itself (the first entry if all
+    are, or for ``*``), the scheme X-Forwarded-Proto's http or https."""
+
+    def __init__(self, allowed: list[str]):
+        self.any = "*" in allowed
+        self.networks = [ipaddress.ip_network(a, strict=False) for a in allowed if a != "*"]
+
+    def trusts(self, host: str) -> bool:
+        try:
+            return self.any or any(ipaddress.ip_address(host) in net for net in self.networks)
+        except ValueError:  # not an IP address
+            return False
+
+    def apply(self, scope: dict[str, Any]) -> None:
+        if scope["client"] is None or not self.trusts(scope["client"][0]):
+            return  # the headers of anyone else are ignored
+        values = {name: value.decode("latin-1") for name, value in scope["headers"]}  # the last
+        if (scheme := values.get(b"x-forwarded-proto", "").strip()) in ("http", "https"):
+            scope["scheme"] = scheme
+        hops = [
+            _host_port(hop.strip())
+            for name, value in scope["headers"]
+            if name == b"x-forwarded-for"
+            for hop in value.decode("latin-1").split(",")
+        ]
+        untrusted = [hop for hop in reversed(hops) if not self.trusts(hop[0])]
+        client = next(iter(untrusted or hops), None)
+        if client is not None and client[0]:  # an empty header says nothing
+            scope["client"] = client
+
+
+def _host_port(hop: str) -> tuple[str, int]:
+    """(host, port) of an X-Forwarded-For entry: an address, ``v4:port`` or ``[v6]:port``."""
+    found = re.fullmatch(r"\[([^\]]*)\](?::(\d+))?|([^:]*):(\d+)", hop)
+    if found is None:
+        return hop, 0
+    return (found[1] or found[3] or "", int(found[2] or found[4] or 0))
+
+
 class HttpConnection(asyncio.Protocol):
     """One client connection: HTTP/1.1 read by h11, each request handed to the ASGI app once
     its head is complete, its body passed on as it arrives."""
 
-    def __init__(self, app: BufferedWsgi, connections: set[HttpConnection], keepalive_s: float):
+    def __init__(
+        self,
+        app: BufferedWsgi,
+        connections: set[HttpConnection],
+        keepalive_s: float,
+        proxies: Proxies,
+    ):
         self.app = app
+        self.proxies = proxies
         self.connections = connections
         self.keepalive_s = keepalive_s
         self.loop = asyncio.get_running_loop()
@@ -401,6 +453,7 @@ class HttpConnection(asyncio.Protocol):
             "client": self._address("peername"),
             "server": self._address("sockname"),
         }
+        self.proxies.apply(scope)
         self.task = self.loop.create_task(self._run(scope))  # held: the loop holds tasks weakly
 
     def _address(self, name: str) -> tuple[str, int] | None:
@@ -539,9 +592,10 @@ class ApiWorker(Worker):
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         connections: set[HttpConnection] = set()
+        proxies = Proxies(self.cfg.forwarded_allow_ips)
         servers = [
             await loop.create_server(
-                lambda: HttpConnection(self.wsgi, connections, keepalive_s=self.cfg.keepalive),
+                lambda: HttpConnection(self.wsgi, connections, self.cfg.keepalive, proxies),
                 sock=listener.sock,
             )
             for listener in self.sockets
