@@ -111,6 +111,11 @@ class ClaimLoop:
                 continue
             self._counters.claimed.inc(len(jobs))
             self._counters.reused.inc(taken - len(jobs))
+            if jobs and not self._leases_kept():
+                # Sent before the heartbeat got stuck, answered after (both waited out a
+                # partition): these leases would run out as well; back to the queue, uncharged.
+                await self._give_back([job.id for job in jobs])
+                jobs = []
             for job in jobs:
                 self._start_job(engines.pop(), job)
             self._release(engines)
