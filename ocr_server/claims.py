@@ -47,6 +47,7 @@ class ClaimLoop:
         worker_id: str,
         start_job: Callable[[Engine, ClaimedJob], None],
         give_back: Callable[[list[str]], Awaitable[None]],
+        leases_kept: Callable[[], bool],
     ):
         self._db = transactions
         self._pool = pool
@@ -56,6 +57,7 @@ class ClaimLoop:
         self._worker_id = worker_id
         self._start_job = start_job
         self._give_back = give_back
+        self._leases_kept = leases_kept
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -84,6 +86,12 @@ class ClaimLoop:
             if self._stopping:
                 self._release(engines)
                 break
+            if not self._leases_kept():
+                # The heartbeat is stuck: the engines wait for it (or serve synchronous reads)
+                # rather than take jobs whose leases would run out and be read again.
+                self._release(engines)
+                await asyncio.sleep(settings.poll_interval_s)
+                continue
             limit = len(engines)
             # Shielded: a claim the database commits must reach us, even during a stop.
             claiming = asyncio.ensure_future(
@@ -103,6 +111,11 @@ class ClaimLoop:
                 continue
             self._counters.claimed.inc(len(jobs))
             self._counters.reused.inc(taken - len(jobs))
+            if jobs and not self._leases_kept():
+                # Sent before the heartbeat got stuck, answered after (both waited out a
+                # partition): these leases would run out as well; back to the queue, uncharged.
+                await self._give_back([job.id for job in jobs])
+                jobs = []
             for job in jobs:
                 self._start_job(engines.pop(), job)
             self._release(engines)

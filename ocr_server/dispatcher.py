@@ -82,6 +82,7 @@ class Dispatcher:
             worker_id=self.worker_id,
             start_job=self._start_job,
             give_back=self._leases.give_back,
+            leases_kept=self._leases.keeping_up,
         )
         self._presence = Presence(
             self._db,

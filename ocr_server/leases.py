@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 
 from sqlalchemy.orm import Session
 
@@ -23,6 +24,8 @@ class Leases:
         self._worker_id = worker_id
         self._lease_s = lease_s
         self._running: dict[str, asyncio.Task[None]] = {}
+        # When the beat waiting for the database was sent (monotonic); None: none is.
+        self._beat_sent: float | None = None
 
     def __len__(self) -> int:
         return len(self._running)
@@ -44,6 +47,13 @@ class Leases:
     def unfinished(self) -> list[str]:
         return [job_id for job_id, task in self._running.items() if not task.done()]
 
+    def keeping_up(self) -> bool:
+        """False while a beat has waited for the database longer than the time between two."""
+        # A job claimed then could lose its lease before the next beat. It happens after a
+        # partition: a beat sent during it waits for TCP's backed-off retransmission (seconds)
+        # or read_timeout (30 s), while a claim on a fresh connection goes through at once.
+        return self._beat_sent is None or time.monotonic() - self._beat_sent < self._lease_s / 3
+
     async def keep_alive(self) -> None:
         """Forever: every third of a lease, extend the leases of the jobs held."""
         while True:
@@ -57,10 +67,13 @@ class Leases:
                 job_ids=job_ids,
                 lease_s=self._lease_s,
             )
+            self._beat_sent = time.monotonic()
             try:
                 await self._db.run(beat)
             except Exception as exc:  # noqa: BLE001 - next beat tries again
                 log.warning("heartbeat failed: %s", exc)
+            finally:
+                self._beat_sent = None
 
     async def give_back(self, job_ids: list[str]) -> None:
         """Put jobs back in the queue without charging the attempt (a stop interrupted them)."""

@@ -134,5 +134,9 @@ def test_a_cut_off_ocr_container_loses_no_job_and_its_late_write_is_refused(
         assert f"Marker {n} quick brown fox" in text, f"job {n} holds another page's text"
         assert text.count("quick brown fox") == 1
     lost_attempts = state[victim["job"]][2]
-    assert lost_attempts == 2, "the lost job was read again exactly once"
+    # Read again exactly once: by the other container, or by the cut-off one once it is back. It
+    # claims nothing while its heartbeat still waits for the answer to a beat sent during the cut
+    # (TCP's retransmissions back off to seconds): a job claimed then lost its lease before the
+    # next beat and was read a third time (Leases.keeping_up).
+    assert lost_attempts == 2, f"the lost job was read {lost_attempts} times: {timeline()}"
     assert done_s <= DONE_WITHIN_S

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, event, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -619,3 +620,82 @@ def test_a_running_server_keeps_its_row_fresh_and_marks_it_stopped(
     assert stopped.alive == () and stopped.last is not None
     assert stopped.last.stopped_at is not None
     assert stopped.stalled() is not None and "(the last one stopped)" in stopped.stalled()
+
+
+class SlowPages(FakeEngine):
+    """A FakeEngine that takes ``delays_s[image]`` to read the pages named there."""
+
+    def __init__(self, delays_s: dict[bytes, float]):
+        super().__init__()
+        self.delays_s = delays_s
+
+    def recognize_page(
+        self, task: PageTask, abandoned: threading.Event | None = None
+    ) -> PackedPage:
+        time.sleep(self.delays_s.get(task.document, 0.0))
+        return super().recognize_page(task, abandoned)
+
+
+# On MySQL alone: on SQLite the stalled heartbeat holds the one write lock, so nothing can be
+# claimed meanwhile whatever the dispatcher does.
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("mysql", marks=pytest.mark.mysql)], indirect=True
+)
+@pytest.mark.parametrize(
+    "claim_answered_late", [False, True], ids=["queued-while-stuck", "claim-answered-late"]
+)
+def test_a_server_whose_heartbeat_is_stuck_claims_no_job_it_could_not_keep(
+    sessions: sessionmaker[Session], files: JobFiles, db_engine: Engine, claim_answered_late: bool
+) -> None:
+    """The partition test's job read three times: back on the network, the cut-off server
+    claimed the job again while its heartbeat still waited for the answer to a beat sent during
+    the cut (TCP retransmits back off to seconds; read_timeout is 30 s). That job's lease ran
+    out before the next beat, the reaper took it back, it was read again. The claim either went
+    out once the server was back, or was itself sent during the cut and answered after it."""
+    lease_s = 2.0
+    stall_s = 3 * lease_s
+    ids = queue(sessions, files, [b"held"])
+    stalled = threading.Event()
+    claim_stalled = threading.Event()
+
+    def stall(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        # A heartbeat's UPDATE sets lease_until first, a claim's status and started_at.
+        if statement.startswith("UPDATE jobs SET lease_until") and not stalled.is_set():
+            stalled.set()
+            time.sleep(stall_s)
+        is_claim = statement.startswith("UPDATE jobs SET status") and "started_at" in statement
+        if claim_answered_late and stalled.is_set() and is_claim and not claim_stalled.is_set():
+            # Sent while the beat is on time, answered once it is overdue.
+            claim_stalled.set()
+            time.sleep(lease_s / 3 + 0.5)
+
+    # "new" takes longer than a lease to read: a lease not kept alive runs out meanwhile.
+    engines = [SlowPages({b"held": lease_s, b"new": 1.5 * lease_s}) for _ in range(2)]
+    dispatcher = Dispatcher(sessions, EnginePool(engines), settings(lease_s=lease_s), files)
+
+    def new_job_ended() -> bool:
+        return jobs(sessions, ids[1:])[0].status.is_final
+
+    async def scenario() -> None:
+        dispatcher.start()
+        try:
+            await asyncio.to_thread(stalled.wait, 10)
+            if not claim_answered_late:
+                # The beat is overdue now (a beat every third of a lease).
+                await asyncio.sleep(lease_s / 3 + 0.3)
+            # A job for the second engine, which is free.
+            ids.extend(await asyncio.to_thread(queue, sessions, files, [b"new"]))
+            await wait_until_async(new_job_ended, 30, "the new job to end", 0.1)
+        finally:
+            await dispatcher.stop(grace_s=5)
+
+    event.listen(db_engine, "before_cursor_execute", stall)
+    try:
+        asyncio.run(scenario())
+    finally:
+        event.remove(db_engine, "before_cursor_execute", stall)
+    [new] = jobs(sessions, ids[1:])
+    read = [page for engine in engines for page in engine.seen]
+    assert claim_stalled.is_set() == claim_answered_late
+    assert (new.status, new.text) == (JobStatus.SUCCEEDED, "new\n")
+    assert (new.attempts, read.count(b"new")) == (1, 1), "the new job was read once"
