@@ -434,7 +434,8 @@ def bench(stack: Stack, url: str, args: argparse.Namespace) -> None:
         "OCR": pids_of(stack.ocr),
     }
     print(
-        f"API: {args.api_processes} gunicorn gthread processes x {args.api_threads} threads; "
+        f"API: {args.api_processes} gunicorn processes (asyncio worker, ApiWorker) x "
+        f"{args.api_threads} threads; "
         f"OCR server: {args.workers} engines; {os.cpu_count()} CPUs; "
         f"database {make_url(url).get_backend_name()} (scratch {make_url(url).database}); "
         f"{args.seconds:g} s per run after {args.warmup:g} s warm-up"

@@ -26,6 +26,9 @@ CLIENT = Path(__file__).resolve().parents[1] / "test" / "client_test.py"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 JOB_TIMEOUT_S = 90.0
+# The stack running on each database, in this process. Two on one database share one queue:
+# the OCR server of one claims jobs of the other, whose documents are in the other's blob store.
+RUNNING: dict[str, Stack] = {}
 
 
 def free_port() -> int:
@@ -176,6 +179,8 @@ class Stack:
         self.api = Service("ocr-api", env, log_dir)
 
     def start(self) -> None:
+        running = RUNNING.setdefault(self.database_url, self)
+        assert running is self, "a stack already runs on this database: give this one its own"
         self.migrate.start()
         assert self.migrate.proc is not None
         assert self.migrate.proc.wait(START_TIMEOUT_S) == 0, self.migrate.log_text()
@@ -191,6 +196,8 @@ class Stack:
         # The API first, so that it takes nothing more while the OCR server drains.
         for service in (self.api, self.ocr, self.migrate):
             service.stop(signal.SIGTERM)
+        if RUNNING.get(self.database_url) is self:
+            del RUNNING[self.database_url]
 
     def logs(self) -> str:
         return "\n".join(service.log_text() for service in (self.migrate, self.ocr, self.api))

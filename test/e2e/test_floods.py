@@ -93,6 +93,25 @@ def test_queued_jobs_are_capped_per_key(stack: Stack, db_engine_e2e: Engine) -> 
     assert post(stack, "/image", 1, "batch").status_code == 200
 
 
+def test_wrong_keys_through_a_proxy_count_for_the_client_it_names(stack: Stack) -> None:
+    # This host is a trusted proxy (gunicorn's forwarded_allow_ips, 127.0.0.1 by default): the
+    # client is the last X-Forwarded-For entry, not the connecting address.
+    body = {"image_data": HELLO_B64}
+
+    def wrong_key(client: str, n: int) -> requests.Response:
+        headers = {"X-Forwarded-For": f"198.51.100.1, {client}", "X-API-Key": f"guess-{n}"}
+        return requests.post(stack.url("/image"), json=body, headers=headers, timeout=30)
+
+    for n in range(AUTH_FAILURES):
+        assert wrong_key("203.0.113.7", n).status_code == 401
+    refused = wrong_key("203.0.113.7", AUTH_FAILURES)
+    assert refused.status_code == 429, refused.text
+    assert "from 203.0.113.7 " in refused.json()["error"]["message"]
+    # Another client of the proxy, and the proxy's own address, are not locked out.
+    assert wrong_key("203.0.113.8", 0).status_code == 401
+    assert requests.get(stack.url("/allimages"), headers=auth("other"), timeout=30).ok
+
+
 def test_wrong_keys_are_limited_per_client_address(stack: Stack) -> None:
     # Last in the module: it locks this address out for the rest of the minute.
     body = {"image_data": HELLO_B64}

@@ -231,3 +231,50 @@ def test_a_client_that_sends_a_body_over_the_limit_whole_reads_the_413(stack: St
     )
     assert chunked.status_code == 413
     assert chunked.json()["code"] == "request_too_large"
+
+
+def test_pipelined_requests_are_answered_in_order_and_head_has_no_body(stack: Stack) -> None:
+    request = (
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        b"GET /nope HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    reply = exchange(stack.api_url, request)
+    statuses = re.findall(rb"^HTTP/1\.1 (\d{3}) ", reply, flags=re.MULTILINE)
+    assert statuses == [b"200", b"200", b"404"], reply
+    get, head, nope = re.split(rb"(?=^HTTP/1\.1 )", reply, flags=re.MULTILINE)[1:]
+    assert split(head)[2] == b""
+    assert int(split(head)[1]["content-length"]) == len(split(get)[2])
+    assert json.loads(split(nope)[2])["error"]["code"]
+
+
+def test_a_client_that_expects_100_continue_gets_it_then_the_answer(stack: Stack) -> None:
+    parts = urlsplit(stack.api_url)
+    body = b'{"image_data": "not base64"}'
+    head = (
+        b"POST /image HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(head)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(body)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    status, headers, answer = split(reply)
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert json.loads(answer)["error"]["code"]
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_gunicorns_keepalive(stack: Stack) -> None:
+    parts = urlsplit(stack.api_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=20) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        reply = sock.recv(65536)
+        started = time.monotonic()
+        while chunk := sock.recv(65536):
+            reply += chunk
+        waited = time.monotonic() - started
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert 3 < waited < 10  # keepalive is 5 s (serve.py)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
-from sqlalchemy.engine import Engine
 
 from ocr_common.settings import hash_api_key
+from ocr_testkit.database import scratch_database
 from ocr_testkit.pages import HELLO_PNG, render_document, render_lines
 from ocr_testkit.stack import Stack, running_stack
 
@@ -329,14 +329,31 @@ def test_the_page_warns_while_no_ocr_server_runs(stack: Stack, page: Page, tmp_p
     assert console.errors == []
 
 
+def test_a_second_stack_on_the_database_of_a_running_one_is_refused(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # Its OCR server would claim the running stack's jobs (and fail them: their documents are
+    # in the other stack's blob store), as one did the keyed stack's below when it shared it.
+    second = Stack(stack.database_url, tmp_path)
+    try:
+        with pytest.raises(AssertionError, match="already runs on this database"):
+            second.start()
+        assert second.ocr.proc is None and second.api.proc is None
+    finally:
+        second.stop()
+
+
 @pytest.fixture(scope="module")
-def keyed_stack(
-    mysql_url: str, db_engine_e2e: Engine, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
+def keyed_stack(mysql_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     keys = f"page={hash_api_key(API_KEY)}"
-    with running_stack(
-        mysql_url, tmp_path_factory.mktemp("keyed-logs"), OCR_API_KEYS=keys
-    ) as stack:
+    # A database of its own: on the module's, the other stack's OCR server (still running)
+    # could claim this stack's job and fail it, its document being in this stack's blob store.
+    with (
+        scratch_database(mysql_url, "ocr_test_keys") as database_url,
+        running_stack(
+            database_url, tmp_path_factory.mktemp("keyed-logs"), OCR_API_KEYS=keys
+        ) as stack,
+    ):
         yield stack
 
 

@@ -109,3 +109,65 @@ def test_a_body_that_stalls_is_a_408_json_error(monkeypatch: pytest.MonkeyPatch)
     assert status == 408
     assert {name.lower(): value for name, value in headers.items()}[b"connection"] == b"close"
     assert json.loads(body)["error"]["code"] == "request_timeout"
+
+
+def test_chunk_sizes_are_followed_across_reads_and_extensions() -> None:
+    sizes = http_front.ChunkSizes(limit=100)
+    # Two chunks within the limit, the second's size line split between two reads.
+    assert not sizes.too_large(b"10;name=value\r\n" + b"a" * 16 + b"\r\n4")
+    assert not sizes.too_large(b"0\r\n" + b"b" * 64 + b"\r\n")
+    assert sizes.too_large(b"65\r\n")  # 101 bytes declared
+    assert http_front.ChunkSizes(limit=100).too_large(b"1" * 18 + b"\r\nabc")
+
+
+def test_chunk_sizes_stop_at_the_last_chunk_and_at_what_h11_refuses() -> None:
+    done = http_front.ChunkSizes(limit=100)
+    assert not done.too_large(b"0\r\n\r\nffffff\r\n")  # trailers and what follows: not sizes
+    assert done.done
+    for malformed in (b"zz\r\n", b"-5\r\n", b"1" * 40 + b"\r\n"):
+        follower = http_front.ChunkSizes(limit=100)
+        assert not follower.too_large(malformed + b"ffffff\r\n")
+        assert follower.done
+
+
+GUNICORN_DEFAULT = ["127.0.0.1", "::1"]  # forwarded_allow_ips without FORWARDED_ALLOW_IPS
+
+
+def forwarded(
+    peer: str, headers: list[tuple[bytes, bytes]], allowed: list[str] = GUNICORN_DEFAULT
+) -> tuple[tuple[str, int], str]:
+    """(client, scheme) of a request from ``peer`` after the proxy rule."""
+    scope: dict[str, Any] = {"client": (peer, 4000), "scheme": "http", "headers": headers}
+    http_front.Proxies(allowed).apply(scope)
+    return scope["client"], scope["scheme"]
+
+
+def test_a_trusted_proxy_gives_the_client_and_scheme() -> None:
+    via_proxy = [(b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"https")]
+    assert forwarded("127.0.0.1", via_proxy) == (("203.0.113.7", 0), "https")
+    assert forwarded("::1", via_proxy) == (("203.0.113.7", 0), "https")
+    # The first address from the right the proxies do not trust: a client's own header
+    # (spoofed or not) is left of what its proxy appended.
+    chain = [(b"x-forwarded-for", b"198.51.100.1, 203.0.113.7:8080, 127.0.0.1")]
+    assert forwarded("127.0.0.1", chain) == (("203.0.113.7", 8080), "http")
+    two_headers = [(b"x-forwarded-for", b"198.51.100.1"), (b"x-forwarded-for", b"[2001:db8::5]:7")]
+    assert forwarded("127.0.0.1", two_headers)[0] == ("2001:db8::5", 7)
+    # All trusted: the first; a network trusts its addresses.
+    inside = [(b"x-forwarded-for", b"10.0.0.5, 10.0.0.6")]
+    assert forwarded("10.1.2.3", inside, ["10.0.0.0/8"])[0] == ("10.0.0.5", 0)
+    # "*" trusts any peer and takes the first entry, as uvicorn did.
+    assert forwarded("192.0.2.9", chain, ["*"]) == (("198.51.100.1", 0), "http")
+
+
+def test_proxy_headers_from_anyone_else_or_with_other_values_are_ignored() -> None:
+    spoofed = [(b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"https")]
+    assert forwarded("192.0.2.9", spoofed) == (("192.0.2.9", 4000), "http")
+    assert forwarded("10.0.0.1", spoofed, ["10.0.0.0/31"]) == (("203.0.113.7", 0), "https")
+    assert forwarded("10.0.0.2", spoofed, ["10.0.0.0/31"]) == (("10.0.0.2", 4000), "http")
+    # Only http and https are schemes; an empty header names no client.
+    odd = [(b"x-forwarded-for", b""), (b"x-forwarded-proto", b"ftp")]
+    assert forwarded("127.0.0.1", odd) == (("127.0.0.1", 4000), "http")
+    # The last X-Forwarded-Proto counts.
+    twice = [(b"x-forwarded-proto", b"http"), (b"x-forwarded-proto", b"https")]
+    assert forwarded("127.0.0.1", twice)[1] == "https"
+    assert forwarded("127.0.0.1", [])[1] == "http"
