@@ -41,6 +41,7 @@ function authHeaders() {
 // fetch() on this origin with the key; an error answer becomes an ApiError with the API's
 // own code and message (problem+json `detail`).
 async function api(path, init = {}) {
+  const key = sessionStorage.getItem(KEY_STORE);
   let response;
   try {
     response = await fetch(path, { ...init, headers: { ...authHeaders(), ...(init.headers || {}) } });
@@ -57,7 +58,8 @@ async function api(path, init = {}) {
   const code = body?.code ?? body?.error?.code ?? `http_${response.status}`;
   const detail = body?.detail ?? body?.error?.message ?? response.statusText;
   const error = new ApiError(response.status, code, detail, response.headers.get("Retry-After"));
-  if (response.status === 401) askForKey(error);
+  // A late 401 to a key replaced since says nothing of the new one.
+  if (response.status === 401 && key === sessionStorage.getItem(KEY_STORE)) askForKey(error);
   throw error;
 }
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Route, sync_playwright
 
 from ocr_common.settings import hash_api_key
 from ocr_testkit.database import scratch_database
@@ -369,6 +369,17 @@ def test_with_api_keys_the_page_asks_for_one_and_keeps_it_in_the_session_only(
     key_form = page.locator("#key-form")
     key_form.wait_for(state="visible")
 
+    # The wrong key's listing is answered late, after the right key is in: a 401 to a key
+    # replaced since must neither ask again nor drop the new key.
+    held: list[Route] = []
+
+    def hold_the_wrong_key(route: Route) -> None:
+        if route.request.headers.get("authorization") == "Bearer not-the-key":
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/v1/jobs?*", hold_the_wrong_key)
     page.fill("#key", "not-the-key")
     page.keyboard.press("Enter")
     page.wait_for_selector("#key-error:has-text('not accepted')")
@@ -376,6 +387,9 @@ def test_with_api_keys_the_page_asks_for_one_and_keeps_it_in_the_session_only(
     page.fill("#key", API_KEY)
     page.keyboard.press("Enter")
     page.wait_for_selector("#jobs li")
+    with page.expect_response(lambda response: response.status == 401):
+        held.pop().continue_()
+    page.wait_for_timeout(300)
     assert not key_form.is_visible()
     document = tmp_path / "hello.png"
     document.write_bytes(HELLO_PNG)
