@@ -87,7 +87,7 @@ def make_engine(
         **kwargs,
     )
     if session_timeout_s is not None:
-        event.listen(engine, "connect", functools.partial(_keepalive, timeout_s=session_timeout_s))
+        event.listen(engine, "do_connect", functools.partial(_connect, timeout_s=session_timeout_s))
     return engine
 
 
@@ -101,19 +101,33 @@ def session_bounds_sql(timeout_s: float) -> str:
     )
 
 
-def _keepalive(dbapi_conn: Any, _record: Any, *, timeout_s: float) -> None:
+def _connect(
+    dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any], *, timeout_s: float
+) -> Any:
     # The client's side: a connection whose database went silent (a partition) is found dead
     # within about timeout_s of quiet instead of the kernel's default two hours (a statement
-    # waiting for its answer is bounded by read_timeout). PyMySQL turns SO_KEEPALIVE on but
-    # leaves the timings to the kernel; its socket is _sock.
-    sock = getattr(dbapi_conn, "_sock", None)
-    if not isinstance(sock, socket.socket) or not hasattr(socket, "TCP_KEEPIDLE"):
-        return
+    # waiting for its answer is bounded by read_timeout). PyMySQL leaves the keepalive timings
+    # to the kernel, so it is handed a TCP socket opened here as it would, with them set.
+    dbapi = dialect.loaded_dbapi
+    conn = dbapi.connect(*cargs, **cparams, defer_connect=True)
+    if conn.unix_socket or not hasattr(socket, "TCP_KEEPIDLE"):
+        conn.connect()
+        return conn
+    source = (conn.bind_address, 0) if conn.bind_address else None
+    try:
+        sock = socket.create_connection((conn.host, conn.port), conn.connect_timeout, source)
+    except OSError as exc:  # raised as PyMySQL does: 2003, can't connect
+        raise dbapi.OperationalError(
+            2003, f"Can't connect to MySQL server on {conn.host!r} ({exc})"
+        ) from exc
     interval_s = max(1, math.ceil(timeout_s / (2 * KEEPALIVE_PROBES)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, math.ceil(timeout_s / 2)))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval_s)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    conn.connect(sock)
+    return conn
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -109,13 +109,13 @@ class ClaimLoop:
                 log.warning("could not claim jobs (%s: %s)", type(exc).__name__, exc)
                 await self._sleep(max(DB_RETRY_S, settings.poll_interval_s))
                 continue
-            self._counters.claimed.inc(len(jobs))
             self._counters.reused.inc(taken - len(jobs))
             if jobs and not self._leases_kept():
                 # Sent before the heartbeat got stuck, answered after (both waited out a
-                # partition): these leases would run out as well; back to the queue, uncharged.
+                # partition): these leases would run out as well; given back uncharged, uncounted.
                 await self._give_back([job.id for job in jobs])
                 jobs = []
+            self._counters.claimed.inc(len(jobs))
             for job in jobs:
                 self._start_job(engines.pop(), job)
             self._release(engines)

@@ -9,6 +9,7 @@ hands within about one lease, and that its late write is refused.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -17,15 +18,16 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from ocr_common import job_store
-from ocr_common.db import make_engine, make_session_factory
+from ocr_common.db import is_connection_error, make_engine, make_session_factory
 from ocr_common.models import JobStatus
 from ocr_testkit.database import claim_next, filed_document, finish
 
@@ -61,6 +63,39 @@ def ocr_server_engine(url: str, bounded: bool) -> Engine:
     return make_engine(url, session_timeout_s=LEASE_S if bounded else None, poolclass=NullPool)
 
 
+# (level, option) of the client socket: TCP_NODELAY, SO_KEEPALIVE, then the keepalive timings.
+SOCKET_OPTIONS = [
+    (socket.IPPROTO_TCP, socket.TCP_NODELAY),
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+]
+# The kernel's defaults of those timings: /proc/sys/net/ipv4/tcp_keepalive_*.
+KERNEL_TIMINGS = ("time", "intvl", "probes")
+
+
+def client_socket(conn: Connection) -> socket.socket:
+    """A duplicate of this process's socket for ``conn``, found by the client address the
+    database reports for the session (the driver gives its socket through no public means)."""
+    host = conn.exec_driver_sql(
+        "SELECT host FROM information_schema.processlist WHERE id = CONNECTION_ID()"
+    ).scalar_one()
+    address, port = host.rsplit(":", 1)
+    found = None
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed since the listing
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=os.dup(int(fd)))
+            if sock.family == socket.AF_INET and sock.getsockname() == (address, int(port)):
+                found = sock
+            else:
+                sock.close()
+    assert found is not None, f"no socket of this process at {host}"
+    return found
+
+
 def claim_until(sessions: sessionmaker[Session], worker_id: str, timeout_s: float) -> str | None:
     """What ``worker_id``'s claim loop and reaper get within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -80,7 +115,7 @@ def claim_until(sessions: sessionmaker[Session], worker_id: str, timeout_s: floa
 FROZEN_CLAIM = textwrap.dedent(
     """
     import os, signal, sys
-    from ocr_common.db import make_engine, make_session_factory
+    from ocr_common.db import is_connection_error, make_engine, make_session_factory
     from ocr_testkit.database import claim_next
     engine = make_engine(sys.argv[1], session_timeout_s=float(sys.argv[2]) or None)
     session = make_session_factory(engine)()
@@ -246,15 +281,41 @@ def test_the_ocr_server_session_carries_the_bounds(mysql_url: str) -> None:
                 "SELECT @@session.wait_timeout, @@session.net_read_timeout, "
                 "@@session.net_write_timeout, @@session.innodb_lock_wait_timeout"
             ).one()
-            raw = conn.connection.dbapi_connection
-            sock = getattr(raw, "_sock", None)
-            assert sock is not None
-            keepalive = sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
-            idle_s = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+            with client_socket(conn) as sock:
+                options = [sock.getsockopt(*option) for option in SOCKET_OPTIONS]
     finally:
         engine.dispose()
     assert tuple(int(v) for v in values) == (2, 2, 2, 5)
-    assert keepalive and idle_s <= LEASE_S
+    # Keepalive on, first probe after half a lease, then 3 probes a sixth of a lease apart (at
+    # least a second each): a silent database is found gone within about a lease. The
+    # kernel's defaults would be two hours, 75 s and 9 probes.
+    assert options == [1, 1, 1, 1, 3]
+
+
+@pytest.mark.mysql
+def test_an_unbounded_session_keeps_the_kernels_keepalive_timings(mysql_url: str) -> None:
+    engine = ocr_server_engine(mysql_url, bounded=False)
+    try:
+        with engine.connect() as conn, client_socket(conn) as sock:
+            options = [sock.getsockopt(*option) for option in SOCKET_OPTIONS]
+    finally:
+        engine.dispose()
+    # PyMySQL's own socket: no delay, keepalive on, the timings left to the kernel.
+    kernel = Path("/proc/sys/net/ipv4")
+    defaults = [int((kernel / f"tcp_keepalive_{name}").read_text()) for name in KERNEL_TIMINGS]
+    assert options == [1, 1, *defaults]
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_a_database_that_cannot_be_reached_is_reported_as_pymysql_does(bounded: bool) -> None:
+    """The bounded engine opens its socket itself; a refused connection is still PyMySQL's
+    error 2003, which the start-up wait and the dispatcher take for the database being down."""
+    engine = ocr_server_engine("mysql+pymysql://ocr:ocr@127.0.0.1:1/ocr", bounded=bounded)
+    with pytest.raises(OperationalError) as caught:
+        engine.connect()
+    assert is_connection_error(caught.value)
+    assert caught.value.orig is not None and caught.value.orig.args[0] == 2003
+    assert "Can't connect to MySQL server on '127.0.0.1'" in str(caught.value.orig)
 
 
 def test_on_sqlite_a_claimer_that_dies_mid_transaction_frees_the_database_at_once(

@@ -699,3 +699,5 @@ def test_a_server_whose_heartbeat_is_stuck_claims_no_job_it_could_not_keep(
     assert claim_stalled.is_set() == claim_answered_late
     assert (new.status, new.text) == (JobStatus.SUCCEEDED, "new\n")
     assert (new.attempts, read.count(b"new")) == (1, 1), "the new job was read once"
+    # Every page here is a job's one page: a claim given back is not counted as claimed.
+    assert dispatcher.counters.values()["claimed"] == len(read)

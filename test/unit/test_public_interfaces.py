@@ -13,14 +13,9 @@ PACKAGES = ["api_server", "ocr_server", "ocr_common"]
 # namedtuple's documented methods carry an underscore so as not to clash with field names.
 PUBLIC_WITH_UNDERSCORE = {"_replace", "_asdict", "_fields", "_make"}
 INTERNAL_MODULES = ("uvicorn.protocols", "h11._")
-# Debts noted where they are, each for want of a public interface: file → private names read.
-KNOWN_DEBTS = {
-    # PyMySQL gives its socket (for the TCP keepalive timings) through no public attribute.
-    "ocr_common/db.py": ("_sock",),
-}
 
 
-def private_reads(tree: ast.AST, allowed: tuple[str, ...] = ()) -> list[str]:
+def private_reads(tree: ast.AST) -> list[str]:
     """``obj._name`` and ``getattr(obj, "_name")`` where obj is not ``self`` or ``cls``."""
     found = []
     for node in ast.walk(tree):
@@ -39,7 +34,7 @@ def private_reads(tree: ast.AST, allowed: tuple[str, ...] = ()) -> list[str]:
         ):
             name = node.args[1].value
         private = name is not None and name.startswith("_") and not name.startswith("__")
-        if private and name not in PUBLIC_WITH_UNDERSCORE and name not in allowed:
+        if private and name not in PUBLIC_WITH_UNDERSCORE:
             found.append(f"line {node.lineno}: {ast.unparse(node)}")
     return found
 
@@ -59,8 +54,7 @@ SOURCES = sorted(path for package in PACKAGES for path in (ROOT / package).rglob
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda path: str(path.relative_to(ROOT)))
 def test_no_private_attribute_of_another_object_is_read(path: Path) -> None:
-    allowed = KNOWN_DEBTS.get(str(path.relative_to(ROOT)), ())
-    assert private_reads(ast.parse(path.read_text()), allowed) == []
+    assert private_reads(ast.parse(path.read_text())) == []
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda path: str(path.relative_to(ROOT)))
