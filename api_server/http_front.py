@@ -3,10 +3,10 @@
 gunicorn runs the processes (``ApiWorker``, a gunicorn worker class of our own); in each, one
 asyncio event loop reads request heads and bodies for every connection at once (``HttpConnection``:
 HTTP/1.1 parsed by h11, which leaves the I/O to us), and only a complete request takes one of
-the ``OCR_API_THREADS`` threads that run the Flask app (``BufferedWsgi``, through a2wsgi). A
-client that sends its request a few bytes at a time costs a socket and a little memory, not a
-thread: this is what a buffering reverse proxy (nginx) in front of a threaded server would
-give, in-process.
+the ``OCR_API_THREADS`` threads that run the Flask app (``Front``), its body in memory or, when
+large, in a temporary file. A client that sends its request a few bytes at a time costs a socket
+and a little memory, not a thread: this is what a buffering reverse proxy (nginx) in front of a
+threaded server would give, in-process.
 
 It also answers what never reaches Flask as JSON (a malformed request line, header or chunked
 body, a chunk declared larger than a request may be, a body that stalls), drops connections
@@ -16,27 +16,27 @@ does: a client that sends its whole body before it reads (Python's http.client, 
 reads a 413 instead of a broken pipe. Answers carry one Date and no Server header; a graceful
 stop answers the requests already sent, then closes. A connection from an address in gunicorn's
 ``forwarded_allow_ips`` (``Proxies``) has its client and scheme taken from X-Forwarded-For and
-X-Forwarded-Proto, as uvicorn's worker did.
+X-Forwarded-Proto.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
 import json
 import logging
 import os
 import re
+import sys
 import tempfile
-from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
-from urllib.parse import unquote
+from typing import IO, Any
+from urllib.parse import unquote_to_bytes
 
 import h11
-from a2wsgi import WSGIMiddleware
 from gunicorn.workers.base import Worker
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,8 @@ REQUEST_HEAD_TIMEOUT_S = 30.0
 BODY_IDLE_TIMEOUT_S = 30.0
 # Bodies up to this size stay in memory; larger ones wait in a temporary file.
 BODY_IN_MEMORY_BYTES = 1024 * 1024
-BODY_REPLAY_CHUNK = 256 * 1024
-# Body bytes received ahead of the app before the connection stops reading (flow control).
-BODY_BUFFER_BYTES = 64 * 1024
+# A streamed answer goes to the client in parts of about this size.
+RESPONSE_PART_BYTES = 64 * 1024
 # h11 takes a chunk size of up to 20 hex digits; a longer size line is refused by it.
 CHUNK_LINE_MAX_BYTES = 1024
 # After answering before the body was read: discard what the client still sends, for at most
@@ -62,14 +61,12 @@ STOP_IDLE_S = 1.0
 # The worker tells gunicorn's master it is alive this often (gunicorn's timeout is 30 s).
 HEARTBEAT_S = 1.0
 
-ASGIMessage = dict[str, Any]
-# Where a request's scope records the response header names as Flask spelled them.
-HEADER_NAMES = "ocr.header_names"
-# Where a request's scope holds a future done when its client hangs up (see caller_gone).
+# Where a request's WSGI environ holds a future done when its client hangs up.
 CALLER_GONE = "ocr.caller_gone"
+Headers = list[tuple[bytes, bytes]]
 
 
-def json_error(code: str, message: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+def json_error(code: str, message: str) -> tuple[Headers, bytes]:
     """The headers and body of an answer given before Flask runs, in the shape of every other
     error of the API; the connection closes after it."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
@@ -82,172 +79,20 @@ def json_error(code: str, message: str) -> tuple[list[tuple[bytes, bytes]], byte
     return headers, body
 
 
-class BufferedWsgi:
-    """ASGI app: buffers each request body (up to ``max_body_bytes`` + 1), then runs the WSGI
-    app on a thread with the whole body in hand."""
-
-    def __init__(self, wsgi_app: Any, *, max_body_bytes: int, threads: int):
-        # Read by the protocol too: a chunk declared larger than this is refused at once.
-        self.max_body_bytes = max_body_bytes
-        # Typed loosely: the scopes and messages here are plain dicts.
-        self._wsgi: Any = WSGIMiddleware(_recording_header_names(wsgi_app), workers=threads)
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self._wsgi(scope, receive, send)  # lifespan: a2wsgi acknowledges it
-            return
-        if _framed_twice(scope):
-            # Content-Length and Transfer-Encoding both: the body is read as chunked, then the
-            # connection is closed (RFC 9112 section 6.1), so that what a front proxy took
-            # for the rest of the body is never read as a request of its own.
-            send = _closing(send)
-        declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            # Flask refuses it by its Content-Length (413 in the API's error shape) without
-            # reading; the protocol then discards the body while it closes.
-            await self._run({**scope}, _empty_body, send)
-            return
-        with tempfile.SpooledTemporaryFile(max_size=BODY_IN_MEMORY_BYTES) as body:
-            size = await self._read_body(receive, send, body)
-            if size is None:
-                return
-            body.seek(0)
-            # The body is whole: Flask sees its length, never a chunked stream. A chunked body
-            # over the limit arrives cut at limit + 1 bytes, which Flask refuses as too large.
-            headers = [
-                (name, value)
-                for name, value in scope["headers"]
-                if name not in (b"content-length", b"transfer-encoding")
-            ]
-            headers.append((b"content-length", str(size).encode()))
-            # The body is read: the connection says nothing more until the client hangs up,
-            # which a synchronous read listens for (it stops what no one waits for).
-            gone: Future[None] = Future()
-            watching = asyncio.create_task(_watch_disconnect(receive, gone))
-            try:
-                await self._run(
-                    {**scope, "headers": headers, CALLER_GONE: gone}, _replay(body), send
-                )
-            finally:
-                watching.cancel()
-
-    async def _run(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Run the WSGI app; its response headers go out spelled as Flask spelled them (a2wsgi
-        lower-cases them; clients of the original API read "Content-Type" as sent before)."""
-
-        async def send_as_spelled(message: ASGIMessage) -> None:
-            if message["type"] == "http.response.start":
-                names: dict[bytes, bytes] = scope.get(HEADER_NAMES, {})
-                # The server dates every answer itself: a Date of the app's would be a second.
-                headers = [
-                    (names.get(name, name), value)
-                    for name, value in message["headers"]
-                    if name.lower() != b"date"
-                ]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self._wsgi(scope, receive, send_as_spelled)
-
-    async def _read_body(self, receive: Any, send: Any, body: Any) -> int | None:
-        """Read the body into ``body``; its size, or None when there is nothing to answer."""
-        size = 0
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
-            except TimeoutError:
-                headers, answer = json_error(
-                    "request_timeout",
-                    f"the request body stalled for {BODY_IDLE_TIMEOUT_S:g} s; send it again",
-                )
-                await send({"type": "http.response.start", "status": 408, "headers": headers})
-                await send({"type": "http.response.body", "body": answer})
-                return None
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            room = self.max_body_bytes + 1 - size
-            body.write(chunk[:room])
-            size += min(len(chunk), room)
-            if size > self.max_body_bytes or not message.get("more_body", False):
-                return size
-
-
-async def _watch_disconnect(receive: Any, gone: Future[None]) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass  # the rest of a body over the limit, which Flask refuses
-    if not gone.done():
-        gone.set_result(None)
-
-
 def caller_gone(environ: dict[str, Any]) -> Future[None] | None:
     """The future done when the client of this WSGI request hangs up (None outside this
     front, e.g. Flask's test client)."""
-    scope = environ.get("asgi.scope")
-    return scope.get(CALLER_GONE) if isinstance(scope, dict) else None
+    return environ.get(CALLER_GONE)
 
 
-def _recording_header_names(app: Any) -> Any:
-    """The WSGI app, recording in its ASGI scope how it spells each response header name."""
+class Front:
+    """The WSGI app as the front runs it: on ``threads`` threads, bodies up to
+    ``max_body_bytes`` (a larger one reaches it cut at the limit + 1 bytes, to be refused)."""
 
-    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
-        names = environ["asgi.scope"].setdefault(HEADER_NAMES, {})
-
-        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            names.update(
-                (name.lower().encode("latin-1"), name.encode("latin-1")) for name, _ in headers
-            )
-            return start_response(status, headers, exc_info)
-
-        return app(environ, start)
-
-    return wsgi
-
-
-async def _empty_body() -> ASGIMessage:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-def _replay(body: Any) -> Any:
-    async def receive() -> ASGIMessage:
-        chunk = body.read(BODY_REPLAY_CHUNK)
-        return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
-
-    return receive
-
-
-def _framed_twice(scope: dict[str, Any]) -> bool:
-    names = {name for name, _value in scope["headers"]}
-    return b"content-length" in names and b"transfer-encoding" in names
-
-
-def _closing(send: Any) -> Any:
-    """``send``, its answer saying ``Connection: close`` (after which h11 closes)."""
-
-    async def send_then_close(message: ASGIMessage) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": _with_close(message["headers"])}
-        await send(message)
-
-    return send_then_close
-
-
-def _with_close(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    kept = [(name, value) for name, value in headers if name.lower() != b"connection"]
-    return [*kept, (b"Connection", b"close")]
-
-
-def _content_length(scope: dict[str, Any]) -> int | None:
-    """The declared length; None when there is none or a Transfer-Encoding overrides it."""
-    if _framed_twice(scope):
-        return None
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    def __init__(self, wsgi_app: Any, *, max_body_bytes: int, threads: int):
+        self.app = wsgi_app
+        self.max_body_bytes = max_body_bytes
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
 
 
 class ChunkSizes:
@@ -290,7 +135,7 @@ class ChunkSizes:
 
 class Proxies:
     """The addresses trusted to say whom and how they forward (gunicorn's forwarded_allow_ips,
-    ``*`` for any), applied as uvicorn's ProxyHeadersMiddleware did: the client is the first
+    ``*`` for any), applied as uvicorn's ProxyHeadersMiddleware does: the client is the first
     X-Forwarded-For entry from the right that is not trusted itself (the first entry if all
     are, or for ``*``), the scheme X-Forwarded-Proto's http or https."""
 
@@ -304,22 +149,25 @@ class Proxies:
         except ValueError:  # not an IP address
             return False
 
-    def apply(self, scope: dict[str, Any]) -> None:
-        if scope["client"] is None or not self.trusts(scope["client"][0]):
-            return  # the headers of anyone else are ignored
-        values = {name: value.decode("latin-1") for name, value in scope["headers"]}  # the last
-        if (scheme := values.get(b"x-forwarded-proto", "").strip()) in ("http", "https"):
-            scope["scheme"] = scheme
+    def apply(
+        self, client: tuple[str, int] | None, headers: Headers
+    ) -> tuple[tuple[str, int] | None, str]:
+        """(client, scheme) of a request from ``client`` with ``headers`` (names lower-case)."""
+        if client is None or not self.trusts(client[0]):
+            return client, "http"  # the headers of anyone else are ignored
+        values = {name: value.decode("latin-1") for name, value in headers}  # the last
+        scheme = values.get(b"x-forwarded-proto", "").strip()
         hops = [
             _host_port(hop.strip())
-            for name, value in scope["headers"]
+            for name, value in headers
             if name == b"x-forwarded-for"
             for hop in value.decode("latin-1").split(",")
         ]
         untrusted = [hop for hop in reversed(hops) if not self.trusts(hop[0])]
-        client = next(iter(untrusted or hops), None)
-        if client is not None and client[0]:  # an empty header says nothing
-            scope["client"] = client
+        first = next(iter(untrusted or hops), None)
+        if first is not None and first[0]:  # an empty header says nothing
+            client = first
+        return client, scheme if scheme in ("http", "https") else "http"
 
 
 def _host_port(hop: str) -> tuple[str, int]:
@@ -331,17 +179,13 @@ def _host_port(hop: str) -> tuple[str, int]:
 
 
 class HttpConnection(asyncio.Protocol):
-    """One client connection: HTTP/1.1 read by h11, each request handed to the ASGI app once
-    its head is complete, its body passed on as it arrives."""
+    """One client connection: HTTP/1.1 read by h11, each request's body gathered as it
+    arrives, then the whole request run by the app on one of its threads and answered."""
 
     def __init__(
-        self,
-        app: BufferedWsgi,
-        connections: set[HttpConnection],
-        keepalive_s: float,
-        proxies: Proxies,
+        self, front: Front, connections: set[HttpConnection], keepalive_s: float, proxies: Proxies
     ):
-        self.app = app
+        self.front = front
         self.proxies = proxies
         self.connections = connections
         self.keepalive_s = keepalive_s
@@ -351,14 +195,16 @@ class HttpConnection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.keeping_alive = False  # idle between two requests, on the keep-alive deadline
         self.chunks: ChunkSizes | None = None
+        self.environ: dict[str, Any] | None = None  # of the request whose body is arriving
+        self.body: IO[bytes] | None = None
+        self.body_size = 0
         self.task: asyncio.Task[None] | None = None  # the request being answered
-        self.body: deque[bytes] = deque()  # what the app has yet to receive
-        self.body_bytes = 0
-        self.more_body = False
-        self.arrived = asyncio.Event()
+        self.gone: Future[None] = Future()  # done when the client hangs up
         self.writable = asyncio.Event()
         self.writable.set()
         self.head_request = False
+        self.close_after = False  # after a request framed both by its length and as chunked
+        self.answer_started = False
         self.stopping = False
         self.closing = False
         self.lingered_bytes: int | None = None  # counted while lingering
@@ -371,10 +217,13 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self.arrived.set()  # the app's receive says the client is gone
         self.writable.set()
         self._set_timer(None)
         self.connections.discard(self)
+        if not self.gone.done():
+            self.gone.set_result(None)  # a synchronous read stops what no one waits for
+        if self.body is not None:
+            self.body.close()
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -415,58 +264,115 @@ class HttpConnection(asyncio.Protocol):
                 return
             if isinstance(event, h11.Request):
                 self._start(event)
-            elif isinstance(event, h11.Data | h11.EndOfMessage):
-                data = event.data if isinstance(event, h11.Data) else b""
-                self.more_body = isinstance(event, h11.Data)
-                self.body.append(data)
-                self.body_bytes += len(data)
-                if self.body_bytes > BODY_BUFFER_BYTES:
-                    self.transport.pause_reading()  # until the app has read it
-                self.arrived.set()
+            elif isinstance(event, h11.Data):
+                self._take(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self._dispatch()
             else:
                 return  # NEED_DATA
 
     def _start(self, request: h11.Request) -> None:
         self._set_timer(None)
         self.head_request = request.method == b"HEAD"
-        self.body.clear()  # what the last app left unread (the rest of a body over the limit)
-        self.body_bytes = 0
-        self.more_body = True
-        headers = [(name.lower(), value) for name, value in request.headers]
-        if (b"transfer-encoding", b"chunked") in headers:
-            self.chunks = ChunkSizes(self.app.max_body_bytes)
+        self.answer_started = False
+        headers = list(request.headers)  # names lower-case
+        names = {name for name, _value in headers}
+        chunked = b"transfer-encoding" in names  # h11 takes chunked only, and refuses others
+        # Framed both ways: the body is read as chunked, then the connection is closed (RFC
+        # 9112 section 6.1), so that what a front proxy took for the rest of the body is never
+        # read as a request of its own.
+        self.close_after = chunked and b"content-length" in names
+        environ = self._environ(request, headers)
+        if not chunked and int(environ.get("CONTENT_LENGTH", 0)) > self.front.max_body_bytes:
+            # Flask refuses it by its Content-Length (413 in the API's error shape) without
+            # reading; the body is discarded while the connection closes.
+            self._answer({**environ, "wsgi.input": io.BytesIO()})
+            return
+        # Closed once the app has run (or when the client hangs up before).
+        body = tempfile.SpooledTemporaryFile(max_size=BODY_IN_MEMORY_BYTES)  # noqa: SIM115
+        self.environ, self.body, self.body_size = environ, body, 0
+        if chunked:
+            self.chunks = ChunkSizes(self.front.max_body_bytes)
             if self.chunks.too_large(self.conn.trailing_data[0]):
                 self._refuse_chunk()
                 return
+        if self.conn.they_are_waiting_for_100_continue:
+            self._write(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+        self._set_timer(BODY_IDLE_TIMEOUT_S)
+
+    def _environ(self, request: h11.Request, headers: Headers) -> dict[str, Any]:
+        """The request's WSGI environ (PEP 3333), but for its body."""
         raw_path, _, query = request.target.partition(b"?")
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": request.http_version.decode(),
-            "method": request.method.decode(),
-            "scheme": "http",
-            "path": unquote(raw_path.decode("ascii")),
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": "",
-            "headers": headers,
-            "client": self._address("peername"),
-            "server": self._address("sockname"),
+        client, scheme = self.proxies.apply(self._address("peername"), headers)
+        host, port = self._address("sockname") or ("localhost", 80)
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": request.method.decode("ascii"),
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote_to_bytes(raw_path).decode("latin-1"),
+            "QUERY_STRING": query.decode("latin-1"),
+            "SERVER_NAME": host,
+            "SERVER_PORT": str(port),
+            "SERVER_PROTOCOL": f"HTTP/{request.http_version.decode()}",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scheme,
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            CALLER_GONE: self.gone,
         }
-        self.proxies.apply(scope)
-        self.task = self.loop.create_task(self._run(scope))  # held: the loop holds tasks weakly
+        if client is not None:
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
+        for name, value in headers:
+            key = name.decode("latin-1").upper().replace("-", "_")
+            if name not in (b"content-type", b"content-length"):
+                key = f"HTTP_{key}"
+            text = value.decode("latin-1")
+            environ[key] = f"{environ[key]},{text}" if key in environ else text
+        return environ
 
     def _address(self, name: str) -> tuple[str, int] | None:
         address = self.transport.get_extra_info(name)  # (host, port, ...) for IPv6
         return (address[0], address[1]) if isinstance(address, tuple) else None
 
-    async def _run(self, scope: dict[str, Any]) -> None:
+    def _take(self, data: bytes) -> None:
+        if self.body is None:
+            return  # the rest of a body over the limit, answered or being answered
+        room = self.front.max_body_bytes + 1 - self.body_size
+        self.body.write(data[:room])
+        self.body_size += min(len(data), room)
+        if self.body_size > self.front.max_body_bytes:
+            self._dispatch()  # cut at the limit + 1 bytes: Flask refuses it as too large
+        else:
+            self._set_timer(BODY_IDLE_TIMEOUT_S)
+
+    def _dispatch(self) -> None:
+        """The body is whole, or over the limit: the app gets the request, and Flask sees the
+        body's length, never a chunked stream."""
+        if self.environ is None or self.body is None:
+            return
+        environ, body = self.environ, self.body
+        self.environ, self.body = None, None
+        body.seek(0)
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        self._answer({**environ, "CONTENT_LENGTH": str(self.body_size), "wsgi.input": body})
+
+    def _answer(self, environ: dict[str, Any]) -> None:
+        self._set_timer(None)
+        self.task = self.loop.create_task(self._run(environ))  # held: the loop holds tasks weakly
+
+    async def _run(self, environ: dict[str, Any]) -> None:
         try:
-            await self.app(scope, self._receive, self._send)
+            status, headers, rest = await self.loop.run_in_executor(
+                self.front.pool, self._call_app, environ
+            )
+            await self._send(status, headers, rest, more=False)
         except Exception:
             log.exception("the HTTP front failed on a request")
             self._refuse(500, "internal_error", "the server failed on this request")
             return
+        finally:
+            environ["wsgi.input"].close()
         if self.closing:
             return
         if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
@@ -482,39 +388,49 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._close()  # "Connection: close", or answered before the body was read
 
-    async def _receive(self) -> ASGIMessage:
-        if self.conn.they_are_waiting_for_100_continue and not self.closing:
-            self._write(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
-        while not self.body and not self.closing:
-            self.arrived.clear()
-            await self.arrived.wait()
-        if not self.body:
-            return {"type": "http.disconnect"}
-        data = self.body.popleft()
-        self.body_bytes -= len(data)
-        if not self.body:
-            self.transport.resume_reading()
-        more = self.more_body or bool(self.body)
-        return {"type": "http.request", "body": data, "more_body": more}
+    def _call_app(self, environ: dict[str, Any]) -> tuple[int, Headers, bytes]:
+        """On one of the app's threads: run it; (status, headers, the end of the body). A long
+        answer's earlier parts are sent from here, each once the client has room for it."""
+        answer: list[Any] = []
+        parts: list[bytes] = []
 
-    async def _send(self, message: ASGIMessage) -> None:
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            if exc_info is not None and self.answer_started:
+                raise exc_info[1].with_traceback(exc_info[2])
+            encoded = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+            answer[:] = [int(status[:3]), encoded]
+            return parts.append
+
+        result = self.front.app(environ, start_response)
+        try:
+            for part in result:
+                parts.append(part)
+                if sum(map(len, parts)) >= RESPONSE_PART_BYTES:
+                    sent = self._send(answer[0], answer[1], b"".join(parts), more=True)
+                    asyncio.run_coroutine_threadsafe(sent, self.loop).result()
+                    parts.clear()
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        return answer[0], answer[1], b"".join(parts)
+
+    async def _send(self, status: int, headers: Headers, data: bytes, *, more: bool) -> None:
         if self.closing:
             return
-        if message["type"] == "http.response.start":
-            headers = [*message["headers"], (b"Date", formatdate(usegmt=True).encode())]
-            status = message["status"]
-            self._write(
-                h11.Response(
-                    status_code=status,
-                    headers=_with_close(headers) if self.stopping else headers,
-                    reason=_reason(status),
-                )
-            )
-        else:
-            if message.get("body") and not self.head_request:
-                self._write(h11.Data(data=message["body"]))
-            if not message.get("more_body", False):
-                self._write(h11.EndOfMessage())
+        if not self.answer_started:
+            self.answer_started = True
+            # The server dates every answer itself: a Date of the app's would be a second.
+            headers = [(n, v) for n, v in headers if n.lower() != b"date"]
+            headers.append((b"Date", formatdate(usegmt=True).encode()))
+            if self.stopping or self.close_after:
+                headers = _with_close(headers)
+            self._write(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+        if data and not self.head_request:
+            self._write(h11.Data(data=data))
+        if not more:
+            self._write(h11.EndOfMessage())
         await self.writable.wait()
 
     def _write(self, event: h11.Event) -> None:
@@ -527,15 +443,15 @@ class HttpConnection(asyncio.Protocol):
         self._refuse(
             400,
             "bad_request",
-            f"a chunk of the request body is declared larger than the {self.app.max_body_bytes} "
-            "bytes a request may have; nothing was stored",
+            f"a chunk of the request body is declared larger than the {self.front.max_body_bytes}"
+            " bytes a request may have; nothing was stored",
         )
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         """Answer in the API's JSON before (or instead of) the app, then close."""
         if self.closing:
             return
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.answer_started:
             headers, body = json_error(code, message)
             headers.append((b"Date", formatdate(usegmt=True).encode()))
             head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
@@ -548,7 +464,6 @@ class HttpConnection(asyncio.Protocol):
         sends for up to LINGER_S, then close (a plain close would reset the connection and the
         client would lose the answer)."""
         self.closing = True
-        self.arrived.set()
         self._set_timer(None)
         if self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing():
             self.transport.close()
@@ -562,12 +477,17 @@ class HttpConnection(asyncio.Protocol):
     def _set_timer(self, seconds: float | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = None if seconds is None else self.loop.call_later(seconds, self._on_idle)
+        self.timer = None if seconds is None else self.loop.call_later(seconds, self._on_timer)
 
-    def _on_idle(self) -> None:
-        # Still no complete request head (h11 moves past IDLE once it has one).
-        if self.conn.their_state is h11.IDLE:
+    def _on_timer(self) -> None:
+        if self.conn.their_state is h11.IDLE:  # still no complete request head
             self._close()
+        elif self.environ is not None:
+            self._refuse(
+                408,
+                "request_timeout",
+                f"the request body stalled for {BODY_IDLE_TIMEOUT_S:g} s; send it again",
+            )
 
     def shutdown(self) -> None:
         """Graceful stop: finish the request under way, or one that is arriving, then close.
@@ -582,9 +502,14 @@ class HttpConnection(asyncio.Protocol):
             self._set_timer(STOP_IDLE_S)
 
 
+def _with_close(headers: Headers) -> Headers:
+    kept = [(name, value) for name, value in headers if name.lower() != b"connection"]
+    return [*kept, (b"Connection", b"close")]
+
+
 class ApiWorker(Worker):
     """gunicorn worker: one asyncio event loop serving ``HttpConnection`` on gunicorn's
-    sockets, the app (``BufferedWsgi``) running Flask on its threads."""
+    sockets, the app (``Front``) running Flask on its threads."""
 
     def run(self) -> None:
         asyncio.run(self._serve())

@@ -71,12 +71,10 @@ class GunicornApp(BaseApplication):
 
     def load(self) -> Any:
         from . import create_app
-        from .http_front import BufferedWsgi
+        from .http_front import Front
 
         s = self._settings
-        return BufferedWsgi(
-            create_app(s), max_body_bytes=s.max_request_bytes, threads=s.api_threads
-        )
+        return Front(create_app(s), max_body_bytes=s.max_request_bytes, threads=s.api_threads)
 
 
 def main(argv: list[str] | None = None) -> int:

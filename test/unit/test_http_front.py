@@ -1,19 +1,24 @@
-"""The API's ASGI front: bodies are read whole before the WSGI app runs, within the limit."""
+"""The API's HTTP front, on a real socket: bodies are read whole before the WSGI app runs,
+within the limit; the app's answer goes out as it wrote it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 
 from api_server import http_front
-from api_server.http_front import BufferedWsgi
+from api_server.http_front import Front, HttpConnection, Proxies, caller_gone
 
 LIMIT = 1000
+hung_up: list[bool] = []
 
 
 def echo_app(limit: int) -> Flask:
@@ -27,88 +32,165 @@ def echo_app(limit: int) -> Flask:
         response.headers["X-Custom-Header"] = "yes"
         return response
 
+    @app.get("/environ/<path:rest>")
+    def environ(rest: str) -> Any:
+        keys = ("PATH_INFO", "QUERY_STRING", "REMOTE_ADDR", "HTTP_X_TWICE", "CONTENT_LENGTH")
+        return jsonify({key: request.environ.get(key) for key in keys})
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def parts() -> Iterator[bytes]:
+            for index in range(40):
+                yield b"%05d" % index * 2000  # 10 KB a part: 400 KB in all
+
+        return Response(parts(), mimetype="application/octet-stream")
+
+    @app.get("/wait")
+    def wait() -> Any:
+        gone = caller_gone(request.environ)
+        assert gone is not None
+        hung_up.append(gone.result(timeout=5) is None)
+        return jsonify({})
+
     return app
 
 
-def call(
-    chunks: list[bytes],
-    headers: list[tuple[bytes, bytes]],
-    limit: int = LIMIT,
-    receive: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-) -> tuple[int, dict, bytes]:
-    """One request through the front, its body arriving in ``chunks`` (or from ``receive``)."""
-    messages = [
-        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
-        for index, chunk in enumerate(chunks)
-    ]
-    sent: list[dict[str, Any]] = []
-
-    async def next_piece() -> dict[str, Any]:
-        await asyncio.sleep(0)  # a slow client: every piece is a separate event
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/echo",
-        "raw_path": b"/echo",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 5000),
-    }
-    front = BufferedWsgi(echo_app(limit), max_body_bytes=limit, threads=2)
-    asyncio.run(front(scope, receive or next_piece, send))
-    start = sent[0]
-    body = b"".join(m.get("body", b"") for m in sent[1:])
-    return start["status"], dict(start["headers"]), body
+@pytest.fixture
+def port() -> Iterator[int]:
+    """A front serving echo_app on a free port, from a loop on a thread of its own."""
+    loop = asyncio.new_event_loop()
+    front = Front(echo_app(LIMIT), max_body_bytes=LIMIT, threads=2)
+    connections: set[HttpConnection] = set()
+    proxies = Proxies(["127.0.0.1"])
+    server = loop.run_until_complete(
+        loop.create_server(lambda: HttpConnection(front, connections, 5.0, proxies), "127.0.0.1", 0)
+    )
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield server.sockets[0].getsockname()[1]
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
 
 
-def test_a_chunked_body_reaches_the_app_whole_with_its_length() -> None:
-    status, headers, body = call([b"a" * 10] * 50, [(b"transfer-encoding", b"chunked")])
+def exchange(port: int, *pieces: bytes, pause_s: float = 0.0) -> bytes:
+    """Send ``pieces`` (a slow client: one at a time), then read the answer to its end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        for piece in pieces:
+            client.sendall(piece)
+            time.sleep(pause_s)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+        return answer
+
+
+def parse(answer: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = dict(line.split(b": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def chunked(parts: list[bytes]) -> list[bytes]:
+    return [b"%x\r\n%s\r\n" % (len(part), part) for part in parts] + [b"0\r\n\r\n"]
+
+
+CHUNKED_HEAD = b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+
+
+def test_a_chunked_body_reaches_the_app_whole_with_its_length(port: int) -> None:
+    head = CHUNKED_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+    status, headers, body = parse(exchange(port, head, *chunked([b"a" * 10] * 50)))
     assert status == 200
-    assert body == b'{"bytes":500,"length":500}\n'
-    # Header names go out as the app spelled them.
+    assert json.loads(body) == {"bytes": 500, "length": 500}
+    # Header names go out as the app spelled them, with one Date of the server's.
     assert headers[b"Content-Type"] == b"application/json"
     assert headers[b"X-Custom-Header"] == b"yes"
+    assert b"Date" in headers and b"Server" not in headers
 
 
-def test_a_chunked_body_over_the_limit_is_cut_and_refused_as_too_large() -> None:
-    status, _headers, _body = call([b"a" * 100] * 50, [(b"transfer-encoding", b"chunked")])
-    assert status == 413
+def test_a_chunked_body_over_the_limit_is_cut_and_refused_as_too_large(port: int) -> None:
+    head = CHUNKED_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+    status, _headers, _body = parse(exchange(port, head, *chunked([b"a" * 100] * 50)))
+    assert status == 413  # Flask's; the API's own says it in JSON
 
 
-def test_a_declared_length_over_the_limit_is_refused_without_reading_the_body() -> None:
-    status, _headers, _body = call([b"never read"], [(b"content-length", b"5000")])
+def test_a_declared_length_over_the_limit_is_refused_without_reading_the_body(port: int) -> None:
+    head = CHUNKED_HEAD + b"Content-Length: 5000\r\n\r\n"
+    status, _headers, _body = parse(exchange(port, head, b"never read"))
     assert status == 413
 
 
 def test_a_body_larger_than_memory_buffering_is_replayed_from_disk() -> None:
     # Above BODY_IN_MEMORY_BYTES the body waits in a temporary file; the app gets every byte.
     big = 3 * 1024 * 1024
-    status, _headers, body = call([b"x" * (1024 * 1024)] * 3 + [b""], [], limit=big + 10)
+    front = Front(echo_app(big + 10), max_body_bytes=big + 10, threads=1)
+
+    async def serve_one() -> bytes:
+        connections: set[HttpConnection] = set()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: HttpConnection(front, connections, 5.0, Proxies([])), "127.0.0.1", 0
+        )
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        writer.write(CHUNKED_HEAD + b"Content-Length: %d\r\n\r\n" % big)
+        for _ in range(3):
+            writer.write(b"x" * (1024 * 1024))
+            await writer.drain()
+        answer = await reader.read()
+        server.close()
+        return answer
+
+    status, _headers, body = parse(asyncio.run(serve_one()))
     assert status == 200
-    assert b'"bytes":3145728' in body
+    assert json.loads(body) == {"bytes": big, "length": big}
 
 
-def test_a_body_that_stalls_is_a_408_json_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_body_that_stalls_is_a_408_json_error(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_front, "BODY_IDLE_TIMEOUT_S", 0.05)
-
-    async def never() -> dict[str, Any]:
-        await asyncio.sleep(10)  # the client never sends its body
-        raise AssertionError("not reached")
-
-    status, headers, body = call([], [], receive=never)
+    head = CHUNKED_HEAD + b"Content-Length: 10\r\n\r\n"
+    status, headers, body = parse(exchange(port, head, b"12345"))  # and never the rest
     assert status == 408
-    assert {name.lower(): value for name, value in headers.items()}[b"connection"] == b"close"
+    assert headers[b"Connection"] == b"close"
     assert json.loads(body)["error"]["code"] == "request_timeout"
+
+
+def test_the_environ_is_the_requests(port: int) -> None:
+    request_head = (
+        b"GET /environ/a%20b%2Fc?x=%41&y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"X-Twice: 1\r\nX-Twice: 2\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n"
+    )
+    status, _headers, body = parse(exchange(port, request_head))
+    assert status == 200
+    assert json.loads(body) == {
+        "PATH_INFO": "/environ/a b/c",
+        "QUERY_STRING": "x=%41&y",
+        "REMOTE_ADDR": "203.0.113.7",  # from a trusted proxy
+        "HTTP_X_TWICE": "1,2",
+        "CONTENT_LENGTH": "0",
+    }
+
+
+def test_a_streamed_answer_arrives_whole_in_parts(port: int) -> None:
+    head = b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    status, _headers, body = parse(exchange(port, head))
+    assert status == 200
+    sizes = [int(size, 16) for size in body.split(b"\r\n")[0::2] if size]
+    # Chunked (no length known in advance), sent in parts while the app still writes.
+    assert len(sizes) > 2 and sizes[0] >= http_front.RESPONSE_PART_BYTES and sizes[-1] == 0
+    data = b"".join(body.split(b"\r\n")[1::2])
+    assert data == b"".join(b"%05d" % index * 2000 for index in range(40))
+
+
+def test_the_app_is_told_when_its_client_hangs_up(port: int) -> None:
+    hung_up.clear()
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)  # the app is waiting
+    deadline = time.monotonic() + 5
+    while not hung_up and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert hung_up == [True]
 
 
 def test_chunk_sizes_are_followed_across_reads_and_extensions() -> None:
@@ -135,11 +217,9 @@ GUNICORN_DEFAULT = ["127.0.0.1", "::1"]  # forwarded_allow_ips without FORWARDED
 
 def forwarded(
     peer: str, headers: list[tuple[bytes, bytes]], allowed: list[str] = GUNICORN_DEFAULT
-) -> tuple[tuple[str, int], str]:
+) -> tuple[tuple[str, int] | None, str]:
     """(client, scheme) of a request from ``peer`` after the proxy rule."""
-    scope: dict[str, Any] = {"client": (peer, 4000), "scheme": "http", "headers": headers}
-    http_front.Proxies(allowed).apply(scope)
-    return scope["client"], scope["scheme"]
+    return Proxies(allowed).apply((peer, 4000), headers)
 
 
 def test_a_trusted_proxy_gives_the_client_and_scheme() -> None:
