@@ -288,8 +288,8 @@ def miscounted_page_trees() -> dict[str, bytes]:
 
 def slow_pages_pdf(pages: int = 1, fills: int = 2000) -> bytes:
     """A PDF of about 600 bytes whose every page fills itself ``fills`` times: pdfium takes
-    about 10 ms a fill at 300 dpi (2000: half a minute a page), in little memory, and draws no
-    form: nothing refuses it before an engine renders it."""
+    4 to 10 ms a fill at 300 dpi, by machine (2000: 9 to 20 s a page), in little memory, and
+    draws no form: nothing refuses it before an engine renders it."""
     content = zlib.compress(b"0 0 612 792 re f " * fills)
     kids = b" ".join(b"%d 0 R" % (4 + n) for n in range(pages))
     return pdf_file(

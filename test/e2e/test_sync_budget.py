@@ -30,9 +30,11 @@ STACK_SETTINGS = {
     "OCR_RENDER_TIMEOUT_S": "120",
 }
 PDF_TYPE = {"Content-Type": "application/pdf"}
-# Each of its pages takes pdfium half a minute or more (two waves on two engines): longer than
-# the sync time, and than it takes an engine to restart and read a page on a loaded machine.
-SLOW = slow_pages_pdf(pages=4)
+# Each of its pages takes pdfium 35 s or more (8.7 s for 2000 fills measured on a quiet
+# machine here): its two waves on two engines are far longer than the sync time, and than it
+# takes an engine to restart and read a page on a loaded machine. With 2000 fills the four
+# pages were once read whole in 19.8 s, within the 20 s sync time.
+SLOW = slow_pages_pdf(pages=4, fills=8000)
 # About 25 s of Tesseract on one core (dense lines of small text), past OCR_PAGE_TIMEOUT_S.
 SLOW_IMAGE = text_wall(4000, 3000)
 # How soon after a read is stopped an engine reads again: a restart (Tesseract's model loaded
