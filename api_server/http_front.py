@@ -451,7 +451,7 @@ class HttpConnection(asyncio.Protocol):
         """Answer in the API's JSON before (or instead of) the app, then close."""
         if self.closing:
             return
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.answer_started:
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             headers, body = json_error(code, message)
             headers.append((b"Date", formatdate(usegmt=True).encode()))
             head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)

@@ -182,6 +182,15 @@ def test_a_streamed_answer_arrives_whole_in_parts(port: int) -> None:
     assert data == b"".join(b"%05d" % index * 2000 for index in range(40))
 
 
+def test_a_malformed_request_after_an_answer_is_a_400_json_error(port: int) -> None:
+    first = b"GET /environ/x HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = exchange(port, first + b"GET /environ/y HTTP/1.1\r\nNo colon here\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 400 " in answer
+    status, headers, body = parse(answer[answer.find(b"HTTP/1.1 400 ") :])
+    assert status == 400 and headers[b"Connection"] == b"close"
+    assert json.loads(body)["error"]["code"] == "bad_request"
+
+
 def test_the_app_is_told_when_its_client_hangs_up(port: int) -> None:
     hung_up.clear()
     with socket.create_connection(("127.0.0.1", port)) as client:
