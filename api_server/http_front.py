@@ -406,11 +406,13 @@ class HttpConnection(asyncio.Protocol):
         result = self.front.app(environ, start_response)
         try:
             for part in result:
-                parts.append(part)
+                # Sent from here only when more follows: the end goes from the loop, and a
+                # slow reader of an answer made in one part holds no thread.
                 if sum(map(len, parts)) >= RESPONSE_PART_BYTES:
                     sent = self._send(answer[0], answer[1], b"".join(parts), more=True)
                     asyncio.run_coroutine_threadsafe(sent, self.loop).result()
                     parts.clear()
+                parts.append(part)
         finally:
             if hasattr(result, "close"):
                 result.close()

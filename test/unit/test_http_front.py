@@ -18,6 +18,7 @@ from api_server import http_front
 from api_server.http_front import Front, HttpConnection, Proxies, caller_gone
 
 LIMIT = 1000
+BIG = 16 * 1024 * 1024  # far more than the kernel's socket buffers hold
 hung_up: list[bool] = []
 
 
@@ -45,6 +46,10 @@ def echo_app(limit: int) -> Flask:
 
         return Response(parts(), mimetype="application/octet-stream")
 
+    @app.get("/big")
+    def big() -> Response:
+        return Response(b"b" * BIG, mimetype="application/octet-stream")  # one part
+
     @app.get("/wait")
     def wait() -> Any:
         gone = caller_gone(request.environ)
@@ -55,11 +60,10 @@ def echo_app(limit: int) -> Flask:
     return app
 
 
-@pytest.fixture
-def port() -> Iterator[int]:
+def serve(threads: int) -> Iterator[int]:
     """A front serving echo_app on a free port, from a loop on a thread of its own."""
     loop = asyncio.new_event_loop()
-    front = Front(echo_app(LIMIT), max_body_bytes=LIMIT, threads=2)
+    front = Front(echo_app(LIMIT), max_body_bytes=LIMIT, threads=threads)
     connections: set[HttpConnection] = set()
     proxies = Proxies(["127.0.0.1"])
     server = loop.run_until_complete(
@@ -70,6 +74,16 @@ def port() -> Iterator[int]:
     yield server.sockets[0].getsockname()[1]
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    yield from serve(threads=2)
+
+
+@pytest.fixture
+def one_thread_port() -> Iterator[int]:
+    yield from serve(threads=1)
 
 
 def exchange(port: int, *pieces: bytes, pause_s: float = 0.0) -> bytes:
@@ -180,6 +194,22 @@ def test_a_streamed_answer_arrives_whole_in_parts(port: int) -> None:
     assert len(sizes) > 2 and sizes[0] >= http_front.RESPONSE_PART_BYTES and sizes[-1] == 0
     data = b"".join(body.split(b"\r\n")[1::2])
     assert data == b"".join(b"%05d" % index * 2000 for index in range(40))
+
+
+def test_a_long_answer_to_a_client_that_reads_slowly_holds_no_thread(one_thread_port: int) -> None:
+    # The app's only thread hands its whole answer to the event loop, which sends it as the
+    # client reads: the next request needs the thread.
+    with socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", one_thread_port))
+        slow.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        time.sleep(0.3)  # answered, but hardly read
+        head = b"GET /environ/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        assert parse(exchange(one_thread_port, head))[0] == 200
+        answer = b""
+        while chunk := slow.recv(1024 * 1024):
+            answer += chunk
+    assert parse(answer)[2] == b"b" * BIG  # all of it, in the end
 
 
 def test_a_malformed_request_after_an_answer_is_a_400_json_error(port: int) -> None:
