@@ -397,7 +397,7 @@ class HttpConnection(asyncio.Protocol):
         def start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
-            if exc_info is not None and self.answer_started:
+            if exc_info is not None and (self.answer_started or any(parts)):
                 raise exc_info[1].with_traceback(exc_info[2])
             encoded = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
             answer[:] = [int(status[:3]), encoded]

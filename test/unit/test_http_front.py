@@ -4,8 +4,10 @@ within the limit; the app's answer goes out as it wrote it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -60,10 +62,11 @@ def echo_app(limit: int) -> Flask:
     return app
 
 
-def serve(threads: int) -> Iterator[int]:
-    """A front serving echo_app on a free port, from a loop on a thread of its own."""
+@contextlib.contextmanager
+def serve(app: Any, threads: int) -> Iterator[int]:
+    """A front serving ``app`` on a free port, from a loop on a thread of its own."""
     loop = asyncio.new_event_loop()
-    front = Front(echo_app(LIMIT), max_body_bytes=LIMIT, threads=threads)
+    front = Front(app, max_body_bytes=LIMIT, threads=threads)
     connections: set[HttpConnection] = set()
     proxies = Proxies(["127.0.0.1"])
     server = loop.run_until_complete(
@@ -78,12 +81,14 @@ def serve(threads: int) -> Iterator[int]:
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    yield from serve(threads=2)
+    with serve(echo_app(LIMIT), threads=2) as port:
+        yield port
 
 
 @pytest.fixture
 def one_thread_port() -> Iterator[int]:
-    yield from serve(threads=1)
+    with serve(echo_app(LIMIT), threads=1) as port:
+        yield port
 
 
 def exchange(port: int, *pieces: bytes, pause_s: float = 0.0) -> bytes:
@@ -219,6 +224,27 @@ def test_a_malformed_request_after_an_answer_is_a_400_json_error(port: int) -> N
     status, headers, body = parse(answer[answer.find(b"HTTP/1.1 400 ") :])
     assert status == 400 and headers[b"Connection"] == b"close"
     assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+def error_page_after_a_part(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    """A WSGI app that fails once it has yielded part of its body, and gives an error page."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"half of it"
+    try:
+        raise ValueError("made to fail")
+    except ValueError:
+        start_response("500 Internal Server Error", [], sys.exc_info())
+    yield b"error page"
+
+
+def test_an_app_failing_after_part_of_its_body_is_a_500_json_error() -> None:
+    # PEP 3333: once a part is yielded its headers count as sent, and start_response given
+    # exc_info re-raises. The front has sent nothing yet: its own 500, not half an answer.
+    with serve(error_page_after_a_part, threads=1) as port:
+        request_head = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        status, _headers, body = parse(exchange(port, request_head))
+    assert status == 500
+    assert json.loads(body)["error"]["code"] == "internal_error"
 
 
 def test_the_app_is_told_when_its_client_hangs_up(port: int) -> None:
