@@ -406,8 +406,7 @@ class HttpConnection(asyncio.Protocol):
         result = self.front.app(environ, start_response)
         try:
             for part in result:
-                # Sent from here only when more follows: the end goes from the loop, and a
-                # slow reader of an answer made in one part holds no thread.
+                # Sent from here only once another part follows: the last goes from the loop.
                 if sum(map(len, parts)) >= RESPONSE_PART_BYTES:
                     sent = self._send(answer[0], answer[1], b"".join(parts), more=True)
                     asyncio.run_coroutine_threadsafe(sent, self.loop).result()
