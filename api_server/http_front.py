@@ -397,7 +397,7 @@ class HttpConnection(asyncio.Protocol):
         def start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
-            if exc_info is not None and self.answer_started:
+            if exc_info is not None and (self.answer_started or any(parts)):
                 raise exc_info[1].with_traceback(exc_info[2])
             encoded = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
             answer[:] = [int(status[:3]), encoded]
@@ -406,11 +406,12 @@ class HttpConnection(asyncio.Protocol):
         result = self.front.app(environ, start_response)
         try:
             for part in result:
-                parts.append(part)
+                # Sent from here only once another part follows: the last goes from the loop.
                 if sum(map(len, parts)) >= RESPONSE_PART_BYTES:
                     sent = self._send(answer[0], answer[1], b"".join(parts), more=True)
                     asyncio.run_coroutine_threadsafe(sent, self.loop).result()
                     parts.clear()
+                parts.append(part)
         finally:
             if hasattr(result, "close"):
                 result.close()
@@ -451,7 +452,7 @@ class HttpConnection(asyncio.Protocol):
         """Answer in the API's JSON before (or instead of) the app, then close."""
         if self.closing:
             return
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.answer_started:
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             headers, body = json_error(code, message)
             headers.append((b"Date", formatdate(usegmt=True).encode()))
             head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)

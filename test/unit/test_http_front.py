@@ -4,8 +4,10 @@ within the limit; the app's answer goes out as it wrote it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from api_server import http_front
 from api_server.http_front import Front, HttpConnection, Proxies, caller_gone
 
 LIMIT = 1000
+BIG = 16 * 1024 * 1024  # far more than the kernel's socket buffers hold
 hung_up: list[bool] = []
 
 
@@ -45,6 +48,10 @@ def echo_app(limit: int) -> Flask:
 
         return Response(parts(), mimetype="application/octet-stream")
 
+    @app.get("/big")
+    def big() -> Response:
+        return Response(b"b" * BIG, mimetype="application/octet-stream")  # one part
+
     @app.get("/wait")
     def wait() -> Any:
         gone = caller_gone(request.environ)
@@ -55,11 +62,11 @@ def echo_app(limit: int) -> Flask:
     return app
 
 
-@pytest.fixture
-def port() -> Iterator[int]:
-    """A front serving echo_app on a free port, from a loop on a thread of its own."""
+@contextlib.contextmanager
+def serve(app: Any, threads: int) -> Iterator[int]:
+    """A front serving ``app`` on a free port, from a loop on a thread of its own."""
     loop = asyncio.new_event_loop()
-    front = Front(echo_app(LIMIT), max_body_bytes=LIMIT, threads=2)
+    front = Front(app, max_body_bytes=LIMIT, threads=threads)
     connections: set[HttpConnection] = set()
     proxies = Proxies(["127.0.0.1"])
     server = loop.run_until_complete(
@@ -70,6 +77,18 @@ def port() -> Iterator[int]:
     yield server.sockets[0].getsockname()[1]
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    with serve(echo_app(LIMIT), threads=2) as port:
+        yield port
+
+
+@pytest.fixture
+def one_thread_port() -> Iterator[int]:
+    with serve(echo_app(LIMIT), threads=1) as port:
+        yield port
 
 
 def exchange(port: int, *pieces: bytes, pause_s: float = 0.0) -> bytes:
@@ -180,6 +199,52 @@ def test_a_streamed_answer_arrives_whole_in_parts(port: int) -> None:
     assert len(sizes) > 2 and sizes[0] >= http_front.RESPONSE_PART_BYTES and sizes[-1] == 0
     data = b"".join(body.split(b"\r\n")[1::2])
     assert data == b"".join(b"%05d" % index * 2000 for index in range(40))
+
+
+def test_a_long_answer_to_a_client_that_reads_slowly_holds_no_thread(one_thread_port: int) -> None:
+    # The app's only thread hands its whole answer to the event loop, which sends it as the
+    # client reads: the next request needs the thread.
+    with socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", one_thread_port))
+        slow.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        time.sleep(0.3)  # answered, but hardly read
+        head = b"GET /environ/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        assert parse(exchange(one_thread_port, head))[0] == 200
+        answer = b""
+        while chunk := slow.recv(1024 * 1024):
+            answer += chunk
+    assert parse(answer)[2] == b"b" * BIG  # all of it, in the end
+
+
+def test_a_malformed_request_after_an_answer_is_a_400_json_error(port: int) -> None:
+    first = b"GET /environ/x HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = exchange(port, first + b"GET /environ/y HTTP/1.1\r\nNo colon here\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 400 " in answer
+    status, headers, body = parse(answer[answer.find(b"HTTP/1.1 400 ") :])
+    assert status == 400 and headers[b"Connection"] == b"close"
+    assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+def error_page_after_a_part(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    """A WSGI app that fails once it has yielded part of its body, and gives an error page."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"half of it"
+    try:
+        raise ValueError("made to fail")
+    except ValueError:
+        start_response("500 Internal Server Error", [], sys.exc_info())
+    yield b"error page"
+
+
+def test_an_app_failing_after_part_of_its_body_is_a_500_json_error() -> None:
+    # PEP 3333: once a part is yielded its headers count as sent, and start_response given
+    # exc_info re-raises. The front has sent nothing yet: its own 500, not half an answer.
+    with serve(error_page_after_a_part, threads=1) as port:
+        request_head = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        status, _headers, body = parse(exchange(port, request_head))
+    assert status == 500
+    assert json.loads(body)["error"]["code"] == "internal_error"
 
 
 def test_the_app_is_told_when_its_client_hangs_up(port: int) -> None:
