@@ -404,14 +404,17 @@ class HttpConnection(asyncio.Protocol):
             return parts.append
 
         result = self.front.app(environ, start_response)
+        held = 0  # bytes in parts
         try:
             for part in result:
                 # Sent from here only once another part follows: the last goes from the loop.
-                if sum(map(len, parts)) >= RESPONSE_PART_BYTES:
+                if held >= RESPONSE_PART_BYTES:
                     sent = self._send(answer[0], answer[1], b"".join(parts), more=True)
                     asyncio.run_coroutine_threadsafe(sent, self.loop).result()
                     parts.clear()
+                    held = 0
                 parts.append(part)
+                held += len(part)
         finally:
             if hasattr(result, "close"):
                 result.close()
