@@ -439,12 +439,13 @@ class HttpConnection(asyncio.Protocol):
             self._write(h11.Data(data=data))
         if not more:
             self._write(h11.EndOfMessage())
-        if not self.writable.is_set():
-            try:
-                await asyncio.wait_for(self.writable.wait(), SEND_TIMEOUT_S)
-            except TimeoutError:  # what holds a thread for a stream is let go with the client
-                self.closing = True
-                self.transport.abort()
+            await self.writable.wait()  # an answer's last part: no thread waits for it
+            return
+        try:  # a part of a stream, whose thread waits: within SEND_TIMEOUT_S
+            await asyncio.wait_for(self.writable.wait(), SEND_TIMEOUT_S)
+        except TimeoutError:
+            self.closing = True
+            self.transport.abort()
 
     def _write(self, event: h11.Event) -> None:
         data = self.conn.send(event)

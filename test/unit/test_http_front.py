@@ -206,9 +206,12 @@ def test_a_streamed_answer_arrives_whole_in_parts(port: int) -> None:
     assert data == b"".join(b"%05d" % index * 2000 for index in range(40))
 
 
-def test_a_long_answer_to_a_client_that_reads_slowly_holds_no_thread(one_thread_port: int) -> None:
+def test_a_long_answer_to_a_client_that_reads_slowly_holds_no_thread(
+    one_thread_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The app's only thread hands its whole answer to the event loop, which sends it as the
-    # client reads: the next request needs the thread.
+    # client reads: the next request needs the thread. No thread waits: no time limit.
+    monkeypatch.setattr(http_front, "SEND_TIMEOUT_S", 0.1)
     with socket.socket() as slow:
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.connect(("127.0.0.1", one_thread_port))
