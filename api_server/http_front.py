@@ -49,6 +49,8 @@ BODY_IDLE_TIMEOUT_S = 30.0
 BODY_IN_MEMORY_BYTES = 1024 * 1024
 # A streamed answer goes to the client in parts of about this size.
 RESPONSE_PART_BYTES = 64 * 1024
+# A client that takes none of its answer for this long is cut off (nginx: send_timeout).
+SEND_TIMEOUT_S = 60.0
 # h11 takes a chunk size of up to 20 hex digits; a longer size line is refused by it.
 CHUNK_LINE_MAX_BYTES = 1024
 # After answering before the body was read: discard what the client still sends, for at most
@@ -407,6 +409,8 @@ class HttpConnection(asyncio.Protocol):
         held = 0  # bytes in parts
         try:
             for part in result:
+                if self.closing:
+                    break  # the client is gone: the rest is made for no one
                 # Sent from here only once another part follows: the last goes from the loop.
                 if held >= RESPONSE_PART_BYTES:
                     sent = self._send(answer[0], answer[1], b"".join(parts), more=True)
@@ -435,7 +439,13 @@ class HttpConnection(asyncio.Protocol):
             self._write(h11.Data(data=data))
         if not more:
             self._write(h11.EndOfMessage())
-        await self.writable.wait()
+            await self.writable.wait()  # an answer's last part: no thread waits for it
+            return
+        try:  # a part of a stream, whose thread waits: within SEND_TIMEOUT_S
+            await asyncio.wait_for(self.writable.wait(), SEND_TIMEOUT_S)
+        except TimeoutError:
+            self.closing = True
+            self.transport.abort()
 
     def _write(self, event: h11.Event) -> None:
         data = self.conn.send(event)

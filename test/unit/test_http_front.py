@@ -52,6 +52,11 @@ def echo_app(limit: int) -> Flask:
     def big() -> Response:
         return Response(b"b" * BIG, mimetype="application/octet-stream")  # one part
 
+    @app.get("/bigstream")
+    def bigstream() -> Response:
+        parts = (b"s" * 65536 for _ in range(BIG // 65536))
+        return Response(parts, mimetype="application/octet-stream")
+
     @app.get("/wait")
     def wait() -> Any:
         gone = caller_gone(request.environ)
@@ -201,9 +206,12 @@ def test_a_streamed_answer_arrives_whole_in_parts(port: int) -> None:
     assert data == b"".join(b"%05d" % index * 2000 for index in range(40))
 
 
-def test_a_long_answer_to_a_client_that_reads_slowly_holds_no_thread(one_thread_port: int) -> None:
+def test_a_long_answer_to_a_client_that_reads_slowly_holds_no_thread(
+    one_thread_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The app's only thread hands its whole answer to the event loop, which sends it as the
-    # client reads: the next request needs the thread.
+    # client reads: the next request needs the thread. No thread waits: no time limit.
+    monkeypatch.setattr(http_front, "SEND_TIMEOUT_S", 0.1)
     with socket.socket() as slow:
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.connect(("127.0.0.1", one_thread_port))
@@ -215,6 +223,26 @@ def test_a_long_answer_to_a_client_that_reads_slowly_holds_no_thread(one_thread_
         while chunk := slow.recv(1024 * 1024):
             answer += chunk
     assert parse(answer)[2] == b"b" * BIG  # all of it, in the end
+
+
+def test_a_stream_its_client_does_not_read_is_cut_off_and_frees_its_thread(
+    one_thread_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A streamed answer's parts are sent from the app's thread as the client takes them: one
+    # that takes nothing would hold the thread for good (nginx: send_timeout).
+    monkeypatch.setattr(http_front, "SEND_TIMEOUT_S", 0.5)
+    with socket.socket() as stuck:
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", one_thread_port))
+        stuck.sendall(b"GET /bigstream HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)  # the only thread is sending to it
+        head = b"GET /environ/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        assert parse(exchange(one_thread_port, head))[0] == 200
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := stuck.recv(1024 * 1024):
+                received += len(chunk)
+    assert 0 < received < BIG  # cut off
 
 
 def test_a_malformed_request_after_an_answer_is_a_400_json_error(port: int) -> None:
