@@ -194,6 +194,8 @@ class HttpConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.conn = h11.Connection(h11.SERVER)  # bounds a request head to 16 KB
         self.transport: asyncio.Transport
+        self.peer: tuple[str, int] | None = None  # the connection's two ends
+        self.local: tuple[str, int] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.keeping_alive = False  # idle between two requests, on the keep-alive deadline
         self.chunks: ChunkSizes | None = None
@@ -214,6 +216,7 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.peer, self.local = _address(transport, "peername"), _address(transport, "sockname")
         self.connections.add(self)
         self._set_timer(REQUEST_HEAD_TIMEOUT_S)
 
@@ -305,8 +308,8 @@ class HttpConnection(asyncio.Protocol):
     def _environ(self, request: h11.Request, headers: Headers) -> dict[str, Any]:
         """The request's WSGI environ (PEP 3333), but for its body."""
         raw_path, _, query = request.target.partition(b"?")
-        client, scheme = self.proxies.apply(self._address("peername"), headers)
-        host, port = self._address("sockname") or ("localhost", 80)
+        client, scheme = self.proxies.apply(self.peer, headers)
+        host, port = self.local or ("localhost", 80)
         environ: dict[str, Any] = {
             "REQUEST_METHOD": request.method.decode("ascii"),
             "SCRIPT_NAME": "",
@@ -332,10 +335,6 @@ class HttpConnection(asyncio.Protocol):
             text = value.decode("latin-1")
             environ[key] = f"{environ[key]},{text}" if key in environ else text
         return environ
-
-    def _address(self, name: str) -> tuple[str, int] | None:
-        address = self.transport.get_extra_info(name)  # (host, port, ...) for IPv6
-        return (address[0], address[1]) if isinstance(address, tuple) else None
 
     def _take(self, data: bytes) -> None:
         if self.body is None:
@@ -514,6 +513,11 @@ class HttpConnection(asyncio.Protocol):
         self.keeping_alive = False
         if self.conn.their_state is h11.IDLE:
             self._set_timer(STOP_IDLE_S)
+
+
+def _address(transport: asyncio.BaseTransport, name: str) -> tuple[str, int] | None:
+    address = transport.get_extra_info(name)  # (host, port, ...) for IPv6
+    return (address[0], address[1]) if isinstance(address, tuple) else None
 
 
 def _with_close(headers: Headers) -> Headers:
