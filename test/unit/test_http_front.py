@@ -206,22 +206,37 @@ def test_a_streamed_answer_arrives_whole_in_parts(port: int) -> None:
     assert data == b"".join(b"%05d" % index * 2000 for index in range(40))
 
 
+@contextlib.contextmanager
+def reading_nothing(port: int, path: bytes, settle_s: float) -> Iterator[socket.socket]:
+    """A client with a tiny receive buffer that asks for ``path`` and reads nothing yet; once
+    its answer has begun, the front's one thread answers another request all the same."""
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port))
+        client.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path)
+        time.sleep(settle_s)
+        head = b"GET /environ/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        assert parse(exchange(port, head))[0] == 200
+        yield client
+
+
+def read_all(client: socket.socket) -> bytes:
+    """What the client is sent until the front closes (or cuts off) the connection."""
+    answer = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := client.recv(1024 * 1024):
+            answer += chunk
+    return answer
+
+
 def test_a_long_answer_to_a_client_that_reads_slowly_holds_no_thread(
     one_thread_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The app's only thread hands its whole answer to the event loop, which sends it as the
     # client reads: the next request needs the thread. No thread waits: no time limit.
     monkeypatch.setattr(http_front, "SEND_TIMEOUT_S", 0.1)
-    with socket.socket() as slow:
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        slow.connect(("127.0.0.1", one_thread_port))
-        slow.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        time.sleep(0.3)  # answered, but hardly read
-        head = b"GET /environ/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        assert parse(exchange(one_thread_port, head))[0] == 200
-        answer = b""
-        while chunk := slow.recv(1024 * 1024):
-            answer += chunk
+    with reading_nothing(one_thread_port, b"/big", settle_s=0.3) as slow:
+        answer = read_all(slow)
     assert parse(answer)[2] == b"b" * BIG  # all of it, in the end
 
 
@@ -231,17 +246,8 @@ def test_a_stream_its_client_does_not_read_is_cut_off_and_frees_its_thread(
     # A streamed answer's parts are sent from the app's thread as the client takes them: one
     # that takes nothing would hold the thread for good (nginx: send_timeout).
     monkeypatch.setattr(http_front, "SEND_TIMEOUT_S", 0.5)
-    with socket.socket() as stuck:
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.connect(("127.0.0.1", one_thread_port))
-        stuck.sendall(b"GET /bigstream HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.2)  # the only thread is sending to it
-        head = b"GET /environ/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        assert parse(exchange(one_thread_port, head))[0] == 200
-        received = 0
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := stuck.recv(1024 * 1024):
-                received += len(chunk)
+    with reading_nothing(one_thread_port, b"/bigstream", settle_s=0.2) as stuck:
+        received = len(read_all(stuck))
     assert 0 < received < BIG  # cut off
 
 
