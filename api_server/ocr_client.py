@@ -65,6 +65,8 @@ class OcrBackend(Protocol):
 
     def notify(self) -> None: ...
 
+    def warm_up(self) -> None: ...
+
 
 class OcrServerClient:
     """HTTP client of the OCR server's internal API."""
@@ -97,6 +99,10 @@ class OcrServerClient:
             yield
         finally:
             self._sync_waits.release()
+
+    def warm_up(self) -> None:
+        """Build this process's client now rather than on its first call."""
+        self._http()
 
     def _http(self) -> httpx.Client:
         # gunicorn forks workers after the app may have been built: a client belongs to a process.

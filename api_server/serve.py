@@ -72,9 +72,13 @@ class GunicornApp(BaseApplication):
     def load(self) -> Any:
         from . import create_app
         from .http_front import Front
+        from .services import warm_up
 
         s = self._settings
-        return Front(create_app(s), max_body_bytes=s.max_request_bytes, threads=s.api_threads)
+        app = create_app(s)
+        # In the worker, before it takes connections (gunicorn loads the app after the fork).
+        warm_up(app.extensions["ocr_services"])
+        return Front(app, max_body_bytes=s.max_request_bytes, threads=s.api_threads)
 
 
 def main(argv: list[str] | None = None) -> int:

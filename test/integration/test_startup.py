@@ -77,3 +77,33 @@ def test_migrate_then_schema_is_current(tmp_path: Path) -> None:
     assert run("ocr-migrate", env).returncode == 0
     # Running it again is harmless.
     assert run("ocr-migrate", env).returncode == 0
+
+
+def test_a_new_api_process_opens_its_connections_before_its_first_request(
+    database_url: str, tmp_path: Path
+) -> None:
+    # gunicorn loads the app in each worker after the fork; the worker then serves at once.
+    from sqlalchemy import Engine
+
+    from api_server.serve import GunicornApp
+    from ocr_common.settings import load_settings
+
+    settings = load_settings(database_url=database_url, blob_url=f"file:{tmp_path / 'blobs'}")
+    front = GunicornApp(settings).load()
+    engine: Engine = front.app.extensions["ocr_services"].sessions.kw["bind"]
+    try:
+        opened = engine.pool.checkedin()  # type: ignore[attr-defined]
+        assert opened == min(settings.api_threads, engine.pool.size()) > 1  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
+
+
+def test_a_new_api_process_starts_even_if_its_database_went_away(tmp_path: Path) -> None:
+    from api_server.serve import GunicornApp
+    from ocr_common.settings import load_settings
+
+    settings = load_settings(
+        database_url="mysql+pymysql://nobody:x@127.0.0.1:1/ocr", blob_url=f"file:{tmp_path}"
+    )
+    front = GunicornApp(settings).load()  # the warm-up fails quietly: requests will retry
+    assert front.app.extensions["ocr_services"].sessions.kw["bind"].pool.checkedin() == 0

@@ -58,6 +58,9 @@ class FakeOcr:
     def notify(self) -> None:
         self.notified += 1
 
+    def warm_up(self) -> None:
+        self.warmed = True
+
 
 def api_client(
     sessions: sessionmaker[Session],
