@@ -147,10 +147,10 @@ class Dispatcher:
 
     # -- one job -----------------------------------------------------------------------------
 
-    def _start_job(self, engine: Engine, job: ClaimedJob) -> None:
+    def _start_job(self, engine: asyncio.Future[Engine], job: ClaimedJob) -> None:
         self._leases.hold(job.id, asyncio.create_task(self._run(engine, job), name=f"job-{job.id}"))
 
-    async def _run(self, engine: Engine, job: ClaimedJob) -> None:
+    async def _run(self, engine: asyncio.Future[Engine], job: ClaimedJob) -> None:
         """A job under the request id that made it (its log lines carry it), timed."""
         started = time.monotonic()
         with request_id_scope(job.request_id):
@@ -160,13 +160,19 @@ class Dispatcher:
             log.info("job %s: attempt %d ended after %.2f s", job.id, job.attempts, seconds)
         server_metrics.JOB_SECONDS.observe(seconds)
 
-    async def _execute(self, engine: Engine, job: ClaimedJob) -> None:
-        """Read a job's pages, in parallel on the engines free, and record how it ended."""
+    async def _execute(self, engine: asyncio.Future[Engine], job: ClaimedJob) -> None:
+        """Read a job's pages, in parallel on the engines free, and record how it ended; its
+        document is read while it waits for ``engine``."""
         try:
             document = await self._documents.read(job)
-        except (BlobMissing, BlobStoreError) as exc:
-            self._pool.release(engine)
-            self._claims.notify()
+        except BaseException as exc:
+            # No page will be read (a stop may cancel us here): the wait for an engine ends,
+            # or the one it got goes back.
+            if not engine.cancel():
+                self._pool.release(engine.result())
+                self._claims.notify()
+            if not isinstance(exc, (BlobMissing, BlobStoreError)):
+                raise
             await self._unreadable(job, exc)
             return
         task = PageTask(document, 0, job.options, self._settings.default_dpi)
@@ -195,7 +201,7 @@ class Dispatcher:
         error: OcrError | None = None
         try:
             pages = await self._pool.recognize_pages(
-                task, job.pages, urgent=False, engine=engine, on_page=on_page
+                task, job.pages, urgent=False, engine=await engine, on_page=on_page
             )
         except OcrError as exc:
             error = exc

@@ -70,6 +70,11 @@ class EnginePool:
     def busy(self) -> int:
         return self.size - len(self._free)
 
+    @property
+    def idle(self) -> int:
+        """Engines a queued job would get now (``acquire_nowait``): free, and nobody waits."""
+        return 0 if any(self._waiters) else len(self._free)
+
     def waiting(self, urgent: bool) -> int:
         return len(self._waiters[URGENT if urgent else BACKGROUND])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from ocr_common.errors import EngineCrashed, EngineTimeout
 from ocr_common.models import Job, JobOutcome, JobRow, JobStatus
 from ocr_common.result import PackedPage
 from ocr_common.settings import Settings, load_settings
+from ocr_server.claims import AHEAD
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.documents import Documents
 from ocr_server.engine import PageTask
@@ -45,12 +47,14 @@ class FakeEngine:
         self.gate = gate
         self.seen: list[bytes] = []
         self.returned = 0  # pages whose recognize_page has returned or raised
+        self.spans: list[tuple[float, float]] = []  # (began, ended) of each page, monotonic
         self._lock = threading.Lock()
 
     def recognize_page(
         self, task: PageTask, abandoned: threading.Event | None = None
     ) -> PackedPage:
         image = task.document
+        began = time.monotonic()
         with self._lock:
             first_time = image not in self.seen
             self.seen.append(image)
@@ -65,6 +69,7 @@ class FakeEngine:
             return packed_reading(task.page, image.decode() + "\n")
         finally:
             self.returned += 1
+            self.spans.append((began, time.monotonic()))
 
 
 def settings(**overrides: object) -> Settings:
@@ -368,17 +373,22 @@ def test_free_engines_are_filled_by_one_claim(
     ids = queue(sessions, files, [f"page {i}".encode() for i in range(8)])
     gate = threading.Event()
     engines = [FakeEngine(gate=gate) for _ in range(4)]
-    dispatcher = Dispatcher(sessions, EnginePool(list(engines)), settings(), files)
+    pool = EnginePool(list(engines))
+    dispatcher = Dispatcher(sessions, pool, settings(), files)
 
     async def scenario() -> list[Job]:
         with watched(db_engine) as seen:
             dispatcher.start()
-            await wait_until_async(lambda: dispatcher.running_jobs == 4, 10, "four running jobs")
+            await wait_until_async(lambda: dispatcher.running_jobs == 5, 10, "five held jobs")
             claimed_first = list(seen.claims)
+            await asyncio.sleep(0.2)
+            # Four read, the fifth waits for the first engine free; no more is claimed.
+            assert (pool.busy, dispatcher.running_jobs, seen.claims) == (4, 5, claimed_first)
             gate.set()
             done = await run_until_final(dispatcher, sessions, ids)
-        # Four engines free at the start: one claim of four jobs, not four claims of one.
-        assert claimed_first == [4]
+        # Four engines free at the start: one claim of four jobs and one ahead, not five
+        # claims of one.
+        assert claimed_first == [4 + AHEAD]
         assert sum(seen.claims) == 8 and len(seen.claims) < 8
         return done
 
@@ -388,6 +398,27 @@ def test_free_engines_are_filled_by_one_claim(
         f"page {i}".encode() for i in range(8)
     )
     assert dispatcher.counters.values()["claimed"] == 8
+
+
+def test_an_engine_goes_from_job_to_job_without_waiting_for_a_claim(
+    sessions: sessionmaker[Session], files: JobFiles, db_engine: Engine
+) -> None:
+    ids = queue(sessions, files, [f"page {i}".encode() for i in range(4)])
+    engine = FakeEngine(delay_s=0.5)
+
+    def slow_claims(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE jobs SET") and "started_at" in statement:
+            time.sleep(0.3)  # a database far away, or busy
+
+    event.listen(db_engine, "before_cursor_execute", slow_claims)
+    try:
+        done = read_all(sessions, files, ids, [engine])
+    finally:
+        event.remove(db_engine, "before_cursor_execute", slow_claims)
+    assert [job.text for job in done] == [f"page {i}\n" for i in range(4)]
+    # The next job was claimed, and its document read, while the engine read the one before.
+    gaps = [began - ended for (_, ended), (began, _) in itertools.pairwise(engine.spans)]
+    assert len(gaps) == 3 and max(gaps) < 0.15, gaps
 
 
 def test_outcomes_that_are_ready_together_are_written_in_one_transaction(
