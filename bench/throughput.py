@@ -262,6 +262,20 @@ def cpu_snapshot(rows: list[tuple[str, int]]) -> dict[int, float]:
     return {pid: cpu for _, pid in rows if (cpu := cpu_seconds(pid)) is not None}
 
 
+def settle(rows: list[tuple[str, int]], quiet_s: float = 0.5, timeout_s: float = 15.0) -> None:
+    """Until the service's processes have used no CPU for ``quiet_s`` (its start is over: each
+    API worker opens its connections before serving, after the first already answers), as the
+    raw engine's clock starts once every model is loaded."""
+    deadline = time.monotonic() + timeout_s
+    before = cpu_snapshot(rows)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = cpu_snapshot(rows)
+        if sum(now.values()) - sum(before.values()) < 0.02:
+            return
+        before = now
+
+
 def process_use(rows: list[tuple[str, int]], cpu_before: dict[int, float]) -> list[ProcessUse]:
     uses = []
     for role, pid in rows:
@@ -494,6 +508,7 @@ def run_service(
     ]
     with running_stack(database_url, **service_settings(workers)) as stack:
         processes = service_processes(stack)
+        settle(processes)
         cpu_before = cpu_snapshot(processes)
         began, ids = submit_all(stack.api_url, bodies)
         if poll_database:
