@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from typing import Any
 
 from gunicorn import glogging
@@ -76,8 +77,12 @@ class GunicornApp(BaseApplication):
 
         s = self._settings
         app = create_app(s)
-        # In the worker, before it takes connections (gunicorn loads the app after the fork).
-        warm_up(app.extensions["ocr_services"])
+        # In the worker (gunicorn loads the app after the fork), beside its first requests: a
+        # database that takes connections but never answers must not hold the worker past
+        # gunicorn's timeout, which counts while it loads.
+        threading.Thread(
+            target=warm_up, args=(app.extensions["ocr_services"],), name="warm-up", daemon=True
+        ).start()
         return Front(app, max_body_bytes=s.max_request_bytes, threads=s.api_threads)
 
 

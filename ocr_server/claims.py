@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 # Jobs claimed beyond the free engines. An engine that ends a page starts the next job at once
 # rather than waiting for a claim (three statements and a commit: 7-16 ms on a loaded 2-core
 # machine, a tenth of a small page's time) and its document. More would hold jobs that another
-# server's idle engines could read.
+# server's idle engines could read. A job ahead that gets no engine within a third of a lease
+# (synchronous reads or a long document hold them) goes back to the queue, for any server, and
+# this one claims no job ahead for as long.
 AHEAD = 1
 
 
@@ -66,9 +69,11 @@ class ClaimLoop:
         self._give_back = give_back
         self._leases_kept = leases_kept
         self._wake = asyncio.Event()
-        # Claimed jobs still waiting for an engine, and the event that one has just got it.
+        # Claimed jobs still waiting for an engine, how long one may wait, and until when
+        # (monotonic) no job is claimed ahead, since the last one waited in vain.
         self._waiting = 0
-        self._started = asyncio.Event()
+        self._ahead_wait_s = settings.lease_s / 3
+        self._no_ahead_until = 0.0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -89,17 +94,19 @@ class ClaimLoop:
     async def _run(self) -> None:
         settings = self._settings
         while not self._stopping:
-            while self._waiting >= AHEAD:
-                # Every engine is busy and the next job is ready for the first that is free.
-                self._started.clear()
-                await self._started.wait()
+            ahead = AHEAD if time.monotonic() >= self._no_ahead_until else 0
+            limit = self._pool.idle + ahead - self._waiting
             self._wake.clear()
+            if limit < 1:
+                # Every engine is busy (and the next job waits for the first free): a job that
+                # ends, or the one ahead getting its engine, notifies.
+                await self._sleep(settings.poll_interval_s)
+                continue
             if not self._leases_kept():
                 # The heartbeat is stuck: the engines wait for it (or serve synchronous reads)
                 # rather than take jobs whose leases would run out and be read again.
                 await asyncio.sleep(settings.poll_interval_s)
                 continue
-            limit = self._pool.idle + AHEAD - self._waiting
             # Shielded: a claim the database commits must reach us, even during a stop.
             claiming = asyncio.ensure_future(
                 self._db.run(functools.partial(self._claim, limit=limit))
@@ -137,13 +144,18 @@ class ClaimLoop:
             taken.set_result(free)
             return taken
         self._waiting += 1
-        waiting = asyncio.ensure_future(self._pool.acquire(urgent=False))
+        waiting = asyncio.ensure_future(
+            asyncio.wait_for(self._pool.acquire(urgent=False), self._ahead_wait_s)
+        )
         waiting.add_done_callback(self._engine_taken)
         return waiting
 
-    def _engine_taken(self, _waiting: asyncio.Future[Engine]) -> None:
+    def _engine_taken(self, waiting: asyncio.Future[Engine]) -> None:
+        """A job's wait for an engine ended: with one (claim the next ahead), or in vain."""
         self._waiting -= 1
-        self._started.set()
+        if not waiting.cancelled() and isinstance(waiting.exception(), TimeoutError):
+            self._no_ahead_until = time.monotonic() + self._ahead_wait_s
+        self._wake.set()
 
     def _claim(self, session: Session, limit: int) -> Claim:
         """Up to ``limit`` jobs to read; those answered from a stored result are finished here."""

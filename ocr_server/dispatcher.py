@@ -168,13 +168,27 @@ class Dispatcher:
         except BaseException as exc:
             # No page will be read (a stop may cancel us here): the wait for an engine ends,
             # or the one it got goes back.
-            if not engine.cancel():
-                self._pool.release(engine.result())
+            engine.cancel()
+            if (got := _engine_got(engine)) is not None:
+                self._pool.release(got)
                 self._claims.notify()
             if not isinstance(exc, (BlobMissing, BlobStoreError)):
                 raise
             await self._unreadable(job, exc)
             return
+        try:
+            held = await engine
+        except TimeoutError:
+            # Claimed ahead, and no engine came free in time: back to the queue, uncharged,
+            # for whichever server has one first.
+            log.info("job %s: no engine free in time; given back to the queue", job.id)
+            await self._leases.give_back([job.id])
+            return
+        except asyncio.CancelledError:
+            # A stop, as the engine came: it goes back (a wait still going is cancelled with us).
+            if (got := _engine_got(engine)) is not None:
+                self._pool.release(got)
+            raise
         task = PageTask(document, 0, job.options, self._settings.default_dpi)
         done = 0
 
@@ -201,7 +215,7 @@ class Dispatcher:
         error: OcrError | None = None
         try:
             pages = await self._pool.recognize_pages(
-                task, job.pages, urgent=False, engine=await engine, on_page=on_page
+                task, job.pages, urgent=False, engine=held, on_page=on_page
             )
         except OcrError as exc:
             error = exc
@@ -286,3 +300,10 @@ class Dispatcher:
             return False
         size = len((outcome.text or "").encode()) + len(outcome.stored_pages or b"")
         return size + WRITE_HEADROOM_BYTES > self._max_write_bytes
+
+
+def _engine_got(wait: asyncio.Future[Engine]) -> Engine | None:
+    """The engine a job's wait has got, if it is over and got one."""
+    if wait.done() and not wait.cancelled() and wait.exception() is None:
+        return wait.result()
+    return None

@@ -89,7 +89,7 @@ class EnginePool:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release(future.result())
-            else:
+            elif future in self._waiters[level]:  # release may have dropped it already
                 self._waiters[level].remove(future)
             raise
 

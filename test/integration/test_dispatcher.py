@@ -732,3 +732,57 @@ def test_a_server_whose_heartbeat_is_stuck_claims_no_job_it_could_not_keep(
     assert (new.attempts, read.count(b"new")) == (1, 1), "the new job was read once"
     # Every page here is a job's one page: a claim given back is not counted as claimed.
     assert dispatcher.counters.values()["claimed"] == len(read)
+
+
+def test_a_job_held_ahead_goes_back_to_the_queue_for_an_idle_server(
+    sessions: sessionmaker[Session], files: JobFiles
+) -> None:
+    # Server A reads a long job on its one engine and holds the next ahead; B comes later,
+    # idle. Past a third of a lease (1 s here) A gives the job back and B reads it.
+    slow, quick = queue(sessions, files, [b"slow", b"quick"])
+    busy_a = Dispatcher(sessions, EnginePool([FakeEngine(delay_s=3.0)]), settings(), files)
+    idle_b = Dispatcher(sessions, EnginePool([FakeEngine()]), settings(), files)
+
+    async def scenario() -> None:
+        busy_a.start()
+        try:
+            await wait_until_async(lambda: busy_a.running_jobs == 2, 10, "A holding both jobs")
+            idle_b.start()
+            await wait_until_async(
+                lambda: jobs(sessions, [quick])[0].status.is_final, 10, "the quick job read"
+            )
+        finally:
+            await asyncio.gather(busy_a.stop(grace_s=5), idle_b.stop(grace_s=5))
+
+    asyncio.run(scenario())
+    slow_job, quick_job = jobs(sessions, [slow, quick])
+    assert slow_job.worker_id == busy_a.worker_id and slow_job.text == "slow\n"
+    assert quick_job.worker_id == idle_b.worker_id and quick_job.text == "quick\n"
+    assert quick_job.attempts == 1  # given back uncharged
+
+
+def test_a_stop_as_the_engine_comes_gives_the_engine_back(
+    sessions: sessionmaker[Session], files: JobFiles
+) -> None:
+    # The wait for an engine is over but the job has not resumed when the stop cancels it.
+    queue(sessions, files, [b"page"])
+    pool = EnginePool([FakeEngine()])
+    dispatcher = Dispatcher(sessions, pool, settings(), files)
+    with sessions.begin() as session:
+        [job] = job_store.claim_batch(session, worker_id=dispatcher.worker_id, lease_s=30, limit=1)
+
+    async def scenario() -> int:
+        other = pool.acquire_nowait()  # another job reads on the only engine
+        assert other is not None
+        engine = asyncio.ensure_future(pool.acquire(urgent=False))
+        task = asyncio.create_task(dispatcher._execute(engine, job))
+        await wait_until_async(lambda: pool.waiting(urgent=False) == 1, 5, "the job waiting")
+        await asyncio.sleep(0.1)  # its document is read
+        pool.release(other)
+        await asyncio.sleep(0)  # the wait is over; the job task has not resumed
+        assert engine.done() and not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return pool.busy
+
+    assert asyncio.run(scenario()) == 0

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from ocr_testkit.waits import wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -94,9 +98,29 @@ def test_a_new_api_process_opens_its_connections_before_its_first_request(
     try:
         # One connection for each thread, kept: none is closed on its way back to the pool.
         assert engine.pool.size() == settings.api_threads  # type: ignore[attr-defined]
-        assert engine.pool.checkedin() == settings.api_threads  # type: ignore[attr-defined]
+        wait_until(
+            lambda: engine.pool.checkedin() == settings.api_threads,  # type: ignore[attr-defined]
+            10,
+            "a connection for each thread",
+        )
     finally:
         engine.dispose()
+
+
+def test_a_new_api_process_serves_at_once_when_its_database_hangs(tmp_path: Path) -> None:
+    # A proxy in front of a hung database: connections are taken, no greeting ever comes.
+    # gunicorn's worker timeout counts while the app loads: the warm-up must not hold it.
+    from api_server.serve import GunicornApp
+    from ocr_common.settings import load_settings
+
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as silent:
+        port = silent.getsockname()[1]
+        settings = load_settings(
+            database_url=f"mysql+pymysql://x:y@127.0.0.1:{port}/ocr", blob_url=f"file:{tmp_path}"
+        )
+        began = time.monotonic()
+        GunicornApp(settings).load()
+        assert time.monotonic() - began < 5
 
 
 def test_a_new_api_process_starts_even_if_its_database_went_away(tmp_path: Path) -> None:

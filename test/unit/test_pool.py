@@ -216,3 +216,21 @@ def test_a_failing_page_does_not_abandon_the_pages_beside_it() -> None:
     asyncio.run(scenario())
     assert reader.abandoned == []
     pool.close()
+
+
+def test_a_wait_cancelled_just_before_an_engine_comes_ends_cancelled_and_loses_no_engine() -> None:
+    # release() skips the cancelled waiter before the waiting coroutine resumes.
+    pool = EnginePool([FakeEngine("a")])
+
+    async def scenario() -> object:
+        held = pool.acquire_nowait()
+        assert held is not None
+        waiting = asyncio.ensure_future(pool.acquire(urgent=False))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        pool.release(held)
+        [outcome] = await asyncio.gather(waiting, return_exceptions=True)
+        return outcome
+
+    assert isinstance(asyncio.run(scenario()), asyncio.CancelledError)
+    assert pool.busy == 0
