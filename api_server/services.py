@@ -32,16 +32,16 @@ def current_services() -> Services:
 
 
 def warm_up(services: Services) -> None:
-    """Ready a new server process before its first request: the OCR server's client (its TLS
-    set-up alone is tens of milliseconds) and the database connections its threads will take.
+    """Ready a new server process as it starts: the OCR server's client (its TLS set-up alone is
+    tens of milliseconds) and a database connection for each place in the pool, one a thread.
     Cold, the first requests of a fresh process each paid for these (8 concurrent uploads
-    answered in 250 ms instead of 40). Nothing here is needed: what fails is left to the first
-    request, as without it."""
+    answered in 250 ms instead of 40). Nothing here is needed: what fails is left to the
+    requests, as without it."""
     try:
         services.ocr.warm_up()
         engine = services.sessions.kw["bind"]
         with contextlib.ExitStack() as held:
-            for _ in range(min(services.settings.api_threads, engine.pool.size())):
+            for _ in range(engine.pool.size()):
                 held.enter_context(engine.connect())
     except Exception as exc:  # noqa: BLE001 - a database still starting: the requests wait
         log.info("warm-up left undone (%s: %s)", type(exc).__name__, exc)
