@@ -127,7 +127,6 @@ class ClaimLoop:
                 # partition): these leases would run out as well; given back uncharged, uncounted.
                 await self._give_back([job.id for job in jobs])
                 jobs = []
-            self._counters.claimed.inc(len(jobs))
             for job in jobs:
                 self._start_job(self._engine(), job)
             if reused and not settings.keep_images:
@@ -140,6 +139,7 @@ class ClaimLoop:
         """An engine for a job just claimed: a free one, or the first to come free."""
         free = self._pool.acquire_nowait()
         if free is not None:
+            self._counters.claimed.inc()
             taken: asyncio.Future[Engine] = asyncio.get_running_loop().create_future()
             taken.set_result(free)
             return taken
@@ -151,10 +151,13 @@ class ClaimLoop:
         return waiting
 
     def _engine_taken(self, waiting: asyncio.Future[Engine]) -> None:
-        """A job's wait for an engine ended: with one (claim the next ahead), or in vain."""
+        """A job's wait for an engine ended: with one (claim the next ahead), or in vain; a job
+        given back for that is not counted as claimed, as none given back is."""
         self._waiting -= 1
         if not waiting.cancelled() and isinstance(waiting.exception(), TimeoutError):
             self._no_ahead_until = time.monotonic() + self._ahead_wait_s
+        else:
+            self._counters.claimed.inc()
         self._wake.set()
 
     def _claim(self, session: Session, limit: int) -> Claim:

@@ -759,6 +759,8 @@ def test_a_job_held_ahead_goes_back_to_the_queue_for_an_idle_server(
     assert slow_job.worker_id == busy_a.worker_id and slow_job.text == "slow\n"
     assert quick_job.worker_id == idle_b.worker_id and quick_job.text == "quick\n"
     assert quick_job.attempts == 1  # given back uncharged
+    # Each job counted once, by the server that read it.
+    assert (busy_a.counters.values()["claimed"], idle_b.counters.values()["claimed"]) == (1, 1)
 
 
 def test_a_stop_as_the_engine_comes_gives_the_engine_back(
