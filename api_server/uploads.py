@@ -42,6 +42,8 @@ IMAGE_KEYS = ("image_data", "image_data_list")
 RAW_MEDIA_TYPES = ("application/pdf", "application/octet-stream")
 # The v1 endpoint that reads the file as it is, for each upload endpoint of the original API.
 V1_EQUIVALENT = {"/image-sync": "/v1/ocr", "/image": "/v1/jobs"}
+# A v1 JSON body, as messages show it.
+DOCUMENT_EXAMPLE = '{"document": "<base64>"}'
 
 
 def read_body() -> bytes:
@@ -54,12 +56,12 @@ def read_body() -> bytes:
     return body
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, whatever Content-Type the client sent (or none)."""
+def parse_json_object(body: bytes, example: str = '{"image_data": "<base64>"}') -> dict[str, Any]:
+    """The body as a JSON object, whatever Content-Type the client sent (or none); an empty
+    one is told to send ``example``, the endpoint's own body."""
     if not body.strip():
         raise BadRequest(
-            'the request body is empty: send a JSON object such as {"image_data": "<base64>"}',
-            code="empty_body",
+            f"the request body is empty: send a JSON object such as {example}", code="empty_body"
         )
     try:
         # strict=False: real clients put raw line breaks inside the base64 string.
@@ -284,10 +286,10 @@ def _read_document_and_values(extra: tuple[str, ...]) -> tuple[bytes, dict[str, 
         form = request.form.to_dict()
         return data, _values(query, form, extra=extra)
     if mimetype == "application/json" or mimetype.endswith("+json"):
-        body = parse_json_object(read_body())
+        body = parse_json_object(read_body(), example=DOCUMENT_EXAMPLE)
         if "document" not in body:
             raise BadRequest(
-                'the JSON body has no "document": send {"document": "<base64>"}',
+                f'the JSON body has no "document": send {DOCUMENT_EXAMPLE}',
                 code="missing_field",
                 field="document",
             )
@@ -298,7 +300,7 @@ def _read_document_and_values(extra: tuple[str, ...]) -> tuple[bytes, dict[str, 
     raise UnsupportedMediaType(
         f"a body of type {mimetype or '(none)'!r} is not read here: send multipart/form-data "
         "with a file part, the raw document as image/* or application/pdf, or "
-        'application/json with {"document": "<base64>"}'
+        f"application/json with {DOCUMENT_EXAMPLE}"
     )
 
 

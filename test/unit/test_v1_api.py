@@ -166,6 +166,13 @@ def test_a_malformed_page_tree_is_a_400_invalid_pdf_and_nothing_is_stored(
     assert client.get("/v1/jobs").get_json()["jobs"] == [] and fake_ocr.documents == []
 
 
+@pytest.mark.parametrize("path", ["/v1/ocr", "/v1/jobs"])
+def test_an_empty_json_body_is_told_the_field_v1_reads(client: FlaskClient, path: str) -> None:
+    response = client.post(path, data=b"", content_type="application/json")
+    detail = problem(response, 400, "empty_body")["detail"]
+    assert '{"document": "<base64>"}' in detail and "image_data" not in detail
+
+
 def test_the_original_api_keeps_its_error_shape(client: FlaskClient) -> None:
     response = client.post("/image-sync", data=b"")
     assert response.status_code == 400 and response.mimetype == "application/json"
