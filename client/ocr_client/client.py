@@ -127,6 +127,17 @@ def _reason(exc: requests.RequestException) -> str:
     return type(exc).__name__
 
 
+# The formats the API gives as bytes, not text.
+BINARY_FORMATS = frozenset({"pdf"})
+
+
+def _text_format(fmt: str, bytes_method: str) -> None:
+    """Refuse a format whose answer is bytes, naming the method that returns it (decoded as
+    text, a PDF would be mangled)."""
+    if fmt.lower() in BINARY_FORMATS:
+        raise ClientError(f"the {fmt!r} format is bytes, not text: use {bytes_method}()")
+
+
 def _retry_after_s(value: str | None) -> float | None:
     """Retry-After in seconds; the HTTP-date form is not sent by this service."""
     if value is None:
@@ -321,7 +332,9 @@ class OcrClient:
         return Job.from_json(self._call("GET", f"/v1/jobs/{job_id}").json())
 
     def result(self, job_id: str, fmt: str = "text") -> str:
-        """The finished job's text, JSON, hOCR or TSV as the API renders it."""
+        """The finished job's text, JSON, hOCR, TSV or ALTO as the API renders it (the PDF,
+        which is bytes: ``download``)."""
+        _text_format(fmt, "download")
         return self._call("GET", f"/v1/jobs/{job_id}", params={"format": fmt}).text
 
     def download(self, job_id: str, fmt: str = "pdf") -> bytes:
@@ -356,7 +369,9 @@ class OcrClient:
         options: Options | None = None,
         fmt: str = "text",
     ) -> str:
-        """``POST /v1/ocr``: read the document now; its text (or JSON, hOCR, TSV)."""
+        """``POST /v1/ocr``: read the document now; its text (or JSON, hOCR, TSV, ALTO; the
+        PDF, which is bytes: ``ocr_bytes``)."""
+        _text_format(fmt, "ocr_bytes")
         return self._post_document(
             "/v1/ocr", document, filename, options, params={"format": fmt}
         ).text

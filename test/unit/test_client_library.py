@@ -158,6 +158,18 @@ def test_the_api_passes_the_check(server: tuple[str, Script]) -> None:
     assert len(script.times) == 2
 
 
+def test_text_methods_refuse_the_pdf_and_name_the_bytes_method(
+    server: tuple[str, Script],
+) -> None:
+    url, script = server
+    client = OcrClient(url)
+    with pytest.raises(ClientError, match=r"use download\(\)"):
+        client.result("a-job", "pdf")
+    with pytest.raises(ClientError, match=r"use ocr_bytes\(\)"):
+        client.ocr(b"%PDF-1.4", fmt="PDF")
+    assert script.times == []  # refused before any request
+
+
 def test_stopping_ends_a_retry_back_off_at_once() -> None:
     client = OcrClient(
         "http://127.0.0.1:9",
