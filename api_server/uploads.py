@@ -263,7 +263,7 @@ def _values(*sources: Mapping[str, Any], extra: tuple[str, ...]) -> dict[str, An
         # str(): a multipart part without a name arrives with the key None.
         name = str(unknown[0])[:40]
         raise BadRequest(
-            f'"{name}" is not an option; the options are ' + ", ".join(OPTION_FIELDS),
+            f'"{name}" is not an option; the options are ' + ", ".join((*OPTION_FIELDS, *extra)),
             code="unknown_option",
             field=name,
         )

@@ -134,7 +134,13 @@ def test_without_a_secret_a_webhook_url_is_refused(sessions: sessionmaker[Sessio
 
 def test_only_queued_jobs_take_one(client: FlaskClient) -> None:
     response = client.post("/v1/ocr", json={"document": document_b64(), "webhook_url": HOOK})
-    assert problem(response, 400, "unknown_option")["field"] == "webhook_url"
+    body = problem(response, 400, "unknown_option")
+    assert body["field"] == "webhook_url" and body["detail"].endswith(", lang, format")
+
+
+def test_an_unknown_option_is_told_every_name_the_endpoint_takes(client: FlaskClient) -> None:
+    response = client.post("/v1/jobs", json={"document": document_b64(), "webhok_url": HOOK})
+    assert problem(response, 400, "unknown_option")["detail"].endswith(", lang, webhook_url")
 
 
 def test_an_api_key_may_have_a_default_url(sessions: sessionmaker[Session]) -> None:
