@@ -28,6 +28,7 @@ from ocr_common.errors import (
     OcrError,
     PayloadTooLarge,
     UnsupportedMediaType,
+    json_kind,
 )
 from ocr_common.options import OPTION_FIELDS, ORIGINAL_API_OPTIONS, OcrOptions, check_submission
 
@@ -72,7 +73,7 @@ def parse_json_object(body: bytes, example: str = '{"image_data": "<base64>"}') 
         ) from None
     if not isinstance(value, dict):
         raise BadRequest(
-            f"the request body must be a JSON object, not {type(value).__name__}",
+            f"the request body must be a JSON object, not {json_kind(value)}",
             code="invalid_json",
         )
     return value
@@ -134,7 +135,7 @@ def decode_base64(value: object, *, field: str, max_bytes: int) -> bytes:
     """Decode one base64 image, leniently (data: URL prefix, white space, url-safe, no padding)."""
     if not isinstance(value, str):
         raise BadRequest(
-            f'"{field}" must be a base64 string, not {type(value).__name__}', code="invalid_field"
+            f'"{field}" must be a base64 string, not {json_kind(value)}', code="invalid_field"
         )
     text = _DATA_URL.sub("", value, count=1)
     try:
@@ -204,7 +205,7 @@ def read_uploads() -> tuple[list[Submission], bool]:
     value, many = found
     items = value if isinstance(value, list) else [value]
     if not items:
-        raise BadRequest('"image_data" is an empty list', code="invalid_field")
+        raise BadRequest('"image_data" is an empty array: send at least one image', code="invalid_field")
     if len(items) > limits.max_images_per_request:
         raise PayloadTooLarge(
             f"{len(items)} images in one request; at most {limits.max_images_per_request} "
@@ -247,7 +248,7 @@ def read_task_id() -> tuple[str, bool]:
         raise BadRequest('the JSON body has no "task_id"', code="missing_field")
     if not isinstance(value, str):
         raise BadRequest(
-            f'"task_id" must be a string, not {type(value).__name__}', code="invalid_task_id"
+            f'"task_id" must be a string, not {json_kind(value)}', code="invalid_task_id"
         )
     return value.strip(), in_query
 

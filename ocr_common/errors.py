@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class SettingsError(Exception):
     """A setting is missing or invalid; the message names the variable and the fix."""
@@ -121,3 +123,21 @@ class Conflict(OcrError, status=409, code="conflict"):
 
 class UnsupportedMediaType(OcrError, status=415, code="unsupported_media_type"):
     """The request body comes in a form the endpoint does not read."""
+
+
+def json_kind(value: object) -> str:
+    """What a value parsed from JSON is, in JSON's words, for a message ("not an array")."""
+    for kind, name in ((bool, "a boolean"), (int | float, "a number"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return {type(None): "null", list: "an array", dict: "an object"}.get(type(value), "a value")
+
+
+def json_text(value: object, limit: int = 40) -> str:
+    """A value as JSON writes it (``true``, ``null``, ``1e400`` as ``Infinity``), cut to
+    ``limit`` characters, for a message: a client sent JSON, not Python."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = json.dumps(str(value), ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

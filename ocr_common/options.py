@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from .documents import Document, check_document
-from .errors import BadRequest, PayloadTooLarge
+from .errors import BadRequest, PayloadTooLarge, json_kind, json_text
 from .settings import MAX_DPI, MIN_DPI, Settings
 
 DEFAULT_LANG = "eng"
@@ -131,6 +131,15 @@ class OcrOptions(BaseModel):
     @classmethod
     def _check_pages(cls, value: object, info: ValidationInfo) -> tuple[int, ...] | None:
         if isinstance(value, list | tuple):
+            odd = [
+                item for item in value if isinstance(item, bool) or not isinstance(item, int | str)
+            ]
+            if odd:
+                raise invalid_option(
+                    "pages",
+                    f"an array of pages holds {json_text(odd[0])}; give numbers or ranges"
+                    ' such as [1, "3-5"]',
+                )
             value = ",".join(map(str, value))
         return parse_pages(value, _context(info).get("max_pages"))
 
@@ -141,7 +150,7 @@ class OcrOptions(BaseModel):
             return Preprocess(str(value).strip().lower())
         except ValueError:
             raise invalid_option(
-                "preprocess", f"{str(value)[:40]!r} is not one of: none, auto"
+                "preprocess", f"{json_text(value)} is not one of: none, auto"
             ) from None
 
     @field_validator("lang", mode="before")
@@ -190,20 +199,18 @@ def is_decimal(text: str) -> bool:
 
 
 def _integer(field: str, value: object) -> int:
-    if isinstance(value, bool):
-        raise invalid_option(field, f"must be an integer, not {value!r}")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and is_decimal(value.strip().lstrip("+-")):
         return int(value.strip())
-    raise invalid_option(field, f"must be an integer, not {str(value)[:40]!r}")
+    raise invalid_option(field, f"must be an integer, not {json_text(value)}")
 
 
 def _charset(field: str, value: object) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise invalid_option(field, f"must be a string of characters, not {type(value).__name__}")
+        raise invalid_option(field, f"must be a string of characters, not {json_kind(value)}")
     if len(value) > MAX_CHARSET_CHARS:
         raise invalid_option(field, f"has {len(value)} characters; at most {MAX_CHARSET_CHARS}")
     if any(ch in value for ch in "\x00\n\r"):
@@ -221,7 +228,7 @@ def parse_pages(value: object, max_pages: int | None) -> tuple[int, ...] | None:
         value = str(value)
     if not isinstance(value, str):
         raise invalid_option(
-            "pages", f'must be a page range such as "1-3,7", not {str(value)[:40]!r}'
+            "pages", f'must be a page range such as "1-3,7", not {json_text(value)}'
         )
     if len(value) > MAX_PAGES_CHARS:
         raise invalid_option("pages", f"has {len(value)} characters; at most {MAX_PAGES_CHARS}")

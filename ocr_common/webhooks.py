@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import HttpUrl, TypeAdapter, ValidationError
 
-from .errors import BadRequest
+from .errors import BadRequest, json_kind
 
 WEBHOOK_URL_FIELD = "webhook_url"
 WEBHOOK_URL_MAX_CHARS = 2048
@@ -146,7 +146,7 @@ def check_webhook_url(value: object, policy: AddressPolicy) -> str:
     """The URL as stored (normalised as browsers parse it: ``http://0x7f.1/`` is
     ``http://127.0.0.1/``); a 400 unless it is an http(s) URL deliveries may reach."""
     if not isinstance(value, str):
-        raise _invalid(f"must be an http or https URL, not {type(value).__name__}")
+        raise _invalid(f"must be an http or https URL, not {json_kind(value)}")
     if len(value) > WEBHOOK_URL_MAX_CHARS:
         raise _invalid(f"has {len(value)} characters; at most {WEBHOOK_URL_MAX_CHARS}")
     try:

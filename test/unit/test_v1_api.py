@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
@@ -171,6 +172,40 @@ def test_an_empty_json_body_is_told_the_field_v1_reads(client: FlaskClient, path
     response = client.post(path, data=b"", content_type="application/json")
     detail = problem(response, 400, "empty_body")["detail"]
     assert '{"document": "<base64>"}' in detail and "image_data" not in detail
+
+
+# Python's names for what a JSON body holds; a message uses JSON's own (null, true, an array).
+PYTHON_SPELLINGS = re.compile(r"\b(NoneType|True|False|inf|list|dict|int|float|str)\b")
+
+
+@pytest.mark.parametrize("value", [None, True, False, 1e400, 1.5, [], {}, [True], [None], "x"])
+@pytest.mark.parametrize(
+    "field", ["psm", "dpi", "pages", "preprocess", "char_whitelist", "webhook_url", "document"]
+)
+def test_a_wrong_json_value_is_named_as_json_names_it(
+    client: FlaskClient, field: str, value: object
+) -> None:
+    body: dict[str, object] = {"document": base64.b64encode(HELLO_PNG).decode(), field: value}
+    response = client.post("/v1/jobs", json=body)
+    if response.status_code < 400:
+        # null and an empty array are the default; "x" is a character list.
+        assert value is None or (field, value) in (("pages", []), ("char_whitelist", "x"))
+        return
+    detail = response.get_json()["detail"]
+    assert response.status_code == 400 and not PYTHON_SPELLINGS.search(detail), detail
+
+
+@pytest.mark.parametrize("value", [None, True, 1e400, [], {}])
+def test_the_original_api_names_wrong_values_as_json_too(
+    client: FlaskClient, value: object
+) -> None:
+    for path, body in (("/image-sync", {"image_data": value}), ("/image", {"task_id": value})):
+        method = client.post if "image_data" in body else client.get
+        response = method(path, data=json.dumps(body))
+        message = response.get_json()["error"]["message"]
+        # A number is a task id to old clients: one no task has (404).
+        assert response.status_code in (400, 404), message
+        assert not PYTHON_SPELLINGS.search(message), message
 
 
 def test_the_original_api_keeps_its_error_shape(client: FlaskClient) -> None:
