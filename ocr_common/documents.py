@@ -152,7 +152,8 @@ def check_document(
     if is_pdf(data):
         if PDF not in formats:
             raise InvalidImage(
-                f"PDF documents are read by POST /v1/jobs; send {describe_formats(formats)}"
+                "PDF documents are read by the v1 API (POST /v1/ocr now, POST /v1/jobs queued); "
+                f"send {describe_formats(formats)}"
             )
         return _check_pdf(data, wanted_pages, dpi, max_pixels, max_pages)
     return _check_image(data, wanted_pages, max_pixels, max_pages, formats)
