@@ -118,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         log.warning(warning)
     sys.argv = sys.argv[:1]  # gunicorn must not read our arguments as its own
     metrics_dir = _metrics_dir()
+    master = os.getpid()
     try:
         GunicornApp(settings).run()
     finally:
-        if metrics_dir is not None:
+        # gunicorn's workers are forks of this process and leave through here too: one that
+        # exits (killed, or first on a stop) must not take the others' metrics with it.
+        if metrics_dir is not None and os.getpid() == master:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
