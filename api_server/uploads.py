@@ -205,7 +205,9 @@ def read_uploads() -> tuple[list[Submission], bool]:
     value, many = found
     items = value if isinstance(value, list) else [value]
     if not items:
-        raise BadRequest('"image_data" is an empty array: send at least one image', code="invalid_field")
+        raise BadRequest(
+            '"image_data" is an empty array: send at least one image', code="invalid_field"
+        )
     if len(items) > limits.max_images_per_request:
         raise PayloadTooLarge(
             f"{len(items)} images in one request; at most {limits.max_images_per_request} "
