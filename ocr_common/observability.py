@@ -134,3 +134,5 @@ def configure_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic names its dialect each time the schema is checked, i.e. on every /readyz probe.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)

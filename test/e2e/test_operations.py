@@ -184,3 +184,11 @@ def test_every_json_log_line_of_both_services_has_an_iso_8601_utc_time(stack: St
             assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"]), line
         newest = datetime.fromisoformat(lines[-1]["time"])
         assert started <= newest <= datetime.now(UTC) + timedelta(seconds=1), (newest, started)
+
+
+def test_readiness_probes_leave_the_log_alone(stack: Stack) -> None:
+    # A probe every few seconds: the schema check it runs must not write a line each time.
+    for _ in range(3):
+        assert requests.get(stack.url("/readyz"), timeout=30).status_code == 200
+    assert "Context impl" not in stack.api.log_text()
+    assert "non-transactional DDL" not in stack.api.log_text()
