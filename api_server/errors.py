@@ -10,7 +10,7 @@ from http import HTTPStatus
 from flask import Flask, Response, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from ocr_common.db import is_connection_error, is_packet_too_large
 from ocr_common.errors import OcrError, PayloadTooLarge, RateLimited, Unavailable
@@ -77,7 +77,7 @@ def register_error_handlers(app: Flask, max_request_bytes: int) -> None:
     @app.errorhandler(HTTPException)
     def on_http_error(exc: HTTPException) -> Response:
         code = (exc.name or "http_error").lower().replace(" ", "_")
-        error = OcrError(exc.description or code, code=code)
+        error = OcrError(_routing_message(exc) or exc.description or code, code=code)
         error.status = exc.code or 500
         response = error_response(error)
         if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
@@ -112,3 +112,15 @@ def register_error_handlers(app: Flask, max_request_bytes: int) -> None:
     def on_unexpected(exc: Exception) -> Response:
         log.exception("unexpected error")
         return error_response(OcrError("unexpected server error; it has been logged"))
+
+
+def _routing_message(exc: HTTPException) -> str | None:
+    """What a request no route takes is told (Werkzeug's own words name neither the path nor
+    the methods); None for any other error."""
+    path = request.path[:200]
+    if isinstance(exc, NotFound) and exc.description == NotFound.description:
+        return f"there is no {path}: the API's routes are listed at /docs and /openapi.json"
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        methods = [method for method in exc.valid_methods if method not in ("HEAD", "OPTIONS")]
+        return f"{path} takes {' or '.join(methods)}, not {request.method}"
+    return None

@@ -152,8 +152,9 @@ def test_bad_bodies_are_problems(client: FlaskClient) -> None:
     ]:
         problem(client.post("/v1/ocr", data=data, content_type=content_type), status, code)
     problem(client.post("/v1/ocr", json={"document": "!!!"}), 400, "invalid_base64")
-    problem(client.get("/v1/nowhere"), 404, "not_found")
-    problem(client.put("/v1/jobs"), 405, "method_not_allowed")
+    assert "/openapi.json" in problem(client.get("/v1/nowhere"), 404, "not_found")["detail"]
+    detail = problem(client.put("/v1/jobs"), 405, "method_not_allowed")["detail"]
+    assert detail == "/v1/jobs takes GET or POST, not PUT"
 
 
 @pytest.mark.parametrize("tree", broken_page_trees().items(), ids=lambda item: item[0])
