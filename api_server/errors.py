@@ -121,6 +121,6 @@ def _routing_message(exc: HTTPException) -> str | None:
     if isinstance(exc, NotFound) and exc.description == NotFound.description:
         return f"there is no {path}: the API's routes are listed at /docs and /openapi.json"
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-        methods = [method for method in exc.valid_methods if method not in ("HEAD", "OPTIONS")]
+        methods = sorted(set(exc.valid_methods) - {"HEAD", "OPTIONS"})
         return f"{path} takes {' or '.join(methods)}, not {request.method}"
     return None
