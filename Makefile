@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export OCR_DATABASE_URL ?= sqlite:///./data/ocr.db
 
-.PHONY: run test install install-dev migrate lint typecheck check clean lock
+.PHONY: run test install install-dev migrate lint typecheck clean lock
 
 # The lock: every package, transitive ones too, pinned with hashes, compiled by `make lock`
 # from pyproject.toml's dependencies and extras (the ranges people edit). One lock per image
@@ -101,4 +101,4 @@ lock-%: lock-dev
 	$(UV_COMPILE) -o lock/$*.txt $(LOCK_INPUT_$*) -c lock/dev.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis client/.mypy_cache client/.ruff_cache

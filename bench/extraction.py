@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from throughput import DEFAULT_DATA, IMAGE_SUFFIXES, MAX_PIXELS
+from throughput import DEFAULT_DATA, MAX_PIXELS, page_images
 
 COLUMNS = ("recognize", "GetUTF8Text", "GetTSVText", "GetHOCRText", "one walk", "renderings")
 
@@ -51,7 +51,7 @@ def measure(folder: Path, limit: int | None, engine: Any) -> tuple[int, list[flo
     from ocr_server.engine import _read_out, _to_tesseract_mode
 
     api = engine._api
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    paths = page_images(folder)[:limit]
     totals, same = [0.0] * len(COLUMNS), 0
     for path in paths:
         image = _to_tesseract_mode(

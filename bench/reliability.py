@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -154,8 +155,13 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="ocr-reliability-"))
     db = PrivateMariaDB(work / "mariadb")
+    known = [name for name, _, _ in (*fault_runs(db, args.load_jobs), *hostile_runs())]
+    if unknown := sorted(set(args.only or ()) - set(known)):
+        shutil.rmtree(work)
+        parser.error(f"no fault named {', '.join(unknown)}; the faults are {', '.join(known)}")
     db.install()
     db.start()
+    done = False
     tallies: list[scenarios.FaultTally] = []
     hostiles: list[hostile.HostileTally] = []
     try:
@@ -179,8 +185,14 @@ def main() -> int:
         with running_stack(url, work / "input") as stack:
             bad = run_bad_inputs(stack.api_url)
             fuzz = run_fuzz(stack.api_url, args.fuzz, raise_on_error=False)
+        done = True
     finally:
         db.kill()
+        # Its own MariaDB's data and every stack's logs: kept, and named, only when it failed.
+        if done:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"database and logs kept in {work}", file=sys.stderr)
 
     print()
     print("| fault | submitted | accepted | lost | duplicated | failed (with reason) | seconds |")

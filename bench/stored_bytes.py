@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from throughput import DEFAULT_DATA, IMAGE_SUFFIXES, MAX_PIXELS
+from throughput import DEFAULT_DATA, MAX_PIXELS, page_images
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     upgrade(url)
     sessions = make_session_factory(make_engine(url))
     engine = TesseractEngine(page_timeout_s=120, max_pixels=MAX_PIXELS)
-    paths = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = page_images(args.folder)
     totals, texts = [], []
     try:
         for path in paths:

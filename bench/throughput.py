@@ -71,12 +71,20 @@ class Page:
     truth: str
 
 
+def page_images(folder: Path) -> list[Path]:
+    """The images of a folder of pages, sorted by name; a clear exit when there is none."""
+    if not folder.is_dir():
+        raise SystemExit(
+            f"no folder {folder}: pass a folder of pages, or set OCR_SHARED_DATA to one holding "
+            "books/ (scans with NAME.gt.txt beside them)"
+        )
+    return sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def load_pages(folder: Path, limit: int | None) -> list[Page]:
     """Every NAME.<image> with a NAME.gt.txt beside it, sorted by name."""
     pages = []
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
+    for path in page_images(folder):
         truth = path.with_name(path.stem + ".gt.txt")
         if truth.exists():
             pages.append(Page(path.stem, path, truth.read_text(encoding="utf-8")))
