@@ -56,6 +56,7 @@ class Param:
     description: str = ""
     where: str = "query"
     example: Any = None
+    required: bool = False  # a path parameter always is
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def _param(param: Param) -> dict[str, Any]:
     out = {
         "name": param.name,
         "in": param.where,
-        "required": param.where == "path",
+        "required": param.required or param.where == "path",
         "description": param.description,
         "schema": param.schema,
     }

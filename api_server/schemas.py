@@ -412,15 +412,17 @@ WEBHOOK_URL_PARAM = Param(
     {"type": "string", "format": "uri", "maxLength": WEBHOOK_URL_MAX_CHARS},
     WEBHOOK_URL_DESCRIPTION,
 )
-WEBHOOK_HEADERS = (
-    Param("webhook-id", {"type": "string"}, "the event's id (msg_...)", where="header"),
-    Param("webhook-timestamp", {"type": "string"}, "Unix seconds of the attempt", where="header"),
-    Param(
-        "webhook-signature",
-        {"type": "string"},
-        "v1,<base64 HMAC-SHA256 of {id}.{timestamp}.{body}>, one per OCR_WEBHOOK_SECRET",
-        where="header",
-    ),
+# Every delivery carries all three.
+WEBHOOK_HEADERS = tuple(
+    Param(name, {"type": "string"}, description, where="header", required=True)
+    for name, description in (
+        ("webhook-id", "the event's id (msg_...)"),
+        ("webhook-timestamp", "Unix seconds of the attempt"),
+        (
+            "webhook-signature",
+            "v1,<base64 HMAC-SHA256 of {id}.{timestamp}.{body}>, one per OCR_WEBHOOK_SECRET",
+        ),
+    )
 )
 FORMAT_PARAM = Param(
     "format",

@@ -224,8 +224,9 @@ def test_the_openapi_document_has_the_option_the_deliveries_and_the_event(
     assert event["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/WebhookEvent"
     )
-    assert {p["name"] for p in event["parameters"]} == {
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
+    # Every delivery carries all three.
+    assert {p["name"]: p["required"] for p in event["parameters"]} == {
+        "webhook-id": True,
+        "webhook-timestamp": True,
+        "webhook-signature": True,
     }
