@@ -28,9 +28,10 @@ log = logging.getLogger(__name__)
 # Jobs claimed beyond the free engines. An engine that ends a page starts the next job at once
 # rather than waiting for a claim (three statements and a commit: 7-16 ms on a loaded 2-core
 # machine, a tenth of a small page's time) and its document. More would hold jobs that another
-# server's idle engines could read. A job ahead that gets no engine within a third of a lease
-# (synchronous reads or a long document hold them) goes back to the queue, for any server, and
-# this one claims no job ahead for as long.
+# server's idle engines could read. None is claimed while a synchronous read or a further page
+# of a document being read waits for an engine (those come first: the job would wait, shown as
+# running, behind every page); one that still gets no engine within a third of a lease goes
+# back to the queue, for any server, and this one claims no job ahead for as long.
 AHEAD = 1
 
 
@@ -94,7 +95,9 @@ class ClaimLoop:
     async def _run(self) -> None:
         settings = self._settings
         while not self._stopping:
-            ahead = AHEAD if time.monotonic() >= self._no_ahead_until else 0
+            ahead = AHEAD
+            if self._pool.contended or time.monotonic() < self._no_ahead_until:
+                ahead = 0
             limit = self._pool.idle + ahead - self._waiting
             self._wake.clear()
             if limit < 1:

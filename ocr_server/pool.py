@@ -75,6 +75,12 @@ class EnginePool:
         """Engines a queued job would get now (``acquire_nowait``): free, and nobody waits."""
         return 0 if any(self._waiters) else len(self._free)
 
+    @property
+    def contended(self) -> bool:
+        """Whether a synchronous read or a further page of a document being read waits for an
+        engine: the next free one goes to it, never to a new job."""
+        return bool(self._waiters[URGENT] or self._waiters[PAGES])
+
     def waiting(self, urgent: bool) -> int:
         return len(self._waiters[URGENT if urgent else BACKGROUND])
 

@@ -21,6 +21,7 @@ from ocr_common import job_store, server_store
 from ocr_common.blobs import BlobStoreError, FileStore, JobFiles
 from ocr_common.errors import EngineCrashed, EngineTimeout
 from ocr_common.models import Job, JobOutcome, JobRow, JobStatus
+from ocr_common.options import OcrOptions
 from ocr_common.result import PackedPage
 from ocr_common.settings import Settings, load_settings
 from ocr_server.claims import AHEAD
@@ -761,6 +762,43 @@ def test_a_job_held_ahead_goes_back_to_the_queue_for_an_idle_server(
     assert quick_job.attempts == 1  # given back uncharged
     # Each job counted once, by the server that read it.
     assert (busy_a.counters.values()["claimed"], idle_b.counters.values()["claimed"]) == (1, 1)
+
+
+def test_no_job_is_held_ahead_while_pages_of_a_started_document_wait(
+    sessions: sessionmaker[Session], files: JobFiles
+) -> None:
+    # The further pages of a document being read get engines first: a job held ahead would wait
+    # behind all of them, shown as running, and go back and forth to the queue. It stays queued
+    # until the document's last pages have their engines.
+    dispatcher = Dispatcher(
+        sessions, EnginePool([FakeEngine(delay_s=0.4), FakeEngine(delay_s=0.4)]), settings(), files
+    )
+    with sessions.begin() as session:
+        document = files.store_document(b"page")
+        big = job_store.create_job(
+            session, document=document, max_attempts=3, options=OcrOptions(), pages_total=8
+        ).id
+    seen: list[tuple[int, str]] = []
+
+    async def scenario() -> None:
+        dispatcher.start()
+        try:
+            await wait_until_async(lambda: dispatcher.running_jobs == 1, 10, "the big job running")
+            [small] = await asyncio.to_thread(queue, sessions, files, [b"small"])
+            dispatcher.notify()
+            while True:
+                big_job, small_job = await asyncio.to_thread(jobs, sessions, [big, small])
+                if small_job.status.is_final:
+                    return
+                seen.append((big_job.pages_done or 0, small_job.status.value))
+                await asyncio.sleep(0.02)
+        finally:
+            await dispatcher.stop(grace_s=5)
+
+    asyncio.run(scenario())
+    # Two engines: while at most 2 of the 8 pages are done, pages 5-8 still wait for engines.
+    early = [status for done, status in seen if done <= 2]
+    assert len(early) > 10 and set(early) == {"queued"}, seen
 
 
 def test_a_stop_as_the_engine_comes_gives_the_engine_back(
