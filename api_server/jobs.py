@@ -54,8 +54,12 @@ def find_job(job_id: str) -> Job | None:
 
 def reuse_or_read(submissions: list[Submission]) -> list[Reading | KnownResult | OcrError]:
     """Each submission's result now: one stored (``job_store.find_result``, with
-    OCR_REUSE_RESULTS), else read by the OCR server, or the error it met."""
+    OCR_REUSE_RESULTS), else read by the OCR server, or the error it met; a document of more
+    pages than OCR_SYNC_MAX_PAGES is refused either way (the answer must not depend on what
+    was read before)."""
     svc = current_services()
+    for submission in submissions:
+        check_sync_pages(len(submission.document.pages), svc.settings.sync_max_pages)
     known: dict[int, KnownResult] = {}
     if svc.settings.reuse_results:
         with svc.sessions() as session:
@@ -75,10 +79,8 @@ def reuse_or_read(submissions: list[Submission]) -> list[Reading | KnownResult |
 
 def read_now(submissions: list[Submission]) -> list[Reading | OcrError]:
     """Each submission read by the OCR server now, or the error it met: within
-    OCR_SYNC_MAX_PAGES pages a document and OCR_SYNC_TIMEOUT_S, and until its caller hangs up."""
+    OCR_SYNC_TIMEOUT_S, and until its caller hangs up."""
     settings = current_services().settings
-    for submission in submissions:
-        check_sync_pages(len(submission.document.pages), settings.sync_max_pages)
     requests = [OcrRequest(s.data, s.options, len(s.document.pages)) for s in submissions]
     deadline = time.monotonic() + settings.sync_timeout_s
     gone = caller_gone(request.environ)

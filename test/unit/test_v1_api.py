@@ -129,7 +129,17 @@ def test_more_pages_than_a_sync_read_takes_is_a_413_that_points_to_the_job_queue
     # Two of its pages now, or all three queued.
     ok = client.post("/v1/ocr?pages=2-3", data=PDF, content_type="application/pdf")
     assert ok.status_code == 200
-    assert client.post("/v1/jobs", data=PDF, content_type="application/pdf").status_code == 202
+    queued = client.post("/v1/jobs", data=PDF, content_type="application/pdf")
+    assert queued.status_code == 202
+    # Once the queued job has its result, a read now of the same document is still refused: the
+    # limit is the request's, whether its result would be read or reused.
+    with sessions.begin() as session:
+        claimed = claim_next(session, worker_id="w", lease_s=30)
+        assert claimed is not None and claimed.id == queued.get_json()["id"]
+        result = fake_result(claimed.pages)
+        finish(session, job_id=claimed.id, worker_id="w", text=result.text, pages=result.pages)
+    again = client.post("/v1/ocr", data=PDF, content_type="application/pdf")
+    problem(again, 413, "too_many_pages_to_wait_for")
 
 
 def test_formats_are_detected_from_bytes(client: FlaskClient) -> None:
