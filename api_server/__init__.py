@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     from .telemetry import install_telemetry
 
     install_telemetry(app)
-    register_error_handlers(app, settings.max_request_bytes)
+    register_error_handlers(app, settings.max_request_bytes, settings.max_upload_bytes)
 
     @app.after_request
     def nosniff(response: Response) -> Response:

@@ -52,15 +52,15 @@ def error_response(exc: OcrError) -> Response:
     return response
 
 
-def register_error_handlers(app: Flask, max_request_bytes: int) -> None:
+def register_error_handlers(app: Flask, max_request_bytes: int, max_upload_bytes: int) -> None:
     app.register_error_handler(OcrError, error_response)
 
     @app.errorhandler(RequestEntityTooLarge)
     def on_too_large(_exc: RequestEntityTooLarge) -> Response:
         return error_response(
             PayloadTooLarge(
-                f"the request body is larger than {max_request_bytes} bytes; the image limit is "
-                "OCR_MAX_UPLOAD_BYTES before base64",
+                f"the request body is larger than {max_request_bytes} bytes: a document may have "
+                f"{max_upload_bytes} bytes (OCR_MAX_UPLOAD_BYTES), sent as it is or in base64",
                 code="request_too_large",
             )
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 from typing import Any
 
@@ -189,6 +190,11 @@ def test_bad_requests_get_a_json_error_with_a_code(
     error = response.get_json()["error"]
     assert error["code"] == code
     assert error["message"]
+
+
+def test_a_body_over_the_limit_is_told_the_document_limit_in_bytes(client: FlaskClient) -> None:
+    message = client.post("/image", data="x" * 400_000).get_json()["error"]["message"]
+    assert re.search(r"a document may have \d+ bytes \(OCR_MAX_UPLOAD_BYTES\)", message), message
 
 
 PDF_DOCUMENT = render_document([["One page"]])
