@@ -98,7 +98,8 @@ def searchable_pdf(document: bytes, pages: Sequence[PdfPage]) -> bytes:
     image = not is_pdf(document)
     pdf = _image_pdf(document, ordered) if image else pikepdf.open(io.BytesIO(document))
     with pdf:
-        _keep_pages(pdf, [page.number for page in ordered])
+        if not image:  # an image's PDF holds only the pages read already
+            _keep_pages(pdf, [page.number for page in ordered])
         font = _font(pdf)
         for pdf_page, page in zip(pdf.pages, ordered, strict=True):
             _add_text_layer(pdf, pdf_page, page, font)
@@ -134,10 +135,12 @@ def _keep_pages(pdf: pikepdf.Pdf, numbers: list[int]) -> None:
 
 
 def _image_pdf(document: bytes, pages: list[PdfPage]) -> pikepdf.Pdf:
-    """A PDF of the image's pages (every frame of a TIFF, the first of other formats), each
+    """A PDF of the image's pages read (frames of a TIFF, the first of other formats), each
     page the size of its image at its resolution."""
     import img2pdf
 
+    if not pages:
+        return pikepdf.new()
     with Image.open(io.BytesIO(document)) as image:
         fmt = image.format or ""
         frames = getattr(image, "n_frames", 1) if fmt in MULTI_PAGE_FORMATS else 1
@@ -146,24 +149,29 @@ def _image_pdf(document: bytes, pages: list[PdfPage]) -> pikepdf.Pdf:
             image.seek(frame)
             orientations.append(image.getexif().get(0x0112, 1))
     sizes = {page.number: page for page in pages}
+    if max(sizes, default=0) > frames:
+        raise ValueError(f"the document has {frames} page(s), the result more")
 
     def layout(width_px: int, height_px: int, _dpi: Any) -> tuple[float, float, float, float]:
-        # img2pdf asks once a frame, in order; a page not read gets any size (it is dropped).
-        page = sizes.get(next(numbers))
-        dpi = (page.dpi if page else None) or FALLBACK_DPI
+        # img2pdf asks once a frame, in order: each is a page read.
+        dpi = sizes[next(numbers)].dpi or FALLBACK_DPI
         width, height = width_px * PDF_POINTS_PER_INCH / dpi, height_px * PDF_POINTS_PER_INCH / dpi
         return width, height, width, height
 
     # img2pdf turns a JPEG by its EXIF orientation with the page's /Rotate, as the engine turned
     # its pixels; other orientations (mirrored, or in other formats, where img2pdf may read
-    # them otherwise) are turned here, and the frame kept losslessly as PNG.
+    # them otherwise) are turned here, and the frame kept losslessly as PNG. So are the frames
+    # read of a TIFF when not all of them were: img2pdf would convert every frame.
+    read = [page.number for page in pages]
+    every = list(range(1, frames + 1))
     if fmt in ("JPEG", "MPO") and orientations[0] in (1, 3, 6, 8):
         sources: list[bytes] = [document]
-    elif all(orientation == 1 for orientation in orientations):
+    elif all(orientation == 1 for orientation in orientations) and read == every:
         sources = [document]
     else:
-        sources = list(_upright_frames(document, frames))
-    numbers = iter(range(1, frames + 1))
+        every = read
+        sources = list(_upright_frames(document, read))
+    numbers = iter(every)
     data = img2pdf.convert(
         *sources,
         layout_fun=layout,
@@ -178,10 +186,11 @@ def _image_pdf(document: bytes, pages: list[PdfPage]) -> pikepdf.Pdf:
     return pdf
 
 
-def _upright_frames(document: bytes, frames: int) -> Iterator[bytes]:
+def _upright_frames(document: bytes, numbers: list[int]) -> Iterator[bytes]:
+    """The frames ``numbers`` (1-based) of an image, each upright, as PNG."""
     with Image.open(io.BytesIO(document)) as image:
-        for frame in range(frames):
-            image.seek(frame)
+        for number in numbers:
+            image.seek(number - 1)
             upright = ImageOps.exif_transpose(image)
             if upright.mode not in ("1", "L", "LA", "P", "RGB", "RGBA"):
                 upright = upright.convert("RGB")

@@ -8,6 +8,7 @@ import io
 import time
 from typing import Any
 
+import img2pdf
 import pikepdf
 import pypdfium2
 import pytest
@@ -90,3 +91,37 @@ def test_the_same_result_is_the_same_bytes_a_second_later(fmt: str) -> None:
     first = searchable_pdf(document, [page])
     time.sleep(1.1)
     assert searchable_pdf(document, [page]) == first
+
+
+def test_the_pages_read_of_a_tiff_are_its_pdf_and_only_those_frames_are_converted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Frame n is n * 100 + 200 pixels wide; pages 2 and 4 of 5 were read.
+    frames = [drawing("1", (n * 100 + 200, 200)) for n in range(1, 6)]
+    out = io.BytesIO()
+    frames[0].save(out, "TIFF", save_all=True, append_images=frames[1:], compression="group4")
+    read = [PdfPage(n, n * 100 + 200, 200, 100.0, 0, ((WORD,),)) for n in (2, 4)]
+    converted: list[tuple[int, int]] = []
+    convert = img2pdf.convert
+
+    def counting(*sources: Any, layout_fun: Any, **options: Any) -> Any:
+        def layout(width: int, height: int, dpi: Any) -> Any:
+            converted.append((width, height))  # img2pdf asks once for each frame it converts
+            return layout_fun(width, height, dpi)
+
+        return convert(*sources, layout_fun=layout, **options)
+
+    monkeypatch.setattr(img2pdf, "convert", counting)
+    pdf = searchable_pdf(out.getvalue(), read)
+    assert converted == [(400, 200), (600, 200)]  # not the three frames no one read
+    with pikepdf.open(io.BytesIO(pdf)) as document:
+        widths = [float(page.mediabox[2]) for page in document.pages]
+    assert widths == pytest.approx([400 * 72 / 100, 600 * 72 / 100])
+    single = pypdfium2.PdfDocument(pdf)
+    try:
+        assert [single[n].get_textpage().get_text_range().split() for n in (0, 1)] == [
+            ["Hello"],
+            ["Hello"],
+        ]
+    finally:
+        single.close()
