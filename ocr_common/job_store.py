@@ -444,11 +444,16 @@ def finish_batch(
     # With each job's webhook_url: the jobs that have one get their delivery in this
     # transaction; and its document_key: a job queued before the blob store has its bytes in
     # job_images.
-    rows = session.execute(
-        select(JOBS.c.id, JOBS.c.webhook_url, JOBS.c.document_key)
-        .where(JOBS.c.id.in_(ids), *_held_by(worker_id))
-        .with_for_update()
-    ).all()
+    attempts = {outcome.job_id: outcome.attempt for outcome in outcomes}
+    rows = [
+        row
+        for row in session.execute(
+            select(JOBS.c.id, JOBS.c.webhook_url, JOBS.c.document_key, JOBS.c.attempts)
+            .where(JOBS.c.id.in_(ids), *_held_by(worker_id))
+            .with_for_update()
+        )
+        if attempts[row.id] in (None, row.attempts)
+    ]
     held = {row.id: row.webhook_url for row in rows}
     if not held:
         return []

@@ -291,6 +291,9 @@ class JobOutcome:
     pages: Sequence[PackedPage] | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # The attempt it ended (None: any). A worker cut off, whose job went back to the queue and
+    # which claimed it again, must not write the earlier attempt's outcome over the new one.
+    attempt: int | None = None
 
     @property
     def status(self) -> JobStatus:

@@ -185,7 +185,7 @@ class ClaimLoop:
                 to_read.append(job)
             else:
                 pages = None if known.pages is None else list(map(pack_page, known.pages))
-                reused.append(JobOutcome(job.id, text=known.text, pages=pages))
+                reused.append(JobOutcome(job.id, known.text, pages, attempt=job.attempts))
         finished = job_store.finish_batch(
             session, worker_id=self._worker_id, outcomes=reused, keep_images=settings.keep_images
         )

@@ -243,6 +243,7 @@ class Dispatcher:
                 job.id,
                 error_code=job_store.DOCUMENT_MISSING,
                 error_message=job_store.DOCUMENT_MISSING_MESSAGE,
+                attempt=job.attempts,
             )
             await self._outcomes.write(outcome)
             return
@@ -255,7 +256,9 @@ class Dispatcher:
         self, job: ClaimedJob, pages: list[PackedPage] | None, error: OcrError | None
     ) -> bool | None:
         """Write how a job's attempt ended: True, False (no longer ours) or None (not written)."""
-        outcome = None if pages is None else JobOutcome(job.id, document_text(pages), pages)
+        outcome = None
+        if pages is not None:
+            outcome = JobOutcome(job.id, document_text(pages), pages, attempt=job.attempts)
         if error is None and self._too_large(outcome):
             error = EngineError(
                 "the result is larger than the database takes in one write "
@@ -273,7 +276,7 @@ class Dispatcher:
         if decision.verdict is Verdict.FAIL:
             self.counters.failed.inc()
             return await self._outcomes.write(
-                JobOutcome(job.id, error_code=code, error_message=message)
+                JobOutcome(job.id, error_code=code, error_message=message, attempt=job.attempts)
             )
         self.counters.retried.inc()
         log.warning("job %s attempt %d failed (%s); retrying", job.id, job.attempts, code)

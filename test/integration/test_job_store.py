@@ -290,6 +290,30 @@ def test_finish_batch_with_keep_images_keeps_them(
     assert document_keys(sessions) == {job_id: f"jobs/{job_id}/document" for job_id in ids}
 
 
+def test_a_workers_late_outcome_is_refused_once_it_has_claimed_the_job_again(
+    sessions: sessionmaker[Session],
+    files: JobFiles,
+) -> None:
+    # w1 is cut off while it reads attempt 1; its lease runs out and the job is requeued; back
+    # on the network, w1 claims it again (attempt 2) before its late write of attempt 1 lands.
+    [job_id] = queue(sessions, files, 1)
+    assert claim(sessions, "w1").attempts == 1
+    expire_leases(sessions)
+    with sessions.begin() as session:
+        assert job_store.requeue_expired(session) == (1, 0)
+    assert claim(sessions, "w1").attempts == 2
+    late = JobOutcome(job_id, text="attempt 1", attempt=1)
+    with sessions.begin() as session:
+        assert job_store.finish_batch(session, worker_id="w1", outcomes=[late]) == []
+    with sessions() as session:
+        job = job_store.get_job(session, job_id)
+    assert job is not None and (job.status, job.worker_id) == (JobStatus.RUNNING, "w1")
+    assert document_keys(sessions)[job_id] is not None  # attempt 2 still reads it
+    current = JobOutcome(job_id, text="attempt 2", attempt=2)
+    with sessions.begin() as session:
+        assert job_store.finish_batch(session, worker_id="w1", outcomes=[current]) == [job_id]
+
+
 def test_finish_batch_refuses_a_worker_whose_lease_was_taken_over(
     sessions: sessionmaker[Session],
     files: JobFiles,
