@@ -163,15 +163,13 @@ def _image_pdf(document: bytes, pages: list[PdfPage]) -> pikepdf.Pdf:
     # them otherwise) are turned here, and the frame kept losslessly as PNG. So are the frames
     # read of a TIFF when not all of them were: img2pdf would convert every frame.
     read = [page.number for page in pages]
-    every = list(range(1, frames + 1))
     if fmt in ("JPEG", "MPO") and orientations[0] in (1, 3, 6, 8):
         sources: list[bytes] = [document]
-    elif all(orientation == 1 for orientation in orientations) and read == every:
+    elif all(orientation == 1 for orientation in orientations) and len(read) == frames:
         sources = [document]
     else:
-        every = read
         sources = list(_upright_frames(document, read))
-    numbers = iter(every)
+    numbers = iter(read)  # whichever way, the frames converted are the pages read
     data = img2pdf.convert(
         *sources,
         layout_fun=layout,
