@@ -131,6 +131,7 @@ class Dispatcher:
             unfinished = self._leases.unfinished()
             log.warning("giving back %d unfinished job(s) to the queue", len(unfinished))
             await self._leases.give_back(unfinished)
+            self._pool.stop_replacing()
             for task in pending:
                 task.cancel()
         for task in self._loops:

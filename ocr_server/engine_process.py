@@ -274,10 +274,15 @@ class EngineProcess:
             with contextlib.suppress(OSError):
                 conn.close()
 
+    def stop_replacing(self) -> None:
+        """From now on a killed or dead engine is not replaced (the server is stopping): its
+        page fails, and no engine is started for a next one."""
+        self._stopping = True
+
     def request_stop(self) -> None:
         """Ask the process to exit once it has finished its current page (for good: it is not
         replaced after this)."""
-        self._stopping = True
+        self.stop_replacing()
         if self._conn is not None:
             with contextlib.suppress(OSError):
                 self._conn.send(None)

@@ -163,6 +163,13 @@ class EnginePool:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
+    def stop_replacing(self) -> None:
+        """The stop's grace is over: the engines of pages abandoned now are killed, not replaced
+        (starting one takes seconds, which the stop would wait for)."""
+        for engine in self.engines:
+            if isinstance(engine, EngineProcess):
+                engine.stop_replacing()
+
     def close(self, wait_s: float = 5.0) -> None:
         """Stop every engine; one still reading a page is killed after ``wait_s`` (in all)."""
         processes = [engine for engine in self.engines if isinstance(engine, EngineProcess)]

@@ -424,12 +424,16 @@ def sigterm_ocr_server_short_grace(stack: Stack, engine: Engine) -> FaultTally:
     if not poll_until(lambda: status_counts(engine)["running"] == len(ids), 30, 0.02):
         tally.problem("the long pages never ran")
     time.sleep(0.3)
+    replaced_before = stack.ocr.log_text().count("replaced (restart")
     stop_started = time.monotonic()
     code = stack.ocr.stop(signal.SIGTERM)
     stop_s = time.monotonic() - stop_started
     tally.notes["exit"] = (code, round(stop_s, 2))
     if code != 0:
         tally.problem(f"ocr-server exited {code} on SIGTERM")
+    # The engines of the pages cut off are killed, not replaced by new ones just to be stopped.
+    if (replaced := stack.ocr.log_text().count("replaced (restart") - replaced_before) > 0:
+        tally.problem(f"{replaced} engine(s) were started again while the server stopped")
     # The grace, plus time to give the jobs back and stop the engines: not a page's time.
     if stop_s > grace_s + 2.5:
         tally.problem(

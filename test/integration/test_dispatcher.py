@@ -240,10 +240,27 @@ def test_stop_gives_unfinished_jobs_back_without_charging_an_attempt(
 ) -> None:
     ids = queue(sessions, files, [b"slow page"])
     engine = FakeEngine(delay_s=1.5)
-    pool = EnginePool([engine])
-    start_then_stop(Dispatcher(sessions, pool, settings(), files), grace_s=0.1)
+    told: list[int] = []  # the pages the engine had returned when told to stop replacing
+
+    class Pool(EnginePool):
+        def stop_replacing(self) -> None:
+            told.append(engine.returned)
+            super().stop_replacing()
+
+    pool = Pool([engine])
+    dispatcher = Dispatcher(sessions, pool, settings(), files)
+
+    async def scenario() -> None:
+        dispatcher.start()
+        # Once the engine has the page (a running job may still be on its way to it).
+        await wait_until_async(lambda: engine.seen, 10, "the page on the engine")
+        await dispatcher.stop(grace_s=0.1)
+
+    asyncio.run(scenario())
     [job] = jobs(sessions, ids)
     assert job.status == JobStatus.QUEUED and job.attempts == 0 and job.worker_id is None
+    # Before the page was cut off: its engine is killed, not replaced, as the server stops.
+    assert told == [0]
     # The engine thread finishes after the stop; its late result must not land.
     wait_until(lambda: engine.returned, 5, "the engine's late result")
     [job] = jobs(sessions, ids)
@@ -375,7 +392,9 @@ def test_free_engines_are_filled_by_one_claim(
     gate = threading.Event()
     engines = [FakeEngine(gate=gate) for _ in range(4)]
     pool = EnginePool(list(engines))
-    dispatcher = Dispatcher(sessions, pool, settings(), files)
+    # A long lease: a job claimed ahead is given back after a third of it, which a stalled
+    # machine could reach while the engines wait for the gate (one claim more).
+    dispatcher = Dispatcher(sessions, pool, settings(lease_s=30), files)
 
     async def scenario() -> list[Job]:
         with watched(db_engine) as seen:
@@ -771,7 +790,7 @@ def test_no_job_is_held_ahead_while_pages_of_a_started_document_wait(
     # behind all of them, shown as running, and go back and forth to the queue. It stays queued
     # until the document's last pages have their engines.
     dispatcher = Dispatcher(
-        sessions, EnginePool([FakeEngine(delay_s=0.4), FakeEngine(delay_s=0.4)]), settings(), files
+        sessions, EnginePool([FakeEngine(delay_s=0.6), FakeEngine(delay_s=0.6)]), settings(), files
     )
     with sessions.begin() as session:
         document = files.store_document(b"page")
@@ -797,8 +816,9 @@ def test_no_job_is_held_ahead_while_pages_of_a_started_document_wait(
 
     asyncio.run(scenario())
     # Two engines: while at most 2 of the 8 pages are done, pages 5-8 still wait for engines.
+    # That lasts about 1.1 s; a sample takes 20 ms plus two reads, slower on a loaded machine.
     early = [status for done, status in seen if done <= 2]
-    assert len(early) > 10 and set(early) == {"queued"}, seen
+    assert len(early) >= 5 and set(early) == {"queued"}, seen
 
 
 def test_a_stop_as_the_engine_comes_gives_the_engine_back(

@@ -296,6 +296,21 @@ def test_a_page_no_one_waits_for_any_more_is_stopped_and_its_engine_replaced() -
         assert "Hello" in read(process, HELLO_PNG)
 
 
+def test_once_the_server_stops_an_abandoned_page_ends_its_engine_for_good() -> None:
+    # The stop's grace is over: the engine is killed, not replaced only to be stopped (starting
+    # one takes seconds the stop would wait for), and a later page is refused at once.
+    with spawned() as process:
+        process.stop_replacing()
+        abandoned = threading.Event()
+        threading.Timer(1.0, abandoned.set).start()
+        with pytest.raises(EngineError) as info:
+            process.recognize_page(PageTask(slow_pages_pdf(), 1, OcrOptions(), 300), abandoned)
+        assert info.value.code == "abandoned"
+        assert process.restarts == 0 and process.pid is None
+        with pytest.raises(EngineCrashed, match="stopped"):
+            read(process, HELLO_PNG)
+
+
 def _address_space_limit(pid: int) -> int:
     for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
         if line.startswith("Max address space"):
