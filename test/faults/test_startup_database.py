@@ -20,6 +20,7 @@ from ocr_common.db import alembic_config
 from ocr_testkit.mariadb_server import PrivateMariaDB
 from ocr_testkit.pages import HELLO_PNG, b64
 from ocr_testkit.stack import BIN_DIR, Stack
+from ocr_testkit.waits import wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.e2e, pytest.mark.faults]
 
@@ -55,6 +56,9 @@ def test_both_services_wait_for_a_database_that_comes_up_late(
         private_mariadb.stop(signal.SIGTERM)
         stack.ocr.start()
         stack.api.start()
+        # Both have tried the database and wait (under load, starting takes seconds).
+        for service in (stack.ocr, stack.api):
+            wait_until(lambda s=service: "not reachable yet" in s.log_text(), 60, "a first try")
         time.sleep(OUTAGE_S)
         # Before: both exited at once with "cannot reach the database".
         for service in (stack.ocr, stack.api):
@@ -79,6 +83,7 @@ def test_migrate_waits_for_the_database_then_applies_each_revision(
     private_mariadb.stop(signal.SIGTERM)
     try:
         stack.migrate.start()
+        wait_until(lambda: "not reachable yet" in stack.migrate.log_text(), 60, "a first try")
         time.sleep(OUTAGE_S)
         assert stack.migrate.proc is not None and stack.migrate.proc.poll() is None
         private_mariadb.start()
