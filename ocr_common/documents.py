@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from .errors import InvalidImage, PayloadTooLarge
-from .image_structure import check_structure, unopened_reason
+from .image_structure import check_structure, tiff_page_count, unopened_reason
 
 PDF = "PDF"
 # What Pillow decodes for us (the magic bytes decide, never a name or a Content-Type).
@@ -238,9 +238,9 @@ def _check_image(
 ) -> Document:
     image, fmt = _open_image(data, formats)
     with image:
-        page_count = getattr(image, "n_frames", 1) if fmt in MULTI_PAGE_FORMATS else 1
-        pages = select_pages(wanted, page_count, max_pages)
         try:
+            page_count = tiff_page_count(data) if fmt == "TIFF" else 1
+            pages = select_pages(wanted, page_count, max_pages)
             # Sizes from each page's header, wholeness from its structure: no pixel is decoded
             # in the API server (see image_structure).
             for page in pages:

@@ -91,3 +91,22 @@ def sized_header_image(fmt: str, width: int, height: int) -> bytes:
     else:
         raise ValueError(f"no header patch for {fmt}")
     return bytes(data)
+
+
+def chained_tiff(pages: int, *, last_next: int | None = None) -> bytes:
+    """A little-endian TIFF of one small page whose directory is repeated ``pages`` times in a
+    chain (each a page of the same pixels: 122 bytes a page); the last directory's pointer to a
+    next one is ``last_next`` (default 0: none; the offset of another: a loop, or past the end)."""
+    out = io.BytesIO()
+    Image.new("L", (16, 16), 255).save(out, "TIFF")
+    data = bytearray(out.getvalue())
+    (first,) = struct.unpack_from("<I", data, 4)
+    (entries,) = struct.unpack_from("<H", data, first)
+    directory = bytes(data[first : first + 2 + 12 * entries])
+    at = first
+    for _ in range(pages - 1):
+        struct.pack_into("<I", data, at + len(directory), len(data))
+        at = len(data)
+        data += directory + bytes(4)
+    struct.pack_into("<I", data, at + len(directory), last_next or 0)
+    return bytes(data)

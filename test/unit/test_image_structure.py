@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, TiffImagePlugin
 
 from ocr_common.documents import check_document, check_image
 from ocr_common.errors import InvalidImage, PayloadTooLarge
-from ocr_common.image_structure import MAX_JPEG_SCANS, jpeg_scan_count
-from ocr_testkit.hostile_images import blank_png, many_scan_jpeg, sized_header_image
+from ocr_common.image_structure import (
+    MAX_JPEG_SCANS,
+    MAX_TIFF_PAGES,
+    jpeg_scan_count,
+    tiff_page_count,
+)
+from ocr_testkit.hostile_images import (
+    blank_png,
+    chained_tiff,
+    many_scan_jpeg,
+    sized_header_image,
+)
 from ocr_testkit.pages import HELLO_PNG
 
 MIB = 1024 * 1024
@@ -89,6 +100,66 @@ def test_a_multi_page_tiff_with_a_truncated_later_page_is_refused() -> None:
     assert check_v1(data) == "TIFF"
     with pytest.raises(InvalidImage, match="truncated"):
         check_v1(data[: len(data) - 1000])
+
+
+# Little- and big-endian, TIFF and BigTIFF (Pillow reads no big-endian BigTIFF of its own).
+@pytest.mark.parametrize(("mode", "big_tiff"), [("L", False), ("I;16B", False), ("L", True)])
+@pytest.mark.parametrize("pages", [1, 3])
+def test_tiff_pages_are_counted_as_pillow_counts_them(
+    mode: str, big_tiff: bool, pages: int
+) -> None:
+    frames = [Image.new(mode, (24, 16), 1) for _ in range(pages)]
+    out = io.BytesIO()
+    frames[0].save(out, "TIFF", save_all=True, append_images=frames[1:], big_tiff=big_tiff)
+    data = out.getvalue()
+    with Image.open(io.BytesIO(data)) as image:
+        assert tiff_page_count(data) == image.n_frames == pages
+    assert check_v1(data) == "TIFF"
+
+
+def test_a_tiff_of_more_pages_than_a_document_may_have_is_refused_without_pillow_counting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 40,000 chained page directories in 4.9 MB: Pillow's n_frames took 16 s on them.
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "n_frames", property(_no_n_frames))
+    last = check_document(
+        chained_tiff(MAX_TIFF_PAGES),
+        wanted_pages=(MAX_TIFF_PAGES,),
+        dpi=300,
+        max_bytes=10 * MIB,
+        max_pixels=50_000_000,
+        max_pages=10,
+    )
+    assert (last.page_count, last.pages) == (MAX_TIFF_PAGES, (MAX_TIFF_PAGES,))
+    with pytest.raises(PayloadTooLarge, match=f"more than {MAX_TIFF_PAGES} pages") as info:
+        check(chained_tiff(40_000))
+    assert info.value.code == "too_many_pages"
+
+
+def _no_n_frames(_image: object) -> int:
+    raise AssertionError("Pillow counted the frames")
+
+
+@pytest.mark.parametrize(
+    ("last_next", "said"),
+    [
+        (lambda data: len(data) + 100, "past the end"),  # before: Pillow's TypeError, a 500
+        (lambda data: len(data) - 3, "runs past the end"),  # its entry count, cut short
+        (lambda data: len(data) - 2, "past the end"),
+        (lambda _data: 8, "loops back"),  # to the first page
+    ],
+)
+@pytest.mark.parametrize("pages", [1, 4])
+def test_a_tiff_whose_chain_of_pages_is_broken_is_refused_as_corrupt(
+    last_next: Callable[[bytes], int], said: str, pages: int
+) -> None:
+    whole = chained_tiff(pages)
+    with pytest.raises(InvalidImage, match=said) as info:
+        check_v1(chained_tiff(pages, last_next=last_next(whole)))
+    assert info.value.status == 400
+    # The original API reads the first page only, but takes no broken file either.
+    with pytest.raises(InvalidImage, match=said):
+        check(chained_tiff(pages, last_next=last_next(whole)))
 
 
 def test_a_png_with_a_broken_checksum_is_refused() -> None:
