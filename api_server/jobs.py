@@ -18,7 +18,7 @@ from ocr_common import job_store
 from ocr_common.blobs import BlobMissing, BlobStoreError, JobFiles, StoredDocument
 from ocr_common.db import in_transaction
 from ocr_common.documents import check_sync_pages
-from ocr_common.errors import EngineError, OcrError, Unavailable
+from ocr_common.errors import EngineError, OcrError, PayloadTooLarge, Unavailable
 from ocr_common.job_store import KnownResult
 from ocr_common.models import Job
 from ocr_common.observability import current_request_id
@@ -56,10 +56,19 @@ def reuse_or_read(submissions: list[Submission]) -> list[Reading | KnownResult |
     """Each submission's result now: one stored (``job_store.find_result``, with
     OCR_REUSE_RESULTS), else read by the OCR server, or the error it met; a document of more
     pages than OCR_SYNC_MAX_PAGES is refused either way (the answer must not depend on what
-    was read before)."""
+    was read before), and so are more pages than that in all (the original API's list of
+    images: one request holds one synchronous read's place)."""
     svc = current_services()
+    limit = svc.settings.sync_max_pages
     for submission in submissions:
-        check_sync_pages(len(submission.document.pages), svc.settings.sync_max_pages)
+        check_sync_pages(len(submission.document.pages), limit)
+    if (pages := sum(len(s.document.pages) for s in submissions)) > limit:
+        raise PayloadTooLarge(
+            f"the request has {pages} images to read, more than the {limit} a synchronous read "
+            "takes (OCR_SYNC_MAX_PAGES): send at most that many at once, or queue them with "
+            "POST /image and get each text with GET /image",
+            code="too_many_pages_to_wait_for",
+        )
     known: dict[int, KnownResult] = {}
     if svc.settings.reuse_results:
         with svc.sessions() as session:

@@ -46,3 +46,27 @@ def test_both_apis_reuse_a_result_read_with_the_same_options(
         assert client.post("/image-sync", data=original(HELLO_PNG)).status_code == 200
     assert len(ocr.documents) == 3
     assert len(client.get("/v1/jobs").get_json()["jobs"]) == 6
+
+
+def test_a_list_of_images_to_image_sync_reads_at_most_the_synchronous_limit_in_all(
+    sessions: sessionmaker[Session],
+) -> None:
+    # One request holds one synchronous read's place: a list of 32 images to /image-sync read
+    # 32 pages at the engines' front, 3.2 times OCR_SYNC_MAX_PAGES (a security walkthrough).
+    ocr = FakeOcr()
+    client = api_client(sessions, ocr, sync_max_pages=3)
+    images = [b64(HELLO_PNG)] * 3
+    answer = client.post("/image-sync", data=json.dumps({"image_data": images}))
+    assert answer.status_code == 200 and len(answer.get_json()["text"]) == 3
+    read = len(ocr.documents)
+    answer = client.post("/image-sync", data=json.dumps({"image_data": [*images, images[0]]}))
+    assert answer.status_code == 413
+    error = answer.get_json()["error"]
+    assert error["code"] == "too_many_pages_to_wait_for"
+    assert "4 images" in error["message"] and "POST /image" in error["message"]
+    assert len(ocr.documents) == read  # nothing read
+    # Queued, the same list is taken.
+    assert (
+        client.post("/image", data=json.dumps({"image_data": [*images, images[0]]})).status_code
+        == 200
+    )
