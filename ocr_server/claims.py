@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 # machine, a tenth of a small page's time) and its document. More would hold jobs that another
 # server's idle engines could read. None is claimed while a synchronous read or a further page
 # of a document being read waits for an engine (those come first: the job would wait, shown as
-# running, behind every page); one that still gets no engine within a third of a lease goes
-# back to the queue, for any server, and this one claims no job ahead for as long.
+# running, behind every page), unless the queue's turn against synchronous reads is due
+# (pool.QUEUE_TURN_S); one that still gets no engine within a third of a lease goes back to the
+# queue, for any server, and this one claims no job ahead for as long.
 AHEAD = 1
 
 
@@ -96,7 +97,9 @@ class ClaimLoop:
         settings = self._settings
         while not self._stopping:
             ahead = AHEAD
-            if self._pool.contended or time.monotonic() < self._no_ahead_until:
+            if (
+                self._pool.contended and not self._queue_turn()
+            ) or time.monotonic() < self._no_ahead_until:
                 ahead = 0
             limit = self._pool.idle + ahead - self._waiting
             self._wake.clear()
@@ -136,7 +139,14 @@ class ClaimLoop:
                 await self._documents.release(reused)
             if taken < limit:
                 # The queue is empty: wait for a notify or the next poll.
+                self._pool.queue_found_empty()
                 await self._sleep(settings.poll_interval_s)
+
+    def _queue_turn(self) -> bool:
+        """Whether a job held ahead gets the queue's turn against synchronous reads (not while
+        further pages of a document being read wait: those take it, and the job would wait
+        behind them)."""
+        return self._pool.queue_turn_due and not self._pool.waiting_pages
 
     def _engine(self) -> asyncio.Future[Engine]:
         """An engine for a job just claimed: a free one, or the first to come free."""

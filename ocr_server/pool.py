@@ -20,6 +20,11 @@ from .engine_process import EngineProcess
 # already being read (so a started job finishes before new ones start), then new jobs.
 URGENT, PAGES, BACKGROUND = 0, 1, 2
 PRIORITIES = (URGENT, PAGES, BACKGROUND)
+# But synchronous reads that keep every engine busy do not starve the queue: once engines have
+# gone only to them for this long, the next free engine goes to a further page or a job of the
+# queue (the queue's turn), and the claim loop claims a job for it. Four clients looping
+# synchronous reads on two engines kept a one-line job queued for as long as they ran (84 s).
+QUEUE_TURN_S = 2.0
 
 
 class Engine(Protocol):
@@ -46,6 +51,10 @@ class EnginePool:
             collections.deque() for _ in PRIORITIES
         ]
         self._executor = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="engine")
+        self.queue_turn_s = QUEUE_TURN_S
+        # Since when (monotonic) engines have gone only to synchronous reads (None: the last
+        # went to the queue's work, or the queue was found empty since).
+        self._urgent_only_since: float | None = None
 
     @classmethod
     def start(cls, size: int, *, data_dir: str | None = None, **limits: Any) -> EnginePool:
@@ -78,8 +87,25 @@ class EnginePool:
     @property
     def contended(self) -> bool:
         """Whether a synchronous read or a further page of a document being read waits for an
-        engine: the next free one goes to it, never to a new job."""
+        engine: the next free one goes to it, not to a new job (but see ``queue_turn_due``)."""
         return bool(self._waiters[URGENT] or self._waiters[PAGES])
+
+    @property
+    def queue_turn_due(self) -> bool:
+        """Whether engines have gone only to synchronous reads for ``queue_turn_s``, and the
+        queue was not found empty since: the next free engine goes to the queue's work."""
+        since = self._urgent_only_since
+        return since is not None and time.monotonic() - since >= self.queue_turn_s
+
+    def queue_found_empty(self) -> None:
+        """The claim loop found no job to take: no turn is owed to the queue until engines
+        have gone only to synchronous reads for ``queue_turn_s`` from now."""
+        self._urgent_only_since = None
+
+    @property
+    def waiting_pages(self) -> bool:
+        """Whether further pages of a document being read wait for an engine."""
+        return bool(self._waiters[PAGES])
 
     def waiting(self, urgent: bool) -> int:
         return len(self._waiters[URGENT if urgent else BACKGROUND])
@@ -87,7 +113,7 @@ class EnginePool:
     async def acquire(self, urgent: bool = False, *, priority: int | None = None) -> Engine:
         level = priority if priority is not None else URGENT if urgent else BACKGROUND
         if self._free and not any(self._waiters[p] for p in range(level + 1)):
-            return self._free.popleft()
+            return self._handed(self._free.popleft(), level)
         future: asyncio.Future[Engine] = asyncio.get_running_loop().create_future()
         self._waiters[level].append(future)
         try:
@@ -102,17 +128,27 @@ class EnginePool:
     def acquire_nowait(self) -> Engine | None:
         """A free engine for a queued job, or None: none is free, or another caller waits."""
         if self._free and not any(self._waiters):
-            return self._free.popleft()
+            return self._handed(self._free.popleft(), BACKGROUND)
         return None
 
     def release(self, engine: Engine) -> None:
-        for waiters in self._waiters:
+        # Synchronous reads first, but the queue's turn before them once it is due.
+        order = (PAGES, BACKGROUND, URGENT) if self.queue_turn_due else PRIORITIES
+        for level in order:
+            waiters = self._waiters[level]
             while waiters:
                 future = waiters.popleft()
                 if not future.done():
-                    future.set_result(engine)
+                    future.set_result(self._handed(engine, level))
                     return
         self._free.append(engine)
+
+    def _handed(self, engine: Engine, level: int) -> Engine:
+        if level != URGENT:
+            self._urgent_only_since = None
+        elif self._urgent_only_since is None:
+            self._urgent_only_since = time.monotonic()
+        return engine
 
     def try_acquire_urgent(self, max_waiting: int) -> bool:
         """Whether an urgent caller may queue: False when the pool is saturated."""

@@ -821,6 +821,54 @@ def test_no_job_is_held_ahead_while_pages_of_a_started_document_wait(
     assert len(early) >= 5 and set(early) == {"queued"}, seen
 
 
+def test_synchronous_reads_that_keep_every_engine_busy_leave_the_queue_its_turn(
+    sessions: sessionmaker[Session], files: JobFiles
+) -> None:
+    # Three callers loop synchronous reads on two engines: a queued job is read while they go
+    # on (before, it stayed queued for as long as they ran; 84 s in a security walkthrough).
+    pool = EnginePool([FakeEngine(delay_s=0.2), FakeEngine(delay_s=0.2)])
+    pool.queue_turn_s = 0.5
+    dispatcher = Dispatcher(sessions, pool, settings(), files)
+    synchronous: list[float] = []  # when each synchronous read ended
+    done_at: list[float] = []  # when the job was queued, and when it was seen read
+
+    async def scenario() -> None:
+        flooding = True
+
+        async def caller() -> None:
+            while flooding:
+                task = PageTask(b"sync", 0, OcrOptions(), 300)
+                await pool.recognize_pages(task, (1,), urgent=True)
+                synchronous.append(time.monotonic())
+
+        dispatcher.start()
+        callers = [asyncio.create_task(caller()) for _ in range(3)]
+        try:
+            await wait_until_async(lambda: len(synchronous) >= 6, 10, "synchronous reads")
+            [job_id] = await asyncio.to_thread(queue, sessions, files, [b"queued"])
+            done_at.append(time.monotonic())
+            dispatcher.notify()
+
+            async def read() -> bool:
+                [job] = await asyncio.to_thread(jobs, sessions, [job_id])
+                return job.status == JobStatus.SUCCEEDED
+
+            deadline = time.monotonic() + 15
+            while not await read() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            done_at.append(time.monotonic())
+        finally:
+            flooding = False
+            await asyncio.gather(*callers)
+            await dispatcher.stop(grace_s=5)
+
+    asyncio.run(scenario())
+    # Read while the synchronous reads went on (they stop once it is read), within seconds.
+    queued_at, read_at = done_at
+    assert read_at - queued_at < 5
+    assert sum(queued_at < ended < read_at for ended in synchronous) >= 2
+
+
 def test_a_stop_as_the_engine_comes_gives_the_engine_back(
     sessions: sessionmaker[Session], files: JobFiles
 ) -> None:

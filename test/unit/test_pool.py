@@ -11,7 +11,7 @@ import pytest
 from ocr_common.errors import EngineError
 from ocr_common.options import OcrOptions
 from ocr_common.result import PackedPage, document_text
-from ocr_server.pool import EnginePool, PageTask
+from ocr_server.pool import BACKGROUND, PAGES, URGENT, EnginePool, PageTask
 from ocr_testkit.pages import packed_reading
 from ocr_testkit.waits import wait_until_async
 
@@ -47,6 +47,55 @@ def test_urgent_waiters_are_served_first() -> None:
         return order
 
     assert asyncio.run(scenario()) == ["sync", "job"]
+
+
+@pytest.mark.parametrize("waiting", [PAGES, BACKGROUND])
+def test_once_engines_have_gone_only_to_synchronous_reads_for_a_while_the_queue_gets_one(
+    waiting: int,
+) -> None:
+    # Synchronous reads first, but not for ever: a further page or a job held ahead gets the
+    # next engine once every engine has gone to synchronous reads for queue_turn_s.
+    async def scenario() -> list[str]:
+        pool = EnginePool([FakeEngine("a")])
+        pool.queue_turn_s = 0.3
+        order: list[str] = []
+
+        async def wait(label: str, priority: int, hold_s: float = 0.0) -> None:
+            engine = await pool.acquire(priority=priority)
+            order.append(label)
+            await asyncio.sleep(hold_s)
+            pool.release(engine)
+
+        held = await pool.acquire(urgent=True)  # engines go only to synchronous reads from now
+        queued = asyncio.create_task(wait("queue", waiting))
+        syncs = [
+            asyncio.create_task(wait(f"sync{n}", URGENT, 0.5 if n == 0 else 0)) for n in range(2)
+        ]
+        await asyncio.sleep(0)
+        assert not pool.queue_turn_due
+        pool.release(held)  # within the turn's time: a synchronous read still comes first
+        await asyncio.sleep(0.4)  # sync0 has it, and holds it past queue_turn_s
+        assert pool.queue_turn_due
+        await asyncio.gather(queued, *syncs)
+        assert not pool.queue_turn_due  # the queue had its turn
+        pool.close()
+        return order
+
+    assert asyncio.run(scenario()) == ["sync0", "queue", "sync1"]
+
+
+def test_a_queue_found_empty_is_owed_no_turn() -> None:
+    async def scenario() -> None:
+        pool = EnginePool([FakeEngine("a")])
+        pool.queue_turn_s = 0.1
+        pool.release(await pool.acquire(urgent=True))
+        await asyncio.sleep(0.15)
+        assert pool.queue_turn_due
+        pool.queue_found_empty()
+        assert not pool.queue_turn_due
+        pool.close()
+
+    asyncio.run(scenario())
 
 
 def test_recognize_pages_runs_on_an_engine_and_gives_it_back() -> None:
