@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from flask import Response, jsonify
 from werkzeug.datastructures import MIMEAccept
 
-from ocr_common.errors import Conflict
+from ocr_common.errors import Conflict, Unavailable
 from ocr_common.job_summary import iso_time, job_summary
 from ocr_common.models import Job, JobStatus, WebhookDelivery
 from ocr_common.options import invalid_option
@@ -19,6 +21,30 @@ from ocr_common.result import Page
 
 FORMATS = ("json", "text", "hocr", "tsv", "alto", "pdf")
 JSON_MEDIA_TYPE = "application/json"
+
+
+# Renderings that decode a page's pixels in the API process (page previews, searchable PDFs)
+# run this many at once in a process, each up to a few hundred MB for a large page (16 previews
+# of one 7,000 px square page at once took 9.7 GB in two API processes); one that waits
+# RENDER_WAIT_S for its turn is told to retry.
+RENDERS_AT_ONCE = 2
+RENDER_WAIT_S = 10.0
+_renders = threading.BoundedSemaphore(RENDERS_AT_ONCE)
+
+
+@contextlib.contextmanager
+def render_turn() -> Iterator[None]:
+    """Hold one of the process's RENDERS_AT_ONCE places; a 503 after RENDER_WAIT_S."""
+    if not _renders.acquire(timeout=RENDER_WAIT_S):
+        raise Unavailable(
+            f"{RENDERS_AT_ONCE} pages are being rendered in this API process and others wait; "
+            "retry shortly",
+            code="renderer_busy",
+        )
+    try:
+        yield
+    finally:
+        _renders.release()
 
 
 def result_format(values: Mapping[str, Any], accept: MIMEAccept | None = None) -> str:
@@ -115,7 +141,9 @@ def render_pdf(
             "with POST /v1/ocr?format=pdf, or with POST /v1/jobs on a server that keeps them",
             code="format_unavailable",
         )
-    response = Response(searchable_pdf(data, text_pages(pages)), mimetype=PDF_MEDIA_TYPE)
+    with render_turn():
+        pdf = searchable_pdf(data, text_pages(pages))
+    response = Response(pdf, mimetype=PDF_MEDIA_TYPE)
     response.headers["Content-Disposition"] = f'inline; filename="{job.id}.pdf"'
     return response
 

@@ -258,7 +258,8 @@ def page_image(job_id: str, page: int) -> Response:
             "(documents are kept with their jobs unless OCR_KEEP_IMAGES=false)",
             code="format_unavailable",
         )
-    data, media_type = page_preview(document, page, read[page].rotation)
+    with rendering.render_turn():
+        data, media_type = page_preview(document, page, read[page].rotation)
     response = Response(data, mimetype=media_type)
     # What a finished job read never changes: the browser may keep it.
     response.headers["Cache-Control"] = "private, max-age=3600"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ..documents import PDF_POINTS_PER_INCH, is_pdf, pdf_page_size, render_page
 
@@ -15,6 +15,17 @@ PNG_MEDIA_TYPE = "image/png"
 WEBP_MEDIA_TYPE = "image/webp"
 # A colour preview's WebP quality: a 2,000 px photo in about 200 KB, its text still legible.
 WEBP_QUALITY = 85
+# A photo's EXIF orientation -> the transpose that shows it upright (as ImageOps.exif_transpose).
+EXIF_ORIENTATION = 0x0112
+_EXIF_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 # How far clockwise the page was turned -> the transpose that makes it upright.
 _UPRIGHT = {
     90: Image.Transpose.ROTATE_90,
@@ -51,15 +62,24 @@ def _page(document: bytes, page: int, max_side_px: int) -> Image.Image:
         )
     with Image.open(io.BytesIO(document)) as opened:
         opened.seek(page - 1)
-        # A JPEG decodes at 1/2, 1/4 or 1/8 of its size when that is enough (much faster).
+        # Decoded (a JPEG at 1/2, 1/4 or 1/8 of its size when that is enough), shrunk in place,
+        # and turned upright once small: the pixels are held full size once at most (a 7,000 px
+        # square colour page took 632 MB at its peak when turned and copied full size).
         opened.draft(opened.mode, (max_side_px, max_side_px))
         opened.load()
-        image = ImageOps.exif_transpose(opened)
-    return _smaller(image, max_side_px)
+        # Read once loaded: Pillow turns a TIFF by its orientation tag as it loads it.
+        orientation = opened.getexif().get(EXIF_ORIENTATION, 1)
+        image = _smaller(opened, max_side_px)
+    if orientation in _EXIF_UPRIGHT:
+        image = image.transpose(_EXIF_UPRIGHT[orientation])
+    return image
 
 
 def _smaller(image: Image.Image, max_side_px: int) -> Image.Image:
+    """``image`` at most ``max_side_px`` on its long side, shrunk in place (a bilevel image
+    first made grey, to shrink smoothly)."""
     if max(image.size) > max_side_px:
-        image = image.copy() if image.mode != "1" else image.convert("L")
+        if image.mode == "1":
+            image = image.convert("L")
         image.thumbnail((max_side_px, max_side_px), Image.Resampling.LANCZOS)
     return image

@@ -3,6 +3,7 @@ document, kept with the job; without the document, a 409 that says how to get on
 
 from __future__ import annotations
 
+import contextlib
 import io
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -12,9 +13,11 @@ import pypdfium2
 import pytest
 from fake_ocr import FakeOcr, api_client, fake_result
 from flask.testing import FlaskClient
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from sqlalchemy.orm import Session, sessionmaker
 
+from api_server import rendering
+from ocr_common.render.page_image import MAX_SIDE_PX, page_preview
 from ocr_common.wire import Reading
 from ocr_testkit.database import claim_next, finish
 from ocr_testkit.pages import HELLO_PNG, encode, render_document
@@ -176,3 +179,56 @@ def test_a_pdf_page_preview_and_its_absence(sessions: sessionmaker[Session]) -> 
     assert problem["code"] == "format_unavailable"
     queued = without.post("/v1/jobs", data=HELLO_PNG, content_type="image/png").get_json()["id"]
     assert without.get(f"/v1/jobs/{queued}/pages/1/image").get_json()["code"] == "result_not_ready"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize(
+    ("fmt", "mode", "size"),
+    [("JPEG", "L", (3000, 1200)), ("PNG", "RGB", (1500, 600)), ("TIFF", "1", (2400, 1000))],
+)
+def test_a_preview_is_upright_by_the_exif_orientation_as_pillow_turns_it(
+    orientation: int, fmt: str, mode: str, size: tuple[int, int]
+) -> None:
+    # Shrunk first, then turned (the pixels held full size once at most): the same picture as
+    # Pillow's exif_transpose of the whole page, then shrunk.
+    page = Image.new(mode, size, 255)
+    ImageDraw.Draw(page).rectangle((0, 0, size[0] // 10, size[1] // 10), fill=0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    page.save(out, fmt, exif=exif.tobytes())
+    data, _media_type = page_preview(out.getvalue(), 1, 0)
+    preview = Image.open(io.BytesIO(data)).convert("L")
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(out.getvalue()))).convert("L")
+    expected.thumbnail((MAX_SIDE_PX, MAX_SIDE_PX))
+    assert preview.size == expected.size
+    # The ink is in the same corner.
+    corners = [
+        (5, 5),
+        (preview.width - 5, 5),
+        (5, preview.height - 5),
+        (preview.width - 5, preview.height - 5),
+    ]
+    assert [preview.getpixel(c) < 128 for c in corners] == [
+        expected.getpixel(c) < 128 for c in corners
+    ]
+
+
+def test_a_render_waits_for_its_turn_then_is_told_to_retry(
+    client: FlaskClient, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Previews and searchable PDFs decode pages in the API process: a few at once, not as many
+    # as ask (16 previews of one large page at once took 9.7 GB in two API processes).
+    client.post("/v1/ocr", data=HELLO_PNG, content_type="image/png")
+    job_id = client.get("/v1/jobs?limit=1").get_json()["jobs"][0]["id"]
+    monkeypatch.setattr(rendering, "RENDER_WAIT_S", 0.2)
+    with contextlib.ExitStack() as held:
+        for _ in range(rendering.RENDERS_AT_ONCE):
+            held.enter_context(rendering.render_turn())
+        for path in (f"/v1/jobs/{job_id}/pages/1/image", f"/v1/jobs/{job_id}?format=pdf"):
+            answer = client.get(path)
+            assert answer.status_code == 503, path
+            assert answer.get_json()["code"] == "renderer_busy"
+            assert answer.headers["Retry-After"] == "2"
+    for path in (f"/v1/jobs/{job_id}/pages/1/image", f"/v1/jobs/{job_id}?format=pdf"):
+        assert client.get(path).status_code == 200, path
