@@ -178,8 +178,10 @@ class EnginePool:
                 abandoned,
             )
             # The engine goes back only when its page is really done, even if we are
-            # cancelled meanwhile: its pipe is busy until then.
-            future.add_done_callback(lambda _done: self.release(current))
+            # cancelled meanwhile: its pipe is busy until then. The page's error is taken here
+            # too: no one awaits the page of a caller that has gone (asyncio would log it as
+            # an ERROR, "exception was never retrieved", on each hang-up).
+            future.add_done_callback(lambda done: (self.release(current), done.exception()))
             result = await asyncio.shield(future)
             if on_page is not None:
                 await on_page(result)
