@@ -86,7 +86,11 @@ def parse_allowed_hosts(spec: str) -> frozenset[str]:
     return frozenset(names)
 
 
-PositiveFloat = Annotated[float, Field(gt=0)]
+# A time in seconds: finite, above 0, at most a day. A larger one is a slip that would
+# overflow the socket and database timeouts made from it (OCR_LEASE_S=1e9 made every claim
+# fail with EINVAL; inf, a traceback).
+DAY_S = 86_400.0
+Seconds = Annotated[float, Field(gt=0, le=DAY_S, allow_inf_nan=False)]
 
 
 class Settings(BaseSettings):
@@ -108,16 +112,18 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=50_000_000, ge=1)
     max_pages: int = Field(default=100, ge=1, le=10_000)
     default_dpi: int = Field(default=300, ge=MIN_DPI, le=MAX_DPI)
-    page_timeout_s: PositiveFloat = 120.0
-    render_timeout_s: PositiveFloat = 30.0
+    page_timeout_s: Seconds = 120.0
+    render_timeout_s: Seconds = 30.0
     engine_max_rss_mb: int = Field(default=1024, ge=128)
     engine_max_memory_mb: int = Field(default=1536, ge=256)
-    lease_s: PositiveFloat = 30.0
+    # Kept alive by heartbeats: at most an hour (TCP keep-alive takes up to 9 hours for half).
+    lease_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     max_attempts: int = Field(default=3, ge=1, le=100)
-    poll_interval_s: PositiveFloat = 1.0
-    shutdown_grace_s: PositiveFloat = 30.0
-    sync_timeout_s: PositiveFloat = 150.0
-    stale_workers_s: float = Field(default=30.0, ge=1)
+    # Below 10 ms an idle OCR server would query the database thousands of times a second.
+    poll_interval_s: float = Field(default=1.0, ge=0.01, le=60, allow_inf_nan=False)
+    shutdown_grace_s: Seconds = 30.0
+    sync_timeout_s: Seconds = 150.0
+    stale_workers_s: float = Field(default=30.0, ge=1, le=DAY_S, allow_inf_nan=False)
     tessdata_dir: Path | None = None
     sync_max_pages: int = Field(default=10, ge=1, le=10_000)
     internal_token: SecretStr | None = None
@@ -126,9 +132,9 @@ class Settings(BaseSettings):
     auth_failure_limit: str | None = "20/minute"
     max_batch: int = Field(default=32, ge=1, le=1000)
     max_queued_per_key: int = Field(default=10_000, ge=0)
-    startup_wait_s: float = Field(default=60.0, ge=0)
+    startup_wait_s: float = Field(default=60.0, ge=0, le=DAY_S, allow_inf_nan=False)
     rate_limit_storage: str = "memory://"
-    result_ttl_days: float = Field(default=0, ge=0)
+    result_ttl_days: float = Field(default=0, ge=0, le=36_500, allow_inf_nan=False)
     # Documents stay in the blob store with their finished job (until it is deleted or
     # expires): format=pdf and page images are made from them. Off: let go once read.
     keep_images: bool = True
@@ -136,7 +142,7 @@ class Settings(BaseSettings):
     blob_url: str = DEFAULT_BLOB_URL
     # A stored document no job row claims is deleted once it is this old: the time an intake
     # may take between storing a document and committing its job.
-    blob_grace_s: float = Field(default=3600.0, ge=1)
+    blob_grace_s: float = Field(default=3600.0, ge=1, le=30 * DAY_S, allow_inf_nan=False)
     reuse_results: bool = True
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -47,6 +47,16 @@ def test_values_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
         ("OCR_LOG_LEVEL", "LOUD"),
         ("OCR_ENGINE_MAX_MEMORY_MB", "100"),
         ("OCR_RENDER_TIMEOUT_S", "0"),
+        # Times that pass as numbers but would overflow what is made of them, or spin.
+        ("OCR_LEASE_S", "inf"),
+        ("OCR_LEASE_S", "1e9"),
+        ("OCR_LEASE_S", "nan"),
+        ("OCR_POLL_INTERVAL_S", "0.000000001"),
+        ("OCR_SHUTDOWN_GRACE_S", "inf"),
+        ("OCR_PAGE_TIMEOUT_S", "1e12"),
+        ("OCR_SYNC_TIMEOUT_S", "-inf"),
+        ("OCR_STARTUP_WAIT_S", "inf"),
+        ("OCR_RESULT_TTL_DAYS", "nan"),
         ("OCR_RATE_LIMIT", "lots"),
         ("OCR_AUTH_FAILURE_LIMIT", "lots"),
         # Key names differing only in case.
