@@ -17,7 +17,13 @@ from gunicorn.app.base import BaseApplication
 from ocr_common.blobs import open_job_files
 from ocr_common.db import check_database, make_engine
 from ocr_common.observability import RequestIdFilter, configure_logging, formatter
-from ocr_common.settings import Settings, SettingsError, hash_api_key, load_settings
+from ocr_common.settings import (
+    Settings,
+    SettingsError,
+    hash_api_key,
+    load_settings,
+    unknown_variables,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ocr-api: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    for warning in unknown_variables(os.environ):
+        log.warning(warning)
     if (warning := exposure_warning(settings)) is not None:
         log.warning(warning)
     sys.argv = sys.argv[:1]  # gunicorn must not read our arguments as its own

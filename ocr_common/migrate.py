@@ -3,6 +3,7 @@ transaction, so a failure names the revision that failed and the one the databas
 
 from __future__ import annotations
 
+import os
 import sys
 
 from alembic import command
@@ -11,7 +12,7 @@ from sqlalchemy import pool
 from sqlalchemy.exc import DBAPIError
 
 from .db import alembic_config, current_revision, make_engine, safe_url, wait_for_database
-from .settings import SettingsError, load_settings
+from .settings import SettingsError, load_settings, unknown_variables
 
 
 def _revision(database_url: str) -> str | None:
@@ -44,6 +45,8 @@ def main() -> int:
     except SettingsError as exc:
         print(f"ocr-migrate: {exc}", file=sys.stderr)
         return 2
+    for warning in unknown_variables(os.environ):
+        print(f"ocr-migrate: warning: {warning}", file=sys.stderr)
     where = safe_url(settings.database_url)
     try:
         wait_for_database(settings, lambda: upgrade(settings.database_url, report=True))

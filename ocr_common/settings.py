@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -337,6 +339,48 @@ def _limit_amounts(spec: str) -> list[int]:
 
 _KEY_HASH = re.compile(r"sha256:([0-9a-f]{64})")
 _OWNER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# OCR_* variables that no setting reads but the project's other tools do (ocr-client, the tests,
+# compose), and Kubernetes' service links: a Service "ocr-api" gives every pod OCR_API_PORT,
+# OCR_API_SERVICE_HOST and the like.
+OTHER_VARIABLES = frozenset(
+    {
+        "OCR_URL",
+        "OCR_API_KEY",
+        "OCR_API_PUBLISH",
+        "OCR_IMAGE_TAG",
+        "OCR_TEST_IMAGE_TAG",
+        "OCR_TEST_DATABASE_URL",
+        "OCR_REQUIRE_MYSQL",
+        "OCR_REQUIRE_DOCKER",
+        "OCR_SHARED_DATA",
+        "OCR_SCREENSHOT_DIR",
+        "OCR_CLIENT_TEST_PYTHON",
+    }
+)
+_SERVICE_LINK = re.compile(r"OCR_\w*?_(SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each OCR_* variable that no setting reads, which is otherwise ignored
+    without a word (OCR_API_KEY set for OCR_API_KEYS left an API open to anyone)."""
+    known = {f"OCR_{name.upper()}" for name in Settings.model_fields}
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("OCR_") or name in known or _SERVICE_LINK.fullmatch(name):
+            continue
+        if name == "OCR_API_KEY" and "OCR_API_KEYS" not in environ:
+            warnings.append(
+                "OCR_API_KEY is ocr-client's variable; the API takes its keys from OCR_API_KEYS "
+                "(unset: every caller is answered)"
+            )
+        elif name not in OTHER_VARIABLES:
+            # Compared without the prefix they all share, which would make anything look close.
+            close = difflib.get_close_matches(name[4:], [k[4:] for k in known], n=1, cutoff=0.75)
+            hint = f" (did you mean OCR_{close[0]}?)" if close else ""
+            warnings.append(f"{name} is not a setting, and is ignored{hint}; see docs/settings.md")
+    return warnings
+
+
 SECRET_FIELDS = frozenset({"internal_token", "api_keys", "webhook_secret", "webhook_defaults"})
 
 

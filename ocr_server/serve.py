@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -15,7 +16,7 @@ from ocr_common.blobs import JobFiles, open_job_files
 from ocr_common.db import check_database, make_engine, make_session_factory, safe_url
 from ocr_common.errors import OcrError
 from ocr_common.observability import configure_logging
-from ocr_common.settings import MIB, Settings, SettingsError, load_settings
+from ocr_common.settings import MIB, Settings, SettingsError, load_settings, unknown_variables
 
 from .app import create_app
 from .dispatcher import Dispatcher
@@ -93,6 +94,8 @@ def run(lifetime: contextlib.ExitStack) -> int:
         # Until the server's own handlers are installed, a stop request just exits cleanly.
         signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
         configure_logging(settings.log_level, settings.log_format)
+        for warning in unknown_variables(os.environ):
+            log.warning(warning)
         # Waits up to OCR_STARTUP_WAIT_S for a database that is down or still starting; the
         # packet size it reads bounds the results the dispatcher writes.
         engine = make_engine(settings.database_url)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from ocr_common.blobs import open_store
-from ocr_common.settings import DEFAULT_DATABASE_URL, SettingsError, hash_api_key, load_settings
+from ocr_common.settings import (
+    DEFAULT_DATABASE_URL,
+    SettingsError,
+    hash_api_key,
+    load_settings,
+    unknown_variables,
+)
 
 
 def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -249,3 +260,45 @@ def test_the_blob_url_names_a_folder_or_a_bucket(url: str, where: str) -> None:
 def test_a_blob_url_naming_no_store_is_refused_by_name(url: str) -> None:
     with pytest.raises(SettingsError, match="OCR_BLOB_URL"):
         load_settings(blob_url=url)
+
+
+def test_an_ocr_variable_no_setting_reads_is_named_with_the_setting_it_resembles() -> None:
+    environ = {
+        "OCR_WORKER": "4",  # OCR_WORKERS
+        "OCR_LEASE": "10",  # OCR_LEASE_S
+        "OCR_WORKERS": "2",
+        "OCR_API_KEY": "secret",  # ocr-client's, with no OCR_API_KEYS: the API is open
+        "OCR_URL": "http://ocr",  # ocr-client's
+        "OCR_TEST_DATABASE_URL": "sqlite://",  # the tests'
+        "OCR_API_SERVICE_HOST": "10.0.0.1",  # Kubernetes' links to a Service "ocr-api"
+        "OCR_SERVER_PORT_5001_TCP_ADDR": "10.0.0.2",
+        "OCR_SERVER_PORT": "tcp://10.0.0.2:5001",
+        "OCR_NOTHING_LIKE_IT": "1",
+        "PATH": "/bin",
+    }
+    warnings = unknown_variables(environ)
+    assert warnings == [
+        "OCR_API_KEY is ocr-client's variable; the API takes its keys from OCR_API_KEYS "
+        "(unset: every caller is answered)",
+        "OCR_LEASE is not a setting, and is ignored (did you mean OCR_LEASE_S?); see "
+        "docs/settings.md",
+        "OCR_NOTHING_LIKE_IT is not a setting, and is ignored; see docs/settings.md",
+        "OCR_WORKER is not a setting, and is ignored (did you mean OCR_WORKERS?); see "
+        "docs/settings.md",
+    ]
+    # With the API's own keys set, the client's variable beside them is no slip.
+    assert unknown_variables({"OCR_API_KEY": "k", "OCR_API_KEYS": "x"}) == []
+
+
+def test_ocr_migrate_warns_of_a_misspelt_variable(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "OCR_DATABASE_URL": f"sqlite:///{tmp_path}/ocr.db",
+        "OCR_WORKER": "4",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "ocr_common.migrate"], env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "OCR_WORKER is not a setting, and is ignored (did you mean OCR_WORKERS?)" in done.stderr
