@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ocr-api: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    for warning in unknown_variables(os.environ):
-        log.warning(warning)
+    for unknown in unknown_variables(os.environ):
+        log.warning(unknown)
     if (warning := exposure_warning(settings)) is not None:
         log.warning(warning)
     sys.argv = sys.argv[:1]  # gunicorn must not read our arguments as its own

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import os
 import threading
 import time
@@ -181,7 +182,7 @@ class EnginePool:
             # cancelled meanwhile: its pipe is busy until then. The page's error is taken here
             # too: no one awaits the page of a caller that has gone (asyncio would log it as
             # an ERROR, "exception was never retrieved", on each hang-up).
-            future.add_done_callback(lambda done: (self.release(current), done.exception()))
+            future.add_done_callback(functools.partial(self._page_done, current))
             result = await asyncio.shield(future)
             if on_page is not None:
                 await on_page(result)
@@ -200,6 +201,11 @@ class EnginePool:
                 pending.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+
+    def _page_done(self, engine: Engine, page: asyncio.Future[PackedPage]) -> None:
+        self.release(engine)
+        if not page.cancelled():
+            page.exception()  # taken, whoever awaits it (its caller may have gone)
 
     def stop_replacing(self) -> None:
         """The stop's grace is over: the engines of pages abandoned now are killed, not replaced
