@@ -21,6 +21,7 @@ from ocr_common.errors import CallerGone, OcrError, SyncTimeout, Unavailable
 from ocr_common.observability import REQUEST_ID_HEADER, current_request_id
 from ocr_common.options import OcrOptions
 from ocr_common.settings import Settings
+from ocr_common.webhooks import logged_url
 from ocr_common.wire import (
     INTERNAL_TOKEN_HEADER,
     NOTIFY_PATH,
@@ -32,6 +33,16 @@ from ocr_common.wire import (
 )
 
 log = logging.getLogger(__name__)
+# httpx logs each call at INFO: a second line beside the request's own access line, without
+# its request id, and with OCR_SERVER_URL as given, a password in it included. What matters of
+# a call is logged here.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+# The OCR server's answers that say the two services are set up apart, and what to set.
+MISCONFIGURED = {
+    401: "OCR_INTERNAL_TOKEN differs between the API and the OCR server (or one lacks it)",
+    421: "the host of the API's OCR_SERVER_URL is not in the OCR server's OCR_ALLOWED_HOSTS",
+}
 
 CONNECT_TIMEOUT_S = 2.0
 NOTIFY_TIMEOUT_S = 2.0
@@ -73,6 +84,7 @@ class OcrServerClient:
 
     def __init__(self, settings: Settings):
         self._base = settings.server_url
+        self._shown = logged_url(settings.server_url)
         token = settings.internal_token_value
         self._headers = {INTERNAL_TOKEN_HEADER: token} if token else {}
         self._parallel = settings.workers
@@ -173,10 +185,23 @@ class OcrServerClient:
         try:
             response = self._http().post(path, timeout=timeout, **kwargs)
         except httpx.TransportError as exc:
+            # Where it is stays in the log: a client learns nothing of the inside.
+            log.warning("the OCR server at %s is not answering: %r", self._shown, exc)
             raise _unavailable(
-                f"the OCR server at {self._base} is not answering ({type(exc).__name__}); "
-                "retry shortly"
+                f"the OCR server is not answering ({type(exc).__name__}); retry shortly"
             ) from None
+        if (setting := MISCONFIGURED.get(response.status_code)) is not None:
+            # The two services' settings disagree: an operator's to fix, not a client's.
+            log.error(
+                "the OCR server at %s refused the API (%d): %s",
+                self._shown,
+                response.status_code,
+                setting,
+            )
+            raise _unavailable(
+                "the API server cannot use its OCR server (their settings disagree; its "
+                "operator is told in its log); nothing was stored"
+            )
         raw = response.content
         try:
             answer = json.loads(raw)
