@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings()
+        # First: the waits below log, in the format asked for (JSON lines for a collector).
+        configure_logging(settings.log_level, settings.log_format)
         # Waits up to OCR_STARTUP_WAIT_S for a database that is down or still starting.
         engine = make_engine(settings.database_url)
         check_database(engine, settings)
@@ -119,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ocr-api: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
     for unknown in unknown_variables(os.environ):
         log.warning(unknown)
     if (warning := exposure_warning(settings)) is not None:

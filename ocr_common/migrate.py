@@ -12,6 +12,7 @@ from sqlalchemy import pool
 from sqlalchemy.exc import DBAPIError
 
 from .db import alembic_config, current_revision, make_engine, safe_url, wait_for_database
+from .observability import configure_logging
 from .settings import SettingsError, load_settings, unknown_variables
 
 
@@ -45,6 +46,8 @@ def main() -> int:
     except SettingsError as exc:
         print(f"ocr-migrate: {exc}", file=sys.stderr)
         return 2
+    # The wait for the database logs, in the format asked for (JSON lines for a collector).
+    configure_logging(settings.log_level, settings.log_format)
     for warning in unknown_variables(os.environ):
         print(f"ocr-migrate: warning: {warning}", file=sys.stderr)
     where = safe_url(settings.database_url)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -302,3 +304,25 @@ def test_ocr_migrate_warns_of_a_misspelt_variable(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "OCR_WORKER is not a setting, and is ignored (did you mean OCR_WORKERS?)" in done.stderr
+
+
+def test_the_wait_for_a_database_is_logged_in_the_format_asked_for() -> None:
+    # Before, ocr-migrate and ocr-api logged it as plain text before they set up logging,
+    # which a collector of JSON lines cannot read.
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {
+        "PATH": os.environ["PATH"],
+        "OCR_DATABASE_URL": f"mysql+pymysql://u:p@127.0.0.1:{port}/ocr",
+        "OCR_STARTUP_WAIT_S": "1",
+        "OCR_LOG_FORMAT": "json",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "ocr_common.migrate"], env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    logged = [line for line in done.stderr.splitlines() if not line.startswith("ocr-migrate:")]
+    records = [json.loads(line) for line in logged]
+    assert records and all("not reachable yet" in r["message"] for r in records), done.stderr
