@@ -3,17 +3,24 @@ transaction, so a failure names the revision that failed and the one the databas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.exc import DBAPIError
 
 from .db import alembic_config, current_revision, make_engine, safe_url, wait_for_database
 from .observability import configure_logging
 from .settings import SettingsError, load_settings, unknown_variables
+
+# The MySQL/MariaDB named lock one ocr-migrate holds while it migrates, and how long another
+# waits for it.
+MIGRATION_LOCK = "ocr_migrate"
+MIGRATION_LOCK_WAIT_S = 600
 
 
 def _revision(database_url: str) -> str | None:
@@ -33,11 +40,37 @@ def pending_revisions(database_url: str) -> list[tuple[str, str]]:
 
 
 def upgrade(database_url: str, report: bool = False) -> None:
-    """Apply every pending migration, one revision at a time."""
-    for revision, doc in pending_revisions(database_url):
-        command.upgrade(alembic_config(database_url), revision)
-        if report:
-            print(f"ocr-migrate: applied {revision}: {doc}")
+    """Apply every pending migration, one revision at a time, one ocr-migrate at a time."""
+    with _one_at_a_time(database_url):
+        for revision, doc in pending_revisions(database_url):
+            command.upgrade(alembic_config(database_url), revision)
+            if report:
+                print(f"ocr-migrate: applied {revision}: {doc}")
+
+
+@contextlib.contextmanager
+def _one_at_a_time(database_url: str) -> Iterator[None]:
+    """On MySQL/MariaDB, hold the server's named lock MIGRATION_LOCK: a second ocr-migrate (two
+    releases at once, a Job and a person) waits for the first, then finds nothing pending. Two
+    at once failed, and the loser told to undo part of a revision the winner was applying."""
+    engine = make_engine(database_url, poolclass=pool.NullPool)
+    try:
+        if engine.dialect.name not in ("mysql", "mariadb"):
+            yield  # SQLite: one file, on one machine
+            return
+        with engine.connect() as connection:
+            lock = {"name": MIGRATION_LOCK, "wait": MIGRATION_LOCK_WAIT_S}
+            if connection.execute(text("SELECT GET_LOCK(:name, :wait)"), lock).scalar() != 1:
+                raise RuntimeError(
+                    f"another ocr-migrate has held the lock {MIGRATION_LOCK!r} for "
+                    f"{MIGRATION_LOCK_WAIT_S} s; is one stuck?"
+                )
+            try:
+                yield
+            finally:  # also freed by the server should this connection die
+                connection.execute(text("SELECT RELEASE_LOCK(:name)"), lock)
+    finally:
+        engine.dispose()
 
 
 def main() -> int:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -109,3 +113,30 @@ def test_a_job_queued_before_the_blob_store_is_read_after_the_upgrade(
     assert seen == [b"old bytes"]
     assert job is not None and (job.status.value, job.text) == ("succeeded", "read\n")
     assert left == 0
+
+
+@pytest.mark.mysql
+def test_two_migrations_at_once_take_turns(mysql_url: str) -> None:
+    # Two releases at once (a Job and a person): before, one failed on "Table 'jobs' already
+    # exists" and was told to undo part of a revision the other was applying.
+    base = make_url(mysql_url).render_as_string(hide_password=False)
+    with scratch_database(base, "ocr_test_twice") as url:
+        env = {**os.environ, "OCR_DATABASE_URL": url}
+        command = [sys.executable, "-m", "ocr_common.migrate"]
+        runs = [
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for _ in range(2)
+        ]
+        outputs = [run.communicate(timeout=300)[0].decode() for run in runs]
+        assert [run.returncode for run in runs] == [0, 0], outputs
+        # One applied every revision; the other, once it had the lock, found none pending.
+        applied = sorted(output.count(" applied ") for output in outputs)
+        every = list(ScriptDirectory.from_config(alembic_config(url)).walk_revisions())
+        assert applied == [0, len(every)], outputs
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                revision = MigrationContext.configure(connection).get_current_revision()
+            assert revision == head_revision()
+        finally:
+            engine.dispose()
