@@ -33,7 +33,7 @@ import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import IO, Any
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import h11
@@ -47,6 +47,12 @@ REQUEST_HEAD_TIMEOUT_S = 30.0
 BODY_IDLE_TIMEOUT_S = 30.0
 # Bodies up to this size stay in memory; larger ones wait in a temporary file.
 BODY_IN_MEMORY_BYTES = 1024 * 1024
+# Bodies arriving on all of a process's connections together: past this many bytes in memory,
+# each further one waits in its temporary file from the start; past this many on disk, another
+# upload is refused with a 503 (a thousand slow uploads of 1 MB each held 1.1 GB of memory,
+# and sixty of 13 MB 867 MB of disk, with no bound).
+BODIES_IN_MEMORY_BYTES = 64 * 1024 * 1024
+BODIES_ON_DISK_BYTES = 2 * 1024 * 1024 * 1024
 # A streamed answer goes to the client in parts of about this size.
 RESPONSE_PART_BYTES = 64 * 1024
 # A client that takes none of its answer for this long is cut off (nginx: send_timeout).
@@ -68,7 +74,7 @@ CALLER_GONE = "ocr.caller_gone"
 Headers = list[tuple[bytes, bytes]]
 
 
-def json_error(code: str, message: str) -> tuple[Headers, bytes]:
+def json_error(code: str, message: str, retry_after_s: int | None = None) -> tuple[Headers, bytes]:
     """The headers and body of an answer given before Flask runs, in the shape of every other
     error of the API; the connection closes after it."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
@@ -78,6 +84,8 @@ def json_error(code: str, message: str) -> tuple[Headers, bytes]:
         (b"Content-Length", str(len(body)).encode()),
         (b"Connection", b"close"),
     ]
+    if retry_after_s is not None:
+        headers.append((b"Retry-After", str(retry_after_s).encode()))
     return headers, body
 
 
@@ -95,6 +103,10 @@ class Front:
         self.app = wsgi_app
         self.max_body_bytes = max_body_bytes
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
+        # Bytes of the bodies arriving, on every connection (BODIES_IN_MEMORY_BYTES and
+        # BODIES_ON_DISK_BYTES bound them); only the event loop's thread changes them.
+        self.in_memory = 0
+        self.on_disk = 0
 
 
 class ChunkSizes:
@@ -200,8 +212,9 @@ class HttpConnection(asyncio.Protocol):
         self.keeping_alive = False  # idle between two requests, on the keep-alive deadline
         self.chunks: ChunkSizes | None = None
         self.environ: dict[str, Any] | None = None  # of the request whose body is arriving
-        self.body: IO[bytes] | None = None
+        self.body: tempfile.SpooledTemporaryFile[bytes] | None = None
         self.body_size = 0
+        self.spooled = False  # the body waits in its temporary file
         self.task: asyncio.Task[None] | None = None  # the request being answered
         self.gone: Future[None] = Future()  # done when the client hangs up
         self.writable = asyncio.Event()
@@ -228,6 +241,7 @@ class HttpConnection(asyncio.Protocol):
         if not self.gone.done():
             self.gone.set_result(None)  # a synchronous read stops what no one waits for
         if self.body is not None:
+            self._count_body(-self.body_size)
             self.body.close()
 
     def pause_writing(self) -> None:
@@ -295,7 +309,7 @@ class HttpConnection(asyncio.Protocol):
             return
         # Closed once the app has run (or when the client hangs up before).
         body = tempfile.SpooledTemporaryFile(max_size=BODY_IN_MEMORY_BYTES)  # noqa: SIM115
-        self.environ, self.body, self.body_size = environ, body, 0
+        self.environ, self.body, self.body_size, self.spooled = environ, body, 0, False
         if chunked:
             self.chunks = ChunkSizes(self.front.max_body_bytes)
             if self.chunks.too_large(self.conn.trailing_data[0]):
@@ -339,13 +353,43 @@ class HttpConnection(asyncio.Protocol):
     def _take(self, data: bytes) -> None:
         if self.body is None:
             return  # the rest of a body over the limit, answered or being answered
-        room = self.front.max_body_bytes + 1 - self.body_size
-        self.body.write(data[:room])
-        self.body_size += min(len(data), room)
+        part = data[: self.front.max_body_bytes + 1 - self.body_size]
+        if not self._room_for(len(part)):
+            self._refuse(
+                503,
+                "uploads_busy",
+                "this API process holds as many uploads arriving as it can; retry shortly",
+                retry_after_s=2,
+            )
+            return
+        self.body.write(part)
+        self.body_size += len(part)
+        self._count_body(len(part))
         if self.body_size > self.front.max_body_bytes:
             self._dispatch()  # cut at the limit + 1 bytes: Flask refuses it as too large
         else:
             self._set_timer(BODY_IDLE_TIMEOUT_S)
+
+    def _room_for(self, size: int) -> bool:
+        """Whether ``size`` more bytes of this body may be held (moved to its temporary file
+        first if memory is short)."""
+        front = self.front
+        if not self.spooled and (
+            self.body_size + size > BODY_IN_MEMORY_BYTES
+            or front.in_memory + size > BODIES_IN_MEMORY_BYTES
+        ):
+            assert self.body is not None
+            self._count_body(-self.body_size)
+            self.body.rollover()
+            self.spooled = True
+            self._count_body(self.body_size)
+        return not self.spooled or front.on_disk + size <= BODIES_ON_DISK_BYTES
+
+    def _count_body(self, size: int) -> None:
+        if self.spooled:
+            self.front.on_disk += size
+        else:
+            self.front.in_memory += size
 
     def _dispatch(self) -> None:
         """The body is whole, or over the limit: the app gets the request, and Flask sees the
@@ -354,6 +398,7 @@ class HttpConnection(asyncio.Protocol):
             return
         environ, body = self.environ, self.body
         self.environ, self.body = None, None
+        self._count_body(-self.body_size)  # the app's now: its threads bound what they hold
         body.seek(0)
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         self._answer({**environ, "CONTENT_LENGTH": str(self.body_size), "wsgi.input": body})
@@ -460,12 +505,14 @@ class HttpConnection(asyncio.Protocol):
             " bytes a request may have; nothing was stored",
         )
 
-    def _refuse(self, status: int, code: str, message: str) -> None:
+    def _refuse(
+        self, status: int, code: str, message: str, retry_after_s: int | None = None
+    ) -> None:
         """Answer in the API's JSON before (or instead of) the app, then close."""
         if self.closing:
             return
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            headers, body = json_error(code, message)
+            headers, body = json_error(code, message, retry_after_s)
             headers.append((b"Date", formatdate(usegmt=True).encode()))
             head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
             status_line = b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))

@@ -18,6 +18,7 @@ from flask import Flask, Response, jsonify, request
 
 from api_server import http_front
 from api_server.http_front import Front, HttpConnection, Proxies, caller_gone
+from ocr_testkit.waits import wait_until_async
 
 LIMIT = 1000
 BIG = 16 * 1024 * 1024  # far more than the kernel's socket buffers hold
@@ -168,6 +169,61 @@ def test_a_body_larger_than_memory_buffering_is_replayed_from_disk() -> None:
     status, _headers, body = parse(asyncio.run(serve_one()))
     assert status == 200
     assert json.loads(body) == {"bytes": big, "length": big}
+
+
+def test_bodies_arriving_are_held_within_the_process_s_memory_and_disk_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Slow uploads each held 1 MB of memory, or their whole size on disk, with no bound on
+    # the sum: a thousand of them took 1.1 GB of memory.
+    monkeypatch.setattr(http_front, "BODIES_IN_MEMORY_BYTES", 250_000)
+    monkeypatch.setattr(http_front, "BODIES_ON_DISK_BYTES", 500_000)
+    front = Front(echo_app(1_000_000), max_body_bytes=1_000_000, threads=1)
+    seen: list[tuple[int, int]] = []
+
+    async def scenario() -> tuple[bytes, bytes]:
+        connections: set[HttpConnection] = set()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: HttpConnection(front, connections, 5.0, Proxies([])), "127.0.0.1", 0
+        )
+        address = server.sockets[0].getsockname()[:2]
+        slow = []
+        for n in range(1, 4):  # each sends 200 KB of its 400 KB, then waits
+            reader, writer = await asyncio.open_connection(*address)
+            writer.write(CHUNKED_HEAD + b"Content-Length: 400000\r\n\r\n" + b"x" * 200_000)
+            await writer.drain()
+            slow.append((reader, writer))
+            held = n * 200_000
+            await wait_until_async(
+                lambda held=held: front.in_memory + front.on_disk == held, 5, "the body held"
+            )
+            seen.append((front.in_memory, front.on_disk))
+        # A fourth is past what the disk may hold: refused, and told to retry.
+        reader, writer = await asyncio.open_connection(*address)
+        writer.write(CHUNKED_HEAD + b"Content-Length: 400000\r\n\r\n" + b"x" * 200_000)
+        refused = await reader.read()
+        writer.close()
+        # A small upload still goes through, in memory.
+        reader, writer = await asyncio.open_connection(*address)
+        writer.write(CHUNKED_HEAD + b"Content-Length: 10\r\n\r\n0123456789")
+        small = await reader.read()
+        writer.close()
+        for _reader, slow_writer in slow:
+            slow_writer.close()
+        await wait_until_async(
+            lambda: front.in_memory == front.on_disk == 0, 5, "every body let go"
+        )
+        server.close()
+        return refused, small
+
+    refused, small = asyncio.run(scenario())
+    # The first in memory, the next two on disk from their start (memory was short).
+    assert seen == [(200_000, 0), (200_000, 200_000), (200_000, 400_000)]
+    status, headers, body = parse(refused)
+    assert (status, json.loads(body)["error"]["code"]) == (503, "uploads_busy")
+    assert headers[b"Retry-After"] == b"2"
+    assert parse(small)[0] == 200
 
 
 def test_a_body_that_stalls_is_a_408_json_error(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
