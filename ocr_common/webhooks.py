@@ -156,7 +156,15 @@ def check_webhook_url(value: object, policy: AddressPolicy) -> str:
         raise _invalid(f"is not an http or https URL ({why})") from None
     if len(url) > WEBHOOK_URL_MAX_CHARS:
         raise _invalid(f"has {len(url)} characters once encoded; at most {WEBHOOK_URL_MAX_CHARS}")
-    refused = policy.literal_refusal(urlsplit(url).hostname or "")
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    # What URL parsers take but no delivery could reach: empty labels (http://a..b/), a label
+    # that starts or ends with a hyphen, port 0.
+    if literal_address(host) is None and not _HOST_NAME.fullmatch(host.rstrip(".")):
+        raise _invalid(f"names the host {host[:80]!r}, which is not a host name")
+    if parts.port == 0:
+        raise _invalid("names port 0, which no server listens on")
+    refused = policy.literal_refusal(host)
     if refused is not None:
         raise BadRequest(
             f'"{WEBHOOK_URL_FIELD}": {refused}; webhooks are not sent to the service\'s own '

@@ -155,6 +155,13 @@ def test_a_refused_ip_literal_is_a_400_with_a_stable_code(value: str) -> None:
         "http://exa mple.com/",
         "http://example.com:99999/",
         "http://[::1/",
+        # Parsed as URLs, but no delivery could reach them (a security walkthrough: all 202).
+        "http://.../",
+        "http://a..b/",
+        "http://-a.example/",
+        "http://a.-b.example/",
+        "http://8.8.8.8:0/",
+        "https://example.com:0/hook",
         "https://" + "a" * 2040 + ".com",
         42,
         ["http://example.com"],
