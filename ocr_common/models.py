@@ -106,6 +106,7 @@ class JobRow(Base):
         Index("ix_jobs_created", "created_at", "id"),
         Index("ux_jobs_idempotency_key", "idempotency_key", unique=True),
         Index("ix_jobs_status_owner", "status", "owner"),
+        Index("ix_jobs_finished", "finished_at"),  # the purge of expired jobs
     )
 
 
