@@ -35,6 +35,7 @@ from .batch import RESULT_SUFFIXES, Batch, BatchReport, FileResult, collect_sour
 from .client import DEFAULT_URL, ClientError, OcrClient, OptionValue, RetryPolicy, Stopped
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2  # what argparse exits with on a bad option: the command line is wrong
 EXIT_INTERRUPTED = 130
 DEFAULT_CONCURRENCY = 4
 DEFAULT_RETRY_FOR_S = 120.0
@@ -248,7 +249,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if getattr(args, "concurrency", 1) < 1:
         parser.error("--concurrency must be at least 1")
+    if args.command == "run":
+        same = _input_folder_at(args.out, args.inputs)
+        if same is not None:
+            run_parser.error(
+                f"--out {args.out} is the input folder {same}: each run would read the results "
+                f"of the last as new documents; write them to a folder of their own, e.g. "
+                f"--out {Path(same) / 'text'} (a folder under an input folder is left out of it)"
+            )
     return args
+
+
+def _input_folder_at(out: str, inputs: list[str]) -> str | None:
+    """The input folder that ``out`` is (the same folder, however it is written), if any: only
+    a folder under an input folder is left out of the walk, not the input folder itself."""
+    target = Path(out).resolve()
+    for given in inputs:
+        if Path(given).is_dir() and Path(given).resolve() == target:
+            return given
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

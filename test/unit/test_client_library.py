@@ -347,3 +347,35 @@ def test_the_names_the_client_copies_are_the_apis(sqlite_url: str) -> None:
         assert set(RESULT_SUFFIXES) == set(fmt), path
     states = spec["components"]["schemas"]["JobStatus"]["enum"]
     assert set(states) - {"queued", "running"} == FINISHED
+
+
+@pytest.mark.parametrize("out", ["scans", "./scans/", "scans/../scans", "."])
+def test_an_output_folder_that_is_an_input_folder_is_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    out: str,
+) -> None:
+    """Results written into the folder walked would be read as documents on the next run
+    (``a.png.pdf``, then ``a.png.pdf.pdf``): refused before anything is read."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "notes.txt").write_text("not a document\n")
+    given = "." if out == "." else "scans"
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["run", given, "--out", out, "--url", "http://127.0.0.1:9"])
+    assert caught.value.code == cli.EXIT_USAGE == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} is the input folder {given}: each run would read the results" in err
+    assert f"--out {Path(given) / 'text'}" in err
+
+
+def test_an_output_folder_under_an_input_folder_is_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "notes.txt").write_text("not a document\n")
+    # Past the check: nothing to read, before reaching the (absent) server.
+    assert cli.main(["run", "scans", "--out", "scans/text", "--url", "http://127.0.0.1:9"]) == 1
+    assert "nothing to read" in capsys.readouterr().err
