@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -103,7 +104,8 @@ def collect_sources(
     no other file is.
 
     A symbolic link inside a folder is not followed (it may lead out of the folder, to files
-    the user never meant to send): ``on_skip`` is told of it, with the reason. A file or
+    the user never meant to send), nor is a named pipe, socket or device inside it read:
+    ``on_skip`` is told of each, with the reason. A file or
     folder named in ``inputs`` is read wherever it is.
     """
     suffixes = [RESULT_SUFFIXES[name] for name in parse_formats(fmt)]
@@ -118,6 +120,8 @@ def collect_sources(
                 found.append((path, relative, relative + suffix))
         elif given.is_file():
             found.append((given, given.as_posix(), given.name + suffix))
+        elif given.exists():
+            raise ClientError(f"{given}: {_special_kind(given)}, not a file or folder to read")
         else:
             raise ClientError(f"{given}: no such file or folder")
     sources: list[Source] = []
@@ -159,12 +163,37 @@ def _files_under(
         return True
 
     # os.walk lists a link to a folder among the folders (and does not enter it), a link to a
-    # file among the files.
+    # file among the files; and a named pipe, socket or device among the files too.
     for root, dirs, files in os.walk(folder):
         dirs[:] = [name for name in dirs if wanted(Path(root) / name)]
         for name in files:
-            if wanted(Path(root) / name):
-                yield Path(root) / name
+            path = Path(root) / name
+            if not wanted(path):
+                continue
+            # Reading a named pipe's first bytes waits for a writer, for ever.
+            special = _special_kind(path)
+            if special is not None:
+                on_skip(path, f"{special}, not a regular file")
+                continue
+            yield path
+
+
+def _special_kind(path: Path) -> str | None:
+    """What a file that is not a regular file is (a named pipe, ...), or None for a regular
+    one (or one gone since it was listed: reading it says so)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 Outcome = Literal["done", "skipped", "failed"]

@@ -5,6 +5,7 @@ installed alone: test/e2e/test_client_alone.py.)"""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -379,3 +380,28 @@ def test_an_output_folder_under_an_input_folder_is_allowed(
     # Past the check: nothing to read, before reaching the (absent) server.
     assert cli.main(["run", "scans", "--out", "scans/text", "--url", "http://127.0.0.1:9"]) == 1
     assert "nothing to read" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(20)
+def test_named_pipes_inside_a_folder_are_skipped_and_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Reading a named pipe's first bytes would wait for a writer for ever."""
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "a.png").write_bytes(PNG)
+    os.mkfifo(tmp_path / "scans" / "pipe.png")
+    skipped: list[tuple[str, str]] = []
+    sources, left_out = collect_sources(
+        [tmp_path / "scans"], "text", on_skip=lambda path, why: skipped.append((path.name, why))
+    )
+    assert [s.path.name for s in sources] == ["a.png"] and left_out == []
+    assert skipped == [("pipe.png", "a named pipe (FIFO), not a regular file")]
+    # Named on the command line, it is refused in one line, not read.
+    with pytest.raises(ClientError, match=r"pipe.png: a named pipe \(FIFO\), not a file or"):
+        collect_sources([tmp_path / "scans" / "pipe.png"], "text")
+    # The command names it like a link it skips.
+    (tmp_path / "scans" / "a.png").unlink()
+    code = cli.main(["run", str(tmp_path / "scans"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert f"skipped {tmp_path / 'scans' / 'pipe.png'}: a named pipe (FIFO)" in err, err
+    assert "nothing to read" in err and code == 1
