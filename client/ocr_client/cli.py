@@ -8,7 +8,7 @@
 (one line says what is wrong with it). ``run`` reads the files whose first bytes are an image's
 or a PDF's (``--include`` chooses by name instead) and keeps a manifest in DIR: run it again and
 it skips what is done and waits for what it had submitted. It exits 1 listing the documents
-that failed, 130 when interrupted.
+that failed, 130 when interrupted (``sync`` too).
 """
 
 from __future__ import annotations
@@ -279,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ClientError, OSError) as exc:
         console.print(f"ocr-client: {exc}", markup=False)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        # Ctrl-C outside a batch (sync, the check of --url): nothing to resume.
+        console.print("ocr-client: interrupted", markup=False)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ installed alone: test/e2e/test_client_alone.py.)"""
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
 import os
 import threading
 import time
@@ -405,3 +409,35 @@ def test_named_pipes_inside_a_folder_are_skipped_and_reported(
     err = capsys.readouterr().err
     assert f"skipped {tmp_path / 'scans' / 'pipe.png'}: a named pipe (FIFO)" in err, err
     assert "nothing to read" in err and code == 1
+
+
+@pytest.mark.parametrize("command", ["run", "sync"])
+def test_ctrl_c_while_waiting_for_the_service_exits_130_in_one_line(
+    tmp_path: Path, command: str
+) -> None:
+    """Ctrl-C while the first request waits (on a port that takes the connection and never
+    answers): one line, exit 130, no traceback."""
+    page = tmp_path / "page.png"
+    page.write_bytes(PNG)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    target = [str(page), "--out", str(tmp_path / "out")] if command == "run" else [str(page)]
+    # Ctrl-C as in a terminal, even where the tests run in the background with SIGINT ignored.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ocr_client", command, *target, "--url", url],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        connection, _ = listener.accept()  # the client is inside its first request now
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        connection.close()
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert (proc.returncode, stderr) == (130, "ocr-client: interrupted\n")
