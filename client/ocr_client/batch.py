@@ -13,13 +13,23 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
-from .client import ApiError, ClientError, Job, OcrClient, Options, Stopped
+from .client import (
+    RETRY_STATUSES,
+    ApiError,
+    ClientError,
+    Job,
+    OcrClient,
+    Options,
+    Stopped,
+    Unreachable,
+)
 from .manifest import Entry, Manifest
 
 # The formats the API renders (checked against its /openapi.json) and their files' suffixes.
@@ -199,6 +209,14 @@ def _special_kind(path: Path) -> str | None:
 Outcome = Literal["done", "skipped", "failed"]
 
 
+def stops_the_batch(exc: ClientError) -> bool:
+    """An error every other document would meet too, so the batch stops at once: the API key
+    refused, or the service unreachable or busy past the client's retries (429, 503)."""
+    if isinstance(exc, ApiError):
+        return exc.refuses_the_key or exc.status in RETRY_STATUSES
+    return isinstance(exc, Unreachable)
+
+
 @dataclass(frozen=True)
 class FileResult:
     source: Source
@@ -212,6 +230,10 @@ class FileResult:
 @dataclass
 class BatchReport:
     results: list[FileResult] = field(default_factory=list)
+    # What stopped the batch before every document was read (see ``stops_the_batch``), and
+    # the documents it left unread: a second run reads them.
+    stopped_by: ClientError | None = None
+    not_read: list[Source] = field(default_factory=list)
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
@@ -307,14 +329,24 @@ class Batch:
             json.dumps({"format": fmt, "options": self.options}, sort_keys=True).encode()
         ).hexdigest()
         self.manifest = Manifest(out_dir)
+        self._stop_lock = threading.Lock()
+        self._stopped_by: ClientError | None = None
 
     def run(self, sources: list[Source]) -> BatchReport:
+        """Read ``sources``; an error that ``stops_the_batch`` ends it early, in
+        ``report.stopped_by`` (the documents done stay done, the others are ``not_read``)."""
         report = BatchReport()
+        self._stopped_by = None
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="ocr-client")
         try:
             futures = [pool.submit(self._process, source) for source in sources]
             for future in as_completed(futures):
-                result = future.result()
+                try:
+                    result = future.result()
+                except Stopped:
+                    if self._stopped_by is None:
+                        raise
+                    continue  # a worker stopped by the error that stops the batch
                 report.results.append(result)
                 self.reporter.file_finished(result)
         except BaseException:
@@ -323,6 +355,11 @@ class Batch:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        if self._stopped_by is not None:
+            report.stopped_by = self._stopped_by
+            finished = {result.source.output for result in report.results}
+            report.not_read = [source for source in sources if source.output not in finished]
+            self.client.stopping.clear()  # the batch set it: the client may be used again
         return report
 
     def _process(self, source: Source) -> FileResult:
@@ -331,10 +368,23 @@ class Batch:
             result = self._read(source, count)
         except Stopped:
             raise
-        except (ClientError, OSError) as exc:
+        except ClientError as exc:
+            if stops_the_batch(exc):
+                self._stop(exc)
+                raise Stopped("stopped") from exc
+            result = FileResult(source, "failed", error=str(exc))
+        except OSError as exc:
             result = FileResult(source, "failed", error=str(exc))
         count.finish()
         return result
+
+    def _stop(self, exc: ClientError) -> None:
+        """Stop the batch for ``exc`` (the first such error is the one told): the other
+        workers stop waiting, and the documents not started are not."""
+        with self._stop_lock:
+            if self._stopped_by is None:
+                self._stopped_by = exc
+        self.client.stopping.set()
 
     def _read(self, source: Source, count: _PageCount) -> FileResult:
         if self.client.stopping.is_set():
@@ -366,9 +416,8 @@ class Batch:
                     idempotency_key=f"ocr-client-{sha256}-{self.request[:16]}-{attempt}",
                 )
             except ApiError as exc:
-                if exc.status in (429, 503):
-                    raise  # gave up waiting: not the document's fault, try it next run
-                self.manifest.record(replace(entry, state="failed", error=str(exc)))
+                if not stops_the_batch(exc):  # else not the document's fault: next run
+                    self.manifest.record(replace(entry, state="failed", error=str(exc)))
                 raise
             entry = replace(entry, job=job.id)
             self.manifest.record(entry)

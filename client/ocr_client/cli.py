@@ -32,7 +32,16 @@ from rich.progress import (
 from rich.text import Text
 
 from .batch import RESULT_SUFFIXES, Batch, BatchReport, FileResult, collect_sources, parse_formats
-from .client import DEFAULT_URL, ClientError, OcrClient, OptionValue, RetryPolicy, Stopped
+from .client import (
+    DEFAULT_URL,
+    ApiError,
+    ClientError,
+    OcrClient,
+    OptionValue,
+    RetryPolicy,
+    Stopped,
+    Unreachable,
+)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # what argparse exits with on a bad option: the command line is wrong
@@ -148,21 +157,56 @@ def run(args: argparse.Namespace, console: Console) -> int:
             markup=False,
         )
         return EXIT_INTERRUPTED
-    return summarize(report, console)
+    return summarize(report, console, args)
 
 
-def summarize(report: BatchReport, console: Console) -> int:
+def summarize(report: BatchReport, console: Console, args: argparse.Namespace) -> int:
     done, skipped, failed = report.count("done"), report.count("skipped"), report.failed
+    total = len(report.results) + len(report.not_read)
+    not_read = f", {len(report.not_read)} not read" if report.stopped_by is not None else ""
     console.print(
-        f"ocr-client: {done + skipped} of {len(report.results)} documents done "
+        f"ocr-client: {done + skipped} of {total} documents done "
         f"({report.pages} pages; {skipped} done before, {report.submitted} submitted now), "
-        f"{len(failed)} failed",
+        f"{len(failed)} failed{not_read}",
         markup=False,
         highlight=False,
     )
     for result in failed:
         console.print(f"  FAILED {result.source.path}: {result.error}", markup=False)
-    return EXIT_FAILED if failed else 0
+    if report.stopped_by is not None:
+        console.print(
+            f"ocr-client: stopped: {why_stopped(report.stopped_by, args)}; run the same "
+            f"command again to read the {len(report.not_read)} document(s) not read",
+            markup=False,
+            highlight=False,
+        )
+    return EXIT_FAILED if failed or report.stopped_by is not None else 0
+
+
+def why_stopped(exc: ClientError, args: argparse.Namespace) -> str:
+    """What stopped a batch (``stops_the_batch``), in a few words."""
+    if isinstance(exc, Unreachable):
+        return (
+            f"no OCR service answers at {args.url} any more (tried for {args.retry_for:g} s: "
+            f"{exc.reason})"
+        )
+    if isinstance(exc, ApiError) and not exc.refuses_the_key:
+        return f"the service is still busy after {args.retry_for:g} s ({exc})"
+    return explain(exc, args)
+
+
+def explain(exc: ClientError, args: argparse.Namespace) -> str:
+    """An error in one line; a refused API key with the options that set it."""
+    if isinstance(exc, ApiError) and exc.status == 401:
+        given = "refused the API key given" if args.api_key else "wants an API key"
+        return f"the service {given} ({exc}): set --api-key or OCR_API_KEY"
+    if isinstance(exc, ApiError) and exc.refuses_the_key:
+        lockout = "" if exc.retry_after_s is None else f" for {exc.retry_after_s:g} s"
+        return (
+            f"the service refuses this address{lockout} after too many wrong API keys ({exc}): "
+            "set the right one with --api-key or OCR_API_KEY"
+        )
+    return str(exc)
 
 
 def sync(args: argparse.Namespace, console: Console) -> int:
@@ -276,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True, soft_wrap=True)
     try:
         return run(args, console) if args.command == "run" else sync(args, console)
-    except (ClientError, OSError) as exc:
+    except ClientError as exc:
+        console.print(f"ocr-client: {explain(exc, args)}", markup=False)
+        return EXIT_FAILED
+    except OSError as exc:
         console.print(f"ocr-client: {exc}", markup=False)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -30,6 +30,9 @@ REQUEST_TIMEOUT_S = 180.0
 POLL_INTERVAL_S = 0.5
 # Answers that mean "not now": the service says when to come back in Retry-After.
 RETRY_STATUSES = frozenset({429, 503})
+# The 429 of an address locked out after requests with a wrong API key: waiting it out with the
+# same key only starts another lockout.
+AUTH_LOCKOUT = "too_many_auth_failures"
 # Added at random to each back-off, so that clients that failed together do not retry together.
 BACKOFF_JITTER_S = 1.0
 # The job states after which nothing changes (the API's JobStatus, checked by a test).
@@ -62,6 +65,12 @@ class ApiError(ClientError):
         self.message = message
         self.retry_after_s = retry_after_s
         self.field = field
+
+    @property
+    def refuses_the_key(self) -> bool:
+        """The API key is missing or wrong (401), or the address is locked out after wrong
+        ones: no request with it will do until it is changed."""
+        return self.status == 401 or (self.status == 429 and self.code == AUTH_LOCKOUT)
 
     @classmethod
     def from_response(cls, response: requests.Response) -> ApiError:
@@ -170,7 +179,7 @@ class RetryPolicy:
 
     def should_retry(self, exc: BaseException) -> bool:
         if isinstance(exc, ApiError):
-            return exc.status in RETRY_STATUSES
+            return exc.status in RETRY_STATUSES and not exc.refuses_the_key
         return isinstance(exc, Unreachable)
 
     def wait_s(self, state: RetryCallState) -> float:

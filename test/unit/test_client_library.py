@@ -5,11 +5,11 @@ installed alone: test/e2e/test_client_alone.py.)"""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -441,3 +441,153 @@ def test_ctrl_c_while_waiting_for_the_service_exits_130_in_one_line(
         if proc.poll() is None:
             proc.kill()
     assert (proc.returncode, stderr) == (130, "ocr-client: interrupted\n")
+
+
+class FakeApi:
+    """A v1 API that reads each document at once (its job is done when submitted), until told
+    to answer every submit with ``refuse`` or, with ``down``, to drop every connection."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []  # the Idempotency-Key of each submit, in order
+        self.refuse: tuple[int, dict[str, str], dict[str, object]] | None = None
+        self.down = False
+        self.read_before_down: int | None = None  # then down, after that many submits
+
+
+@pytest.fixture
+def fake_api() -> Iterator[tuple[str, FakeApi]]:
+    api = FakeApi()
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+            if self.path == "/healthz":
+                self.answer(200, {"status": "ok"})
+            else:  # a job's result, as text
+                self.answer(200, f"read by {self.path}\n".encode())
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            key = self.headers["Idempotency-Key"]
+            api.keys.append(key)
+            if api.read_before_down is not None and len(api.keys) > api.read_before_down:
+                api.down = True
+            if api.down:
+                self.close_connection = True  # no answer: the client's call is refused
+                return
+            if api.refuse is not None:
+                self.answer(*api.refuse[::2], headers=api.refuse[1])
+                return
+            self.answer(201, {"id": f"job{len(api.keys)}", "status": "succeeded"})
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", api
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def ten_pages(folder: Path) -> Path:
+    folder.mkdir()
+    for index in range(10):
+        (folder / f"page{index}.png").write_bytes(PNG + bytes([index]))
+    return folder
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "said"),
+    [
+        (
+            401,
+            {},
+            {"status": 401, "code": "missing_api_key", "detail": "the key is wrong"},
+            "the service refused the API key given (HTTP 401: the key is wrong): set --api-key "
+            "or OCR_API_KEY",
+        ),
+        (
+            429,
+            {"Retry-After": "50"},
+            {"status": 429, "code": "too_many_auth_failures", "detail": "too many wrong keys"},
+            "the service refuses this address for 50 s after too many wrong API keys (HTTP "
+            "429: too "
+            "many wrong keys): set the right one with --api-key or OCR_API_KEY",
+        ),
+    ],
+)
+def test_a_refused_api_key_stops_the_whole_run_at_once(
+    fake_api: tuple[str, FakeApi],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    headers: dict[str, str],
+    body: dict[str, object],
+    said: str,
+) -> None:
+    url, api = fake_api
+    api.refuse = (status, headers, body)
+    scans = ten_pages(tmp_path / "scans")
+    args = ["run", str(scans), "--out", str(tmp_path / "out"), "--url", url, "--api-key", "x"]
+    started = time.monotonic()
+    code = cli.main([*args, "--concurrency", "2", "--retry-for", "100"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    # The documents in flight when the first answer came (2), at most one more: not all 10,
+    # and no waiting out the lockout's Retry-After.
+    assert len(api.keys) <= 3, api.keys
+    assert time.monotonic() - started < 20
+    lines = err.splitlines()
+    assert lines[-2].startswith("ocr-client: 0 of 10 documents done") and "10 not read" in err
+    assert lines[-1] == (
+        f"ocr-client: stopped: {said}; run the same command again to read the 10 document(s) "
+        "not read"
+    ), err
+    assert "FAILED" not in err
+    # sync says the same in its one line.
+    assert cli.main(["sync", str(scans / "page0.png"), "--url", url, "--api-key", "x"]) == 1
+    assert capsys.readouterr().err == f"ocr-client: {said}\n"
+
+
+@pytest.mark.timeout(60)
+def test_a_service_gone_for_longer_than_retry_for_stops_the_whole_run(
+    fake_api: tuple[str, FakeApi], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, api = fake_api
+    api.read_before_down = 3
+    scans, out = ten_pages(tmp_path / "scans"), tmp_path / "out"
+    args = ["run", str(scans), "--out", str(out), "--url", url, "--concurrency", "1"]
+    started = time.monotonic()
+    code = cli.main([*args, "--retry-for", "1"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    # One wait of --retry-for for the whole run, not one per document left.
+    assert time.monotonic() - started < 5
+    assert len(set(api.keys)) == 4, api.keys  # 3 read, the 4th tried until it gave up
+    lines = err.splitlines()
+    assert lines[-2] == (
+        "ocr-client: 3 of 10 documents done (3 pages; 0 done before, 3 submitted now), "
+        "0 failed, 7 not read"
+    )
+    assert lines[-1].startswith(
+        f"ocr-client: stopped: no OCR service answers at {url} any more (tried for 1 s: "
+    ) and lines[-1].endswith("); run the same command again to read the 7 document(s) not read")
+    assert len(list(out.glob("*.txt"))) == 3
+    # Back up: the same command reads the rest, and only the rest.
+    api.read_before_down, api.down, api.keys = None, False, []
+    assert cli.main(args) == 0
+    assert "10 of 10 documents done (10 pages; 3 done before, 7 submitted now)" in (
+        capsys.readouterr().err
+    )
+    assert len(api.keys) == 7 and len(list(out.glob("*.txt"))) == 10
