@@ -41,6 +41,7 @@ from .client import (
     RetryPolicy,
     Stopped,
     Unreachable,
+    check_url,
 )
 
 EXIT_FAILED = 1
@@ -235,11 +236,7 @@ def _formats(value: str) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url",
-        default=os.environ.get("OCR_URL", DEFAULT_URL),
-        help=f"the API server (OCR_URL; default {DEFAULT_URL})",
-    )
+    common.add_argument("--url", help=f"the API server (OCR_URL; default {DEFAULT_URL})")
     common.add_argument(
         "--api-key",
         default=os.environ.get("OCR_API_KEY") or None,
@@ -291,12 +288,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     sync_parser.add_argument("file", metavar="FILE")
     args = parser.parse_args(argv)
+    command_parser = run_parser if args.command == "run" else sync_parser
+    given = "--url" if args.url is not None else "OCR_URL"
+    args.url = args.url or os.environ.get("OCR_URL") or DEFAULT_URL
+    try:
+        check_url(args.url)
+    except ValueError as exc:
+        command_parser.error(f"{given}: {exc}")
     if getattr(args, "concurrency", 1) < 1:
         parser.error("--concurrency must be at least 1")
     if args.command == "run":
         same = _input_folder_at(args.out, args.inputs)
         if same is not None:
-            run_parser.error(
+            command_parser.error(
                 f"--out {args.out} is the input folder {same}: each run would read the results "
                 f"of the last as new documents; write them to a folder of their own, e.g. "
                 f"--out {Path(same) / 'text'} (a folder under an input folder is left out of it)"

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
+from urllib.parse import urlsplit
 
 import requests
 from tenacity import (
@@ -136,6 +137,17 @@ def _reason(exc: requests.RequestException) -> str:
     return type(exc).__name__
 
 
+def check_url(url: str) -> str:
+    """``url``, if it is an http:// or https:// URL with a host; else a ValueError that says
+    what it needs (without a scheme requests can never send it: retrying would not help)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return url
+    if "://" not in url:
+        raise ValueError(f"{url!r} needs http:// or https:// in front (e.g. 'http://{url}')")
+    raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+
+
 # The formats the API gives as bytes, not text.
 BINARY_FORMATS = frozenset({"pdf"})
 
@@ -247,7 +259,8 @@ class Job:
 
 
 class OcrClient:
-    """Calls one OCR service. Safe to share between threads (a session per thread)."""
+    """Calls one OCR service. Safe to share between threads (a session per thread); a ``url``
+    that is not http:// or https:// is a ValueError."""
 
     def __init__(
         self,
@@ -257,7 +270,7 @@ class OcrClient:
         timeout_s: float = REQUEST_TIMEOUT_S,
         retry: RetryPolicy | None = None,
     ):
-        self.url = url.rstrip("/")
+        self.url = check_url(url).rstrip("/")
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

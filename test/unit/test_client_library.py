@@ -591,3 +591,47 @@ def test_a_service_gone_for_longer_than_retry_for_stops_the_whole_run(
         capsys.readouterr().err
     )
     assert len(api.keys) == 7 and len(list(out.glob("*.txt"))) == 10
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("command", ["run", "sync"])
+@pytest.mark.parametrize(
+    ("option", "env", "said"),
+    [
+        (
+            ["--url", "127.0.0.1:5100"],
+            None,
+            "--url: '127.0.0.1:5100' needs http:// or https:// in front (e.g. "
+            "'http://127.0.0.1:5100')",
+        ),
+        ([], "bogus", "OCR_URL: 'bogus' needs http:// or https:// in front (e.g. 'http://bogus')"),
+        (
+            ["--url", "ftp://host"],
+            None,
+            "--url: 'ftp://host' is not an http:// or https:// URL with a host",
+        ),
+    ],
+)
+def test_a_url_without_http_is_a_usage_error_at_once(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    option: list[str],
+    env: str | None,
+    said: str,
+) -> None:
+    """requests can never send it: it was retried for --retry-for, then called unreachable."""
+    if env is None:
+        monkeypatch.delenv("OCR_URL", raising=False)
+    else:
+        monkeypatch.setenv("OCR_URL", env)
+    page = tmp_path / "page.png"
+    page.write_bytes(PNG)
+    target = [str(page), "--out", str(tmp_path / "out")] if command == "run" else [str(page)]
+    with pytest.raises(SystemExit) as caught:
+        cli.main([command, *target, *option])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"ocr-client {command}: error: {said}"
+    with pytest.raises(ValueError, match="needs http:// or https://"):
+        OcrClient("127.0.0.1:5100")
