@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             posted = post_image(args.url, args.image_path)
             print(posted)
             print(get_image(args.url, posted["task_id"], args.wait, args.timeout))
-    except (ClientError, OSError) as exc:
+    except (ClientError, OSError, ValueError) as exc:  # ValueError: a --url without http://
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

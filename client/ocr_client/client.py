@@ -132,6 +132,9 @@ def _reason(exc: requests.RequestException) -> str:
         seen.append(current)
         if isinstance(current, OSError) and current.strerror:
             return current.strerror.lower()
+        if isinstance(current, ConnectionError) and str(current):
+            # http.client's RemoteDisconnected: no errno, its reason in its message.
+            return str(current).lower()
         pending += [*current.args, getattr(current, "reason", None)]
         pending += [current.__cause__, current.__context__]
     return type(exc).__name__
@@ -455,7 +458,10 @@ class OcrClient:
         try:
             response = self._session().request(method, url, timeout=self.timeout_s, **kwargs)
         except requests.RequestException as exc:
-            raise Unreachable(f"cannot reach {url}: {exc}", reason=_reason(exc)) from None
+            # One line: the reason in a few words, not requests' and urllib3's wrappers (the
+            # whole chain is the exception's __cause__).
+            reason = _reason(exc)
+            raise Unreachable(f"cannot reach {url} ({reason})", reason=reason) from exc
         if not response.ok:
             raise ApiError.from_response(response)
         return response

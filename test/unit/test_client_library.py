@@ -124,6 +124,28 @@ def test_an_unreachable_server_is_retried_until_the_time_runs_out() -> None:
     assert caught.value.reason == "connection refused"
 
 
+def test_an_unreachable_service_is_one_line_with_the_reason() -> None:
+    """Not requests' "HTTPConnectionPool(host=..., port=...): Max retries exceeded ...
+    NewConnectionError(...)"."""
+    with pytest.raises(Unreachable) as caught:
+        OcrClient("http://127.0.0.1:9").get_image("x")
+    assert str(caught.value) == "cannot reach http://127.0.0.1:9/image (connection refused)"
+
+
+@pytest.mark.timeout(30)
+def test_a_service_gone_mid_sync_is_said_in_one_line(
+    fake_api: tuple[str, FakeApi], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, api = fake_api
+    api.down = True  # /healthz answers, the document's request gets no answer
+    page = tmp_path / "page.png"
+    page.write_bytes(PNG)
+    assert cli.main(["sync", str(page), "--url", url, "--retry-for", "0"]) == 1
+    assert capsys.readouterr().err == (
+        f"ocr-client: cannot reach {url}/v1/ocr (remote end closed connection without response)\n"
+    )
+
+
 def test_a_url_where_no_service_answers_is_said_in_one_line() -> None:
     client = OcrClient("http://127.0.0.1:9", retry=RetryPolicy.patient(total_s=1))
     with pytest.raises(Unreachable) as caught:
@@ -580,9 +602,11 @@ def test_a_service_gone_for_longer_than_retry_for_stops_the_whole_run(
         "ocr-client: 3 of 10 documents done (3 pages; 0 done before, 3 submitted now), "
         "0 failed, 7 not read"
     )
-    assert lines[-1].startswith(
+    assert lines[-1] == (
         f"ocr-client: stopped: no OCR service answers at {url} any more (tried for 1 s: "
-    ) and lines[-1].endswith("); run the same command again to read the 7 document(s) not read")
+        "remote end closed connection without response); run the same command again to read "
+        "the 7 document(s) not read"
+    )
     assert len(list(out.glob("*.txt"))) == 3
     # Back up: the same command reads the rest, and only the rest.
     api.read_before_down, api.down, api.keys = None, False, []
