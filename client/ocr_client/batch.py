@@ -302,6 +302,13 @@ class _PageCount:
         self.set_done(self.total)
 
 
+def _job_failure(job: Job) -> str:
+    """``job <id> failed: <code>: <message>``; the code left out when it only repeats the state
+    (``job <id> canceled: canceled by its owner``)."""
+    said = [part for part in (job.error_code, job.error_message) if part and part != job.status]
+    return ": ".join([f"job {job.id} {job.status}", *said])
+
+
 class Batch:
     """Documents in, one result file each in ``out_dir``; ``len(sources)`` pages guessed at
     first (the reporter's starting total), corrected as jobs say how many they have."""
@@ -429,7 +436,7 @@ class Batch:
                 job.id, poll_interval_s=self.poll_interval_s, on_update=count.update
             )
         if not job.succeeded:
-            error = f"job {job.id} {job.status}: {job.error_code}: {job.error_message}"
+            error = _job_failure(job)
             self.manifest.record(replace(entry, state="failed", error=error))
             return FileResult(source, "failed", job=job.id, error=error, submitted=submitted)
         pages = job.progress.pages_total if job.progress else 1

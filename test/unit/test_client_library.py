@@ -474,6 +474,7 @@ class FakeApi:
         self.refuse: tuple[int, dict[str, str], dict[str, object]] | None = None
         self.down = False
         self.read_before_down: int | None = None  # then down, after that many submits
+        self.job: dict[str, object] = {"status": "succeeded"}  # what a submit answers
 
 
 @pytest.fixture
@@ -508,7 +509,7 @@ def fake_api() -> Iterator[tuple[str, FakeApi]]:
             if api.refuse is not None:
                 self.answer(*api.refuse[::2], headers=api.refuse[1])
                 return
-            self.answer(201, {"id": f"job{len(api.keys)}", "status": "succeeded"})
+            self.answer(201, {"id": f"job{len(api.keys)}", **api.job})
 
         def log_message(self, *args: object) -> None:
             pass
@@ -659,3 +660,33 @@ def test_a_url_without_http_is_a_usage_error_at_once(
     assert capsys.readouterr().err.splitlines()[-1] == f"ocr-client {command}: error: {said}"
     with pytest.raises(ValueError, match="needs http:// or https://"):
         OcrClient("127.0.0.1:5100")
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "said"),
+    [
+        ("canceled", "canceled by its owner", "job job1 canceled: canceled by its owner"),
+        ("engine_error", "Tesseract failed", "job job1 failed: engine_error: Tesseract failed"),
+    ],
+)
+def test_a_job_that_did_not_succeed_is_said_without_repeating_its_state(
+    fake_api: tuple[str, FakeApi],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    code: str,
+    message: str,
+    said: str,
+) -> None:
+    url, api = fake_api
+    api.job = {
+        "status": code if code == "canceled" else "failed",
+        "error": {"code": code, "message": message},
+    }
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "a.png").write_bytes(PNG)
+    assert (
+        cli.main(["run", str(tmp_path / "scans"), "--out", str(tmp_path / "out"), "--url", url])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert f"  FAILED {tmp_path / 'scans' / 'a.png'}: {said}\n" in err, err
