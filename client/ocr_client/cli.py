@@ -234,6 +234,17 @@ def _formats(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seconds(value: str) -> float:
+    """A time in seconds, 0 or more (0: no retry)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not seconds >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{value!r}: give 0 or more seconds (0: do not retry)")
+    return seconds
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help=f"the API server (OCR_URL; default {DEFAULT_URL})")
@@ -256,7 +267,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common.add_argument("--dpi", type=int, help="resolution PDF pages are rendered at")
     common.add_argument(
         "--retry-for",
-        type=float,
+        type=_seconds,
         default=DEFAULT_RETRY_FOR_S,
         metavar="SECONDS",
         help="how long to keep retrying a busy (429/503) or unreachable service, the first "

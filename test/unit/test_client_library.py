@@ -690,3 +690,21 @@ def test_a_job_that_did_not_succeed_is_said_without_repeating_its_state(
     )
     err = capsys.readouterr().err
     assert f"  FAILED {tmp_path / 'scans' / 'a.png'}: {said}\n" in err, err
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("-5", "'-5': give 0 or more seconds (0: do not retry)"),
+        ("nan", "'nan': give 0 or more seconds (0: do not retry)"),
+        ("soon", "'soon' is not a number of seconds"),
+    ],
+)
+def test_a_retry_for_below_zero_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, said: str
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["sync", str(tmp_path / "page.png"), "--retry-for", value])
+    assert caught.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error == f"ocr-client sync: error: argument --retry-for: {said}"
