@@ -8,7 +8,8 @@
 (one line says what is wrong with it). ``run`` reads the files whose first bytes are an image's
 or a PDF's (``--include`` chooses by name instead) and keeps a manifest in DIR: run it again and
 it skips what is done and waits for what it had submitted. It exits 1 listing the documents
-that failed, 130 when interrupted (``sync`` too).
+that failed or when stopped (service gone, API key refused), 2 on a wrong command line, 130
+when interrupted (``sync`` too); docs/client.md lists them.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def test_a_folder_through_a_restart_of_both_servers(
         f"{folder / 'notes.png'} (--include GLOB reads files by name instead)"
     )
     assert "20 of 20 documents done" in output and "0 failed" in output, output
-    # No progress bar when the output is not a terminal: only the summary.
+    # No progress bar when the output is not a terminal (the lines it prints stay).
     assert "pages/s" not in output
     entries = manifest(out)
     states = sorted(str(e["state"]) for e in entries.values())
