@@ -183,15 +183,33 @@ def current_revision(bind: Engine | Connection) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def known_revisions() -> set[str]:
+    """Every revision this code has a migration for."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return {revision.revision for revision in script.walk_revisions()}
+
+
 def check_schema(bind: Engine | Connection) -> None:
     """Refuse to run against a database whose schema is not at the latest migration."""
     head = head_revision()
     current = current_revision(bind)
     if current != head:
-        raise SettingsError(
-            f"database schema is at revision {current or 'none'}, this code needs {head}: "
-            "run `ocr-migrate` (or `make migrate`) against OCR_DATABASE_URL first"
+        raise SettingsError(schema_mismatch(current, head))
+
+
+def schema_mismatch(current: str | None, head: str | None) -> str:
+    """Why a database at revision ``current`` is not this code's, and what to do: migrate,
+    or (a revision this code has no file for) run the release that migrated it."""
+    if current is not None and current not in known_revisions():
+        return (
+            f"database schema is at revision {current}, which this code does not know (its "
+            f"latest is {head}): a newer release migrated it; run that release, or restore the "
+            "database's backup from before it"
         )
+    return (
+        f"database schema is at revision {current or 'none'}, this code needs {head}: "
+        "run `ocr-migrate` (or `make migrate`) against OCR_DATABASE_URL first"
+    )
 
 
 def max_packet_bytes(engine: Engine) -> int | None:

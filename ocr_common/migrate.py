@@ -13,7 +13,16 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import pool, text
 from sqlalchemy.exc import DBAPIError
 
-from .db import alembic_config, current_revision, make_engine, safe_url, wait_for_database
+from .db import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    known_revisions,
+    make_engine,
+    safe_url,
+    schema_mismatch,
+    wait_for_database,
+)
 from .observability import configure_logging
 from .settings import SettingsError, load_settings, unknown_variables
 
@@ -42,6 +51,9 @@ def pending_revisions(database_url: str) -> list[tuple[str, str]]:
 def upgrade(database_url: str, report: bool = False) -> None:
     """Apply every pending migration, one revision at a time, one ocr-migrate at a time."""
     with _one_at_a_time(database_url):
+        current, head = _revision(database_url), head_revision()
+        if current is not None and current != head and current not in known_revisions():
+            raise RuntimeError(schema_mismatch(current, head))
         for revision, doc in pending_revisions(database_url):
             command.upgrade(alembic_config(database_url), revision)
             if report:

@@ -19,11 +19,17 @@ from sqlalchemy.engine import make_url
 
 from ocr_common import job_store
 from ocr_common.blobs import FileStore, JobFiles
-from ocr_common.db import alembic_config, head_revision, make_engine, make_session_factory
+from ocr_common.db import (
+    alembic_config,
+    check_schema,
+    head_revision,
+    make_engine,
+    make_session_factory,
+)
 from ocr_common.migrate import upgrade
 from ocr_common.models import Base
 from ocr_common.result import PackedPage
-from ocr_common.settings import load_settings
+from ocr_common.settings import SettingsError, load_settings
 from ocr_server.dispatcher import Dispatcher
 from ocr_server.engine import PageTask
 from ocr_server.pool import EnginePool
@@ -140,3 +146,26 @@ def test_two_migrations_at_once_take_turns(mysql_url: str) -> None:
             assert revision == head_revision()
         finally:
             engine.dispose()
+
+
+def test_a_database_migrated_by_a_newer_release_is_named_as_such(tmp_path: Path) -> None:
+    # A rollback of the code: the database is at a revision this code has no file for. Before,
+    # the services said to run ocr-migrate, and ocr-migrate "No such revision or branch".
+    url = f"sqlite:///{tmp_path}/newer.db"
+    upgrade(url)
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    with pytest.raises(SettingsError, match="0999, which this code does not know"):
+        check_schema(engine)
+    engine.dispose()
+    done = subprocess.run(
+        [sys.executable, "-m", "ocr_common.migrate"],
+        env={**os.environ, "OCR_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "0999, which this code does not know" in done.stderr and "newer release" in done.stderr
