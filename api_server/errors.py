@@ -98,9 +98,11 @@ def register_error_handlers(app: Flask, max_request_bytes: int, max_upload_bytes
             )
         if is_connection_error(exc):
             log.warning("database unavailable: %s", exc)
+            # A read stores nothing anyway: saying so would only puzzle.
+            stored = "" if request.method in ("GET", "HEAD") else " nothing was stored,"
             return error_response(
                 Unavailable(
-                    "the database is unavailable; nothing was stored, retry shortly",
+                    f"the database is unavailable;{stored} retry shortly",
                     code="database_unavailable",
                     retry_after_s=DATABASE_RETRY_AFTER_S,
                 )

@@ -4,10 +4,13 @@ jobs recorded (a result or an engine failure; nothing for a read the OCR server 
 from __future__ import annotations
 
 import json
+import socket
 
 from fake_ocr import REFUSED, UNREADABLE, FakeOcr, api_client
 from sqlalchemy.orm import Session, sessionmaker
 
+from api_server.schemas import EXAMPLE_JOB_ID
+from ocr_common.db import make_engine, make_session_factory
 from ocr_testkit.pages import HELLO_PNG, b64
 
 
@@ -70,3 +73,18 @@ def test_a_list_of_images_to_image_sync_reads_at_most_the_synchronous_limit_in_a
         client.post("/image", data=json.dumps({"image_data": [*images, images[0]]})).status_code
         == 200
     )
+
+
+def test_a_database_outage_tells_a_read_that_it_stored_nothing_only_when_it_could_have() -> None:
+    # Nothing listens on the port: every request meets a database that is down.
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    down = make_session_factory(make_engine(f"mysql+pymysql://u:p@127.0.0.1:{port}/ocr"))
+    client = api_client(down, FakeOcr())
+    read = client.get(f"/v1/jobs/{EXAMPLE_JOB_ID}")
+    assert read.status_code == 503 and read.get_json()["code"] == "database_unavailable"
+    assert "nothing was stored" not in read.get_json()["detail"]
+    write = client.post("/image", data=original(HELLO_PNG))
+    assert write.status_code == 503 and write.get_json()["error"]["code"] == "database_unavailable"
+    assert "nothing was stored" in write.get_json()["error"]["message"]
