@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -125,6 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         log.warning(unknown)
     if (warning := exposure_warning(settings)) is not None:
         log.warning(warning)
+    for variable, bind in (
+        ("OCR_API_BIND", settings.api_bind),
+        ("OCR_METRICS_BIND", settings.metrics_bind),
+    ):
+        if bind is not None and (reason := unbindable(bind)) is not None:
+            # gunicorn would retry for 5 s, then say "Can't connect", naming no setting.
+            print(
+                f"ocr-api: cannot serve on {bind}: {reason}; set {variable} to a free HOST:PORT",
+                file=sys.stderr,
+            )
+            return 1
     sys.argv = sys.argv[:1]  # gunicorn must not read our arguments as its own
     metrics_dir = _metrics_dir()
     master = os.getpid()
@@ -159,6 +171,19 @@ def exposure_warning(settings: Settings) -> str | None:
         "job's text. Set OCR_API_KEYS (`ocr-api hash-key KEY` prints an entry) unless a proxy in "
         "front checks who calls."
     )
+
+
+def unbindable(bind: str) -> str | None:
+    """Why HOST:PORT cannot be listened on now (taken, not an address of this machine), or None."""
+    host, _, port = bind.rpartition(":")
+    try:
+        family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+            probe.bind((host.strip("[]"), int(port)))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _metrics_dir() -> str | None:

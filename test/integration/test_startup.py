@@ -132,3 +132,35 @@ def test_a_new_api_process_starts_even_if_its_database_went_away(tmp_path: Path)
     )
     front = GunicornApp(settings).load()  # the warm-up fails quietly: requests will retry
     assert front.app.extensions["ocr_services"].sessions.kw["bind"].pool.checkedin() == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "variable"),
+    [
+        ("ocr-api", "OCR_API_BIND"),
+        ("ocr-api", "OCR_METRICS_BIND"),
+        ("ocr-server", "OCR_SERVER_BIND"),
+    ],
+)
+def test_an_address_taken_is_refused_naming_its_setting(
+    command: str, variable: str, tmp_path: Path
+) -> None:
+    # gunicorn retried for 5 s and said "Can't connect", naming no setting.
+    env = {
+        "OCR_DATABASE_URL": f"sqlite:///{tmp_path}/ocr.db",
+        "OCR_BLOB_URL": f"file:{tmp_path}/blobs",
+        "OCR_WORKERS": "1",
+    }
+    assert run("ocr-migrate", env).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        bind = f"127.0.0.1:{taken.getsockname()[1]}"
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            other = f"127.0.0.1:{free.getsockname()[1]}"
+        result = run(
+            command, {**env, "OCR_API_BIND": other, "OCR_SERVER_BIND": other, variable: bind}
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot serve on {bind}" in result.stderr and f"set {variable}" in result.stderr
