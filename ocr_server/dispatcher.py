@@ -127,10 +127,13 @@ class Dispatcher:
             log.info("waiting up to %.0f s for %d running job(s)", grace_s, len(running))
             _, pending = await asyncio.wait(running, timeout=grace_s)
         await self._outcomes.close()
-        if pending:
-            unfinished = self._leases.unfinished()
+        # And those whose result the last write could not record: else they would stay running
+        # until their leases ran out, then be read again at an attempt's cost.
+        unfinished = [*(self._leases.unfinished() if pending else []), *self._outcomes.unwritten]
+        if unfinished:
             log.warning("giving back %d unfinished job(s) to the queue", len(unfinished))
             await self._leases.give_back(unfinished)
+        if pending:
             self._pool.stop_replacing()
             for task in pending:
                 task.cancel()

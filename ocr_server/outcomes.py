@@ -48,6 +48,8 @@ class OutcomeWriter:
         self._keep_images = keep_images
         self._lease_s = lease_s
         self._pending: list[_Pending] = []
+        # The jobs whose outcome a stop left unwritten: still this server's, to give back.
+        self.unwritten: list[str] = []
         self._ready = asyncio.Event()
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -105,6 +107,8 @@ class OutcomeWriter:
             if self._closing.is_set() or entry.deadline < retry_before:
                 log.error("job %s: giving up its result write", entry.outcome.job_id)
                 _settle(entry, None)
+                if self._closing.is_set():
+                    self.unwritten.append(entry.outcome.job_id)
         kept = [entry for entry in failed if not entry.written.done()]
         self._pending[:0] = kept
         return kept
@@ -132,9 +136,10 @@ class OutcomeWriter:
                     failed += await self._write([entry])
                 return failed
             log.warning(
-                "could not write %d outcome(s) (%s); retrying in %.0f s",
+                "could not write %d outcome(s) (%s: %s); retrying in %.0f s",
                 len(batch),
                 type(exc).__name__,
+                exc,
                 DB_RETRY_S,
             )
             return batch

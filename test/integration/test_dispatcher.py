@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ocr_common import job_store, server_store
@@ -580,6 +581,34 @@ def test_a_stop_writes_the_outcomes_that_are_ready_before_giving_jobs_back(
     asyncio.run(scenario())
     [job] = jobs(sessions, ids)
     assert (job.status, job.text, job.attempts) == (JobStatus.SUCCEEDED, "read in time\n", 1)
+
+
+def test_a_stop_gives_back_a_job_whose_result_write_it_could_not_make(
+    sessions: sessionmaker[Session], files: JobFiles, db_engine: Engine
+) -> None:
+    # The page was read, but the database refused its result until the stop gave up on it:
+    # the job left running until its lease ran out (then read again, at an attempt's cost).
+    [job_id] = queue(sessions, files, [b"read, not written"])
+    dispatcher = Dispatcher(sessions, EnginePool([FakeEngine()]), settings(), files)
+    refused = threading.Event()
+
+    def refuse_finish(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if _is_finish(statement):
+            refused.set()
+            raise OperationalError(statement, {}, Exception("the database refused it"))
+
+    async def scenario() -> None:
+        event.listen(db_engine, "before_cursor_execute", refuse_finish)
+        try:
+            dispatcher.start()
+            await asyncio.to_thread(refused.wait, 10)
+            await dispatcher.stop(grace_s=0.1)
+        finally:
+            event.remove(db_engine, "before_cursor_execute", refuse_finish)
+
+    asyncio.run(scenario())
+    [job] = jobs(sessions, [job_id])
+    assert (job.status, job.attempts, job.worker_id) == (JobStatus.QUEUED, 0, None)
 
 
 def test_a_stop_during_a_claim_gives_back_what_the_claim_took(
