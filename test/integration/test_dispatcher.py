@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -583,6 +583,28 @@ def test_a_stop_writes_the_outcomes_that_are_ready_before_giving_jobs_back(
     assert (job.status, job.text, job.attempts) == (JobStatus.SUCCEEDED, "read in time\n", 1)
 
 
+def stop_once(
+    dispatcher: Dispatcher,
+    db_engine: Engine,
+    hook: Callable[..., None],
+    reached: threading.Event,
+    grace_s: float,
+) -> None:
+    """Run ``dispatcher`` with ``hook`` before each statement; stop it with ``grace_s`` once
+    ``reached`` is set."""
+
+    async def scenario() -> None:
+        event.listen(db_engine, "before_cursor_execute", hook)
+        try:
+            dispatcher.start()
+            await asyncio.to_thread(reached.wait, 10)
+            await dispatcher.stop(grace_s=grace_s)
+        finally:
+            event.remove(db_engine, "before_cursor_execute", hook)
+
+    asyncio.run(scenario())
+
+
 def test_a_stop_gives_back_a_job_whose_result_write_it_could_not_make(
     sessions: sessionmaker[Session], files: JobFiles, db_engine: Engine
 ) -> None:
@@ -597,16 +619,7 @@ def test_a_stop_gives_back_a_job_whose_result_write_it_could_not_make(
             refused.set()
             raise OperationalError(statement, {}, Exception("the database refused it"))
 
-    async def scenario() -> None:
-        event.listen(db_engine, "before_cursor_execute", refuse_finish)
-        try:
-            dispatcher.start()
-            await asyncio.to_thread(refused.wait, 10)
-            await dispatcher.stop(grace_s=0.1)
-        finally:
-            event.remove(db_engine, "before_cursor_execute", refuse_finish)
-
-    asyncio.run(scenario())
+    stop_once(dispatcher, db_engine, refuse_finish, refused, grace_s=0.1)
     [job] = jobs(sessions, [job_id])
     assert (job.status, job.attempts, job.worker_id) == (JobStatus.QUEUED, 0, None)
 
@@ -625,17 +638,8 @@ def test_a_stop_during_a_claim_gives_back_what_the_claim_took(
     engine = FakeEngine()
     dispatcher = Dispatcher(sessions, EnginePool([engine]), settings(), files)
 
-    async def scenario() -> None:
-        event.listen(db_engine, "before_cursor_execute", stall_claim)
-        try:
-            dispatcher.start()
-            await asyncio.to_thread(claiming.wait, 10)
-            # The claim commits after the stop began: the job must not stay running.
-            await dispatcher.stop(grace_s=5)
-        finally:
-            event.remove(db_engine, "before_cursor_execute", stall_claim)
-
-    asyncio.run(scenario())
+    # The claim commits after the stop began: the job must not stay running.
+    stop_once(dispatcher, db_engine, stall_claim, claiming, grace_s=5)
     [job] = jobs(sessions, ids)
     assert claiming.is_set()
     assert (job.status, job.attempts, job.worker_id) == (JobStatus.QUEUED, 0, None)

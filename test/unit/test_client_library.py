@@ -4,6 +4,7 @@ installed alone: test/e2e/test_client_alone.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,32 +47,47 @@ class Script:
         self.times: list[float] = []
 
 
+class Answering(BaseHTTPRequestHandler):
+    """A request handler that answers JSON (or bytes), and logs nothing."""
+
+    def answer(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler: type[Answering]) -> Iterator[str]:
+    """``handler`` on a free port, on a thread; its URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @pytest.fixture
 def server() -> Iterator[tuple[str, Script]]:
     script = Script()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(Answering):
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
             script.times.append(time.monotonic())
             index = min(len(script.times), len(script.answers)) - 1
             status, headers, body = script.answers[index]
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.answer(status, body, headers)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", script
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler) as url:
+        yield url, script
 
 
 def test_a_429_is_retried_after_the_time_in_retry_after(server: tuple[str, Script]) -> None:
@@ -481,16 +497,7 @@ class FakeApi:
 def fake_api() -> Iterator[tuple[str, FakeApi]]:
     api = FakeApi()
 
-    class Handler(BaseHTTPRequestHandler):
-        def answer(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
-            self.send_response(status)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(Answering):
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
             if self.path == "/healthz":
                 self.answer(200, {"status": "ok"})
@@ -511,15 +518,8 @@ def fake_api() -> Iterator[tuple[str, FakeApi]]:
                 return
             self.answer(201, {"id": f"job{len(api.keys)}", **api.job})
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", api
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler) as url:
+        yield url, api
 
 
 def ten_pages(folder: Path) -> Path:
