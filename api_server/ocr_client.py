@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -38,7 +39,9 @@ log = logging.getLogger(__name__)
 # a call is logged here.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
-# The OCR server's answers that say the two services are set up apart, and what to set.
+# The statuses the OCR server's POST /ocr answers a document with besides 200 (with its JSON
+# error), and those that say the two services are set up apart, with what to set.
+OCR_SERVER_ERRORS = frozenset({400, 413, 422, 503})
 MISCONFIGURED = {
     401: "OCR_INTERNAL_TOKEN differs between the API and the OCR server (or one lacks it)",
     421: "the host of the API's OCR_SERVER_URL is not in the OCR server's OCR_ALLOWED_HOSTS",
@@ -146,8 +149,16 @@ class OcrServerClient:
         calls = ThreadPoolExecutor(max(1, min(self._parallel, len(requests))), "ocr-call")
         with self._sync_wait():
             try:
+                # Each on a copy of this context: their log lines carry the request's id.
                 futures = [
-                    calls.submit(self._read, request, deadline, headers, connection)
+                    calls.submit(
+                        contextvars.copy_context().run,
+                        self._read,
+                        request,
+                        deadline,
+                        headers,
+                        connection,
+                    )
                     for request, connection in zip(requests, connections, strict=True)
                 ]
                 return _results(futures, deadline, gone)
@@ -190,30 +201,28 @@ class OcrServerClient:
             raise _unavailable(
                 f"the OCR server is not answering ({type(exc).__name__}); retry shortly"
             ) from None
-        if (setting := MISCONFIGURED.get(response.status_code)) is not None:
-            # The two services' settings disagree: an operator's to fix, not a client's.
-            log.error(
-                "the OCR server at %s refused the API (%d): %s",
-                self._shown,
-                response.status_code,
-                setting,
-            )
-            raise _unavailable(
-                "the API server cannot use its OCR server (their settings disagree; its "
-                "operator is told in its log); nothing was stored"
-            )
-        raw = response.content
+        status = response.status_code
         try:
-            answer = json.loads(raw)
+            answer = json.loads(response.content)
         except ValueError:
-            # Not our answer (something in between): its status still says whether retrying
-            # can help.
             answer = None
-        if response.status_code == 200 and isinstance(answer, dict):
+        if status == 200 and isinstance(answer, dict):
             return answer
-        if answer is None:
-            answer = {"error": {"message": raw[:200].decode(errors="replace")}}
-        raise error_from_wire(response.status_code, answer, response.headers.get("Retry-After"))
+        if status in OCR_SERVER_ERRORS and _is_error_body(answer):
+            raise error_from_wire(status, answer, response.headers.get("Retry-After"))
+        # Not one of the OCR server's own answers: its body is not passed on (it may be anyone's
+        # page, even one that echoes the request's headers, the internal token among them).
+        if status in (502, 503, 504):
+            # A proxy in between, telling that the OCR server behind it is down.
+            log.warning("the OCR server at %s: a proxy answered %d", self._shown, status)
+            raise _unavailable(f"the OCR server is not answering ({status}); retry shortly")
+        # The two services' settings disagree: an operator's to fix, not a client's.
+        why = MISCONFIGURED.get(status, "OCR_SERVER_URL does not lead to the OCR server's API")
+        log.error("the OCR server at %s refused the API (%d): %s", self._shown, status, why)
+        raise _unavailable(
+            "the API server cannot use its OCR server (their settings disagree; its "
+            "operator is told in its log); nothing was stored"
+        )
 
     def notify(self) -> None:
         """Wake the OCR server's dispatcher; never waits and never fails the caller. While one
@@ -288,6 +297,12 @@ def _results(
         error = future.exception()
         out.append(error if isinstance(error, OcrError) else future.result())
     return out
+
+
+def _is_error_body(answer: object) -> bool:
+    """Whether ``answer`` has the shape of the OCR server's errors: {"error": {"code": ...}}."""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return isinstance(error, dict) and isinstance(error.get("code"), str)
 
 
 def _unavailable(message: str, code: str = "ocr_unavailable") -> Unavailable:
