@@ -99,7 +99,9 @@ def register_error_handlers(app: Flask, max_request_bytes: int, max_upload_bytes
         if is_connection_error(exc):
             log.warning("database unavailable: %s", exc)
             # A read stores nothing anyway: saying so would only puzzle.
-            stored = "" if request.method in ("GET", "HEAD") else " nothing was stored,"
+            stored = {"GET": "", "HEAD": "", "DELETE": " nothing was deleted,"}.get(
+                request.method, " nothing was stored,"
+            )
             return error_response(
                 Unavailable(
                     f"the database is unavailable;{stored} retry shortly",

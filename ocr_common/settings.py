@@ -357,7 +357,10 @@ OTHER_VARIABLES = frozenset(
         "OCR_CLIENT_TEST_PYTHON",
     }
 )
-_SERVICE_LINK = re.compile(r"OCR_\w*?_(SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)")
+_SERVICE_LINK = re.compile(r"OCR_\w*?_(SERVICE_HOST|SERVICE_PORT\w*|PORT_\d+_(TCP|UDP|SCTP)\w*)")
+# A Service's own link, OCR_API_PORT=tcp://10.0.0.1:5000; OCR_API_PORT=5400 is someone's guess.
+_SERVICE_LINK_PORT = re.compile(r"OCR_\w*?_PORT")
+_LINK_VALUE = re.compile(r"(tcp|udp|sctp)://.*")
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
@@ -368,7 +371,9 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     for name in sorted(environ):
         if not name.startswith("OCR_") or name in known or _SERVICE_LINK.fullmatch(name):
             continue
-        if name == "OCR_API_KEY" and "OCR_API_KEYS" not in environ:
+        if _SERVICE_LINK_PORT.fullmatch(name) and _LINK_VALUE.fullmatch(environ[name]):
+            continue
+        if name == "OCR_API_KEY" and not environ.get("OCR_API_KEYS"):
             warnings.append(
                 "OCR_API_KEY is ocr-client's variable; the API takes its keys from OCR_API_KEYS "
                 "(unset: every caller is answered)"

@@ -275,6 +275,7 @@ def test_an_ocr_variable_no_setting_reads_is_named_with_the_setting_it_resembles
         "OCR_API_SERVICE_HOST": "10.0.0.1",  # Kubernetes' links to a Service "ocr-api"
         "OCR_SERVER_PORT_5001_TCP_ADDR": "10.0.0.2",
         "OCR_SERVER_PORT": "tcp://10.0.0.2:5001",
+        "OCR_API_PORT": "5400",  # a guess at OCR_API_BIND, not a link (whose value is tcp://)
         "OCR_NOTHING_LIKE_IT": "1",
         "PATH": "/bin",
     }
@@ -282,14 +283,17 @@ def test_an_ocr_variable_no_setting_reads_is_named_with_the_setting_it_resembles
     assert warnings == [
         "OCR_API_KEY is ocr-client's variable; the API takes its keys from OCR_API_KEYS "
         "(unset: every caller is answered)",
+        "OCR_API_PORT is not a setting, and is ignored; see docs/settings.md",
         "OCR_LEASE is not a setting, and is ignored (did you mean OCR_LEASE_S?); see "
         "docs/settings.md",
         "OCR_NOTHING_LIKE_IT is not a setting, and is ignored; see docs/settings.md",
         "OCR_WORKER is not a setting, and is ignored (did you mean OCR_WORKERS?); see "
         "docs/settings.md",
     ]
-    # With the API's own keys set, the client's variable beside them is no slip.
+    # With the API's own keys set, the client's variable beside them is no slip; set empty (as
+    # compose passes it when unset), it is.
     assert unknown_variables({"OCR_API_KEY": "k", "OCR_API_KEYS": "x"}) == []
+    assert len(unknown_variables({"OCR_API_KEY": "k", "OCR_API_KEYS": ""})) == 1
 
 
 def test_ocr_migrate_warns_of_a_misspelt_variable(tmp_path: Path) -> None:

@@ -85,6 +85,8 @@ def test_a_database_outage_tells_a_read_that_it_stored_nothing_only_when_it_coul
     read = client.get(f"/v1/jobs/{EXAMPLE_JOB_ID}")
     assert read.status_code == 503 and read.get_json()["code"] == "database_unavailable"
     assert "nothing was stored" not in read.get_json()["detail"]
+    deleted = client.delete(f"/v1/jobs/{EXAMPLE_JOB_ID}")
+    assert deleted.status_code == 503 and "nothing was deleted" in deleted.get_json()["detail"]
     write = client.post("/image", data=original(HELLO_PNG))
     assert write.status_code == 503 and write.get_json()["error"]["code"] == "database_unavailable"
     assert "nothing was stored" in write.get_json()["error"]["message"]
