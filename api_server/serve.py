@@ -17,7 +17,7 @@ from gunicorn.app.base import BaseApplication
 
 from ocr_common.blobs import open_job_files
 from ocr_common.db import check_database, make_engine
-from ocr_common.observability import RequestIdFilter, configure_logging, formatter
+from ocr_common.observability import RequestIdFilter, configure_logging, formatter, say
 from ocr_common.settings import (
     Settings,
     SettingsError,
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         # The store answers and takes blobs (waiting as for the database).
         open_job_files(settings.blob_url, settings.startup_wait_s)
     except SettingsError as exc:
-        print(f"ocr-api: {exc}", file=sys.stderr)
+        say("ocr-api", str(exc))
         return 2
     for unknown in unknown_variables(os.environ):
         log.warning(unknown)
@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if bind is not None and (reason := unbindable(bind)) is not None:
             # gunicorn would retry for 5 s, then say "Can't connect", naming no setting.
-            print(
-                f"ocr-api: cannot serve on {bind}: {reason}; set {variable} to a free HOST:PORT",
-                file=sys.stderr,
-            )
+            say("ocr-api", f"cannot serve on {bind}: {reason}; set {variable} to a free HOST:PORT")
             return 1
     sys.argv = sys.argv[:1]  # gunicorn must not read our arguments as its own
     metrics_dir = _metrics_dir()

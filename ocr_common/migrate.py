@@ -4,6 +4,7 @@ transaction, so a failure names the revision that failed and the one the databas
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from .db import (
     schema_mismatch,
     wait_for_database,
 )
-from .observability import configure_logging
+from .observability import configure_logging, say
 from .settings import SettingsError, load_settings, unknown_variables
 
 # The MySQL/MariaDB named lock one ocr-migrate holds while it migrates, and how long another
@@ -57,7 +58,7 @@ def upgrade(database_url: str, report: bool = False) -> None:
         for revision, doc in pending_revisions(database_url):
             command.upgrade(alembic_config(database_url), revision)
             if report:
-                print(f"ocr-migrate: applied {revision}: {doc}")
+                say("ocr-migrate", f"applied {revision}: {doc}", logging.INFO)
 
 
 @contextlib.contextmanager
@@ -89,25 +90,25 @@ def main() -> int:
     try:
         settings = load_settings()
     except SettingsError as exc:
-        print(f"ocr-migrate: {exc}", file=sys.stderr)
+        say("ocr-migrate", str(exc))
         return 2
     # The wait for the database logs, in the format asked for (JSON lines for a collector).
     configure_logging(settings.log_level, settings.log_format)
     for warning in unknown_variables(os.environ):
-        print(f"ocr-migrate: warning: {warning}", file=sys.stderr)
+        say("ocr-migrate", f"warning: {warning}", logging.WARNING)
     where = safe_url(settings.database_url)
     try:
         wait_for_database(settings, lambda: upgrade(settings.database_url, report=True))
     except SettingsError as exc:  # the database stayed out of reach
-        print(f"ocr-migrate: {exc}", file=sys.stderr)
+        say("ocr-migrate", str(exc))
         return 1
     except DBAPIError as exc:
-        print(f"ocr-migrate: {failure(settings.database_url, exc)}", file=sys.stderr)
+        say("ocr-migrate", failure(settings.database_url, exc))
         return 1
     except Exception as exc:  # noqa: BLE001 - any failure here is reported, not traced
-        print(f"ocr-migrate: could not migrate {where}: {exc}", file=sys.stderr)
+        say("ocr-migrate", f"could not migrate {where}: {exc}")
         return 1
-    print(f"ocr-migrate: {where} is at the latest schema")
+    say("ocr-migrate", f"{where} is at the latest schema", logging.INFO)
     return 0
 
 

@@ -5,6 +5,7 @@ with each job); text lines, or JSON lines with ``OCR_LOG_FORMAT=json``."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import uuid
@@ -124,6 +125,18 @@ def formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return UtcJsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp=False)
     return TextFormatter(TEXT_FORMAT)
+
+
+def say(program: str, message: str, level: int = logging.ERROR) -> None:
+    """What a command says of itself (why it stops, what it did): ``program: message``, or
+    with OCR_LOG_FORMAT=json a JSON record, which a log collector reads like every other line.
+    Read from the environment itself: it is said when the settings are what failed, too."""
+    if os.environ.get("OCR_LOG_FORMAT", "").strip().lower() != "json":
+        print(f"{program}: {message}", file=sys.stderr if level >= logging.WARNING else sys.stdout)
+        return
+    if not logging.getLogger().handlers:
+        configure_logging("INFO", "json")
+    logging.getLogger(program).log(level, message)
 
 
 def configure_logging(level: str, log_format: str) -> None:

@@ -15,7 +15,7 @@ from aiohttp import web, web_response
 from ocr_common.blobs import JobFiles, open_job_files
 from ocr_common.db import check_database, make_engine, make_session_factory, safe_url
 from ocr_common.errors import OcrError
-from ocr_common.observability import configure_logging
+from ocr_common.observability import configure_logging, say
 from ocr_common.settings import MIB, Settings, SettingsError, load_settings, unknown_variables
 
 from .app import create_app
@@ -114,16 +114,16 @@ def run(lifetime: contextlib.ExitStack) -> int:
             max_memory_bytes=settings.engine_max_memory_mb * MIB,
         )
     except (SettingsError, OcrError) as exc:
-        print(f"ocr-server: {exc}", file=sys.stderr)
+        say("ocr-server", str(exc))
         return 2
     log.info("%s, languages %s (models in %s)", info.version, "+".join(pool.languages), data_dir)
     try:
         asyncio.run(serve(settings, pool, files, max_write_bytes))
     except OSError as exc:
-        print(
-            f"ocr-server: cannot serve on {settings.server_bind}: {exc}; "
-            "set OCR_SERVER_BIND to a free HOST:PORT",
-            file=sys.stderr,
+        say(
+            "ocr-server",
+            f"cannot serve on {settings.server_bind}: {exc}; set OCR_SERVER_BIND to a free "
+            "HOST:PORT",
         )
         return 1
     finally:

@@ -327,6 +327,20 @@ def test_the_wait_for_a_database_is_logged_in_the_format_asked_for() -> None:
         timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 1
-    logged = [line for line in done.stderr.splitlines() if not line.startswith("ocr-migrate:")]
-    records = [json.loads(line) for line in logged]
-    assert records and all("not reachable yet" in r["message"] for r in records), done.stderr
+    # Every line, the last one that says why it stopped too.
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    assert records and all("not reachable yet" in r["message"] for r in records[:-1])
+    assert "cannot reach the database" in records[-1]["message"], done.stderr
+    assert records[-1]["logger"] == "ocr-migrate"
+
+
+@pytest.mark.parametrize("command", ["ocr_common.migrate", "api_server.serve", "ocr_server.serve"])
+def test_a_setting_refused_is_said_in_the_log_format_asked_for(command: str) -> None:
+    env = {"PATH": os.environ["PATH"], "OCR_LOG_FORMAT": "json", "OCR_LEASE_S": "inf"}
+    done = subprocess.run(
+        [sys.executable, "-m", command], env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    [record] = [json.loads(line) for line in done.stderr.splitlines()]
+    assert "OCR_LEASE_S" in record["message"] and record["level"] == "ERROR"
