@@ -207,6 +207,7 @@ def tiff_page_count(data: bytes, limit: int = MAX_TIFF_PAGES) -> int:
     count_size, offset_size = struct.calcsize(count_format), struct.calcsize(offset_format)
     (at,) = struct.unpack_from(order + offset_format, data, first_at)
     seen: set[int] = set()
+    entries_in_all = 0
     while at:
         if at in seen:
             raise Truncated(f"its chain of pages loops back to the page at byte {at}")
@@ -222,6 +223,12 @@ def tiff_page_count(data: bytes, limit: int = MAX_TIFF_PAGES) -> int:
         next_at = at + count_size + entries * entry_size
         if next_at + offset_size > len(data):
             raise Truncated(f"the directory of page {len(seen)} runs past the end")
+        # Directories that do not overlap hold no more entries than the file has room for; ones
+        # that overlap make each page claim the file's entries again (a 926 KB file of 10,000
+        # directories of 65,535 entries each cost Pillow 0.13 s a page to seek past).
+        entries_in_all += entries
+        if entries_in_all * entry_size > len(data):
+            raise Truncated("its pages' directories overlap")
         (at,) = struct.unpack_from(order + offset_format, data, next_at)
     return len(seen)
 

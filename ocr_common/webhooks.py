@@ -160,7 +160,8 @@ def check_webhook_url(value: object, policy: AddressPolicy) -> str:
     host = parts.hostname or ""
     # What URL parsers take but no delivery could reach: empty labels (http://a..b/), a label
     # that starts or ends with a hyphen, port 0.
-    if literal_address(host) is None and not _HOST_NAME.fullmatch(host.rstrip(".")):
+    name = host[:-1] if host.endswith(".") else host  # one final dot: the root's, allowed
+    if literal_address(host) is None and not _HOST_NAME.fullmatch(name):
         raise _invalid(f"names the host {host[:80]!r}, which is not a host name")
     if parts.port == 0:
         raise _invalid("names port 0, which no server listens on")

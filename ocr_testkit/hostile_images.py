@@ -110,3 +110,26 @@ def chained_tiff(pages: int, *, last_next: int | None = None) -> bytes:
         data += directory + bytes(4)
     struct.pack_into("<I", data, at + len(directory), last_next or 0)
     return bytes(data)
+
+
+def overlapping_tiff(pages: int = 1_000, entries: int = 2_000) -> bytes:
+    """A TIFF of ``pages`` page directories that start 12 bytes apart, each claiming the same
+    ``entries`` entries (a small 200x100 page's tags among them): little data, but every page
+    makes a reader walk all the entries again."""
+    width, height = 200, 100
+    page = [(256, width), (257, height), (258, 8), (259, 1), (262, 1), (273, 8), (277, 1)]
+    page += [(278, height), (279, width * height)]
+    start = 8 + width * height  # the directories' region, after the header and the pixels
+    region = bytearray(12 * entries)
+    for record in range(entries):
+        tag, value = page[record - pages] if pages <= record < pages + len(page) else (0, 0)
+        # A count, if a directory starts here; then an entry (tag, SHORT, 1, value).
+        struct.pack_into(
+            "<HHHIH", region, 12 * record, entries, tag or 60000 + record % 5000, 3, 1, value
+        )
+    tail = bytearray(12 * pages)
+    data = bytearray(b"II*\x00" + struct.pack("<I", start)) + bytes(width * height) + region + tail
+    for index in range(pages):  # directory ``index`` ends 12 * index bytes into the tail
+        following = start + 12 * (index + 1) if index + 1 < pages else 0
+        struct.pack_into("<I", data, start + 12 * entries + 12 * index + 2, following)
+    return bytes(data)

@@ -161,6 +161,7 @@ def test_a_refused_ip_literal_is_a_400_with_a_stable_code(value: str) -> None:
         "http://-a.example/",
         "http://a.-b.example/",
         "http://8.8.8.8:0/",
+        "https://example.com../h",
         "https://example.com:0/hook",
         "https://" + "a" * 2040 + ".com",
         42,
