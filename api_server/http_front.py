@@ -385,8 +385,8 @@ class HttpConnection(asyncio.Protocol):
             self._count_body(self.body_size)
         return not self.spooled or front.on_disk + size <= BODIES_ON_DISK_BYTES
 
-    def _count_body(self, size: int) -> None:
-        if self.spooled:
+    def _count_body(self, size: int, spooled: bool | None = None) -> None:
+        if self.spooled if spooled is None else spooled:
             self.front.on_disk += size
         else:
             self.front.in_memory += size
@@ -398,16 +398,18 @@ class HttpConnection(asyncio.Protocol):
             return
         environ, body = self.environ, self.body
         self.environ, self.body = None, None
-        self._count_body(-self.body_size)  # the app's now: its threads bound what they hold
         body.seek(0)
         environ.pop("HTTP_TRANSFER_ENCODING", None)
-        self._answer({**environ, "CONTENT_LENGTH": str(self.body_size), "wsgi.input": body})
+        # Counted until the app is done with it: a body whole may still wait for a thread.
+        held = (self.body_size, self.spooled)
+        self._answer({**environ, "CONTENT_LENGTH": str(self.body_size), "wsgi.input": body}, held)
 
-    def _answer(self, environ: dict[str, Any]) -> None:
+    def _answer(self, environ: dict[str, Any], held: tuple[int, bool] = (0, False)) -> None:
         self._set_timer(None)
-        self.task = self.loop.create_task(self._run(environ))  # held: the loop holds tasks weakly
+        # Held: the loop holds tasks weakly.
+        self.task = self.loop.create_task(self._run(environ, held))
 
-    async def _run(self, environ: dict[str, Any]) -> None:
+    async def _run(self, environ: dict[str, Any], held: tuple[int, bool]) -> None:
         try:
             status, headers, rest = await self.loop.run_in_executor(
                 self.front.pool, self._call_app, environ
@@ -419,6 +421,7 @@ class HttpConnection(asyncio.Protocol):
             return
         finally:
             environ["wsgi.input"].close()
+            self._count_body(-held[0], held[1])
         if self.closing:
             return
         if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:

@@ -58,6 +58,11 @@ def echo_app(limit: int) -> Flask:
         parts = (b"s" * 65536 for _ in range(BIG // 65536))
         return Response(parts, mimetype="application/octet-stream")
 
+    @app.post("/slowly")
+    def slowly() -> Any:
+        time.sleep(0.5)
+        return jsonify({"bytes": len(request.get_data())})
+
     @app.get("/wait")
     def wait() -> Any:
         gone = caller_gone(request.environ)
@@ -224,6 +229,37 @@ def test_bodies_arriving_are_held_within_the_process_s_memory_and_disk_bounds(
     assert (status, json.loads(body)["error"]["code"]) == (503, "uploads_busy")
     assert headers[b"Retry-After"] == b"2"
     assert parse(small)[0] == 200
+
+
+def test_a_whole_body_waiting_for_a_thread_is_still_counted() -> None:
+    # Bodies whole but queued behind busy threads are held all the same: counted until the
+    # app is done with them, not only while they arrive.
+    front = Front(echo_app(1_000_000), max_body_bytes=1_000_000, threads=1)
+    seen: list[int] = []
+
+    async def scenario() -> None:
+        connections: set[HttpConnection] = set()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: HttpConnection(front, connections, 5.0, Proxies([])), "127.0.0.1", 0
+        )
+        address = server.sockets[0].getsockname()[:2]
+        readers = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection(*address)
+            head = b"POST /slowly HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            writer.write(head + b"Content-Length: 100000\r\n\r\n" + b"x" * 100_000)
+            readers.append(reader)
+        await wait_until_async(lambda: front.in_memory == 200_000, 5, "both bodies held")
+        await asyncio.sleep(0.2)  # the first is in the app, the second waits for its thread
+        seen.append(front.in_memory)
+        for reader in readers:
+            await reader.read()
+        await wait_until_async(lambda: front.in_memory == 0, 5, "both let go")
+        server.close()
+
+    asyncio.run(scenario())
+    assert seen == [200_000]
 
 
 def test_a_body_that_stalls_is_a_408_json_error(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
