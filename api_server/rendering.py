@@ -13,6 +13,7 @@ from werkzeug.datastructures import MIMEAccept
 
 from ocr_common.errors import Conflict, Unavailable
 from ocr_common.job_summary import iso_time, job_summary
+from ocr_common.memory import release_memory
 from ocr_common.models import Job, JobStatus, WebhookDelivery
 from ocr_common.options import invalid_option
 from ocr_common.render import alto, hocr, tsv
@@ -45,6 +46,7 @@ def render_turn() -> Iterator[None]:
         yield
     finally:
         _renders.release()
+        release_memory()  # the page's pixels: else glibc keeps them for the process's life
 
 
 def result_format(values: Mapping[str, Any], accept: MIMEAccept | None = None) -> str:

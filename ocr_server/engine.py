@@ -7,7 +7,6 @@ an ``EngineError`` with a message a person can act on.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import math
 import os
@@ -109,21 +108,6 @@ def resident_bytes(pid: int | str = "self") -> int:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to trim
-        return None
-
-
-def release_memory() -> None:
-    """Give freed heap back to the system: after a large page glibc keeps it otherwise."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
 
 
 def _to_tesseract_mode(image: Image.Image) -> Image.Image:

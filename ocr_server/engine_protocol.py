@@ -61,7 +61,9 @@ def engine_main(
     # First of all, before libtesseract, pdfium or any page is loaded.
     if max_memory_bytes:
         limit_memory(max_memory_bytes)
-    from .engine import TesseractEngine, release_memory, resident_bytes
+    from ocr_common.memory import release_memory
+
+    from .engine import TesseractEngine, resident_bytes
 
     try:
         engine = TesseractEngine(
