@@ -151,17 +151,21 @@ def test_a_declared_length_over_the_limit_is_refused_without_reading_the_body(po
     assert status == 413
 
 
+async def front_server(front: Front) -> asyncio.Server:
+    """``front`` serving on a free port of the running loop."""
+    connections: set[HttpConnection] = set()
+    return await asyncio.get_running_loop().create_server(
+        lambda: HttpConnection(front, connections, 5.0, Proxies([])), "127.0.0.1", 0
+    )
+
+
 def test_a_body_larger_than_memory_buffering_is_replayed_from_disk() -> None:
     # Above BODY_IN_MEMORY_BYTES the body waits in a temporary file; the app gets every byte.
     big = 3 * 1024 * 1024
     front = Front(echo_app(big + 10), max_body_bytes=big + 10, threads=1)
 
     async def serve_one() -> bytes:
-        connections: set[HttpConnection] = set()
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: HttpConnection(front, connections, 5.0, Proxies([])), "127.0.0.1", 0
-        )
+        server = await front_server(front)
         reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
         writer.write(CHUNKED_HEAD + b"Content-Length: %d\r\n\r\n" % big)
         for _ in range(3):
@@ -187,11 +191,7 @@ def test_bodies_arriving_are_held_within_the_process_s_memory_and_disk_bounds(
     seen: list[tuple[int, int]] = []
 
     async def scenario() -> tuple[bytes, bytes]:
-        connections: set[HttpConnection] = set()
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: HttpConnection(front, connections, 5.0, Proxies([])), "127.0.0.1", 0
-        )
+        server = await front_server(front)
         address = server.sockets[0].getsockname()[:2]
         slow = []
         for n in range(1, 4):  # each sends 200 KB of its 400 KB, then waits
@@ -238,11 +238,7 @@ def test_a_whole_body_waiting_for_a_thread_is_still_counted() -> None:
     seen: list[int] = []
 
     async def scenario() -> None:
-        connections: set[HttpConnection] = set()
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: HttpConnection(front, connections, 5.0, Proxies([])), "127.0.0.1", 0
-        )
+        server = await front_server(front)
         address = server.sockets[0].getsockname()[:2]
         readers = []
         for _ in range(2):
