@@ -52,9 +52,9 @@ def pending_revisions(database_url: str) -> list[tuple[str, str]]:
 def upgrade(database_url: str, report: bool = False) -> None:
     """Apply every pending migration, one revision at a time, one ocr-migrate at a time."""
     with _one_at_a_time(database_url):
-        current, head = _revision(database_url), head_revision()
-        if current is not None and current != head and current not in known_revisions():
-            raise RuntimeError(schema_mismatch(current, head))
+        current = _revision(database_url)
+        if current is not None and current not in known_revisions():
+            raise RuntimeError(schema_mismatch(current, head_revision()))
         for revision, doc in pending_revisions(database_url):
             command.upgrade(alembic_config(database_url), revision)
             if report:
